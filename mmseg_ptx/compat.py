@@ -1,0 +1,222 @@
+"""Work-arounds for OpenMMLab on today's stack, all in one place.
+
+Each fix names the upstream problem it covers and is applied only when that
+problem is present, so it can be deleted once upstream releases a fix.
+``mmseg_ptx/__init__.py`` imports this module before anything from mmseg.
+
+Fixes:
+
+1. ``mmcv.ops`` without compiled ops (mmcv-lite). mmseg 1.2.2 imports
+   ``point_sample`` and ``sigmoid_focal_loss`` from ``mmcv.ops`` at import time
+   (mmseg/utils/mask_classification.py, models/losses/focal_loss.py, ...) and
+   ``mmcv/ops/__init__.py`` loads ``mmcv._ext``, which mmcv-lite lacks; mmseg's
+   guarded imports catch ``ModuleNotFoundError`` only (reported e.g. as
+   open-mmlab/mmdetection3d#3093, "No module named 'mmcv._ext'"). We
+   install a stand-in ``mmcv.ops`` package that loads mmcv's
+   own pure-PyTorch submodules, provides ``sigmoid_focal_loss`` in PyTorch,
+   and raises ``ModuleNotFoundError`` for every other compiled op, so
+   mmseg's guards work. Inactive when ``mmcv._ext`` exists (full mmcv).
+2. ``torch.load(weights_only=True)`` is the default since torch 2.6, and
+   mmengine 0.10.7 cannot load its own checkpoints (``HistoryBuffer`` and
+   numpy objects in ``message_hub``): "Weights only load failed". Reported as
+   open-mmlab/mmengine#1655; fixed only on mmengine's unreleased main. We keep
+   ``weights_only=True`` and allow-list exactly the types mmengine writes,
+   so downloaded pretrained weights are loaded as strictly as before.
+3. CPU-only distributed runs: mmengine's pytorch launcher calls
+   ``torch.cuda.set_device`` and the runner wraps DDP with ``device_ids``;
+   both fail without CUDA (mmengine 0.10.7, dist/utils.py and
+   runner.wrap_model). Without CUDA we
+   initialise the process group with gloo and wrap DDP with
+   ``device_ids=None``. Inactive when CUDA is available.
+
+``mmseg::`` config inheritance needs ``pkg_resources`` (removed in
+setuptools 82); that is handled by the ``setuptools<82`` requirement, and
+:func:`check_pkg_resources` turns the failure into an actionable message.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import types
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    'apply_all', 'compiled_mmcv_ops_available', 'sigmoid_focal_loss',
+    'check_pkg_resources'
+]
+
+
+# --------------------------------------------------------------------------
+# 1. mmcv.ops stand-in for mmcv-lite
+# --------------------------------------------------------------------------
+def compiled_mmcv_ops_available() -> bool:
+    """Whether mmcv's compiled extension ``mmcv._ext`` is installed."""
+    try:
+        return importlib.util.find_spec('mmcv._ext') is not None
+    except ModuleNotFoundError:  # mmcv itself is missing
+        return False
+
+
+def sigmoid_focal_loss(input: torch.Tensor,
+                       target: torch.Tensor,
+                       gamma: float = 2.0,
+                       alpha: float = 0.25,
+                       weight: Optional[torch.Tensor] = None,
+                       reduction: str = 'mean') -> torch.Tensor:
+    """PyTorch version of ``mmcv.ops.sigmoid_focal_loss``.
+
+    Same contract as mmcv's CUDA kernel: ``input`` is (N, C) logits,
+    ``target`` (N,) class indices where ``C`` means "no class"; ``weight``
+    (C,) is looked up by target class; ``'mean'`` divides the sum by N.
+
+    Args:
+        input (Tensor): Logits of shape (N, C).
+        target (Tensor): Class indices of shape (N,), values in [0, C].
+        gamma (float): Focusing parameter. Defaults to 2.0.
+        alpha (float): Weight of the positive term. Defaults to 0.25.
+        weight (Tensor, optional): Per-class weight of shape (C,).
+        reduction (str): 'none', 'mean' or 'sum'. Defaults to 'mean'.
+    """
+    num_classes = input.size(1)
+    one_hot = F.one_hot(target.long(), num_classes + 1)[:, :num_classes]
+    one_hot = one_hot.to(input.dtype)
+    prob = input.sigmoid()
+    # log(p) and log(1-p) through logsigmoid for numerical stability.
+    pos = -alpha * (1 - prob).pow(gamma) * F.logsigmoid(input)
+    neg = -(1 - alpha) * prob.pow(gamma) * F.logsigmoid(-input)
+    loss = one_hot * pos + (1 - one_hot) * neg
+    if weight is not None:
+        weight = weight.to(input)
+        # mmcv indexes the weight by the target class of each sample.
+        padded = torch.cat([weight, weight.new_ones(1)])
+        loss = loss * padded[target.long()].unsqueeze(1)
+    if reduction == 'mean':
+        return loss.sum() / input.size(0)
+    if reduction == 'sum':
+        return loss.sum()
+    if reduction == 'none':
+        return loss
+    raise ValueError(f'Unknown reduction {reduction!r}')
+
+
+class _MissingCompiledOpsModule(types.ModuleType):
+    """``mmcv.ops`` for mmcv-lite: real pure-PyTorch submodules, stand-ins
+    for the two functions mmseg imports at import time, and a
+    ``ModuleNotFoundError`` (what mmseg's guarded imports catch) for every
+    op that needs ``mmcv._ext``."""
+
+    def __getattr__(self, name: str):
+        if name.startswith('__'):
+            raise AttributeError(name)
+        raise ModuleNotFoundError(
+            f'mmcv.ops.{name} needs mmcv\'s compiled ops (mmcv._ext), which '
+            'mmcv-lite does not ship. Install full mmcv (see '
+            'docs/installation.md) to use it.',
+            name='mmcv._ext')
+
+
+def _install_mmcv_ops_stand_in() -> None:
+    if compiled_mmcv_ops_available() or 'mmcv.ops' in sys.modules:
+        return
+    mmcv_spec = importlib.util.find_spec('mmcv')
+    if mmcv_spec is None or not mmcv_spec.submodule_search_locations:
+        return
+    ops_dir = os.path.join(list(mmcv_spec.submodule_search_locations)[0],
+                           'ops')
+    module = _MissingCompiledOpsModule('mmcv.ops')
+    # A package path lets `import mmcv.ops.point_sample` load mmcv's own
+    # pure-PyTorch file without running the __init__ that needs mmcv._ext.
+    module.__path__ = [ops_dir]
+    module.__file__ = os.path.join(ops_dir, '__init__.py')
+    module.__package__ = 'mmcv.ops'
+    sys.modules['mmcv.ops'] = module
+    import mmcv
+    mmcv.ops = module
+    from mmcv.ops.point_sample import point_sample
+    module.point_sample = point_sample
+    module.sigmoid_focal_loss = sigmoid_focal_loss
+
+
+# --------------------------------------------------------------------------
+# 2. mmengine checkpoints under torch.load(weights_only=True)
+# --------------------------------------------------------------------------
+def _mmengine_checkpoint_globals() -> list:
+    """The non-tensor types mmengine 0.10.x pickles into its checkpoints."""
+    import numpy as np
+    from mmengine.logging import HistoryBuffer
+    from mmengine.config import ConfigDict
+    try:  # numpy >= 2
+        from numpy._core.multiarray import _reconstruct, scalar
+    except ImportError:  # numpy 1.x
+        from numpy.core.multiarray import _reconstruct, scalar
+    dtype_classes = [type(np.dtype(t)) for t in np.sctypeDict.values()]
+    return [HistoryBuffer, ConfigDict, _reconstruct, scalar, np.ndarray,
+            np.dtype, *dtype_classes]
+
+
+def _allow_mmengine_checkpoints() -> None:
+    add_safe_globals = getattr(torch.serialization, 'add_safe_globals', None)
+    if add_safe_globals is None:  # torch < 2.4 loads everything anyway
+        return
+    add_safe_globals(_mmengine_checkpoint_globals())
+
+
+# --------------------------------------------------------------------------
+# 3. CPU-only distributed runs
+# --------------------------------------------------------------------------
+def _patch_cpu_distributed() -> None:
+    if torch.cuda.is_available():
+        return
+    import mmengine.dist.utils as dist_utils
+    from mmengine.model import MMDistributedDataParallel
+
+    if getattr(dist_utils._init_dist_pytorch, '_mmseg_ptx_cpu', False):
+        return
+
+    def _init_dist_pytorch_cpu(backend: str = 'gloo',
+                               init_backend: str = 'torch',
+                               **kwargs) -> None:
+        # nccl and torch.cuda.set_device need a GPU; gloo runs on CPU.
+        torch.distributed.init_process_group(backend='gloo', **kwargs)
+
+    _init_dist_pytorch_cpu._mmseg_ptx_cpu = True
+    dist_utils._init_dist_pytorch = _init_dist_pytorch_cpu
+
+    ddp_init = MMDistributedDataParallel.__init__
+
+    def ddp_init_cpu(self, module, detect_anomalous_params=False, **kwargs):
+        # DDP of a CPU module must not be given device_ids.
+        kwargs['device_ids'] = None
+        kwargs.pop('output_device', None)
+        ddp_init(self, module, detect_anomalous_params, **kwargs)
+
+    MMDistributedDataParallel.__init__ = ddp_init_cpu
+
+
+# --------------------------------------------------------------------------
+# setuptools >= 82 has no pkg_resources
+# --------------------------------------------------------------------------
+def check_pkg_resources() -> None:
+    """Raise an actionable error when ``mmseg::`` inheritance cannot work.
+
+    mmengine 0.10.x resolves ``mmseg::`` config paths with
+    ``pkg_resources``, removed in setuptools 82.
+    """
+    try:
+        import pkg_resources  # noqa: F401
+    except ModuleNotFoundError as err:
+        raise ModuleNotFoundError(
+            'Configs that inherit from `mmseg::` need pkg_resources, which '
+            'setuptools >= 82 removed. Run: pip install "setuptools<82"',
+            name='pkg_resources') from err
+
+
+def apply_all() -> None:
+    """Apply every fix that the installed stack needs (idempotent)."""
+    _install_mmcv_ops_stand_in()
+    _allow_mmengine_checkpoints()
+    _patch_cpu_distributed()
