@@ -1,1 +1,4 @@
-"""Registered components; see the submodules."""
+"""Data layer: RLE, DICOM reading, the SIIM dataset, transforms, samplers."""
+from .rle import EMPTY_RLE, rle_decode, rle_decode_union, rle_encode
+
+__all__ = ['EMPTY_RLE', 'rle_decode', 'rle_decode_union', 'rle_encode']
