@@ -20,8 +20,10 @@ Fixes:
    mmengine 0.10.7 cannot load its own checkpoints (``HistoryBuffer`` and
    numpy objects in ``message_hub``): "Weights only load failed". Reported as
    open-mmlab/mmengine#1655; fixed only on mmengine's unreleased main. We keep
-   ``weights_only=True`` and allow-list exactly the types mmengine writes,
-   so downloaded pretrained weights are loaded as strictly as before.
+   ``weights_only=True``: the plain-data types mmengine writes are
+   allow-listed, and ``getattr`` (HistoryBuffer pickles its statistics
+   methods by name) only inside mmengine's local-file checkpoint loader, so
+   downloaded pretrained weights are loaded as strictly as before.
 3. CPU-only distributed runs: mmengine's pytorch launcher calls
    ``torch.cuda.set_device`` and the runner wraps DDP with ``device_ids``;
    both fail without CUDA (mmengine 0.10.7, dist/utils.py and
@@ -30,8 +32,10 @@ Fixes:
    ``device_ids=None``. Inactive when CUDA is available.
 
 ``mmseg::`` config inheritance needs ``pkg_resources`` (removed in
-setuptools 82); that is handled by the ``setuptools<82`` requirement, and
-:func:`check_pkg_resources` turns the failure into an actionable message.
+setuptools 82); that is handled by the ``setuptools<82`` requirement,
+:func:`check_pkg_resources` turns the failure into an actionable message,
+and the deprecation warning setuptools 81 prints on every mmengine import
+is silenced (it is what the requirement already answers).
 """
 from __future__ import annotations
 
@@ -39,6 +43,7 @@ import importlib.util
 import os
 import sys
 import types
+import warnings
 from typing import Optional
 
 import torch
@@ -145,24 +150,43 @@ def _install_mmcv_ops_stand_in() -> None:
 # 2. mmengine checkpoints under torch.load(weights_only=True)
 # --------------------------------------------------------------------------
 def _mmengine_checkpoint_globals() -> list:
-    """The non-tensor types mmengine 0.10.x pickles into its checkpoints."""
+    """The plain-data types mmengine 0.10.x pickles into its checkpoints."""
     import numpy as np
-    from mmengine.logging import HistoryBuffer
     from mmengine.config import ConfigDict
+    from mmengine.logging import HistoryBuffer
     try:  # numpy >= 2
         from numpy._core.multiarray import _reconstruct, scalar
     except ImportError:  # numpy 1.x
         from numpy.core.multiarray import _reconstruct, scalar
-    dtype_classes = [type(np.dtype(t)) for t in np.sctypeDict.values()]
+    dtype_classes = {type(np.dtype(t)) for t in np.sctypeDict.values()}
+    # `bytes`: protocol 2 pickles an empty numpy buffer as bytes().
     return [HistoryBuffer, ConfigDict, _reconstruct, scalar, np.ndarray,
-            np.dtype, *dtype_classes]
+            np.dtype, bytes, *dtype_classes]
 
 
 def _allow_mmengine_checkpoints() -> None:
     add_safe_globals = getattr(torch.serialization, 'add_safe_globals', None)
-    if add_safe_globals is None:  # torch < 2.4 loads everything anyway
+    if add_safe_globals is None:  # torch < 2.4 has no weights_only default
         return
+    # Plain data (numpy arrays and scalars, HistoryBuffer, ConfigDict):
+    # allowed everywhere, it cannot run code.
     add_safe_globals(_mmengine_checkpoint_globals())
+
+    from mmengine.runner.checkpoint import CheckpointLoader
+    local_loader = CheckpointLoader._schemes.get('')
+    if getattr(local_loader, '_mmseg_ptx', False):
+        return
+
+    def load_from_local(filename, map_location):
+        # HistoryBuffer pickles its statistics methods by name, which needs
+        # `getattr`; that is allowed only while mmengine reads a local file
+        # (resume, load_from, tools/test.py), never for downloaded weights.
+        with torch.serialization.safe_globals([getattr]):
+            return local_loader(filename, map_location)
+
+    load_from_local._mmseg_ptx = True
+    CheckpointLoader.register_scheme(
+        prefixes='', loader=load_from_local, force=True)
 
 
 # --------------------------------------------------------------------------
@@ -217,6 +241,8 @@ def check_pkg_resources() -> None:
 
 def apply_all() -> None:
     """Apply every fix that the installed stack needs (idempotent)."""
+    warnings.filterwarnings(
+        'ignore', message='pkg_resources is deprecated', category=UserWarning)
     _install_mmcv_ops_stand_in()
     _allow_mmengine_checkpoints()
     _patch_cpu_distributed()

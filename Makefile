@@ -1,0 +1,48 @@
+# make demo  -- train and evaluate the tiny model on generated demo data (CPU)
+# make test  -- run the test suite
+# Both create .venv (or reuse the active virtualenv) and install what they need.
+# An installed torch is kept; where none is, the pinned CPU build is installed.
+
+PYTHON ?= python3
+VENV ?= $(if $(VIRTUAL_ENV),$(VIRTUAL_ENV),.venv)
+PY := $(VENV)/bin/python
+TORCH_CPU_VERSION ?= 2.13.0
+STAMP := $(VENV)/.mmseg_ptx-installed
+
+DEMO_DATA ?= data/demo
+DEMO_WORK_DIR ?= work_dirs/demo
+DEMO_CONFIG ?= configs/upernet_swin-nano_ptx-demo-128.py
+DEMO_NUM ?= 320
+DEMO_SIZE ?= 256
+
+.PHONY: install test demo clean-demo
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# Unpinned torch would pull a multi-GB CUDA build: take the CPU one
+	# unless a torch (a GPU build, say) is already there.
+	$(PY) -c "import torch" 2>/dev/null || \
+		$(PY) -m pip install -q torch==$(TORCH_CPU_VERSION)
+	$(PY) -m pip install -q -e ".[tests]"
+	touch $@
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+demo: $(STAMP)
+	test -f $(DEMO_DATA)/train-rle.csv || $(PY) tools/make_demo_data.py \
+		--out $(DEMO_DATA) --num $(DEMO_NUM) --seed 0 --size $(DEMO_SIZE)
+	$(PY) tools/dataset_stats.py $(DEMO_DATA) --workers 2 \
+		--out $(DEMO_DATA)/stats.json
+	$(PY) tools/train.py $(DEMO_CONFIG) --work-dir $(DEMO_WORK_DIR) \
+		--cfg-options randomness.seed=0
+	$(PY) tools/test.py $(DEMO_CONFIG) \
+		$$(cat $(DEMO_WORK_DIR)/last_checkpoint) \
+		--work-dir $(DEMO_WORK_DIR)/test
+	@echo "Demo outputs: $(DEMO_WORK_DIR) (report: $(DEMO_WORK_DIR)/PERFORMANCE_SUMMARY.md)"
+
+clean-demo:
+	rm -rf $(DEMO_WORK_DIR)

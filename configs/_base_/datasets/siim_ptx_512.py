@@ -1,0 +1,88 @@
+# SIIM-ACR Pneumothorax, raw Kaggle layout (DICOM tree + train-rle.csv), with
+# the reference's balancing: keep 15% of negatives (seeded), then an 80/20
+# split stratified by positive/negative. The split is written to
+# <data_root>/splits/ on first use and read back afterwards.
+dataset_type = 'SIIMPneumothoraxDataset'
+data_root = 'data/siim'
+crop_size = (512, 512)
+split_settings = dict(
+    layout='dicom',
+    split_dir='splits',
+    neg_keep_ratio=0.15,
+    val_ratio=0.2,
+    split_seed=42,
+    split_order='balance_first')
+
+# Kaggle images are 1024x1024; the reference trained at 512x512. The
+# photometric jitter only moves brightness/contrast: the images are grey.
+train_pipeline = [
+    dict(type='LoadDicomImageFromFile'),
+    dict(type='LoadRLEAnnotations'),
+    dict(
+        type='RandomResize',
+        scale=crop_size,
+        ratio_range=(0.8, 1.25),
+        keep_ratio=True),
+    dict(type='RandomCrop', crop_size=crop_size),
+    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    dict(
+        type='PhotoMetricDistortion',
+        brightness_delta=24,
+        contrast_range=(0.8, 1.25),
+        saturation_range=(1.0, 1.0),
+        hue_delta=0),
+    dict(type='PackSegInputs'),
+]
+# Predictions are resized back to the original 1024x1024, where the ground
+# truth is decoded: metrics are computed at the competition's resolution.
+test_pipeline = [
+    dict(type='LoadDicomImageFromFile'),
+    dict(type='Resize', scale=crop_size, keep_ratio=True),
+    dict(type='LoadRLEAnnotations'),
+    dict(type='PackSegInputs'),
+]
+# Horizontal-flip test-time augmentation (tools/test.py --tta).
+tta_pipeline = [
+    dict(type='LoadDicomImageFromFile'),
+    dict(
+        type='TestTimeAug',
+        transforms=[
+            [dict(type='Resize', scale=crop_size, keep_ratio=True)],
+            [
+                dict(type='RandomFlip', prob=0., direction='horizontal'),
+                dict(type='RandomFlip', prob=1., direction='horizontal')
+            ],
+            [dict(type='LoadRLEAnnotations')],
+            [dict(type='PackSegInputs')],
+        ])
+]
+
+train_dataloader = dict(
+    batch_size=4,
+    num_workers=4,
+    persistent_workers=True,
+    pin_memory=True,
+    # Positives weighted 1.5x a negative's 1.0, a disjoint shard per rank.
+    sampler=dict(type='ClassBalancedSampler', pos_weight=1.5),
+    dataset=dict(
+        type=dataset_type,
+        data_root=data_root,
+        split='train',
+        pipeline=train_pipeline,
+        **split_settings))
+val_dataloader = dict(
+    batch_size=1,
+    num_workers=4,
+    persistent_workers=True,
+    pin_memory=True,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(
+        type=dataset_type,
+        data_root=data_root,
+        split='val',
+        pipeline=test_pipeline,
+        **split_settings))
+test_dataloader = val_dataloader
+
+val_evaluator = dict(type='PneumothoraxMetric')
+test_evaluator = val_evaluator

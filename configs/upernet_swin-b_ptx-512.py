@@ -1,0 +1,51 @@
+# UPerNet + Swin-B (ImageNet-22K, 384) for SIIM-ACR pneumothorax at 512x512:
+# the reference recipe (3 GPUs x 4 images, 200 epochs) on MMSeg's own model
+# bases. Train: bash tools/dist_train.sh configs/upernet_swin-b_ptx-512.py 3
+_base_ = [
+    'mmseg::_base_/models/upernet_swin.py',
+    'mmseg::_base_/default_runtime.py',
+    './_base_/datasets/siim_ptx_512.py',
+    './_base_/schedules/schedule_200e.py',
+]
+custom_imports = dict(imports=['mmseg_ptx'], allow_failed_imports=False)
+
+crop_size = (512, 512)
+checkpoint_file = 'https://download.openmmlab.com/mmsegmentation/v0.5/pretrain/swin/swin_base_patch4_window12_384_22k_20220317-e5c09f74.pth'  # noqa
+# total / (2 * count_c) over the reference's training pixels; recompute for
+# your data with tools/dataset_stats.py and pass the JSON path instead.
+class_weight = [0.5047, 54.2225]
+
+model = dict(
+    data_preprocessor=dict(size=crop_size),
+    backbone=dict(
+        init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file),
+        pretrain_img_size=384,
+        embed_dims=128,
+        depths=[2, 2, 18, 2],
+        num_heads=[4, 8, 16, 32],
+        window_size=12,
+        drop_path_rate=0.3),
+    decode_head=dict(
+        in_channels=[128, 256, 512, 1024],
+        channels=512,
+        num_classes=2,
+        # 0.5 * class-weighted CE + 0.5 * soft Dice of the foreground.
+        loss_decode=dict(
+            _delete_=True,
+            type='DiceCELoss',
+            ce_weight=0.5,
+            dice_weight=0.5,
+            class_weight=class_weight)),
+    auxiliary_head=dict(
+        in_channels=512,
+        num_classes=2,
+        loss_decode=dict(
+            _delete_=True,
+            type='DiceCELoss',
+            ce_weight=0.5,
+            dice_weight=0.5,
+            class_weight=class_weight,
+            loss_weight=0.4)))
+
+custom_hooks = [dict(type='PRCurveHook')]
+log_processor = dict(by_epoch=True)

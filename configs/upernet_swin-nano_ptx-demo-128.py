@@ -1,0 +1,80 @@
+# A tiny UPerNet + Swin (4 stages of 2 blocks, 32 channels) on the synthetic
+# demo set at 128x128: trains on a CPU in minutes (make demo) and in tests.
+# Everything else -- data layer, sampler, loss, metric, hooks -- is the
+# Swin-B recipe it inherits.
+_base_ = ['./upernet_swin-b_ptx-512.py']
+
+data_root = 'data/demo'
+crop_size = (128, 128)
+max_epochs = 12
+norm_cfg = dict(type='BN', requires_grad=True)  # SyncBN needs CUDA
+
+model = dict(
+    data_preprocessor=dict(size=crop_size),
+    backbone=dict(
+        init_cfg=None,
+        pretrain_img_size=crop_size[0],
+        embed_dims=32,
+        depths=[2, 2, 2, 2],
+        num_heads=[1, 2, 4, 8],
+        window_size=4,
+        drop_path_rate=0.1),
+    decode_head=dict(
+        in_channels=[32, 64, 128, 256],
+        channels=64,
+        norm_cfg=norm_cfg),
+    auxiliary_head=dict(in_channels=128, channels=32, norm_cfg=norm_cfg))
+
+train_pipeline = [
+    dict(type='LoadDicomImageFromFile'),
+    dict(type='LoadRLEAnnotations'),
+    dict(
+        type='RandomResize',
+        scale=crop_size,
+        ratio_range=(0.8, 1.25),
+        keep_ratio=True),
+    dict(type='RandomCrop', crop_size=crop_size),
+    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    dict(
+        type='PhotoMetricDistortion',
+        brightness_delta=24,
+        contrast_range=(0.8, 1.25),
+        saturation_range=(1.0, 1.0),
+        hue_delta=0),
+    dict(type='PackSegInputs'),
+]
+test_pipeline = [
+    dict(type='LoadDicomImageFromFile'),
+    dict(type='Resize', scale=crop_size, keep_ratio=True),
+    dict(type='LoadRLEAnnotations'),
+    dict(type='PackSegInputs'),
+]
+train_dataloader = dict(
+    batch_size=8,
+    num_workers=2,
+    dataset=dict(data_root=data_root, pipeline=train_pipeline))
+val_dataloader = dict(
+    num_workers=2, dataset=dict(data_root=data_root, pipeline=test_pipeline))
+test_dataloader = val_dataloader
+
+optim_wrapper = dict(optimizer=dict(lr=1e-3))
+param_scheduler = [
+    dict(
+        type='LinearLR',
+        start_factor=1e-2,
+        by_epoch=True,
+        begin=0,
+        end=1,
+        convert_to_iter_based=True),
+    dict(
+        type='CosineAnnealingLR',
+        eta_min=1e-5,
+        by_epoch=True,
+        begin=1,
+        end=max_epochs,
+        convert_to_iter_based=True),
+]
+train_cfg = dict(max_epochs=max_epochs, val_interval=2)
+default_hooks = dict(
+    logger=dict(interval=10),
+    checkpoint=dict(interval=2, max_keep_ckpts=2))

@@ -1,0 +1,122 @@
+"""The stack fixes in mmseg_ptx.compat."""
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import mmseg_ptx
+from mmseg_ptx import compat
+
+
+def test_mmseg_registers_with_mmcv_lite():
+    from mmseg.utils import register_all_modules
+    register_all_modules()
+    from mmseg.registry import MODELS
+    assert MODELS.get('UPerHead') is not None
+    assert MODELS.get('SwinTransformer') is not None
+
+
+@pytest.mark.skipif(compat.compiled_mmcv_ops_available(),
+                    reason='full mmcv installed: the stand-in is inactive')
+def test_mmcv_ops_stand_in():
+    import mmcv.ops
+    # A pure-PyTorch op comes from mmcv's own file.
+    feats = torch.arange(16.).view(1, 1, 4, 4)
+    points = torch.tensor([[[0.5, 0.5]]])
+    assert mmcv.ops.point_sample(feats, points).shape == (1, 1, 1)
+    # Compiled ops raise what mmseg's guarded imports catch.
+    with pytest.raises(ModuleNotFoundError, match='compiled ops'):
+        from mmcv.ops import CrissCrossAttention  # noqa: F401
+    from mmseg.models.decode_heads import cc_head
+    assert cc_head.CrissCrossAttention is None
+
+
+def test_sigmoid_focal_loss_matches_definition():
+    torch.manual_seed(0)
+    logits = torch.randn(6, 3)
+    target = torch.tensor([0, 1, 2, 3, 1, 0])  # 3 == "no class"
+    gamma, alpha = 2.0, 0.25
+    loss = compat.sigmoid_focal_loss(logits, target, gamma, alpha, None,
+                                     'none')
+    p = logits.sigmoid()
+    t = torch.zeros(6, 3)
+    t[torch.arange(5), target[:5].clamp(max=2)] = 0
+    for i, c in enumerate(target.tolist()):
+        if c < 3:
+            t[i, c] = 1
+    expected = (-alpha * t * (1 - p)**gamma * p.log() -
+                (1 - alpha) * (1 - t) * p**gamma * (1 - p).log())
+    torch.testing.assert_close(loss, expected)
+    mean = compat.sigmoid_focal_loss(logits, target, gamma, alpha)
+    torch.testing.assert_close(mean, expected.sum() / 6)
+    weight = torch.tensor([1.0, 2.0, 3.0])
+    weighted = compat.sigmoid_focal_loss(logits, target, gamma, alpha, weight,
+                                         'none')
+    row_w = torch.tensor([1.0, 2.0, 3.0, 1.0, 2.0, 1.0]).unsqueeze(1)
+    torch.testing.assert_close(weighted, expected * row_w)
+
+
+def test_mmengine_checkpoint_loads_with_weights_only(tmp_path):
+    from mmengine.logging import HistoryBuffer
+    buf = HistoryBuffer()
+    buf.update(np.float64(0.5))
+    ckpt = dict(
+        state_dict=dict(w=torch.ones(2)),
+        message_hub=dict(log_scalars=dict(loss=buf),
+                         runtime_info=dict(arr=np.arange(3), f=np.float32(1))))
+    path = tmp_path / 'ckpt.pth'
+    torch.save(ckpt, path)
+    from mmengine.runner.checkpoint import _load_checkpoint
+    loaded = _load_checkpoint(str(path), map_location='cpu')
+    assert loaded['message_hub']['log_scalars']['loss'].current() == 0.5
+    np.testing.assert_array_equal(
+        loaded['message_hub']['runtime_info']['arr'], np.arange(3))
+
+
+class _Untrusted:
+    pass
+
+
+def test_weights_only_still_refuses_other_objects(tmp_path):
+    from mmengine.runner.checkpoint import _load_checkpoint
+    path = tmp_path / 'evil.pth'
+    torch.save({'x': _Untrusted()}, path)
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(path, weights_only=True)
+    with pytest.raises(pickle.UnpicklingError):
+        _load_checkpoint(str(path), map_location='cpu')
+
+
+def test_getattr_not_allowed_outside_mmengine_loader(tmp_path):
+    """A plain torch.load (as for downloaded weights) stays strict."""
+    from mmengine.logging import HistoryBuffer
+    path = tmp_path / 'hb.pth'
+    torch.save({'hub': HistoryBuffer()}, path)
+    with pytest.raises(pickle.UnpicklingError, match='getattr'):
+        torch.load(path, weights_only=True)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='CPU-only fix')
+def test_cpu_distributed_init_uses_gloo():
+    code = (
+        'import os, mmseg_ptx, torch.distributed as d\n'
+        'from mmengine.dist import init_dist\n'
+        "os.environ.update(RANK='0', LOCAL_RANK='0', WORLD_SIZE='1', "
+        "MASTER_ADDR='127.0.0.1', MASTER_PORT='29611')\n"
+        "init_dist('pytorch', backend='nccl')\n"
+        'print(d.get_backend())\n')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith('gloo')
+
+
+def test_check_pkg_resources_passes_with_pinned_setuptools():
+    compat.check_pkg_resources()
+
+
+def test_version():
+    assert mmseg_ptx.__version__
