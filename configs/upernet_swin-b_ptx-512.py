@@ -47,5 +47,9 @@ model = dict(
             class_weight=class_weight,
             loss_weight=0.4)))
 
-custom_hooks = [dict(type='PRCurveHook')]
+custom_hooks = [
+    # Pooled training Dice/IoU in the log, PR curves after each validation.
+    dict(type='TrainSegMetricsHook'),
+    dict(type='PRCurveHook'),
+]
 log_processor = dict(by_epoch=True)

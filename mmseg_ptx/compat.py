@@ -243,6 +243,11 @@ def apply_all() -> None:
     """Apply every fix that the installed stack needs (idempotent)."""
     warnings.filterwarnings(
         'ignore', message='pkg_resources is deprecated', category=UserWarning)
+    if not compiled_mmcv_ops_available():
+        # mmcv-lite: mmcv.cnn warns on import about an op UPerNet never uses.
+        warnings.filterwarnings(
+            'ignore', message='Fail to import ``MultiScaleDeformableAttention',
+            category=UserWarning)
     _install_mmcv_ops_stand_in()
     _allow_mmengine_checkpoints()
     _patch_cpu_distributed()

@@ -1,1 +1,2 @@
-"""Registered components; see the submodules."""
+"""Training-loop components: hooks."""
+from .hooks import *  # noqa: F401,F403

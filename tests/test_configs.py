@@ -1,0 +1,96 @@
+"""The shipped configs load through mmseg:: inheritance and build."""
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmseg.registry import MODELS
+from mmseg.structures import SegDataSample
+from mmengine.structures import PixelData
+
+import mmseg_ptx  # noqa: F401
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+SWIN_B = osp.join(ROOT, 'configs', 'upernet_swin-b_ptx-512.py')
+TINY = osp.join(ROOT, 'configs', 'upernet_swin-nano_ptx-demo-128.py')
+
+
+def test_swin_b_config_matches_reference_recipe():
+    cfg = Config.fromfile(SWIN_B)
+    backbone = cfg.model.backbone
+    assert backbone.type == 'SwinTransformer'
+    assert backbone.embed_dims == 128
+    assert backbone.depths == [2, 2, 18, 2]
+    assert backbone.num_heads == [4, 8, 16, 32]
+    assert backbone.window_size == 12
+    assert backbone.pretrain_img_size == 384
+    assert backbone.init_cfg.checkpoint.startswith(
+        'https://download.openmmlab.com/mmsegmentation/v0.5/pretrain/swin/'
+        'swin_base_patch4_window12_384_22k')
+    head = cfg.model.decode_head
+    assert head.type == 'UPerHead' and head.channels == 512
+    assert head.num_classes == 2
+    assert head.loss_decode.type == 'DiceCELoss'
+    assert cfg.model.data_preprocessor.size == (512, 512)
+    opt = cfg.optim_wrapper
+    assert opt.optimizer.type == 'AdamW'
+    assert opt.optimizer.lr == 1e-4 and opt.optimizer.weight_decay == 0.01
+    assert opt.paramwise_cfg.custom_keys[
+        'relative_position_bias_table'].decay_mult == 0.
+    assert cfg.train_cfg.type == 'EpochBasedTrainLoop'
+    assert cfg.train_cfg.max_epochs == 200 and cfg.train_cfg.val_interval == 1
+    assert cfg.train_dataloader.batch_size == 4
+    assert cfg.default_hooks.checkpoint.save_best == 'dice'
+    assert cfg.custom_imports.imports == ['mmseg_ptx']
+
+
+def test_swin_b_builds_121m_parameters_without_download():
+    cfg = Config.fromfile(SWIN_B)
+    model = MODELS.build(cfg.model)  # init_weights (the download) not run
+    n_params = sum(p.numel() for p in model.parameters())
+    assert 120e6 < n_params < 122.5e6, n_params
+
+
+def _tiny_batch(model, size=64, n=2):
+    torch.manual_seed(0)
+    inputs = [torch.randint(0, 255, (3, size, size)).float() for _ in range(n)]
+    samples = []
+    for _ in range(n):
+        gt = torch.zeros(1, size, size, dtype=torch.long)
+        gt[:, 10:30, 5:20] = 1
+        sample = SegDataSample(gt_sem_seg=PixelData(data=gt))
+        sample.set_metainfo(dict(img_shape=(size, size),
+                                 ori_shape=(size, size),
+                                 pad_shape=(size, size)))
+        samples.append(sample)
+    return model.data_preprocessor(dict(inputs=inputs, data_samples=samples),
+                                   training=True)
+
+
+def test_tiny_config_forward_backward():
+    cfg = Config.fromfile(TINY)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    n_params = sum(p.numel() for p in model.parameters())
+    assert n_params < 5e6
+    data = _tiny_batch(model, size=128)
+    losses = model(**data, mode='loss')
+    total = sum(v for k, v in losses.items() if 'loss' in k)
+    assert torch.isfinite(total)
+    total.backward()
+    grads = [p.grad for p in model.backbone.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    model.eval()
+    with torch.no_grad():
+        preds = model(data['inputs'], data['data_samples'], mode='predict')
+    assert preds[0].seg_logits.data.shape == (2, 128, 128)
+
+
+@pytest.mark.parametrize('config', [SWIN_B, TINY])
+def test_configs_use_plugin_components(config):
+    cfg = Config.fromfile(config)
+    assert cfg.train_dataloader.dataset.type == 'SIIMPneumothoraxDataset'
+    assert cfg.train_dataloader.sampler.type == 'ClassBalancedSampler'
+    assert cfg.val_evaluator.type == 'PneumothoraxMetric'
+    hook_types = {h.type for h in cfg.custom_hooks}
+    assert {'PRCurveHook', 'TrainSegMetricsHook'} <= hook_types
