@@ -1,0 +1,117 @@
+"""Figures of the performance report: training curves, prediction panels."""
+from __future__ import annotations
+
+import os
+import os.path as osp
+from typing import Optional, Sequence
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+__all__ = ['plot_detailed_metrics', 'save_prediction_panel']
+
+
+def _series(history: Sequence[dict], key: str):
+    points = [(h['epoch'], h[key]) for h in history
+              if h.get(key) is not None and h.get('epoch') is not None]
+    if not points:
+        return None
+    epochs, values = zip(*points)
+    return np.asarray(epochs), np.asarray(values, dtype=float)
+
+
+def plot_detailed_metrics(history: Sequence[dict], out_path: str,
+                          dpi: int = 110) -> str:
+    """Loss, Dice, IoU and PR numbers over epochs, training vs validation.
+
+    Args:
+        history (Sequence[dict]): Records of ``metrics_history.json``
+            (PRCurveHook): validation metrics plus ``train/...`` scalars.
+        out_path (str): PNG to write.
+        dpi (int): Resolution. Defaults to 110.
+
+    Returns:
+        str: ``out_path``.
+    """
+    fig = Figure(figsize=(12, 8))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2, 2)
+    panels = [
+        (axes[0, 0], 'Training loss', [('train/loss', 'train: total loss')]),
+        (axes[0, 1], 'Dice (foreground, pooled)',
+         [('train/decode.dice_seg', 'train (batch-pooled)'),
+          ('dice', 'val (set-pooled)'),
+          ('kaggle_dice', 'val (per-image, competition)')]),
+        (axes[1, 0], 'IoU (foreground, pooled)',
+         [('train/decode.iou_seg', 'train (batch-pooled)'),
+          ('iou', 'val (set-pooled)')]),
+        (axes[1, 1], 'Validation pixel PR',
+         [('ap', 'average precision'), ('best_f1', 'best F1')]),
+    ]
+    for ax, title, keys in panels:
+        drawn = False
+        for key, label in keys:
+            series = _series(history, key)
+            if series is not None:
+                ax.plot(*series, marker='.', label=label)
+                drawn = True
+        ax.set_title(title)
+        ax.set_xlabel('epoch')
+        ax.grid(alpha=0.3)
+        if drawn:
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, 'not recorded', ha='center', va='center',
+                    transform=ax.transAxes)
+    fig.tight_layout()
+    os.makedirs(osp.dirname(osp.abspath(out_path)), exist_ok=True)
+    fig.savefig(out_path, dpi=dpi)
+    return out_path
+
+
+def _overlay(gray: np.ndarray, mask: np.ndarray,
+             color=(1.0, 0.15, 0.15), alpha: float = 0.45) -> np.ndarray:
+    rgb = np.repeat(gray[..., None], 3, axis=2).astype(np.float32) / 255.0
+    m = mask.astype(bool)
+    rgb[m] = (1 - alpha) * rgb[m] + alpha * np.asarray(color)
+    return rgb
+
+
+def save_prediction_panel(image: np.ndarray,
+                          gt: np.ndarray,
+                          pred: np.ndarray,
+                          out_path: str,
+                          title: Optional[str] = None,
+                          dpi: int = 100) -> str:
+    """Input | ground truth | prediction, side by side.
+
+    Args:
+        image (np.ndarray): H x W grey (or H x W x 3) uint8 radiograph.
+        gt (np.ndarray): H x W ground-truth mask (non-zero = pneumothorax).
+        pred (np.ndarray): H x W predicted mask.
+        out_path (str): PNG to write.
+        title (str, optional): Figure title (no patient data).
+        dpi (int): Resolution. Defaults to 100.
+
+    Returns:
+        str: ``out_path``.
+    """
+    gray = image if image.ndim == 2 else image[..., 0]
+    fig = Figure(figsize=(12, 4.4))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 3)
+    panels = [(np.repeat(gray[..., None], 3, axis=2), 'Input'),
+              (_overlay(gray, gt), f'Ground truth ({int(gt.sum())} px)'),
+              (_overlay(gray, pred, color=(0.1, 0.8, 1.0)),
+               f'Prediction ({int(pred.sum())} px)')]
+    for ax, (img, name) in zip(axes, panels):
+        ax.imshow(img, cmap='gray')
+        ax.set_title(name)
+        ax.axis('off')
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    os.makedirs(osp.dirname(osp.abspath(out_path)), exist_ok=True)
+    fig.savefig(out_path, dpi=dpi)
+    return out_path

@@ -1,0 +1,504 @@
+"""PERFORMANCE_SUMMARY.md from a work dir: numbers, curves and pictures.
+
+Reads what a training run leaves in its work dir -- the dumped config,
+``metrics_history.json`` and ``pr_curves/`` (PRCurveHook), the best
+checkpoint -- plus the dataset's ``split_meta.json`` and the statistics JSON
+of ``tools/dataset_stats.py``, and writes the reference report's sections.
+Every number states its protocol. Nothing from DICOM headers is used.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import os.path as osp
+import re
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+from mmengine.config import Config
+from mmengine.logging import print_log
+
+from .figures import plot_detailed_metrics, save_prediction_panel
+from .plots import plot_pr_curve
+
+__all__ = ['write_performance_summary', 'render_predictions',
+           'REFERENCE_RESULTS']
+
+#: The run this project reproduces (shared/seed/PERFORMANCE_SUMMARY.md).
+REFERENCE_RESULTS = dict(dice=0.6095, iou=0.4648, ap=0.7030)
+
+
+def _load_json(path: str) -> Any:
+    with open(path) as f:
+        return json.load(f)
+
+
+def _latest(pattern: str) -> Optional[str]:
+    paths = glob.glob(pattern)
+    return max(paths, key=osp.getmtime) if paths else None
+
+
+def _find_config(work_dir: str) -> Optional[str]:
+    """mmengine dumps the run's full config as <work_dir>/<name>.py."""
+    return _latest(osp.join(work_dir, '*.py'))
+
+
+def _find_best_checkpoint(work_dir: str) -> Optional[str]:
+    best = _latest(osp.join(work_dir, 'best_*.pth'))
+    if best:
+        return best
+    last = osp.join(work_dir, 'last_checkpoint')
+    if osp.isfile(last):
+        with open(last) as f:
+            path = f.read().strip()
+        return path if osp.isfile(path) else None
+    return None
+
+
+def _world_size(work_dir: str) -> Optional[int]:
+    """GPU/process count from the newest run log (mmengine's env dump)."""
+    log = _latest(osp.join(work_dir, '*', '*.log'))
+    if log is None:
+        return None
+    with open(log, errors='replace') as f:
+        head = f.read(200_000)
+    match = re.search(r'GPU number:\s*(\d+)', head)
+    if match:
+        return int(match.group(1))
+    match = re.search(r'Distributed training:\s*(True|False)', head)
+    return 1 if match and match.group(1) == 'False' else None
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return 'n/a'
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return f'{int(value):,}'
+    if isinstance(value, float):
+        return f'{value:.{digits}f}'
+    return str(value)
+
+
+def _table(rows: List[tuple], header=('Parameter', 'Value')) -> str:
+    lines = [f'| {header[0]} | {header[1]} |', '|---|---|']
+    lines += [f'| {k} | {_fmt(v)} |' for k, v in rows]
+    return '\n'.join(lines)
+
+
+def _dataset_cfg(cfg: Optional[Config], key: str) -> dict:
+    if cfg is None or key not in cfg:
+        return {}
+    dataset = cfg[key].get('dataset', {})
+    # ConcatDataset/RepeatDataset wrappers keep the real one inside.
+    while 'dataset' in dataset:
+        dataset = dataset['dataset']
+    return dataset
+
+
+def _split_meta(cfg: Optional[Config]) -> dict:
+    ds = _dataset_cfg(cfg, 'val_dataloader')
+    root = ds.get('data_root')
+    if not root:
+        return {}
+    path = osp.join(root, ds.get('split_dir', 'splits'), 'split_meta.json')
+    return _load_json(path) if osp.isfile(path) else {}
+
+
+def _stats(cfg: Optional[Config], stats_path: Optional[str]) -> dict:
+    if stats_path is None:
+        root = _dataset_cfg(cfg, 'train_dataloader').get('data_root')
+        candidate = osp.join(root, 'stats.json') if root else None
+        stats_path = candidate if candidate and osp.isfile(
+            candidate) else None
+    return _load_json(stats_path) if stats_path else {}
+
+
+def _val_set_description(split: dict) -> str:
+    counts = split.get('counts') or {}
+    settings = split.get('settings') or {}
+    n_val, n_pos = counts.get('val'), counts.get('val_positive')
+    if not n_val:
+        return 'the validation split'
+    order = settings.get('split_order') or settings.get('order')
+    kind = ('negatives undersampled before the split, as in the reference'
+            if order == 'balance_first' else 'natural class distribution')
+    share = f', {100 * n_pos / n_val:.0f}% positive' if n_pos else ''
+    return f'validation split of {n_val:,} images ({kind}{share})'
+
+
+def render_predictions(cfg: Config,
+                       checkpoint: str,
+                       out_dir: str,
+                       num_pos: int = 5,
+                       num_neg: int = 2,
+                       max_images: Optional[int] = None,
+                       device: Optional[str] = None) -> List[dict]:
+    """Predict the validation set and save side-by-side pictures.
+
+    The ``num_pos`` positive images with the best per-image Dice and the
+    first ``num_neg`` negative images (in split order) are drawn as
+    ``prediction_XX_*.png`` (positives from 01, negatives from 11, as in the
+    reference report).
+
+    Returns:
+        list[dict]: One record per picture: file, kind, dice, pixels.
+    """
+    import torch
+    from mmengine.dataset import pseudo_collate
+    from mmseg.apis import init_model
+    from mmseg.registry import DATASETS
+
+    device = device or ('cuda:0' if torch.cuda.is_available() else 'cpu')
+    model = init_model(cfg, checkpoint, device=device)
+    dataset = DATASETS.build(cfg.val_dataloader.dataset)
+    n = len(dataset) if max_images is None else min(max_images, len(dataset))
+    scored = []
+    from mmengine.utils import ProgressBar
+    bar = ProgressBar(n)
+    for idx in range(n):
+        with torch.no_grad():
+            sample = model.test_step(pseudo_collate([dataset[idx]]))[0]
+        gt = sample.gt_sem_seg.data[0].cpu().numpy() == 1
+        pred = sample.pred_sem_seg.data[0].cpu().numpy() == 1
+        inter, total = np.logical_and(gt, pred).sum(), gt.sum() + pred.sum()
+        dice = 1.0 if total == 0 else 2.0 * inter / total
+        scored.append((idx, bool(gt.any()), float(dice)))
+        bar.update()
+    positives = sorted((s for s in scored if s[1]), key=lambda s: -s[2])
+    negatives = [s for s in scored if not s[1]]
+    chosen = [('pos', i + 1, s) for i, s in enumerate(positives[:num_pos])]
+    chosen += [('neg', i + 11, s) for i, s in enumerate(negatives[:num_neg])]
+
+    os.makedirs(out_dir, exist_ok=True)
+    records = []
+    for kind, number, (idx, _, dice) in chosen:
+        data = dataset[idx]
+        with torch.no_grad():
+            sample = model.test_step(pseudo_collate([data]))[0]
+        # Draw at the network's input size: the packed, resized image.
+        image = data['inputs'].numpy().transpose(1, 2, 0)[..., 0]
+        size = image.shape[:2]
+        gt = _resize_mask(sample.gt_sem_seg.data[0].cpu().numpy() == 1, size)
+        pred = _resize_mask(
+            sample.pred_sem_seg.data[0].cpu().numpy() == 1, size)
+        label = 'positive' if kind == 'pos' else 'negative'
+        name = f'prediction_{number:02d}_{label}_dice{dice:.3f}.png'
+        save_prediction_panel(
+            image.astype(np.uint8), gt, pred, osp.join(out_dir, name),
+            title=f'{label} validation case, per-image Dice {dice:.3f}')
+        records.append(dict(file=name, kind=label, dice=dice,
+                            gt_pixels=int(gt.sum()),
+                            pred_pixels=int(pred.sum())))
+    return records
+
+
+def _resize_mask(mask: np.ndarray, size) -> np.ndarray:
+    import cv2
+    return cv2.resize(mask.astype(np.uint8), (size[1], size[0]),
+                      interpolation=cv2.INTER_NEAREST).astype(bool)
+
+
+def _progression(val: List[dict]) -> List[tuple]:
+    rows = []
+    if not val:
+        return rows
+    last = max(h['epoch'] for h in val)
+    for start in range(1, last + 1, 10):
+        end = min(start + 9, last)
+        chunk = [h for h in val if start <= h['epoch'] <= end
+                 and h.get('dice') is not None]
+        if chunk:
+            best = max(chunk, key=lambda h: h['dice'])
+            rows.append((f'{start}-{end}', best['dice'], best['epoch']))
+    return rows
+
+
+def _findings(best: dict, final_train: dict, val_desc: str,
+              stats: dict) -> List[str]:
+    out = []
+    dice, iou = best.get('dice'), best.get('iou')
+    ref = REFERENCE_RESULTS
+    if dice is not None:
+        delta = dice - ref['dice']
+        out.append(
+            f'**Pooled validation Dice {dice:.4f}** at epoch '
+            f'{best["epoch"]} on the {val_desc}; the reference reported '
+            f'{ref["dice"]:.4f} ({"+" if delta >= 0 else ""}{delta:.4f}). '
+            'The two are comparable only on the same data and split.')
+    if best.get('kaggle_dice') is not None:
+        out.append(
+            f'**Per-image (competition) Dice {best["kaggle_dice"]:.4f}**: '
+            'the mean over images with empty ground truth and empty '
+            'prediction scoring 1; it rewards correct empty predictions, '
+            'which pooled Dice ignores.')
+    if dice is not None and iou is not None:
+        out.append(
+            f'**Dice vs IoU**: {dice:.4f} vs {iou:.4f}; for one pooled '
+            f'confusion matrix IoU = D/(2-D) = {dice / (2 - dice):.4f}, '
+            'so the gap is arithmetic, not a second finding.')
+    if best.get('best_f1') is not None:
+        out.append(
+            f'**Precision-recall**: best pixel F1 {best["best_f1"]:.4f} at '
+            f'probability threshold {best["best_threshold"]:.4f} (precision '
+            f'{best["precision"]:.4f}, recall {best["recall"]:.4f}); AP '
+            f'{best["ap"]:.4f}. The default 0.5 threshold '
+            + ('is close to' if abs(best['best_threshold'] - 0.5) < 0.1
+               else 'differs from') + ' the F1-optimal one.')
+    train_dice = final_train.get('train/decode.dice_seg')
+    if train_dice is not None and dice is not None:
+        gap = train_dice - dice
+        out.append(
+            f'**Train vs validation**: final training Dice {train_dice:.4f} '
+            f'(batch-pooled, augmented) vs best validation {dice:.4f}: a gap '
+            f'of {gap:.4f}' + (', a sign of over-fitting.' if gap > 0.1
+                               else '.'))
+    if stats.get('imbalance_ratio'):
+        out.append(
+            f'**Class imbalance**: {stats["imbalance_ratio"]:.1f}:1 '
+            'background:pneumothorax pixels in the training split, '
+            'answered by class weights '
+            f'{[round(w, 4) for w in stats.get("class_weights", [])]} in '
+            'the cross-entropy term and the soft Dice term.')
+    return out
+
+
+def write_performance_summary(work_dir: str,
+                              config: Optional[str] = None,
+                              checkpoint: Optional[str] = None,
+                              stats: Optional[str] = None,
+                              images: bool = True,
+                              num_pos: int = 5,
+                              num_neg: int = 2,
+                              max_images: Optional[int] = None,
+                              device: Optional[str] = None,
+                              world_size: Optional[int] = None) -> str:
+    """Write ``PERFORMANCE_SUMMARY.md`` and its pictures into ``work_dir``.
+
+    Args:
+        work_dir (str): A training run's work dir.
+        config (str, optional): Config file; defaults to the one mmengine
+            dumped into ``work_dir``.
+        checkpoint (str, optional): Checkpoint for the prediction pictures;
+            defaults to ``best_*.pth``, else the last checkpoint.
+        stats (str, optional): ``tools/dataset_stats.py`` JSON; defaults to
+            ``<data_root>/stats.json`` when present.
+        images (bool): Render prediction pictures. Defaults to True.
+        num_pos (int): Positive cases drawn. Defaults to 5.
+        num_neg (int): Negative cases drawn. Defaults to 2.
+        max_images (int, optional): Validation images scanned for the
+            pictures. Defaults to all.
+        device (str, optional): Device for the pictures' inference.
+        world_size (int, optional): Processes (GPUs) of the run; defaults
+            to what the run log says.
+
+    Returns:
+        str: Path of the written report.
+    """
+    history_path = osp.join(work_dir, 'metrics_history.json')
+    if not osp.isfile(history_path):
+        raise FileNotFoundError(
+            f'{history_path} not found: the report needs a run with '
+            "PRCurveHook in custom_hooks (configs/ here have it)")
+    history = _load_json(history_path)
+    val = [h for h in history if h.get('mode') == 'val'
+           and h.get('dice') is not None and h.get('epoch') is not None]
+    if not val:
+        raise ValueError(f'{history_path} has no validation records')
+    best = max(val, key=lambda h: h['dice'])
+    final_train = max(history, key=lambda h: h.get('iter', 0))
+
+    config = config or _find_config(work_dir)
+    cfg = Config.fromfile(config) if config else None
+    checkpoint = checkpoint or _find_best_checkpoint(work_dir)
+    split = _split_meta(cfg)
+    stats_data = _stats(cfg, stats)
+    val_desc = _val_set_description(split)
+    world_size = world_size or _world_size(work_dir)
+
+    curve_path = osp.join(work_dir, 'pr_curves',
+                          f'val_epoch_{best["epoch"]:03d}.json')
+    if not osp.isfile(curve_path):
+        curve_path = osp.join(work_dir, 'pr_curves', 'val_latest.json')
+    pr_png = None
+    if osp.isfile(curve_path):
+        pr_png = plot_pr_curve(
+            _load_json(curve_path),
+            osp.join(work_dir, 'precision_recall_curve.png'),
+            title=f'Pixel PR curve, validation, epoch {best["epoch"]}')
+    metrics_png = plot_detailed_metrics(
+        history, osp.join(work_dir, 'detailed_metrics.png'))
+
+    pictures: List[dict] = []
+    if images and cfg is not None and checkpoint:
+        pictures = render_predictions(cfg, checkpoint,
+                                      osp.join(work_dir, 'images'), num_pos,
+                                      num_neg, max_images, device)
+    elif images:
+        print_log('No config or checkpoint found: report without '
+                  'prediction pictures.', logger='current')
+
+    text = _render_markdown(cfg, best, final_train, val, split, stats_data,
+                            val_desc, world_size, checkpoint, pr_png,
+                            metrics_png, pictures)
+    out = osp.join(work_dir, 'PERFORMANCE_SUMMARY.md')
+    with open(out, 'w') as f:
+        f.write(text)
+    return out
+
+
+def _model_rows(cfg: Optional[Config]) -> List[tuple]:
+    if cfg is None:
+        return []
+    model = cfg.model
+    if model.get('type') == 'SegTTAModel':
+        model = model.module
+    bb, head = model.backbone, model.decode_head
+    size = cfg.model.get('data_preprocessor', {}).get('size')
+    loss = head.get('loss_decode', {})
+    loss_desc = loss.get('type', 'n/a') if isinstance(loss, dict) else ', '.join(
+        item.get('type') for item in loss)
+    if isinstance(loss, dict) and loss.get('type') == 'DiceCELoss':
+        loss_desc = (f'DiceCELoss: {loss.get("ce_weight", 0.5)} x '
+                     f'class-weighted CE + {loss.get("dice_weight", 0.5)} x '
+                     'soft Dice')
+    opt = cfg.optim_wrapper.optimizer
+    return [
+        ('Architecture', f'{model.type} + {head.type}'),
+        ('Backbone', f'{bb.type} (embed_dims {bb.get("embed_dims")}, '
+         f'depths {bb.get("depths")}, window {bb.get("window_size")})'),
+        ('Decode head channels', head.get('channels')),
+        ('Input size', f'{size[0]} x {size[1]}' if size else 'n/a'),
+        ('Number of classes', f'{head.num_classes} (background, '
+         'pneumothorax)'),
+        ('Loss function', loss_desc),
+        ('Optimizer', f'{opt.type}, lr {opt.lr}, weight decay '
+         f'{opt.get("weight_decay")}'),
+        ('Mixed precision', cfg.optim_wrapper.get('dtype', 'fp16')
+         if cfg.optim_wrapper.type == 'AmpOptimWrapper' else 'off (fp32)'),
+    ]
+
+
+def _render_markdown(cfg, best, final_train, val, split, stats, val_desc,
+                     world_size, checkpoint, pr_png, metrics_png,
+                     pictures) -> str:
+    lines = ['# UPerNet Pneumothorax Segmentation - Performance Summary', '',
+             '*Generated by `tools/summarize.py` (mmseg_ptx) from the work '
+             'dir of the run; every number below comes from that run.*', '']
+    lines += ['## Model Configuration', '', _table(_model_rows(cfg)), '']
+
+    batch = cfg.train_dataloader.batch_size if cfg else None
+    train_rows = [
+        ('Processes (GPUs)', world_size),
+        ('Batch size per process', batch),
+        ('Total batch size', batch * world_size
+         if batch and world_size else None),
+        ('Epochs run', max(h['epoch'] for h in val)),
+        ('Epochs configured', cfg.train_cfg.get('max_epochs') if cfg
+         else None),
+        ('Best epoch (pooled val Dice)', best['epoch']),
+        ('Checkpoint used for pictures',
+         osp.basename(checkpoint) if checkpoint else None),
+    ]
+    lines += ['## Training Configuration', '', _table(train_rows), '']
+
+    settings = split.get('settings') or {}
+    train_ds = _dataset_cfg(cfg, 'train_dataloader')
+    sampler = cfg.train_dataloader.get('sampler', {}) if cfg else {}
+    head_loss = cfg.model.decode_head.get('loss_decode', {}) if cfg else {}
+    lines += ['### Class Balancing Strategy', '']
+    keep = settings.get('neg_keep_ratio', train_ds.get('neg_keep_ratio'))
+    order = settings.get('split_order', train_ds.get('split_order'))
+    if keep is not None:
+        lines.append(f'- **Negative undersampling**: keep ratio {keep} '
+                     f'({order or "balance_first"}; seed '
+                     f'{settings.get("split_seed", train_ds.get("split_seed"))})')
+    if sampler.get('type') == 'ClassBalancedSampler':
+        lines.append(f'- **Positive oversampling**: ClassBalancedSampler, '
+                     f'weight {sampler.get("pos_weight", 1.5)}x per positive '
+                     'image, sharded over the DDP ranks')
+    if isinstance(head_loss, dict) and head_loss.get('class_weight'):
+        lines.append(f'- **Class weights**: {head_loss["class_weight"]}')
+    lines.append('')
+
+    counts = dict(split.get('counts') or {})
+    counts.update((stats.get('num_images') or {}))
+    ds_rows = [
+        ('Original positive images', counts.get('original_positive')),
+        ('Original negative images', counts.get('original_negative')),
+        ('After balancing - positive', counts.get('balanced_positive')),
+        ('After balancing - negative', counts.get('balanced_negative')),
+        ('Training images', counts.get('train')),
+        ('Validation images', counts.get('val')),
+        ('Validation positives', counts.get('val_positive')),
+        ('Class imbalance, training pixels (background:pneumothorax)',
+         f'{stats["imbalance_ratio"]:.2f}:1'
+         if stats.get('imbalance_ratio') else None),
+    ]
+    lines += ['## Dataset Statistics', '', _table(ds_rows, ('Metric',
+                                                            'Value')), '']
+
+    lines += ['## Performance Metrics', '',
+              f'### Segmentation Metrics ({val_desc})', '',
+              _table([
+                  ('Best validation Dice (pooled over all pixels, '
+                   'threshold 0.5)', best.get('dice')),
+                  ('Validation IoU at that epoch (pooled)', best.get('iou')),
+                  ('Validation competition Dice (per-image mean, empty = 1)',
+                   best.get('kaggle_dice')),
+                  ('Final training Dice (batch-pooled, augmented)',
+                   final_train.get('train/decode.dice_seg')),
+                  ('Final training IoU (batch-pooled, augmented)',
+                   final_train.get('train/decode.iou_seg')),
+              ], ('Metric', 'Value')), '']
+    n_images = best.get('num_images')
+    lines += [f'### Precision-Recall Analysis (pixel level, {n_images} '
+              'validation images at their original resolution, '
+              f'epoch {best["epoch"]})', '',
+              _table([
+                  ('Average Precision (AP, step-wise as scikit-learn)',
+                   best.get('ap')),
+                  ('PR-AUC (trapezoidal)', best.get('pr_auc')),
+                  ('Optimal F1-score', best.get('best_f1')),
+                  ('Precision (at optimal threshold)', best.get('precision')),
+                  ('Recall (at optimal threshold)', best.get('recall')),
+                  ('Optimal decision threshold', best.get('best_threshold')),
+              ], ('Metric', 'Value')), '']
+    total, pos, neg = (best.get('num_pixels'), best.get('num_pos_pixels'),
+                       best.get('num_neg_pixels'))
+    lines += ['### Pixel-Level Statistics (Validation)', '']
+    if total:
+        lines += [f'- Total pixels analyzed: {total:,}',
+                  f'- Pneumothorax pixels: {pos:,} ({100 * pos / total:.2f}%)',
+                  f'- Background pixels: {neg:,} ({100 * neg / total:.2f}%)',
+                  '']
+    lines += ['## Training Progression', '',
+              '| Epoch Range | Best Val Dice (pooled) | At Epoch |',
+              '|---|---|---|']
+    lines += [f'| {r} | {d:.4f} | {e} |' for r, d, e in _progression(val)]
+    lines += ['', '## Files in This Results Folder', '', '```',
+              'PERFORMANCE_SUMMARY.md      # this file',
+              'metrics_history.json        # per-epoch metrics (PRCurveHook)',
+              'pr_curves/                  # PR curve plot + data per '
+              'validation']
+    if pr_png:
+        lines.append('precision_recall_curve.png  # PR curve of the best epoch')
+    lines.append('detailed_metrics.png        # loss, Dice, IoU, AP over '
+                 'epochs')
+    if pictures:
+        lines.append('images/                     # input | ground truth | '
+                     'prediction')
+        lines += [f'    {p["file"]}' for p in pictures]
+    lines += ['```', '']
+    if pictures:
+        lines += ['### Sample predictions', '',
+                  'Left: input; centre: ground truth (red); right: '
+                  'prediction (blue). Positives are the best by per-image '
+                  'Dice, negatives the first in split order.', '']
+        lines += [f'![{p["kind"]}](images/{p["file"]})' for p in pictures]
+        lines.append('')
+    lines += ['## Key Findings', '']
+    lines += [f'{i}. {t}' for i, t in enumerate(
+        _findings(best, final_train, val_desc, stats), 1)]
+    lines.append('')
+    return '\n'.join(lines)

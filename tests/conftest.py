@@ -1,0 +1,74 @@
+"""Shared fixtures: a tiny generated SIIM data set and tiny run configs."""
+from __future__ import annotations
+
+import os
+import os.path as osp
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_CONFIG = ROOT / 'configs' / 'upernet_swin-nano_ptx-demo-128.py'
+
+
+@pytest.fixture(scope='session')
+def demo_root(tmp_path_factory) -> Path:
+    """24 synthetic radiographs at 128 px in both Kaggle layouts."""
+    from mmseg_ptx.datasets.synthetic import write_demo_dataset
+    root = tmp_path_factory.mktemp('siim_demo')
+    write_demo_dataset(root, num=24, seed=0, size=128, layout='both')
+    return root
+
+
+def write_tiny_run_config(path: Path, data_root: Path, max_epochs: int = 1,
+                          extra: str = '') -> Path:
+    """A config inheriting the tiny demo config, sized for a test run."""
+    path.write_text(f"""
+_base_ = [{str(TINY_CONFIG)!r}]
+data_root = {str(data_root)!r}
+train_dataloader = dict(
+    batch_size=2, num_workers=0, persistent_workers=False,
+    dataset=dict(data_root=data_root))
+val_dataloader = dict(
+    num_workers=0, persistent_workers=False,
+    dataset=dict(data_root=data_root))
+test_dataloader = val_dataloader
+train_cfg = dict(max_epochs={max_epochs}, val_interval=1)
+default_hooks = dict(logger=dict(interval=1),
+                     checkpoint=dict(interval=1, max_keep_ckpts=3))
+randomness = dict(seed=0)
+{extra}
+""")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def run_tool(args: list[str], timeout: int = 600, cwd: Path | None = None,
+             env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run a command from the repository root; fail with its output."""
+    full_env = dict(os.environ)
+    full_env['PYTHONPATH'] = os.pathsep.join(
+        [str(ROOT), full_env.get('PYTHONPATH', '')])
+    full_env.setdefault('OMP_NUM_THREADS', '2')
+    if env:
+        full_env.update(env)
+    proc = subprocess.run(args, cwd=cwd or ROOT, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, (
+        f'{" ".join(map(str, args))} exited {proc.returncode}\n'
+        f'--- stdout ---\n{proc.stdout[-4000:]}\n'
+        f'--- stderr ---\n{proc.stderr[-4000:]}')
+    return proc
+
+
+PYTHON = sys.executable
+__all__ = ['ROOT', 'TINY_CONFIG', 'PYTHON', 'write_tiny_run_config',
+           'free_port', 'run_tool', 'osp']

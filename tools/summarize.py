@@ -1,0 +1,38 @@
+"""Write PERFORMANCE_SUMMARY.md, its plots and prediction pictures."""
+import argparse
+
+import mmseg_ptx  # noqa: F401  (stack fixes + registration)
+from mmseg_ptx.reporting.summary import write_performance_summary
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='Performance report of a training run')
+    parser.add_argument('work_dir', help='the run\'s work dir')
+    parser.add_argument('--config', help='config (default: the one in '
+                        'work_dir)')
+    parser.add_argument('--checkpoint', help='checkpoint for the pictures '
+                        '(default: best_*.pth in work_dir)')
+    parser.add_argument('--stats', help='tools/dataset_stats.py JSON '
+                        '(default: <data_root>/stats.json)')
+    parser.add_argument('--no-images', action='store_true',
+                        help='skip the prediction pictures')
+    parser.add_argument('--num-pos', type=int, default=5)
+    parser.add_argument('--num-neg', type=int, default=2)
+    parser.add_argument('--max-images', type=int,
+                        help='validation images scanned for the pictures')
+    parser.add_argument('--device', help='e.g. cuda:0 or cpu')
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    path = write_performance_summary(
+        args.work_dir, config=args.config, checkpoint=args.checkpoint,
+        stats=args.stats, images=not args.no_images, num_pos=args.num_pos,
+        num_neg=args.num_neg, max_images=args.max_images, device=args.device)
+    print(f'Report written: {path}')
+
+
+if __name__ == '__main__':
+    main()
