@@ -2,6 +2,8 @@ from collections import Counter
 
 import pytest
 import torch
+from mmengine.registry import DefaultScope
+from mmengine.runner import Runner
 
 import mmseg_ptx  # noqa: F401  (registers the sampler)
 from mmseg.registry import DATA_SAMPLERS
@@ -161,6 +163,20 @@ def test_build_through_registry():
     assert (sampler.rank, sampler.world_size) == (0, 1)
     assert len(sampler) == len(dataset) == len(list(sampler))
     assert sampler.pos_weight == 1.5
+
+
+def test_built_by_mmengine_runner_dataloader():
+    # The path a config takes: Runner.build_dataloader with the mmseg
+    # scope, passing dataset= and the runner's seed as default arguments.
+    dataset = make_dataset(num_pos=4, num_neg=6)
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        loader = Runner.build_dataloader(
+            dict(dataset=dataset, batch_size=2, num_workers=0,
+                 sampler=dict(type='ClassBalancedSampler', pos_weight=2.0)),
+            seed=3)
+    assert isinstance(loader.sampler, ClassBalancedSampler)
+    assert loader.sampler.seed == 3
+    assert loader.sampler.pos_weight == 2.0
 
 
 def test_seed_none_uses_synced_seed():
