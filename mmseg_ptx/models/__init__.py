@@ -1,1 +1,4 @@
 """Registered components; see the submodules."""
+from .losses import DiceCELoss
+
+__all__ = ['DiceCELoss']

@@ -1,0 +1,312 @@
+"""Class-weighted cross-entropy + soft Dice (+ optional focal) loss."""
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+from typing import Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from mmseg.registry import MODELS
+
+__all__ = ['DiceCELoss']
+
+#: Key of the class weights in the JSON written by tools/dataset_stats.py.
+CLASS_WEIGHTS_KEY = 'class_weights'
+
+_TINY = torch.finfo(torch.float32).tiny
+
+
+def _check_class_weight(values, source: str) -> list[float]:
+    if (isinstance(values, (str, bytes, dict))
+            or not hasattr(values, '__len__') or len(values) != 2):
+        raise ValueError(
+            f'class_weight from {source} must be a list of 2 numbers '
+            f'(background, foreground), got {values!r}')
+    weights = []
+    for value in values:
+        if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+                or not math.isfinite(value) or value < 0):
+            raise ValueError(
+                f'class_weight from {source} must hold finite numbers >= 0, '
+                f'got {values!r}')
+        weights.append(float(value))
+    if sum(weights) == 0:
+        raise ValueError(f'class_weight from {source} is all zeros.')
+    return weights
+
+
+def _load_class_weight(
+    class_weight: Union[Sequence[float], str, os.PathLike, None]
+) -> Optional[list[float]]:
+    """Class weights from a list or from a dataset statistics JSON file."""
+    if class_weight is None:
+        return None
+    if not isinstance(class_weight, (str, os.PathLike)):
+        return _check_class_weight(class_weight, 'the config')
+    path = os.fspath(class_weight)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f'class_weight file {path} does not exist (expected the '
+            f'statistics JSON written by tools/dataset_stats.py).')
+    try:
+        with open(path, encoding='utf-8') as f:
+            stats = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(
+            f'class_weight file {path} is not valid JSON: {err}') from None
+    if not isinstance(stats, dict) or CLASS_WEIGHTS_KEY not in stats:
+        raise KeyError(
+            f'class_weight file {path} has no key {CLASS_WEIGHTS_KEY!r} '
+            f'(expected the statistics JSON written by '
+            f'tools/dataset_stats.py).')
+    return _check_class_weight(stats[CLASS_WEIGHTS_KEY], f'file {path}')
+
+
+@MODELS.register_module()
+class DiceCELoss(nn.Module):
+    """``ce_weight * CE + dice_weight * (1 - soft Dice) + focal_weight * FL``.
+
+    The reference run's loss: 0.5 * class-weighted cross-entropy + 0.5 *
+    soft Dice on the foreground probability, with an optional focal term.
+    For binary segmentation, with either head layout MMSeg allows:
+
+    - 2 output channels (softmax): CE is ``F.cross_entropy``; Dice uses the
+      softmax probability of channel 1.
+    - 1 output channel (sigmoid; ``num_classes=2, out_channels=1``): CE is
+      ``F.binary_cross_entropy_with_logits``; Dice uses the sigmoid. Class
+      weights are applied per pixel by its label, so a 1-channel head with
+      logit ``z`` gets exactly the loss of a 2-channel head with logits
+      ``(0, z)``. Under the weighted mean this is equivalent to BCE with
+      ``pos_weight = class_weight[1] / class_weight[0]``.
+
+    Pixels whose label is the ignore index (e.g. 255 padding) are excluded
+    from every term, with or without class weights. A per-pixel ``weight``
+    (MMSeg's ``seg_weight``, e.g. from a pixel sampler) multiplies each
+    pixel's contribution to every term. All terms are computed in float32,
+    so the loss is safe under bf16/fp16 autocast.
+
+    CE and focal terms (per-pixel weight ``w = class_weight[label] *
+    seg_weight``, 0 at ignored pixels):
+
+    - ``avg_non_ignore=True``: ``sum(w * loss) / sum(w)``, the weighted mean
+      of ``F.cross_entropy(weight=class_weight, reduction='mean')`` and of
+      the reference run.
+    - ``avg_non_ignore=False``: ``sum(w * loss) / (number of pixels,
+      ignored ones included)``, like MMSeg's ``CrossEntropyLoss`` with
+      ``avg_non_ignore=False``.
+
+    The focal term is ``(1 - p_t) ** focal_gamma * CE`` per pixel, with the
+    same class weights (as the focal loss's alpha) and normalisation as CE,
+    so ``focal_gamma=0`` reproduces the CE term.
+
+    Dice (class weights are not used; ``seg_weight`` weights pixels):
+    ``1 - (2 * sum(p * g) + smooth) / (sum(p) + sum(g) + smooth)`` with ``p``
+    the foreground probability and ``g`` the binary foreground label, sums
+    over non-ignored pixels.
+
+    - ``dice_mode='batch'``: sums over the whole batch (the reference).
+    - ``dice_mode='image'``: one Dice per image, averaged over the images
+      that have at least one non-ignored pixel. With ``smooth > 0`` an image
+      with empty ground truth scores ``smooth / (sum(p) + smooth)``: close to
+      1 (loss close to 0) when nothing is predicted and falling as predicted
+      foreground mass grows, like the competition metric that scores an
+      empty/empty image 1. A Dice with zero denominator (possible only with
+      ``smooth=0``) counts as 1.
+
+    Args:
+        ce_weight (float): Weight of the CE term. Defaults to 0.5.
+        dice_weight (float): Weight of the Dice term. Defaults to 0.5.
+        class_weight (list[float] | str, optional): Weights of (background,
+            foreground) for CE and focal terms, or the path of the statistics
+            JSON written by ``tools/dataset_stats.py`` whose key
+            ``class_weights`` holds them. Defaults to None (no weighting).
+        dice_mode (str): ``'batch'`` or ``'image'``, see above.
+            Defaults to ``'batch'``.
+        smooth (float): Additive smoothing of the Dice, >= 0.
+            Defaults to 1.0.
+        focal_weight (float): Weight of the focal term; 0 disables it.
+            Defaults to 0.0.
+        focal_gamma (float): Focusing parameter of the focal term, >= 0.
+            Defaults to 2.0.
+        ignore_index (int): Label ignored by every term. The decode head
+            passes its own ``ignore_index`` at call time, which takes
+            precedence. Defaults to 255.
+        avg_non_ignore (bool): Normalisation of CE and focal terms, see
+            above. Defaults to True.
+        loss_name (str): Name of the loss in the log; must start with
+            ``'loss_'`` so that MMSeg adds it to the total loss.
+            Defaults to ``'loss_dice_ce'``.
+    """
+
+    def __init__(self,
+                 ce_weight: float = 0.5,
+                 dice_weight: float = 0.5,
+                 class_weight: Union[Sequence[float], str, None] = None,
+                 dice_mode: str = 'batch',
+                 smooth: float = 1.0,
+                 focal_weight: float = 0.0,
+                 focal_gamma: float = 2.0,
+                 ignore_index: int = 255,
+                 avg_non_ignore: bool = True,
+                 loss_name: str = 'loss_dice_ce') -> None:
+        super().__init__()
+        for name, value in (('ce_weight', ce_weight),
+                            ('dice_weight', dice_weight),
+                            ('focal_weight', focal_weight),
+                            ('smooth', smooth),
+                            ('focal_gamma', focal_gamma)):
+            if (not isinstance(value, numbers.Real)
+                    or not math.isfinite(value) or value < 0):
+                raise ValueError(
+                    f'{name} must be a finite number >= 0, got {value!r}')
+        if ce_weight == dice_weight == focal_weight == 0:
+            raise ValueError('ce_weight, dice_weight and focal_weight are '
+                             'all 0: the loss would be constant.')
+        if dice_mode not in ('batch', 'image'):
+            raise ValueError(
+                f"dice_mode must be 'batch' or 'image', got {dice_mode!r}")
+        if not isinstance(loss_name, str) or not loss_name.startswith(
+                'loss_'):
+            raise ValueError(
+                f"loss_name must start with 'loss_' (MMSeg only back-"
+                f'propagates such names), got {loss_name!r}')
+        self.ce_weight = float(ce_weight)
+        self.dice_weight = float(dice_weight)
+        self.class_weight = _load_class_weight(class_weight)
+        self.dice_mode = dice_mode
+        self.smooth = float(smooth)
+        self.focal_weight = float(focal_weight)
+        self.focal_gamma = float(focal_gamma)
+        self.ignore_index = ignore_index
+        self.avg_non_ignore = avg_non_ignore
+        self._loss_name = loss_name
+
+    def forward(self,
+                seg_logits: Tensor,
+                seg_label: Tensor,
+                weight: Optional[Tensor] = None,
+                ignore_index: Optional[int] = None) -> Tensor:
+        """Compute the loss.
+
+        Args:
+            seg_logits (Tensor): Logits of shape (N, C, H, W) with C = 2
+                (softmax) or C = 1 (sigmoid), any float dtype.
+            seg_label (Tensor): Labels of shape (N, H, W) with values 0, 1
+                and ``ignore_index``.
+            weight (Tensor, optional): Per-pixel weight of shape (N, H, W).
+                Defaults to None.
+            ignore_index (int, optional): Overrides ``self.ignore_index``
+                (MMSeg's decode head passes its own). Defaults to None.
+
+        Returns:
+            Tensor: The scalar loss (float32).
+        """
+        if ignore_index is None:
+            ignore_index = self.ignore_index
+        num_channels = seg_logits.shape[1] if seg_logits.dim() >= 2 else 0
+        if seg_logits.dim() < 3 or num_channels not in (1, 2):
+            raise ValueError(
+                'DiceCELoss is for binary segmentation: seg_logits must be '
+                '(N, 2, ...) for a softmax head or (N, 1, ...) for a sigmoid '
+                f'head, got shape {tuple(seg_logits.shape)}')
+        expected = seg_logits.shape[:1] + seg_logits.shape[2:]
+        if seg_label.shape != expected:
+            raise ValueError(
+                f'seg_label shape {tuple(seg_label.shape)} does not match '
+                f'seg_logits shape {tuple(seg_logits.shape)} (expected '
+                f'{tuple(expected)})')
+        if weight is not None and weight.shape != seg_label.shape:
+            raise ValueError(
+                f'weight shape {tuple(weight.shape)} does not match '
+                f'seg_label shape {tuple(seg_label.shape)}')
+
+        logits = seg_logits.float()
+        valid = seg_label != ignore_index
+        # A label outside {0, 1, ignore_index} (e.g. a 0/255 mask with a
+        # different ignore index) would otherwise be silently mislabelled.
+        if (valid & (seg_label != 0) & (seg_label != 1)).any():
+            raise ValueError(
+                f'seg_label must contain only 0, 1 and ignore_index='
+                f'{ignore_index}, got values '
+                f'{torch.unique(seg_label[valid]).tolist()[:10]}')
+        target = torch.where(valid, seg_label, torch.zeros_like(seg_label))
+
+        # Per-pixel weight common to all terms; 0 at ignored pixels.
+        pixel_weight = valid.float()
+        if weight is not None:
+            pixel_weight = pixel_weight * weight.float()
+
+        if num_channels == 2:
+            nll = F.cross_entropy(
+                logits, seg_label.long(), ignore_index=ignore_index,
+                reduction='none')
+            fg_prob = logits.softmax(dim=1)[:, 1]
+        else:
+            fg_logit = logits[:, 0]
+            nll = F.binary_cross_entropy_with_logits(
+                fg_logit, target.float(), reduction='none')
+            # Ignored pixels carry a placeholder target: drop their values
+            # (not just multiply by 0, which would turn inf into nan).
+            nll = torch.where(valid, nll, torch.zeros_like(nll))
+            fg_prob = fg_logit.sigmoid()
+
+        loss = logits.new_zeros(())
+        if self.ce_weight > 0 or self.focal_weight > 0:
+            class_pixel_weight = pixel_weight
+            if self.class_weight is not None:
+                class_weight = logits.new_tensor(self.class_weight)
+                class_pixel_weight = pixel_weight * class_weight[target]
+            if self.avg_non_ignore:
+                denominator = class_pixel_weight.sum()
+            else:
+                denominator = logits.new_tensor(float(seg_label.numel()))
+            # All pixels ignored: numerator and loss are 0, not 0 / 0.
+            denominator = denominator.clamp_min(_TINY)
+            if self.ce_weight > 0:
+                ce = (class_pixel_weight * nll).sum() / denominator
+                loss = loss + self.ce_weight * ce
+            if self.focal_weight > 0:
+                # 1 - p_t = 1 - exp(-nll); clamped so that the gradient of
+                # the power stays finite where p_t == 1.
+                modulator = (-torch.expm1(-nll)).clamp_min(_TINY).pow(
+                    self.focal_gamma)
+                focal = (class_pixel_weight * modulator *
+                         nll).sum() / denominator
+                loss = loss + self.focal_weight * focal
+
+        if self.dice_weight > 0:
+            # Masked rather than multiplied by 0: a non-finite logit at an
+            # ignored pixel must not leak into the sums.
+            fg_prob = torch.where(valid, fg_prob, torch.zeros_like(fg_prob))
+            loss = loss + self.dice_weight * self._dice_loss(
+                fg_prob, (target == 1).float(), pixel_weight)
+        return loss
+
+    def _dice_loss(self, prob: Tensor, target: Tensor,
+                   pixel_weight: Tensor) -> Tensor:
+        """``1 - soft Dice`` pooled over the batch or averaged per image."""
+        dims = tuple(range(prob.dim())) if self.dice_mode == 'batch' else \
+            tuple(range(1, prob.dim()))
+        intersection = (pixel_weight * prob * target).sum(dims)
+        cardinality = (pixel_weight * (prob + target)).sum(dims)
+        numerator = 2 * intersection + self.smooth
+        denominator = cardinality + self.smooth
+        dice = torch.where(denominator > 0,
+                           numerator / denominator.clamp_min(_TINY),
+                           torch.ones_like(denominator))
+        if self.dice_mode == 'batch':
+            return 1 - dice
+        # Images without any non-ignored pixel do not count.
+        has_pixels = (pixel_weight.sum(dims) > 0).float()
+        return ((1 - dice) * has_pixels).sum() / has_pixels.sum().clamp_min(1)
+
+    @property
+    def loss_name(self) -> str:
+        """Name of the loss in MMSeg's loss dict."""
+        return self._loss_name

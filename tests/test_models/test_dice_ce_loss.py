@@ -1,0 +1,355 @@
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from mmengine.structures import PixelData
+
+import mmseg_ptx  # noqa: F401  (registers the loss)
+from mmseg.models.decode_heads import FCNHead, UPerHead
+from mmseg.registry import MODELS
+from mmseg.structures import SegDataSample
+from mmseg_ptx.models import DiceCELoss
+
+CLASS_WEIGHT = [0.5047, 54.2225]
+
+
+def make_batch(seed=0, n=3, h=8, w=8, channels=2, pad=True):
+    """Random logits and labels; the last columns are 255 padding and
+    image 1 has no foreground at all."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, channels, h, w, generator=g) * 2
+    label = (torch.rand(n, h, w, generator=g) < 0.3).long()
+    label[1] = 0
+    if pad:
+        label[:, :, -2:] = 255
+        label[0, 0, :3] = 255
+    return logits, label
+
+
+def reference_loss(logits, label, class_weight, dice_mode, smooth=1.0,
+                   ce_weight=0.5, dice_weight=0.5, ignore_index=255):
+    """Plain computation: PyTorch's weighted CE + 1 - soft Dice."""
+    ce = F.cross_entropy(
+        logits, label, weight=torch.tensor(class_weight),
+        ignore_index=ignore_index)
+    prob = logits.softmax(dim=1)[:, 1]
+    valid = label != ignore_index
+    gt = (label == 1).float()
+
+    def dice(p, t):
+        return (2 * (p * t).sum() + smooth) / (p.sum() + t.sum() + smooth)
+
+    if dice_mode == 'batch':
+        dice_loss = 1 - dice(prob[valid], gt[valid])
+    else:
+        per_image = [1 - dice(prob[i][valid[i]], gt[i][valid[i]])
+                     for i in range(len(label))]
+        dice_loss = torch.stack(per_image).mean()
+    return ce_weight * ce + dice_weight * dice_loss
+
+
+@pytest.mark.parametrize('dice_mode', ['batch', 'image'])
+@pytest.mark.parametrize('class_weight', [CLASS_WEIGHT, None])
+def test_matches_reference(dice_mode, class_weight):
+    logits, label = make_batch()
+    loss_fn = DiceCELoss(class_weight=class_weight, dice_mode=dice_mode)
+    loss = loss_fn(logits, label, ignore_index=255)
+    expected = reference_loss(logits, label, class_weight or [1.0, 1.0],
+                              dice_mode)
+    assert loss.dim() == 0 and loss.dtype == torch.float32
+    torch.testing.assert_close(loss, expected)
+
+
+def test_dice_modes_differ():
+    logits, label = make_batch()
+    batch = DiceCELoss(dice_mode='batch', ce_weight=0, dice_weight=1)
+    image = DiceCELoss(dice_mode='image', ce_weight=0, dice_weight=1)
+    assert abs(batch(logits, label) - image(logits, label)) > 1e-3
+
+
+@pytest.mark.parametrize('dice_mode', ['batch', 'image'])
+@pytest.mark.parametrize('channels', [2, 1])
+def test_perfect_prediction_dice_near_zero(dice_mode, channels):
+    _, label = make_batch()
+    fg = torch.where(label == 1, 30.0, -30.0)  # image 1 is empty: all -30
+    logits = (torch.stack([torch.zeros_like(fg), fg], 1) if channels == 2
+              else fg[:, None])
+    dice_only = DiceCELoss(ce_weight=0, dice_weight=1, dice_mode=dice_mode)
+    assert dice_only(logits, label).item() < 1e-3
+    # A wrong prediction is far from zero.
+    assert dice_only(-logits, label).item() > 0.9
+
+
+def test_image_mode_empty_gt_with_false_positives():
+    label = torch.zeros(2, 8, 8, dtype=torch.long)
+    label[0, 2:6, 2:6] = 1
+    fg = torch.where(label == 1, 30.0, -30.0)
+    dice_only = DiceCELoss(ce_weight=0, dice_weight=1, dice_mode='image')
+    logits = torch.stack([torch.zeros_like(fg), fg], 1)
+    assert dice_only(logits, label).item() < 1e-3
+    # 10 false-positive pixels on the empty image: its Dice is
+    # 1 / (10 + 1), so the mean loss is (0 + 10 / 11) / 2.
+    fg[1, 0, :10 // 2] = 30.0
+    fg[1, 1, :10 // 2] = 30.0
+    logits = torch.stack([torch.zeros_like(fg), fg], 1)
+    torch.testing.assert_close(
+        dice_only(logits, label), torch.tensor(10 / 11 / 2))
+
+
+@pytest.mark.parametrize('channels', [2, 1])
+@pytest.mark.parametrize('dice_mode', ['batch', 'image'])
+def test_ignored_pixels_change_nothing(channels, dice_mode):
+    logits, label = make_batch(channels=channels)
+    loss_fn = DiceCELoss(class_weight=CLASS_WEIGHT, dice_mode=dice_mode,
+                         focal_weight=0.3)
+    logits.requires_grad_(True)
+    loss = loss_fn(logits, label)
+    loss.backward()
+    ignored = (label == 255)[:, None].expand_as(logits)
+    assert torch.isfinite(logits.grad).all()
+    assert (logits.grad[ignored] == 0).all()
+
+    changed = logits.detach().clone()
+    changed[ignored] = torch.randn(int(ignored.sum())) * 50
+    torch.testing.assert_close(loss_fn(changed, label), loss.detach())
+    changed[ignored] = float('inf')
+    torch.testing.assert_close(loss_fn(changed, label), loss.detach())
+
+
+def test_ignore_index_from_call_overrides():
+    logits, label = make_batch()
+    label[label == 255] = 7
+    loss_fn = DiceCELoss(class_weight=CLASS_WEIGHT)  # ignore_index=255
+    with pytest.raises(ValueError, match='only 0, 1 and ignore_index'):
+        loss_fn(logits, label)
+    loss = loss_fn(logits, label, ignore_index=7)
+    expected = reference_loss(logits, label, CLASS_WEIGHT, 'batch',
+                              ignore_index=7)
+    torch.testing.assert_close(loss, expected)
+
+
+def test_all_pixels_ignored_gives_zero():
+    logits = torch.randn(2, 2, 4, 4, requires_grad=True)
+    label = torch.full((2, 4, 4), 255)
+    for mode in ('batch', 'image'):
+        loss = DiceCELoss(class_weight=CLASS_WEIGHT, dice_mode=mode,
+                          focal_weight=1.0)(logits, label)
+        assert loss.item() == 0
+        loss.backward()
+        assert torch.isfinite(logits.grad).all()
+
+
+def test_avg_non_ignore_false_divides_by_all_pixels():
+    logits, label = make_batch()
+    loss_fn = DiceCELoss(class_weight=CLASS_WEIGHT, dice_weight=0,
+                         ce_weight=1, avg_non_ignore=False)
+    per_pixel = F.cross_entropy(
+        logits, label, weight=torch.tensor(CLASS_WEIGHT), ignore_index=255,
+        reduction='none')
+    torch.testing.assert_close(
+        loss_fn(logits, label), per_pixel.sum() / label.numel())
+
+
+def test_pixel_weight_honoured():
+    logits, label = make_batch()
+    weight = torch.ones(label.shape)
+    weight[:, :4] = 0  # as if ignored
+    loss_fn = DiceCELoss(class_weight=CLASS_WEIGHT, dice_mode='image',
+                         focal_weight=0.5)
+    masked = label.clone()
+    masked[:, :4] = 255
+    torch.testing.assert_close(
+        loss_fn(logits, label, weight=weight), loss_fn(logits, masked))
+    # A non-binary weight: CE is the weighted mean with weights
+    # class_weight[label] * weight.
+    weight = torch.rand(label.shape,
+                        generator=torch.Generator().manual_seed(1))
+    ce_only = DiceCELoss(class_weight=CLASS_WEIGHT, dice_weight=0,
+                         ce_weight=1)
+    valid = label != 255
+    w = torch.tensor(CLASS_WEIGHT)[label.clamp(max=1)] * weight * valid
+    nll = F.cross_entropy(logits, label, ignore_index=255, reduction='none')
+    torch.testing.assert_close(
+        ce_only(logits, label, weight=weight), (w * nll).sum() / w.sum())
+
+
+def test_class_weight_from_json(tmp_path):
+    logits, label = make_batch()
+    stats = tmp_path / 'stats.json'
+    stats.write_text(json.dumps({'num_images': 4,
+                                 'class_weights': CLASS_WEIGHT}))
+    from_file = DiceCELoss(class_weight=str(stats))
+    assert from_file.class_weight == CLASS_WEIGHT
+    torch.testing.assert_close(
+        from_file(logits, label),
+        DiceCELoss(class_weight=CLASS_WEIGHT)(logits, label))
+
+    missing = tmp_path / 'nope.json'
+    with pytest.raises(FileNotFoundError, match='nope.json'):
+        DiceCELoss(class_weight=str(missing))
+    no_key = tmp_path / 'no_key.json'
+    no_key.write_text(json.dumps({'pixel_counts': [1, 2]}))
+    with pytest.raises(KeyError, match='no_key.json.*class_weights'):
+        DiceCELoss(class_weight=str(no_key))
+    broken = tmp_path / 'broken.json'
+    broken.write_text('{"class_weights": [1,')
+    with pytest.raises(ValueError, match='broken.json'):
+        DiceCELoss(class_weight=str(broken))
+    wrong = tmp_path / 'wrong.json'
+    wrong.write_text(json.dumps({'class_weights': [1.0, 2.0, 3.0]}))
+    with pytest.raises(ValueError, match='wrong.json'):
+        DiceCELoss(class_weight=str(wrong))
+
+
+@pytest.mark.parametrize('channels', [2, 1])
+def test_bf16_autocast_gradients_finite(channels):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, channels, 3, padding=1)
+    image = torch.randn(2, 3, 16, 16)
+    label = (torch.rand(2, 16, 16) < 0.2).long()
+    label[:, :, -3:] = 255
+    loss_fn = DiceCELoss(class_weight=CLASS_WEIGHT, focal_weight=0.5,
+                         dice_mode='image')
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        logits = conv(image)
+        assert logits.dtype == torch.bfloat16
+        loss = loss_fn(logits, label)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in conv.parameters())
+    assert conv.weight.grad.abs().sum() > 0
+
+
+def test_sigmoid_head_matches_softmax_head_and_reference():
+    logits2, label = make_batch(channels=2)
+    z = logits2[:, 1] - logits2[:, 0]
+    for mode in ('batch', 'image'):
+        loss_fn = DiceCELoss(class_weight=CLASS_WEIGHT, dice_mode=mode,
+                             focal_weight=0.2)
+        torch.testing.assert_close(
+            loss_fn(z[:, None], label), loss_fn(logits2, label))
+    # CE part against BCE-with-logits weighted by class.
+    ce_only = DiceCELoss(class_weight=CLASS_WEIGHT, dice_weight=0,
+                         ce_weight=1)
+    valid = label != 255
+    target = label[valid].float()
+    w = torch.tensor(CLASS_WEIGHT)[label[valid]]
+    bce = F.binary_cross_entropy_with_logits(
+        z[valid], target, weight=w, reduction='sum') / w.sum()
+    torch.testing.assert_close(ce_only(z[:, None], label), bce)
+
+
+def test_focal_term():
+    logits, label = make_batch()
+    ce = DiceCELoss(class_weight=CLASS_WEIGHT, dice_weight=0, ce_weight=1)
+    focal_gamma0 = DiceCELoss(class_weight=CLASS_WEIGHT, dice_weight=0,
+                              ce_weight=0, focal_weight=1, focal_gamma=0)
+    torch.testing.assert_close(focal_gamma0(logits, label),
+                               ce(logits, label))
+
+    focal = DiceCELoss(class_weight=CLASS_WEIGHT, dice_weight=0, ce_weight=0,
+                       focal_weight=1, focal_gamma=2)
+    valid = label != 255
+    logp = logits.log_softmax(1).permute(0, 2, 3, 1)[valid]
+    tgt = label[valid]
+    logp_t = logp.gather(1, tgt[:, None])[:, 0]
+    w = torch.tensor(CLASS_WEIGHT)[tgt]
+    expected = (w * (1 - logp_t.exp())**2 * -logp_t).sum() / w.sum()
+    torch.testing.assert_close(focal(logits, label), expected)
+    assert focal(logits, label) < ce(logits, label)
+
+    combined = DiceCELoss(class_weight=CLASS_WEIGHT, focal_weight=0.25)
+    base = DiceCELoss(class_weight=CLASS_WEIGHT)
+    torch.testing.assert_close(
+        combined(logits, label),
+        base(logits, label) + 0.25 * expected)
+
+
+def test_build_via_registry_and_name():
+    loss = MODELS.build(dict(type='DiceCELoss', class_weight=CLASS_WEIGHT,
+                             dice_mode='image'))
+    assert isinstance(loss, DiceCELoss)
+    assert loss.loss_name == 'loss_dice_ce'
+    assert loss.dice_mode == 'image'
+    named = MODELS.build(dict(type='DiceCELoss', loss_name='loss_ptx'))
+    assert named.loss_name == 'loss_ptx'
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(loss_name='dice_ce'), 'loss_name'),
+    (dict(dice_mode='pixel'), 'dice_mode'),
+    (dict(ce_weight=-1), 'ce_weight'),
+    (dict(smooth=float('nan')), 'smooth'),
+    (dict(ce_weight=0, dice_weight=0), 'all 0'),
+    (dict(class_weight=[1.0]), 'class_weight'),
+    (dict(class_weight=[1.0, -2.0]), 'class_weight'),
+])
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        DiceCELoss(**kwargs)
+
+
+def test_bad_shapes():
+    loss_fn = DiceCELoss()
+    with pytest.raises(ValueError, match='binary'):
+        loss_fn(torch.randn(2, 3, 4, 4), torch.zeros(2, 4, 4).long())
+    with pytest.raises(ValueError, match='does not match'):
+        loss_fn(torch.randn(2, 2, 4, 4), torch.zeros(2, 4, 5).long())
+
+
+def make_data_samples(n=2, size=32):
+    samples = []
+    for i in range(n):
+        gt = torch.zeros(1, size, size, dtype=torch.long)
+        gt[0, 4:12, 6:14] = 1 if i == 0 else 0
+        gt[0, :, size - 6:] = 255  # padding
+        sample = SegDataSample(gt_sem_seg=PixelData(data=gt))
+        sample.set_metainfo(dict(img_shape=(size, size),
+                                 pad_shape=(size, size)))
+        samples.append(sample)
+    return samples
+
+
+@pytest.mark.parametrize('out_channels', [2, 1])
+def test_fcn_head_end_to_end(out_channels):
+    torch.manual_seed(0)
+    head = FCNHead(
+        in_channels=4, channels=8, num_convs=1, num_classes=2,
+        out_channels=out_channels, threshold=0.5,
+        loss_decode=dict(type='DiceCELoss', class_weight=CLASS_WEIGHT,
+                         dice_mode='image', focal_weight=0.1))
+    inputs = [torch.randn(2, 4, 8, 8)]
+    losses = head.loss(inputs, make_data_samples(), train_cfg=dict())
+    assert set(losses) == {'loss_dice_ce', 'acc_seg'}
+    assert losses['loss_dice_ce'].dim() == 0
+    assert torch.isfinite(losses['loss_dice_ce'])
+    losses['loss_dice_ce'].backward()
+    assert torch.isfinite(head.conv_seg.weight.grad).all()
+    assert head.conv_seg.weight.grad.abs().sum() > 0
+
+
+def test_uper_head_loss_by_feat_with_two_losses():
+    torch.manual_seed(0)
+    head = UPerHead(
+        in_channels=[4, 4, 4, 4], in_index=[0, 1, 2, 3], channels=8,
+        pool_scales=(1, 2), num_classes=2,
+        loss_decode=[
+            dict(type='DiceCELoss', class_weight=CLASS_WEIGHT),
+            dict(type='DiceCELoss', ce_weight=0, dice_weight=0,
+                 focal_weight=1.0, loss_name='loss_focal'),
+        ])
+    inputs = [torch.randn(2, 4, s, s) for s in (16, 8, 4, 2)]
+    seg_logits = head(inputs)
+    samples = make_data_samples()
+    losses = head.loss_by_feat(seg_logits, samples)
+    assert {'loss_dice_ce', 'loss_focal'} <= set(losses)
+    # Same value as calling the loss directly on the resized logits.
+    label = torch.stack([s.gt_sem_seg.data[0] for s in samples])
+    resized = F.interpolate(seg_logits, size=label.shape[1:],
+                            mode='bilinear', align_corners=False)
+    torch.testing.assert_close(
+        losses['loss_dice_ce'],
+        reference_loss(resized, label, CLASS_WEIGHT, 'batch'))
+    sum(v for k, v in losses.items() if k.startswith('loss_')).backward()
+    assert torch.isfinite(head.conv_seg.weight.grad).all()
