@@ -39,13 +39,13 @@ model = dict(
     auxiliary_head=dict(
         in_channels=512,
         num_classes=2,
+        # MMSeg's 0.4 weight of the auxiliary head, spread over both terms.
         loss_decode=dict(
             _delete_=True,
             type='DiceCELoss',
-            ce_weight=0.5,
-            dice_weight=0.5,
-            class_weight=class_weight,
-            loss_weight=0.4)))
+            ce_weight=0.2,
+            dice_weight=0.2,
+            class_weight=class_weight)))
 
 custom_hooks = [
     # Pooled training Dice/IoU in the log, PR curves after each validation.
