@@ -88,10 +88,11 @@ class SIIMPneumothoraxDataset(BaseSegDataset):
 
     .. code-block:: none
 
-        layout='dicom'                        layout='png'
-        ├── dicom-images-train/               ├── png_images/<new_filename>
-        │   └── <Study>/<Series>/<ImageId>.dcm├── png_masks/<new_filename>
-        └── train-rle.csv                     └── stage_1_train_images.csv
+        layout='dicom'                   layout='png'
+        ├── dicom-images-train/          ├── png_images/<new_filename>
+        │   └── <Study>/<Series>/        ├── png_masks/<new_filename>
+        │       └── <ImageId>.dcm        └── stage_1_train_images.csv
+        └── train-rle.csv
 
     ``train-rle.csv`` has the columns ``ImageId`` and ``EncodedPixels``
     (stage 1 spells it `` EncodedPixels``), one row per pneumothorax
