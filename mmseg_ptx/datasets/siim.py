@@ -446,7 +446,7 @@ class SIIMPneumothoraxDataset(BaseSegDataset):
                     f'split_seed and split_order are ignored.',
                     logger='current',
                     level=logging.WARNING)
-                # Unknown ids are reported by load_data_list.
+                # Unknown ids are reported by select_split.
                 if all(i in labels for i in existing.train + existing.val):
                     existing.counts = count_split(existing.train,
                                                   existing.val, labels)
