@@ -1,8 +1,14 @@
 """Data layer: RLE, DICOM reading, the SIIM dataset, transforms, samplers."""
 from .rle import EMPTY_RLE, rle_decode, rle_decode_union, rle_encode
 from .samplers import ClassBalancedSampler
+from .siim import SIIMPneumothoraxDataset
+from .split import (SplitResult, balance_and_split, count_split, read_split,
+                    write_split)
+from .statistics import compute_dataset_statistics, format_statistics
 
 __all__ = [
     'EMPTY_RLE', 'rle_decode', 'rle_decode_union', 'rle_encode',
-    'ClassBalancedSampler'
+    'ClassBalancedSampler', 'SIIMPneumothoraxDataset', 'SplitResult',
+    'balance_and_split', 'count_split', 'read_split', 'write_split',
+    'compute_dataset_statistics', 'format_statistics'
 ]

@@ -1,0 +1,163 @@
+import json
+import random
+
+import pytest
+
+from mmseg_ptx.datasets.split import (SplitResult, balance_and_split,
+                                      count_split, read_split, write_split)
+
+
+def _index(num_pos, num_neg):
+    ids = [f'1.2.826.{i:05d}' for i in range(num_pos + num_neg)]
+    return ids, [i < num_pos for i in range(num_pos + num_neg)]
+
+
+def test_reference_counts():
+    # The reference run: 2,379 pos + 8,296 neg -> 2,379 + 1,244 kept ->
+    # 2,898 train / 725 val.
+    ids, pos = _index(2379, 8296)
+    result = balance_and_split(ids, pos)
+    c = result.counts
+    assert (c['original_positive'], c['original_negative']) == (2379, 8296)
+    assert (c['balanced_positive'], c['balanced_negative']) == (2379, 1244)
+    assert (len(result.train), len(result.val)) == (2898, 725)
+    assert (c['train'], c['val']) == (2898, 725)
+    labels = dict(zip(ids, pos))
+    assert sum(labels[i] for i in result.train) == c['train_positive']
+    assert sum(labels[i] for i in result.val) == c['val_positive'] == 476
+    assert c['val_negative'] == 249
+    assert not set(result.train) & set(result.val)
+    assert result.train == sorted(result.train)
+
+
+def test_deterministic_and_seed_dependent():
+    ids, pos = _index(30, 170)
+    a = balance_and_split(ids, pos, seed=1)
+    b = balance_and_split(ids, pos, seed=1)
+    c = balance_and_split(ids, pos, seed=2)
+    assert (a.train, a.val) == (b.train, b.val)
+    assert (a.train, a.val) != (c.train, c.val)
+    assert a.counts == c.counts
+
+
+def test_independent_of_input_order():
+    ids, pos = _index(30, 170)
+    pairs = list(zip(ids, pos))
+    random.Random(0).shuffle(pairs)
+    shuffled_ids, shuffled_pos = zip(*pairs)
+    a = balance_and_split(ids, pos, order='split_first')
+    b = balance_and_split(list(shuffled_ids), list(shuffled_pos),
+                          order='split_first')
+    assert (a.train, a.val) == (b.train, b.val)
+
+
+@pytest.mark.parametrize('order', ['balance_first', 'split_first'])
+def test_stratified(order):
+    ids, pos = _index(100, 400)
+    result = balance_and_split(
+        ids, pos, neg_keep_ratio=0.5, val_ratio=0.2, order=order)
+    c = result.counts
+    # Each class group is split 80/20 on its own.
+    assert c['val_positive'] == 20 and c['train_positive'] == 80
+    if order == 'balance_first':
+        # 200 kept negatives, 40 to validation.
+        assert (c['train_negative'], c['val_negative']) == (160, 40)
+    else:
+        # 80 negatives to validation, half of the other 320 kept.
+        assert (c['train_negative'], c['val_negative']) == (160, 80)
+
+
+def test_split_first_keeps_natural_ratio_in_val():
+    ids, pos = _index(2379, 8296)
+    result = balance_and_split(ids, pos, order='split_first')
+    c = result.counts
+    natural = 2379 / (2379 + 8296)
+    assert abs(c['val_positive'] / c['val'] - natural) < 0.002
+    # Training negatives are undersampled only there.
+    assert c['train_negative'] == round(0.15 * (8296 - c['val_negative']))
+    labels = dict(zip(ids, pos))
+    assert sum(labels[i] for i in result.val) == c['val_positive']
+    # Reference order: validation is positive-heavy.
+    ref = balance_and_split(ids, pos).counts
+    assert ref['val_positive'] / ref['val'] > 0.6
+
+
+def test_no_undersampling():
+    ids, pos = _index(10, 90)
+    result = balance_and_split(ids, pos, neg_keep_ratio=1.0)
+    assert sorted(result.train + result.val) == sorted(ids)
+
+
+def test_invalid_arguments():
+    ids, pos = _index(5, 5)
+    with pytest.raises(ValueError, match='neg_keep_ratio'):
+        balance_and_split(ids, pos, neg_keep_ratio=1.5)
+    with pytest.raises(ValueError, match='val_ratio'):
+        balance_and_split(ids, pos, val_ratio=1.0)
+    with pytest.raises(ValueError, match='order'):
+        balance_and_split(ids, pos, order='random')
+    with pytest.raises(ValueError, match='duplicates'):
+        balance_and_split(ids + ids[:1], pos + pos[:1])
+    with pytest.raises(ValueError, match='labels'):
+        balance_and_split(ids, pos[:-1])
+    with pytest.raises(ValueError, match='validation split is empty'):
+        balance_and_split(ids[:2], pos[:2], val_ratio=0.1)
+
+
+def test_count_split():
+    labels = {'a': True, 'b': False, 'c': True, 'd': False}
+    c = count_split(['a', 'b'], ['c'], labels)
+    assert c == dict(original_positive=2, original_negative=2,
+                     balanced_positive=2, balanced_negative=1, train=2,
+                     val=1, train_positive=1, train_negative=1,
+                     val_positive=1, val_negative=0)
+
+
+def test_write_read_round_trip(tmp_path):
+    ids, pos = _index(20, 80)
+    result = balance_and_split(ids, pos, neg_keep_ratio=0.5)
+    meta = dict(neg_keep_ratio=0.5, seed=42, order='balance_first')
+    split_dir = tmp_path / 'splits'
+    write_split(str(split_dir), result, meta)
+    assert (split_dir / 'train.txt').read_text().splitlines() == result.train
+    stored = json.loads((split_dir / 'split_meta.json').read_text())
+    assert stored['settings'] == meta
+    assert stored['counts'] == result.counts
+    back = read_split(str(split_dir))
+    assert (back.train, back.val, back.counts) == (result.train, result.val,
+                                                   result.counts)
+    # Writing the same split again (another rank, a rerun) is harmless.
+    write_split(str(split_dir), result, meta)
+    assert not [p for p in split_dir.iterdir() if p.name.startswith('.')]
+
+
+def test_refuses_other_settings(tmp_path):
+    ids, pos = _index(20, 80)
+    result = balance_and_split(ids, pos)
+    write_split(str(tmp_path), result, dict(seed=42))
+    before = (tmp_path / 'train.txt').read_text()
+    other = balance_and_split(ids, pos, seed=7)
+    with pytest.raises(FileExistsError, match='seed.*delete'):
+        write_split(str(tmp_path), other, dict(seed=7))
+    assert (tmp_path / 'train.txt').read_text() == before
+
+
+def test_refuses_to_overwrite_hand_made_lists(tmp_path):
+    (tmp_path / 'train.txt').write_text('x\ny\n')
+    (tmp_path / 'val.txt').write_text('z\n')
+    result = SplitResult(train=['a'], val=['b'])
+    with pytest.raises(FileExistsError, match='train.txt'):
+        write_split(str(tmp_path), result, dict(seed=1))
+    assert (tmp_path / 'train.txt').read_text() == 'x\ny\n'
+    assert not (tmp_path / 'split_meta.json').exists()
+    back = read_split(str(tmp_path))
+    assert (back.train, back.val, back.counts) == (['x', 'y'], ['z'], {})
+
+
+def test_read_split_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match='train.txt'):
+        read_split(str(tmp_path))
+    (tmp_path / 'train.txt').write_text('a\nb\n')
+    (tmp_path / 'val.txt').write_text('b\n')
+    with pytest.raises(ValueError, match='both'):
+        read_split(str(tmp_path))

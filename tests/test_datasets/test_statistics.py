@@ -1,0 +1,130 @@
+import cv2
+import numpy as np
+import pytest
+from siim_testdata import make_dicom_root, make_png_root
+
+from mmseg_ptx.datasets import (compute_dataset_statistics, format_statistics,
+                                read_split)
+from mmseg_ptx.datasets.statistics import count_foreground_pixels
+
+
+def _png_masks():
+    a = np.zeros((16, 16), np.uint8)
+    a[2:5, 3:9] = 1  # 18 pixels
+    c = np.zeros((8, 32), np.uint8)
+    c[0, :5] = 1  # 5 pixels
+    d = np.zeros((16, 16), np.uint8)
+    d[15, 15] = 1  # 1 pixel
+    empty = np.zeros((16, 16), np.uint8)
+    return {'1.2.7.1': a, '1.2.7.2': empty, '1.2.7.3': c, '1.2.7.4': d}
+
+
+@pytest.mark.parametrize('workers', [1, 2])
+def test_png_exact_counts(tmp_path, workers):
+    make_png_root(tmp_path, _png_masks())
+    stats = compute_dataset_statistics(
+        str(tmp_path), layout='png', neg_keep_ratio=1.0, val_ratio=0.0,
+        workers=workers, progress=False)
+    # 4 images of 256 pixels, 18 + 5 + 1 foreground.
+    assert stats['pixel_counts'] == [1000, 24]
+    assert stats['class_weights'] == pytest.approx([1024 / 2000, 1024 / 48])
+    assert stats['imbalance_ratio'] == pytest.approx(1000 / 24)
+    assert stats['pixel_fractions'] == pytest.approx([1000 / 1024, 24 / 1024])
+    n = stats['num_images']
+    assert (n['original_positive'], n['original_negative']) == (3, 1)
+    assert (n['train'], n['val'], n['train_positive']) == (4, 0, 3)
+    assert n['original_total'] == 4
+    assert stats['label_mismatches'] == 0
+    assert stats['settings']['layout'] == 'png'
+    assert stats['classes'] == ['background', 'pneumothorax']
+
+
+def test_reference_weight_formula(tmp_path):
+    # The reference's 107.45:1 imbalance gives its weights [0.5047, 54.22].
+    mask = np.zeros((15, 723), np.uint8)  # 10,845 pixels
+    mask[0, :100] = 1
+    make_png_root(tmp_path, {'1.2.7.1': mask})
+    stats = compute_dataset_statistics(
+        str(tmp_path), layout='png', neg_keep_ratio=1.0, val_ratio=0.0,
+        progress=False)
+    assert stats['pixel_counts'] == [10745, 100]
+    assert [round(w, 4) for w in stats['class_weights']] == [0.5047, 54.225]
+    assert round(stats['imbalance_ratio'], 2) == 107.45
+
+
+def test_only_the_training_split_is_counted(tmp_path):
+    masks = {f'1.2.8.{i}': np.zeros((8, 8), np.uint8) for i in range(10)}
+    for i in range(10):
+        masks[f'1.2.8.{i}'][0, :i + 1] = 1 if i % 2 == 0 else 0
+    make_png_root(tmp_path, masks)
+    stats = compute_dataset_statistics(
+        str(tmp_path), layout='png', neg_keep_ratio=1.0, val_ratio=0.4,
+        progress=False)
+    split = read_split(str(tmp_path / 'splits'))
+    assert stats['num_images']['train'] == len(split.train) == 6
+    fg = sum(int(masks[i].sum()) for i in split.train)
+    assert stats['pixel_counts'] == [6 * 64 - fg, fg]
+    assert fg != sum(int(m.sum()) for m in masks.values())
+
+
+def test_dicom_exact_counts(tmp_path):
+    pytest.importorskip('mmseg_ptx.datasets.dicom')
+    rows = [
+        ('1.2.9.1', '10 5'),
+        ('1.2.9.2', '0 10'),
+        ('1.2.9.2', '5 10'),  # overlaps the first row: union is 15 pixels
+        ('1.2.9.3', '-1'),
+        ('1.2.9.4', '0 20 44 20'),  # 32 x 64 image, 40 pixels
+    ]
+    make_dicom_root(tmp_path, rows, shapes={'1.2.9.4': (32, 64)})
+    stats = compute_dataset_statistics(
+        str(tmp_path), neg_keep_ratio=1.0, val_ratio=0.0, progress=False)
+    total = 3 * 64 * 64 + 32 * 64
+    fg = 5 + 15 + 40
+    assert stats['pixel_counts'] == [total - fg, fg]
+    assert stats['class_weights'] == pytest.approx(
+        [total / (2 * (total - fg)), total / (2 * fg)])
+    assert stats['num_images']['original_positive'] == 3
+
+
+def test_count_foreground_pixels_png(tmp_path):
+    mask = np.zeros((4, 6), np.uint8)
+    mask[1, 2:5] = 255
+    cv2.imwrite(str(tmp_path / 'm.png'), mask)
+    info = dict(image_id='x', seg_map_path=str(tmp_path / 'm.png'))
+    assert count_foreground_pixels(info) == (3, 24)
+    mask[0, 0] = 7
+    cv2.imwrite(str(tmp_path / 'm.png'), mask)
+    with pytest.raises(ValueError, match=r'm\.png.*0/255'):
+        count_foreground_pixels(info)
+
+
+def test_label_mismatch_and_empty_foreground(tmp_path):
+    masks = _png_masks()
+    make_png_root(tmp_path, masks)
+    csv_path = tmp_path / 'stage_1_train_images.csv'
+    # Flag the empty image positive.
+    csv_path.write_text(csv_path.read_text().replace(
+        '1.2.7.2,1_train_0_.png,0', '1.2.7.2,1_train_0_.png,1'))
+    stats = compute_dataset_statistics(
+        str(tmp_path), layout='png', neg_keep_ratio=1.0, val_ratio=0.0,
+        progress=False)
+    assert stats['label_mismatches'] == 1
+
+    empty_root = tmp_path / 'empty'
+    make_png_root(empty_root, {'1.2.7.5': np.zeros((4, 4), np.uint8)})
+    with pytest.raises(ValueError, match='class weights are undefined'):
+        compute_dataset_statistics(
+            str(empty_root), layout='png', neg_keep_ratio=1.0,
+            val_ratio=0.0, progress=False)
+
+
+def test_format_statistics(tmp_path):
+    make_png_root(tmp_path, _png_masks())
+    stats = compute_dataset_statistics(
+        str(tmp_path), layout='png', neg_keep_ratio=1.0, val_ratio=0.0,
+        progress=False)
+    text = format_statistics(stats)
+    assert '| **Original Positive Samples** | 3 |' in text
+    assert '41.67:1 (Background:Pneumothorax)' in text
+    assert '| pneumothorax | 24 | 2.34% | 21.3333 |' in text

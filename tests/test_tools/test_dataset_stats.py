@@ -1,0 +1,68 @@
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _make_png_set(root):
+    """Four 16x16 images; masks with 12, 0, 4 and 0 foreground pixels."""
+    (root / 'png_images').mkdir(parents=True)
+    (root / 'png_masks').mkdir()
+    sizes = [12, 0, 4, 0]
+    rows = []
+    for n, size in enumerate(sizes):
+        mask = np.zeros((16, 16), np.uint8)
+        mask[3, :size] = 255
+        name = f'{n}_train_.png'
+        cv2.imwrite(str(root / 'png_images' / name), mask // 2)
+        cv2.imwrite(str(root / 'png_masks' / name), mask)
+        rows.append((f'1.2.4.{n}', name, int(size > 0)))
+    with open(root / 'stage_1_train_images.csv', 'w', newline='') as f:
+        writer = csv.writer(f)
+        writer.writerow(['ImageId', 'new_filename', 'has_pneumo'])
+        writer.writerows(rows)
+
+
+def _run(*args):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run(
+        [sys.executable, str(REPO / 'tools' / 'dataset_stats.py'), *args],
+        capture_output=True, text=True, env=env, cwd=str(REPO), timeout=300)
+
+
+def test_cli_png(tmp_path):
+    _make_png_set(tmp_path)
+    out = tmp_path / 'stats.json'
+    proc = _run(str(tmp_path), '--layout', 'png', '--neg-keep-ratio', '1',
+                '--val-ratio', '0', '--workers', '2', '--out', str(out))
+    assert proc.returncode == 0, proc.stderr
+    stats = json.loads(out.read_text())
+    assert stats['pixel_counts'] == [1008, 16]
+    assert stats['class_weights'] == [1024 / 2016, 1024 / 32]
+    assert stats['imbalance_ratio'] == 63.0
+    assert stats['num_images']['original_positive'] == 2
+    assert stats['num_images']['train'] == 4
+    assert stats['settings']['neg_keep_ratio'] == 1.0
+    assert '63.00:1 (Background:Pneumothorax)' in proc.stdout
+    assert '| pneumothorax | 16 |' in proc.stdout
+    assert (tmp_path / 'splits' / 'train.txt').exists()
+
+
+def test_cli_default_output_and_error(tmp_path):
+    _make_png_set(tmp_path)
+    proc = _run(str(tmp_path), '--layout', 'png', '--neg-keep-ratio', '1',
+                '--val-ratio', '0', '--split-dir', 'all')
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(
+        (tmp_path / 'all' / 'stats.json').read_text())['pixel_counts'] == [
+            1008, 16]
+    proc = _run(str(tmp_path / 'missing'), '--layout', 'png')
+    assert proc.returncode != 0
+    assert 'missing is not a directory' in proc.stderr
