@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import os
 import os.path as osp
+import uuid
 import cv2
 import numpy as np
 import pydicom
@@ -27,7 +28,7 @@ from PIL import Image
 from pydicom.dataset import FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import (ExplicitVRLittleEndian, JPEGBaseline8Bit,
-                         SecondaryCaptureImageStorage, generate_uid)
+                         SecondaryCaptureImageStorage)
 
 from .rle import EMPTY_RLE, rle_encode
 
@@ -391,9 +392,10 @@ def synthesize_radiograph(rng: np.random.Generator, size: int,
 
 # ----------------------------------------------------------------- writers
 def _uid(seed: int, index: int, kind: str) -> str:
-    return generate_uid(prefix=None,
-                        entropy_srcs=['mmseg_ptx-demo', str(seed),
-                                      str(index), kind])
+    # A '2.25.' UID is a UUID as an integer; a name-based UUID makes it
+    # reproducible (pydicom's generate_uid(prefix=None) is always random).
+    name = f'mmseg_ptx-demo/{seed}/{index}/{kind}'
+    return f'2.25.{uuid.uuid5(uuid.NAMESPACE_OID, name).int}'
 
 
 def _write_dicom(path: str, img: np.ndarray, uids: dict, patient: dict,
