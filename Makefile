@@ -35,8 +35,7 @@ test: $(STAMP)
 demo: $(STAMP)
 	test -f $(DEMO_DATA)/train-rle.csv || $(PY) tools/make_demo_data.py \
 		--out $(DEMO_DATA) --num $(DEMO_NUM) --seed 0 --size $(DEMO_SIZE)
-	$(PY) tools/dataset_stats.py $(DEMO_DATA) --workers 2 \
-		--out $(DEMO_DATA)/stats.json
+	$(PY) tools/dataset_stats.py $(DEMO_DATA) --workers 2
 	$(PY) tools/train.py $(DEMO_CONFIG) --work-dir $(DEMO_WORK_DIR) \
 		--cfg-options randomness.seed=0
 	$(PY) tools/test.py $(DEMO_CONFIG) \

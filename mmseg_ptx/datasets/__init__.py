@@ -1,14 +1,21 @@
 """Data layer: RLE, DICOM reading, the SIIM dataset, transforms, samplers."""
+from .dicom import DicomReadError, read_dicom, read_dicom_shape
 from .rle import EMPTY_RLE, rle_decode, rle_decode_union, rle_encode
 from .samplers import ClassBalancedSampler
 from .siim import SIIMPneumothoraxDataset
 from .split import (SplitResult, balance_and_split, count_split, read_split,
                     write_split)
 from .statistics import compute_dataset_statistics, format_statistics
+from .synthetic import synthesize_radiograph, write_demo_dataset
+from .transforms import (LoadBinaryMaskFromFile, LoadDicomImageFromFile,
+                         LoadRLEAnnotations)
 
 __all__ = [
     'EMPTY_RLE', 'rle_decode', 'rle_decode_union', 'rle_encode',
+    'DicomReadError', 'read_dicom', 'read_dicom_shape',
     'ClassBalancedSampler', 'SIIMPneumothoraxDataset', 'SplitResult',
     'balance_and_split', 'count_split', 'read_split', 'write_split',
-    'compute_dataset_statistics', 'format_statistics'
+    'compute_dataset_statistics', 'format_statistics',
+    'synthesize_radiograph', 'write_demo_dataset', 'LoadBinaryMaskFromFile',
+    'LoadDicomImageFromFile', 'LoadRLEAnnotations'
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
+import cv2
 import numpy as np
 
 __all__ = ['rle_decode', 'rle_encode', 'rle_decode_union', 'EMPTY_RLE']
@@ -69,14 +70,15 @@ def rle_decode(rle: str, height: int, width: int) -> np.ndarray:
         raise ValueError(
             f'Malformed RLE: a run ends at pixel {int(ends[-1])}, past the '
             f'end of a {height}x{width} image ({mask.size} pixels)')
-    # Mark run boundaries with +1/-1 and integrate: no per-pixel loop.
-    # Lengths > 0 make the starts (and the ends) strictly increasing, so
-    # plain fancy-index updates never collide within one array.
-    delta = np.zeros(mask.size + 1, dtype=np.int32)
-    delta[abs_starts] += 1
-    delta[ends] -= 1
-    mask[:] = np.cumsum(delta[:-1]) > 0
-    return mask.reshape(width, height).T.copy()
+    # Index only the foreground pixels (about 1% of an image): run k
+    # covers abs_starts[k] + j for j < lengths[k], and j is the global
+    # position in arange(total) minus the pixels of the earlier runs.
+    before = np.cumsum(lengths) - lengths
+    mask[np.repeat(abs_starts - before, lengths)
+         + np.arange(int(lengths.sum()))] = 1
+    # cv2's transpose copies a 1024x1024 uint8 mask several times faster
+    # than numpy's strided .T.copy().
+    return cv2.transpose(mask.reshape(width, height))
 
 
 def rle_decode_union(rles: Iterable[str], height: int,

@@ -106,11 +106,17 @@ def _split_meta(cfg: Optional[Config]) -> dict:
 
 
 def _stats(cfg: Optional[Config], stats_path: Optional[str]) -> dict:
+    """tools/dataset_stats.py's JSON: explicit, else where the tool writes
+    it by default (<data_root>/<split_dir>/stats.json), else
+    <data_root>/stats.json."""
     if stats_path is None:
-        root = _dataset_cfg(cfg, 'train_dataloader').get('data_root')
-        candidate = osp.join(root, 'stats.json') if root else None
-        stats_path = candidate if candidate and osp.isfile(
-            candidate) else None
+        ds = _dataset_cfg(cfg, 'train_dataloader')
+        root = ds.get('data_root')
+        candidates = [
+            osp.join(root, ds.get('split_dir', 'splits'), 'stats.json'),
+            osp.join(root, 'stats.json')
+        ] if root else []
+        stats_path = next((c for c in candidates if osp.isfile(c)), None)
     return _load_json(stats_path) if stats_path else {}
 
 

@@ -1,0 +1,214 @@
+"""Reading SIIM-ACR DICOM radiographs into 8-bit grey images.
+
+The competition images are 8-bit MONOCHROME2 JPEG-baseline files, but
+re-exports and other chest X-ray sources bring 12/16-bit data, inverted
+(MONOCHROME1) data, rescale slopes and VOI windows. :func:`read_dicom`
+handles all of these and always returns what a viewer would show, as
+``uint8`` with bright = dense.
+
+Every failure is a :class:`DicomReadError` whose message holds the file
+path and the problem only: header values (patient name, IDs, dates) never
+appear in it, because error messages end up in logs.
+"""
+from __future__ import annotations
+
+import os
+from typing import Union
+
+import numpy as np
+import pydicom
+from pydicom.pixels import (apply_modality_lut, apply_voi, apply_voi_lut,
+                            apply_windowing)
+
+__all__ = ['DicomReadError', 'read_dicom', 'read_dicom_shape', 'is_dicom']
+
+PathLike = Union[str, os.PathLike]
+
+#: Only the tags that pixel decoding and display need. Nothing else is read
+#: from the header, so patient data never reaches this module's messages.
+_SHAPE_TAGS = ['Rows', 'Columns']
+
+
+class DicomReadError(OSError):
+    """A DICOM file is missing, unreadable, corrupt or unsupported.
+
+    A subclass of :class:`OSError` (like ``FileNotFoundError``), so code that
+    handles unreadable files catches it too. The message names the file path
+    and the problem, never header values.
+    """
+
+
+def is_dicom(path: PathLike) -> bool:
+    """Whether ``path`` is a DICOM file by extension or by preamble.
+
+    Args:
+        path (str | os.PathLike): File path.
+
+    Returns:
+        bool: True for a ``.dcm`` suffix (any case) or a file whose bytes
+        128-131 are ``DICM`` (the Part-10 preamble, for files without the
+        extension).
+    """
+    if str(path).lower().endswith('.dcm'):
+        return True
+    try:
+        with open(path, 'rb') as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return head[128:132] == b'DICM'
+
+
+def _read_header(path: PathLike, **kwargs) -> pydicom.Dataset:
+    if not os.path.isfile(path):
+        raise DicomReadError(
+            f'DICOM file not found (or not a regular file): {path}')
+    try:
+        return pydicom.dcmread(path, **kwargs)
+    except Exception as err:  # pydicom raises many types for corrupt data
+        raise DicomReadError(
+            f'Cannot read DICOM file {path}: {_describe(err)}') from None
+
+
+def _describe(err: Exception) -> str:
+    # pydicom's parse/decode messages describe structure (lengths, tags,
+    # transfer syntaxes), not element values; keep them short anyway.
+    msg = str(err).splitlines()[0] if str(err) else ''
+    return f'{type(err).__name__}: {msg[:200]}'
+
+
+def read_dicom_shape(path: PathLike) -> tuple[int, int]:
+    """Read the image size from the header without decoding pixels.
+
+    Args:
+        path (str | os.PathLike): Path to a DICOM file.
+
+    Returns:
+        tuple[int, int]: ``(rows, cols)``.
+
+    Raises:
+        DicomReadError: Missing or unreadable file, or no Rows/Columns.
+    """
+    ds = _read_header(path, stop_before_pixels=True,
+                      specific_tags=_SHAPE_TAGS)
+    if 'Rows' not in ds or 'Columns' not in ds:
+        raise DicomReadError(
+            f'DICOM file {path} has no Rows/Columns (not an image?)')
+    return int(ds.Rows), int(ds.Columns)
+
+
+def _voi_output_range(ds: pydicom.Dataset) -> tuple[float, float] | None:
+    """Output range of the dataset's VOI transform, None without one.
+
+    The range is found by pushing probe values through pydicom's own VOI
+    functions rather than restating their rules here.
+    """
+    seq = ds.get('VOILUTSequence')
+    if seq and seq[0].get('LUTDescriptor') and seq[0].get('LUTData'):
+        n_entries, first_map = seq[0].LUTDescriptor[:2]
+        probe = np.arange(first_map, first_map + (n_entries or 2**16))
+        lut = apply_voi(probe, ds)
+        # The LUT's actual values, not its nominal bit depth: many files
+        # declare 16 bits per entry but only use 12.
+        return float(lut.min()), float(lut.max())
+    if ds.get('WindowCenter') is not None and ds.get(
+            'WindowWidth') is not None:
+        # Finite extremes land in the 'below'/'above' branches (LINEAR) or
+        # the sigmoid's asymptotes, i.e. the output limits.
+        with np.errstate(over='ignore'):
+            lo, hi = apply_windowing(np.array([-1e30, 1e30]), ds)
+        return float(lo), float(hi)
+    return None
+
+
+def _stored_range(ds: pydicom.Dataset) -> np.ndarray:
+    bits = int(ds.BitsStored)
+    if int(ds.get('PixelRepresentation', 0)):
+        return np.arange(-(2**(bits - 1)), 2**(bits - 1))
+    return np.arange(0, 2**bits)
+
+
+def read_dicom(path: PathLike) -> np.ndarray:
+    """Read a single-frame greyscale DICOM image as displayed, in 8 bits.
+
+    Steps: decode the pixel data (uncompressed or any compressed transfer
+    syntax pydicom can decode; JPEG baseline goes through Pillow), apply the
+    Modality LUT / rescale, then the VOI LUT or window if the file has one,
+    scale to 0..255 and invert MONOCHROME1 so that bright is always dense.
+
+    Scaling to 0..255: a VOI transform's full output range; without one,
+    the full stored range for data of at most 8 bits (so an 8-bit image is
+    returned unchanged) and the image's own min..max for deeper data, whose
+    nominal range (e.g. 16 bits holding 12-bit values) is rarely used.
+
+    Args:
+        path (str | os.PathLike): Path to a DICOM file.
+
+    Returns:
+        np.ndarray: ``uint8`` array of shape (rows, cols).
+
+    Raises:
+        DicomReadError: The file is missing, not DICOM, corrupt, its pixel
+            data cannot be decoded, or it is multi-frame or colour.
+    """
+    ds = _read_header(path)
+    if 'PixelData' not in ds:
+        raise DicomReadError(f'DICOM file {path} has no pixel data')
+    n_frames = int(ds.get('NumberOfFrames', 1) or 1)
+    if n_frames != 1:
+        raise DicomReadError(
+            f'DICOM file {path} has {n_frames} frames; only single-frame '
+            'radiographs are supported')
+    photometric = str(ds.get('PhotometricInterpretation', '')).strip()
+    if int(ds.get('SamplesPerPixel', 1)) != 1 or photometric not in (
+            'MONOCHROME1', 'MONOCHROME2'):
+        raise DicomReadError(
+            f'DICOM file {path} is not greyscale (Photometric '
+            f'Interpretation {photometric!r}, SamplesPerPixel '
+            f'{ds.get("SamplesPerPixel")}); only MONOCHROME1/2 is supported')
+    try:
+        arr = ds.pixel_array
+    except Exception as err:
+        raise DicomReadError(
+            f'Cannot decode the pixel data of DICOM file {path}: '
+            f'{_describe(err)}') from None
+    if arr.ndim != 2:
+        raise DicomReadError(
+            f'DICOM file {path} decodes to shape {arr.shape}, expected a '
+            'single 2-D frame')
+
+    try:
+        img = _to_uint8(arr, ds)
+    except Exception as err:
+        raise DicomReadError(
+            f'Cannot apply the LUT/window of DICOM file {path}: '
+            f'{_describe(err)}') from None
+    if photometric == 'MONOCHROME1':
+        img = 255 - img
+    return img
+
+
+def _to_uint8(arr: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
+    has_modality = bool(ds.get('ModalityLUTSequence')) or (
+        float(ds.get('RescaleSlope', 1) or 1) != 1
+        or float(ds.get('RescaleIntercept', 0) or 0) != 0)
+    voi_range = _voi_output_range(ds)
+    bits = int(ds.BitsStored)
+    if (arr.dtype == np.uint8 and bits == 8 and not has_modality
+            and voi_range is None):
+        # The competition's case: already display values; skip float math.
+        return arr
+
+    values = apply_modality_lut(arr, ds)
+    if voi_range is not None:
+        values = apply_voi_lut(values, ds)
+        lo, hi = voi_range
+    elif bits <= 8:
+        full = apply_modality_lut(_stored_range(ds), ds)
+        lo, hi = float(full.min()), float(full.max())
+    else:
+        lo, hi = float(values.min()), float(values.max())
+    if hi <= lo:  # a constant image carries no contrast
+        return np.zeros(arr.shape, dtype=np.uint8)
+    scaled = (values.astype(np.float32) - lo) * (255.0 / (hi - lo))
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)

@@ -1,0 +1,195 @@
+import io
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+from pydicom.dataset import FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.uid import (ExplicitVRLittleEndian, JPEGBaseline8Bit,
+                         SecondaryCaptureImageStorage, generate_uid)
+
+from mmseg_ptx.datasets.dicom import (DicomReadError, is_dicom, read_dicom,
+                                      read_dicom_shape)
+
+PHI = ('Secret^Person', 'PIDSECRET42', '19010203', '20190405')
+
+
+def make_dicom(path, arr, photometric='MONOCHROME2', jpeg=False, **extra):
+    """Write ``arr`` (uint8 or uint16, 2-D or frames x H x W) as DICOM."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = JPEGBaseline8Bit if jpeg \
+        else ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.StudyDate = PHI
+    ds.Rows, ds.Columns = arr.shape[-2:]
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    bits = 8 if arr.dtype == np.uint8 else 16
+    ds.BitsAllocated = bits
+    ds.BitsStored = extra.pop('BitsStored', bits)
+    ds.HighBit = ds.BitsStored - 1
+    ds.PixelRepresentation = 0
+    for key, value in extra.items():
+        setattr(ds, key, value)
+    if jpeg:
+        buf = io.BytesIO()
+        Image.fromarray(arr, mode='L').save(buf, 'JPEG', quality=95)
+        ds.PixelData = encapsulate([buf.getvalue()])
+    else:
+        ds.PixelData = np.ascontiguousarray(arr).tobytes()
+    ds['PixelData'].VR = 'OB' if bits == 8 else 'OW'
+    pydicom.dcmwrite(path, ds, enforce_file_format=True)
+    return str(path)
+
+
+@pytest.fixture
+def grey8():
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (48, 64), dtype=np.uint8)
+
+
+def smooth8():
+    y, x = np.mgrid[:48, :64]
+    return (100 + 80 * np.sin(x / 9) * np.cos(y / 7)).astype(np.uint8)
+
+
+def test_8bit_monochrome2_unchanged(tmp_path, grey8):
+    path = make_dicom(tmp_path / 'a.dcm', grey8)
+    img = read_dicom(path)
+    assert img.dtype == np.uint8
+    np.testing.assert_array_equal(img, grey8)
+    assert read_dicom_shape(path) == (48, 64)
+
+
+def test_8bit_monochrome1_inverted(tmp_path, grey8):
+    path = make_dicom(tmp_path / 'a.dcm', grey8, photometric='MONOCHROME1')
+    np.testing.assert_array_equal(read_dicom(path), 255 - grey8)
+
+
+def test_16bit_min_max_scaled(tmp_path):
+    arr = np.linspace(100, 3000, 48 * 64).reshape(48, 64).astype(np.uint16)
+    path = make_dicom(tmp_path / 'a.dcm', arr, BitsStored=12)
+    img = read_dicom(path)
+    expected = np.rint((arr - 100.0) / 2900 * 255).astype(np.uint8)
+    assert np.abs(img.astype(int) - expected).max() <= 1
+    assert img.min() == 0 and img.max() == 255
+
+
+def test_16bit_monochrome1_inverted(tmp_path):
+    arr = np.linspace(0, 4095, 48 * 64).reshape(48, 64).astype(np.uint16)
+    path = make_dicom(tmp_path / 'a.dcm', arr, photometric='MONOCHROME1',
+                      BitsStored=12)
+    img = read_dicom(path)
+    assert img[0, 0] == 255 and img[-1, -1] == 0
+    assert np.all(np.diff(img.ravel().astype(int)) <= 0)
+
+
+def test_voi_window_applied_after_rescale(tmp_path):
+    arr = np.linspace(0, 4000, 48 * 64).reshape(48, 64).astype(np.uint16)
+    # Rescale to -1000..3000, then window 1000 +- 500.
+    path = make_dicom(tmp_path / 'a.dcm', arr, BitsStored=12,
+                      RescaleSlope=1, RescaleIntercept=-1000,
+                      WindowCenter=1000, WindowWidth=1000)
+    img = read_dicom(path).astype(int)
+    hu = arr.astype(float) - 1000
+    assert (img[hu < 490] == 0).all()
+    assert (img[hu > 1510] == 255).all()
+    mid = np.abs(hu - 1000) < 5
+    assert mid.any() and (np.abs(img[mid] - 127.5) <= 3).all()
+
+
+def test_8bit_rescale_uses_stored_range(tmp_path, grey8):
+    # slope 2: output range 0..510 maps back to 0..255, no stretching.
+    path = make_dicom(tmp_path / 'a.dcm', grey8 // 2, RescaleSlope=2,
+                      RescaleIntercept=0)
+    img = read_dicom(path).astype(int)
+    assert np.abs(img - (grey8 // 2)).max() <= 1
+
+
+def test_jpeg_baseline_close_to_original(tmp_path):
+    arr = smooth8()
+    path = make_dicom(tmp_path / 'a.dcm', arr, jpeg=True)
+    assert pydicom.dcmread(path).file_meta.TransferSyntaxUID == \
+        JPEGBaseline8Bit
+    img = read_dicom(path)
+    assert img.shape == arr.shape and img.dtype == np.uint8
+    assert np.abs(img.astype(int) - arr).mean() < 2
+
+
+def test_multiframe_rejected(tmp_path):
+    arr = np.zeros((2, 8, 8), np.uint8)
+    path = make_dicom(tmp_path / 'a.dcm', arr, NumberOfFrames=2)
+    with pytest.raises(DicomReadError, match='2 frames'):
+        read_dicom(path)
+
+
+def test_colour_rejected(tmp_path, grey8):
+    path = make_dicom(tmp_path / 'a.dcm', grey8)
+    ds = pydicom.dcmread(path)
+    ds.SamplesPerPixel = 3
+    ds.PhotometricInterpretation = 'RGB'
+    ds.PlanarConfiguration = 0
+    ds.PixelData = np.repeat(grey8[..., None], 3, 2).tobytes()
+    ds.save_as(path)
+    with pytest.raises(DicomReadError, match='not greyscale'):
+        read_dicom(path)
+
+
+def assert_clean(message, path):
+    assert str(path) in message
+    for value in PHI:
+        assert value not in message
+
+
+def test_missing_file(tmp_path):
+    path = tmp_path / 'nope.dcm'
+    for reader in (read_dicom, read_dicom_shape):
+        with pytest.raises(DicomReadError, match='not found') as err:
+            reader(path)
+        assert str(path) in str(err.value)
+    assert issubclass(DicomReadError, OSError)
+
+
+def test_not_dicom(tmp_path):
+    path = tmp_path / 'junk.dcm'
+    path.write_bytes(b'hello, this is not a DICOM file' * 10)
+    with pytest.raises(DicomReadError) as err:
+        read_dicom(path)
+    assert_clean(str(err.value), path)
+
+
+def test_truncated_pixel_data_names_file_not_patient(tmp_path, grey8):
+    path = make_dicom(tmp_path / 'a.dcm', grey8)
+    data = open(path, 'rb').read()
+    with open(path, 'wb') as f:
+        f.write(data[:-1000])
+    # The header is intact: the size is still readable without pixels.
+    assert read_dicom_shape(path) == (48, 64)
+    with pytest.raises(DicomReadError) as err:
+        read_dicom(path)
+    assert_clean(str(err.value), path)
+
+
+def test_corrupt_jpeg_names_file_not_patient(tmp_path):
+    path = make_dicom(tmp_path / 'a.dcm', smooth8(), jpeg=True)
+    ds = pydicom.dcmread(path)
+    ds.PixelData = encapsulate([b'\xff\xd8' + b'\x00' * 200])
+    ds.save_as(path)
+    with pytest.raises(DicomReadError) as err:
+        read_dicom(path)
+    assert_clean(str(err.value), path)
+
+
+def test_is_dicom_by_preamble(tmp_path, grey8):
+    path = make_dicom(tmp_path / 'noext', grey8)
+    assert is_dicom(path)
+    png = tmp_path / 'a.png'
+    Image.fromarray(grey8).save(png)
+    assert not is_dicom(png)
+    assert is_dicom(tmp_path / 'missing.DCM')  # by name

@@ -1,0 +1,100 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from mmseg_ptx.datasets.rle import (EMPTY_RLE, rle_decode, rle_decode_union,
+                                    rle_encode)
+
+
+def reference_decode(rle, height, width):
+    """The competition's run loop, without its 255-only/last-run bugs."""
+    flat = np.zeros(height * width, np.uint8)
+    if rle.strip() != '-1':
+        values = [int(v) for v in rle.split()]
+        pos = 0
+        for start, length in zip(values[0::2], values[1::2]):
+            pos += start
+            flat[pos:pos + length] = 1
+            pos += length
+    return flat.reshape(width, height).T
+
+
+masks = st.tuples(st.integers(1, 24), st.integers(1, 24)).flatmap(
+    lambda hw: arrays(np.uint8, hw, elements=st.integers(0, 1)))
+
+
+@settings(max_examples=150, deadline=None)
+@given(masks)
+def test_round_trip_and_reference(mask):
+    rle = rle_encode(mask)
+    decoded = rle_decode(rle, *mask.shape)
+    assert decoded.dtype == np.uint8 and decoded.shape == mask.shape
+    np.testing.assert_array_equal(decoded, mask)
+    np.testing.assert_array_equal(decoded, reference_decode(rle,
+                                                            *mask.shape))
+    assert decoded.flags.c_contiguous
+
+
+def test_known_vector_column_major_relative_starts():
+    # Pixels 1, 2 (first column, rows 1-2) and 6 (third column, row 0).
+    expected = np.array([[0, 0, 1], [1, 0, 0], [1, 0, 0]], np.uint8)
+    np.testing.assert_array_equal(rle_decode('1 2 3 1', 3, 3), expected)
+    assert rle_encode(expected) == '1 2 3 1'
+
+
+def test_non_square_is_column_major():
+    mask = rle_decode('0 2', 2, 3)  # the whole first column of a 2x3 image
+    np.testing.assert_array_equal(mask, [[1, 0, 0], [1, 0, 0]])
+
+
+def test_empty_masks():
+    assert rle_encode(np.zeros((4, 5), np.uint8)) == EMPTY_RLE
+    for rle in ('-1', ' -1', ''):
+        mask = rle_decode(rle, 4, 5)
+        assert mask.shape == (4, 5) and not mask.any()
+
+
+def test_run_ending_on_last_pixel_is_kept():
+    mask = np.zeros((3, 3), np.uint8)
+    mask[2, 2] = 1
+    assert rle_encode(mask) == '8 1'
+    np.testing.assert_array_equal(rle_decode('8 1', 3, 3), mask)
+    assert rle_decode('0 9', 3, 3).all()
+
+
+def test_any_nonzero_pixel_is_foreground():
+    mask = np.array([[0, 1], [7, 255]], np.uint8)
+    np.testing.assert_array_equal(rle_decode(rle_encode(mask), 2, 2),
+                                  mask != 0)
+
+
+def test_union_of_rows():
+    a = np.zeros((4, 4), np.uint8)
+    b = np.zeros((4, 4), np.uint8)
+    a[0, :2] = 1
+    b[0, 1:] = 1
+    union = rle_decode_union([rle_encode(a), EMPTY_RLE, rle_encode(b)], 4, 4)
+    np.testing.assert_array_equal(union, a | b)
+    assert not rle_decode_union([], 4, 4).any()
+
+
+def test_encode_rejects_non_2d():
+    with pytest.raises(ValueError, match='2-D'):
+        rle_encode(np.zeros((2, 2, 2)))
+
+
+@pytest.mark.parametrize('rle,match', [
+    ('1 2 3', 'even count'),
+    ('1 x', 'non-integer'),
+    ('1 2.5', 'non-integer'),
+    ('-1 2', 'negative start'),
+    ('1 0', 'positive'),
+    ('1 -3', 'positive'),
+    ('0 10', 'past the end'),
+    ('5 2 2 1', 'past the end'),
+])
+def test_malformed(rle, match):
+    with pytest.raises(ValueError, match=match):
+        rle_decode(rle, 3, 3)
