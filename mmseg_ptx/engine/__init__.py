@@ -1,1 +1,4 @@
 """Registered components; see the submodules."""
+from .hooks import PRCurveHook
+
+__all__ = ['PRCurveHook']
