@@ -1,2 +1,4 @@
 """Training-loop components: hooks."""
-from .hooks import *  # noqa: F401,F403
+from .hooks import PRCurveHook, TrainSegMetricsHook
+
+__all__ = ['PRCurveHook', 'TrainSegMetricsHook']

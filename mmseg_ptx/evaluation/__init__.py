@@ -1,1 +1,6 @@
 """Registered components; see the submodules."""
+from .metrics import (PneumothoraxMetric, PRCurve, compute_pr_curve,
+                      logit_bin_edges)
+
+__all__ = ['PneumothoraxMetric', 'PRCurve', 'compute_pr_curve',
+           'logit_bin_edges']

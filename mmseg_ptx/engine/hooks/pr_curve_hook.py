@@ -1,0 +1,193 @@
+"""Write PR curves and a metrics history after validation and test."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import os.path as osp
+import shutil
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+from mmengine.dist import is_main_process
+from mmengine.hooks import Hook
+
+from mmseg.registry import HOOKS
+from mmseg_ptx.evaluation.metrics import PneumothoraxMetric, PRCurve
+from mmseg_ptx.reporting import plot_pr_curve
+
+__all__ = ['PRCurveHook']
+
+# Training scalars worth keeping next to the validation numbers.
+_TRAIN_KEYWORDS = ('loss', 'dice', 'iou', 'acc')
+
+
+def _jsonable(value: Any) -> Any:
+    """Python scalars for JSON; NaN/inf become null (valid strict JSON)."""
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, 'item') and np.ndim(value) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _write_json(obj: Any, path: str) -> None:
+    # Write-then-rename so a crash never leaves half a history file.
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(_jsonable(obj), f, indent=1, allow_nan=False)
+    os.replace(tmp, path)
+
+
+@HOOKS.register_module()
+class PRCurveHook(Hook):
+    """Save the PneumothoraxMetric PR curve and a per-epoch metrics history.
+
+    On the main process, after every validation epoch it writes
+    ``pr_curves/val_epoch_XXX.{png,json}`` (``val_iter_XXXXXX`` for
+    iteration-based training, ``val`` for a standalone validation) plus a
+    copy as ``val_latest.{png,json}``, and appends the epoch's metrics to
+    ``metrics_history.json``: a list of dicts with ``mode``, ``epoch``,
+    ``iter``, the validation metrics under their evaluator names and the
+    rank-0 training scalars whose name contains loss/dice/iou/acc
+    (``train/<name>``, averaged over the iterations since the previous
+    entry). After a test epoch it writes ``pr_curves/test.{png,json}``.
+    The JSON curve is thinned to about ``max_points`` points; its summary
+    numbers come from the full curve.
+
+    Args:
+        out_dir (str, optional): Root of the outputs. Defaults to None
+            (the runner's ``work_dir``).
+        plot (bool): Write the PNG plots. Defaults to True.
+        max_points (int, optional): Curve points kept in the JSON files;
+            None keeps all (up to ``num_bins`` of the metric). Defaults to
+            2000.
+    """
+
+    priority = 'LOW'
+
+    def __init__(self,
+                 out_dir: Optional[str] = None,
+                 plot: bool = True,
+                 max_points: Optional[int] = 2000) -> None:
+        self.out_dir = out_dir
+        self.plot = plot
+        self.max_points = max_points
+        self._prev_iter = 0
+
+    def _root(self, runner) -> str:
+        return self.out_dir if self.out_dir is not None else runner.work_dir
+
+    @staticmethod
+    def _metrics_of(evaluator) -> List[PneumothoraxMetric]:
+        return [
+            m for m in getattr(evaluator, 'metrics', [])
+            if isinstance(m, PneumothoraxMetric) and m.last_curve is not None
+        ]
+
+    def _write_curve(self, curve: PRCurve, curve_dir: str, stem: str,
+                     title: str, extra: Dict[str, Any]) -> List[str]:
+        os.makedirs(curve_dir, exist_ok=True)
+        data = curve.to_dict(max_points=self.max_points)
+        data.update(extra)
+        paths = [osp.join(curve_dir, stem + '.json')]
+        _write_json(data, paths[0])
+        if self.plot:
+            paths.append(
+                plot_pr_curve(curve, osp.join(curve_dir, stem + '.png'),
+                              title=title))
+        return paths
+
+    def _save_curves(self, runner, evaluator, mode: str,
+                     tag: Optional[str]) -> None:
+        curve_dir = osp.join(self._root(runner), 'pr_curves')
+        extra = dict(mode=mode, epoch=runner.epoch, iter=runner.iter)
+        for metric in self._metrics_of(evaluator):
+            # Several metrics of this type need their prefixes to differ.
+            base = mode if not metric.prefix else f'{mode}_{metric.prefix}'
+            stem = base if tag is None else f'{base}_{tag}'
+            title = f'Pixel PR curve ({mode}' + (f', {tag})' if tag else ')')
+            paths = self._write_curve(metric.last_curve, curve_dir, stem,
+                                      title, extra)
+            if mode == 'val':
+                for path in paths:
+                    ext = osp.splitext(path)[1]
+                    shutil.copyfile(
+                        path, osp.join(curve_dir, f'{base}_latest{ext}'))
+
+    def _train_scalars(self, runner) -> Dict[str, float]:
+        hub = getattr(runner, 'message_hub', None)
+        if hub is None:
+            return {}
+        window = runner.iter - self._prev_iter
+        out = {}
+        for key, buffer in hub.log_scalars.items():
+            name = key[len('train/'):] if key.startswith('train/') else None
+            if name is None or not any(w in name for w in _TRAIN_KEYWORDS):
+                continue
+            if len(buffer.data[0]) == 0:
+                continue
+            value = buffer.mean(window) if window > 0 else buffer.current()
+            out[key] = float(value)
+        return out
+
+    def _append_history(self, runner, metrics: Dict[str, Any]) -> None:
+        root = self._root(runner)
+        os.makedirs(root, exist_ok=True)
+        path = osp.join(root, 'metrics_history.json')
+        history = []
+        if osp.exists(path):
+            with open(path) as f:
+                history = json.load(f)
+            if not isinstance(history, list):
+                raise ValueError(f'{path}: expected a JSON list of metric '
+                                 f'records, found {type(history).__name__}')
+        entry = dict(mode='val', epoch=runner.epoch, iter=runner.iter)
+        entry.update(metrics or {})
+        entry.update(self._train_scalars(runner))
+        # A resumed run re-validates an epoch: keep the newest record.
+        history = [
+            h for h in history
+            if (h.get('mode'), h.get('epoch'), h.get('iter')) != (
+                'val', runner.epoch, runner.iter)
+        ]
+        history.append(entry)
+        _write_json(history, path)
+        self._prev_iter = runner.iter
+
+    def after_val_epoch(self,
+                        runner,
+                        metrics: Optional[Dict[str, float]] = None) -> None:
+        """Write the validation curve and append to the metrics history.
+
+        Args:
+            runner (Runner): The runner.
+            metrics (dict, optional): Validation metrics of this epoch.
+        """
+        if not is_main_process():
+            return
+        if runner.epoch > 0:
+            tag = f'epoch_{runner.epoch:03d}'
+        elif runner.iter > 0:
+            tag = f'iter_{runner.iter:06d}'
+        else:
+            tag = None
+        self._save_curves(runner, runner.val_evaluator, 'val', tag)
+        self._append_history(runner, metrics)
+
+    def after_test_epoch(self,
+                         runner,
+                         metrics: Optional[Dict[str, float]] = None) -> None:
+        """Write the test curve.
+
+        Args:
+            runner (Runner): The runner.
+            metrics (dict, optional): Test metrics (unused).
+        """
+        if not is_main_process():
+            return
+        self._save_curves(runner, runner.test_evaluator, 'test', None)
