@@ -39,8 +39,10 @@ train_pipeline = [
         type='PhotoMetricDistortion',
         brightness_delta=24,
         contrast_range=(0.8, 1.25),
+        # Saturation and hue are no-ops on grey images (and hue_delta=0
+        # crashes mmseg's randint), so they stay at neutral values.
         saturation_range=(1.0, 1.0),
-        hue_delta=0),
+        hue_delta=1),
     dict(type='PackSegInputs'),
 ]
 test_pipeline = [
