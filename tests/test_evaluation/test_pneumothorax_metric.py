@@ -1,4 +1,3 @@
-import os
 import pickle
 import socket
 
@@ -283,7 +282,6 @@ def _dist_worker(rank, world_size, port, out_path):
 @pytest.mark.timeout(240, method='thread')
 def test_two_process_gather_equals_single_process(tmp_path):
     out_path = str(tmp_path / 'rank0.pkl')
-    os.environ.pop('RANK', None)
     # spawn, not fork: forked children can deadlock in torch's thread pool.
     mp.spawn(_dist_worker, args=(2, _free_port(), out_path), nprocs=2)
     with open(out_path, 'rb') as f:

@@ -1,4 +1,4 @@
-"""Pneumothorax evaluation: pooled and per-image Dice plus a streaming PR curve.
+"""Pneumothorax metrics: pooled and per-image Dice, a streaming PR curve.
 
 The precision-recall curve is built from per-sample histograms of the
 pneumothorax score, so evaluation memory does not grow with the pixel count.
@@ -296,8 +296,11 @@ class PneumothoraxMetric(BaseMetric):
         super().__init__(collect_device=collect_device, prefix=prefix)
         if not 0.0 < threshold < 1.0:
             raise ValueError(f'threshold must be in (0, 1), got {threshold}')
-        if num_bins < 2:
-            raise ValueError(f'num_bins must be >= 2, got {num_bins}')
+        # process() builds bin codes up to 2 * num_bins in float32, exact
+        # only below 2**24.
+        if not 2 <= num_bins <= 2**22:
+            raise ValueError(
+                f'num_bins must be in [2, 2**22], got {num_bins}')
         lo, hi = logit_range
         if not lo < hi:
             raise ValueError(f'logit_range must be increasing, got '
@@ -391,14 +394,13 @@ class PneumothoraxMetric(BaseMetric):
                 raise ValueError(f'{name}: seg_logits contains NaN')
 
             # One bincount, no boolean indexing (slow): negatives go to
-            # [0, B), positives to [B, 2B), ignored pixels to 2B. Codes up
-            # to 2B stay exact in float32 for any practical B.
+            # [0, B), positives to [B, 2B), ignored pixels to 2B.
             code = ((logit - lo) * scale).floor_().clamp_(
                 0, self.num_bins - 1)
             code += gt_pos * self.num_bins
             code.masked_fill_(~valid, 2 * self.num_bins)
             hist = torch.bincount(
-                code.view(-1).long(), minlength=2 * self.num_bins + 1)
+                code.reshape(-1).long(), minlength=2 * self.num_bins + 1)
             hist = hist[:2 * self.num_bins].view(2, self.num_bins)
             hist = hist.cpu().numpy()
 
