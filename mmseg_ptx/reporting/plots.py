@@ -61,7 +61,7 @@ def plot_pr_curve(curve: Union[dict, object],
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(loc='lower left', fontsize=9)
+    ax.legend(loc='best', fontsize=9)
     if title:
         ax.set_title(title)
     fig.tight_layout()

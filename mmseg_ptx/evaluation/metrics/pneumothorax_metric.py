@@ -1,4 +1,4 @@
-"""Pneumothorax evaluation: pooled and per-image Dice plus a streaming PR curve.
+"""Pneumothorax metrics: pooled and per-image Dice, a streaming PR curve.
 
 The precision-recall curve is built from per-sample histograms of the
 pneumothorax score, so evaluation memory does not grow with the pixel count.
@@ -296,8 +296,11 @@ class PneumothoraxMetric(BaseMetric):
         super().__init__(collect_device=collect_device, prefix=prefix)
         if not 0.0 < threshold < 1.0:
             raise ValueError(f'threshold must be in (0, 1), got {threshold}')
-        if num_bins < 2:
-            raise ValueError(f'num_bins must be >= 2, got {num_bins}')
+        # process() builds bin codes up to 2 * num_bins in float32, exact
+        # only below 2**24.
+        if not 2 <= num_bins <= 2**22:
+            raise ValueError(
+                f'num_bins must be in [2, 2**22], got {num_bins}')
         lo, hi = logit_range
         if not lo < hi:
             raise ValueError(f'logit_range must be increasing, got '
@@ -340,9 +343,12 @@ class PneumothoraxMetric(BaseMetric):
         others = torch.cat((x[:1], x[2:]))
         return x[1] - torch.logsumexp(others, dim=0)
 
-    def _mask_stats(self, pred: torch.Tensor, gt: torch.Tensor) -> list:
-        inter = int((pred & gt).sum())
-        return [inter, int(pred.sum()), int(gt.sum())]
+    @staticmethod
+    def _mask_stats(pred: torch.Tensor, gt: torch.Tensor,
+                    num_gt: int) -> List[int]:
+        """[intersection, predicted, ground-truth] pixel counts."""
+        inter = int(torch.count_nonzero(pred & gt))
+        return [inter, int(torch.count_nonzero(pred)), num_gt]
 
     def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
         """Histogram the scores and count overlaps of each sample.
@@ -376,7 +382,8 @@ class PneumothoraxMetric(BaseMetric):
                     f'{name}: seg_logits shape {tuple(seg_logits.shape)} '
                     f'does not match gt_sem_seg {tuple(gt.shape)}')
             valid = gt != self.ignore_index
-            if ((gt[valid] != 0) & (gt[valid] != 1)).any():
+            gt_pos = gt == 1
+            if (valid & ~gt_pos & (gt != 0)).any():
                 bad = torch.unique(gt[valid])
                 raise ValueError(
                     f'{name}: gt_sem_seg values must be 0, 1 or '
@@ -385,19 +392,23 @@ class PneumothoraxMetric(BaseMetric):
             logit = self._score_logit(seg_logits, name)
             if torch.isnan(logit).any():
                 raise ValueError(f'{name}: seg_logits contains NaN')
-            gt_pos = (gt == 1) & valid
 
-            bins = ((logit[valid] - lo) * scale).floor_().clamp_(
-                0, self.num_bins - 1).long()
-            # One bincount: negatives in [0, B), positives in [B, 2B).
-            bins += gt_pos[valid].long() * self.num_bins
-            hist = torch.bincount(bins, minlength=2 * self.num_bins)
-            hist = hist.view(2, self.num_bins).cpu().numpy()
+            # One bincount, no boolean indexing (slow): negatives go to
+            # [0, B), positives to [B, 2B), ignored pixels to 2B.
+            code = ((logit - lo) * scale).floor_().clamp_(
+                0, self.num_bins - 1)
+            code += gt_pos * self.num_bins
+            code.masked_fill_(~valid, 2 * self.num_bins)
+            hist = torch.bincount(
+                code.reshape(-1).long(), minlength=2 * self.num_bins + 1)
+            hist = hist[:2 * self.num_bins].view(2, self.num_bins)
+            hist = hist.cpu().numpy()
 
             pred = (logit > thr_logit) & valid
+            num_gt = int(hist[1].sum())
             result = dict(
-                stats=self._mask_stats(pred, gt_pos),
-                num_pixels=int(valid.sum()),
+                stats=self._mask_stats(pred, gt_pos, num_gt),
+                num_pixels=int(hist.sum()),
                 hist=hist,
                 hist_sum=None)
             if self.postprocess is not None:
@@ -409,7 +420,7 @@ class PneumothoraxMetric(BaseMetric):
                         f'{name}: postprocess returned shape '
                         f'{tuple(mask.shape)}, expected {tuple(prob.shape)}')
                 result['stats_pp'] = self._mask_stats(
-                    mask.bool() & valid, gt_pos)
+                    mask.bool() & valid, gt_pos, num_gt)
 
             if self.results:
                 last = self.results[-1]

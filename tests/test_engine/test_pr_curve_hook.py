@@ -1,0 +1,107 @@
+import json
+import os.path as osp
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from matplotlib.image import imread
+from mmengine.logging import MessageHub
+
+import mmseg_ptx  # noqa: F401  (registers the hook)
+from mmseg.registry import HOOKS
+from mmseg_ptx.evaluation import PneumothoraxMetric
+
+
+def evaluated_metric(seed=0, num=4, size=48):
+    g = torch.Generator().manual_seed(seed)
+    metric = PneumothoraxMetric()
+    samples = []
+    for i in range(num):
+        gt = (torch.rand(size, size, generator=g) < 0.05).long()
+        logit = torch.randn(size, size, generator=g) * 3 + 4 * gt - 5
+        samples.append(
+            dict(
+                seg_logits=dict(
+                    data=torch.stack([torch.zeros_like(logit), logit])),
+                gt_sem_seg=dict(data=gt[None])))
+    metric.process({}, samples)
+    return metric, metric.evaluate(num)
+
+
+def make_runner(work_dir, metric, name):
+    evaluator = SimpleNamespace(metrics=[metric])
+    return SimpleNamespace(
+        work_dir=str(work_dir),
+        epoch=0,
+        iter=0,
+        val_evaluator=evaluator,
+        test_evaluator=evaluator,
+        message_hub=MessageHub(name=name))
+
+
+def train(runner, losses):
+    for loss in losses:
+        runner.iter += 1
+        runner.message_hub.update_scalar('train/loss', loss)
+        runner.message_hub.update_scalar('train/lr', 1e-4)
+    runner.epoch += 1
+
+
+def test_hook_writes_curves_and_history(tmp_path):
+    metric, metrics = evaluated_metric()
+    runner = make_runner(tmp_path, metric, 'pr_hook_test_history')
+    hook = HOOKS.build(dict(type='PRCurveHook', max_points=50))
+
+    train(runner, [1.0, 3.0])
+    hook.after_val_epoch(runner, metrics)
+    train(runner, [0.5, 0.7, 0.9])
+    metric2, metrics2 = evaluated_metric(seed=1)
+    runner.val_evaluator.metrics = [metric2]
+    hook.after_val_epoch(runner, metrics2)
+
+    curve_dir = tmp_path / 'pr_curves'
+    for stem in ('val_epoch_001', 'val_epoch_002', 'val_latest'):
+        img = imread(str(curve_dir / f'{stem}.png'))
+        assert img.ndim == 3 and img.shape[0] > 100 and img.std() > 0
+        assert (curve_dir / f'{stem}.json').is_file()
+    latest = json.loads((curve_dir / 'val_latest.json').read_text())
+    assert latest['ap'] == pytest.approx(metrics2['ap'])
+    assert latest['epoch'] == 2
+    assert len(latest['thresholds']) <= 60
+    assert len(latest['precision']) == len(latest['thresholds']) + 1
+    assert latest['best_threshold'] in latest['thresholds']
+
+    history = json.loads((tmp_path / 'metrics_history.json').read_text())
+    assert [h['epoch'] for h in history] == [1, 2]
+    assert history[0]['dice'] == pytest.approx(metrics['dice'])
+    # Mean training loss over the iterations since the previous entry.
+    assert history[0]['train/loss'] == pytest.approx(2.0)
+    assert history[1]['train/loss'] == pytest.approx(0.7)
+    assert 'train/lr' not in history[1]
+
+    # Validating the same epoch again (a resume) replaces its record.
+    hook.after_val_epoch(runner, metrics)
+    history = json.loads((tmp_path / 'metrics_history.json').read_text())
+    assert len(history) == 2
+    assert history[1]['dice'] == pytest.approx(metrics['dice'])
+
+
+def test_hook_after_test_and_nan_metrics(tmp_path):
+    metric, metrics = evaluated_metric()
+    runner = make_runner(tmp_path, metric, 'pr_hook_test_test')
+    hook = HOOKS.build(dict(type='PRCurveHook', out_dir=str(tmp_path / 'o'),
+                            plot=False, max_points=None))
+    hook.after_test_epoch(runner, metrics)
+    data = json.loads((tmp_path / 'o' / 'pr_curves' / 'test.json').read_text())
+    assert len(data['thresholds']) == len(metric.last_curve.thresholds)
+    np.testing.assert_allclose(data['recall'], metric.last_curve.recall)
+    assert not osp.exists(tmp_path / 'o' / 'pr_curves' / 'test.png')
+    assert not osp.exists(tmp_path / 'o' / 'metrics_history.json')
+
+    # NaN metrics (no positive image) are stored as JSON null.
+    hook.after_val_epoch(runner, {'dice': float('nan'), 'ap': 0.5})
+    history = json.loads(
+        (tmp_path / 'o' / 'metrics_history.json').read_text())
+    assert history == [dict(mode='val', epoch=0, iter=0, dice=None, ap=0.5)]
+    assert osp.exists(tmp_path / 'o' / 'pr_curves' / 'val.json')

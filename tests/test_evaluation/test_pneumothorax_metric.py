@@ -1,0 +1,291 @@
+import pickle
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from sklearn.metrics import (auc, average_precision_score, f1_score,
+                             precision_recall_curve)
+
+import mmseg_ptx  # noqa: F401  (registers the metric)
+from mmseg.registry import METRICS, MODELS
+from mmseg_ptx.evaluation import (PneumothoraxMetric, compute_pr_curve,
+                                  logit_bin_edges)
+
+
+def make_sample(gt, seg_logits, name='img.png'):
+    gt = torch.as_tensor(gt).long()
+    seg_logits = torch.as_tensor(seg_logits).float()
+    return dict(
+        img_path=name,
+        seg_logits=dict(data=seg_logits),
+        gt_sem_seg=dict(data=gt[None]),
+        pred_sem_seg=dict(data=seg_logits.argmax(0, keepdim=True)))
+
+
+def two_channel(logit):
+    """2-channel head output whose softmax channel 1 is sigmoid(logit)."""
+    logit = torch.as_tensor(logit, dtype=torch.float32)
+    return torch.stack([torch.zeros_like(logit), logit])
+
+
+def realistic_samples(num=6, size=64, seed=0):
+    """Blobs of ~2% foreground; detected, missed and false-alarm pixels."""
+    g = torch.Generator().manual_seed(seed)
+    samples, labels, scores = [], [], []
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size),
+                            indexing='ij')
+    for i in range(num):
+        gt = torch.zeros(size, size, dtype=torch.long)
+        if i % 3:  # one image in three has no pneumothorax
+            cy, cx = torch.randint(8, size - 8, (2, ), generator=g)
+            gt[(yy - cy)**2 + (xx - cx)**2 < 30] = 1
+        noise = torch.randn(size, size, generator=g)
+        missed = torch.rand(size, size, generator=g) < 0.25
+        logit = torch.where(gt.bool() & ~missed, 1.5 + 2.5 * noise,
+                            -7 + 3.5 * noise)
+        seg_logits = two_channel(logit)
+        samples.append(make_sample(gt, seg_logits, f'img_{i}.png'))
+        labels.append(gt.flatten().numpy())
+        scores.append(torch.softmax(seg_logits.double(), 0)[1].flatten()
+                      .numpy())
+    return samples, np.concatenate(labels), np.concatenate(scores)
+
+
+def evaluate(samples, size=None, **kwargs):
+    metric = PneumothoraxMetric(**kwargs)
+    metric.process({}, samples)
+    return metric, metric.evaluate(len(samples) if size is None else size)
+
+
+def test_pr_numbers_match_sklearn():
+    samples, y, p = realistic_samples()
+    metric, res = evaluate(samples)
+    ref_ap = average_precision_score(y, p)
+    assert abs(res['ap'] - ref_ap) < 1e-3
+    assert abs(res['ap'] - ref_ap) <= res['ap_error_bound'] + 1e-12
+    prec, rec, thr = precision_recall_curve(y, p)
+    assert abs(res['pr_auc'] - auc(rec, prec)) < 2e-3
+    ref_f1 = np.max(2 * prec * rec / np.maximum(prec + rec, 1e-12))
+    assert abs(res['best_f1'] - ref_f1) < 2e-3
+    # best_f1 must be what thresholding at best_threshold gives.
+    pred = p >= res['best_threshold']
+    assert abs(f1_score(y, pred) - res['best_f1']) < 1e-3
+    tp = (pred & (y == 1)).sum()
+    assert abs(res['precision'] - tp / pred.sum()) < 1e-3
+    assert abs(res['recall'] - tp / y.sum()) < 1e-3
+    assert metric.last_curve.ap == res['ap']
+
+
+def test_compute_pr_curve_exact_on_bin_centres():
+    # Scores at distinct bin centres: binning loses nothing, so AP, the
+    # curve and the error bound must be exact.
+    edges = logit_bin_edges(64, (-4.0, 4.0))
+    rng = np.random.default_rng(1)
+    bins = rng.integers(0, 64, size=300)
+    y = rng.random(300) < 0.3
+    pos = np.bincount(bins[y], minlength=64)
+    neg = np.bincount(bins[~y], minlength=64)
+    centres = (edges[:-1] + edges[1:]) / 2
+    curve = compute_pr_curve(pos, neg, edges)
+    assert curve.ap == pytest.approx(
+        average_precision_score(y, centres[bins]), abs=1e-12)
+    prec, rec, _ = precision_recall_curve(y, centres[bins])
+    np.testing.assert_allclose(curve.precision, prec, atol=1e-12)
+    np.testing.assert_allclose(curve.recall, rec, atol=1e-12)
+    np.testing.assert_allclose(curve.thresholds, edges[np.unique(bins)])
+    assert curve.pr_auc == pytest.approx(auc(rec, prec), abs=1e-12)
+    assert 0 < curve.ap_error_bound < 1
+
+
+def test_compute_pr_curve_without_positives_is_nan():
+    edges = logit_bin_edges(8, (-1.0, 1.0))
+    curve = compute_pr_curve(np.zeros(8), np.ones(8), edges)
+    assert np.isnan(curve.ap) and np.isnan(curve.best_f1)
+    with pytest.raises(ValueError, match='bin edges'):
+        compute_pr_curve(np.zeros(8), np.ones(8), edges[:-1])
+
+
+def test_pooled_dice_iou_against_hand_computation():
+    samples, y, p = realistic_samples(seed=3)
+    for threshold in (0.5, 0.3):
+        _, res = evaluate(samples, threshold=threshold)
+        pred = p > threshold
+        inter = (pred & (y == 1)).sum()
+        assert res['dice'] == pytest.approx(
+            2 * inter / (pred.sum() + y.sum()))
+        assert res['iou'] == pytest.approx(
+            inter / (pred.sum() + y.sum() - inter))
+    assert res['num_pixels'] == y.size
+    assert res['num_pos_pixels'] == y.sum()
+    assert res['num_neg_pixels'] == y.size - y.sum()
+    assert res['num_images'] == len(samples)
+    assert res['num_pos_images'] == 4
+
+
+def test_per_image_competition_rule():
+    gt_empty = np.zeros((4, 4))
+    gt_obj = np.zeros((4, 4))
+    gt_obj[:2, :2] = 1  # 4 pixels
+    nothing = np.full((4, 4), -5.0)
+    some = nothing.copy()
+    some[3, 3] = 5.0
+    half = nothing.copy()
+    half[0, :2] = 5.0  # 2 of the 4 object pixels
+    samples = [
+        make_sample(gt_empty, two_channel(nothing)),  # 1
+        make_sample(gt_empty, two_channel(some)),  # 0
+        make_sample(gt_obj, two_channel(half)),  # 2*2/(2+4)
+        make_sample(gt_obj, two_channel(nothing)),  # 0
+    ]
+    _, res = evaluate(samples)
+    assert res['kaggle_dice'] == pytest.approx((1 + 0 + 2 / 3 + 0) / 4)
+    assert res['kaggle_dice_neg'] == pytest.approx(0.5)
+    assert res['kaggle_dice_pos'] == pytest.approx(1 / 3)
+    assert res['image_sensitivity'] == pytest.approx(0.5)
+    assert res['image_specificity'] == pytest.approx(0.5)
+    assert res['image_accuracy'] == pytest.approx(0.5)
+    # Pooled: intersection 2, predicted 1 + 2, ground truth 8.
+    assert res['dice'] == pytest.approx(4 / 11)
+    assert res['iou'] == pytest.approx(2 / 9)
+    assert res['num_pos_images'] == 2
+
+
+def test_ignore_index_pixels_are_excluded():
+    samples, _, _ = realistic_samples(num=3, seed=5)
+    _, base = evaluate(samples)
+    # Ignored pixels carry confident false positives; they must not count.
+    ignored = []
+    for s in samples:
+        gt = s['gt_sem_seg']['data'].clone()
+        logits = s['seg_logits']['data'].clone()
+        gt[:, :2, :] = 255
+        logits[1, :2, :] = 10.0
+        ignored.append(make_sample(gt[0], logits))
+    kept = [
+        make_sample(s['gt_sem_seg']['data'][0, 2:],
+                    s['seg_logits']['data'][:, 2:]) for s in samples
+    ]
+    _, res_ign = evaluate(ignored)
+    _, res_kept = evaluate(kept)
+    assert res_ign == res_kept
+    assert res_ign['num_pixels'] == base['num_pixels'] - 3 * 2 * 64
+
+
+def test_single_channel_inputs():
+    samples, _, _ = realistic_samples(num=3, seed=7)
+    _, ref = evaluate(samples)
+    logit_only = [
+        make_sample(s['gt_sem_seg']['data'][0],
+                    s['seg_logits']['data'][1:]) for s in samples
+    ]
+    _, res_logit = evaluate(logit_only, single_channel='logit')
+    probs = [
+        make_sample(s['gt_sem_seg']['data'][0],
+                    torch.sigmoid(s['seg_logits']['data'][1:].double()))
+        for s in samples
+    ]
+    _, res_prob = evaluate(probs)
+    for key in ('dice', 'kaggle_dice', 'num_pixels', 'best_threshold'):
+        assert res_logit[key] == ref[key]
+        assert res_prob[key] == pytest.approx(ref[key])
+    assert res_prob['ap'] == pytest.approx(ref['ap'], abs=1e-4)
+    with pytest.raises(ValueError, match="single_channel='logit'"):
+        evaluate(logit_only)
+
+
+def test_bad_inputs_raise_with_the_image_name():
+    bad_gt = make_sample(np.full((4, 4), 2), two_channel(np.zeros((4, 4))),
+                         name='case_17.png')
+    with pytest.raises(ValueError, match='case_17.png.*0, 1 or'):
+        evaluate([bad_gt])
+    bad_shape = make_sample(np.zeros((4, 4)), two_channel(np.zeros((4, 5))),
+                            name='case_3.png')
+    with pytest.raises(ValueError, match='case_3.png.*does not match'):
+        evaluate([bad_shape])
+    with pytest.raises(ValueError, match='threshold'):
+        PneumothoraxMetric(threshold=1.0)
+
+
+@MODELS.register_module(name='_TestKeepAbovePP', force=True)
+class _KeepAbove:
+
+    def __init__(self, thr):
+        self.thr = thr
+
+    def __call__(self, prob):
+        return (prob > self.thr).cpu().numpy()
+
+
+def test_build_from_registry_with_postprocess_and_prefix():
+    samples, _, _ = realistic_samples(num=4, seed=9)
+    metric = METRICS.build(
+        dict(
+            type='PneumothoraxMetric',
+            postprocess=dict(type='_TestKeepAbovePP', thr=0.3),
+            prefix='val'))
+    metric.process({}, samples)
+    res = metric.evaluate(len(samples))
+    _, plain = evaluate(samples, threshold=0.3)
+    assert res['val/dice_pp'] == pytest.approx(plain['dice'])
+    assert res['val/kaggle_dice_pp'] == pytest.approx(plain['kaggle_dice'])
+    assert 'val/dice' in res and 'dice' not in res
+    # Without a prefix the keys are plain, as CheckpointHook(save_best=...)
+    # expects.
+    _, res = evaluate(samples, postprocess=lambda prob: prob > 0.3)
+    assert res['dice_pp'] == pytest.approx(plain['dice'])
+    assert all(isinstance(v, (int, float)) for v in res.values())
+
+
+def test_padding_sample_is_dropped_and_memory_is_folded():
+    samples, _, _ = realistic_samples(num=5, seed=11)
+    metric = PneumothoraxMetric()
+    metric.process({}, samples)
+    # Only two histograms are kept however many samples were processed.
+    assert sum(r['hist'] is not None for r in metric.results) == 1
+    assert sum(r['hist_sum'] is not None for r in metric.results) == 1
+    res = metric.evaluate(4)  # the 5th is padding, as a sampler adds it
+    _, ref = evaluate(samples[:4])
+    assert res == ref
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def _dist_worker(rank, world_size, port, out_path):
+    dist.init_process_group(
+        'gloo',
+        init_method=f'tcp://127.0.0.1:{port}',
+        rank=rank,
+        world_size=world_size)
+    try:
+        samples, _, _ = realistic_samples(num=5, seed=13)
+        # DefaultSampler without shuffle: pad to 6 with sample 0, then
+        # rank r takes every world_size-th index starting at r.
+        indices = (list(range(5)) + [0])[rank::world_size]
+        metric = PneumothoraxMetric()
+        for i in indices:  # batches of one
+            metric.process({}, [samples[i]])
+        res = metric.evaluate(5)
+        if rank == 0:
+            with open(out_path, 'wb') as f:
+                pickle.dump(res, f)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.timeout(240, method='thread')
+def test_two_process_gather_equals_single_process(tmp_path):
+    out_path = str(tmp_path / 'rank0.pkl')
+    # spawn, not fork: forked children can deadlock in torch's thread pool.
+    mp.spawn(_dist_worker, args=(2, _free_port(), out_path), nprocs=2)
+    with open(out_path, 'rb') as f:
+        res = pickle.load(f)
+    samples, _, _ = realistic_samples(num=5, seed=13)
+    _, ref = evaluate(samples)
+    assert res == ref
