@@ -35,6 +35,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import sys
 import time
 from contextlib import nullcontext
@@ -139,6 +140,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
     if args.device == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda but torch.cuda.is_available() is False')
+    if args.tf32 and args.device != 'cuda':
+        parser.error('--tf32 only applies to --device cuda')
     return args
 
 
@@ -226,6 +229,11 @@ def build_optim(model: torch.nn.Module, cfg: Config, switches: Dict[str, Any],
                 device: str) -> OptimWrapper:
     optim_cfg = copy.deepcopy(cfg.get('optim_wrapper') or
                               ConfigDict(DEFAULT_OPTIM_WRAPPER))
+    wrapper_type = optim_cfg.get('type', 'OptimWrapper')
+    if wrapper_type not in ('OptimWrapper', 'AmpOptimWrapper'):
+        raise ValueError(f'optim_wrapper type {wrapper_type!r}: the '
+                         'benchmark only knows OptimWrapper and '
+                         'AmpOptimWrapper')
     # Variants define the precision: start from a plain OptimWrapper even if
     # the config asked for AMP.
     for key in ('loss_scale', 'dtype', 'use_fsdp'):
@@ -337,21 +345,29 @@ def peak_memory(device: str) -> Tuple[float, str]:
 def time_iterations(step: Callable[[], int], warmup: int, iters: int,
                     device: str, desc: str) -> Dict[str, Any]:
     """Run ``step`` (returns the number of images it processed) ``warmup``
-    times untimed, then ``iters`` times timed."""
+    times untimed, then ``iters`` times timed.
+
+    Each iteration is synchronised, as in a real training loop (which logs
+    the losses every iteration) or evaluation loop (which reads the
+    predictions back); this also gives per-iteration times, whose minimum
+    is the robust figure on a machine shared with other work.
+    """
     reset_peak_memory(device)
     for _ in tqdm(range(warmup), desc=f'{desc} warmup', leave=False):
         step()
     synchronize(device)
-    images = 0
-    start = time.perf_counter()
+    images, times = 0, []
     for _ in tqdm(range(iters), desc=desc, leave=False):
+        start = time.perf_counter()
         images += step()
-    synchronize(device)
-    elapsed = time.perf_counter() - start
+        synchronize(device)
+        times.append(time.perf_counter() - start)
     mem, mem_kind = peak_memory(device)
     return dict(
-        img_per_s=images / elapsed,
-        s_per_iter=elapsed / iters,
+        img_per_s=images / sum(times),
+        s_per_iter=sum(times) / iters,
+        s_per_iter_median=statistics.median(times),
+        s_per_iter_min=min(times),
         images=images,
         peak_mem_mib=mem,
         mem_kind=mem_kind)
@@ -450,10 +466,12 @@ def environment(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def format_table(results: List[dict]) -> str:
-    header = ('variant', 'mode', 'batch', 'img/s', 's/iter', 'peak MiB')
+    header = ('variant', 'mode', 'batch', 'img/s', 's/iter', 'min s/iter',
+              'peak MiB')
     rows = [(r['variant'], r['mode'], str(r['batch_size']),
              f"{r['img_per_s']:.2f}", f"{r['s_per_iter']:.4f}",
-             f"{r['peak_mem_mib']:.0f}") for r in results]
+             f"{r['s_per_iter_min']:.4f}", f"{r['peak_mem_mib']:.0f}")
+            for r in results]
     widths = [max(len(x) for x in col) for col in zip(header, *rows)]
 
     def line(cells):
