@@ -191,3 +191,16 @@ def test_bf16_autocast_finite():
         outs = sdpa(x)
     assert len(outs) == 4
     assert all(torch.isfinite(o.float()).all() for o in outs)
+
+
+def test_torch_compile_traces_without_graph_breaks():
+    """Dynamo traces the whole backbone (fullgraph) and the traced shift
+    mask path leaves the eager cache alone."""
+    stock, sdpa = stock_and_sdpa()
+    x = torch.randn(1, 3, 70, 90)
+    compiled = torch.compile(sdpa, backend='eager', fullgraph=True)
+    with torch.no_grad():
+        for a, b in zip(stock(x), compiled(x)):
+            assert max_diff(a, b) < TOL
+    assert all(not b.attn._shift_mask_cache for s in sdpa.stages
+               for b in s.blocks)
