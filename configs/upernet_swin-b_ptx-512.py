@@ -51,5 +51,7 @@ custom_hooks = [
     # Pooled training Dice/IoU in the log, PR curves after each validation.
     dict(type='TrainSegMetricsHook'),
     dict(type='PRCurveHook'),
+    # PERFORMANCE_SUMMARY.md, curves and pictures when training ends.
+    dict(type='PerformanceReportHook'),
 ]
 log_processor = dict(by_epoch=True)

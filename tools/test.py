@@ -14,12 +14,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument(
         '--out',
-        help='directory to save the predicted masks for offline evaluation')
+        help='directory to save the predicted masks (0/255 PNG, original '
+        'resolution) for offline evaluation')
     parser.add_argument(
         '--show', action='store_true', help='show prediction results')
     parser.add_argument(
         '--show-dir',
-        help='directory (under work_dir/<timestamp>/) where painted images '
+        help='directory where input | ground truth | prediction pictures '
         'are saved')
     parser.add_argument(
         '--wait-time', type=float, default=2, help='the interval of show (s)')
@@ -34,18 +35,13 @@ def main() -> None:
     cfg = load_config(args)
     cfg.load_from = args.checkpoint
 
-    if args.show or args.show_dir:
+    if args.show:
         vis_hook = cfg.default_hooks.get('visualization')
         if vis_hook is None:
             raise RuntimeError(
-                '--show/--show-dir need default_hooks.visualization '
+                '--show needs default_hooks.visualization '
                 "(dict(type='SegVisualizationHook'))")
-        vis_hook['draw'] = True
-        if args.show:
-            vis_hook['show'] = True
-            vis_hook['wait_time'] = args.wait_time
-        if args.show_dir:
-            cfg.visualizer['save_dir'] = args.show_dir
+        vis_hook.update(draw=True, show=True, wait_time=args.wait_time)
 
     if args.tta:
         if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
@@ -55,9 +51,12 @@ def main() -> None:
         cfg.tta_model.module = cfg.model
         cfg.model = cfg.tta_model
 
-    if args.out is not None:
-        cfg.test_evaluator['output_dir'] = args.out
-        cfg.test_evaluator['keep_results'] = True
+    if args.out is not None or args.show_dir is not None:
+        # MMSeg's visualizer cannot read DICOM: our hook writes both.
+        cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
+            dict(type='PredictionWriterHook', mask_dir=args.out,
+                 panel_dir=args.show_dir)
+        ]
 
     runner = Runner.from_cfg(cfg)
     runner.test()

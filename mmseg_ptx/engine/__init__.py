@@ -1,4 +1,6 @@
 """Training-loop components: hooks."""
-from .hooks import PRCurveHook, TrainSegMetricsHook
+from .hooks import (PerformanceReportHook, PredictionWriterHook, PRCurveHook,
+                    TrainSegMetricsHook)
 
-__all__ = ['PRCurveHook', 'TrainSegMetricsHook']
+__all__ = ['PerformanceReportHook', 'PredictionWriterHook', 'PRCurveHook',
+           'TrainSegMetricsHook']

@@ -1,4 +1,8 @@
-"""Registered components; see the submodules."""
+"""Models: losses and backbones registered in MMSeg's MODELS registry."""
+from .backbones import (ShiftWindowMSASDPA, SwinTransformerSDPA,
+                        WindowMSASDPA)
 from .losses import DiceCELoss
 
-__all__ = ['DiceCELoss']
+__all__ = [
+    'DiceCELoss', 'ShiftWindowMSASDPA', 'SwinTransformerSDPA', 'WindowMSASDPA'
+]

@@ -4,7 +4,9 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
 from conftest import (PYTHON, ROOT, free_port, run_tool,
                       write_tiny_run_config)
@@ -31,12 +33,36 @@ def test_train_resume_and_test(tmp_path, demo_root):
     assert 'resumed epoch: 1' in (proc.stdout + proc.stderr)
     assert (work_dir / 'epoch_2.pth').is_file()
 
+    # PerformanceReportHook wrote the report when training ended.
+    report = (work_dir / 'PERFORMANCE_SUMMARY.md').read_text()
+    for section in ('## Model Configuration', '## Training Configuration',
+                    '### Class Balancing Strategy', '## Dataset Statistics',
+                    '### Segmentation Metrics', '### Precision-Recall',
+                    '### Pixel-Level Statistics', '## Training Progression',
+                    '## Files in This Results Folder', '## Key Findings'):
+        assert section in report, section
+    for picture in ['precision_recall_curve.png', 'detailed_metrics.png',
+                    *sorted(p.name for p in (work_dir / 'images').iterdir())]:
+        path = work_dir / picture if picture.endswith('metrics.png') or \
+            picture.startswith('precision') else work_dir / 'images' / picture
+        with Image.open(path) as img:
+            assert img.size[0] > 100
+    assert any((work_dir / 'images').glob('prediction_01_positive_*.png'))
+    assert 'Demo^Patient' not in report
+
+    masks, panels = tmp_path / 'masks', tmp_path / 'panels'
     proc = run_tool([PYTHON, 'tools/test.py', str(cfg2),
                      str(work_dir / 'epoch_2.pth'), '--work-dir',
-                     str(tmp_path / 'test')])
+                     str(tmp_path / 'test'), '--out', str(masks),
+                     '--show-dir', str(panels)])
     out = proc.stdout + proc.stderr
     assert 'Load checkpoint from' in out
     assert 'dice' in out and 'kaggle_dice' in out
+    val_ids = (demo_root / 'splits' / 'val.txt').read_text().split()
+    assert sorted(p.stem for p in masks.glob('*.png')) == sorted(val_ids)
+    mask = np.array(Image.open(next(masks.glob('*.png'))))
+    assert mask.shape == (128, 128) and set(np.unique(mask)) <= {0, 255}
+    assert len(list(panels.glob('*.png'))) == len(val_ids)
 
 
 def test_dist_train_two_cpu_processes(tmp_path, demo_root):

@@ -1,5 +1,8 @@
 """Hooks registered in MMSeg's HOOKS registry."""
+from .performance_report_hook import PerformanceReportHook
 from .pr_curve_hook import PRCurveHook
+from .prediction_writer_hook import PredictionWriterHook
 from .train_seg_metrics_hook import TrainSegMetricsHook, batch_dice_iou
 
-__all__ = ['PRCurveHook', 'TrainSegMetricsHook', 'batch_dice_iou']
+__all__ = ['PerformanceReportHook', 'PRCurveHook', 'PredictionWriterHook',
+           'TrainSegMetricsHook', 'batch_dice_iou']

@@ -1,0 +1,76 @@
+"""Save test predictions: mask files and side-by-side pictures."""
+from __future__ import annotations
+
+import os
+import os.path as osp
+from typing import Optional, Sequence
+
+import cv2
+import numpy as np
+from mmengine.hooks import Hook
+from mmseg.registry import HOOKS
+
+from mmseg_ptx.datasets.dicom import is_dicom, read_dicom
+from mmseg_ptx.reporting.figures import save_prediction_panel
+
+
+def _read_gray(path: str) -> np.ndarray:
+    if is_dicom(path):
+        return read_dicom(path)
+    img = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
+    if img is None:
+        raise OSError(f'Could not read the image {path}')
+    return img
+
+
+@HOOKS.register_module()
+class PredictionWriterHook(Hook):
+    """Write each test prediction as a mask and/or a picture.
+
+    MMSeg's ``SegVisualizationHook`` reads images with mmcv, which cannot
+    open DICOM files; this hook reads them with :func:`read_dicom`.
+    ``tools/test.py`` adds it for ``--out`` (masks) and ``--show-dir``
+    (pictures). Files are named by the image's file stem; every rank
+    writes its own images.
+
+    Args:
+        mask_dir (str, optional): Folder for 0/255 mask PNGs at the
+            original resolution.
+        panel_dir (str, optional): Folder for input | ground truth |
+            prediction pictures.
+    """
+
+    priority = 'LOW'
+
+    def __init__(self,
+                 mask_dir: Optional[str] = None,
+                 panel_dir: Optional[str] = None) -> None:
+        if mask_dir is None and panel_dir is None:
+            raise ValueError('PredictionWriterHook needs mask_dir or '
+                             'panel_dir')
+        self.mask_dir = mask_dir
+        self.panel_dir = panel_dir
+
+    def before_test(self, runner) -> None:
+        for folder in (self.mask_dir, self.panel_dir):
+            if folder is not None:
+                os.makedirs(folder, exist_ok=True)
+
+    def after_test_iter(self,
+                        runner,
+                        batch_idx: int,
+                        data_batch: Optional[dict] = None,
+                        outputs: Optional[Sequence] = None) -> None:
+        for sample in outputs or []:
+            stem = osp.splitext(osp.basename(sample.img_path))[0]
+            pred = sample.pred_sem_seg.data[0].cpu().numpy() == 1
+            if self.mask_dir is not None:
+                path = osp.join(self.mask_dir, f'{stem}.png')
+                if not cv2.imwrite(path, pred.astype(np.uint8) * 255):
+                    raise OSError(f'Could not write the mask {path}')
+            if self.panel_dir is not None:
+                gt = (sample.gt_sem_seg.data[0].cpu().numpy() == 1
+                      if 'gt_sem_seg' in sample else np.zeros_like(pred))
+                save_prediction_panel(
+                    _read_gray(sample.img_path), gt, pred,
+                    osp.join(self.panel_dir, f'{stem}.png'))

@@ -1,0 +1,333 @@
+"""Swin Transformer backbone with fused window attention.
+
+:class:`SwinTransformerSDPA` is mmseg's :class:`~mmseg.models.backbones.
+SwinTransformer` with the window attention computed by
+:func:`torch.nn.functional.scaled_dot_product_attention` (SDPA). Everything
+else -- patch embedding, blocks, FFNs, norms, ``init_weights`` (including the
+conversion of official Swin checkpoints) -- is inherited, and the module tree
+and ``state_dict`` keys are exactly mmseg's, so the two load each other's
+checkpoints.
+
+Why it is faster (same maths):
+
+* Stock ``WindowMSA`` materialises the (windows, heads, N, N) attention
+  matrix several times (scaled scores, +bias, +mask, softmax, dropout). SDPA
+  runs it as one fused kernel (memory-efficient / flash-style on CUDA and
+  CPU), with the relative position bias plus the shift mask passed as the
+  float ``attn_mask``.
+* Stock ``ShiftWindowMSA`` rebuilds the shift mask on every forward of every
+  shifted block (about fifteen small kernel launches); here it is built once
+  per (padded size, dtype, device) and cached.
+* The relative position bias is gathered straight into (heads, N, N) order
+  (no permute + ``contiguous``), and the zero-pad and crop copies are skipped
+  when the feature map already is a multiple of the window size.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from mmseg.models.backbones.swin import (ShiftWindowMSA, SwinTransformer,
+                                         WindowMSA)
+from mmseg.registry import MODELS
+from torch import Tensor
+
+__all__ = ['WindowMSASDPA', 'ShiftWindowMSASDPA', 'SwinTransformerSDPA']
+
+# The value stock mmseg puts between tokens of different regions of a
+# shifted window. Kept (rather than -inf) so that results match mmseg and a
+# fully masked row can never produce NaN.
+_SHIFT_MASK_VALUE = -100.0
+
+
+class WindowMSASDPA(WindowMSA):
+    """:class:`WindowMSA` whose attention runs through
+    :func:`torch.nn.functional.scaled_dot_product_attention`.
+
+    Same constructor, parameters, buffers and ``forward`` contract as
+    :class:`~mmseg.models.backbones.swin.WindowMSA`. Attention dropout
+    (``attn_drop_rate``) is applied by SDPA's ``dropout_p`` in training mode.
+
+    Args:
+        embed_dims (int): Number of input channels.
+        num_heads (int): Number of attention heads.
+        window_size (tuple[int]): The height and width of the window.
+        qkv_bias (bool): If True, add a learnable bias to q, k, v.
+            Default: True.
+        qk_scale (float | None): Override the default qk scale of
+            ``head_dim ** -0.5`` if set. Default: None.
+        attn_drop_rate (float): Dropout ratio of attention weights.
+            Default: 0.0.
+        proj_drop_rate (float): Dropout ratio of the output. Default: 0.0.
+        init_cfg (dict | None): The config for initialization.
+            Default: None.
+    """
+
+    @classmethod
+    def from_stock(cls, stock: WindowMSA) -> 'WindowMSASDPA':
+        """Wrap an existing :class:`WindowMSA`, sharing its parameters.
+
+        The new module is constructed on the ``meta`` device (no memory, no
+        draw from the random number generator), then takes over the stock
+        module's submodules, parameter and buffer objects, so both stay the
+        same tensors (same ``requires_grad``, same optimizer state).
+
+        Args:
+            stock (WindowMSA): The module to convert.
+
+        Returns:
+            WindowMSASDPA: A module computing the same function.
+        """
+        with torch.device('meta'):
+            new = cls(
+                embed_dims=stock.embed_dims,
+                num_heads=stock.num_heads,
+                window_size=stock.window_size,
+                qkv_bias=stock.qkv.bias is not None,
+                # `scale` already is `qk_scale or head_dims ** -0.5`.
+                qk_scale=stock.scale,
+                attn_drop_rate=stock.attn_drop.p,
+                proj_drop_rate=stock.proj_drop.p,
+                init_cfg=stock.init_cfg)
+        for name, child in stock.named_children():
+            setattr(new, name, child)
+        for name, param in stock.named_parameters(recurse=False):
+            setattr(new, name, param)
+        for name, buf in stock.named_buffers(recurse=False):
+            new.register_buffer(
+                name,
+                buf,
+                persistent=name not in stock._non_persistent_buffers_set)
+        return new
+
+    def relative_position_bias(self) -> Tensor:
+        """The relative position bias of shape (num_heads, N, N).
+
+        Gathered from the transposed table so the result is contiguous in
+        (head, query, key) order without a permute + copy.
+        """
+        n = self.window_size[0] * self.window_size[1]
+        table = self.relative_position_bias_table.t()  # nH, (2Wh-1)*(2Ww-1)
+        return table[:, self.relative_position_index.view(-1)].view(
+            self.num_heads, n, n)
+
+    def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        """Window attention.
+
+        Args:
+            x (Tensor): Input features of shape (num_windows*B, N, C).
+            mask (Tensor | None): Additive mask of shape
+                (num_windows, N, N) with values in (-inf, 0], shared by the
+                B images (window index varies fastest), as built by
+                :class:`ShiftWindowMSA`. Default: None.
+
+        Returns:
+            Tensor: Output of shape (num_windows*B, N, C).
+        """
+        B, N, C = x.shape
+        head_dims = C // self.num_heads
+        # (3, B, nH, N, hd) as a view of the linear output: SDPA accepts
+        # strided q/k/v (last dim contiguous), so no copy here.
+        qkv = self.qkv(x).view(B, N, 3, self.num_heads,
+                               head_dims).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+
+        bias = self.relative_position_bias()  # nH, N, N
+        if mask is not None:
+            nW = mask.shape[0]
+            # Fused kernels need 4-D inputs, and a mask that repeats with
+            # period nW along the batch axis has no strided 4-D view, so it
+            # is expanded over the B // nW images (a view when B == nW).
+            bias = (bias.unsqueeze(0) + mask.unsqueeze(1)).to(q.dtype)
+            bias = bias.unsqueeze(0).expand(B // nW, -1, -1, -1, -1).reshape(
+                B, self.num_heads, N, N)
+        else:
+            bias = bias.to(q.dtype).unsqueeze(0)
+
+        dropout_p = self.attn_drop.p if self.training else 0.0
+        x = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=self.scale)
+        x = x.transpose(1, 2).reshape(B, N, C)
+        x = self.proj(x)
+        x = self.proj_drop(x)
+        return x
+
+
+class ShiftWindowMSASDPA(ShiftWindowMSA):
+    """:class:`ShiftWindowMSA` using :class:`WindowMSASDPA` and a cached
+    shift mask.
+
+    Same constructor, parameters and ``forward`` contract as
+    :class:`~mmseg.models.backbones.swin.ShiftWindowMSA`.
+
+    Args:
+        embed_dims (int): Number of input channels.
+        num_heads (int): Number of attention heads.
+        window_size (int): The height and width of the window.
+        shift_size (int): The shift step of each window towards the
+            bottom-right. If zero, acts as regular window MSA. Default: 0.
+        qkv_bias (bool): If True, add a learnable bias to q, k, v.
+            Default: True.
+        qk_scale (float | None): Override the default qk scale of
+            ``head_dim ** -0.5`` if set. Default: None.
+        attn_drop_rate (float): Dropout ratio of attention weights.
+            Default: 0.
+        proj_drop_rate (float): Dropout ratio of the output. Default: 0.
+        dropout_layer (dict): The dropout layer used before the output.
+            Default: ``dict(type='DropPath', drop_prob=0.)``.
+        init_cfg (dict | None): The config for initialization.
+            Default: None.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.w_msa = WindowMSASDPA.from_stock(self.w_msa)
+        # Not a buffer: derived data, never saved, keyed by device.
+        self._shift_mask_cache: Dict[Tuple, Tensor] = {}
+
+    @classmethod
+    def from_stock(cls, stock: ShiftWindowMSA) -> 'ShiftWindowMSASDPA':
+        """Convert an existing :class:`ShiftWindowMSA`, sharing its
+        parameters and dropout modules (see :meth:`WindowMSASDPA.from_stock`).
+
+        Args:
+            stock (ShiftWindowMSA): The module to convert.
+
+        Returns:
+            ShiftWindowMSASDPA: A module computing the same function.
+        """
+        w_msa = stock.w_msa
+        with torch.device('meta'):
+            new = cls(
+                embed_dims=w_msa.embed_dims,
+                num_heads=w_msa.num_heads,
+                window_size=stock.window_size,
+                shift_size=stock.shift_size,
+                qkv_bias=w_msa.qkv.bias is not None,
+                qk_scale=w_msa.scale,
+                attn_drop_rate=w_msa.attn_drop.p,
+                proj_drop_rate=w_msa.proj_drop.p,
+                init_cfg=stock.init_cfg)
+        new.w_msa = WindowMSASDPA.from_stock(w_msa)
+        new.drop = stock.drop
+        return new
+
+    def shift_mask(self, H_pad: int, W_pad: int, dtype: torch.dtype,
+                   device: torch.device) -> Tensor:
+        """Additive attention mask of the shifted windows.
+
+        Equivalent to the one stock :class:`ShiftWindowMSA` builds in every
+        forward: tokens of one window that come from different regions of
+        the cyclically shifted map must not attend to each other.
+
+        Args:
+            H_pad (int): Padded feature map height (multiple of the window).
+            W_pad (int): Padded feature map width (multiple of the window).
+            dtype (torch.dtype): Mask dtype.
+            device (torch.device): Mask device.
+
+        Returns:
+            Tensor: (num_windows, N, N) with 0 or -100.
+        """
+        key = (H_pad, W_pad, dtype, device)
+        compiling = torch.compiler.is_compiling()
+        if not compiling and key in self._shift_mask_cache:
+            return self._shift_mask_cache[key]
+        ws, s = self.window_size, self.shift_size
+
+        def regions(n: int) -> Tensor:
+            # 0, 1, 2 for [0, n-ws), [n-ws, n-s), [n-s, n): the slices of
+            # stock mmseg; only equality of region ids matters.
+            idx = torch.arange(n, device=device)
+            return (idx >= n - ws).long() + (idx >= n - s).long()
+
+        region = regions(H_pad)[:, None] * 3 + regions(W_pad)[None, :]
+        region = self.window_partition(region[None, :, :, None]).view(
+            -1, ws * ws)
+        mask = (region[:, None, :] != region[:, :, None]).to(dtype)
+        mask = mask * _SHIFT_MASK_VALUE
+        # Under torch.compile the mask is traced into the graph instead:
+        # mutating a module attribute there would force recompilation.
+        if not compiling:
+            self._shift_mask_cache[key] = mask
+        return mask
+
+    def forward(self, query: Tensor, hw_shape: Tuple[int, int]) -> Tensor:
+        """(Shifted) window attention over a feature map.
+
+        Args:
+            query (Tensor): Input of shape (B, H*W, C).
+            hw_shape (tuple[int, int]): The feature map size (H, W).
+
+        Returns:
+            Tensor: Output of shape (B, H*W, C).
+        """
+        B, L, C = query.shape
+        H, W = hw_shape
+        if L != H * W:
+            raise ValueError(f'input feature has wrong size: {L} tokens for '
+                             f'a {H}x{W} feature map')
+        ws, s = self.window_size, self.shift_size
+        x = query.view(B, H, W, C)
+
+        # Pad to multiples of the window size (only when needed: F.pad
+        # always copies).
+        pad_r = (ws - W % ws) % ws
+        pad_b = (ws - H % ws) % ws
+        padded = pad_r > 0 or pad_b > 0
+        if padded:
+            x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
+        H_pad, W_pad = H + pad_b, W + pad_r
+
+        if s > 0:
+            x = torch.roll(x, shifts=(-s, -s), dims=(1, 2))
+            table = self.w_msa.relative_position_bias_table
+            mask = self.shift_mask(H_pad, W_pad, table.dtype, x.device)
+        else:
+            mask = None
+
+        windows = self.window_partition(x).view(-1, ws * ws, C)
+        windows = self.w_msa(windows, mask=mask)
+        x = self.window_reverse(windows.view(-1, ws, ws, C), H_pad, W_pad)
+
+        if s > 0:
+            x = torch.roll(x, shifts=(s, s), dims=(1, 2))
+        if padded:
+            x = x[:, :H, :W, :]
+        # A copy only when cropped.
+        x = x.reshape(B, H * W, C)
+        return self.drop(x)
+
+
+@MODELS.register_module()
+class SwinTransformerSDPA(SwinTransformer):
+    """Swin Transformer backbone with SDPA window attention.
+
+    Takes exactly the arguments of mmseg's
+    :class:`~mmseg.models.backbones.SwinTransformer` and computes the same
+    function (to float rounding); only the window attention modules differ
+    (see the module docstring). Module names, parameters, buffers and
+    ``init_weights`` (including ``init_cfg=dict(type='Pretrained', ...)``
+    with official Swin checkpoints) are inherited unchanged.
+
+    Example:
+        >>> model = dict(backbone=dict(type='SwinTransformerSDPA', ...))
+
+    Args:
+        *args: Positional arguments of ``SwinTransformer``.
+        **kwargs: Keyword arguments of ``SwinTransformer``.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for stage in self.stages:
+            for block in stage.blocks:
+                block.attn = ShiftWindowMSASDPA.from_stock(block.attn)
+        meta = [
+            name for name, t in self.state_dict(keep_vars=True).items()
+            if t.is_meta
+        ]
+        if meta:  # a WindowMSA attribute that from_stock did not take over
+            raise RuntimeError('SwinTransformerSDPA: tensors left on the meta '
+                               f'device after conversion: {meta}')

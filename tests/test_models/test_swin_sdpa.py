@@ -1,0 +1,206 @@
+"""SwinTransformerSDPA computes what mmseg's SwinTransformer computes."""
+import pytest
+import torch
+
+import mmseg_ptx  # noqa: F401  (registers the backbone)
+from mmseg.models.backbones import SwinTransformer
+from mmseg.registry import MODELS
+from mmseg_ptx.models import (ShiftWindowMSASDPA, SwinTransformerSDPA,
+                              WindowMSASDPA)
+
+TOL = 1e-4
+
+
+def tiny_cfg(**overrides):
+    cfg = dict(
+        pretrain_img_size=64,
+        embed_dims=32,
+        depths=(2, 2, 2, 2),
+        num_heads=(1, 2, 4, 8),
+        window_size=7,
+        drop_path_rate=0.,
+        attn_drop_rate=0.,
+        drop_rate=0.)
+    cfg.update(overrides)
+    return cfg
+
+
+def randomise(model):
+    """Non-trivial weights (init_weights leaves the bias tables at zero),
+    with large relative position biases so that they matter."""
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            std = 1.0 if 'relative_position_bias_table' in name else 0.2
+            p.copy_(torch.randn(p.shape, generator=gen) * std)
+    return model
+
+
+def stock_and_sdpa(**overrides):
+    stock = randomise(SwinTransformer(**tiny_cfg(**overrides)))
+    sdpa = SwinTransformerSDPA(**tiny_cfg(**overrides))
+    sdpa.load_state_dict(stock.state_dict(), strict=True)
+    return stock, sdpa
+
+
+def max_diff(a, b):
+    return (a - b).abs().max().item()
+
+
+def test_all_blocks_converted():
+    model = SwinTransformerSDPA(**tiny_cfg())
+    attns = [b.attn for s in model.stages for b in s.blocks]
+    assert len(attns) == 8
+    assert all(type(a) is ShiftWindowMSASDPA for a in attns)
+    assert all(type(a.w_msa) is WindowMSASDPA for a in attns)
+    # Alternate unshifted / shifted blocks, as in mmseg.
+    assert [a.shift_size for a in attns[:2]] == [0, 3]
+    assert not any(p.is_meta for p in model.parameters())
+
+
+def test_same_seed_same_init():
+    """Conversion draws nothing from the RNG: same seed, same weights."""
+    torch.manual_seed(0)
+    stock = SwinTransformer(**tiny_cfg())
+    stock.init_weights()
+    torch.manual_seed(0)
+    sdpa = SwinTransformerSDPA(**tiny_cfg())
+    sdpa.init_weights()
+    for key, value in stock.state_dict().items():
+        assert torch.equal(value, sdpa.state_dict()[key]), key
+
+
+def test_parameters_shared_not_copied():
+    """The SDPA modules own the very parameters of the blocks."""
+    model = SwinTransformerSDPA(**tiny_cfg())
+    names = {n for n, _ in model.named_parameters()}
+    stock_names = {
+        n
+        for n, _ in SwinTransformer(**tiny_cfg()).named_parameters()
+    }
+    assert names == stock_names
+
+
+def test_state_dict_keys_interchangeable():
+    stock = SwinTransformer(**tiny_cfg())
+    sdpa = SwinTransformerSDPA(**tiny_cfg())
+    assert list(stock.state_dict()) == list(sdpa.state_dict())
+    assert any(
+        k.endswith('relative_position_index') for k in sdpa.state_dict())
+    # strict=True raises on any missing or unexpected key.
+    result = sdpa.load_state_dict(stock.state_dict(), strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    result = stock.load_state_dict(sdpa.state_dict(), strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+
+
+@pytest.mark.parametrize('size', [(70, 90), (56, 56)])
+@pytest.mark.parametrize('train', [False, True])
+def test_outputs_and_gradients_match(size, train):
+    """All 4 stages, shifted + unshifted blocks, padded and unpadded maps
+    (70x90 is divisible by neither the patch size 4 nor the window 7)."""
+    stock, sdpa = stock_and_sdpa()
+    stock.train(train)
+    sdpa.train(train)
+    x = torch.randn(2, 3, *size)
+    x_stock = x.clone().requires_grad_()
+    x_sdpa = x.clone().requires_grad_()
+
+    out_stock = stock(x_stock)
+    out_sdpa = sdpa(x_sdpa)
+    assert len(out_stock) == len(out_sdpa) == 4
+    for a, b in zip(out_stock, out_sdpa):
+        assert a.shape == b.shape
+        assert max_diff(a, b) < TOL
+
+    # A loss that weights every output element differently.
+    weights = [torch.randn_like(o) for o in out_stock]
+    sum((o * w).sum() for o, w in zip(out_stock, weights)).backward()
+    sum((o * w).sum() for o, w in zip(out_sdpa, weights)).backward()
+    assert max_diff(x_stock.grad, x_sdpa.grad) < TOL
+    grads_sdpa = dict(sdpa.named_parameters())
+    for name, p in stock.named_parameters():
+        g = grads_sdpa[name].grad
+        assert g is not None, name
+        scale = max(1.0, p.grad.abs().max().item())
+        assert max_diff(p.grad, g) / scale < TOL, name
+
+
+def test_shift_mask_cached_and_matches_stock_mask():
+    model = SwinTransformerSDPA(**tiny_cfg())
+    attn = model.stages[0].blocks[1].attn
+    assert attn.shift_size > 0
+    mask = attn.shift_mask(21, 14, torch.float32, torch.device('cpu'))
+    assert attn.shift_mask(21, 14, torch.float32,
+                           torch.device('cpu')) is mask
+    assert mask.shape == (6, 49, 49)
+    assert set(mask.unique().tolist()) == {0.0, -100.0}
+    # The last window row/column straddles the shifted regions; the first
+    # window does not.
+    assert (mask[0] == 0).all()
+    assert (mask[-1] != 0).any()
+
+
+def test_attention_dropout_active_in_training():
+    torch.manual_seed(0)
+    model = SwinTransformerSDPA(**tiny_cfg(attn_drop_rate=0.5))
+    model.init_weights()
+    x = torch.randn(1, 3, 56, 56)
+    model.eval()
+    with torch.no_grad():
+        eval_1 = model(x)[0]
+        eval_2 = model(x)[0]
+    assert torch.equal(eval_1, eval_2)
+    model.train()
+    torch.manual_seed(1)
+    train_1 = model(x)[0]
+    torch.manual_seed(2)
+    train_2 = model(x)[0]
+    assert max_diff(train_1, train_2) > 1e-3
+
+
+def test_pretrained_init_cfg_loads_mmseg_checkpoint(tmp_path):
+    """The inherited Pretrained path (prefix stripping) loads a stock
+    checkpoint into the SDPA backbone."""
+    stock = randomise(SwinTransformer(**tiny_cfg()))
+    path = tmp_path / 'swin.pth'
+    torch.save(
+        {
+            'state_dict':
+            {f'backbone.{k}': v
+             for k, v in stock.state_dict().items()}
+        }, path)
+    sdpa = SwinTransformerSDPA(
+        **tiny_cfg(), init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    sdpa.init_weights()
+    for key, value in stock.state_dict().items():
+        assert torch.equal(value, sdpa.state_dict()[key]), key
+
+
+def test_build_from_registry():
+    model = MODELS.build(dict(type='SwinTransformerSDPA', **tiny_cfg()))
+    assert isinstance(model, SwinTransformerSDPA)
+    assert isinstance(model, SwinTransformer)
+
+
+def test_bf16_autocast_finite():
+    _, sdpa = stock_and_sdpa()
+    sdpa.eval()
+    x = torch.randn(1, 3, 70, 90)
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        outs = sdpa(x)
+    assert len(outs) == 4
+    assert all(torch.isfinite(o.float()).all() for o in outs)
+
+
+def test_torch_compile_traces_without_graph_breaks():
+    """Dynamo traces the whole backbone (fullgraph) and the traced shift
+    mask path leaves the eager cache alone."""
+    stock, sdpa = stock_and_sdpa()
+    x = torch.randn(1, 3, 70, 90)
+    compiled = torch.compile(sdpa, backend='eager', fullgraph=True)
+    with torch.no_grad():
+        for a, b in zip(stock(x), compiled(x)):
+            assert max_diff(a, b) < TOL
+    assert all(not b.attn._shift_mask_cache for s in sdpa.stages
+               for b in s.blocks)

@@ -1,0 +1,525 @@
+"""Throughput benchmark of an MMSeg config: train step, data loader,
+inference.
+
+Modes:
+
+* ``step``: the real train step (``model.train_step``: data preprocessor,
+  forward in ``'loss'`` mode, backward, optimizer step through the config's
+  optim wrapper) on a random batch that is already on the device.
+* ``loader``: the same train step fed by the config's ``train_dataloader``
+  (skipped with a message when the config has none or its data is missing).
+* ``infer``: whole-image inference (``model.test_step``: preprocessor,
+  ``'predict'`` forward, resize to the original shape) under ``no_grad``.
+
+Switches (each can be compared with the plain config in one run with
+``--sweep``): ``--backbone-type`` (e.g. ``SwinTransformerSDPA``),
+``--amp bf16``, ``--channels-last``, ``--fused-adamw``, ``--tf32``,
+``--compile``.
+
+Example::
+
+    python tools/benchmark.py configs/upernet_swin-tiny_ptx-demo.py \\
+        --batch-size 4 --img-size 512 512 --mode all --sweep \\
+        --backbone-type SwinTransformerSDPA --amp bf16 --json bench.json
+
+Pretrained weights are never downloaded: every ``pretrained`` and
+``init_cfg=dict(type='Pretrained', ...)`` of the model config is dropped, so
+the weights are random (which does not change the speed).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from contextlib import nullcontext
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+
+import torch
+from tqdm import tqdm
+
+import mmseg_ptx  # noqa: F401  (stack fixes + plugin registration)
+from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.logging import MMLogger
+from mmengine.model import revert_sync_batchnorm
+from mmengine.optim import OptimWrapper, build_optim_wrapper
+from mmengine.registry import init_default_scope
+from mmengine.runner import Runner
+from mmengine.structures import PixelData
+from mmseg.registry import MODELS
+from mmseg.structures import SegDataSample
+
+MODES = ('step', 'loader', 'infer')
+SWITCHES = ('backbone_type', 'amp', 'channels_last', 'fused_adamw', 'tf32',
+            'compile')
+# Used when the config has no optim_wrapper: mmseg's Swin UPerNet setting.
+DEFAULT_OPTIM_WRAPPER = dict(
+    type='OptimWrapper',
+    optimizer=dict(
+        type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.01))
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='Measure train-step, data-loader and inference '
+        'throughput of an MMSeg config.')
+    parser.add_argument('config', help='MMSeg config file')
+    parser.add_argument(
+        '--batch-size', type=int, default=4, help='images per step')
+    parser.add_argument(
+        '--amp',
+        choices=['bf16'],
+        default=None,
+        help='bfloat16 autocast (AmpOptimWrapper on CUDA, torch.autocast on '
+        'CPU)')
+    parser.add_argument(
+        '--compile',
+        action='store_true',
+        help='torch.compile train_step / test_step, as mmengine\'s Runner '
+        'does with `compile=True`')
+    parser.add_argument(
+        '--channels-last',
+        action='store_true',
+        help='model in torch.channels_last memory format')
+    parser.add_argument(
+        '--fused-adamw',
+        action='store_true',
+        help='set fused=True in the (Adam/AdamW) optimizer config')
+    parser.add_argument(
+        '--tf32',
+        action='store_true',
+        help='allow TF32 matmuls and convolutions (CUDA only)')
+    parser.add_argument(
+        '--backbone-type',
+        default=None,
+        help='replace model.backbone.type, e.g. SwinTransformerSDPA')
+    parser.add_argument(
+        '--sweep',
+        action='store_true',
+        help='run the plain config, each requested switch alone, and all '
+        'requested switches together')
+    parser.add_argument(
+        '--iters', type=int, default=20, help='timed iterations per mode')
+    parser.add_argument(
+        '--warmup',
+        type=int,
+        default=5,
+        help='untimed iterations before timing (compilation, cudnn '
+        'autotuning, optimizer state)')
+    parser.add_argument(
+        '--img-size',
+        type=int,
+        nargs=2,
+        default=[512, 512],
+        metavar=('H', 'W'),
+        help='random input size for the step and infer modes')
+    parser.add_argument(
+        '--mode', choices=list(MODES) + ['all'], default='all')
+    parser.add_argument(
+        '--device',
+        choices=['cuda', 'cpu'],
+        default=None,
+        help='default: cuda when available')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config settings, as in tools/train.py')
+    parser.add_argument('--json', default=None, help='write results here')
+    args = parser.parse_args(argv)
+    if args.batch_size < 1 or args.iters < 1 or args.warmup < 0:
+        parser.error('--batch-size and --iters must be >= 1, --warmup >= 0')
+    if args.device is None:
+        args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        parser.error('--device cuda but torch.cuda.is_available() is False')
+    if args.tf32 and args.device != 'cuda':
+        parser.error('--tf32 only applies to --device cuda')
+    return args
+
+
+# --------------------------------------------------------------------------
+# variants
+# --------------------------------------------------------------------------
+def requested_switches(args: argparse.Namespace) -> Dict[str, Any]:
+    """The switches set on the command line (off ones left out)."""
+    values = dict(
+        backbone_type=args.backbone_type,
+        amp=args.amp,
+        channels_last=args.channels_last,
+        fused_adamw=args.fused_adamw,
+        tf32=args.tf32,
+        compile=args.compile)
+    return {k: v for k, v in values.items() if v}
+
+
+def variants(args: argparse.Namespace) -> List[Dict[str, Any]]:
+    """Switch sets to run: just the requested one, or with ``--sweep`` the
+    plain config, each switch alone, then all of them."""
+    switches = requested_switches(args)
+    if not args.sweep:
+        return [switches]
+    runs = [{}] + [{k: v} for k, v in switches.items()]
+    if len(switches) > 1:
+        runs.append(switches)
+    return runs
+
+
+def variant_name(switches: Dict[str, Any]) -> str:
+    if not switches:
+        return 'stock'
+    parts = []
+    for key in SWITCHES:
+        if key not in switches:
+            continue
+        value = switches[key]
+        parts.append(key if value is True else str(value))
+    return '+'.join(parts)
+
+
+# --------------------------------------------------------------------------
+# model, optimizer, data
+# --------------------------------------------------------------------------
+def drop_pretrained(cfg: Any) -> None:
+    """Remove, in place, every ``pretrained`` path and ``Pretrained`` init
+    config of a config tree, so that building and ``init_weights`` download
+    nothing."""
+    if isinstance(cfg, dict):
+        for key, value in cfg.items():
+            if key == 'pretrained' or (key == 'init_cfg'
+                                       and _is_pretrained_init(value)):
+                cfg[key] = None
+            else:
+                drop_pretrained(value)
+    elif isinstance(cfg, (list, tuple)):
+        for value in cfg:
+            drop_pretrained(value)
+
+
+def _is_pretrained_init(init_cfg: Any) -> bool:
+    items = init_cfg if isinstance(init_cfg, (list, tuple)) else [init_cfg]
+    return any(
+        isinstance(i, dict) and i.get('type') == 'Pretrained' for i in items)
+
+
+def build_model(cfg: Config, switches: Dict[str, Any],
+                device: str) -> torch.nn.Module:
+    model_cfg = copy.deepcopy(cfg.model)
+    drop_pretrained(model_cfg)
+    if switches.get('backbone_type'):
+        model_cfg.backbone.type = switches['backbone_type']
+    model = MODELS.build(model_cfg)
+    model.init_weights()
+    # SyncBN needs an initialised process group; one process is plain BN.
+    model = revert_sync_batchnorm(model)
+    model.to(device)
+    if switches.get('channels_last'):
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def build_optim(model: torch.nn.Module, cfg: Config, switches: Dict[str, Any],
+                device: str) -> OptimWrapper:
+    optim_cfg = copy.deepcopy(cfg.get('optim_wrapper') or
+                              ConfigDict(DEFAULT_OPTIM_WRAPPER))
+    wrapper_type = optim_cfg.get('type', 'OptimWrapper')
+    if wrapper_type not in ('OptimWrapper', 'AmpOptimWrapper'):
+        raise ValueError(f'optim_wrapper type {wrapper_type!r}: the '
+                         'benchmark only knows OptimWrapper and '
+                         'AmpOptimWrapper')
+    # Variants define the precision: start from a plain OptimWrapper even if
+    # the config asked for AMP.
+    for key in ('loss_scale', 'dtype', 'use_fsdp'):
+        optim_cfg.pop(key, None)
+    optim_cfg.type = 'OptimWrapper'
+    if switches.get('amp') == 'bf16' and device == 'cuda':
+        optim_cfg.type = 'AmpOptimWrapper'
+        optim_cfg.dtype = 'bfloat16'
+    if switches.get('fused_adamw'):
+        opt_type = optim_cfg.optimizer.get('type')
+        if opt_type not in ('Adam', 'AdamW'):
+            raise ValueError(f'--fused-adamw needs an Adam/AdamW optimizer in '
+                             f'the config, got {opt_type!r}')
+        optim_cfg.optimizer.fused = True
+    return build_optim_wrapper(model, optim_cfg)
+
+
+def amp_context(switches: Dict[str, Any], device: str, infer: bool):
+    """Autocast where the optim wrapper does not provide it: inference, and
+    training on CPU (mmengine's AmpOptimWrapper is CUDA/NPU/MLU only)."""
+    if switches.get('amp') != 'bf16' or (device == 'cuda' and not infer):
+        return nullcontext()
+    return torch.autocast(device_type=device, dtype=torch.bfloat16)
+
+
+def random_batch(cfg: Config, batch_size: int, img_size: Tuple[int, int],
+                 device: str) -> Dict[str, list]:
+    """A batch as PackSegInputs + pseudo_collate make it, already on the
+    device: uint8 images and int64 label maps of random classes."""
+    h, w = img_size
+    in_channels = cfg.model.backbone.get('in_channels', 3)
+    num_classes = cfg.model.decode_head.get('num_classes', 2)
+    gen = torch.Generator().manual_seed(0)
+    inputs, samples = [], []
+    for _ in range(batch_size):
+        img = torch.randint(
+            0, 256, (in_channels, h, w), dtype=torch.uint8, generator=gen)
+        seg = torch.randint(
+            0, num_classes, (1, h, w), dtype=torch.int64, generator=gen)
+        sample = SegDataSample(
+            metainfo=dict(img_shape=(h, w), ori_shape=(h, w),
+                          pad_shape=(h, w), flip=False))
+        sample.gt_sem_seg = PixelData(data=seg.to(device))
+        inputs.append(img.to(device))
+        samples.append(sample)
+    return dict(inputs=inputs, data_samples=samples)
+
+
+def loader_batches(cfg: Config, batch_size: int,
+                   seed: int) -> Tuple[Optional[Iterator], str]:
+    """An endless iterator over the config's train data loader, or None and
+    the reason it cannot be built."""
+    loader_cfg = cfg.get('train_dataloader')
+    if not loader_cfg:
+        return None, 'the config has no train_dataloader'
+    loader_cfg = copy.deepcopy(loader_cfg)
+    loader_cfg.batch_size = batch_size
+    data_root = loader_cfg.get('dataset', {}).get('data_root')
+    if isinstance(data_root, str) and not os.path.exists(data_root):
+        return None, f'data_root {data_root!r} does not exist'
+    try:
+        loader = Runner.build_dataloader(loader_cfg, seed=seed)
+    except FileNotFoundError as err:
+        return None, f'data not found ({err})'
+
+    def endless():
+        while True:
+            yield from loader
+
+    return endless(), ''
+
+
+# --------------------------------------------------------------------------
+# timing
+# --------------------------------------------------------------------------
+def synchronize(device: str) -> None:
+    if device == 'cuda':
+        torch.cuda.synchronize()
+
+
+def reset_peak_memory(device: str) -> None:
+    if device == 'cuda':
+        torch.cuda.reset_peak_memory_stats()
+        return
+    try:  # Linux: "5" resets the peak resident set size (VmHWM).
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
+    except OSError:
+        pass  # peak_memory() then reports the process-lifetime peak
+
+
+def peak_memory(device: str) -> Tuple[float, str]:
+    """Peak memory in MiB and what was measured."""
+    if device == 'cuda':
+        return torch.cuda.max_memory_allocated() / 2**20, 'cuda_max_allocated'
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('VmHWM:'):
+                    return int(line.split()[1]) / 1024, 'cpu_peak_rss'
+    except OSError:
+        pass
+    # ru_maxrss is in KiB on Linux, bytes on macOS; lifetime peak.
+    scale = 2**20 if sys.platform == 'darwin' else 2**10
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale,
+            'cpu_lifetime_peak_rss')
+
+
+def time_iterations(step: Callable[[], int], warmup: int, iters: int,
+                    device: str, desc: str) -> Dict[str, Any]:
+    """Run ``step`` (returns the number of images it processed) ``warmup``
+    times untimed, then ``iters`` times timed.
+
+    Each iteration is synchronised, as in a real training loop (which logs
+    the losses every iteration) or evaluation loop (which reads the
+    predictions back); this also gives per-iteration times, whose minimum
+    is the robust figure on a machine shared with other work.
+    """
+    reset_peak_memory(device)
+    for _ in tqdm(range(warmup), desc=f'{desc} warmup', leave=False):
+        step()
+    synchronize(device)
+    images, times = 0, []
+    for _ in tqdm(range(iters), desc=desc, leave=False):
+        start = time.perf_counter()
+        images += step()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    mem, mem_kind = peak_memory(device)
+    return dict(
+        img_per_s=images / sum(times),
+        s_per_iter=sum(times) / iters,
+        s_per_iter_median=statistics.median(times),
+        s_per_iter_min=min(times),
+        images=images,
+        peak_mem_mib=mem,
+        mem_kind=mem_kind)
+
+
+def run_variant(cfg: Config, args: argparse.Namespace,
+                switches: Dict[str, Any],
+                modes: List[str]) -> Tuple[List[dict], List[str]]:
+    device = args.device
+    name = variant_name(switches)
+    results, skipped = [], []
+    if device == 'cuda':
+        torch.backends.cuda.matmul.allow_tf32 = bool(switches.get('tf32'))
+        torch.backends.cudnn.allow_tf32 = bool(switches.get('tf32'))
+    torch.manual_seed(args.seed)
+    model = build_model(cfg, switches, device)
+    train_step, test_step = model.train_step, model.test_step
+    if switches.get('compile'):
+        train_step = torch.compile(train_step)
+        test_step = torch.compile(test_step)
+    batch = random_batch(cfg, args.batch_size, tuple(args.img_size), device)
+
+    def record(mode: str, timing: Dict[str, Any], batch_size: int) -> None:
+        results.append(
+            dict(variant=name, mode=mode, switches=switches,
+                 batch_size=batch_size, **timing))
+
+    if 'step' in modes or 'loader' in modes:
+        optim_wrapper = build_optim(model, cfg, switches, device)
+        model.train()
+        if 'step' in modes:
+
+            def step() -> int:
+                with amp_context(switches, device, infer=False):
+                    train_step(batch, optim_wrapper)
+                return args.batch_size
+
+            record('step',
+                   time_iterations(step, args.warmup, args.iters, device,
+                                   f'{name} step'), args.batch_size)
+        if 'loader' in modes:
+            batches, reason = loader_batches(cfg, args.batch_size, args.seed)
+            if batches is None:
+                skipped.append(f'{name} loader: skipped, {reason}')
+            else:
+
+                def loader_step() -> int:
+                    data = next(batches)
+                    with amp_context(switches, device, infer=False):
+                        train_step(data, optim_wrapper)
+                    return len(data['inputs'])
+
+                record('loader',
+                       time_iterations(loader_step, args.warmup, args.iters,
+                                       device, f'{name} loader'),
+                       args.batch_size)
+        del optim_wrapper
+    if 'infer' in modes:
+        model.eval()
+
+        def infer() -> int:
+            with torch.no_grad(), amp_context(switches, device, infer=True):
+                test_step(batch)
+            return args.batch_size
+
+        record('infer',
+               time_iterations(infer, args.warmup, args.iters, device,
+                               f'{name} infer'), args.batch_size)
+    del model, train_step, test_step, batch
+    gc.collect()
+    if device == 'cuda':
+        torch.cuda.empty_cache()
+    return results, skipped
+
+
+# --------------------------------------------------------------------------
+# report
+# --------------------------------------------------------------------------
+def environment(args: argparse.Namespace) -> Dict[str, Any]:
+    if args.device == 'cuda':
+        device_name = torch.cuda.get_device_name()
+    else:
+        device_name = (f'{platform.processor() or platform.machine()}, '
+                       f'{torch.get_num_threads()} threads')
+    return dict(
+        config=args.config,
+        device=args.device,
+        device_name=device_name,
+        torch=torch.__version__,
+        batch_size=args.batch_size,
+        img_size=list(args.img_size),
+        iters=args.iters,
+        warmup=args.warmup,
+        seed=args.seed,
+        cfg_options=args.cfg_options)
+
+
+def format_table(results: List[dict]) -> str:
+    header = ('variant', 'mode', 'batch', 'img/s', 's/iter', 'min s/iter',
+              'peak MiB')
+    rows = [(r['variant'], r['mode'], str(r['batch_size']),
+             f"{r['img_per_s']:.2f}", f"{r['s_per_iter']:.4f}",
+             f"{r['s_per_iter_min']:.4f}", f"{r['peak_mem_mib']:.0f}")
+            for r in results]
+    widths = [max(len(x) for x in col) for col in zip(header, *rows)]
+
+    def line(cells):
+        return ' | '.join(c.ljust(w) for c, w in zip(cells, widths))
+
+    sep = '-+-'.join('-' * w for w in widths)
+    return '\n'.join([line(header), sep] + [line(r) for r in rows])
+
+
+def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
+    args = parse_args(argv)
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    init_default_scope(cfg.get('default_scope', 'mmseg'))
+    # mmengine logs every parameter's initialisation at INFO level.
+    MMLogger.get_instance('benchmark', log_level='WARNING')
+    preprocessor = cfg.model.get('data_preprocessor')
+    if preprocessor is not None and preprocessor.get(
+            'size') is None and preprocessor.get('size_divisor') is None:
+        # SegDataPreProcessor needs one of them to batch training images.
+        preprocessor.size = tuple(args.img_size)
+        print('model.data_preprocessor has neither size nor size_divisor: '
+              f'using size={preprocessor.size}')
+    modes = list(MODES) if args.mode == 'all' else [args.mode]
+
+    env = environment(args)
+    print('Settings: ' + ', '.join(f'{k}={v}' for k, v in env.items()))
+    results, skipped = [], []
+    for switches in variants(args):
+        res, skip = run_variant(cfg, args, switches, modes)
+        results += res
+        skipped += skip
+    for line in skipped:
+        print(line)
+    mem_kinds = sorted({r['mem_kind'] for r in results})
+    print(format_table(results))
+    if mem_kinds:
+        print(f'peak memory: {", ".join(mem_kinds)}')
+    report = dict(settings=env, results=results, skipped=skipped)
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(report, f, indent=2)
+        print(f'JSON written to {args.json}')
+    else:
+        print(json.dumps(report))
+    return report
+
+
+if __name__ == '__main__':
+    main()
