@@ -13,10 +13,15 @@ from conftest import TINY_CONFIG
 import mmseg_ptx  # noqa: F401
 
 
-def build_tiny_model(seed: int = 0) -> torch.nn.Module:
-    """Untrained tiny UPerNet-Swin (2 classes, 128 px), eval mode."""
+def build_tiny_model(seed: int = 0, size: int = 128) -> torch.nn.Module:
+    """Untrained tiny UPerNet-Swin (2 classes), eval mode.
+
+    ``size`` is the data preprocessor's padded input size; smaller is
+    faster for unit tests that feed their own images.
+    """
     init_default_scope('mmseg')
     cfg = Config.fromfile(str(TINY_CONFIG))
+    cfg.model.data_preprocessor.size = (size, size)
     torch.manual_seed(seed)
     model = MODELS.build(cfg.model)
     model.cfg = cfg
