@@ -65,11 +65,12 @@ def test_tune_postprocess_writes_json(tmp_path, demo_root):
     proc = run_tool([PYTHON, 'tools/tune_postprocess.py', str(cfg),
                      str(ckpt), '--out', str(out), '--device', 'cpu',
                      '--num-workers', '0', '--max-images', '1', '--top',
-                     '0.5,0.7', '--min-area', '0,100', '--bottom', '0.3,0.5'])
+                     '0.5,0.7', '--min-area', '0,100', '--bottom', '0.3,0.6'])
     result = json.loads(out.read_text())
     assert result['num_images'] == 1
     rows = result['results']
-    assert len(rows) == 2 * 2 * 2 - 1  # (top 0.5, bottom 0.5) is valid
+    # bottom 0.6 > top 0.5 is skipped for both areas
+    assert len(rows) == 2 * 2 * 2 - 2
     scores = [r['kaggle_dice'] for r in rows]
     assert scores == sorted(scores, reverse=True)
     assert result['best'] == rows[0]
