@@ -1,6 +1,7 @@
 """Test (and evaluate) a trained segmentor (MMSeg's interface)."""
 import argparse
 
+from mmengine.config import Config
 from mmengine.runner import Runner
 
 import mmseg_ptx  # noqa: F401  (stack fixes + registration)
@@ -26,6 +27,11 @@ def parse_args() -> argparse.Namespace:
         '--wait-time', type=float, default=2, help='the interval of show (s)')
     parser.add_argument(
         '--tta', action='store_true', help='test time augmentation')
+    parser.add_argument(
+        '--extra-model', nargs=2, action='append', default=[],
+        metavar=('CONFIG', 'CHECKPOINT'),
+        help='another model averaged in (EnsembleSegmentor); repeatable. '
+        'All models see the first config\'s test pipeline')
     add_runner_args(parser)
     return parser.parse_args()
 
@@ -42,6 +48,16 @@ def main() -> None:
                 '--show needs default_hooks.visualization '
                 "(dict(type='SegVisualizationHook'))")
         vis_hook.update(draw=True, show=True, wait_time=args.wait_time)
+
+    if args.extra_model:
+        # The members load their own checkpoints.
+        cfg.model = dict(
+            type='EnsembleSegmentor',
+            models=[cfg.model] +
+            [Config.fromfile(c).model for c, _ in args.extra_model],
+            checkpoints=[args.checkpoint] +
+            [ckpt for _, ckpt in args.extra_model])
+        cfg.load_from = None
 
     if args.tta:
         if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:

@@ -1,8 +1,13 @@
-"""Models: losses and backbones registered in MMSeg's MODELS registry."""
+"""Models registered in MMSeg's MODELS registry: losses, backbones,
+post-processors and segmentor wrappers (TTA, ensembles)."""
 from .backbones import (ShiftWindowMSASDPA, SwinTransformerSDPA,
                         WindowMSASDPA)
 from .losses import DiceCELoss
+from .postprocessors import TripletThresholdPostProcessor
+from .segmentors import EnsembleSegmentor, SegTTAModelWithLogits
 
 __all__ = [
-    'DiceCELoss', 'ShiftWindowMSASDPA', 'SwinTransformerSDPA', 'WindowMSASDPA'
+    'DiceCELoss', 'ShiftWindowMSASDPA', 'SwinTransformerSDPA',
+    'WindowMSASDPA', 'TripletThresholdPostProcessor', 'EnsembleSegmentor',
+    'SegTTAModelWithLogits'
 ]

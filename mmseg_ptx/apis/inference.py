@@ -1,0 +1,362 @@
+"""Inference on radiographs: models, probabilities, masks, submissions.
+
+``tools/infer.py`` is a thin command line over these functions:
+
+>>> models = load_models([('cfg.py', 'model.pth')], device='cpu')
+>>> img = read_image('image.dcm', models)
+>>> prob = predict_probabilities(models, [img], tta=True)[0]
+>>> mask = build_postprocessor(models[0].cfg)(prob)
+
+Probabilities are the pneumothorax probability at the original image
+resolution (MMSeg's segmentors resize ``seg_logits`` back), averaged over
+the models and, with TTA, over the plain and horizontally flipped views.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import os
+import os.path as osp
+from typing import (Dict, Iterable, List, Mapping, Optional, Sequence, Tuple,
+                    Union)
+
+import cv2
+import numpy as np
+import torch
+from mmcv.transforms import Compose
+from mmengine.config import Config
+from mmengine.dataset import pseudo_collate
+from mmseg.registry import MODELS, TRANSFORMS
+from torch import nn
+
+from ..datasets.rle import rle_encode
+from ..models.postprocessors import TripletThresholdPostProcessor
+from ..models.segmentors import foreground_probability
+
+__all__ = [
+    'IMAGE_SUFFIXES', 'default_device', 'find_images', 'load_models',
+    'build_inference_pipeline', 'read_image', 'predict_packed',
+    'predict_probabilities', 'build_postprocessor', 'draw_overlay',
+    'write_submission'
+]
+
+IMAGE_SUFFIXES = ('.dcm', '.dicom', '.png', '.jpg', '.jpeg')
+# Test pipelines load the ground truth for evaluation; inference has none.
+ANNOTATION_LOADERS = ('LoadRLEAnnotations', 'LoadBinaryMaskFromFile',
+                      'LoadAnnotations')
+# The image is read once by read_image() and shared by all models.
+IMAGE_LOADERS = ('LoadDicomImageFromFile', 'LoadImageFromFile',
+                 'LoadImageFromNDArray')
+# The plain 0.5 threshold, as a triplet that never empties an image.
+PLAIN_THRESHOLD = dict(
+    type='TripletThresholdPostProcessor',
+    top_threshold=0.5,
+    min_area=0,
+    bottom_threshold=0.5)
+
+ModelSpec = Tuple[str, str]
+
+
+def default_device() -> str:
+    """``'cuda:0'`` when a GPU is visible, else ``'cpu'``."""
+    return 'cuda:0' if torch.cuda.is_available() else 'cpu'
+
+
+def find_images(path: str) -> List[str]:
+    """One image file, or every image in a folder tree (sorted).
+
+    Args:
+        path (str): A DICOM/PNG/JPEG file or a folder searched
+            recursively for files ending in :data:`IMAGE_SUFFIXES`
+            (case-insensitive).
+
+    Returns:
+        list[str]: The image paths.
+    """
+    if osp.isfile(path):
+        return [path]
+    if not osp.isdir(path):
+        raise FileNotFoundError(f'Input not found: {path}')
+    found = []
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        found += [
+            osp.join(root, f) for f in sorted(files)
+            if f.lower().endswith(IMAGE_SUFFIXES)
+        ]
+    return found
+
+
+def _type_name(transform: dict) -> str:
+    return str(transform['type']).split('.')[-1]
+
+
+def _config_pipeline(cfg: Config) -> List[dict]:
+    if cfg.get('test_pipeline') is not None:
+        return list(cfg.test_pipeline)
+    return list(cfg.test_dataloader.dataset.pipeline)
+
+
+def build_inference_pipeline(cfg: Config) -> Tuple[dict, Compose]:
+    """Split a config's test pipeline into image loading and the rest.
+
+    Args:
+        cfg (Config): A model config with ``test_pipeline`` or
+            ``test_dataloader.dataset.pipeline``.
+
+    Returns:
+        tuple[dict, Compose]: The image-loading transform's config
+        (``LoadDicomImageFromFile`` if the pipeline has none) and the
+        remaining transforms without any annotation loading.
+    """
+    steps = _config_pipeline(cfg)
+    if any(_type_name(t) == 'TestTimeAug' for t in steps):
+        raise ValueError('Use the plain test pipeline for inference; '
+                         'predict_probabilities(tta=True) flips itself')
+    loader = dict(type='LoadDicomImageFromFile')
+    rest = []
+    for step in steps:
+        name = _type_name(step)
+        if name in IMAGE_LOADERS:
+            loader = dict(step)
+        elif name not in ANNOTATION_LOADERS:
+            rest.append(step)
+    return loader, Compose([TRANSFORMS.build(t) for t in rest])
+
+
+def load_models(specs: Sequence[ModelSpec],
+                device: Optional[str] = None) -> List[nn.Module]:
+    """Build and load each (config, checkpoint) pair for inference.
+
+    Args:
+        specs (Sequence[tuple[str, str]]): Config and checkpoint paths.
+        device (str, optional): Defaults to :func:`default_device`.
+
+    Returns:
+        list[nn.Module]: Segmentors in eval mode, each with ``.cfg``.
+        They must load images the same way (same loading transform).
+    """
+    from mmseg.apis import init_model
+    if not specs:
+        raise ValueError('load_models needs at least one model')
+    device = device or default_device()
+    models = []
+    for config, checkpoint in specs:
+        for path, what in ((config, 'Config'), (checkpoint, 'Checkpoint')):
+            if not osp.isfile(path):
+                raise FileNotFoundError(f'{what} file not found: {path}')
+        models.append(init_model(config, checkpoint, device=device))
+    loaders = {repr(sorted(build_inference_pipeline(m.cfg)[0].items()))
+               for m in models}
+    if len(loaders) > 1:
+        raise ValueError('The models load images differently '
+                         f'({sorted(loaders)}); an ensemble needs one '
+                         'image-loading transform')
+    return models
+
+
+def read_image(path: str, models: Sequence[nn.Module]) -> np.ndarray:
+    """Read an image as the models' test pipeline would.
+
+    Args:
+        path (str): DICOM, PNG or JPEG file.
+        models (Sequence[nn.Module]): Models from :func:`load_models`.
+
+    Returns:
+        np.ndarray: The image (H x W x 3 ``uint8`` with the default
+        loader). Pixel data only: no header field is kept.
+
+    Raises:
+        OSError, ValueError: Unreadable or corrupt file; the message names
+            the file.
+    """
+    loader_cfg, _ = build_inference_pipeline(models[0].cfg)
+    loader = TRANSFORMS.build(loader_cfg)
+    return loader(dict(img_path=path))['img']
+
+
+def _pack(pipeline: Compose, img: np.ndarray, name: str) -> dict:
+    return pipeline(
+        dict(img=img, img_path=name, img_shape=img.shape[:2],
+             ori_shape=img.shape[:2]))
+
+
+def _flipped(packed: dict) -> dict:
+    """The horizontally flipped view of a packed input.
+
+    Flipping the resized image and marking ``flip`` in the metainfo is what
+    MMSeg's ``RandomFlip`` does in a TTA pipeline; the segmentor's
+    ``postprocess_result`` then flips the scores back.
+    """
+    sample = copy.deepcopy(packed['data_samples'])
+    sample.set_metainfo(dict(flip=True, flip_direction='horizontal'))
+    return dict(inputs=packed['inputs'].flip(-1), data_samples=sample)
+
+
+@torch.no_grad()
+def predict_packed(model: nn.Module,
+                   packed: Sequence[dict],
+                   tta: bool = False) -> List[torch.Tensor]:
+    """Pneumothorax probabilities of a batch of pipeline outputs.
+
+    Args:
+        model (nn.Module): An MMSeg segmentor.
+        packed (Sequence[dict]): ``PackSegInputs`` outputs (``inputs``,
+            ``data_samples``), e.g. dataset items.
+        tta (bool): Average with the horizontally flipped view.
+
+    Returns:
+        list[torch.Tensor]: (H, W) float32 CPU probabilities at each
+        sample's ``ori_shape``.
+    """
+    views = [list(packed)]
+    if tta:
+        views.append([_flipped(p) for p in packed])
+    total: Optional[List[torch.Tensor]] = None
+    for view in views:
+        # test_step writes into the data samples: give it copies.
+        batch = pseudo_collate([
+            dict(inputs=p['inputs'],
+                 data_samples=copy.deepcopy(p['data_samples']))
+            for p in view
+        ])
+        samples = model.test_step(batch)
+        probs = [
+            foreground_probability(s.seg_logits.data).cpu() for s in samples
+        ]
+        total = probs if total is None else [
+            a + b for a, b in zip(total, probs)
+        ]
+    return [p / len(views) for p in total]
+
+
+def predict_probabilities(models: Sequence[nn.Module],
+                          images: Sequence[np.ndarray],
+                          tta: bool = False,
+                          names: Optional[Sequence[str]] = None
+                          ) -> List[np.ndarray]:
+    """Average pneumothorax probability of each image over the models.
+
+    Args:
+        models (Sequence[nn.Module]): Segmentors from :func:`load_models`
+            (each with ``.cfg``); each uses its own test pipeline.
+        images (Sequence[np.ndarray]): Images from :func:`read_image`.
+        tta (bool): Also average the horizontally flipped view.
+            Defaults to False.
+        names (Sequence[str], optional): Image names stored as
+            ``img_path`` (for messages). Defaults to None.
+
+    Returns:
+        list[np.ndarray]: (H, W) float32 probabilities at each image's
+        original resolution.
+    """
+    if not images:
+        return []
+    names = list(names) if names is not None else [
+        f'image_{i}' for i in range(len(images))
+    ]
+    total: Optional[List[torch.Tensor]] = None
+    for model in models:
+        _, pipeline = build_inference_pipeline(model.cfg)
+        packed = [_pack(pipeline, img, n) for img, n in zip(images, names)]
+        probs = predict_packed(model, packed, tta=tta)
+        total = probs if total is None else [
+            a + b for a, b in zip(total, probs)
+        ]
+    return [(p / len(models)).numpy() for p in total]
+
+
+def build_postprocessor(cfg: Optional[Config] = None,
+                        overrides: Optional[Mapping] = None,
+                        enabled: bool = True
+                        ) -> TripletThresholdPostProcessor:
+    """The post-processor a config asks for, with overrides.
+
+    Args:
+        cfg (Config, optional): Model config; its
+            ``val_evaluator.postprocess`` (a dict) is the default.
+        overrides (Mapping, optional): Keys replacing those of the default
+            (e.g. ``{'min_area': 500}``). Defaults to None.
+        enabled (bool): False gives the plain 0.5 threshold whatever the
+            config says. Defaults to True.
+
+    Returns:
+        TripletThresholdPostProcessor: Without a configured
+        post-processing, the plain 0.5 threshold (plus any overrides).
+    """
+    base = dict(PLAIN_THRESHOLD)
+    if enabled and cfg is not None:
+        evaluators = cfg.get('val_evaluator') or {}
+        if isinstance(evaluators, dict):
+            evaluators = [evaluators]
+        for evaluator in evaluators:
+            pp = evaluator.get('postprocess')
+            if isinstance(pp, dict):
+                base = dict(pp)
+                break
+    if enabled and overrides:
+        base.update(overrides)
+    return MODELS.build(base)
+
+
+def draw_overlay(img: np.ndarray,
+                 mask: np.ndarray,
+                 color: Tuple[int, int, int] = (0, 0, 255),
+                 alpha: float = 0.35) -> np.ndarray:
+    """The image with the mask filled translucent and outlined.
+
+    Args:
+        img (np.ndarray): H x W or H x W x 3 ``uint8`` image (BGR).
+        mask (np.ndarray): H x W mask; non-zero is pneumothorax.
+        color (tuple[int, int, int]): BGR colour. Defaults to red.
+        alpha (float): Fill opacity. Defaults to 0.35.
+
+    Returns:
+        np.ndarray: H x W x 3 ``uint8`` BGR picture.
+    """
+    if img.ndim == 2:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    out = img.astype(np.uint8).copy()
+    fg = np.asarray(mask) != 0
+    if fg.any():
+        blended = (out[fg] * (1 - alpha) +
+                   np.array(color, np.float32) * alpha)
+        out[fg] = blended.round().astype(np.uint8)
+        contours, _ = cv2.findContours(
+            fg.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(out, contours, -1, color, 1)
+    return out
+
+
+def write_submission(path: str,
+                     entries: Union[Mapping[str, Union[str, np.ndarray]],
+                                    Iterable[Tuple[str, Union[str,
+                                                              np.ndarray]]]]
+                     ) -> int:
+    """Write a Kaggle submission ``ImageId,EncodedPixels``.
+
+    Args:
+        path (str): Output CSV path.
+        entries: ImageId to a mask (encoded with the competition's
+            column-major RLE, ``-1`` when empty) or an already encoded RLE
+            string; a mapping or (ImageId, value) pairs.
+
+    Returns:
+        int: Number of rows written.
+    """
+    items = entries.items() if isinstance(entries, Mapping) else entries
+    seen: Dict[str, bool] = {}
+    rows = 0
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    with open(path, 'w', newline='') as f:
+        writer = csv.writer(f, lineterminator='\n')
+        writer.writerow(['ImageId', 'EncodedPixels'])
+        for image_id, value in items:
+            if image_id in seen:
+                raise ValueError(f'Duplicate ImageId {image_id!r} in the '
+                                 'submission')
+            seen[image_id] = True
+            rle = value if isinstance(value, str) else rle_encode(value)
+            writer.writerow([image_id, rle])
+            rows += 1
+    return rows

@@ -1,0 +1,4 @@
+"""Probability-map to mask post-processors."""
+from .triplet_threshold import TripletThresholdPostProcessor
+
+__all__ = ['TripletThresholdPostProcessor']

@@ -1,0 +1,66 @@
+"""mmseg_ptx.apis.inference on the tiny model."""
+import csv
+
+import numpy as np
+import pytest
+from tiny_model import build_tiny_model
+
+from mmseg_ptx.apis import (build_postprocessor, find_images,
+                            predict_probabilities, write_submission)
+from mmseg_ptx.datasets.rle import rle_decode
+
+
+def test_tta_is_mean_of_plain_and_flipped():
+    model = build_tiny_model()
+    rng = np.random.default_rng(0)
+    # 128 px: the test pipeline's Resize is the identity, so flipping the
+    # original image equals flipping the resized one.
+    img = rng.integers(0, 255, (128, 128, 3), dtype=np.uint8)
+    plain, flipped = predict_probabilities(
+        [model], [img, img[:, ::-1].copy()])
+    assert plain.shape == (128, 128) and plain.dtype == np.float32
+    assert np.abs(plain - flipped[:, ::-1]).max() > 1e-4
+    (tta, ) = predict_probabilities([model], [img], tta=True)
+    np.testing.assert_allclose(tta, (plain + flipped[:, ::-1]) / 2,
+                               atol=1e-5)
+    # Two copies of the model average to the model (same batch, so the
+    # same float arithmetic).
+    (single, ) = predict_probabilities([model], [img])
+    (pair, ) = predict_probabilities([model, model], [img])
+    np.testing.assert_allclose(pair, single, atol=1e-6)
+
+
+def test_build_postprocessor_defaults_and_overrides():
+    model = build_tiny_model()
+    pp = build_postprocessor(model.cfg)  # the Swin-B config's triplet
+    assert (pp.top_threshold, pp.min_area, pp.bottom_threshold) == (0.75,
+                                                                   2000, 0.3)
+    pp = build_postprocessor(model.cfg, {'min_area': 10})
+    assert pp.min_area == 10 and pp.top_threshold == 0.75
+    plain = build_postprocessor(model.cfg, enabled=False)
+    assert (plain.top_threshold, plain.min_area) == (0.5, 0)
+    assert build_postprocessor(None).bottom_threshold == 0.5
+
+
+def test_write_submission_and_find_images(tmp_path):
+    mask = np.zeros((6, 5), np.uint8)
+    mask[1:3, 2] = 1
+    mask[5, 4] = 1  # the very last pixel
+    path = tmp_path / 'sub.csv'
+    assert write_submission(str(path), {'a': mask, 'b': np.zeros_like(mask),
+                                        'c': '1 2'}) == 3
+    rows = list(csv.reader(path.open()))
+    assert rows[0] == ['ImageId', 'EncodedPixels']
+    assert rows[2] == ['b', '-1'] and rows[3] == ['c', '1 2']
+    np.testing.assert_array_equal(rle_decode(rows[1][1], 6, 5), mask)
+    with pytest.raises(ValueError, match='Duplicate'):
+        write_submission(str(path), [('a', mask), ('a', mask)])
+
+    (tmp_path / 'd' / 'e').mkdir(parents=True)
+    for name in ('d/x.DCM', 'd/e/y.png', 'd/e/z.txt', 'd/w.jpg'):
+        (tmp_path / name).write_bytes(b'')
+    found = [p[len(str(tmp_path)) + 1:] for p in find_images(
+        str(tmp_path / 'd'))]
+    assert found == ['d/w.jpg', 'd/x.DCM', 'd/e/y.png']
+    with pytest.raises(FileNotFoundError, match='nowhere'):
+        find_images(str(tmp_path / 'nowhere'))

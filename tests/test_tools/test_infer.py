@@ -1,0 +1,88 @@
+"""tools/infer.py and tools/tune_postprocess.py with an untrained model."""
+import csv
+import glob
+import json
+import shutil
+import subprocess
+
+import cv2
+import numpy as np
+from tiny_model import build_tiny_model, save_tiny_checkpoint
+
+from conftest import (PYTHON, ROOT, TINY_CONFIG, run_tool,
+                      write_tiny_run_config)
+from mmseg_ptx.datasets.rle import rle_decode
+
+
+def test_infer_folder_with_a_corrupt_file(tmp_path, demo_root):
+    ckpt = save_tiny_checkpoint(build_tiny_model(), tmp_path / 'tiny.pth')
+    src = tmp_path / 'in'
+    (src / 'nested').mkdir(parents=True)
+    dicoms = sorted(glob.glob(str(demo_root / 'dicom-images-train' / '**' /
+                                  '*.dcm'), recursive=True))[:2]
+    for path in dicoms:
+        shutil.copy(path, src / 'nested')
+    png = sorted((demo_root / 'png_images').glob('*.png'))[0]
+    shutil.copy(png, src / 'plain.png')
+    (src / 'broken.dcm').write_bytes(b'not a dicom at all')
+    out = tmp_path / 'out'
+    cmd = [PYTHON, 'tools/infer.py', str(TINY_CONFIG), str(ckpt), str(src),
+           '--out', str(out), '--device', 'cpu', '--batch-size', '2',
+           '--save-prob', '--tta', '--postprocess-cfg', 'min_area=0']
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, env=_env())
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert 'broken.dcm' in proc.stderr
+    errors = (out / 'errors.txt').read_text().splitlines()
+    assert len(errors) == 1 and errors[0].startswith(str(src / 'broken.dcm'))
+
+    ids = sorted([p.rsplit('/', 1)[-1][:-4] for p in dicoms] + ['plain'])
+    with open(out / 'submission.csv') as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ['ImageId', 'EncodedPixels']
+    assert sorted(r[0] for r in rows[1:]) == ids
+    for image_id, rle in rows[1:]:
+        mask = cv2.imread(str(out / 'masks' / f'{image_id}.png'),
+                          cv2.IMREAD_UNCHANGED)
+        assert mask.shape == (128, 128)  # the original resolution
+        assert set(np.unique(mask)) <= {0, 255}
+        np.testing.assert_array_equal(rle_decode(rle, 128, 128),
+                                      mask // 255)
+        overlay = cv2.imread(str(out / 'overlays' / f'{image_id}.png'))
+        assert overlay.shape == (128, 128, 3)
+        prob = np.load(out / 'probs' / f'{image_id}.npy')
+        assert prob.dtype == np.float16 and prob.shape == (128, 128)
+        # min_area=0, bottom 0.3: the mask is the probability above 0.3
+        # (float16 rounding aside).
+        near = np.abs(prob.astype(np.float32) - 0.3) < 1e-3
+        np.testing.assert_array_equal((mask > 0)[~near], (prob > 0.3)[~near])
+
+
+def test_tune_postprocess_writes_json(tmp_path, demo_root):
+    ckpt = save_tiny_checkpoint(build_tiny_model(), tmp_path / 'tiny.pth')
+    cfg = write_tiny_run_config(tmp_path / 'cfg.py', demo_root)
+    out = tmp_path / 'tuned.json'
+    proc = run_tool([PYTHON, 'tools/tune_postprocess.py', str(cfg),
+                     str(ckpt), '--out', str(out), '--device', 'cpu',
+                     '--num-workers', '0', '--max-images', '1', '--top',
+                     '0.5,0.7', '--min-area', '0,100', '--bottom', '0.3,0.6'])
+    result = json.loads(out.read_text())
+    assert result['num_images'] == 1
+    rows = result['results']
+    # bottom 0.6 > top 0.5 is skipped for both areas
+    assert len(rows) == 2 * 2 * 2 - 2
+    scores = [r['kaggle_dice'] for r in rows]
+    assert scores == sorted(scores, reverse=True)
+    assert result['best'] == rows[0]
+    assert result['config_snippet'].startswith(
+        "postprocess=dict(type='TripletThresholdPostProcessor'")
+    assert 'plain 0.5 threshold' in proc.stdout
+
+
+def _env():
+    import os
+    env = dict(os.environ)
+    env['PYTHONPATH'] = os.pathsep.join([str(ROOT),
+                                         env.get('PYTHONPATH', '')])
+    env.setdefault('OMP_NUM_THREADS', '2')
+    return env

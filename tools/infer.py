@@ -1,0 +1,159 @@
+"""Predict pneumothorax masks and a Kaggle submission for radiographs.
+
+    python tools/infer.py CONFIG CHECKPOINT INPUT --out DIR [--tta]
+        [--extra-model CONFIG2 CHECKPOINT2] [--save-prob]
+
+INPUT is a DICOM/PNG/JPEG file or a folder searched recursively. Writes
+DIR/masks/<ImageId>.png (0/255, original resolution), DIR/overlays/,
+DIR/probs/<ImageId>.npy (with --save-prob), DIR/submission.csv and, when a
+file cannot be read, DIR/errors.txt; the exit status is then 1.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import sys
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+import mmseg_ptx  # noqa: F401  (stack fixes + registration)
+from mmseg_ptx.apis import (IMAGE_SUFFIXES, build_postprocessor, default_device, draw_overlay,
+                            find_images, load_models, predict_probabilities,
+                            read_image, write_submission)
+from mmseg_ptx.datasets.rle import rle_encode
+
+
+def parse_postprocess_cfg(values):
+    """``['{"min_area": 500}']`` or ``['min_area=500', ...]`` -> dict."""
+    if values is None:
+        return None
+    if len(values) == 1 and values[0].lstrip().startswith('{'):
+        return json.loads(values[0])
+    out = {}
+    for item in values:
+        key, sep, value = item.partition('=')
+        if not sep:
+            raise argparse.ArgumentTypeError(
+                f'--postprocess-cfg expects key=value, got {item!r}')
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='Pneumothorax masks and submission for radiographs')
+    parser.add_argument('config', help='model config file')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('input', help='image file or folder (recursive)')
+    parser.add_argument('--out', required=True, help='output directory')
+    parser.add_argument('--batch-size', type=int, default=8)
+    parser.add_argument(
+        '--device', default=None, help='cuda:0, cpu, ... (default: GPU '
+        'when available)')
+    parser.add_argument(
+        '--save-prob', action='store_true',
+        help='also save float16 probability maps as probs/<ImageId>.npy')
+    parser.add_argument(
+        '--no-postprocess', action='store_true',
+        help='plain 0.5 threshold instead of the configured post-processing')
+    parser.add_argument(
+        '--postprocess-cfg', nargs='+', metavar='KEY=VALUE',
+        help='override TripletThresholdPostProcessor arguments: a JSON '
+        'object or key=value pairs, e.g. min_area=500')
+    parser.add_argument(
+        '--tta', action='store_true',
+        help='average with the horizontally flipped image')
+    parser.add_argument(
+        '--extra-model', nargs=2, action='append', default=[],
+        metavar=('CONFIG', 'CHECKPOINT'),
+        help='another model whose probabilities are averaged in '
+        '(repeatable)')
+    args = parser.parse_args()
+    if args.batch_size < 1:
+        parser.error('--batch-size must be positive')
+    args.postprocess_cfg = parse_postprocess_cfg(args.postprocess_cfg)
+    if args.no_postprocess and args.postprocess_cfg:
+        parser.error('--no-postprocess and --postprocess-cfg exclude each '
+                     'other')
+    return args
+
+
+def main() -> int:
+    args = parse_args()
+    paths = find_images(args.input)
+    if not paths:
+        print(f'No image ({", ".join(IMAGE_SUFFIXES)}) '
+              f'under {args.input}', file=sys.stderr)
+        return 1
+    device = args.device or default_device()
+    specs = [(args.config, args.checkpoint)] + [
+        tuple(pair) for pair in args.extra_model
+    ]
+    models = load_models(specs, device=device)
+    postprocess = build_postprocessor(
+        models[0].cfg, args.postprocess_cfg, enabled=not args.no_postprocess)
+    print(f'{len(paths)} images, {len(models)} model(s) on {device}, '
+          f'tta={args.tta}, {postprocess}')
+
+    dirs = {k: osp.join(args.out, k) for k in ('masks', 'overlays', 'probs')}
+    for key, folder in dirs.items():
+        if key != 'probs' or args.save_prob:
+            os.makedirs(folder, exist_ok=True)
+    errors, rles, sources = [], {}, {}
+    num_pos = 0
+    bar = tqdm(total=len(paths), unit='img', desc='infer')
+    for start in range(0, len(paths), args.batch_size):
+        ids, images = [], []
+        for path in paths[start:start + args.batch_size]:
+            image_id = osp.splitext(osp.basename(path))[0]
+            if image_id in sources:
+                errors.append((path, f'duplicate ImageId {image_id!r} '
+                               f'(already from {sources[image_id]})'))
+                continue
+            try:
+                img = read_image(path, models)
+            except (OSError, ValueError) as err:
+                errors.append((path, str(err)))
+                continue
+            sources[image_id] = path
+            ids.append(image_id)
+            images.append(img)
+        probs = predict_probabilities(models, images, tta=args.tta,
+                                      names=ids)
+        for image_id, img, prob in zip(ids, images, probs):
+            mask = postprocess(prob)
+            num_pos += bool(mask.any())
+            cv2.imwrite(osp.join(dirs['masks'], f'{image_id}.png'),
+                        mask * 255)
+            cv2.imwrite(osp.join(dirs['overlays'], f'{image_id}.png'),
+                        draw_overlay(img, mask))
+            if args.save_prob:
+                np.save(osp.join(dirs['probs'], f'{image_id}.npy'),
+                        prob.astype(np.float16))
+            rles[image_id] = rle_encode(mask)
+        bar.update(min(args.batch_size, len(paths) - start))
+    bar.close()
+
+    csv_path = osp.join(args.out, 'submission.csv')
+    rows = write_submission(csv_path, rles)
+    print(f'{rows} images predicted ({num_pos} with pneumothorax, '
+          f'{rows - num_pos} empty) -> {csv_path}')
+    if errors:
+        with open(osp.join(args.out, 'errors.txt'), 'w') as f:
+            for path, reason in errors:
+                reason = ' '.join(reason.split())
+                f.write(f'{path}\t{reason}\n')
+                print(f'ERROR {path}: {reason}', file=sys.stderr)
+        print(f'{len(errors)} file(s) failed, listed in '
+              f'{osp.join(args.out, "errors.txt")}', file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

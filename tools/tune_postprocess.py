@@ -1,0 +1,130 @@
+"""Tune the triplet-threshold post-processing on the validation set.
+
+    python tools/tune_postprocess.py CONFIG CHECKPOINT --out tuned.json
+
+Runs the model once over ``val_dataloader``'s data set, keeping per image
+only the counts the grid needs (see mmseg_ptx.evaluation.triplet_search:
+exact at the original resolution, no probability map is stored), then
+scores every (top, min_area, bottom) point by the mean per-image
+competition Dice. min_area is in pixels at the original resolution.
+"""
+import argparse
+import json
+import os.path as osp
+import sys
+
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+import mmseg_ptx  # noqa: F401  (stack fixes + registration)
+from mmseg.registry import DATASETS
+from mmseg_ptx.apis import default_device, load_models, predict_packed
+from mmseg_ptx.evaluation import search_triplet, triplet_image_stats
+
+
+def float_list(text):
+    return [float(v) for v in text.split(',') if v.strip()]
+
+
+def int_list(text):
+    return [int(v) for v in text.split(',') if v.strip()]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='Grid-search TripletThresholdPostProcessor on the '
+        'validation set')
+    parser.add_argument('config', help='model config file')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--out', default='tuned.json', help='output JSON')
+    parser.add_argument('--top', type=float_list,
+                        default='0.5,0.6,0.7,0.75,0.8,0.85,0.9')
+    parser.add_argument('--min-area', type=int_list,
+                        default='0,250,500,1000,1500,2000,3000,4000',
+                        help='pixels at the original resolution')
+    parser.add_argument('--bottom', type=float_list,
+                        default='0.2,0.3,0.4,0.5')
+    parser.add_argument('--max-images', type=int, default=None,
+                        help='use only the first N validation images')
+    parser.add_argument('--batch-size', type=int, default=4)
+    parser.add_argument('--num-workers', type=int, default=2)
+    parser.add_argument('--device', default=None)
+    parser.add_argument('--tta', action='store_true',
+                        help='horizontal-flip TTA while predicting')
+    parser.add_argument('--show', type=int, default=10,
+                        help='how many of the best settings to print')
+    args = parser.parse_args()
+    for name in ('top', 'bottom'):
+        values = getattr(args, name)
+        if not values or not all(0 < v < 1 for v in values):
+            parser.error(f'--{name} needs thresholds in (0, 1)')
+    if not args.min_area or min(args.min_area) < 0:
+        parser.error('--min-area needs non-negative integers')
+    return args
+
+
+def main() -> int:
+    args = parse_args()
+    model = load_models([(args.config, args.checkpoint)],
+                        device=args.device or default_device())[0]
+    dataset = DATASETS.build(model.cfg.val_dataloader.dataset)
+    num = len(dataset) if args.max_images is None else min(
+        args.max_images, len(dataset))
+    if num == 0:
+        print('The validation set is empty', file=sys.stderr)
+        return 1
+    loader = DataLoader(Subset(dataset, range(num)),
+                        batch_size=args.batch_size,
+                        num_workers=args.num_workers,
+                        collate_fn=list)
+    stats, plain = [], []
+    for batch in tqdm(loader, desc='predict', unit='batch'):
+        probs = predict_packed(model, batch, tta=args.tta)
+        for packed, prob in zip(batch, probs):
+            gt = packed['data_samples'].gt_sem_seg.data[0]
+            stats.append(
+                triplet_image_stats(prob, gt, args.top, args.bottom))
+            # The plain 0.5 threshold, as the baseline.
+            plain.append(triplet_image_stats(prob, gt, [0.5], [0.5]))
+
+    rows = search_triplet(stats, args.top, args.min_area, args.bottom)
+    baseline = search_triplet(plain, [0.5], [0], [0.5])[0]
+    best = rows[0]
+    header = (f'{"top":>6} {"min_area":>9} {"bottom":>7} {"dice":>8} '
+              f'{"dice_pos":>9} {"dice_neg":>9} {"empty":>6}')
+    print(f'{num} validation images, {len(rows)} settings; mean per-image '
+          'competition Dice:')
+    print(header)
+    for row in rows[:args.show]:
+        print(f'{row["top_threshold"]:>6.3g} {row["min_area"]:>9d} '
+              f'{row["bottom_threshold"]:>7.3g} {row["kaggle_dice"]:>8.4f} '
+              f'{row["kaggle_dice_pos"]:>9.4f} '
+              f'{row["kaggle_dice_neg"]:>9.4f} {row["num_empty"]:>6d}')
+    print(f'plain 0.5 threshold: {baseline["kaggle_dice"]:.4f}')
+
+    pp = dict(type='TripletThresholdPostProcessor',
+              top_threshold=best['top_threshold'],
+              min_area=best['min_area'],
+              bottom_threshold=best['bottom_threshold'])
+    snippet = ('postprocess=dict(' + ', '.join(
+        f'{k}={v!r}' for k, v in pp.items()) + ')')
+    result = dict(
+        config=osp.abspath(args.config),
+        checkpoint=osp.abspath(args.checkpoint),
+        num_images=num,
+        tta=args.tta,
+        best=best,
+        postprocess=pp,
+        config_snippet=snippet,
+        baseline_threshold_0_5=baseline,
+        grid=dict(top=args.top, min_area=args.min_area, bottom=args.bottom),
+        results=rows)
+    with open(args.out, 'w') as f:
+        json.dump(result, f, indent=2)
+    print(f'best: {snippet}  (kaggle_dice {best["kaggle_dice"]:.4f})')
+    print(f'written to {args.out}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
