@@ -54,7 +54,9 @@ def test_train_resume_and_test(tmp_path, demo_root):
     proc = run_tool([PYTHON, 'tools/test.py', str(cfg2),
                      str(work_dir / 'epoch_2.pth'), '--work-dir',
                      str(tmp_path / 'test'), '--out', str(masks),
-                     '--show-dir', str(panels)])
+                     '--show-dir', str(panels), '--cfg-options',
+                     # Testing must not build the training data.
+                     'train_dataloader.dataset.data_root=/nonexistent'])
     out = proc.stdout + proc.stderr
     assert 'Load checkpoint from' in out
     assert 'dice' in out and 'kaggle_dice' in out

@@ -35,6 +35,15 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _progress(runner) -> tuple:
+    """(epoch, iter) of the training loop, or (None, None) outside
+    training: ``runner.epoch`` would build the train loop -- and its
+    dataset -- in a test-only run."""
+    if isinstance(getattr(runner, '_train_loop', None), dict):
+        return None, None
+    return runner.epoch, runner.iter
+
+
 def _write_json(obj: Any, path: str) -> None:
     # Write-then-rename so a crash never leaves half a history file.
     tmp = path + '.tmp'
@@ -105,7 +114,8 @@ class PRCurveHook(Hook):
     def _save_curves(self, runner, evaluator, mode: str,
                      tag: Optional[str]) -> None:
         curve_dir = osp.join(self._root(runner), 'pr_curves')
-        extra = dict(mode=mode, epoch=runner.epoch, iter=runner.iter)
+        epoch, iteration = _progress(runner)
+        extra = dict(mode=mode, epoch=epoch, iter=iteration)
         for metric in self._metrics_of(evaluator):
             # Several metrics of this type need their prefixes to differ.
             base = mode if not metric.prefix else f'{mode}_{metric.prefix}'
@@ -121,9 +131,10 @@ class PRCurveHook(Hook):
 
     def _train_scalars(self, runner) -> Dict[str, float]:
         hub = getattr(runner, 'message_hub', None)
-        if hub is None:
+        _, iteration = _progress(runner)
+        if hub is None or iteration is None:
             return {}
-        window = runner.iter - self._prev_iter
+        window = iteration - self._prev_iter
         out = {}
         for key, buffer in hub.log_scalars.items():
             name = key[len('train/'):] if key.startswith('train/') else None
@@ -146,18 +157,19 @@ class PRCurveHook(Hook):
             if not isinstance(history, list):
                 raise ValueError(f'{path}: expected a JSON list of metric '
                                  f'records, found {type(history).__name__}')
-        entry = dict(mode='val', epoch=runner.epoch, iter=runner.iter)
+        epoch, iteration = _progress(runner)
+        entry = dict(mode='val', epoch=epoch, iter=iteration)
         entry.update(metrics or {})
         entry.update(self._train_scalars(runner))
         # A resumed run re-validates an epoch: keep the newest record.
         history = [
             h for h in history
             if (h.get('mode'), h.get('epoch'), h.get('iter')) != (
-                'val', runner.epoch, runner.iter)
+                'val', epoch, iteration)
         ]
         history.append(entry)
         _write_json(history, path)
-        self._prev_iter = runner.iter
+        self._prev_iter = iteration or 0
 
     def after_val_epoch(self,
                         runner,
@@ -170,10 +182,11 @@ class PRCurveHook(Hook):
         """
         if not is_main_process():
             return
-        if runner.epoch > 0:
-            tag = f'epoch_{runner.epoch:03d}'
-        elif runner.iter > 0:
-            tag = f'iter_{runner.iter:06d}'
+        epoch, iteration = _progress(runner)
+        if epoch:
+            tag = f'epoch_{epoch:03d}'
+        elif iteration:
+            tag = f'iter_{iteration:06d}'
         else:
             tag = None
         self._save_curves(runner, runner.val_evaluator, 'val', tag)
