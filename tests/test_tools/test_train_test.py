@@ -101,20 +101,23 @@ def test_custom_imports_from_external_config_with_stock_mmseg_train(
                              loss_decode=dict(_delete_=True,
                                               type='DiceCELoss')),
             auxiliary_head=None)
-        pipeline = [dict(type='LoadDicomImageFromFile'),
-                    dict(type='LoadRLEAnnotations'),
-                    dict(type='Resize', scale=(64, 64)),
-                    dict(type='PackSegInputs')]
+        load, resize = (dict(type='LoadDicomImageFromFile'),
+                        dict(type='Resize', scale=(64, 64)))
+        rle, pack = (dict(type='LoadRLEAnnotations'),
+                     dict(type='PackSegInputs'))
         dataset = dict(type='SIIMPneumothoraxDataset',
-                       data_root={str(demo_root)!r}, pipeline=pipeline)
+                       data_root={str(demo_root)!r})
         train_dataloader = dict(
             batch_size=2, num_workers=0,
             sampler=dict(type='ClassBalancedSampler', pos_weight=1.5),
-            dataset=dict(split='train', **dataset))
+            dataset=dict(split='train', pipeline=[load, rle, resize, pack],
+                         **dataset))
+        # Metrics at the original size: labels are loaded after Resize.
         val_dataloader = dict(
             batch_size=1, num_workers=0,
             sampler=dict(type='DefaultSampler', shuffle=False),
-            dataset=dict(split='val', **dataset))
+            dataset=dict(split='val', pipeline=[load, resize, rle, pack],
+                         **dataset))
         val_evaluator = dict(type='PneumothoraxMetric')
         optim_wrapper = dict(type='OptimWrapper',
                              optimizer=dict(type='AdamW', lr=1e-4))
@@ -122,7 +125,7 @@ def test_custom_imports_from_external_config_with_stock_mmseg_train(
                          val_interval=2)
         val_cfg = dict(type='ValLoop')
         default_hooks = dict(checkpoint=dict(type='CheckpointHook',
-                                             interval=2))
+                                             by_epoch=False, interval=2))
         """))
     proc = run_tool([PYTHON, str(stock_train), str(cfg), '--work-dir',
                      str(tmp_path / 'work')], cwd=tmp_path,

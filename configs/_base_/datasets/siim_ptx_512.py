@@ -64,6 +64,9 @@ train_dataloader = dict(
     num_workers=4,
     persistent_workers=True,
     pin_memory=True,
+    # A last batch of one image breaks BatchNorm in the decode head's
+    # pooling branch (1x1 features); the sampler redraws every epoch.
+    drop_last=True,
     # Positives weighted 1.5x a negative's 1.0, a disjoint shard per rank.
     sampler=dict(type='ClassBalancedSampler', pos_weight=1.5),
     dataset=dict(
