@@ -337,13 +337,17 @@ def synthesize_radiograph(rng: np.random.Generator, size: int,
     texture = _upsample(_blur(white, 0.003 * m + 0.4)
                         - _blur(white, 0.012 * m), size)
     texture /= float(texture.std()) + 1e-6
+    # The parenchymal texture stands clearly above the quantum noise, so
+    # its absence in a pneumothorax is visible (as on real radiographs).
     markings = (0.11 * rng.uniform(0.8, 1.2) * vessels.astype(f32) / 255.0
-                + 0.02 * texture)
+                + 0.035 * texture)
     if regions:
         ptx_soft = _blur(ptx.astype(f32), 0.5)
         markings *= 1.0 - ptx_soft
-        # Slightly more air in the pneumothorax than in lung.
-        aeration *= 1.0 + rng.uniform(0.02, 0.06) * ptx_soft
+        # More air in the pneumothorax than in lung: darker, but by less
+        # than the lung's own range (ribs, gradients), so no grey level
+        # separates it.
+        aeration *= 1.0 + rng.uniform(0.06, 0.12) * ptx_soft
 
     # Bones: ribs (cortex brighter than marrow) and clavicles.
     post_lines, ant_lines = [], []
@@ -368,12 +372,12 @@ def synthesize_radiograph(rng: np.random.Generator, size: int,
 
     # Visceral pleural line: just medial of the air, inside the lung.
     if regions:
-        k = max(1, int(round(0.002 * size)))
+        k = max(1, int(round(0.003 * size)))
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE,
                                            (2 * k + 1, 2 * k + 1))
         line = cv2.dilate(ptx.astype(np.uint8), kernel).astype(bool)
         line &= lung_any & ~ptx
-        density += _blur(line.astype(f32), 0.4) * rng.uniform(0.06, 0.1)
+        density += _blur(line.astype(f32), 0.4) * rng.uniform(0.08, 0.12)
 
     # Exposure: gamma (as a lookup table), detector blur, quantum noise.
     levels = 4096

@@ -133,3 +133,23 @@ def test_custom_imports_from_external_config_with_stock_mmseg_train(
     out = proc.stdout + proc.stderr
     assert 'kaggle_dice' in out
     assert (tmp_path / 'work' / 'iter_2.pth').is_file()
+
+
+def test_training_loss_falls(tmp_path, demo_root):
+    import json
+    work_dir = tmp_path / 'work'
+    cfg = write_tiny_run_config(
+        tmp_path / 'cfg.py', demo_root, max_epochs=4, extra="""
+custom_hooks = []
+train_cfg = dict(val_interval=100)
+default_hooks = dict(checkpoint=dict(interval=100))
+""")
+    run_tool([PYTHON, 'tools/train.py', str(cfg), '--work-dir',
+              str(work_dir)])
+    scalars = next(work_dir.glob('*/vis_data/scalars.json'))
+    losses = [json.loads(line)['loss']
+              for line in scalars.read_text().splitlines()
+              if 'loss' in json.loads(line)]
+    assert len(losses) >= 8, losses
+    first, last = np.mean(losses[:3]), np.mean(losses[-3:])
+    assert last < 0.9 * first, losses
