@@ -12,7 +12,7 @@ STAMP := $(VENV)/.mmseg_ptx-installed
 DEMO_DATA ?= data/demo
 DEMO_WORK_DIR ?= work_dirs/demo
 DEMO_CONFIG ?= configs/upernet_swin-nano_ptx-demo-128.py
-DEMO_NUM ?= 320
+DEMO_NUM ?= 800
 DEMO_SIZE ?= 256
 
 .PHONY: install test demo clean-demo

@@ -1,13 +1,19 @@
-# A tiny UPerNet + Swin (4 stages of 2 blocks, 32 channels) on the synthetic
-# demo set at 128x128: trains on a CPU in minutes (make demo) and in tests.
-# Everything else -- data layer, sampler, loss, metric, hooks -- is the
-# Swin-B recipe it inherits.
+# A tiny UPerNet + Swin (4 stages of 2 blocks, 32 channels) for the synthetic
+# demo set (make demo) and the tests: trains on a CPU in minutes. It sees
+# 128x128 crops of the 256x256 demo images at full resolution (the texture
+# that marks a pneumothorax does not survive halving) and predicts whole
+# images. Everything else -- data layer, sampler, loss, metric, hooks -- is
+# the Swin-B recipe it inherits.
 _base_ = ['./upernet_swin-b_ptx-512.py']
 
 data_root = 'data/demo'
 crop_size = (128, 128)
-max_epochs = 12
+image_size = (256, 256)
+max_epochs = 40
 norm_cfg = dict(type='BN', requires_grad=True)  # SyncBN needs CUDA
+# Trained from scratch, the tiny model found the lesions with milder weights
+# than the reference's [0.5047, 54.2225] (which first paint every lung rim).
+class_weight = [1.0, 3.0]
 
 model = dict(
     data_preprocessor=dict(size=crop_size),
@@ -22,18 +28,25 @@ model = dict(
     decode_head=dict(
         in_channels=[32, 64, 128, 256],
         channels=64,
-        norm_cfg=norm_cfg),
-    auxiliary_head=dict(in_channels=128, channels=32, norm_cfg=norm_cfg))
+        norm_cfg=norm_cfg,
+        loss_decode=dict(class_weight=class_weight)),
+    auxiliary_head=dict(
+        in_channels=128,
+        channels=32,
+        norm_cfg=norm_cfg,
+        loss_decode=dict(class_weight=class_weight)))
 
 train_pipeline = [
     dict(type='LoadDicomImageFromFile'),
     dict(type='LoadRLEAnnotations'),
     dict(
         type='RandomResize',
-        scale=crop_size,
+        scale=image_size,
         ratio_range=(0.8, 1.25),
         keep_ratio=True),
-    dict(type='RandomCrop', crop_size=crop_size),
+    # Re-draw crops that are over 95% one class: most crops then hold some
+    # pneumothorax or lung edge instead of plain background.
+    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.95),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
     dict(
         type='PhotoMetricDistortion',
@@ -47,7 +60,7 @@ train_pipeline = [
 ]
 test_pipeline = [
     dict(type='LoadDicomImageFromFile'),
-    dict(type='Resize', scale=crop_size, keep_ratio=True),
+    dict(type='Resize', scale=image_size, keep_ratio=True),
     dict(type='LoadRLEAnnotations'),
     dict(type='PackSegInputs'),
 ]
@@ -64,7 +77,7 @@ test_dataloader = val_dataloader
 val_evaluator = dict(postprocess=dict(min_area=125))
 test_evaluator = val_evaluator
 
-optim_wrapper = dict(optimizer=dict(lr=1e-3))
+optim_wrapper = dict(optimizer=dict(lr=2e-3))
 param_scheduler = [
     dict(
         type='LinearLR',
@@ -81,7 +94,7 @@ param_scheduler = [
         end=max_epochs,
         convert_to_iter_based=True),
 ]
-train_cfg = dict(max_epochs=max_epochs, val_interval=2)
+train_cfg = dict(max_epochs=max_epochs, val_interval=5)
 default_hooks = dict(
     logger=dict(interval=10),
-    checkpoint=dict(interval=2, max_keep_ckpts=2))
+    checkpoint=dict(interval=5, max_keep_ckpts=2))
