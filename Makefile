@@ -39,8 +39,8 @@ demo: $(STAMP)
 	$(PY) tools/train.py $(DEMO_CONFIG) --work-dir $(DEMO_WORK_DIR) \
 		--cfg-options randomness.seed=0
 	$(PY) tools/test.py $(DEMO_CONFIG) \
-		$$(cat $(DEMO_WORK_DIR)/last_checkpoint) \
-		--work-dir $(DEMO_WORK_DIR)/test
+		$$(ls -t $(DEMO_WORK_DIR)/best_dice_*.pth | head -n 1) \
+		--work-dir $(DEMO_WORK_DIR)/test --show-dir $(DEMO_WORK_DIR)/test/panels
 	@echo "Demo outputs: $(DEMO_WORK_DIR) (report: $(DEMO_WORK_DIR)/PERFORMANCE_SUMMARY.md)"
 
 clean-demo:

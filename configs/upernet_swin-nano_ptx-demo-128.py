@@ -77,7 +77,7 @@ test_dataloader = val_dataloader
 val_evaluator = dict(postprocess=dict(min_area=125))
 test_evaluator = val_evaluator
 
-optim_wrapper = dict(optimizer=dict(lr=2e-3))
+optim_wrapper = dict(optimizer=dict(lr=1e-3))
 param_scheduler = [
     dict(
         type='LinearLR',

@@ -5,7 +5,8 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 import mmseg_ptx  # noqa: F401  (stack fixes + registration)
-from mmseg_ptx.apis import add_runner_args, load_config
+from mmseg_ptx.apis import (add_runner_args, format_metrics_table,
+                            load_config)
 
 
 def parse_args() -> argparse.Namespace:
@@ -75,7 +76,9 @@ def main() -> None:
         ]
 
     runner = Runner.from_cfg(cfg)
-    runner.test()
+    metrics = runner.test()
+    if metrics:
+        print(format_metrics_table(metrics))
 
 
 if __name__ == '__main__':

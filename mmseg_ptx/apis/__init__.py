@@ -1,12 +1,13 @@
 """Helpers shared by the command-line tools in ``tools/``."""
-from .cli import add_runner_args, load_config
+from .cli import add_runner_args, format_metrics_table, load_config
 from .inference import (IMAGE_SUFFIXES, build_inference_pipeline,
                         build_postprocessor, default_device, draw_overlay,
                         find_images, load_models, predict_packed,
                         predict_probabilities, read_image, write_submission)
 
 __all__ = [
-    'add_runner_args', 'load_config', 'IMAGE_SUFFIXES',
+    'add_runner_args', 'format_metrics_table', 'load_config',
+    'IMAGE_SUFFIXES',
     'build_inference_pipeline', 'build_postprocessor', 'default_device',
     'draw_overlay', 'find_images', 'load_models', 'predict_packed',
     'predict_probabilities', 'read_image', 'write_submission'

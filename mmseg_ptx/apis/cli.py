@@ -53,3 +53,17 @@ def load_config(args: argparse.Namespace) -> Config:
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(args.config))[0])
     return cfg
+
+
+def format_metrics_table(metrics: dict) -> str:
+    """The test metrics as a Markdown table, in the order they came."""
+    lines = ['| metric | value |', '|---|---|']
+    for key, value in metrics.items():
+        if isinstance(value, float):
+            text = f'{value:.4f}'
+        elif isinstance(value, int):
+            text = f'{value:,}'
+        else:
+            text = str(value)
+        lines.append(f'| {key} | {text} |')
+    return '\n'.join(lines)

@@ -60,6 +60,7 @@ def test_train_resume_and_test(tmp_path, demo_root):
     out = proc.stdout + proc.stderr
     assert 'Load checkpoint from' in out
     assert 'dice' in out and 'kaggle_dice' in out
+    assert '| kaggle_dice |' in proc.stdout  # the printed metric table
     val_ids = (demo_root / 'splits' / 'val.txt').read_text().split()
     assert sorted(p.stem for p in masks.glob('*.png')) == sorted(val_ids)
     mask = np.array(Image.open(next(masks.glob('*.png'))))
