@@ -73,7 +73,8 @@ def test_dist_train_two_cpu_processes(tmp_path, demo_root):
     cfg = write_tiny_run_config(tmp_path / 'cfg.py', demo_root, max_epochs=1)
     proc = run_tool(['bash', 'tools/dist_train.sh', str(cfg), '2',
                      '--work-dir', str(work_dir)],
-                    env={'PORT': str(free_port()), 'OMP_NUM_THREADS': '1'})
+                    env={'PORT': str(free_port()), 'OMP_NUM_THREADS': '1',
+                         'PYTHON': PYTHON})
     out = proc.stdout + proc.stderr
     assert 'Distributed training is not used' not in out
     assert (work_dir / 'epoch_1.pth').is_file()
