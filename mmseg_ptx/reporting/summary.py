@@ -152,6 +152,7 @@ def render_predictions(cfg: Config,
     """
     import torch
     from mmengine.dataset import pseudo_collate
+    from mmengine.utils import ProgressBar
     from mmseg.apis import init_model
     from mmseg.registry import DATASETS
 
@@ -160,7 +161,6 @@ def render_predictions(cfg: Config,
     dataset = DATASETS.build(cfg.val_dataloader.dataset)
     n = len(dataset) if max_images is None else min(max_images, len(dataset))
     scored = []
-    from mmengine.utils import ProgressBar
     bar = ProgressBar(n)
     for idx in range(n):
         with torch.no_grad():

@@ -10,17 +10,8 @@ import numpy as np
 from mmengine.hooks import Hook
 from mmseg.registry import HOOKS
 
-from mmseg_ptx.datasets.dicom import is_dicom, read_dicom
+from mmseg_ptx.datasets.transforms import LoadDicomImageFromFile
 from mmseg_ptx.reporting.figures import save_prediction_panel
-
-
-def _read_gray(path: str) -> np.ndarray:
-    if is_dicom(path):
-        return read_dicom(path)
-    img = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
-    if img is None:
-        raise OSError(f'Could not read the image {path}')
-    return img
 
 
 @HOOKS.register_module()
@@ -50,6 +41,8 @@ class PredictionWriterHook(Hook):
                              'panel_dir')
         self.mask_dir = mask_dir
         self.panel_dir = panel_dir
+        # The dataset's own loader: DICOM or PNG/JPEG, as grey.
+        self._load_image = LoadDicomImageFromFile(color_type='grayscale')
 
     def before_test(self, runner) -> None:
         for folder in (self.mask_dir, self.panel_dir):
@@ -71,6 +64,7 @@ class PredictionWriterHook(Hook):
             if self.panel_dir is not None:
                 gt = (sample.gt_sem_seg.data[0].cpu().numpy() == 1
                       if 'gt_sem_seg' in sample else np.zeros_like(pred))
+                image = self._load_image(dict(img_path=sample.img_path))
                 save_prediction_panel(
-                    _read_gray(sample.img_path), gt, pred,
+                    image['img'], gt, pred,
                     osp.join(self.panel_dir, f'{stem}.png'))
