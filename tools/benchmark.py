@@ -14,7 +14,12 @@ Modes:
 Switches (each can be compared with the plain config in one run with
 ``--sweep``): ``--backbone-type`` (e.g. ``SwinTransformerSDPA``),
 ``--amp bf16``, ``--channels-last``, ``--fused-adamw``, ``--tf32``,
-``--compile``.
+``--cudnn-benchmark``, ``--compile``.
+
+``--batch-size`` takes one or more sizes; each variant's model is built once
+and measured at every size. A size that runs out of GPU memory gives a row
+with an ``error`` instead of ending the run, so a sweep up to a size that
+does not fit still reports the largest one that does.
 
 Example::
 
@@ -57,7 +62,7 @@ from mmseg.structures import SegDataSample
 
 MODES = ('step', 'loader', 'infer')
 SWITCHES = ('backbone_type', 'amp', 'channels_last', 'fused_adamw', 'tf32',
-            'compile')
+            'cudnn_benchmark', 'compile')
 # Used when the config has no optim_wrapper: mmseg's Swin UPerNet setting.
 DEFAULT_OPTIM_WRAPPER = dict(
     type='OptimWrapper',
@@ -71,7 +76,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         'throughput of an MMSeg config.')
     parser.add_argument('config', help='MMSeg config file')
     parser.add_argument(
-        '--batch-size', type=int, default=4, help='images per step')
+        '--batch-size',
+        type=int,
+        nargs='+',
+        default=[4],
+        help='images per step; several sizes are measured one after the '
+        'other with the same model')
     parser.add_argument(
         '--amp',
         choices=['bf16'],
@@ -95,6 +105,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         '--tf32',
         action='store_true',
         help='allow TF32 matmuls and convolutions (CUDA only)')
+    parser.add_argument(
+        '--cudnn-benchmark',
+        action='store_true',
+        help='torch.backends.cudnn.benchmark: autotune the convolutions for '
+        'the (fixed) input size (CUDA only; env_cfg.cudnn_benchmark in a '
+        'config)')
     parser.add_argument(
         '--backbone-type',
         default=None,
@@ -134,14 +150,16 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         help='override config settings, as in tools/train.py')
     parser.add_argument('--json', default=None, help='write results here')
     args = parser.parse_args(argv)
-    if args.batch_size < 1 or args.iters < 1 or args.warmup < 0:
+    if min(args.batch_size) < 1 or args.iters < 1 or args.warmup < 0:
         parser.error('--batch-size and --iters must be >= 1, --warmup >= 0')
     if args.device is None:
         args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
     if args.device == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda but torch.cuda.is_available() is False')
-    if args.tf32 and args.device != 'cuda':
-        parser.error('--tf32 only applies to --device cuda')
+    for flag in ('tf32', 'cudnn_benchmark'):
+        if getattr(args, flag) and args.device != 'cuda':
+            parser.error(f'--{flag.replace("_", "-")} only applies to '
+                         '--device cuda')
     return args
 
 
@@ -156,6 +174,7 @@ def requested_switches(args: argparse.Namespace) -> Dict[str, Any]:
         channels_last=args.channels_last,
         fused_adamw=args.fused_adamw,
         tf32=args.tf32,
+        cudnn_benchmark=args.cudnn_benchmark,
         compile=args.compile)
     return {k: v for k, v in values.items() if v}
 
@@ -373,46 +392,69 @@ def time_iterations(step: Callable[[], int], warmup: int, iters: int,
         mem_kind=mem_kind)
 
 
+def is_out_of_memory(err: BaseException) -> bool:
+    return isinstance(err, torch.cuda.OutOfMemoryError) or (
+        isinstance(err, RuntimeError) and 'out of memory' in str(err))
+
+
 def run_variant(cfg: Config, args: argparse.Namespace,
                 switches: Dict[str, Any],
                 modes: List[str]) -> Tuple[List[dict], List[str]]:
+    """Measure one switch set at every requested batch size."""
     device = args.device
     name = variant_name(switches)
     results, skipped = [], []
     if device == 'cuda':
         torch.backends.cuda.matmul.allow_tf32 = bool(switches.get('tf32'))
         torch.backends.cudnn.allow_tf32 = bool(switches.get('tf32'))
+        torch.backends.cudnn.benchmark = bool(
+            switches.get('cudnn_benchmark'))
     torch.manual_seed(args.seed)
     model = build_model(cfg, switches, device)
     train_step, test_step = model.train_step, model.test_step
     if switches.get('compile'):
         train_step = torch.compile(train_step)
         test_step = torch.compile(test_step)
-    batch = random_batch(cfg, args.batch_size, tuple(args.img_size), device)
-
-    def record(mode: str, timing: Dict[str, Any], batch_size: int) -> None:
-        results.append(
-            dict(variant=name, mode=mode, switches=switches,
-                 batch_size=batch_size, **timing))
-
+    optim_wrapper = None
     if 'step' in modes or 'loader' in modes:
         optim_wrapper = build_optim(model, cfg, switches, device)
-        model.train()
+
+    def measure(mode: str, batch_size: int, step: Callable[[], int]) -> None:
+        row = dict(variant=name, mode=mode, switches=switches,
+                   batch_size=batch_size)
+        try:
+            row.update(time_iterations(step, args.warmup, args.iters, device,
+                                       f'{name} {mode} b{batch_size}'))
+        except Exception as err:  # noqa: BLE001
+            if not is_out_of_memory(err):
+                raise
+            row['error'] = 'out of memory'
+        if 'error' in row:
+            # Outside the except block, whose traceback still holds the
+            # failed step's tensors: free them before the next size.
+            if optim_wrapper is not None:
+                optim_wrapper.zero_grad()
+            gc.collect()
+            torch.cuda.empty_cache()
+        results.append(row)
+
+    for batch_size in args.batch_size:
+        batch = random_batch(cfg, batch_size, tuple(args.img_size), device)
         if 'step' in modes:
+            model.train()
 
             def step() -> int:
                 with amp_context(switches, device, infer=False):
                     train_step(batch, optim_wrapper)
-                return args.batch_size
+                return batch_size
 
-            record('step',
-                   time_iterations(step, args.warmup, args.iters, device,
-                                   f'{name} step'), args.batch_size)
+            measure('step', batch_size, step)
         if 'loader' in modes:
-            batches, reason = loader_batches(cfg, args.batch_size, args.seed)
+            batches, reason = loader_batches(cfg, batch_size, args.seed)
             if batches is None:
                 skipped.append(f'{name} loader: skipped, {reason}')
             else:
+                model.train()
 
                 def loader_step() -> int:
                     data = next(batches)
@@ -420,23 +462,20 @@ def run_variant(cfg: Config, args: argparse.Namespace,
                         train_step(data, optim_wrapper)
                     return len(data['inputs'])
 
-                record('loader',
-                       time_iterations(loader_step, args.warmup, args.iters,
-                                       device, f'{name} loader'),
-                       args.batch_size)
-        del optim_wrapper
-    if 'infer' in modes:
-        model.eval()
+                measure('loader', batch_size, loader_step)
+                del batches
+        if 'infer' in modes:
+            model.eval()
 
-        def infer() -> int:
-            with torch.no_grad(), amp_context(switches, device, infer=True):
-                test_step(batch)
-            return args.batch_size
+            def infer() -> int:
+                with torch.no_grad(), amp_context(
+                        switches, device, infer=True):
+                    test_step(batch)
+                return batch_size
 
-        record('infer',
-               time_iterations(infer, args.warmup, args.iters, device,
-                               f'{name} infer'), args.batch_size)
-    del model, train_step, test_step, batch
+            measure('infer', batch_size, infer)
+        del batch
+    del model, train_step, test_step, optim_wrapper
     gc.collect()
     if device == 'cuda':
         torch.cuda.empty_cache()
@@ -468,10 +507,16 @@ def environment(args: argparse.Namespace) -> Dict[str, Any]:
 def format_table(results: List[dict]) -> str:
     header = ('variant', 'mode', 'batch', 'img/s', 's/iter', 'min s/iter',
               'peak MiB')
-    rows = [(r['variant'], r['mode'], str(r['batch_size']),
-             f"{r['img_per_s']:.2f}", f"{r['s_per_iter']:.4f}",
-             f"{r['s_per_iter_min']:.4f}", f"{r['peak_mem_mib']:.0f}")
-            for r in results]
+    rows = []
+    for r in results:
+        if 'error' in r:
+            figures = (r['error'], '', '', '')
+        else:
+            figures = (f"{r['img_per_s']:.2f}", f"{r['s_per_iter']:.4f}",
+                       f"{r['s_per_iter_min']:.4f}",
+                       f"{r['peak_mem_mib']:.0f}")
+        rows.append((r['variant'], r['mode'], str(r['batch_size'])) +
+                    figures)
     widths = [max(len(x) for x in col) for col in zip(header, *rows)]
 
     def line(cells):
@@ -500,25 +545,33 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
 
     env = environment(args)
     print('Settings: ' + ', '.join(f'{k}={v}' for k, v in env.items()))
-    results, skipped = [], []
+    report = dict(settings=env, results=[], skipped=[])
     for switches in variants(args):
         res, skip = run_variant(cfg, args, switches, modes)
-        results += res
-        skipped += skip
-    for line in skipped:
+        report['results'] += res
+        report['skipped'] += skip
+        if args.json:  # after every variant: a killed run keeps its rows
+            write_json(report, args.json)
+    for line in report['skipped']:
         print(line)
-    mem_kinds = sorted({r['mem_kind'] for r in results})
-    print(format_table(results))
+    print(format_table(report['results']))
+    mem_kinds = sorted(
+        {r['mem_kind']
+         for r in report['results'] if 'mem_kind' in r})
     if mem_kinds:
         print(f'peak memory: {", ".join(mem_kinds)}')
-    report = dict(settings=env, results=results, skipped=skipped)
     if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(report, f, indent=2)
         print(f'JSON written to {args.json}')
     else:
         print(json.dumps(report))
     return report
+
+
+def write_json(report: Dict[str, Any], path: str) -> None:
+    tmp = f'{path}.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(report, f, indent=2)
+    os.replace(tmp, path)
 
 
 if __name__ == '__main__':

@@ -9,6 +9,21 @@ from mmseg_ptx.models import (ShiftWindowMSASDPA, SwinTransformerSDPA,
                               WindowMSASDPA)
 
 TOL = 1e-4
+#: CPU always; CUDA too where there is a GPU (SDPA dispatches to another
+#: kernel there: the memory-efficient one, which takes the float bias).
+DEVICES = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(autouse=True)
+def exact_cuda_float32():
+    """Compare float32 with float32 on CUDA: no TF32 matmuls or convs."""
+    matmul, cudnn = (torch.backends.cuda.matmul.allow_tf32,
+                     torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32 = matmul
+    torch.backends.cudnn.allow_tf32 = cudnn
 
 
 def tiny_cfg(**overrides):
@@ -94,15 +109,16 @@ def test_state_dict_keys_interchangeable():
     assert not result.missing_keys and not result.unexpected_keys
 
 
+@pytest.mark.parametrize('device', DEVICES)
 @pytest.mark.parametrize('size', [(70, 90), (56, 56)])
 @pytest.mark.parametrize('train', [False, True])
-def test_outputs_and_gradients_match(size, train):
+def test_outputs_and_gradients_match(size, train, device):
     """All 4 stages, shifted + unshifted blocks, padded and unpadded maps
     (70x90 is divisible by neither the patch size 4 nor the window 7)."""
-    stock, sdpa = stock_and_sdpa()
+    stock, sdpa = (m.to(device) for m in stock_and_sdpa())
     stock.train(train)
     sdpa.train(train)
-    x = torch.randn(2, 3, *size)
+    x = torch.randn(2, 3, *size, device=device)
     x_stock = x.clone().requires_grad_()
     x_sdpa = x.clone().requires_grad_()
 
@@ -204,3 +220,26 @@ def test_torch_compile_traces_without_graph_breaks():
             assert max_diff(a, b) < TOL
     assert all(not b.attn._shift_mask_cache for s in sdpa.stages
                for b in s.blocks)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a GPU')
+def test_swin_b_at_512_matches_on_cuda():
+    """The configs' backbone (Swin-B, window 7, 512x512), with
+    init_weights' weights: float32 outputs within TOL of stock."""
+    cfg = dict(
+        pretrain_img_size=224,
+        embed_dims=128,
+        depths=(2, 2, 18, 2),
+        num_heads=(4, 8, 16, 32),
+        window_size=7,
+        drop_path_rate=0.)
+    torch.manual_seed(0)
+    stock = SwinTransformer(**cfg)
+    stock.init_weights()
+    sdpa = SwinTransformerSDPA(**cfg)
+    sdpa.load_state_dict(stock.state_dict(), strict=True)
+    stock, sdpa = stock.cuda().eval(), sdpa.cuda().eval()
+    x = torch.randn(2, 3, 512, 512, device='cuda')
+    with torch.no_grad():
+        for a, b in zip(stock(x), sdpa(x)):
+            assert max_diff(a, b) < TOL

@@ -5,6 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
 ROOT = Path(__file__).resolve().parents[2]
 TOOL = ROOT / 'tools' / 'benchmark.py'
 CONFIG = ROOT / 'tests' / 'data' / 'configs' / 'tiny_upernet_swin.py'
@@ -75,6 +78,68 @@ def test_sdpa_step_with_fused_adamw_channels_last(tmp_path):
     assert result['variant'] == (
         'SwinTransformerSDPA+channels_last+fused_adamw')
     assert result['img_per_s'] > 0
+
+
+def test_several_batch_sizes_one_model(tmp_path):
+    report, stdout = run_benchmark(tmp_path, '--mode', 'infer',
+                                   '--batch-size', '1', '3')
+    rows = report['results']
+    assert [(r['variant'], r['batch_size']) for r in rows] == [('stock', 1),
+                                                              ('stock', 3)]
+    assert [r['images'] for r in rows] == [2, 6]
+    assert report['settings']['batch_size'] == [1, 3]
+
+
+def test_out_of_memory_is_a_row_not_a_crash(monkeypatch):
+    """A batch size that does not fit ends that measurement only."""
+    tool = load_tool()
+    real_time_iterations = tool.time_iterations
+
+    def fail_above_two(step, warmup, iters, device, desc):
+        if desc.endswith('b3'):
+            raise torch.cuda.OutOfMemoryError('CUDA out of memory.')
+        return real_time_iterations(step, warmup, iters, device, desc)
+
+    monkeypatch.setattr(tool, 'time_iterations', fail_above_two)
+    report = tool.main([
+        str(CONFIG), *BASE_ARGS, '--batch-size', '2', '3', '--mode', 'step'
+    ])
+    ok, oom = report['results']
+    assert ok['batch_size'] == 2 and ok['img_per_s'] > 0
+    assert oom == dict(variant='stock', mode='step', switches={},
+                       batch_size=3, error='out of memory')
+    assert 'out of memory' in tool.format_table(report['results'])
+    # Any other error still ends the run.
+    assert not tool.is_out_of_memory(RuntimeError('shape mismatch'))
+
+
+def test_json_written_after_every_variant(tmp_path, monkeypatch):
+    tool = load_tool()
+    out = tmp_path / 'bench.json'
+    seen = []
+    real_run_variant = tool.run_variant
+
+    def run_and_look(*args, **kwargs):
+        # What the file held when this variant started.
+        seen.append(len(json.loads(out.read_text())['results'])
+                    if out.exists() else 0)
+        return real_run_variant(*args, **kwargs)
+
+    monkeypatch.setattr(tool, 'run_variant', run_and_look)
+    tool.main([
+        str(CONFIG), *BASE_ARGS, '--mode', 'infer', '--sweep',
+        '--backbone-type', 'SwinTransformerSDPA', '--json', str(out)
+    ])
+    assert seen == [0, 1]
+    assert len(json.loads(out.read_text())['results']) == 2
+
+
+def test_cuda_only_switches_refused_on_cpu(capsys):
+    tool = load_tool()
+    for flag in ('--tf32', '--cudnn-benchmark'):
+        with pytest.raises(SystemExit):
+            tool.parse_args([str(CONFIG), '--device', 'cpu', flag])
+        assert 'only applies to --device cuda' in capsys.readouterr().err
 
 
 def load_tool():
