@@ -50,6 +50,7 @@ import torch
 from tqdm import tqdm
 
 import mmseg_ptx  # noqa: F401  (stack fixes + plugin registration)
+from mmseg_ptx.engine.hooks import compile_modules
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.logging import MMLogger
 from mmengine.model import revert_sync_batchnorm
@@ -91,8 +92,21 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         '--compile',
         action='store_true',
-        help='torch.compile train_step / test_step, as mmengine\'s Runner '
-        'does with `compile=True`')
+        help='torch.compile the network (see --compile-scope)')
+    parser.add_argument(
+        '--compile-scope',
+        choices=['modules', 'step'],
+        default='modules',
+        help='modules: the forward of backbone, neck and heads '
+        '(CompileModulesHook); step: train_step / test_step, as mmengine\'s '
+        'Runner does with `compile=True`')
+    parser.add_argument(
+        '--profile',
+        type=int,
+        default=0,
+        metavar='N',
+        help='after timing, profile N more iterations of each mode with '
+        'torch.profiler and print the most expensive kernels')
     parser.add_argument(
         '--channels-last',
         action='store_true',
@@ -397,6 +411,22 @@ def is_out_of_memory(err: BaseException) -> bool:
         isinstance(err, RuntimeError) and 'out of memory' in str(err))
 
 
+def profile_table(step: Callable[[], int], iters: int, device: str,
+                  rows: int = 25) -> str:
+    """Kernel-level profile of ``iters`` iterations of ``step``: the
+    operators that took the most device (or CPU) time."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device == 'cuda':
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        for _ in range(iters):
+            step()
+        synchronize(device)
+    sort_by = ('self_device_time_total'
+               if device == 'cuda' else 'self_cpu_time_total')
+    return prof.key_averages().table(sort_by=sort_by, row_limit=rows)
+
+
 def run_variant(cfg: Config, args: argparse.Namespace,
                 switches: Dict[str, Any],
                 modes: List[str]) -> Tuple[List[dict], List[str]]:
@@ -412,9 +442,11 @@ def run_variant(cfg: Config, args: argparse.Namespace,
     torch.manual_seed(args.seed)
     model = build_model(cfg, switches, device)
     train_step, test_step = model.train_step, model.test_step
-    if switches.get('compile'):
+    if switches.get('compile') and args.compile_scope == 'step':
         train_step = torch.compile(train_step)
         test_step = torch.compile(test_step)
+    elif switches.get('compile'):
+        compile_modules(model)
     optim_wrapper = None
     if 'step' in modes or 'loader' in modes:
         optim_wrapper = build_optim(model, cfg, switches, device)
@@ -429,6 +461,9 @@ def run_variant(cfg: Config, args: argparse.Namespace,
             if not is_out_of_memory(err):
                 raise
             row['error'] = 'out of memory'
+        if 'error' not in row and args.profile:
+            print(f'== profile: {name} {mode} b{batch_size}')
+            print(profile_table(step, args.profile, device))
         if 'error' in row:
             # Outside the except block, whose traceback still holds the
             # failed step's tensors: free them before the next size.

@@ -1,6 +1,6 @@
 """Training-loop components: hooks."""
-from .hooks import (PerformanceReportHook, PredictionWriterHook, PRCurveHook,
-                    TrainSegMetricsHook)
+from .hooks import (CompileModulesHook, PerformanceReportHook,
+                    PredictionWriterHook, PRCurveHook, TrainSegMetricsHook)
 
-__all__ = ['PerformanceReportHook', 'PredictionWriterHook', 'PRCurveHook',
-           'TrainSegMetricsHook']
+__all__ = ['CompileModulesHook', 'PerformanceReportHook',
+           'PredictionWriterHook', 'PRCurveHook', 'TrainSegMetricsHook']

@@ -241,5 +241,13 @@ def test_swin_b_at_512_matches_on_cuda():
     stock, sdpa = stock.cuda().eval(), sdpa.cuda().eval()
     x = torch.randn(2, 3, 512, 512, device='cuda')
     with torch.no_grad():
-        for a, b in zip(stock(x), sdpa(x)):
-            assert max_diff(a, b) < TOL
+        out_stock, out_sdpa = stock(x), sdpa(x)
+        diffs = [max_diff(a, b) for a, b in zip(out_stock, out_sdpa)]
+        # The float32 noise floor: the same stock model on the CPU.
+        floor = [
+            max_diff(a.cpu(), b)
+            for a, b in zip(out_stock, stock.cpu()(x.cpu()))
+        ]
+    print(f'Swin-B 512 fp32 max abs diff per stage: SDPA vs stock on CUDA '
+          f'{diffs}; stock CUDA vs stock CPU {floor}')
+    assert max(diffs) < TOL, (diffs, floor)

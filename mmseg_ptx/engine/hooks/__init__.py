@@ -1,8 +1,10 @@
 """Hooks registered in MMSeg's HOOKS registry."""
+from .compile_modules_hook import CompileModulesHook, compile_modules
 from .performance_report_hook import PerformanceReportHook
 from .pr_curve_hook import PRCurveHook
 from .prediction_writer_hook import PredictionWriterHook
 from .train_seg_metrics_hook import TrainSegMetricsHook, batch_dice_iou
 
-__all__ = ['PerformanceReportHook', 'PRCurveHook', 'PredictionWriterHook',
-           'TrainSegMetricsHook', 'batch_dice_iou']
+__all__ = ['CompileModulesHook', 'compile_modules', 'PerformanceReportHook',
+           'PRCurveHook', 'PredictionWriterHook', 'TrainSegMetricsHook',
+           'batch_dice_iou']
