@@ -238,7 +238,11 @@ def test_swin_b_at_512_matches_on_cuda():
     stock.init_weights()
     sdpa = SwinTransformerSDPA(**cfg)
     sdpa.load_state_dict(stock.state_dict(), strict=True)
-    stock, sdpa = stock.cuda().eval(), sdpa.cuda().eval()
+    # Not chained: mmseg's SwinTransformer.train() returns None, and so
+    # does eval().
+    stock, sdpa = stock.cuda(), sdpa.cuda()
+    stock.eval()
+    sdpa.eval()
     x = torch.randn(2, 3, 512, 512, device='cuda')
     with torch.no_grad():
         out_stock, out_sdpa = stock(x), sdpa(x)
