@@ -3,7 +3,8 @@
 # H100/H200): UPerNet + Swin-B at 512x512,
 #   1. stock mmseg vs each switch alone vs all together, at batch 4 (the
 #      reference's setting) and batch 16;
-#   2. all switches at larger batches, to find the best batch;
+#   2. all switches at larger batches, to find the best batch, and at
+#      batch 16 with each SDPA kernel the window attention can be held to;
 #   3. this project's config (DiceCELoss) fed by its real data loader, on a
 #      generated set of 1024x1024 DICOMs, at the config's workers and more;
 #   4. all switches plus torch.compile (last: compilation takes minutes).
@@ -69,6 +70,12 @@ bench sweep "$SWINB_CONFIG" --mode all --sweep --batch-size $SWEEP_BATCHES \
 # shellcheck disable=SC2086
 bench big_batches "$SWINB_CONFIG" --mode all --batch-size $BIG_BATCHES \
     "${SWITCHES[@]}" --cfg-options "${TWO_CLASSES[@]}"
+# (math as the fallback where a kernel cannot run, e.g. on a CPU)
+for kernels in efficient,math math; do
+    bench "sdpa_${kernels%%,*}" "$SWINB_CONFIG" --mode all \
+        --batch-size "$LOADER_BATCH" "${SWITCHES[@]}" --cfg-options \
+        "${TWO_CLASSES[@]}" "model.backbone.sdpa_backends=[$kernels]"
+done
 
 if wait "$demo_pid"; then
     for workers in default "$LOADER_WORKERS"; do

@@ -15,6 +15,9 @@ def is_plain(module: torch.nn.Module) -> bool:
 
 
 def test_compile_modules_same_outputs():
+    # A fresh dynamo cache: the same Swin code traced before at another
+    # input size would be traced again with symbolic shapes (minutes).
+    torch._dynamo.reset()
     model = build_tiny_model(size=64)
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():

@@ -212,6 +212,7 @@ def test_bf16_autocast_finite():
 def test_torch_compile_traces_without_graph_breaks():
     """Dynamo traces the whole backbone (fullgraph) and the traced shift
     mask path leaves the eager cache alone."""
+    torch._dynamo.reset()  # see test_sdpa_backends_trace_without_graph_breaks
     stock, sdpa = stock_and_sdpa()
     x = torch.randn(1, 3, 70, 90)
     compiled = torch.compile(sdpa, backend='eager', fullgraph=True)
@@ -255,3 +256,41 @@ def test_swin_b_at_512_matches_on_cuda():
     print(f'Swin-B 512 fp32 max abs diff per stage: SDPA vs stock on CUDA '
           f'{diffs}; stock CUDA vs stock CPU {floor}')
     assert max(diffs) < TOL, (diffs, floor)
+
+
+@pytest.mark.parametrize('backends', [['math'], ['efficient', 'math']])
+def test_sdpa_backends_same_outputs(backends):
+    """Restricting the kernels changes nothing but speed (CPU: the math
+    kernel runs where another is not available)."""
+    stock, _ = stock_and_sdpa()
+    sdpa = SwinTransformerSDPA(**tiny_cfg(), sdpa_backends=backends)
+    sdpa.load_state_dict(stock.state_dict(), strict=True)
+    stock.eval()
+    sdpa.eval()
+    assert all(b.attn.w_msa.sdpa_backends for s in sdpa.stages
+               for b in s.blocks)
+    x = torch.randn(1, 3, 70, 90)
+    with torch.no_grad():
+        for a, b in zip(stock(x), sdpa(x)):
+            assert max_diff(a, b) < TOL
+
+
+def test_sdpa_backends_checked():
+    with pytest.raises(ValueError, match="unknown \\['fast'\\]"):
+        SwinTransformerSDPA(**tiny_cfg(), sdpa_backends=['fast'])
+    with pytest.raises(ValueError, match='empty list'):
+        SwinTransformerSDPA(**tiny_cfg(), sdpa_backends=[])
+
+
+def test_sdpa_backends_trace_without_graph_breaks():
+    # A fresh dynamo cache: a second input size for the same code would
+    # trace again with symbolic shapes, which takes minutes here.
+    torch._dynamo.reset()
+    stock, _ = stock_and_sdpa()
+    sdpa = SwinTransformerSDPA(**tiny_cfg(), sdpa_backends=['math'])
+    sdpa.load_state_dict(stock.state_dict(), strict=True)
+    x = torch.randn(1, 3, 56, 56)
+    compiled = torch.compile(sdpa, backend='eager', fullgraph=True)
+    with torch.no_grad():
+        for a, b in zip(stock(x), compiled(x)):
+            assert max_diff(a, b) < TOL

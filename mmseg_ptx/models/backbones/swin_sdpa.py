@@ -24,7 +24,7 @@ Why it is faster (same maths):
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +32,7 @@ from mmseg.models.backbones.swin import (ShiftWindowMSA, SwinTransformer,
                                          WindowMSA)
 from mmseg.registry import MODELS
 from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 __all__ = ['WindowMSASDPA', 'ShiftWindowMSASDPA', 'SwinTransformerSDPA']
 
@@ -39,6 +40,14 @@ __all__ = ['WindowMSASDPA', 'ShiftWindowMSASDPA', 'SwinTransformerSDPA']
 # shifted window. Kept (rather than -inf) so that results match mmseg and a
 # fully masked row can never produce NaN.
 _SHIFT_MASK_VALUE = -100.0
+
+#: Names accepted by ``SwinTransformerSDPA(sdpa_backends=...)``.
+SDPA_BACKENDS = {
+    'flash': SDPBackend.FLASH_ATTENTION,
+    'efficient': SDPBackend.EFFICIENT_ATTENTION,
+    'cudnn': SDPBackend.CUDNN_ATTENTION,
+    'math': SDPBackend.MATH,
+}
 
 
 class WindowMSASDPA(WindowMSA):
@@ -63,6 +72,10 @@ class WindowMSASDPA(WindowMSA):
         init_cfg (dict | None): The config for initialization.
             Default: None.
     """
+
+    #: SDPA kernels allowed for this module (None: PyTorch's choice); set
+    #: by :class:`SwinTransformerSDPA`.
+    sdpa_backends: Optional[List[SDPBackend]] = None
 
     @classmethod
     def from_stock(cls, stock: WindowMSA) -> 'WindowMSASDPA':
@@ -146,8 +159,15 @@ class WindowMSASDPA(WindowMSA):
             bias = bias.to(q.dtype).unsqueeze(0)
 
         dropout_p = self.attn_drop.p if self.training else 0.0
-        x = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=self.scale)
+        if self.sdpa_backends is None:
+            x = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=bias, dropout_p=dropout_p,
+                scale=self.scale)
+        else:
+            with sdpa_kernel(self.sdpa_backends):
+                x = F.scaled_dot_product_attention(
+                    q, k, v, attn_mask=bias, dropout_p=dropout_p,
+                    scale=self.scale)
         x = x.transpose(1, 2).reshape(B, N, C)
         x = self.proj(x)
         x = self.proj_drop(x)
@@ -316,14 +336,33 @@ class SwinTransformerSDPA(SwinTransformer):
 
     Args:
         *args: Positional arguments of ``SwinTransformer``.
+        sdpa_backends (Sequence[str] | None): SDPA kernels the window
+            attention may use, in order of preference: any of ``'flash'``,
+            ``'efficient'``, ``'cudnn'``, ``'math'``. None lets PyTorch
+            choose. On an H200 PyTorch 2.11 picked cuDNN's kernel for
+            inference, the largest single cost there (docs/performance.md);
+            this lets a config measure the others. Flash attention takes no
+            bias, so it never runs here. Default: None.
         **kwargs: Keyword arguments of ``SwinTransformer``.
     """
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self,
+                 *args,
+                 sdpa_backends: Optional[Sequence[str]] = None,
+                 **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        backends = None
+        if sdpa_backends is not None:
+            unknown = [b for b in sdpa_backends if b not in SDPA_BACKENDS]
+            if unknown or not sdpa_backends:
+                raise ValueError(
+                    f'sdpa_backends: unknown {unknown or "(empty list)"}; '
+                    f'choose from {sorted(SDPA_BACKENDS)}')
+            backends = [SDPA_BACKENDS[b] for b in sdpa_backends]
         for stage in self.stages:
             for block in stage.blocks:
                 block.attn = ShiftWindowMSASDPA.from_stock(block.attn)
+                block.attn.w_msa.sdpa_backends = backends
         meta = [
             name for name, t in self.state_dict(keep_vars=True).items()
             if t.is_meta

@@ -1,0 +1,57 @@
+"""tools/benchmark_gpu.sh runs every part (CPU dry run, tiny settings)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_every_part_runs_and_is_summarised(tmp_path):
+    out = tmp_path / 'bench'
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(
+            [str(ROOT)] + [p for p in [os.environ.get('PYTHONPATH')] if p]),
+        PYTHON=sys.executable,
+        TQDM_DISABLE='1',
+        DEVICE='cpu',
+        IMG='64',
+        ITERS='1',
+        WARMUP='0',
+        SWEEP_BATCHES='2',
+        BIG_BATCHES='2',
+        LOADER_BATCH='2',
+        LOADER_WORKERS='1',
+        DEMO_NUM='12',
+        DEMO_SIZE='64',
+        SWINB_CONFIG=str(ROOT / 'tests/data/configs/tiny_upernet_swin.py'),
+        PTX_CONFIG=str(ROOT / 'configs/upernet_swin-nano_ptx-demo-128.py'),
+        # Too short to compile: the part must fail without ending the run.
+        COMPILE_TIMEOUT='1')
+    proc = subprocess.run(['bash', str(ROOT / 'tools/benchmark_gpu.sh'),
+                           str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    parts = {p.stem for p in out.glob('*.json')}
+    assert parts == {
+        'sweep', 'big_batches', 'sdpa_efficient', 'sdpa_math',
+        'ptx_loader_workers-default', 'ptx_loader_workers-1'
+    }
+    sweep = json.loads((out / 'sweep.json').read_text())['results']
+    assert [r['variant'] for r in sweep if r['mode'] == 'step'] == [
+        'stock', 'SwinTransformerSDPA', 'bf16', 'channels_last',
+        'fused_adamw', 'SwinTransformerSDPA+bf16+channels_last+fused_adamw'
+    ]
+    loader = json.loads(
+        (out / 'ptx_loader_workers-1.json').read_text())['results']
+    assert {r['mode'] for r in loader} == {'step', 'loader', 'infer'}
+    assert '== compile failed' in proc.stdout
+    # The closing table holds every row of every part.
+    table = proc.stdout[proc.stdout.rindex('part '):]
+    rows = sum(
+        len(json.loads(p.read_text())['results'])
+        for p in out.glob('*.json'))
+    assert len(table.strip().splitlines()) == rows + 1
