@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU figures of docs/performance.md in one run (about 8 minutes on an
-# H100/H200): UPerNet + Swin-B at 512x512,
+# H200): UPerNet + Swin-B at 512x512,
 #   1. stock mmseg vs each switch alone vs all together, at batch 4 (the
 #      reference's setting) and batch 16;
 #   2. all switches at larger batches, to find the best batch, and at
