@@ -461,9 +461,6 @@ def run_variant(cfg: Config, args: argparse.Namespace,
             if not is_out_of_memory(err):
                 raise
             row['error'] = 'out of memory'
-        if 'error' not in row and args.profile:
-            print(f'== profile: {name} {mode} b{batch_size}')
-            print(profile_table(step, args.profile, device))
         if 'error' in row:
             # Outside the except block, whose traceback still holds the
             # failed step's tensors: free them before the next size.
@@ -471,6 +468,9 @@ def run_variant(cfg: Config, args: argparse.Namespace,
                 optim_wrapper.zero_grad()
             gc.collect()
             torch.cuda.empty_cache()
+        elif args.profile:
+            print(f'== profile: {name} {mode} b{batch_size}')
+            print(profile_table(step, args.profile, device))
         results.append(row)
 
     for batch_size in args.batch_size:
@@ -487,7 +487,10 @@ def run_variant(cfg: Config, args: argparse.Namespace,
         if 'loader' in modes:
             batches, reason = loader_batches(cfg, batch_size, args.seed)
             if batches is None:
-                skipped.append(f'{name} loader: skipped, {reason}')
+                # The reason (no loader, no data) is the same at every size.
+                message = f'{name} loader: skipped, {reason}'
+                if message not in skipped:
+                    skipped.append(message)
             else:
                 model.train()
 

@@ -13,7 +13,7 @@
 # Usage: bash tools/benchmark_gpu.sh OUT_DIR
 # Environment: PYTHON (default python), DEVICE (default cuda; cpu with
 # tiny settings only checks the script), ITERS, WARMUP, IMG, SWEEP_BATCHES,
-# BIG_BATCHES, LOADER_BATCH, LOADER_WORKERS, DEMO_NUM, DEMO_SIZE,
+# BIG_BATCHES, BATCH, LOADER_WORKERS, DEMO_NUM, DEMO_SIZE,
 # DEMO_DATA, SWINB_CONFIG, PTX_CONFIG, COMPILE_TIMEOUT.
 set -euo pipefail
 
@@ -25,7 +25,8 @@ WARMUP=${WARMUP:-3}
 IMG=${IMG:-512}
 SWEEP_BATCHES=${SWEEP_BATCHES:-4 16}
 BIG_BATCHES=${BIG_BATCHES:-32 64}
-LOADER_BATCH=${LOADER_BATCH:-16}
+# The batch of the kernel, loader and compile parts.
+BATCH=${BATCH:-16}
 LOADER_WORKERS=${LOADER_WORKERS:-12}
 DEMO_NUM=${DEMO_NUM:-240}
 DEMO_SIZE=${DEMO_SIZE:-1024}
@@ -49,6 +50,7 @@ bench() {  # bench NAME CONFIG ARGS...: one tools/benchmark.py run, logged
     local name=$1 config=$2
     shift 2
     echo "== $name"
+    # $PYTHON unquoted: it may carry words ("timeout 200 python").
     $PYTHON tools/benchmark.py "$config" --device "$DEVICE" \
         --img-size "$IMG" "$IMG" --iters "$ITERS" --warmup "$WARMUP" \
         --json "$OUT_DIR/$name.json" "$@" 2>&1 | tee "$OUT_DIR/$name.log" \
@@ -73,7 +75,7 @@ bench big_batches "$SWINB_CONFIG" --mode all --batch-size $BIG_BATCHES \
 # (math as the fallback where a kernel cannot run, e.g. on a CPU)
 for kernels in efficient,math math; do
     bench "sdpa_${kernels%%,*}" "$SWINB_CONFIG" --mode all \
-        --batch-size "$LOADER_BATCH" "${SWITCHES[@]}" --cfg-options \
+        --batch-size "$BATCH" "${SWITCHES[@]}" --cfg-options \
         "${TWO_CLASSES[@]}" "model.backbone.sdpa_backends=[$kernels]"
 done
 
@@ -83,7 +85,7 @@ if wait "$demo_pid"; then
         [ "$workers" = default ] || \
             options+=("train_dataloader.num_workers=$workers")
         bench "ptx_loader_workers-$workers" "$PTX_CONFIG" --mode all \
-            --batch-size "$LOADER_BATCH" "${SWITCHES[@]}" \
+            --batch-size "$BATCH" "${SWITCHES[@]}" \
             --cfg-options "${options[@]}"
     done
 else
@@ -92,9 +94,8 @@ else
 fi
 
 # Compilation can take longer than the rest together: bounded, and last.
-# shellcheck disable=SC2086
 PYTHON="timeout $COMPILE_TIMEOUT $PYTHON" bench compile "$SWINB_CONFIG" \
-    --mode all --batch-size $LOADER_BATCH "${SWITCHES[@]}" --compile \
+    --mode all --batch-size "$BATCH" "${SWITCHES[@]}" --compile \
     --cfg-options "${TWO_CLASSES[@]}"
 
 # Every row of every part in one table.

@@ -22,7 +22,7 @@ def test_every_part_runs_and_is_summarised(tmp_path):
         WARMUP='0',
         SWEEP_BATCHES='2',
         BIG_BATCHES='2',
-        LOADER_BATCH='2',
+        BATCH='2',
         LOADER_WORKERS='1',
         DEMO_NUM='12',
         DEMO_SIZE='64',

@@ -24,6 +24,7 @@ Why it is faster (same maths):
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -159,15 +160,11 @@ class WindowMSASDPA(WindowMSA):
             bias = bias.to(q.dtype).unsqueeze(0)
 
         dropout_p = self.attn_drop.p if self.training else 0.0
-        if self.sdpa_backends is None:
+        with (nullcontext() if self.sdpa_backends is None else
+              sdpa_kernel(self.sdpa_backends)):
             x = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=bias, dropout_p=dropout_p,
                 scale=self.scale)
-        else:
-            with sdpa_kernel(self.sdpa_backends):
-                x = F.scaled_dot_product_attention(
-                    q, k, v, attn_mask=bias, dropout_p=dropout_p,
-                    scale=self.scale)
         x = x.transpose(1, 2).reshape(B, N, C)
         x = self.proj(x)
         x = self.proj_drop(x)
