@@ -33,6 +33,7 @@ def test_swin_b_config_matches_reference_recipe():
     assert head.loss_decode.type == 'DiceCELoss'
     assert cfg.model.data_preprocessor.size == (512, 512)
     opt = cfg.optim_wrapper
+    assert opt.constructor == 'MergedParamGroupsOptimWrapperConstructor'
     assert opt.optimizer.type == 'AdamW'
     assert opt.optimizer.lr == 1e-4 and opt.optimizer.weight_decay == 0.01
     assert opt.paramwise_cfg.custom_keys[

@@ -1,0 +1,83 @@
+"""An optimizer constructor that keeps one parameter group per setting."""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Tuple
+
+from mmengine.optim import DefaultOptimWrapperConstructor
+from mmseg.registry import OPTIM_WRAPPER_CONSTRUCTORS
+from torch import nn
+
+
+def merge_param_groups(groups: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Merge parameter groups whose options (``lr``, ``weight_decay``, ...)
+    are all equal.
+
+    Groups keep the order of their first member; parameters keep their
+    order within a group.
+
+    Args:
+        groups (list[dict]): Groups as ``torch.optim`` takes them, each with
+            a ``params`` list.
+
+    Returns:
+        list[dict]: One group per distinct set of options.
+    """
+    merged: Dict[Tuple, Dict[str, Any]] = {}
+    for group in groups:
+        options = {k: v for k, v in group.items() if k != 'params'}
+        key = tuple(sorted((k, repr(v)) for k, v in options.items()))
+        if key not in merged:
+            merged[key] = dict(options, params=[])
+        merged[key]['params'] += list(group['params'])
+    return list(merged.values())
+
+
+@OPTIM_WRAPPER_CONSTRUCTORS.register_module()
+class MergedParamGroupsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
+    """mmengine's default constructor, with ``paramwise_cfg`` groups merged.
+
+    With a ``paramwise_cfg`` (MMSeg's Swin configs set one: no weight decay
+    on norms and position tables), mmengine's
+    :class:`~mmengine.optim.DefaultOptimWrapperConstructor` gives every
+    parameter a group of its own: 376 groups for UPerNet + Swin-B. The
+    optimizer then runs its Python bookkeeping and launches its (fused)
+    kernel once per group. On an H200 at batch 16 the optimizer step took
+    22 ms of a 155 ms train step, of which the fused AdamW kernels were
+    6 ms. This constructor builds the same per-parameter settings and then
+    merges the groups with equal settings (two for Swin-B: with and without
+    weight decay), so each update is one kernel launch per group. Every
+    parameter gets the same learning rate, weight decay and update as
+    before, and LR schedulers scale every group as before.
+
+    Optimizer state dicts differ in their group layout from the default
+    constructor's, so a checkpoint's optimizer state must be resumed with
+    the constructor it was saved with.
+
+    Use it in a config::
+
+        optim_wrapper = dict(
+            constructor='MergedParamGroupsOptimWrapperConstructor',
+            optimizer=dict(type='AdamW', lr=1e-4, weight_decay=0.01),
+            paramwise_cfg=dict(custom_keys={'norm': dict(decay_mult=0.)}))
+
+    It takes the default constructor's arguments (``optim_wrapper_cfg``,
+    ``paramwise_cfg``).
+    """
+
+    def add_params(self,
+                   params: List[dict],
+                   module: nn.Module,
+                   prefix: str = '',
+                   is_dcn_module: Optional[int] = None) -> None:
+        """Add the module's parameter groups to ``params``, merged.
+
+        mmengine's ``add_params`` recurses through ``self.add_params``:
+        only the outermost call (empty ``prefix``) merges, once every
+        parameter has its group.
+        """
+        if prefix:
+            super().add_params(params, module, prefix, is_dcn_module)
+            return
+        groups: List[dict] = []
+        super().add_params(groups, module, prefix, is_dcn_module)
+        params += merge_param_groups(groups)
