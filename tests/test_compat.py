@@ -120,3 +120,37 @@ def test_check_pkg_resources_passes_with_pinned_setuptools():
 
 def test_version():
     assert mmseg_ptx.__version__
+
+
+@pytest.mark.parametrize('ignore_index', [None, 255])
+@pytest.mark.parametrize('topk', [1, (1, )])
+def test_top1_accuracy_matches_mmseg(ignore_index, topk):
+    from mmseg.models.losses.accuracy import accuracy
+    gen = torch.Generator().manual_seed(0)
+    pred = torch.randn(3, 4, 16, 16, generator=gen)
+    target = torch.randint(0, 4, (3, 16, 16), generator=gen)
+    target[0, :4] = 255  # ignored pixels (counted as wrong without index)
+    got = compat.top1_accuracy(pred, target, topk, ignore_index=ignore_index)
+    expected = accuracy(pred, target, topk, ignore_index=ignore_index)
+    if topk == (1, ):
+        assert isinstance(got, list) and len(got) == 1
+        got, expected = got[0], expected[0]
+    assert got.shape == expected.shape == (1, )
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-5)
+    assert 10 < got.item() < 60  # ~25 % right by chance, not 0 or 100
+
+
+def test_top1_accuracy_other_cases_use_mmseg():
+    from mmseg.models.losses.accuracy import accuracy
+    # (N, C) scores: mmseg's thresh branch only works for 2-D predictions.
+    pred = torch.randn(64, 3)
+    target = torch.randint(0, 3, (64, ))
+    for kwargs in (dict(topk=(1, 2)), dict(thresh=0.5)):
+        got = compat.top1_accuracy(pred, target, **kwargs)
+        expected = accuracy(pred, target, **kwargs)
+        torch.testing.assert_close(got, expected)
+
+
+def test_decode_heads_use_top1_accuracy():
+    import mmseg.models.decode_heads.decode_head as decode_head
+    assert decode_head.accuracy is compat.top1_accuracy
