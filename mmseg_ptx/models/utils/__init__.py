@@ -1,0 +1,4 @@
+"""Model utilities: inference in bfloat16 weights."""
+from .inference_dtype import INFERENCE_DTYPES, cast_for_inference
+
+__all__ = ['INFERENCE_DTYPES', 'cast_for_inference']
