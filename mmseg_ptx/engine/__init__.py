@@ -1,6 +1,8 @@
 """Training-loop components: hooks."""
-from .hooks import (CompileModulesHook, PerformanceReportHook,
-                    PredictionWriterHook, PRCurveHook, TrainSegMetricsHook)
+from .hooks import (CompileModulesHook, InferenceDtypeHook,
+                    PerformanceReportHook, PredictionWriterHook, PRCurveHook,
+                    TrainSegMetricsHook)
 
-__all__ = ['CompileModulesHook', 'PerformanceReportHook',
-           'PredictionWriterHook', 'PRCurveHook', 'TrainSegMetricsHook']
+__all__ = ['CompileModulesHook', 'InferenceDtypeHook',
+           'PerformanceReportHook', 'PredictionWriterHook', 'PRCurveHook',
+           'TrainSegMetricsHook']

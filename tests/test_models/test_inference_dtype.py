@@ -130,7 +130,7 @@ def test_float32_leaves_model_unchanged():
                                    torch.int32, 'bf16', None])
 def test_bad_dtype(dtype):
     model = build_tiny_model(size=SIZE)
-    with pytest.raises(ValueError, match='unsupported dtype'):
+    with pytest.raises(ValueError, match='Unsupported inference dtype'):
         cast_for_inference(model, dtype)
     assert model.decode_head.conv_seg.weight.dtype == torch.float32
 

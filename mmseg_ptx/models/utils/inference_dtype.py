@@ -12,7 +12,9 @@ from torch import nn
 
 from ..segmentors import EnsembleSegmentor
 
-__all__ = ['cast_for_inference', 'INFERENCE_DTYPES']
+__all__ = [
+    'cast_for_inference', 'resolve_inference_dtype', 'INFERENCE_DTYPES'
+]
 
 #: The dtypes :func:`cast_for_inference` accepts, by name.
 INFERENCE_DTYPES = {
@@ -25,14 +27,19 @@ INFERENCE_DTYPES = {
 _MARK = '_ptx_inference_dtype'
 
 
-def _resolve_dtype(dtype: Union[str, torch.dtype]) -> torch.dtype:
+def resolve_inference_dtype(dtype: Union[str, torch.dtype]) -> torch.dtype:
+    """The torch dtype of a name in :data:`INFERENCE_DTYPES` (or a dtype).
+
+    Raises:
+        ValueError: Not float32, bfloat16 or float16.
+    """
     if isinstance(dtype, str):
         resolved = INFERENCE_DTYPES.get(dtype.replace('torch.', ''))
     else:
         resolved = dtype if dtype in INFERENCE_DTYPES.values() else None
     if resolved is None:
         raise ValueError(
-            f'cast_for_inference: unsupported dtype {dtype!r}; expected one '
+            f'Unsupported inference dtype {dtype!r}; expected one '
             f'of {", ".join(INFERENCE_DTYPES)} (a str or torch.dtype)')
     return resolved
 
@@ -190,7 +197,7 @@ def cast_for_inference(model: nn.Module,
             already holds weights of another dtype.
         TypeError: ``model`` holds no ``EncoderDecoder``.
     """
-    dtype = _resolve_dtype(dtype)
+    dtype = resolve_inference_dtype(dtype)
     # Check every member of an ensemble before casting any.
     todo = [s for s in _segmentors(model) if _needs_cast(s, dtype)]
     for segmentor in todo:
