@@ -2,6 +2,7 @@
 
     python tools/infer.py CONFIG CHECKPOINT INPUT --out DIR [--tta]
         [--extra-model CONFIG2 CHECKPOINT2] [--save-prob]
+        [--dtype {float32,bfloat16}]
 
 INPUT is a DICOM/PNG/JPEG file or a folder searched recursively. Writes
 DIR/masks/<ImageId>.png (0/255, original resolution), DIR/overlays/,
@@ -56,6 +57,11 @@ def parse_args() -> argparse.Namespace:
         '--device', default=None, help='cuda:0, cpu, ... (default: GPU '
         'when available)')
     parser.add_argument(
+        '--dtype', choices=['float32', 'bfloat16'], default='float32',
+        help='dtype of the network weights: bfloat16 skips autocast\'s '
+        'per-layer casts on a GPU (probabilities stay float32; slow on '
+        'CPUs without native bf16)')
+    parser.add_argument(
         '--save-prob', action='store_true',
         help='also save float16 probability maps as probs/<ImageId>.npy')
     parser.add_argument(
@@ -94,11 +100,11 @@ def main() -> int:
     specs = [(args.config, args.checkpoint)] + [
         tuple(pair) for pair in args.extra_model
     ]
-    models = load_models(specs, device=device)
+    models = load_models(specs, device=device, dtype=args.dtype)
     postprocess = build_postprocessor(
         models[0].cfg, args.postprocess_cfg, enabled=not args.no_postprocess)
-    print(f'{len(paths)} images, {len(models)} model(s) on {device}, '
-          f'tta={args.tta}, {postprocess}')
+    print(f'{len(paths)} images, {len(models)} model(s) on {device} in '
+          f'{args.dtype}, tta={args.tta}, {postprocess}')
 
     dirs = {k: osp.join(args.out, k) for k in ('masks', 'overlays', 'probs')}
     for key, folder in dirs.items():

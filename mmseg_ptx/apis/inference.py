@@ -32,6 +32,7 @@ from torch import nn
 from ..datasets.rle import rle_encode
 from ..models.postprocessors import TripletThresholdPostProcessor
 from ..models.segmentors import foreground_probability
+from ..models.utils import cast_for_inference
 
 __all__ = [
     'IMAGE_SUFFIXES', 'default_device', 'find_images', 'load_models',
@@ -125,12 +126,18 @@ def build_inference_pipeline(cfg: Config) -> Tuple[dict, Compose]:
 
 
 def load_models(specs: Sequence[ModelSpec],
-                device: Optional[str] = None) -> List[nn.Module]:
+                device: Optional[str] = None,
+                dtype: Optional[Union[str, torch.dtype]] = None
+                ) -> List[nn.Module]:
     """Build and load each (config, checkpoint) pair for inference.
 
     Args:
         specs (Sequence[tuple[str, str]]): Config and checkpoint paths.
         device (str, optional): Defaults to :func:`default_device`.
+        dtype (str | torch.dtype, optional): Hold the networks' weights in
+            this dtype (``'bfloat16'``; see
+            :func:`~mmseg_ptx.models.cast_for_inference`). Probabilities
+            stay float32. Defaults to None (float32, as loaded).
 
     Returns:
         list[nn.Module]: Segmentors in eval mode, each with ``.cfg``.
@@ -145,7 +152,10 @@ def load_models(specs: Sequence[ModelSpec],
         for path, what in ((config, 'Config'), (checkpoint, 'Checkpoint')):
             if not osp.isfile(path):
                 raise FileNotFoundError(f'{what} file not found: {path}')
-        models.append(init_model(config, checkpoint, device=device))
+        model = init_model(config, checkpoint, device=device)
+        if dtype is not None:
+            cast_for_inference(model, dtype)
+        models.append(model)
     loaders = {repr(sorted(build_inference_pipeline(m.cfg)[0].items()))
                for m in models}
     if len(loaders) > 1:

@@ -11,6 +11,7 @@ from tiny_model import build_tiny_model, save_tiny_checkpoint
 
 from conftest import (PYTHON, ROOT, TINY_CONFIG, run_tool,
                       write_tiny_run_config)
+from mmseg_ptx.apis import predict_probabilities, read_image
 from mmseg_ptx.datasets.rle import rle_decode
 
 
@@ -86,3 +87,25 @@ def _env():
                                          env.get('PYTHONPATH', '')])
     env.setdefault('OMP_NUM_THREADS', '2')
     return env
+
+
+def test_infer_bfloat16_weights(tmp_path, demo_root):
+    model = build_tiny_model()
+    ckpt = save_tiny_checkpoint(model, tmp_path / 'tiny.pth')
+    png = sorted((demo_root / 'png_images').glob('*.png'))[0]
+    out = tmp_path / 'out'
+    proc = run_tool([PYTHON, 'tools/infer.py', str(TINY_CONFIG), str(ckpt),
+                     str(png), '--out', str(out), '--device', 'cpu',
+                     '--save-prob', '--dtype', 'bfloat16'])
+    assert 'on cpu in bfloat16' in proc.stdout
+    prob = np.load(out / 'probs' / f'{png.stem}.npy').astype(np.float32)
+    img = read_image(str(png), [model])
+    (expected, ) = predict_probabilities([model], [img])
+    assert expected.dtype == np.float32 and prob.shape == expected.shape
+    # The softmax's slope is at most 1/4: a logit error e (about 0.1 at
+    # most in tests/test_models/test_inference_dtype.py) moves the
+    # probability by at most e / 2, plus float16's 5e-4 in the saved map.
+    diff = np.abs(prob - expected).max()
+    assert diff <= 0.06
+    # More than float16's rounding: the network did run in bf16.
+    assert diff > 1e-3

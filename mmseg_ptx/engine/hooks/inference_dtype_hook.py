@@ -1,0 +1,52 @@
+"""Test runs with the network's weights in bfloat16."""
+from __future__ import annotations
+
+from typing import Union
+
+import torch
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from mmseg.registry import HOOKS
+
+from ...models.utils import cast_for_inference, resolve_inference_dtype
+
+
+@HOOKS.register_module()
+class InferenceDtypeHook(Hook):
+    """Cast the model to ``dtype`` with :func:`cast_for_inference` before
+    testing.
+
+    For ``tools/test.py``-style runs: add
+    ``custom_hooks = [dict(type='InferenceDtypeHook', dtype='bfloat16')]``
+    to the config, or on the command line
+    ``--cfg-options custom_hooks="[dict(type='InferenceDtypeHook')]"``.
+    The cast happens in ``before_test``, after the checkpoint is loaded.
+
+    In a run that trains, the hook does nothing (and says so once):
+    casting for validation would round the float32 weights being trained.
+
+    Args:
+        dtype (str | torch.dtype): ``'bfloat16'``, ``'float16'`` or
+            ``'float32'`` (no cast). Defaults to ``'bfloat16'``.
+    """
+
+    def __init__(self, dtype: Union[str, torch.dtype] = 'bfloat16') -> None:
+        self.dtype = resolve_inference_dtype(dtype)
+        self._trains = False
+
+    def before_train(self, runner) -> None:
+        if not self._trains:
+            runner.logger.warning(
+                'InferenceDtypeHook only applies to test runs '
+                '(tools/test.py); this run trains, so its weights and its '
+                'validation stay float32')
+        self._trains = True
+
+    def before_test(self, runner) -> None:
+        if self._trains:
+            return
+        model = runner.model.module if is_model_wrapper(
+            runner.model) else runner.model
+        cast_for_inference(model, self.dtype)
+        runner.logger.info(f'InferenceDtypeHook: network in {self.dtype}, '
+                           'data preprocessor and logits in float32')
