@@ -44,3 +44,40 @@ def test_hook_compiles_once():
     assert is_plain(model.decode_head)
     hook.before_run(runner)  # a later run (test after train) keeps it
     assert model.backbone.forward is compiled
+
+
+def test_compile_blocks_one_by_one():
+    torch._dynamo.reset()
+    model = build_tiny_model(size=64)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = model(x, mode='tensor')
+        names = compile_modules(
+            model, ['backbone', 'decode_head'], blocks=['SwinBlock'],
+            backend='eager')
+        got = model(x, mode='tensor')
+    blocks = [n for n in names if n.startswith('backbone.')]
+    # The nano config's depths 2-2-2-2.
+    assert len(blocks) == 8 and blocks[0] == 'backbone.stages.0.blocks.0'
+    assert names[-1] == 'decode_head'
+    for path in blocks:
+        block = model.get_submodule(path)
+        assert block._compiled_call_impl is not None
+        assert is_plain(block)
+    assert is_plain(model.backbone)  # the glue runs eagerly
+    assert not is_plain(model.decode_head)
+    torch.testing.assert_close(got, expected)
+    assert torch._dynamo.config.recompile_limit >= 4 * 8
+
+
+def test_hook_logs_blocks():
+    model = build_tiny_model(size=64)
+    logger = MMLogger.get_instance('compile_blocks_test')
+    runner = SimpleNamespace(model=model, logger=logger)
+    hook = HOOKS.build(
+        dict(type='CompileModulesHook', modules=['backbone', 'decode_head'],
+             blocks=['SwinBlock'], backend='eager'))
+    messages = []
+    logger.info = messages.append
+    hook.before_run(runner)
+    assert messages == ['torch.compile: decode_head, 8 blocks']

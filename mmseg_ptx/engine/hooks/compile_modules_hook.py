@@ -14,6 +14,7 @@ DEFAULT_MODULES = ('backbone', 'neck', 'decode_head', 'auxiliary_head')
 
 def compile_modules(model: torch.nn.Module,
                     names: Sequence[str] = DEFAULT_MODULES,
+                    blocks: Sequence[str] = (),
                     **compile_kwargs: Any) -> list[str]:
     """Replace each named submodule's ``forward`` by its compiled version.
 
@@ -26,24 +27,71 @@ def compile_modules(model: torch.nn.Module,
     because mmseg's heads are called through ``loss()``/``predict()``,
     which call ``self.forward`` directly.
 
+    With ``blocks``, a named module that contains blocks of those classes
+    (``'SwinBlock'``) gets each block compiled on its own and the glue
+    between them (patch embedding, patch merging) runs eagerly: PyTorch's
+    "regional compilation". Blocks of the same stage share their compiled
+    code, so the compile time grows with the number of distinct block
+    shapes, not with the depth. (In training, Swin's stochastic depth
+    gives every block its own drop probability, a constant dynamo
+    specialises on, so there each block compiles once.) Shapes are then
+    static by default (``dynamic=False``): the stages' different shapes
+    would otherwise make dynamo recompile the block with symbolic shapes,
+    which takes minutes and gives slower kernels. Dynamo's recompile limit
+    is raised to fit every block, mode and a few input sizes.
+
     Args:
         model (torch.nn.Module): The segmentor (unwrapped from DDP).
         names (Sequence[str]): Attribute names of the submodules; missing
             or ``None`` ones are skipped.
+        blocks (Sequence[str]): Class names of blocks to compile one by
+            one inside the named modules. Defaults to none: each named
+            module is compiled whole.
         **compile_kwargs: Passed to :func:`torch.compile` (``mode``,
             ``dynamic``, ...).
 
     Returns:
-        list[str]: The names that were compiled.
+        list[str]: The compiled modules' names, blocks as dotted paths
+        (``'backbone.stages.0.blocks.0'``).
     """
-    compiled = []
+    compiled, num_blocks = [], 0
+    if blocks:
+        compile_kwargs.setdefault('dynamic', False)
     for name in names:
         module = getattr(model, name, None)
         if module is None:
             continue
-        module.forward = torch.compile(module.forward, **compile_kwargs)
-        compiled.append(name)
+        found = _find_blocks(module, tuple(blocks))
+        if not found:
+            module.forward = torch.compile(module.forward, **compile_kwargs)
+            compiled.append(name)
+            continue
+        for path, block in found:
+            # Blocks are called as modules (``block(x, hw_shape)``), so
+            # Module.compile, which compiles the call, reaches them.
+            block.compile(**compile_kwargs)
+            compiled.append(f'{name}.{path}')
+            num_blocks += 1
+    if num_blocks:
+        # All blocks share one compiled code object (Module._call_impl):
+        # room for each block in train and eval mode at two input sizes.
+        config = torch._dynamo.config
+        limit = ('recompile_limit'
+                 if hasattr(config, 'recompile_limit') else 'cache_size_limit')
+        setattr(config, limit, max(getattr(config, limit), 4 * num_blocks))
     return compiled
+
+
+def _find_blocks(module: torch.nn.Module,
+                 blocks: tuple) -> list[tuple[str, torch.nn.Module]]:
+    """The outermost submodules whose class name is in ``blocks``."""
+    found: list[tuple[str, torch.nn.Module]] = []
+    for path, sub in module.named_modules():
+        if type(sub).__name__ not in blocks or any(
+                path.startswith(f'{outer}.') for outer, _ in found):
+            continue
+        found.append((path, sub))
+    return found
 
 
 @HOOKS.register_module()
@@ -57,6 +105,9 @@ class CompileModulesHook(Hook):
     Args:
         modules (Sequence[str]): Submodules to compile. Defaults to
             backbone, neck, decode_head and auxiliary_head.
+        blocks (Sequence[str]): Class names of blocks compiled one by one
+            instead of their module as a whole, e.g. ``['SwinBlock']``
+            (see :func:`compile_modules`). Defaults to none.
         **compile_kwargs: Passed to :func:`torch.compile`.
     """
 
@@ -64,8 +115,10 @@ class CompileModulesHook(Hook):
 
     def __init__(self,
                  modules: Sequence[str] = DEFAULT_MODULES,
+                 blocks: Sequence[str] = (),
                  **compile_kwargs: Any) -> None:
         self.modules = tuple(modules)
+        self.blocks = tuple(blocks)
         self.compile_kwargs = compile_kwargs
         self._done = False
 
@@ -74,6 +127,11 @@ class CompileModulesHook(Hook):
             return
         model = runner.model.module if is_model_wrapper(
             runner.model) else runner.model
-        names = compile_modules(model, self.modules, **self.compile_kwargs)
-        runner.logger.info(f'torch.compile: {", ".join(names)}')
+        names = compile_modules(model, self.modules, self.blocks,
+                                **self.compile_kwargs)
+        parts = [n for n in names if '.' not in n]
+        num_blocks = len(names) - len(parts)
+        if num_blocks:
+            parts.append(f'{num_blocks} blocks')
+        runner.logger.info(f'torch.compile: {", ".join(parts)}')
         self._done = True
