@@ -13,8 +13,8 @@ Modes:
 
 Switches (each can be compared with the plain config in one run with
 ``--sweep``): ``--backbone-type`` (e.g. ``SwinTransformerSDPA``),
-``--amp bf16``, ``--channels-last``, ``--fused-adamw``, ``--tf32``,
-``--cudnn-benchmark``, ``--compile``.
+``--amp bf16``, ``--bf16-weights``, ``--channels-last``, ``--fused-adamw``,
+``--merge-param-groups``, ``--tf32``, ``--cudnn-benchmark``, ``--compile``.
 
 ``--batch-size`` takes one or more sizes; each variant's model is built once
 and measured at every size. A size that runs out of GPU memory gives a row
@@ -51,6 +51,7 @@ from tqdm import tqdm
 
 import mmseg_ptx  # noqa: F401  (stack fixes + plugin registration)
 from mmseg_ptx.engine.hooks import compile_modules
+from mmseg_ptx.models.utils import cast_for_inference
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.logging import MMLogger
 from mmengine.model import revert_sync_batchnorm
@@ -62,8 +63,11 @@ from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
 MODES = ('step', 'loader', 'infer')
-SWITCHES = ('backbone_type', 'amp', 'channels_last', 'fused_adamw', 'tf32',
-            'cudnn_benchmark', 'compile')
+SWITCHES = ('backbone_type', 'amp', 'bf16_weights', 'channels_last',
+            'fused_adamw', 'merge_param_groups', 'tf32', 'cudnn_benchmark',
+            'compile')
+# Compiled one by one with --compile-scope blocks.
+COMPILE_BLOCKS = ('SwinBlock', )
 # Used when the config has no optim_wrapper: mmseg's Swin UPerNet setting.
 DEFAULT_OPTIM_WRAPPER = dict(
     type='OptimWrapper',
@@ -95,11 +99,19 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         help='torch.compile the network (see --compile-scope)')
     parser.add_argument(
         '--compile-scope',
-        choices=['modules', 'step'],
+        choices=['modules', 'blocks', 'step'],
         default='modules',
         help='modules: the forward of backbone, neck and heads '
-        '(CompileModulesHook); step: train_step / test_step, as mmengine\'s '
-        'Runner does with `compile=True`')
+        '(CompileModulesHook); blocks: each Swin block on its own, neck and '
+        'heads whole (CompileModulesHook(blocks=[\'SwinBlock\'])); step: '
+        'train_step / test_step, as mmengine\'s Runner does with '
+        '`compile=True`')
+    parser.add_argument(
+        '--bf16-weights',
+        action='store_true',
+        help='inference with the network held in bfloat16 '
+        '(cast_for_inference) instead of autocast; the train step is '
+        'unchanged')
     parser.add_argument(
         '--profile',
         type=int,
@@ -115,6 +127,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         '--fused-adamw',
         action='store_true',
         help='set fused=True in the (Adam/AdamW) optimizer config')
+    parser.add_argument(
+        '--merge-param-groups',
+        action='store_true',
+        help='build the optimizer with '
+        'MergedParamGroupsOptimWrapperConstructor: one parameter group per '
+        'paramwise setting instead of one per parameter')
     parser.add_argument(
         '--tf32',
         action='store_true',
@@ -185,11 +203,13 @@ def requested_switches(args: argparse.Namespace) -> Dict[str, Any]:
     values = dict(
         backbone_type=args.backbone_type,
         amp=args.amp,
+        bf16_weights=args.bf16_weights,
         channels_last=args.channels_last,
         fused_adamw=args.fused_adamw,
+        merge_param_groups=args.merge_param_groups,
         tf32=args.tf32,
         cudnn_benchmark=args.cudnn_benchmark,
-        compile=args.compile)
+        compile=args.compile and args.compile_scope)
     return {k: v for k, v in values.items() if v}
 
 
@@ -213,7 +233,10 @@ def variant_name(switches: Dict[str, Any]) -> str:
         if key not in switches:
             continue
         value = switches[key]
-        parts.append(key if value is True else str(value))
+        if key == 'compile' and value != 'modules':
+            parts.append(f'compile_{value}')
+        else:
+            parts.append(key if value in (True, 'modules') else str(value))
     return '+'.join(parts)
 
 
@@ -281,13 +304,19 @@ def build_optim(model: torch.nn.Module, cfg: Config, switches: Dict[str, Any],
             raise ValueError(f'--fused-adamw needs an Adam/AdamW optimizer in '
                              f'the config, got {opt_type!r}')
         optim_cfg.optimizer.fused = True
+    if switches.get('merge_param_groups'):
+        optim_cfg.constructor = 'MergedParamGroupsOptimWrapperConstructor'
     return build_optim_wrapper(model, optim_cfg)
 
 
 def amp_context(switches: Dict[str, Any], device: str, infer: bool):
     """Autocast where the optim wrapper does not provide it: inference, and
-    training on CPU (mmengine's AmpOptimWrapper is CUDA/NPU/MLU only)."""
+    training on CPU (mmengine's AmpOptimWrapper is CUDA/NPU/MLU only).
+    Inference with bf16 weights runs without: autocast would cast
+    LayerNorm's input back to float32."""
     if switches.get('amp') != 'bf16' or (device == 'cuda' and not infer):
+        return nullcontext()
+    if infer and switches.get('bf16_weights'):
         return nullcontext()
     return torch.autocast(device_type=device, dtype=torch.bfloat16)
 
@@ -441,12 +470,23 @@ def run_variant(cfg: Config, args: argparse.Namespace,
             switches.get('cudnn_benchmark'))
     torch.manual_seed(args.seed)
     model = build_model(cfg, switches, device)
-    train_step, test_step = model.train_step, model.test_step
-    if switches.get('compile') and args.compile_scope == 'step':
+    infer_model = model
+    if switches.get('bf16_weights') and 'infer' in modes:
+        if modes != ['infer']:
+            # The cast rounds the weights in place; the train step keeps
+            # its float32 ones.
+            infer_model = copy.deepcopy(model)
+        cast_for_inference(infer_model)
+    train_step, test_step = model.train_step, infer_model.test_step
+    scope = switches.get('compile')
+    if scope == 'step':
         train_step = torch.compile(train_step)
         test_step = torch.compile(test_step)
-    elif switches.get('compile'):
-        compile_modules(model)
+    elif scope:
+        blocks = COMPILE_BLOCKS if scope == 'blocks' else ()
+        compile_modules(model, blocks=blocks)
+        if infer_model is not model:
+            compile_modules(infer_model, blocks=blocks)
     optim_wrapper = None
     if 'step' in modes or 'loader' in modes:
         optim_wrapper = build_optim(model, cfg, switches, device)
@@ -503,7 +543,7 @@ def run_variant(cfg: Config, args: argparse.Namespace,
                 measure('loader', batch_size, loader_step)
                 del batches
         if 'infer' in modes:
-            model.eval()
+            infer_model.eval()
 
             def infer() -> int:
                 with torch.no_grad(), amp_context(
@@ -513,7 +553,7 @@ def run_variant(cfg: Config, args: argparse.Namespace,
 
             measure('infer', batch_size, infer)
         del batch
-    del model, train_step, test_step, optim_wrapper
+    del model, infer_model, train_step, test_step, optim_wrapper
     gc.collect()
     if device == 'cuda':
         torch.cuda.empty_cache()

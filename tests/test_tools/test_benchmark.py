@@ -170,3 +170,51 @@ def test_drop_pretrained_removes_every_download():
     assert cfg['decode_head']['heads'][0]['init_cfg'] is None
     # Other init configs stay.
     assert cfg['decode_head']['init_cfg'] == [dict(type='Normal', std=0.01)]
+
+
+def test_bf16_weights_infer_on_a_copy_merged_groups(monkeypatch):
+    """--bf16-weights: inference on a bf16 copy, the train step keeps the
+    float32 model; --merge-param-groups: one group per setting."""
+    tool = load_tool()
+    seen = {}
+    real_build_optim, real_cast = tool.build_optim, tool.cast_for_inference
+
+    def build_optim(model, *args):
+        seen['train'] = model
+        seen['optim'] = real_build_optim(model, *args)
+        return seen['optim']
+
+    def cast(model):
+        seen['infer'] = model
+        return real_cast(model)
+
+    monkeypatch.setattr(tool, 'build_optim', build_optim)
+    monkeypatch.setattr(tool, 'cast_for_inference', cast)
+    report = tool.main([
+        str(CONFIG), *BASE_ARGS, '--mode', 'all', '--bf16-weights',
+        '--merge-param-groups', '--cfg-options',
+        "optim_wrapper.paramwise_cfg.custom_keys.norm.decay_mult=0.0"
+    ])
+    assert [(r['variant'], r['mode']) for r in report['results']] == [
+        ('bf16_weights+merge_param_groups', 'step'),
+        ('bf16_weights+merge_param_groups', 'infer')]
+    assert seen['infer'] is not seen['train']
+    assert {p.dtype for p in seen['train'].parameters()} == {torch.float32}
+    assert {p.dtype for p in seen['infer'].backbone.parameters()
+            } == {torch.bfloat16}
+    # Norms without weight decay, the rest with it.
+    assert len(seen['optim'].optimizer.param_groups) == 2
+
+
+def test_compile_scope_blocks(monkeypatch):
+    tool = load_tool()
+    calls = []
+    monkeypatch.setattr(tool, 'compile_modules',
+                        lambda model, blocks: calls.append(blocks))
+    report = tool.main([
+        str(CONFIG), *BASE_ARGS, '--mode', 'infer', '--compile',
+        '--compile-scope', 'blocks'
+    ])
+    assert calls == [('SwinBlock', )]
+    assert report['results'][0]['variant'] == 'compile_blocks'
+    assert tool.variant_name(dict(compile='modules')) == 'compile'
