@@ -11,8 +11,8 @@ Modes:
 * ``infer``: whole-image inference (``model.test_step``: preprocessor,
   ``'predict'`` forward, resize to the original shape) under ``no_grad``.
 
-Switches (each can be compared with the plain config in one run with
-``--sweep``): ``--backbone-type`` (e.g. ``SwinTransformerSDPA``),
+Switches (``--sweep`` compares each with the plain config in one run,
+``--ablate`` what each adds to all the others): ``--backbone-type`` (e.g. ``SwinTransformerSDPA``),
 ``--amp bf16``, ``--bf16-weights``, ``--channels-last``, ``--fused-adamw``,
 ``--merge-param-groups``, ``--tf32``, ``--cudnn-benchmark``, ``--compile``.
 
@@ -23,7 +23,7 @@ does not fit still reports the largest one that does.
 
 Example::
 
-    python tools/benchmark.py configs/upernet_swin-tiny_ptx-demo.py \\
+    python tools/benchmark.py configs/upernet_swin-b_ptx-512.py \\
         --batch-size 4 --img-size 512 512 --mode all --sweep \\
         --backbone-type SwinTransformerSDPA --amp bf16 --json bench.json
 
@@ -153,6 +153,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         help='run the plain config, each requested switch alone, and all '
         'requested switches together')
     parser.add_argument(
+        '--ablate',
+        action='store_true',
+        help='run all requested switches together, then all but each one '
+        '(what each switch adds on top of the others)')
+    parser.add_argument(
         '--iters', type=int, default=20, help='timed iterations per mode')
     parser.add_argument(
         '--warmup',
@@ -182,6 +187,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         help='override config settings, as in tools/train.py')
     parser.add_argument('--json', default=None, help='write results here')
     args = parser.parse_args(argv)
+    if args.sweep and args.ablate:
+        parser.error('--sweep and --ablate exclude each other')
     if min(args.batch_size) < 1 or args.iters < 1 or args.warmup < 0:
         parser.error('--batch-size and --iters must be >= 1, --warmup >= 0')
     if args.device is None:
@@ -214,9 +221,14 @@ def requested_switches(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def variants(args: argparse.Namespace) -> List[Dict[str, Any]]:
-    """Switch sets to run: just the requested one, or with ``--sweep`` the
-    plain config, each switch alone, then all of them."""
+    """Switch sets to run: just the requested one; with ``--sweep`` the
+    plain config, each switch alone, then all of them; with ``--ablate``
+    all of them, then all but each one."""
     switches = requested_switches(args)
+    if args.ablate:
+        return [switches] + [{k: v
+                              for k, v in switches.items() if k != left_out}
+                             for left_out in switches]
     if not args.sweep:
         return [switches]
     runs = [{}] + [{k: v} for k, v in switches.items()]

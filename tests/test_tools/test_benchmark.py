@@ -218,3 +218,18 @@ def test_compile_scope_blocks(monkeypatch):
     assert calls == [('SwinBlock', )]
     assert report['results'][0]['variant'] == 'compile_blocks'
     assert tool.variant_name(dict(compile='modules')) == 'compile'
+
+
+def test_ablate_leaves_out_each_switch(capsys):
+    tool = load_tool()
+    args = tool.parse_args([
+        str(CONFIG), '--device', 'cpu', '--ablate', '--amp', 'bf16',
+        '--fused-adamw', '--merge-param-groups'
+    ])
+    assert [tool.variant_name(v) for v in tool.variants(args)] == [
+        'bf16+fused_adamw+merge_param_groups', 'fused_adamw+merge_param_groups',
+        'bf16+merge_param_groups', 'bf16+fused_adamw'
+    ]
+    with pytest.raises(SystemExit):
+        tool.parse_args([str(CONFIG), '--sweep', '--ablate', '--amp', 'bf16'])
+    assert 'exclude each other' in capsys.readouterr().err
