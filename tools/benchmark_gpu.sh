@@ -1,23 +1,42 @@
 #!/usr/bin/env bash
-# The GPU figures of docs/performance.md in one run (about 8 minutes on an
-# H200): UPerNet + Swin-B at 512x512,
-#   1. stock mmseg vs each switch alone vs all together, at batch 4 (the
-#      reference's setting) and batch 16;
-#   2. all switches at larger batches, to find the best batch, and at
-#      batch 16 with each SDPA kernel the window attention can be held to;
-#   3. this project's config (DiceCELoss) fed by its real data loader, on a
-#      generated set of 1024x1024 DICOMs, at the config's workers and more;
-#   4. all switches plus torch.compile (last: compilation takes minutes).
-# Each part writes a JSON file (rows are added as variants finish) and a log.
+# The GPU figures of docs/performance.md in one run: UPerNet + Swin-B at
+# 512x512, in parts (PARTS picks some, in this order):
+#   sweep        stock mmseg vs each switch alone vs all together, at batch
+#                4 (the reference's setting) and batch 16;
+#   ablate       all switches, then all but each one, at batch 4 and 16:
+#                what each switch adds on top of the others;
+#   big_batches  all switches at larger batches, to find the best batch;
+#   sdpa         all switches at batch 16, the window attention held to
+#                each SDPA kernel;
+#   loader       this project's config (DiceCELoss) fed by its real data
+#                loader, on generated 1024x1024 DICOMs, at the config's
+#                workers and more;
+#   compile      all switches plus torch.compile of the whole modules, and
+#   compile_blocks  ... of each Swin block (both bounded by
+#                COMPILE_TIMEOUT: compilation takes minutes).
+# Each part writes a JSON file (rows are added as variants finish) and a log;
+# the run ends with one table of every row. On an H200 the sweep,
+# big_batches, loader and compile parts took about 8 minutes plus the
+# compilation; pick PARTS to fit a shorter slot.
 #
 # Usage: bash tools/benchmark_gpu.sh OUT_DIR
-# Environment: PYTHON (default python), DEVICE (default cuda; cpu with
-# tiny settings only checks the script), ITERS, WARMUP, IMG, SWEEP_BATCHES,
-# BIG_BATCHES, BATCH, LOADER_WORKERS, DEMO_NUM, DEMO_SIZE,
+# Environment: PARTS, PYTHON (default python), DEVICE (default cuda; cpu
+# with tiny settings only checks the script), ITERS, WARMUP, IMG,
+# SWEEP_BATCHES, BIG_BATCHES, BATCH, LOADER_WORKERS, DEMO_NUM, DEMO_SIZE,
 # DEMO_DATA, SWINB_CONFIG, PTX_CONFIG, COMPILE_TIMEOUT.
 set -euo pipefail
 
 OUT_DIR=${1:?usage: bash tools/benchmark_gpu.sh OUT_DIR}
+ALL_PARTS="sweep ablate big_batches sdpa loader compile compile_blocks"
+PARTS=${PARTS:-$ALL_PARTS}
+for part in $PARTS; do
+    case " $ALL_PARTS " in
+        *" $part "*) ;;
+        *) echo "unknown part '$part' in PARTS; parts: $ALL_PARTS" >&2
+           exit 2 ;;
+    esac
+done
+want() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
 PYTHON=${PYTHON:-python}
 DEVICE=${DEVICE:-cuda}
 ITERS=${ITERS:-10}
@@ -38,8 +57,8 @@ fi
 mkdir -p "$OUT_DIR"
 DEMO_DATA=${DEMO_DATA:-$OUT_DIR/demo_data}
 
-SWITCHES=(--backbone-type SwinTransformerSDPA --amp bf16 --channels-last
-          --fused-adamw)
+SWITCHES=(--backbone-type SwinTransformerSDPA --amp bf16 --bf16-weights
+          --channels-last --fused-adamw --merge-param-groups)
 if [ "$DEVICE" = cuda ]; then
     SWITCHES+=(--tf32 --cudnn-benchmark)
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv \
@@ -57,46 +76,62 @@ bench() {  # bench NAME CONFIG ARGS...: one tools/benchmark.py run, logged
         || echo "== $name failed" | tee -a "$OUT_DIR/$name.log"
 }
 
-# The loader part's data, drawn on the CPU while the GPU parts run.
-$PYTHON tools/make_demo_data.py --out "$DEMO_DATA" --num "$DEMO_NUM" \
-    --seed 0 --size "$DEMO_SIZE" --positive-fraction 0.6 \
-    >"$OUT_DIR/demo_data.log" 2>&1 &
-demo_pid=$!
+if want loader; then
+    # The loader part's data, drawn on the CPU while the GPU parts run.
+    $PYTHON tools/make_demo_data.py --out "$DEMO_DATA" --num "$DEMO_NUM" \
+        --seed 0 --size "$DEMO_SIZE" --positive-fraction 0.6 \
+        >"$OUT_DIR/demo_data.log" 2>&1 &
+    demo_pid=$!
+fi
 
-# mmseg's ADE20K config with this project's 2 classes.
+# mmseg's ADE20K config with this project's 2 classes, and its optimizer
+# settings (no weight decay on norms and position tables) as they are.
 TWO_CLASSES=(model.decode_head.num_classes=2
              model.auxiliary_head.num_classes=2)
-# shellcheck disable=SC2086  # batch lists are meant to split
-bench sweep "$SWINB_CONFIG" --mode all --sweep --batch-size $SWEEP_BATCHES \
-    "${SWITCHES[@]}" --cfg-options "${TWO_CLASSES[@]}"
-# shellcheck disable=SC2086
-bench big_batches "$SWINB_CONFIG" --mode all --batch-size $BIG_BATCHES \
-    "${SWITCHES[@]}" --cfg-options "${TWO_CLASSES[@]}"
-# (math as the fallback where a kernel cannot run, e.g. on a CPU)
-for kernels in efficient,math math; do
-    bench "sdpa_${kernels%%,*}" "$SWINB_CONFIG" --mode all \
-        --batch-size "$BATCH" "${SWITCHES[@]}" --cfg-options \
-        "${TWO_CLASSES[@]}" "model.backbone.sdpa_backends=[$kernels]"
+for part in sweep ablate big_batches; do
+    want $part || continue
+    case $part in
+        sweep) options=(--sweep --batch-size $SWEEP_BATCHES) ;;
+        ablate) options=(--ablate --batch-size $SWEEP_BATCHES) ;;
+        big_batches) options=(--batch-size $BIG_BATCHES) ;;
+    esac
+    # shellcheck disable=SC2086  # batch lists are meant to split
+    bench $part "$SWINB_CONFIG" --mode all "${options[@]}" "${SWITCHES[@]}" \
+        --cfg-options "${TWO_CLASSES[@]}"
 done
+if want sdpa; then
+    # (math as the fallback where a kernel cannot run, e.g. on a CPU)
+    for kernels in efficient,math math; do
+        bench "sdpa_${kernels%%,*}" "$SWINB_CONFIG" --mode all \
+            --batch-size "$BATCH" "${SWITCHES[@]}" --cfg-options \
+            "${TWO_CLASSES[@]}" "model.backbone.sdpa_backends=[$kernels]"
+    done
+fi
 
-if wait "$demo_pid"; then
+if want loader && ! wait "$demo_pid"; then
+    echo "== loader parts skipped: make_demo_data.py failed" \
+        "(see $OUT_DIR/demo_data.log)"
+elif want loader; then
     for workers in default "$LOADER_WORKERS"; do
         options=("train_dataloader.dataset.data_root=$DEMO_DATA")
-        [ "$workers" = default ] || \
+        if [ "$workers" != default ]; then
             options+=("train_dataloader.num_workers=$workers")
+        fi
         bench "ptx_loader_workers-$workers" "$PTX_CONFIG" --mode all \
             --batch-size "$BATCH" "${SWITCHES[@]}" \
             --cfg-options "${options[@]}"
     done
-else
-    echo "== loader parts skipped: make_demo_data.py failed" \
-        "(see $OUT_DIR/demo_data.log)"
 fi
 
 # Compilation can take longer than the rest together: bounded, and last.
-PYTHON="timeout $COMPILE_TIMEOUT $PYTHON" bench compile "$SWINB_CONFIG" \
-    --mode all --batch-size "$BATCH" "${SWITCHES[@]}" --compile \
-    --cfg-options "${TWO_CLASSES[@]}"
+for part in compile compile_blocks; do
+    want $part || continue
+    scope=modules
+    if [ $part = compile_blocks ]; then scope=blocks; fi
+    PYTHON="timeout $COMPILE_TIMEOUT $PYTHON" bench $part "$SWINB_CONFIG" \
+        --mode all --batch-size "$BATCH" "${SWITCHES[@]}" --compile \
+        --compile-scope $scope --cfg-options "${TWO_CLASSES[@]}"
+done
 
 # Every row of every part in one table.
 $PYTHON - "$OUT_DIR" <<'PY'

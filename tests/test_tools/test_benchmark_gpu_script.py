@@ -8,9 +8,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_every_part_runs_and_is_summarised(tmp_path):
-    out = tmp_path / 'bench'
-    env = dict(
+def dry_run_env(**extra) -> dict:
+    """Tiny CPU settings for every part of the script."""
+    return dict(
         os.environ,
         PYTHONPATH=os.pathsep.join(
             [str(ROOT)] + [p for p in [os.environ.get('PYTHONPATH')] if p]),
@@ -29,29 +29,55 @@ def test_every_part_runs_and_is_summarised(tmp_path):
         SWINB_CONFIG=str(ROOT / 'tests/data/configs/tiny_upernet_swin.py'),
         PTX_CONFIG=str(ROOT / 'configs/upernet_swin-nano_ptx-demo-128.py'),
         # Too short to compile: the part must fail without ending the run.
-        COMPILE_TIMEOUT='1')
-    proc = subprocess.run(['bash', str(ROOT / 'tools/benchmark_gpu.sh'),
+        COMPILE_TIMEOUT='1',
+        **extra)
+
+
+def run_script(out, env):
+    return subprocess.run(['bash', str(ROOT / 'tools/benchmark_gpu.sh'),
                            str(out)],
                           cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=900)
+
+
+def test_every_part_runs_and_is_summarised(tmp_path):
+    out = tmp_path / 'bench'
+    proc = run_script(out, dry_run_env())
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     parts = {p.stem for p in out.glob('*.json')}
     assert parts == {
-        'sweep', 'big_batches', 'sdpa_efficient', 'sdpa_math',
+        'sweep', 'ablate', 'big_batches', 'sdpa_efficient', 'sdpa_math',
         'ptx_loader_workers-default', 'ptx_loader_workers-1'
     }
     sweep = json.loads((out / 'sweep.json').read_text())['results']
+    all_switches = ('SwinTransformerSDPA+bf16+bf16_weights+channels_last+'
+                    'fused_adamw+merge_param_groups')
     assert [r['variant'] for r in sweep if r['mode'] == 'step'] == [
-        'stock', 'SwinTransformerSDPA', 'bf16', 'channels_last',
-        'fused_adamw', 'SwinTransformerSDPA+bf16+channels_last+fused_adamw'
+        'stock', 'SwinTransformerSDPA', 'bf16', 'bf16_weights',
+        'channels_last', 'fused_adamw', 'merge_param_groups', all_switches
+    ]
+    ablate = json.loads((out / 'ablate.json').read_text())['results']
+    assert [r['variant'] for r in ablate if r['mode'] == 'infer'][:2] == [
+        all_switches, all_switches.replace('SwinTransformerSDPA+', '')
     ]
     loader = json.loads(
         (out / 'ptx_loader_workers-1.json').read_text())['results']
     assert {r['mode'] for r in loader} == {'step', 'loader', 'infer'}
     assert '== compile failed' in proc.stdout
+    assert '== compile_blocks failed' in proc.stdout
     # The closing table holds every row of every part.
     table = proc.stdout[proc.stdout.rindex('part '):]
     rows = sum(
         len(json.loads(p.read_text())['results'])
         for p in out.glob('*.json'))
     assert len(table.strip().splitlines()) == rows + 1
+
+
+def test_parts_pick_some(tmp_path):
+    out = tmp_path / 'bench'
+    proc = run_script(out, dry_run_env(PARTS='big_batches'))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert [p.stem for p in out.glob('*.json')] == ['big_batches']
+    proc = run_script(out, dry_run_env(PARTS='big_batches warp_speed'))
+    assert proc.returncode == 2
+    assert "unknown part 'warp_speed'" in proc.stderr
