@@ -32,17 +32,20 @@ def batch_dice_iou(seg_logits: Tensor,
     if seg_logits.shape[1] == 1:
         pred = seg_logits[:, 0].sigmoid() > threshold
     else:
-        pred = seg_logits.argmax(dim=1) == 1
+        # max().indices: on CPU, argmax over a non-last dim is 20x slower.
+        pred = seg_logits.max(dim=1).indices == 1
     valid = seg_label != ignore_index
     pred = pred & valid
     gt = (seg_label == 1) & valid
     inter = (pred & gt).sum().float()
     total = pred.sum().float() + gt.sum().float()
     union = total - inter
-    if total == 0:
-        one = seg_logits.new_tensor(1.0)
-        return one, one
-    return 2 * inter / total, inter / union
+    # torch.where, not `if total == 0`: no wait for the GPU every step.
+    empty = total == 0
+    one = seg_logits.new_tensor(1.0)
+    dice = torch.where(empty, one, 2 * inter / total.clamp_min(1))
+    iou = torch.where(empty, one, inter / union.clamp_min(1))
+    return dice, iou
 
 
 @HOOKS.register_module()

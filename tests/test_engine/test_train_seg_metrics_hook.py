@@ -1,0 +1,63 @@
+"""batch_dice_iou and TrainSegMetricsHook: pooled training Dice/IoU."""
+from types import SimpleNamespace
+
+import pytest
+import torch
+from mmengine.structures import PixelData
+from mmseg.structures import SegDataSample
+from tiny_model import build_tiny_model
+
+from mmseg_ptx.engine.hooks import TrainSegMetricsHook, batch_dice_iou
+
+
+def two_class_logits(pred: torch.Tensor) -> torch.Tensor:
+    """(N, 2, H, W) logits whose argmax is ``pred``."""
+    fg = pred.float() * 2 - 1
+    return torch.stack([-fg, fg], dim=1)
+
+
+def test_dice_iou_pooled_over_the_batch():
+    pred = torch.zeros(2, 4, 4, dtype=torch.long)
+    label = torch.zeros(2, 4, 4, dtype=torch.long)
+    pred[0, :2] = 1  # 8 predicted pixels
+    label[0, 1:3] = 1  # 8 true, 4 of them predicted
+    label[1, 0, 0] = 1  # 1 missed in the second image
+    label[1, 3, 3] = 255  # ignored, predicted or not
+    pred[1, 3, 3] = 1
+    dice, iou = batch_dice_iou(two_class_logits(pred), label)
+    # inter 4, |pred| 8, |gt| 9: Dice 8/17, IoU 4/13.
+    torch.testing.assert_close(dice, torch.tensor(8 / 17))
+    torch.testing.assert_close(iou, torch.tensor(4 / 13))
+    # One-channel head: sigmoid > threshold.
+    one_channel = (pred.float() * 2 - 1).unsqueeze(1)
+    dice1, iou1 = batch_dice_iou(one_channel, label)
+    torch.testing.assert_close((dice1, iou1), (dice, iou))
+
+
+def test_empty_prediction_and_label_score_one():
+    label = torch.zeros(1, 4, 4, dtype=torch.long)
+    dice, iou = batch_dice_iou(two_class_logits(label), label)
+    assert dice.item() == iou.item() == 1.0
+    # A prediction without any true foreground scores 0.
+    pred = label.clone()
+    pred[0, 0, 0] = 1
+    dice, iou = batch_dice_iou(two_class_logits(pred), label)
+    assert dice.item() == iou.item() == 0.0
+
+
+def test_hook_adds_dice_and_iou_to_the_head_losses():
+    model = build_tiny_model(size=64)
+    runner = SimpleNamespace(model=model)
+    TrainSegMetricsHook().before_train(runner)
+    wrapped = model.decode_head.loss_by_feat
+    TrainSegMetricsHook().before_train(runner)  # a second run: wrapped once
+    assert model.decode_head.loss_by_feat is wrapped
+    label = torch.zeros(1, 64, 64, dtype=torch.long)
+    label[0, 10:30, 10:30] = 1
+    sample = SegDataSample(gt_sem_seg=PixelData(data=label))
+    logits = torch.randn(1, 2, 16, 16)
+    losses = model.decode_head.loss_by_feat(logits, [sample])
+    assert {'dice_seg', 'iou_seg', 'acc_seg'} <= set(losses)
+    assert 0 < losses['dice_seg'].item() < 1
+    assert losses['iou_seg'].item() == pytest.approx(
+        losses['dice_seg'].item() / (2 - losses['dice_seg'].item()))
