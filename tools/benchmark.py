@@ -118,7 +118,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         default=0,
         metavar='N',
         help='after timing, profile N more iterations of each mode with '
-        'torch.profiler and print the most expensive kernels')
+        'torch.profiler and print the most expensive operators, also by '
+        'input shapes')
     parser.add_argument(
         '--channels-last',
         action='store_true',
@@ -455,17 +456,22 @@ def is_out_of_memory(err: BaseException) -> bool:
 def profile_table(step: Callable[[], int], iters: int, device: str,
                   rows: int = 25) -> str:
     """Kernel-level profile of ``iters`` iterations of ``step``: the
-    operators that took the most device (or CPU) time."""
+    operators that took the most device (or CPU) time, then the same by
+    operator and input shapes (which ``copy_`` or ``cat`` costs what)."""
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device == 'cuda':
         activities.append(torch.profiler.ProfilerActivity.CUDA)
-    with torch.profiler.profile(activities=activities) as prof:
+    with torch.profiler.profile(
+            activities=activities, record_shapes=True) as prof:
         for _ in range(iters):
             step()
         synchronize(device)
     sort_by = ('self_device_time_total'
                if device == 'cuda' else 'self_cpu_time_total')
-    return prof.key_averages().table(sort_by=sort_by, row_limit=rows)
+    by_op = prof.key_averages().table(sort_by=sort_by, row_limit=rows)
+    by_shape = prof.key_averages(group_by_input_shape=True).table(
+        sort_by=sort_by, row_limit=rows, max_shapes_column_width=60)
+    return f'{by_op}\nBy input shapes:\n{by_shape}'
 
 
 def run_variant(cfg: Config, args: argparse.Namespace,

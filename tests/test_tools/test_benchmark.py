@@ -233,3 +233,10 @@ def test_ablate_leaves_out_each_switch(capsys):
     with pytest.raises(SystemExit):
         tool.parse_args([str(CONFIG), '--sweep', '--ablate', '--amp', 'bf16'])
     assert 'exclude each other' in capsys.readouterr().err
+
+
+def test_profile_prints_operators_and_shapes(tmp_path):
+    _, stdout = run_benchmark(tmp_path, '--mode', 'infer', '--profile', '1')
+    assert '== profile: stock infer b2' in stdout
+    by_op, by_shape = stdout.split('By input shapes:')
+    assert 'aten::' in by_op and 'Input Shapes' in by_shape
