@@ -107,6 +107,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         'train_step / test_step, as mmengine\'s Runner does with '
         '`compile=True`')
     parser.add_argument(
+        '--compile-mode',
+        choices=['default', 'reduce-overhead', 'max-autotune',
+                 'max-autotune-no-cudagraphs'],
+        default=None,
+        help='torch.compile mode; reduce-overhead replays CUDA graphs, '
+        'against the launch overhead of small batches')
+    parser.add_argument(
         '--bf16-weights',
         action='store_true',
         help='inference with the network held in bfloat16 '
@@ -498,13 +505,13 @@ def run_variant(cfg: Config, args: argparse.Namespace,
     train_step, test_step = model.train_step, infer_model.test_step
     scope = switches.get('compile')
     if scope == 'step':
-        train_step = torch.compile(train_step)
-        test_step = torch.compile(test_step)
+        train_step = torch.compile(train_step, mode=args.compile_mode)
+        test_step = torch.compile(test_step, mode=args.compile_mode)
     elif scope:
         blocks = COMPILE_BLOCKS if scope == 'blocks' else ()
-        compile_modules(model, blocks=blocks)
+        compile_modules(model, blocks=blocks, mode=args.compile_mode)
         if infer_model is not model:
-            compile_modules(infer_model, blocks=blocks)
+            compile_modules(infer_model, blocks=blocks, mode=args.compile_mode)
     optim_wrapper = None
     if 'step' in modes or 'loader' in modes:
         optim_wrapper = build_optim(model, cfg, switches, device)
@@ -597,6 +604,7 @@ def environment(args: argparse.Namespace) -> Dict[str, Any]:
         iters=args.iters,
         warmup=args.warmup,
         seed=args.seed,
+        compile_mode=args.compile_mode,
         cfg_options=args.cfg_options)
 
 

@@ -209,14 +209,16 @@ def test_bf16_weights_infer_on_a_copy_merged_groups(monkeypatch):
 def test_compile_scope_blocks(monkeypatch):
     tool = load_tool()
     calls = []
-    monkeypatch.setattr(tool, 'compile_modules',
-                        lambda model, blocks: calls.append(blocks))
+    monkeypatch.setattr(
+        tool, 'compile_modules',
+        lambda model, blocks, mode: calls.append((blocks, mode)))
     report = tool.main([
         str(CONFIG), *BASE_ARGS, '--mode', 'infer', '--compile',
-        '--compile-scope', 'blocks'
+        '--compile-scope', 'blocks', '--compile-mode', 'reduce-overhead'
     ])
-    assert calls == [('SwinBlock', )]
+    assert calls == [(('SwinBlock', ), 'reduce-overhead')]
     assert report['results'][0]['variant'] == 'compile_blocks'
+    assert report['settings']['compile_mode'] == 'reduce-overhead'
     assert tool.variant_name(dict(compile='modules')) == 'compile'
 
 
