@@ -29,6 +29,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--tta', action='store_true', help='test time augmentation')
     parser.add_argument(
+        '--dtype',
+        choices=['float32', 'bfloat16', 'float16'],
+        default='float32',
+        help='hold the network in this dtype for testing '
+        '(InferenceDtypeHook); float32 changes nothing')
+    parser.add_argument(
         '--extra-model', nargs=2, action='append', default=[],
         metavar=('CONFIG', 'CHECKPOINT'),
         help='another model averaged in (EnsembleSegmentor); repeatable. '
@@ -67,6 +73,11 @@ def main() -> None:
         cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
         cfg.tta_model.module = cfg.model
         cfg.model = cfg.tta_model
+
+    if args.dtype != 'float32':
+        cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
+            dict(type='InferenceDtypeHook', dtype=args.dtype)
+        ]
 
     if args.out is not None or args.show_dir is not None:
         # MMSeg's visualizer cannot read DICOM: our hook writes both.

@@ -67,6 +67,30 @@ def test_train_resume_and_test(tmp_path, demo_root):
     assert mask.shape == (128, 128) and set(np.unique(mask)) <= {0, 255}
     assert len(list(panels.glob('*.png'))) == len(val_ids)
 
+    # --dtype bfloat16: the network in bf16, about the same metrics.
+    proc = run_tool([PYTHON, 'tools/test.py', str(cfg2),
+                     str(work_dir / 'epoch_2.pth'), '--work-dir',
+                     str(tmp_path / 'test_bf16'), '--dtype', 'bfloat16'])
+    assert 'InferenceDtypeHook: network in torch.bfloat16' in (
+        proc.stdout + proc.stderr)
+    fp32, bf16 = metric_table(out), metric_table(proc.stdout)
+    assert fp32.keys() == bf16.keys() and 'ap' in fp32
+    for key in ('dice', 'ap'):
+        assert abs(bf16[key] - fp32[key]) < 0.02, (key, fp32, bf16)
+
+
+def metric_table(output: str) -> dict:
+    """The ``| name | value |`` rows tools/test.py prints."""
+    rows = {}
+    for line in output.splitlines():
+        cells = [c.strip() for c in line.strip().strip('|').split('|')]
+        if len(cells) == 2:
+            try:
+                rows[cells[0]] = float(cells[1])
+            except ValueError:
+                pass
+    return rows
+
 
 def test_dist_train_two_cpu_processes(tmp_path, demo_root):
     work_dir = tmp_path / 'work'

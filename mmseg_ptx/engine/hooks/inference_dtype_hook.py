@@ -16,10 +16,10 @@ class InferenceDtypeHook(Hook):
     """Cast the model to ``dtype`` with :func:`cast_for_inference` before
     testing.
 
-    For ``tools/test.py``-style runs: add
+    For ``tools/test.py``-style runs: ``tools/test.py ... --dtype bfloat16``
+    adds it, or add
     ``custom_hooks = [dict(type='InferenceDtypeHook', dtype='bfloat16')]``
-    to the config, or on the command line
-    ``--cfg-options custom_hooks="[dict(type='InferenceDtypeHook')]"``.
+    to the config.
     The cast happens in ``before_test``, after the checkpoint is loaded.
 
     In a run that trains, the hook does nothing (and says so once):
