@@ -14,7 +14,9 @@ def is_plain(module: torch.nn.Module) -> bool:
     return getattr(module.forward, '__func__', None) is type(module).forward
 
 
-def test_compile_modules_same_outputs():
+def compile_tiny_model(*args, **kwargs):
+    """The tiny model after ``compile_modules(model, *args, **kwargs)``
+    and the names compiled; its logits must equal the eager ones."""
     # A fresh dynamo cache: the same Swin code traced before at another
     # input size would be traced again with symbolic shapes (minutes).
     torch._dynamo.reset()
@@ -23,12 +25,17 @@ def test_compile_modules_same_outputs():
     with torch.no_grad():
         expected = model(x, mode='tensor')
         # backend='eager': dynamo traces the graphs, no C++ build on CI.
-        names = compile_modules(model, backend='eager')
+        names = compile_modules(model, *args, backend='eager', **kwargs)
         got = model(x, mode='tensor')
+    torch.testing.assert_close(got, expected)
+    return model, names
+
+
+def test_compile_modules_same_outputs():
+    model, names = compile_tiny_model()
     # The tiny UPerNet has no neck.
     assert names == ['backbone', 'decode_head', 'auxiliary_head']
     assert not any(is_plain(getattr(model, n)) for n in names)
-    torch.testing.assert_close(got, expected)
 
 
 def test_hook_compiles_once():
@@ -47,15 +54,8 @@ def test_hook_compiles_once():
 
 
 def test_compile_blocks_one_by_one():
-    torch._dynamo.reset()
-    model = build_tiny_model(size=64)
-    x = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        expected = model(x, mode='tensor')
-        names = compile_modules(
-            model, ['backbone', 'decode_head'], blocks=['SwinBlock'],
-            backend='eager')
-        got = model(x, mode='tensor')
+    model, names = compile_tiny_model(['backbone', 'decode_head'],
+                                      blocks=['SwinBlock'])
     blocks = [n for n in names if n.startswith('backbone.')]
     # The nano config's depths 2-2-2-2.
     assert len(blocks) == 8 and blocks[0] == 'backbone.stages.0.blocks.0'
@@ -66,7 +66,6 @@ def test_compile_blocks_one_by_one():
         assert is_plain(block)
     assert is_plain(model.backbone)  # the glue runs eagerly
     assert not is_plain(model.decode_head)
-    torch.testing.assert_close(got, expected)
     assert torch._dynamo.config.recompile_limit >= 4 * 8
 
 
