@@ -2,7 +2,8 @@
 
 (a) DICOM decode + RLE mask + resize to 512 + horizontal flip, through the
 registered transforms, in images/s per process (and in total for several
-worker processes); (b) RLE decoding of 1024x1024 masks against the
+worker processes); with ``--config``, the config's own training pipeline
+instead, and the time each of its transforms takes; (b) RLE decoding of 1024x1024 masks against the
 straightforward pixel-by-pixel Python loop and against the competition
 helper's run-by-run loop (numpy slices per run). Prints a table; the targets
 are >= 100 images/s per process and >= 50x the loop decoder.
@@ -10,6 +11,7 @@ are >= 100 images/s per process and >= 50x the loop decoder.
 Example::
 
     python tools/benchmark_data.py --num 64 --workers 1 2
+    python tools/benchmark_data.py --config configs/upernet_swin-b_ptx-512.py
 """
 import argparse
 import csv
@@ -82,40 +84,74 @@ def read_samples(data_root: str) -> list[dict]:
 _pipeline = None
 
 
-def _init_worker() -> None:
-    global _pipeline
+def build_transforms(pipeline: list[dict]) -> list:
     import mmseg_ptx  # noqa: F401  (registers the transforms)
+    from mmengine.registry import init_default_scope
     from mmseg.registry import TRANSFORMS
 
     # mmcv's Compose would look names up in mmcv's registry; MMSeg's
-    # registry also finds the plugin's transforms.
-    _pipeline = Compose([TRANSFORMS.build(t) for t in PIPELINE])
+    # registry also finds the plugin's and MMSeg's own transforms.
+    init_default_scope('mmseg')
+    return [TRANSFORMS.build(t) for t in pipeline]
+
+
+def _init_worker(pipeline: list[dict]) -> None:
+    global _pipeline
+    _pipeline = Compose(build_transforms(pipeline))
 
 
 def _run(samples: list[dict]) -> int:
     for sample in samples:
-        out = _pipeline(dict(sample))
-        assert out['gt_seg_map'].shape == (512, 512)
+        if _pipeline(dict(sample)) is None:
+            raise RuntimeError(f'the pipeline dropped {sample["img_path"]}')
     return len(samples)
 
 
-def bench_pipeline(samples: list[dict], workers: int,
-                   repeats: int) -> float:
+def bench_pipeline(samples: list[dict], workers: int, repeats: int,
+                   pipeline: list[dict]) -> float:
     """Images per second over ``repeats`` passes with ``workers``
     processes."""
     work = samples * repeats
     if workers == 1:
-        _init_worker()
+        _init_worker(pipeline)
         _run(samples[:2])  # warm-up: imports, first-call overheads
         start = time.perf_counter()
         _run(work)
         return len(work) / (time.perf_counter() - start)
     chunks = [work[i::workers * 4] for i in range(workers * 4)]
-    with mp.get_context('spawn').Pool(workers, _init_worker) as pool:
+    with mp.get_context('spawn').Pool(workers, _init_worker,
+                                      (pipeline, )) as pool:
         pool.map(_run, [samples[:2]] * workers)  # warm-up
         start = time.perf_counter()
         done = sum(pool.map(_run, chunks))
         return done / (time.perf_counter() - start)
+
+
+def time_transforms(samples: list[dict], repeats: int,
+                    pipeline: list[dict]) -> list[tuple[str, float]]:
+    """Milliseconds per image that each transform takes, in one process."""
+    transforms = build_transforms(pipeline)
+    totals = [0.0] * len(transforms)
+    for sample in samples * repeats:
+        results = dict(sample)
+        for i, transform in enumerate(transforms):
+            start = time.perf_counter()
+            results = transform(results)
+            totals[i] += time.perf_counter() - start
+    count = len(samples) * repeats
+    return [(type(t).__name__, 1e3 * total / count)
+            for t, total in zip(transforms, totals)]
+
+
+def config_pipeline(path: str) -> list[dict]:
+    """The training pipeline of a config (its train_dataloader's)."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(path)
+    pipeline = cfg.get('train_dataloader', {}).get('dataset', {}).get(
+        'pipeline')
+    if not pipeline:
+        raise SystemExit(f'{path}: no train_dataloader.dataset.pipeline')
+    return [dict(t) for t in pipeline]
 
 
 def bench_rle(num: int, size: int) -> tuple[float, float, float]:
@@ -162,7 +198,12 @@ def main() -> None:
                         help='worker process counts to time')
     parser.add_argument('--repeats', type=int, default=3,
                         help='passes over the images per timing')
+    parser.add_argument('--config', help='time this config\'s training '
+                        'pipeline (and each of its transforms) instead of '
+                        'DICOM + RLE + resize + flip')
     args = parser.parse_args()
+    pipeline = PIPELINE if args.config is None else config_pipeline(
+        args.config)
 
     with tempfile.TemporaryDirectory() as tmp:
         data_root = args.data
@@ -174,15 +215,24 @@ def main() -> None:
         if not samples:
             raise SystemExit(f'No DICOMs with train-rle.csv rows under '
                              f'{data_root}')
-        results = [(w, bench_pipeline(samples, w, args.repeats))
+        results = [(w, bench_pipeline(samples, w, args.repeats, pipeline))
                    for w in args.workers]
+        per_transform = (None if args.config is None else time_transforms(
+            samples, args.repeats, pipeline))
     vec, loop, pixel_loop = bench_rle(args.num, 1024)
 
-    print(f'\n(a) DICOM + RLE + Resize 512 + flip, {len(samples)} images '
-          f'x {args.repeats} passes (target >= 100 images/s per process)')
+    name = ('DICOM + RLE + Resize 512 + flip' if args.config is None else
+            f'the training pipeline of {args.config}')
+    print(f'\n(a) {name}, {len(samples)} images x {args.repeats} passes '
+          '(target >= 100 images/s per process)')
     print(f'{"workers":>8} {"images/s":>10} {"per process":>12}')
     for workers, rate in results:
         print(f'{workers:>8d} {rate:>10.1f} {rate / workers:>12.1f}')
+    if per_transform:
+        print(f'\n{"transform":>28} {"ms/image":>9}')
+        for transform, ms in per_transform:
+            print(f'{transform:>28} {ms:>9.2f}')
+        print(f'{"all":>28} {sum(ms for _, ms in per_transform):>9.2f}')
     print(f'\n(b) RLE decode of 1024x1024 masks, {args.num} masks '
           '(target >= 50x the loop decoder)')
     print(f'{"decoder":>22} {"masks/s":>10} {"vectorised is":>14}')

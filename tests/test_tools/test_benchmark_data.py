@@ -11,3 +11,17 @@ def test_benchmark_data_prints_both_tables():
     assert re.search(r'^\s+1\s+[\d.]+\s+[\d.]+$', out, re.M), out
     for name in ('vectorised', 'run loop (competition)', 'pixel loop'):
         assert name in out
+
+
+def test_config_pipeline_and_its_transforms():
+    proc = run_tool([PYTHON, 'tools/benchmark_data.py', '--num', '2',
+                     '--repeats', '1', '--config',
+                     'configs/upernet_swin-nano_ptx-demo-128.py'])
+    out = proc.stdout
+    assert 'the training pipeline of configs/upernet_swin-nano' in out
+    rows = dict(re.findall(r'^\s+(\w+)\s+([\d.]+)$', out, re.M))
+    for name in ('LoadDicomImageFromFile', 'LoadRLEAnnotations',
+                 'PhotoMetricDistortion', 'PackSegInputs'):
+        assert float(rows[name]) > 0, name
+    parts = sum(float(v) for k, v in rows.items() if k != 'all')
+    assert abs(float(rows['all']) - parts) < 0.05
