@@ -1,5 +1,6 @@
 """MergedParamGroupsOptimWrapperConstructor: same settings and updates as
 mmengine's default constructor, in one group per distinct setting."""
+import copy
 import logging
 
 import pytest
@@ -126,3 +127,45 @@ def test_identical_updates_and_schedule(fused):
     # Not vacuous: the weights moved.
     assert not torch.equal(
         next(models[1].parameters()), next(build_tiny_model().parameters()))
+
+
+def test_resumes_a_state_saved_with_one_group_per_parameter():
+    """A default-constructor state loads into merged groups, and training
+    goes on exactly as it would have."""
+    models = [build_tiny_model(), build_tiny_model()]
+    saved_with = build_optim_wrapper(models[0], optim_cfg(fused=True))
+    scheduler = LinearLR(saved_with, start_factor=0.1, by_epoch=False, end=4)
+    gen = torch.Generator().manual_seed(0)
+
+    def step(model, wrapper, grads):
+        for param, grad in zip(model.parameters(), grads):
+            param.grad = grad.clone()
+        wrapper.step()
+        wrapper.zero_grad()
+
+    def random_grads():
+        return [torch.randn(p.shape, generator=gen)
+                for p in models[0].parameters()]
+
+    for _ in range(2):
+        step(models[0], saved_with, random_grads())
+        scheduler.step()
+    state = copy.deepcopy(saved_with.state_dict())
+    models[1].load_state_dict(models[0].state_dict())
+    resumed = build_optim_wrapper(models[1], optim_cfg(MERGED, fused=True))
+    resumed.load_state_dict(state)
+    assert len(resumed.optimizer.param_groups) == 3
+    lrs = [options_by_param(w.optimizer) for w in (saved_with, resumed)]
+    for p0, p1 in zip(models[0].parameters(), models[1].parameters()):
+        assert lrs[0][id(p0)]['lr'] == lrs[1][id(p1)]['lr']
+    grads = random_grads()
+    step(models[0], saved_with, grads)
+    step(models[1], resumed, grads)
+    for (name, p0), p1 in zip(models[0].named_parameters(),
+                              models[1].parameters()):
+        assert torch.equal(p0, p1), name
+    # A state of another model still fails, with torch's message.
+    other = build_optim_wrapper(torch.nn.Linear(2, 2),
+                                optim_cfg(MERGED, paramwise=None))
+    with pytest.raises(ValueError, match='parameter groups'):
+        other.load_state_dict(state)

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Tuple
 
-from mmengine.optim import DefaultOptimWrapperConstructor
+from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
 from mmseg.registry import OPTIM_WRAPPER_CONSTRUCTORS
 from torch import nn
+from torch.optim import Optimizer
 
 
 def merge_param_groups(groups: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
@@ -49,9 +50,9 @@ class MergedParamGroupsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     parameter gets the same learning rate, weight decay and update as
     before, and LR schedulers scale every group as before.
 
-    Optimizer state dicts differ in their group layout from the default
-    constructor's, so a checkpoint's optimizer state must be resumed with
-    the constructor it was saved with.
+    An optimizer state saved with one group per parameter (by the default
+    constructor) is merged the same way when it is loaded, so such runs
+    resume too.
 
     Use it in a config::
 
@@ -63,6 +64,12 @@ class MergedParamGroupsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     It takes the default constructor's arguments (``optim_wrapper_cfg``,
     ``paramwise_cfg``).
     """
+
+    def __call__(self, model: nn.Module) -> OptimWrapper:
+        optim_wrapper = super().__call__(model)
+        optim_wrapper.optimizer.register_load_state_dict_pre_hook(
+            _merge_saved_groups)
+        return optim_wrapper
 
     def add_params(self,
                    params: List[dict],
@@ -81,3 +88,21 @@ class MergedParamGroupsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         groups: List[dict] = []
         super().add_params(groups, module, prefix, is_dcn_module)
         params += merge_param_groups(groups)
+
+
+def _merge_saved_groups(optimizer: Optimizer,
+                        state_dict: Dict[str, Any]) -> Dict[str, Any]:
+    """``load_state_dict`` pre-hook: a state saved with one group per
+    parameter gets its groups merged like the optimizer's own.
+
+    Saved groups list parameter indices in model order, and groups of one
+    setting hold equal options (learning rates included: the scheduler
+    scales them alike), so merging them gives the optimizer's layout. A
+    state that still does not fit is left to torch's own error.
+    """
+    saved = state_dict['param_groups']
+    if len(saved) > len(optimizer.param_groups):
+        merged = merge_param_groups(saved)
+        if len(merged) == len(optimizer.param_groups):
+            state_dict = dict(state_dict, param_groups=merged)
+    return state_dict
