@@ -12,9 +12,10 @@ Modes:
   ``'predict'`` forward, resize to the original shape) under ``no_grad``.
 
 Switches (``--sweep`` compares each with the plain config in one run,
-``--ablate`` what each adds to all the others): ``--backbone-type`` (e.g. ``SwinTransformerSDPA``),
-``--amp bf16``, ``--bf16-weights``, ``--channels-last``, ``--fused-adamw``,
-``--merge-param-groups``, ``--tf32``, ``--cudnn-benchmark``, ``--compile``.
+``--ablate`` what each adds to all the others): ``--backbone-type`` (e.g.
+``SwinTransformerSDPA``), ``--amp bf16``, ``--bf16-weights``,
+``--channels-last``, ``--fused-adamw``, ``--merge-param-groups``,
+``--tf32``, ``--cudnn-benchmark``, ``--compile``.
 
 ``--batch-size`` takes one or more sizes; each variant's model is built once
 and measured at every size. A size that runs out of GPU memory gives a row

@@ -3,10 +3,11 @@
 (a) DICOM decode + RLE mask + resize to 512 + horizontal flip, through the
 registered transforms, in images/s per process (and in total for several
 worker processes); with ``--config``, the config's own training pipeline
-instead, and the time each of its transforms takes; (b) RLE decoding of 1024x1024 masks against the
-straightforward pixel-by-pixel Python loop and against the competition
-helper's run-by-run loop (numpy slices per run). Prints a table; the targets
-are >= 100 images/s per process and >= 50x the loop decoder.
+instead, and the time each of its transforms takes; (b) RLE decoding
+of 1024x1024 masks against the straightforward pixel-by-pixel Python loop
+and against the competition helper's run-by-run loop (numpy slices per
+run). Prints a table; the targets are >= 100 images/s per process and
+>= 50x the loop decoder.
 
 Example::
 

@@ -20,9 +20,10 @@ import numpy as np
 from tqdm import tqdm
 
 import mmseg_ptx  # noqa: F401  (stack fixes + registration)
-from mmseg_ptx.apis import (IMAGE_SUFFIXES, build_postprocessor, default_device, draw_overlay,
-                            find_images, load_models, predict_probabilities,
-                            read_image, write_submission)
+from mmseg_ptx.apis import (IMAGE_SUFFIXES, build_postprocessor,
+                            default_device, draw_overlay, find_images,
+                            load_models, predict_probabilities, read_image,
+                            write_submission)
 from mmseg_ptx.datasets.rle import rle_encode
 
 

@@ -229,8 +229,9 @@ def test_ablate_leaves_out_each_switch(capsys):
         '--fused-adamw', '--merge-param-groups'
     ])
     assert [tool.variant_name(v) for v in tool.variants(args)] == [
-        'bf16+fused_adamw+merge_param_groups', 'fused_adamw+merge_param_groups',
-        'bf16+merge_param_groups', 'bf16+fused_adamw'
+        'bf16+fused_adamw+merge_param_groups',
+        'fused_adamw+merge_param_groups', 'bf16+merge_param_groups',
+        'bf16+fused_adamw'
     ]
     with pytest.raises(SystemExit):
         tool.parse_args([str(CONFIG), '--sweep', '--ablate', '--amp', 'bf16'])

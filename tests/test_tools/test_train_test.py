@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from conftest import (PYTHON, ROOT, free_port, run_tool,
+from conftest import (PYTHON, free_port, run_tool,
                       write_tiny_run_config)
 
 
