@@ -169,3 +169,25 @@ def test_resumes_a_state_saved_with_one_group_per_parameter():
                                 optim_cfg(MERGED, paramwise=None))
     with pytest.raises(ValueError, match='parameter groups'):
         other.load_state_dict(state)
+
+
+def test_logs_one_line_per_group():
+    logger = MMLogger.get_current_instance()
+    logger.setLevel(logging.INFO)
+    lines = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logger.addHandler(handler)
+    try:
+        build_optim_wrapper(build_tiny_model(), optim_cfg(MERGED))
+    finally:
+        logger.removeHandler(handler)
+    assert [line for line in lines if line.startswith('param group')] == [
+        'param group 0: 74 parameters, lr=0.001, weight_decay=0.05',
+        'param group 1: 56 parameters, lr=0.001, weight_decay=0.0, '
+        'decay_mult=0.0',
+        'param group 2: 38 parameters, lr=0.01, weight_decay=0.05, '
+        'lr_mult=10.0'
+    ]
+    assert not any('paramwise_options' in line for line in lines)
+    assert logger.level == logging.INFO  # restored

@@ -1,8 +1,10 @@
 """An optimizer constructor that keeps one parameter group per setting."""
 from __future__ import annotations
 
+import logging
 from typing import Any, Dict, List, Optional, Tuple
 
+from mmengine.logging import MMLogger
 from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
 from mmseg.registry import OPTIM_WRAPPER_CONSTRUCTORS
 from torch import nn
@@ -52,7 +54,9 @@ class MergedParamGroupsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
 
     An optimizer state saved with one group per parameter (by the default
     constructor) is merged the same way when it is loaded, so such runs
-    resume too.
+    resume too. mmengine logs three lines per parameter while it builds
+    the groups (about 1,100 for Swin-B); they are logged only at DEBUG
+    level, and one line per merged group at INFO.
 
     Use it in a config::
 
@@ -86,8 +90,26 @@ class MergedParamGroupsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             super().add_params(params, module, prefix, is_dcn_module)
             return
         groups: List[dict] = []
-        super().add_params(groups, module, prefix, is_dcn_module)
-        params += merge_param_groups(groups)
+        logger = MMLogger.get_current_instance()
+        level = logger.level
+        # MMLogger filters in its handlers (the Runner's logger itself is
+        # NOTSET): keep mmengine's lines where one of them shows DEBUG.
+        if not any(h.level <= logging.DEBUG for h in logger.handlers):
+            logger.setLevel(logging.WARNING)
+        try:
+            super().add_params(groups, module, prefix, is_dcn_module)
+        finally:
+            logger.setLevel(level)
+        merged = merge_param_groups(groups)
+        # Groups without an option of their own use the optimizer's.
+        defaults = dict(lr=self.base_lr, weight_decay=self.base_wd)
+        for i, group in enumerate(merged):
+            options = {k: v for k, v in defaults.items() if v is not None}
+            options.update((k, v) for k, v in group.items() if k != 'params')
+            logger.info(f'param group {i}: {len(group["params"])} '
+                        'parameters, ' +
+                        ', '.join(f'{k}={v}' for k, v in options.items()))
+        params += merged
 
 
 def _merge_saved_groups(optimizer: Optimizer,
