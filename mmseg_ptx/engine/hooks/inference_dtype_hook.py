@@ -5,7 +5,6 @@ from typing import Union
 
 import torch
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
 
 from ...models.utils import cast_for_inference, resolve_inference_dtype
@@ -45,8 +44,7 @@ class InferenceDtypeHook(Hook):
     def before_test(self, runner) -> None:
         if self._trains:
             return
-        model = runner.model.module if is_model_wrapper(
-            runner.model) else runner.model
-        cast_for_inference(model, self.dtype)
+        # cast_for_inference looks through DDP and TTA wrappers itself.
+        cast_for_inference(runner.model, self.dtype)
         runner.logger.info(f'InferenceDtypeHook: network in {self.dtype}, '
                            'data preprocessor and logits in float32')
