@@ -7,6 +7,7 @@ from mmengine.runner import Runner
 import mmseg_ptx  # noqa: F401  (stack fixes + registration)
 from mmseg_ptx.apis import (add_runner_args, format_metrics_table,
                             load_config)
+from mmseg_ptx.models import INFERENCE_DTYPES
 
 
 def parse_args() -> argparse.Namespace:
@@ -30,7 +31,7 @@ def parse_args() -> argparse.Namespace:
         '--tta', action='store_true', help='test time augmentation')
     parser.add_argument(
         '--dtype',
-        choices=['float32', 'bfloat16', 'float16'],
+        choices=list(INFERENCE_DTYPES),
         default='float32',
         help='hold the network in this dtype for testing '
         '(InferenceDtypeHook); float32 changes nothing')
@@ -74,17 +75,16 @@ def main() -> None:
         cfg.tta_model.module = cfg.model
         cfg.model = cfg.tta_model
 
+    extra_hooks = []
     if args.dtype != 'float32':
-        cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
-            dict(type='InferenceDtypeHook', dtype=args.dtype)
-        ]
-
+        extra_hooks.append(dict(type='InferenceDtypeHook', dtype=args.dtype))
     if args.out is not None or args.show_dir is not None:
         # MMSeg's visualizer cannot read DICOM: our hook writes both.
-        cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
+        extra_hooks.append(
             dict(type='PredictionWriterHook', mask_dir=args.out,
-                 panel_dir=args.show_dir)
-        ]
+                 panel_dir=args.show_dir))
+    if extra_hooks:
+        cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + extra_hooks
 
     runner = Runner.from_cfg(cfg)
     metrics = runner.test()
