@@ -34,9 +34,11 @@ def compile_modules(model: torch.nn.Module,
     the same graph, which Inductor compiles once and then takes from its
     cache, so the compile time grows with the number of distinct block
     shapes rather than with the depth (Swin-B: 8 graphs for 24 blocks). In
-    training, Swin's stochastic depth gives every block its own drop
-    probability, a constant dynamo specialises on, so each block compiles
-    on its own. Shapes are then
+    training that holds for ``SwinTransformerSDPA``, whose stochastic depth
+    is :class:`~mmseg_ptx.models.TensorDropPath`; mmseg's
+    ``SwinTransformer`` gives every block its own drop probability as a
+    Python float, a constant dynamo specialises on, so there each block
+    compiles on its own. Shapes are
     static by default (``dynamic=False``): the stages' different shapes
     would otherwise make dynamo recompile the block with symbolic shapes,
     which takes minutes and gives slower kernels. Dynamo's recompile limit

@@ -21,6 +21,9 @@ Why it is faster (same maths):
 * The relative position bias is gathered straight into (heads, N, N) order
   (no permute + ``contiguous``), and the zero-pad and crop copies are skipped
   when the feature map already is a multiple of the window size.
+* Stochastic depth is :class:`~mmseg_ptx.models.utils.TensorDropPath`, so
+  under ``torch.compile`` blocks that differ only in their drop rate share
+  one compiled graph.
 """
 from __future__ import annotations
 
@@ -29,11 +32,14 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
+from mmcv.cnn.bricks.drop import DropPath
 from mmseg.models.backbones.swin import (ShiftWindowMSA, SwinTransformer,
                                          WindowMSA)
 from mmseg.registry import MODELS
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from ..utils.drop_path import TensorDropPath
 
 __all__ = ['WindowMSASDPA', 'ShiftWindowMSASDPA', 'SwinTransformerSDPA']
 
@@ -323,10 +329,11 @@ class SwinTransformerSDPA(SwinTransformer):
 
     Takes exactly the arguments of mmseg's
     :class:`~mmseg.models.backbones.SwinTransformer` and computes the same
-    function (to float rounding); only the window attention modules differ
-    (see the module docstring). Module names, parameters, buffers and
-    ``init_weights`` (including ``init_cfg=dict(type='Pretrained', ...)``
-    with official Swin checkpoints) are inherited unchanged.
+    function (to float rounding); only the window attention modules and
+    the stochastic depth modules differ (see the module docstring). Module
+    names, parameters, persistent buffers and ``init_weights`` (including
+    ``init_cfg=dict(type='Pretrained', ...)`` with official Swin
+    checkpoints) are inherited unchanged.
 
     Example:
         >>> model = dict(backbone=dict(type='SwinTransformerSDPA', ...))
@@ -360,6 +367,12 @@ class SwinTransformerSDPA(SwinTransformer):
             for block in stage.blocks:
                 block.attn = ShiftWindowMSASDPA.from_stock(block.attn)
                 block.attn.w_msa.sdpa_backends = backends
+                if isinstance(block.attn.drop, DropPath):
+                    block.attn.drop = TensorDropPath.from_stock(
+                        block.attn.drop)
+                if isinstance(block.ffn.dropout_layer, DropPath):
+                    block.ffn.dropout_layer = TensorDropPath.from_stock(
+                        block.ffn.dropout_layer)
         meta = [
             name for name, t in self.state_dict(keep_vars=True).items()
             if t.is_meta
