@@ -433,12 +433,16 @@ def time_iterations(step: Callable[[], int], warmup: int, iters: int,
     Each iteration is synchronised, as in a real training loop (which logs
     the losses every iteration) or evaluation loop (which reads the
     predictions back); this also gives per-iteration times, whose minimum
-    is the robust figure on a machine shared with other work.
+    is the robust figure on a machine shared with other work. The warm-up
+    is timed as a whole (``warmup_s``): with ``--compile`` it holds the
+    compilation.
     """
     reset_peak_memory(device)
+    start = time.perf_counter()
     for _ in tqdm(range(warmup), desc=f'{desc} warmup', leave=False):
         step()
     synchronize(device)
+    warmup_s = time.perf_counter() - start
     images, times = 0, []
     for _ in tqdm(range(iters), desc=desc, leave=False):
         start = time.perf_counter()
@@ -451,6 +455,7 @@ def time_iterations(step: Callable[[], int], warmup: int, iters: int,
         s_per_iter=sum(times) / iters,
         s_per_iter_median=statistics.median(times),
         s_per_iter_min=min(times),
+        warmup_s=warmup_s,
         images=images,
         peak_mem_mib=mem,
         mem_kind=mem_kind)
@@ -611,15 +616,15 @@ def environment(args: argparse.Namespace) -> Dict[str, Any]:
 
 def format_table(results: List[dict]) -> str:
     header = ('variant', 'mode', 'batch', 'img/s', 's/iter', 'min s/iter',
-              'peak MiB')
+              'peak MiB', 'warm-up s')
     rows = []
     for r in results:
         if 'error' in r:
-            figures = (r['error'], '', '', '')
+            figures = (r['error'], '', '', '', '')
         else:
             figures = (f"{r['img_per_s']:.2f}", f"{r['s_per_iter']:.4f}",
                        f"{r['s_per_iter_min']:.4f}",
-                       f"{r['peak_mem_mib']:.0f}")
+                       f"{r['peak_mem_mib']:.0f}", f"{r['warmup_s']:.1f}")
         rows.append((r['variant'], r['mode'], str(r['batch_size'])) +
                     figures)
     widths = [max(len(x) for x in col) for col in zip(header, *rows)]

@@ -47,6 +47,8 @@ def test_step_and_infer_modes(tmp_path):
         assert result['images'] == 4
         assert result['img_per_s'] > 0
         assert result['s_per_iter'] >= result['s_per_iter_min'] > 0
+        # One untimed warm-up iteration (run_benchmark's --warmup 1).
+        assert result['warmup_s'] > 0
         assert result['peak_mem_mib'] > 0
         assert result['mem_kind'].startswith('cpu')
     assert report['skipped'] == [
