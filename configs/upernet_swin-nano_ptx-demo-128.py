@@ -48,8 +48,10 @@ train_pipeline = [
     # pneumothorax or lung edge instead of plain background.
     dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.95),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    # mmseg's PhotoMetricDistortion, bit for bit, through a lookup table
+    # on grey images (a quarter of the pipeline's time otherwise).
     dict(
-        type='PhotoMetricDistortion',
+        type='GreyscalePhotoMetricDistortion',
         brightness_delta=24,
         contrast_range=(0.8, 1.25),
         # Saturation and hue are no-ops on grey images (and hue_delta=0

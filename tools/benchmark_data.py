@@ -230,10 +230,12 @@ def main() -> None:
     for workers, rate in results:
         print(f'{workers:>8d} {rate:>10.1f} {rate / workers:>12.1f}')
     if per_transform:
-        print(f'\n{"transform":>28} {"ms/image":>9}')
+        width = 2 + max(len(name) for name, _ in per_transform)
+        print(f'\n{"transform":>{width}} {"ms/image":>9}')
         for transform, ms in per_transform:
-            print(f'{transform:>28} {ms:>9.2f}')
-        print(f'{"all":>28} {sum(ms for _, ms in per_transform):>9.2f}')
+            print(f'{transform:>{width}} {ms:>9.2f}')
+        total = sum(ms for _, ms in per_transform)
+        print(f'{"all":>{width}} {total:>9.2f}')
     print(f'\n(b) RLE decode of 1024x1024 masks, {args.num} masks '
           '(target >= 50x the loop decoder)')
     print(f'{"decoder":>22} {"masks/s":>10} {"vectorised is":>14}')

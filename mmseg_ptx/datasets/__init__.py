@@ -7,7 +7,8 @@ from .split import (SplitResult, balance_and_split, count_split, read_split,
                     write_split)
 from .statistics import compute_dataset_statistics, format_statistics
 from .synthetic import synthesize_radiograph, write_demo_dataset
-from .transforms import (LoadBinaryMaskFromFile, LoadDicomImageFromFile,
+from .transforms import (GreyscalePhotoMetricDistortion,
+                         LoadBinaryMaskFromFile, LoadDicomImageFromFile,
                          LoadRLEAnnotations)
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     'ClassBalancedSampler', 'SIIMPneumothoraxDataset', 'SplitResult',
     'balance_and_split', 'count_split', 'read_split', 'write_split',
     'compute_dataset_statistics', 'format_statistics',
-    'synthesize_radiograph', 'write_demo_dataset', 'LoadBinaryMaskFromFile',
+    'synthesize_radiograph', 'write_demo_dataset',
+    'GreyscalePhotoMetricDistortion', 'LoadBinaryMaskFromFile',
     'LoadDicomImageFromFile', 'LoadRLEAnnotations'
 ]

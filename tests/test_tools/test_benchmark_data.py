@@ -21,7 +21,7 @@ def test_config_pipeline_and_its_transforms():
     assert 'the training pipeline of configs/upernet_swin-nano' in out
     rows = dict(re.findall(r'^\s+(\w+)\s+([\d.]+)$', out, re.M))
     for name in ('LoadDicomImageFromFile', 'LoadRLEAnnotations',
-                 'PhotoMetricDistortion', 'PackSegInputs'):
+                 'GreyscalePhotoMetricDistortion', 'PackSegInputs'):
         assert float(rows[name]) > 0, name
     parts = sum(float(v) for k, v in rows.items() if k != 'all')
     assert abs(float(rows['all']) - parts) < 0.05

@@ -1,6 +1,7 @@
 """Data transforms registered in ``mmseg.registry.TRANSFORMS``."""
+from .greyscale_photometric import GreyscalePhotoMetricDistortion
 from .loading import (LoadBinaryMaskFromFile, LoadDicomImageFromFile,
                       LoadRLEAnnotations)
 
-__all__ = ['LoadBinaryMaskFromFile', 'LoadDicomImageFromFile',
-           'LoadRLEAnnotations']
+__all__ = ['GreyscalePhotoMetricDistortion', 'LoadBinaryMaskFromFile',
+           'LoadDicomImageFromFile', 'LoadRLEAnnotations']
