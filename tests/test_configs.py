@@ -1,4 +1,5 @@
 """The shipped configs load through mmseg:: inheritance and build."""
+import os
 import os.path as osp
 
 import pytest
@@ -95,3 +96,31 @@ def test_configs_use_plugin_components(config):
     assert cfg.val_evaluator.type == 'PneumothoraxMetric'
     hook_types = {h.type for h in cfg.custom_hooks}
     assert {'PRCurveHook', 'TrainSegMetricsHook'} <= hook_types
+
+
+CONFIGS = sorted(
+    osp.join(ROOT, 'configs', name)
+    for name in os.listdir(osp.join(ROOT, 'configs')) if name.endswith('.py'))
+
+
+@pytest.mark.parametrize('config', CONFIGS, ids=osp.basename)
+def test_every_config_builds(config):
+    cfg = Config.fromfile(config)
+    model = MODELS.build(cfg.model)  # init_weights (the download) not run
+    assert model.decode_head.num_classes == 2
+
+
+def test_fast_config_is_the_recipe_plus_speed_switches():
+    recipe = Config.fromfile(SWIN_B).to_dict()
+    fast = Config.fromfile(
+        osp.join(ROOT, 'configs', 'upernet_swin-b_ptx-512_fast.py')).to_dict()
+    assert fast['model']['backbone'].pop('type') == 'SwinTransformerSDPA'
+    assert fast['optim_wrapper'].pop('type') == 'AmpOptimWrapper'
+    assert fast['optim_wrapper'].pop('dtype') == 'bfloat16'
+    assert fast['optim_wrapper'].pop('loss_scale') == 1.0
+    assert fast['optim_wrapper']['optimizer'].pop('fused') is True
+    assert fast['env_cfg'].pop('cudnn_benchmark') is True
+    recipe['model']['backbone'].pop('type')
+    recipe['optim_wrapper'].pop('type')
+    recipe['env_cfg'].pop('cudnn_benchmark')
+    assert fast == recipe
