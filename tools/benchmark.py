@@ -15,7 +15,8 @@ Switches (``--sweep`` compares each with the plain config in one run,
 ``--ablate`` what each adds to all the others): ``--backbone-type`` (e.g.
 ``SwinTransformerSDPA``), ``--amp bf16``, ``--bf16-weights``,
 ``--channels-last``, ``--fused-adamw``, ``--merge-param-groups``,
-``--tf32``, ``--cudnn-benchmark``, ``--compile``.
+``--tf32``, ``--cudnn-benchmark``, ``--compile``. ``--flops`` counts the
+model's FLOPs per image once and adds the TFLOP/s each row sustained.
 
 ``--batch-size`` takes one or more sizes; each variant's model is built once
 and measured at every size. A size that runs out of GPU memory gives a row
@@ -128,6 +129,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         help='after timing, profile N more iterations of each mode with '
         'torch.profiler and print the most expensive operators, also by '
         'input shapes')
+    parser.add_argument(
+        '--flops',
+        action='store_true',
+        help='count the FLOPs per image of the plain model\'s train step '
+        '(forward + backward) and inference once (torch.utils.flop_counter: '
+        'matmuls, convolutions, attention; 2 per multiply-add) and give '
+        'every row the TFLOP/s it sustained')
     parser.add_argument(
         '--channels-last',
         action='store_true',
@@ -389,6 +397,61 @@ def loader_batches(cfg: Config, batch_size: int,
     return endless(), ''
 
 
+def count_flops(cfg: Config,
+                img_size: Tuple[int, int],
+                device: str,
+                backbone_type: Optional[str] = None) -> Dict[str, Any]:
+    """FLOPs per image of the config's own model, as
+    :class:`torch.utils.flop_counter.FlopCounterMode` counts them: the train
+    step's forward (loss mode) + backward, and inference (``test_step``),
+    with the inference FLOPs split by the model's top-level modules.
+
+    Counted in float32 at batch 2 (BatchNorm in training needs more than
+    one value per channel), with SDPA on its math path: the counter has no
+    formula for the CPU flash kernel, and the math path is made of the
+    matmuls it does count. The optimizer's elementwise update is not
+    counted. The figures do not depend on the speed switches;
+    ``backbone_type`` (``--backbone-type``) only lets a config whose
+    backbone options need that type build.
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    batch_size = 2
+    model = build_model(cfg, dict(backbone_type=backbone_type), device)
+    batch = random_batch(cfg, batch_size, img_size, device)
+    model.train()
+    with sdpa_kernel([SDPBackend.MATH]), FlopCounterMode(
+            display=False) as counter:
+        data = model.data_preprocessor(batch, True)
+        loss, _ = model.parse_losses(model._run_forward(data, mode='loss'))
+        loss.backward()
+    step = counter.get_total_flops() / batch_size
+    model.eval()
+    with torch.no_grad(), sdpa_kernel([SDPBackend.MATH]), FlopCounterMode(
+            display=False) as counter:
+        model.test_step(batch)
+    infer = counter.get_total_flops() / batch_size
+    # mmseg's heads run their forward without calling the head module
+    # itself, so the counter only sees their submodules: sum the outermost
+    # modules it saw under each top-level module.
+    counts = {
+        name: sum(ops.values())
+        for name, ops in counter.get_flop_counts().items() if '.' in name
+    }
+    by_module: Dict[str, float] = {}
+    for name, count in counts.items():
+        if any(name.startswith(f'{other}.') for other in counts):
+            continue
+        top = name.split('.')[1]
+        by_module[top] = by_module.get(top, 0.0) + count / batch_size / 1e9
+    del model, batch
+    return dict(
+        step_gflop_per_img=step / 1e9,
+        infer_gflop_per_img=infer / 1e9,
+        infer_gflop_per_img_by_module=by_module)
+
+
 # --------------------------------------------------------------------------
 # timing
 # --------------------------------------------------------------------------
@@ -487,10 +550,15 @@ def profile_table(step: Callable[[], int], iters: int, device: str,
     return f'{by_op}\nBy input shapes:\n{by_shape}'
 
 
-def run_variant(cfg: Config, args: argparse.Namespace,
-                switches: Dict[str, Any],
-                modes: List[str]) -> Tuple[List[dict], List[str]]:
-    """Measure one switch set at every requested batch size."""
+def run_variant(
+        cfg: Config,
+        args: argparse.Namespace,
+        switches: Dict[str, Any],
+        modes: List[str],
+        flops: Optional[Dict[str, Any]] = None
+) -> Tuple[List[dict], List[str]]:
+    """Measure one switch set at every requested batch size (with
+    ``flops`` from :func:`count_flops`, also in TFLOP/s)."""
     device = args.device
     name = variant_name(switches)
     results, skipped = [], []
@@ -528,6 +596,10 @@ def run_variant(cfg: Config, args: argparse.Namespace,
         try:
             row.update(time_iterations(step, args.warmup, args.iters, device,
                                        f'{name} {mode} b{batch_size}'))
+            if flops:
+                per_img = flops['infer_gflop_per_img' if mode == 'infer'
+                                else 'step_gflop_per_img']
+                row['tflop_per_s'] = row['img_per_s'] * per_img / 1e3
         except Exception as err:  # noqa: BLE001
             if not is_out_of_memory(err):
                 raise
@@ -616,15 +688,17 @@ def environment(args: argparse.Namespace) -> Dict[str, Any]:
 
 def format_table(results: List[dict]) -> str:
     header = ('variant', 'mode', 'batch', 'img/s', 's/iter', 'min s/iter',
-              'peak MiB', 'warm-up s')
+              'peak MiB', 'warm-up s', 'TFLOP/s')
     rows = []
     for r in results:
         if 'error' in r:
-            figures = (r['error'], '', '', '', '')
+            figures = (r['error'], '', '', '', '', '')
         else:
+            tflops = r.get('tflop_per_s')
             figures = (f"{r['img_per_s']:.2f}", f"{r['s_per_iter']:.4f}",
                        f"{r['s_per_iter_min']:.4f}",
-                       f"{r['peak_mem_mib']:.0f}", f"{r['warmup_s']:.1f}")
+                       f"{r['peak_mem_mib']:.0f}", f"{r['warmup_s']:.1f}",
+                       '' if tflops is None else f'{tflops:.3g}')
         rows.append((r['variant'], r['mode'], str(r['batch_size'])) +
                     figures)
     widths = [max(len(x) for x in col) for col in zip(header, *rows)]
@@ -656,8 +730,19 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     env = environment(args)
     print('Settings: ' + ', '.join(f'{k}={v}' for k, v in env.items()))
     report = dict(settings=env, results=[], skipped=[])
+    flops = None
+    if args.flops:
+        flops = count_flops(cfg, tuple(args.img_size), args.device,
+                            args.backbone_type)
+        report['flops'] = flops
+        parts = ', '.join(
+            f'{k} {v:.4g}'
+            for k, v in flops['infer_gflop_per_img_by_module'].items())
+        print(f"GFLOP per image: train step (forward + backward) "
+              f"{flops['step_gflop_per_img']:.4g}, inference "
+              f"{flops['infer_gflop_per_img']:.4g} ({parts})")
     for switches in variants(args):
-        res, skip = run_variant(cfg, args, switches, modes)
+        res, skip = run_variant(cfg, args, switches, modes, flops)
         report['results'] += res
         report['skipped'] += skip
         if args.json:  # after every variant: a killed run keeps its rows

@@ -15,6 +15,7 @@
 #   compile_blocks  ... of each Swin block (both bounded by
 #                COMPILE_TIMEOUT: compilation takes minutes).
 # Each part writes a JSON file (rows are added as variants finish) and a log;
+# every row also gets the TFLOP/s it sustained (benchmark.py --flops), and
 # the run ends with one table of every row. On an H200 the sweep,
 # big_batches, loader and compile parts took about 8 minutes plus the
 # compilation; pick PARTS to fit a shorter slot.
@@ -72,7 +73,8 @@ bench() {  # bench NAME CONFIG ARGS...: one tools/benchmark.py run, logged
     # $PYTHON unquoted: it may carry words ("timeout 200 python").
     $PYTHON tools/benchmark.py "$config" --device "$DEVICE" \
         --img-size "$IMG" "$IMG" --iters "$ITERS" --warmup "$WARMUP" \
-        --json "$OUT_DIR/$name.json" "$@" 2>&1 | tee "$OUT_DIR/$name.log" \
+        --flops --json "$OUT_DIR/$name.json" "$@" 2>&1 \
+        | tee "$OUT_DIR/$name.log" \
         || echo "== $name failed" | tee -a "$OUT_DIR/$name.log"
 }
 
@@ -137,13 +139,13 @@ done
 $PYTHON - "$OUT_DIR" <<'PY'
 import glob, json, os, sys
 print(f"{'part':<28} {'variant':<58} {'mode':<6} {'batch':>5} "
-      f"{'img/s':>8} {'peak MiB':>9} {'warm-up s':>9}")
+      f"{'img/s':>8} {'peak MiB':>9} {'warm-up s':>9} {'TFLOP/s':>8}")
 for path in sorted(glob.glob(os.path.join(sys.argv[1], '*.json'))):
     part = os.path.basename(path)[:-5]
     for r in json.load(open(path))['results']:
         figures = (r['error'] if 'error' in r else
                    f"{r['img_per_s']:8.1f} {r['peak_mem_mib']:9.0f} "
-                   f"{r['warmup_s']:9.1f}")
+                   f"{r['warmup_s']:9.1f} {r['tflop_per_s']:8.1f}")
         print(f"{part:<28} {r['variant']:<58} {r['mode']:<6} "
               f"{r['batch_size']:>5} {figures}")
 PY

@@ -82,6 +82,29 @@ def test_sdpa_step_with_fused_adamw_channels_last(tmp_path):
     assert result['img_per_s'] > 0
 
 
+def test_flops_and_sustained_tflops(tmp_path):
+    report, stdout = run_benchmark(tmp_path, '--mode', 'all', '--flops')
+    flops = report['flops']
+    step, infer = flops['step_gflop_per_img'], flops['infer_gflop_per_img']
+    # backward costs about twice the forward; training adds the aux head
+    assert step > 2.5 * infer > 0
+    modules = flops['infer_gflop_per_img_by_module']
+    assert set(modules) == {'backbone', 'decode_head'}
+    assert sum(modules.values()) == pytest.approx(infer)
+    for row in report['results']:
+        per_img = infer if row['mode'] == 'infer' else step
+        assert row['tflop_per_s'] == pytest.approx(
+            row['img_per_s'] * per_img / 1e3)
+    assert 'GFLOP per image: train step' in stdout and 'TFLOP/s' in stdout
+    # SDPA attention is counted like stock's matmuls (on its math path:
+    # the counter has no formula for the CPU flash kernel).
+    sdpa, _ = run_benchmark(tmp_path, '--mode', 'infer', '--flops',
+                            '--cfg-options',
+                            'model.backbone.type=SwinTransformerSDPA')
+    assert sdpa['flops']['infer_gflop_per_img'] == pytest.approx(infer)
+    assert sdpa['flops']['step_gflop_per_img'] == pytest.approx(step)
+
+
 def test_several_batch_sizes_one_model(tmp_path):
     report, stdout = run_benchmark(tmp_path, '--mode', 'all',
                                    '--batch-size', '2', '3')
