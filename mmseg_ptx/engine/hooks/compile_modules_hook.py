@@ -38,11 +38,11 @@ def compile_modules(model: torch.nn.Module,
     is :class:`~mmseg_ptx.models.TensorDropPath`; mmseg's
     ``SwinTransformer`` gives every block its own drop probability as a
     Python float, a constant dynamo specialises on, so there each block
-    compiles on its own. Shapes are
-    static by default (``dynamic=False``): the stages' different shapes
-    would otherwise make dynamo recompile the block with symbolic shapes,
-    which takes minutes and gives slower kernels. Dynamo's recompile limit
-    is raised to fit every block, mode and a few input sizes.
+    compiles on its own. Shapes are static by default (``dynamic=False``):
+    the stages' different shapes would otherwise make dynamo recompile the
+    block with symbolic shapes, which takes minutes and gives slower
+    kernels. Dynamo's recompile limit is raised to fit every block, mode
+    and a few input sizes.
 
     Args:
         model (torch.nn.Module): The segmentor (unwrapped from DDP).
