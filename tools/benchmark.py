@@ -550,18 +550,19 @@ def profile_table(step: Callable[[], int], iters: int, device: str,
     return f'{by_op}\nBy input shapes:\n{by_shape}'
 
 
-def run_variant(
-        cfg: Config,
-        args: argparse.Namespace,
-        switches: Dict[str, Any],
-        modes: List[str],
-        flops: Optional[Dict[str, Any]] = None
-) -> Tuple[List[dict], List[str]]:
-    """Measure one switch set at every requested batch size (with
-    ``flops`` from :func:`count_flops`, also in TFLOP/s)."""
+def run_variant(cfg: Config,
+                args: argparse.Namespace,
+                switches: Dict[str, Any],
+                modes: List[str],
+                on_row: Callable[[dict], None],
+                flops: Optional[Dict[str, Any]] = None) -> List[str]:
+    """Measure one switch set at every requested batch size, handing each
+    row to ``on_row`` as soon as it is measured (with ``flops`` from
+    :func:`count_flops`, also in TFLOP/s). Returns why modes were skipped.
+    """
     device = args.device
     name = variant_name(switches)
-    results, skipped = [], []
+    skipped: List[str] = []
     if device == 'cuda':
         torch.backends.cuda.matmul.allow_tf32 = bool(switches.get('tf32'))
         torch.backends.cudnn.allow_tf32 = bool(switches.get('tf32'))
@@ -614,7 +615,7 @@ def run_variant(
         elif args.profile:
             print(f'== profile: {name} {mode} b{batch_size}')
             print(profile_table(step, args.profile, device))
-        results.append(row)
+        on_row(row)
 
     for batch_size in args.batch_size:
         batch = random_batch(cfg, batch_size, tuple(args.img_size), device)
@@ -660,7 +661,7 @@ def run_variant(
     gc.collect()
     if device == 'cuda':
         torch.cuda.empty_cache()
-    return results, skipped
+    return skipped
 
 
 # --------------------------------------------------------------------------
@@ -741,11 +742,15 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         print(f"GFLOP per image: train step (forward + backward) "
               f"{flops['step_gflop_per_img']:.4g}, inference "
               f"{flops['infer_gflop_per_img']:.4g} ({parts})")
+    def add_row(row: dict) -> None:
+        report['results'].append(row)
+        if args.json:  # after every row: a killed run keeps what it measured
+            write_json(report, args.json)
+
     for switches in variants(args):
-        res, skip = run_variant(cfg, args, switches, modes, flops)
-        report['results'] += res
-        report['skipped'] += skip
-        if args.json:  # after every variant: a killed run keeps its rows
+        report['skipped'] += run_variant(cfg, args, switches, modes, add_row,
+                                         flops)
+        if args.json:
             write_json(report, args.json)
     for line in report['skipped']:
         print(line)

@@ -14,7 +14,7 @@
 #   compile      all switches plus torch.compile of the whole modules, and
 #   compile_blocks  ... of each Swin block (both bounded by
 #                COMPILE_TIMEOUT: compilation takes minutes).
-# Each part writes a JSON file (rows are added as variants finish) and a log;
+# Each part writes a JSON file (each row as soon as it is measured) and a log;
 # every row also gets the TFLOP/s it sustained (benchmark.py --flops), and
 # the run ends with one table of every row. On an H200 the sweep,
 # big_batches, loader and compile parts took about 8 minutes plus the

@@ -142,25 +142,26 @@ def test_out_of_memory_is_a_row_not_a_crash(monkeypatch):
     assert not tool.is_out_of_memory(RuntimeError('shape mismatch'))
 
 
-def test_json_written_after_every_variant(tmp_path, monkeypatch):
+def test_json_written_after_every_row(tmp_path, monkeypatch):
     tool = load_tool()
     out = tmp_path / 'bench.json'
     seen = []
-    real_run_variant = tool.run_variant
+    real_time_iterations = tool.time_iterations
 
-    def run_and_look(*args, **kwargs):
-        # What the file held when this variant started.
+    def look_then_time(*args, **kwargs):
+        # What the file held when this row's timing started.
         seen.append(len(json.loads(out.read_text())['results'])
                     if out.exists() else 0)
-        return real_run_variant(*args, **kwargs)
+        return real_time_iterations(*args, **kwargs)
 
-    monkeypatch.setattr(tool, 'run_variant', run_and_look)
+    monkeypatch.setattr(tool, 'time_iterations', look_then_time)
     tool.main([
-        str(CONFIG), *BASE_ARGS, '--mode', 'infer', '--sweep',
+        str(CONFIG), *BASE_ARGS, '--mode', 'all', '--sweep',
         '--backbone-type', 'SwinTransformerSDPA', '--json', str(out)
     ])
-    assert seen == [0, 1]
-    assert len(json.loads(out.read_text())['results']) == 2
+    # step and infer of stock, then of SDPA: each row on disk at once.
+    assert seen == [0, 1, 2, 3]
+    assert len(json.loads(out.read_text())['results']) == 4
 
 
 def test_cuda_only_switches_refused_on_cpu(capsys):
