@@ -40,6 +40,15 @@ Fixes:
    ``max`` over the classes and masked sums, without waiting for the GPU.
    Other ``topk``/``thresh`` arguments go to mmseg's function.
 
+5. Older torch. setup.cfg admits torch >= 2.1 so that GPU users keep
+   their build, but ``torch.nn.attention.sdpa_kernel`` and
+   ``torch.compiler.is_compiling`` are newer (torch 2.1 has neither, so
+   ``import mmseg_ptx`` failed there). :data:`sdpa_kernel` and
+   :data:`SDPBackend` are None where torch lacks them (SDPA then picks its
+   kernel itself), :data:`is_compiling` falls back to
+   ``torch._dynamo.is_compiling``, and :func:`math_sdpa` uses the older
+   ``torch.backends.cuda.sdp_kernel``.
+
 ``mmseg::`` config inheritance needs ``pkg_resources`` (removed in
 setuptools 82); that is handled by the ``setuptools<82`` requirement,
 :func:`check_pkg_resources` turns the failure into an actionable message,
@@ -60,7 +69,8 @@ import torch.nn.functional as F
 
 __all__ = [
     'apply_all', 'compiled_mmcv_ops_available', 'sigmoid_focal_loss',
-    'check_pkg_resources', 'top1_accuracy'
+    'check_pkg_resources', 'top1_accuracy', 'SDPBackend', 'sdpa_kernel',
+    'is_compiling', 'math_sdpa'
 ]
 
 
@@ -283,6 +293,30 @@ def check_pkg_resources() -> None:
             'Configs that inherit from `mmseg::` need pkg_resources, which '
             'setuptools >= 82 removed. Run: pip install "setuptools<82"',
             name='pkg_resources') from err
+
+
+# --------------------------------------------------------------------------
+# 5. Older torch (setup.cfg admits torch >= 2.1)
+# --------------------------------------------------------------------------
+try:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+except ImportError:  # SDPA picks its kernel itself
+    SDPBackend = sdpa_kernel = None
+
+#: Whether dynamo is tracing the caller (constant-folded under tracing).
+is_compiling = getattr(torch.compiler, 'is_compiling', None)
+if is_compiling is None:
+    import torch._dynamo
+    is_compiling = torch._dynamo.is_compiling
+
+
+def math_sdpa():
+    """A context in which ``scaled_dot_product_attention`` runs its math
+    path (matmuls and a softmax) instead of a fused kernel."""
+    if sdpa_kernel is not None:
+        return sdpa_kernel([SDPBackend.MATH])
+    return torch.backends.cuda.sdp_kernel(
+        enable_flash=False, enable_mem_efficient=False, enable_math=True)
 
 
 def apply_all() -> None:

@@ -9,9 +9,36 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+from mmseg_ptx import compat
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_CONFIG = ROOT / 'configs' / 'upernet_swin-nano_ptx-demo-128.py'
+
+
+def _cpu_fused_adamw() -> bool:
+    try:
+        torch.optim.AdamW([torch.zeros(1, requires_grad=True)], fused=True)
+    except RuntimeError:  # torch < 2.4: fused needs CUDA
+        return False
+    return True
+
+
+# Newer-torch features, for the tests of what uses them (setup.cfg admits
+# torch >= 2.1; the rest of the suite runs there too).
+CPU_FUSED_ADAMW = _cpu_fused_adamw()
+needs_cpu_fused_adamw = pytest.mark.skipif(
+    not CPU_FUSED_ADAMW, reason='fused AdamW on the CPU needs torch >= 2.4')
+needs_sdpa_kernel = pytest.mark.skipif(
+    compat.sdpa_kernel is None,
+    reason='choosing SDPA kernels needs torch.nn.attention.sdpa_kernel')
+needs_recent_dynamo = pytest.mark.skipif(
+    not hasattr(torch.compiler, 'is_compiling'),
+    reason="torch < 2.3's dynamo breaks graphs in mmcv/mmseg code")
+needs_safe_globals = pytest.mark.skipif(
+    not hasattr(torch.serialization, 'add_safe_globals'),
+    reason='torch.load allow-lists (compat fix 2) need torch >= 2.4')
 
 
 @pytest.fixture(scope='session')

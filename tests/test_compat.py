@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import needs_safe_globals
 
 import mmseg_ptx
 from mmseg_ptx import compat
@@ -79,6 +80,7 @@ def test_mmengine_checkpoint_loads_with_weights_only(tmp_path):
 class _Untrusted:
     pass
 
+@needs_safe_globals
 
 def test_weights_only_still_refuses_other_objects(tmp_path):
     from mmengine.runner.checkpoint import _load_checkpoint
@@ -89,6 +91,7 @@ def test_weights_only_still_refuses_other_objects(tmp_path):
     with pytest.raises(pickle.UnpicklingError):
         _load_checkpoint(str(path), map_location='cpu')
 
+@needs_safe_globals
 
 def test_getattr_not_allowed_outside_mmengine_loader(tmp_path):
     """A plain torch.load (as for downloaded weights) stays strict."""

@@ -52,6 +52,7 @@ import torch
 from tqdm import tqdm
 
 import mmseg_ptx  # noqa: F401  (stack fixes + plugin registration)
+from mmseg_ptx.compat import math_sdpa
 from mmseg_ptx.engine.hooks import compile_modules
 from mmseg_ptx.models.utils import cast_for_inference
 from mmengine.config import Config, ConfigDict, DictAction
@@ -414,27 +415,27 @@ def count_flops(cfg: Config,
     ``backbone_type`` (``--backbone-type``) only lets a config whose
     backbone options need that type build.
     """
-    from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
     batch_size = 2
     model = build_model(cfg, dict(backbone_type=backbone_type), device)
     batch = random_batch(cfg, batch_size, img_size, device)
     model.train()
-    with sdpa_kernel([SDPBackend.MATH]), FlopCounterMode(
+    with math_sdpa(), FlopCounterMode(
             display=False) as counter:
         data = model.data_preprocessor(batch, True)
         loss, _ = model.parse_losses(model._run_forward(data, mode='loss'))
         loss.backward()
     step = counter.get_total_flops() / batch_size
     model.eval()
-    with torch.no_grad(), sdpa_kernel([SDPBackend.MATH]), FlopCounterMode(
+    with torch.no_grad(), math_sdpa(), FlopCounterMode(
             display=False) as counter:
         model.test_step(batch)
     infer = counter.get_total_flops() / batch_size
     # mmseg's heads run their forward without calling the head module
     # itself, so the counter only sees their submodules: sum the outermost
-    # modules it saw under each top-level module.
+    # modules it saw under each top-level module. (torch < 2.2's counter
+    # sees no modules: no split.)
     counts = {
         name: sum(ops.values())
         for name, ops in counter.get_flop_counts().items() if '.' in name
@@ -741,7 +742,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
             for k, v in flops['infer_gflop_per_img_by_module'].items())
         print(f"GFLOP per image: train step (forward + backward) "
               f"{flops['step_gflop_per_img']:.4g}, inference "
-              f"{flops['infer_gflop_per_img']:.4g} ({parts})")
+              f"{flops['infer_gflop_per_img']:.4g}" +
+              (f' ({parts})' if parts else ''))
     def add_row(row: dict) -> None:
         report['results'].append(row)
         if args.json:  # after every row: a killed run keeps what it measured

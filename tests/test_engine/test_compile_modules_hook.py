@@ -4,7 +4,8 @@ from types import SimpleNamespace
 import torch
 from mmengine.logging import MMLogger
 from mmseg.registry import HOOKS
-from conftest import PYTHON, run_tool, write_tiny_run_config
+from conftest import (PYTHON, needs_recent_dynamo, run_tool,
+                      write_tiny_run_config)
 from tiny_model import build_tiny_model
 
 from mmseg_ptx.engine.hooks import compile_modules
@@ -53,6 +54,7 @@ def test_hook_compiles_once():
     hook.before_run(runner)  # a later run (test after train) keeps it
     assert model.backbone.forward is compiled
 
+@needs_recent_dynamo
 
 def test_compile_blocks_one_by_one():
     model, names = compile_tiny_model(['backbone', 'decode_head'],

@@ -8,6 +8,7 @@ import torch
 from mmengine.logging import MMLogger
 from mmengine.optim import build_optim_wrapper
 from mmengine.optim.scheduler import LinearLR
+from conftest import CPU_FUSED_ADAMW, needs_cpu_fused_adamw
 from tiny_model import build_tiny_model
 
 from mmseg_ptx.engine.optimizers import merge_param_groups
@@ -93,7 +94,8 @@ def test_without_paramwise_cfg_one_group():
     assert len(optimizer.param_groups) == 1
 
 
-@pytest.mark.parametrize('fused', [False, True])
+@pytest.mark.parametrize(
+    'fused', [False, pytest.param(True, marks=needs_cpu_fused_adamw)])
 def test_identical_updates_and_schedule(fused):
     """Three AdamW steps under a warm-up schedule give bitwise the same
     weights as the default constructor's per-parameter groups."""
@@ -133,7 +135,8 @@ def test_resumes_a_state_saved_with_one_group_per_parameter():
     """A default-constructor state loads into merged groups, and training
     goes on exactly as it would have."""
     models = [build_tiny_model(), build_tiny_model()]
-    saved_with = build_optim_wrapper(models[0], optim_cfg(fused=True))
+    saved_with = build_optim_wrapper(models[0],
+                                     optim_cfg(fused=CPU_FUSED_ADAMW))
     scheduler = LinearLR(saved_with, start_factor=0.1, by_epoch=False, end=4)
     gen = torch.Generator().manual_seed(0)
 
@@ -152,7 +155,8 @@ def test_resumes_a_state_saved_with_one_group_per_parameter():
         scheduler.step()
     state = copy.deepcopy(saved_with.state_dict())
     models[1].load_state_dict(models[0].state_dict())
-    resumed = build_optim_wrapper(models[1], optim_cfg(MERGED, fused=True))
+    resumed = build_optim_wrapper(models[1],
+                                  optim_cfg(MERGED, fused=CPU_FUSED_ADAMW))
     resumed.load_state_dict(state)
     assert len(resumed.optimizer.param_groups) == 3
     lrs = [options_by_param(w.optimizer) for w in (saved_with, resumed)]

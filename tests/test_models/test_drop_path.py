@@ -2,6 +2,7 @@
 import pytest
 import torch
 from mmcv.cnn.bricks.drop import DropPath
+from conftest import needs_recent_dynamo
 from torch._dynamo.utils import counters
 
 import mmseg_ptx  # noqa: F401  (registers the modules)
@@ -72,6 +73,7 @@ def compiled_block_graphs(backbone_type, **cfg):
     sum(o.sum() for o in outs).backward()
     return counters['stats']['unique_graphs']
 
+@needs_recent_dynamo
 
 def test_blocks_share_graphs_across_drop_rates():
     # 6 blocks with 6 drop rates; 4 distinct (stage, shifted) kinds.

@@ -1,6 +1,7 @@
 """SwinTransformerSDPA computes what mmseg's SwinTransformer computes."""
 import pytest
 import torch
+from conftest import needs_recent_dynamo, needs_sdpa_kernel
 
 import mmseg_ptx  # noqa: F401  (registers the backbone)
 from mmseg.models.backbones import SwinTransformer
@@ -208,6 +209,7 @@ def test_bf16_autocast_finite():
     assert len(outs) == 4
     assert all(torch.isfinite(o.float()).all() for o in outs)
 
+@needs_recent_dynamo
 
 def test_torch_compile_traces_without_graph_breaks():
     """Dynamo traces the whole backbone (fullgraph) and the traced shift
@@ -256,6 +258,7 @@ def test_swin_b_at_512_matches_on_cuda():
     assert max(diffs) < TOL, (diffs, floor)
 
 
+@needs_sdpa_kernel
 @pytest.mark.parametrize('backends', [['math'], ['efficient', 'math']])
 def test_sdpa_backends_same_outputs(backends):
     """Restricting the kernels changes nothing but speed (CPU: the math
@@ -279,6 +282,7 @@ def test_sdpa_backends_checked():
     with pytest.raises(ValueError, match='empty list'):
         SwinTransformerSDPA(**tiny_cfg(), sdpa_backends=[])
 
+@needs_sdpa_kernel
 
 def test_sdpa_backends_trace_without_graph_breaks():
     # A fresh dynamo cache: a second input size for the same code would

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import needs_cpu_fused_adamw
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOL = ROOT / 'tools' / 'benchmark.py'
@@ -71,6 +72,7 @@ def test_sweep_compares_stock_with_each_switch(tmp_path):
         backbone_type='SwinTransformerSDPA', amp='bf16')
     assert all(r['img_per_s'] > 0 for r in report['results'])
 
+@needs_cpu_fused_adamw
 
 def test_sdpa_step_with_fused_adamw_channels_last(tmp_path):
     report, _ = run_benchmark(tmp_path, '--mode', 'step', '--backbone-type',
@@ -82,6 +84,13 @@ def test_sdpa_step_with_fused_adamw_channels_last(tmp_path):
     assert result['img_per_s'] > 0
 
 
+def flop_counter_tracks_modules() -> bool:
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as counter:
+        torch.nn.Sequential(torch.nn.Linear(1, 1))(torch.ones(1, 1))
+    return 'Sequential.0' in counter.get_flop_counts()
+
+
 def test_flops_and_sustained_tflops(tmp_path):
     report, stdout = run_benchmark(tmp_path, '--mode', 'all', '--flops')
     flops = report['flops']
@@ -89,8 +98,11 @@ def test_flops_and_sustained_tflops(tmp_path):
     # backward costs about twice the forward; training adds the aux head
     assert step > 2.5 * infer > 0
     modules = flops['infer_gflop_per_img_by_module']
-    assert set(modules) == {'backbone', 'decode_head'}
-    assert sum(modules.values()) == pytest.approx(infer)
+    if flop_counter_tracks_modules():
+        assert set(modules) == {'backbone', 'decode_head'}
+        assert sum(modules.values()) == pytest.approx(infer)
+    else:  # torch < 2.2
+        assert modules == {}
     for row in report['results']:
         per_img = infer if row['mode'] == 'infer' else step
         assert row['tflop_per_s'] == pytest.approx(

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import needs_cpu_fused_adamw
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -39,6 +41,7 @@ def run_script(out, env):
                           cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=900)
 
+@needs_cpu_fused_adamw
 
 def test_every_part_runs_and_is_summarised(tmp_path):
     out = tmp_path / 'bench'
@@ -72,6 +75,7 @@ def test_every_part_runs_and_is_summarised(tmp_path):
         for p in out.glob('*.json'))
     assert len(table.strip().splitlines()) == rows + 1
 
+@needs_cpu_fused_adamw
 
 def test_parts_pick_some(tmp_path):
     out = tmp_path / 'bench'

@@ -80,8 +80,10 @@ def compile_modules(model: torch.nn.Module,
         # All blocks share one compiled code object (Module._call_impl):
         # room for each block in train and eval mode at two input sizes.
         config = torch._dynamo.config
-        limit = ('recompile_limit'
-                 if hasattr(config, 'recompile_limit') else 'cache_size_limit')
+        # 'cache_size_limit' before torch 2.6, whose config module raises
+        # KeyError (not AttributeError) for unknown names, so no hasattr.
+        limit = ('recompile_limit' if 'recompile_limit' in dir(config) else
+                 'cache_size_limit')
         setattr(config, limit, max(getattr(config, limit), 4 * num_blocks))
     return compiled
 

@@ -37,8 +37,8 @@ from mmseg.models.backbones.swin import (ShiftWindowMSA, SwinTransformer,
                                          WindowMSA)
 from mmseg.registry import MODELS
 from torch import Tensor
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from ...compat import SDPBackend, is_compiling, sdpa_kernel
 from ..utils.drop_path import TensorDropPath
 
 __all__ = ['WindowMSASDPA', 'ShiftWindowMSASDPA', 'SwinTransformerSDPA']
@@ -48,12 +48,14 @@ __all__ = ['WindowMSASDPA', 'ShiftWindowMSASDPA', 'SwinTransformerSDPA']
 # fully masked row can never produce NaN.
 _SHIFT_MASK_VALUE = -100.0
 
-#: Names accepted by ``SwinTransformerSDPA(sdpa_backends=...)``.
+#: Names accepted by ``SwinTransformerSDPA(sdpa_backends=...)``: those of
+#: the installed torch's SDPA kernels (none before torch's ``sdpa_kernel``).
 SDPA_BACKENDS = {
-    'flash': SDPBackend.FLASH_ATTENTION,
-    'efficient': SDPBackend.EFFICIENT_ATTENTION,
-    'cudnn': SDPBackend.CUDNN_ATTENTION,
-    'math': SDPBackend.MATH,
+    name: getattr(SDPBackend, member)
+    for name, member in (('flash', 'FLASH_ATTENTION'),
+                         ('efficient', 'EFFICIENT_ATTENTION'),
+                         ('cudnn', 'CUDNN_ATTENTION'), ('math', 'MATH'))
+    if hasattr(SDPBackend, member)
 }
 
 
@@ -82,7 +84,7 @@ class WindowMSASDPA(WindowMSA):
 
     #: SDPA kernels allowed for this module (None: PyTorch's choice); set
     #: by :class:`SwinTransformerSDPA`.
-    sdpa_backends: Optional[List[SDPBackend]] = None
+    sdpa_backends: Optional[List['SDPBackend']] = None
 
     @classmethod
     def from_stock(cls, stock: WindowMSA) -> 'WindowMSASDPA':
@@ -254,7 +256,7 @@ class ShiftWindowMSASDPA(ShiftWindowMSA):
             Tensor: (num_windows, N, N) with 0 or -100.
         """
         key = (H_pad, W_pad, dtype, device)
-        compiling = torch.compiler.is_compiling()
+        compiling = is_compiling()
         if not compiling and key in self._shift_mask_cache:
             return self._shift_mask_cache[key]
         ws, s = self.window_size, self.shift_size
@@ -361,7 +363,8 @@ class SwinTransformerSDPA(SwinTransformer):
             if unknown or not sdpa_backends:
                 raise ValueError(
                     f'sdpa_backends: unknown {unknown or "(empty list)"}; '
-                    f'choose from {sorted(SDPA_BACKENDS)}')
+                    f'torch {torch.__version__} offers '
+                    f'{sorted(SDPA_BACKENDS) or "no choice of SDPA kernel"}')
             backends = [SDPA_BACKENDS[b] for b in sdpa_backends]
         for stage in self.stages:
             for block in stage.blocks:

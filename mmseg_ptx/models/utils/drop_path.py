@@ -6,6 +6,8 @@ from mmcv.cnn.bricks.drop import DropPath
 from mmseg.registry import MODELS
 from torch import Tensor
 
+from ...compat import is_compiling
+
 
 @MODELS.register_module()
 class TensorDropPath(DropPath):
@@ -47,7 +49,7 @@ class TensorDropPath(DropPath):
         return new
 
     def forward(self, x: Tensor) -> Tensor:
-        if not torch.compiler.is_compiling():
+        if not is_compiling():
             return super().forward(x)
         if not self.training:
             return x
