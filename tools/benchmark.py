@@ -421,8 +421,7 @@ def count_flops(cfg: Config,
     model = build_model(cfg, dict(backbone_type=backbone_type), device)
     batch = random_batch(cfg, batch_size, img_size, device)
     model.train()
-    with math_sdpa(), FlopCounterMode(
-            display=False) as counter:
+    with math_sdpa(), FlopCounterMode(display=False) as counter:
         data = model.data_preprocessor(batch, True)
         loss, _ = model.parse_losses(model._run_forward(data, mode='loss'))
         loss.backward()
@@ -744,6 +743,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
               f"{flops['step_gflop_per_img']:.4g}, inference "
               f"{flops['infer_gflop_per_img']:.4g}" +
               (f' ({parts})' if parts else ''))
+
     def add_row(row: dict) -> None:
         report['results'].append(row)
         if args.json:  # after every row: a killed run keeps what it measured
