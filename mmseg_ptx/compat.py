@@ -46,8 +46,10 @@ Fixes:
    ``import mmseg_ptx`` failed there). :data:`sdpa_kernel` and
    :data:`SDPBackend` are None where torch lacks them (SDPA then picks its
    kernel itself), :data:`is_compiling` falls back to
-   ``torch._dynamo.is_compiling``, and :func:`math_sdpa` uses the older
-   ``torch.backends.cuda.sdp_kernel``.
+   ``torch._dynamo.is_compiling``, :func:`math_sdpa` uses the older
+   ``torch.backends.cuda.sdp_kernel``, and :func:`autocast_dtype` the
+   per-device autocast queries that ``torch.get_autocast_dtype``
+   (torch 2.4) replaced.
 
 ``mmseg::`` config inheritance needs ``pkg_resources`` (removed in
 setuptools 82); that is handled by the ``setuptools<82`` requirement,
@@ -308,6 +310,24 @@ is_compiling = getattr(torch.compiler, 'is_compiling', None)
 if is_compiling is None:
     import torch._dynamo
     is_compiling = torch._dynamo.is_compiling
+
+
+if hasattr(torch, 'get_autocast_dtype'):  # torch >= 2.4
+    def autocast_dtype(device_type: str) -> Optional[torch.dtype]:
+        """The dtype autocast casts matmul inputs to on ``device_type``
+        (``'cuda'``, ``'cpu'``), or None where autocast is off."""
+        if not torch.is_autocast_enabled(device_type):
+            return None
+        return torch.get_autocast_dtype(device_type)
+else:
+    def autocast_dtype(device_type: str) -> Optional[torch.dtype]:
+        """The dtype autocast casts matmul inputs to on ``device_type``
+        (``'cuda'``, ``'cpu'``), or None where autocast is off."""
+        if device_type == 'cuda' and torch.is_autocast_enabled():
+            return torch.get_autocast_gpu_dtype()
+        if device_type == 'cpu' and torch.is_autocast_cpu_enabled():
+            return torch.get_autocast_cpu_dtype()
+        return None
 
 
 def math_sdpa():

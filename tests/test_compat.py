@@ -157,3 +157,12 @@ def test_top1_accuracy_other_cases_use_mmseg():
 def test_decode_heads_use_top1_accuracy():
     import mmseg.models.decode_heads.decode_head as decode_head
     assert decode_head.accuracy is compat.top1_accuracy
+
+
+def test_autocast_dtype_per_device():
+    assert compat.autocast_dtype('cpu') is None
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert compat.autocast_dtype('cpu') == torch.bfloat16
+        # Autocast on one device says nothing about another.
+        assert compat.autocast_dtype('cuda') is None
+    assert compat.autocast_dtype('cpu') is None

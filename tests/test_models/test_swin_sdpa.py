@@ -209,8 +209,40 @@ def test_bf16_autocast_finite():
     assert len(outs) == 4
     assert all(torch.isfinite(o.float()).all() for o in outs)
 
-@needs_recent_dynamo
 
+@pytest.mark.parametrize('shift', [False, True])
+def test_autocast_casts_before_window_copies(monkeypatch, shift):
+    """Under autocast the windows reach the qkv linear already in bf16
+    (cast before pad, roll and partition), and output and input gradient
+    are bit for bit those of casting in the linear, as autocast would."""
+    from mmseg_ptx.models.backbones import swin_sdpa
+    _, sdpa = stock_and_sdpa()
+    attn = sdpa.stages[0].blocks[int(shift)].attn
+    assert (attn.shift_size > 0) == shift
+    qkv_input_dtypes = []
+    attn.w_msa.qkv.register_forward_pre_hook(
+        lambda module, args: qkv_input_dtypes.append(args[0].dtype))
+    hw_shape = (10, 12)  # not multiples of the window: padded
+    query = torch.randn(2, 120, 32)
+
+    def run():
+        x = query.clone().requires_grad_()
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            out = attn(x, hw_shape)
+        out.float().square().sum().backward()
+        return out, x.grad
+
+    out, grad = run()
+    monkeypatch.setattr(swin_sdpa, 'autocast_dtype', lambda device: None)
+    ref_out, ref_grad = run()
+    assert qkv_input_dtypes == [torch.bfloat16, torch.float32]
+    assert out.dtype == ref_out.dtype == torch.bfloat16
+    assert grad.dtype == torch.float32
+    assert torch.equal(out, ref_out)
+    assert torch.equal(grad, ref_grad)
+
+
+@needs_recent_dynamo
 def test_torch_compile_traces_without_graph_breaks():
     """Dynamo traces the whole backbone (fullgraph) and the traced shift
     mask path leaves the eager cache alone."""
@@ -221,6 +253,9 @@ def test_torch_compile_traces_without_graph_breaks():
     with torch.no_grad():
         for a, b in zip(stock(x), compiled(x)):
             assert max_diff(a, b) < TOL
+        # The autocast query folds into the graph as well.
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            compiled(x)
     assert all(not b.attn._shift_mask_cache for s in sdpa.stages
                for b in s.blocks)
 

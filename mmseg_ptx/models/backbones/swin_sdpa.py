@@ -21,6 +21,9 @@ Why it is faster (same maths):
 * The relative position bias is gathered straight into (heads, N, N) order
   (no permute + ``contiguous``), and the zero-pad and crop copies are skipped
   when the feature map already is a multiple of the window size.
+* Under autocast the features are cast to the autocast dtype before the
+  pad, roll and window partition rather than by the qkv projection after
+  them: the same values, half the bytes copied.
 * Stochastic depth is :class:`~mmseg_ptx.models.utils.TensorDropPath`, so
   under ``torch.compile`` blocks that differ only in their drop rate share
   one compiled graph.
@@ -38,7 +41,7 @@ from mmseg.models.backbones.swin import (ShiftWindowMSA, SwinTransformer,
 from mmseg.registry import MODELS
 from torch import Tensor
 
-from ...compat import SDPBackend, is_compiling, sdpa_kernel
+from ...compat import SDPBackend, autocast_dtype, is_compiling, sdpa_kernel
 from ..utils.drop_path import TensorDropPath
 
 __all__ = ['WindowMSASDPA', 'ShiftWindowMSASDPA', 'SwinTransformerSDPA']
@@ -294,6 +297,13 @@ class ShiftWindowMSASDPA(ShiftWindowMSA):
             raise ValueError(f'input feature has wrong size: {L} tokens for '
                              f'a {H}x{W} feature map')
         ws, s = self.window_size, self.shift_size
+        # Under CUDA autocast the block's LayerNorm returns float32, and the
+        # qkv linear would cast the windows to bf16/fp16 only after the pad,
+        # roll and partition copies. Casting first gives the linear the very
+        # same values and halves the bytes those copies move.
+        cast_to = autocast_dtype(query.device.type)
+        if cast_to is not None and query.dtype == torch.float32:
+            query = query.to(cast_to)
         x = query.view(B, H, W, C)
 
         # Pad to multiples of the window size (only when needed: F.pad
