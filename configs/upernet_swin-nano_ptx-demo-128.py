@@ -37,7 +37,7 @@ model = dict(
         loss_decode=dict(class_weight=class_weight)))
 
 train_pipeline = [
-    dict(type='LoadDicomImageFromFile'),
+    dict(type='LoadDicomImageFromFile', color_type='grayscale'),
     dict(type='LoadRLEAnnotations'),
     dict(
         type='RandomResize',
@@ -58,6 +58,7 @@ train_pipeline = [
         # crashes mmseg's randint), so they stay at neutral values.
         saturation_range=(1.0, 1.0),
         hue_delta=1),
+    dict(type='GreyToBGR'),
     dict(type='PackSegInputs'),
 ]
 test_pipeline = [

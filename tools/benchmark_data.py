@@ -203,6 +203,9 @@ def main() -> None:
                         'pipeline (and each of its transforms) instead of '
                         'DICOM + RLE + resize + flip')
     args = parser.parse_args()
+    if min(args.num, args.repeats, *args.workers) < 1:
+        # 1 worker means the main process; there is no 0.
+        parser.error('--num, --repeats and --workers must be >= 1')
     pipeline = PIPELINE if args.config is None else config_pipeline(
         args.config)
 

@@ -7,7 +7,7 @@ from .split import (SplitResult, balance_and_split, count_split, read_split,
                     write_split)
 from .statistics import compute_dataset_statistics, format_statistics
 from .synthetic import synthesize_radiograph, write_demo_dataset
-from .transforms import (GreyscalePhotoMetricDistortion,
+from .transforms import (GreyscalePhotoMetricDistortion, GreyToBGR,
                          LoadBinaryMaskFromFile, LoadDicomImageFromFile,
                          LoadRLEAnnotations)
 
@@ -18,6 +18,6 @@ __all__ = [
     'balance_and_split', 'count_split', 'read_split', 'write_split',
     'compute_dataset_statistics', 'format_statistics',
     'synthesize_radiograph', 'write_demo_dataset',
-    'GreyscalePhotoMetricDistortion', 'LoadBinaryMaskFromFile',
+    'GreyscalePhotoMetricDistortion', 'GreyToBGR', 'LoadBinaryMaskFromFile',
     'LoadDicomImageFromFile', 'LoadRLEAnnotations'
 ]

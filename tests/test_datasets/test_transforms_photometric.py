@@ -60,3 +60,27 @@ def test_colour_and_float_images_fall_through():
     assert not is_grey_bgr(floats)
     assert not is_grey_bgr(grey_image(1)[..., 0])
     assert is_grey_bgr(grey_image(1))
+
+
+@pytest.mark.parametrize('settings', SETTINGS)
+def test_single_channel_images_bit_for_bit(settings):
+    """A grey H x W image gets one channel of what mmseg gives for it
+    repeated to BGR, from the same random draws."""
+    for seed in range(40):
+        img = grey_image(seed)
+        theirs_img, theirs_next, _, _ = run_both(img, settings, seed)
+        np.random.seed(seed)
+        single = TRANSFORMS.get('GreyscalePhotoMetricDistortion')(
+            **settings).transform(dict(img=img[..., 0].copy()))['img']
+        assert single.dtype == np.uint8 and single.shape == img.shape[:2]
+        np.testing.assert_array_equal(single, theirs_img[..., 0])
+        np.testing.assert_array_equal(theirs_img[..., 1:],
+                                      theirs_img[..., :1].repeat(2, axis=2))
+        assert np.random.random() == theirs_next
+
+
+def test_single_channel_float_image_is_an_error():
+    transform = TRANSFORMS.get('GreyscalePhotoMetricDistortion')()
+    img = grey_image(0)[..., 0].astype(np.float32)
+    with pytest.raises(ValueError, match=r'uint8, got float32 for a\.dcm'):
+        transform.transform(dict(img=img, img_path='a.dcm'))

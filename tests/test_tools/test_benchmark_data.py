@@ -1,7 +1,8 @@
 """tools/benchmark_data.py prints its figures (no timing asserted)."""
 import re
+import subprocess
 
-from conftest import PYTHON, run_tool
+from conftest import PYTHON, ROOT, run_tool
 
 
 def test_benchmark_data_prints_both_tables():
@@ -25,3 +26,11 @@ def test_config_pipeline_and_its_transforms():
         assert float(rows[name]) > 0, name
     parts = sum(float(v) for k, v in rows.items() if k != 'all')
     assert abs(float(rows['all']) - parts) < 0.05
+
+
+def test_zero_workers_is_a_usage_error():
+    proc = subprocess.run(
+        [PYTHON, 'tools/benchmark_data.py', '--workers', '0'],
+        capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2
+    assert '--workers must be >= 1' in proc.stderr

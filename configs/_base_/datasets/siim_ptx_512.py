@@ -15,8 +15,10 @@ split_settings = dict(
 
 # Kaggle images are 1024x1024; the reference trained at 512x512. The
 # photometric jitter only moves brightness/contrast: the images are grey.
+# They stay one channel until GreyToBGR repeats it for the model: the same
+# tensors as loading in colour, on a third of the bytes.
 train_pipeline = [
-    dict(type='LoadDicomImageFromFile'),
+    dict(type='LoadDicomImageFromFile', color_type='grayscale'),
     dict(type='LoadRLEAnnotations'),
     dict(
         type='RandomResize',
@@ -35,6 +37,7 @@ train_pipeline = [
         # crashes mmseg's randint), so they stay at neutral values.
         saturation_range=(1.0, 1.0),
         hue_delta=1),
+    dict(type='GreyToBGR'),
     dict(type='PackSegInputs'),
 ]
 # Predictions are resized back to the original 1024x1024, where the ground

@@ -1,7 +1,9 @@
 """Data transforms registered in ``mmseg.registry.TRANSFORMS``."""
+from .grey_to_bgr import GreyToBGR
 from .greyscale_photometric import GreyscalePhotoMetricDistortion
 from .loading import (LoadBinaryMaskFromFile, LoadDicomImageFromFile,
                       LoadRLEAnnotations)
 
-__all__ = ['GreyscalePhotoMetricDistortion', 'LoadBinaryMaskFromFile',
-           'LoadDicomImageFromFile', 'LoadRLEAnnotations']
+__all__ = ['GreyToBGR', 'GreyscalePhotoMetricDistortion',
+           'LoadBinaryMaskFromFile', 'LoadDicomImageFromFile',
+           'LoadRLEAnnotations']

@@ -37,8 +37,12 @@ class GreyscalePhotoMetricDistortion(PhotoMetricDistortion):
     state, while mmseg converts the whole image to float32 once or twice and
     to HSV and back up to twice (3.9 of 14.0 ms per image in this project's
     training pipeline, 2.9 with this class; docs/data_preparation.md).
-    Images that are not grey 8-bit BGR go through mmseg's transform
-    unchanged.
+
+    Single-channel 8-bit images (``LoadDicomImageFromFile(color_type=
+    'grayscale')``, before :class:`GreyToBGR`) are looked up the same way:
+    the result is one channel of what mmseg gives for the image repeated to
+    BGR (mmseg's own transform needs three channels). Other images that are
+    not grey 8-bit BGR go through mmseg's transform unchanged.
 
     Args:
         brightness_delta (int): Delta of brightness. Default: 32.
@@ -59,6 +63,17 @@ class GreyscalePhotoMetricDistortion(PhotoMetricDistortion):
             dict: Result dict with the image distorted.
         """
         img = results['img']
+        if img.ndim == 2:
+            if img.dtype != np.uint8:
+                raise ValueError(
+                    'GreyscalePhotoMetricDistortion takes a single-channel '
+                    f'image only as uint8, got {img.dtype} for '
+                    f'{results.get("img_path", "the image")}')
+            table = super().transform({'img': _GREY_LEVELS})['img']
+            # Grey levels stay grey (saturation and hue act on colour
+            # only), so any channel of the table is the grey mapping.
+            results['img'] = cv2.LUT(img, table[..., 0])
+            return results
         if not is_grey_bgr(img):
             return super().transform(results)
         table = super().transform({'img': _GREY_LEVELS})['img']
