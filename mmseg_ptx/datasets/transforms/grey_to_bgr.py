@@ -19,8 +19,8 @@ class GreyToBGR(BaseTransform):
     tensors as one that loads in colour, since resizing (bilinear, nearest,
     area, Lanczos), cropping, flipping and
     :class:`GreyscalePhotoMetricDistortion` treat each channel alike. On a
-    third of the bytes: the config's training pipeline takes about a third
-    less time per image (docs/data_preparation.md).
+    third of the bytes, this project's training pipeline takes about a
+    quarter less time per image (docs/data_preparation.md).
 
     Required Keys:
 
