@@ -69,13 +69,12 @@ class GreyscalePhotoMetricDistortion(PhotoMetricDistortion):
                     'GreyscalePhotoMetricDistortion takes a single-channel '
                     f'image only as uint8, got {img.dtype} for '
                     f'{results.get("img_path", "the image")}')
-            table = super().transform({'img': _GREY_LEVELS})['img']
-            # Grey levels stay grey (saturation and hue act on colour
-            # only), so any channel of the table is the grey mapping.
-            results['img'] = cv2.LUT(img, table[..., 0])
-            return results
-        if not is_grey_bgr(img):
+        elif not is_grey_bgr(img):
             return super().transform(results)
         table = super().transform({'img': _GREY_LEVELS})['img']
+        if img.ndim == 2:
+            # Grey levels stay grey (saturation and hue act on colour
+            # only), so any channel of the table is the grey mapping.
+            table = table[..., 0]
         results['img'] = cv2.LUT(img, table)
         return results
