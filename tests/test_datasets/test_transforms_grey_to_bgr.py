@@ -28,6 +28,9 @@ def test_repeats_the_channel(dtype, shape):
     assert out.shape == (5, 7, 3) and out.dtype == dtype
     for channel in range(3):
         np.testing.assert_array_equal(out[..., channel], img.reshape(5, 7))
+    # Channel-first in memory: PackSegInputs' transpose copies nothing.
+    chw = np.ascontiguousarray(out.transpose(2, 0, 1))
+    assert np.shares_memory(chw, out)
 
 
 def test_colour_image_is_an_error():
