@@ -80,8 +80,8 @@ def test_mmengine_checkpoint_loads_with_weights_only(tmp_path):
 class _Untrusted:
     pass
 
-@needs_safe_globals
 
+@needs_safe_globals
 def test_weights_only_still_refuses_other_objects(tmp_path):
     from mmengine.runner.checkpoint import _load_checkpoint
     path = tmp_path / 'evil.pth'
@@ -91,8 +91,8 @@ def test_weights_only_still_refuses_other_objects(tmp_path):
     with pytest.raises(pickle.UnpicklingError):
         _load_checkpoint(str(path), map_location='cpu')
 
-@needs_safe_globals
 
+@needs_safe_globals
 def test_getattr_not_allowed_outside_mmengine_loader(tmp_path):
     """A plain torch.load (as for downloaded weights) stays strict."""
     from mmengine.logging import HistoryBuffer

@@ -164,6 +164,7 @@ def bench_rle(num: int, size: int) -> tuple[float, float, float]:
         _, regions = synthesize_radiograph(
             np.random.default_rng([7, i]), size, positive=True)
         rows.append([rle_encode(r) for r in regions])
+
     def union(decoder):
         def decode(rles):
             mask = np.zeros((size, size), np.uint8)

@@ -568,4 +568,3 @@ def write_demo_dataset(out_dir: str,
 def _write_text(path: str, rows: list[str]) -> None:
     with open(path, 'w', newline='\n') as f:
         f.write('\n'.join(rows) + '\n')
-

@@ -13,7 +13,7 @@ import json
 import os
 import os.path as osp
 import re
-from typing import Any, Dict, List, Optional
+from typing import Any, List, Optional
 
 import numpy as np
 from mmengine.config import Config
@@ -362,8 +362,10 @@ def _model_rows(cfg: Optional[Config]) -> List[tuple]:
     bb, head = model.backbone, model.decode_head
     size = cfg.model.get('data_preprocessor', {}).get('size')
     loss = head.get('loss_decode', {})
-    loss_desc = loss.get('type', 'n/a') if isinstance(loss, dict) else ', '.join(
-        item.get('type') for item in loss)
+    if isinstance(loss, dict):
+        loss_desc = loss.get('type', 'n/a')
+    else:
+        loss_desc = ', '.join(item.get('type') for item in loss)
     if isinstance(loss, dict) and loss.get('type') == 'DiceCELoss':
         loss_desc = (f'DiceCELoss: {loss.get("ce_weight", 0.5)} x '
                      f'class-weighted CE + {loss.get("dice_weight", 0.5)} x '
@@ -416,9 +418,9 @@ def _render_markdown(cfg, best, final_train, val, split, stats, val_desc,
     keep = settings.get('neg_keep_ratio', train_ds.get('neg_keep_ratio'))
     order = settings.get('split_order', train_ds.get('split_order'))
     if keep is not None:
+        seed = settings.get('split_seed', train_ds.get('split_seed'))
         lines.append(f'- **Negative undersampling**: keep ratio {keep} '
-                     f'({order or "balance_first"}; seed '
-                     f'{settings.get("split_seed", train_ds.get("split_seed"))})')
+                     f'({order or "balance_first"}; seed {seed})')
     if sampler.get('type') == 'ClassBalancedSampler':
         lines.append(f'- **Positive oversampling**: ClassBalancedSampler, '
                      f'weight {sampler.get("pos_weight", 1.5)}x per positive '
@@ -488,7 +490,8 @@ def _render_markdown(cfg, best, final_train, val, split, stats, val_desc,
               'pr_curves/                  # PR curve plot + data per '
               'validation']
     if pr_png:
-        lines.append('precision_recall_curve.png  # PR curve of the best epoch')
+        lines.append(
+            'precision_recall_curve.png  # PR curve of the best epoch')
     lines.append('detailed_metrics.png        # loss, Dice, IoU, AP over '
                  'epochs')
     if pictures:

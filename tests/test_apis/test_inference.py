@@ -35,8 +35,8 @@ def test_build_postprocessor_defaults_and_overrides():
     # The tiny config's triplet: the Swin-B one with min_area scaled from
     # 1024 to the demo's 256 px.
     pp = build_postprocessor(model.cfg)
-    assert (pp.top_threshold, pp.min_area, pp.bottom_threshold) == (0.75,
-                                                                   125, 0.3)
+    assert (pp.top_threshold, pp.min_area,
+            pp.bottom_threshold) == (0.75, 125, 0.3)
     pp = build_postprocessor(model.cfg, {'min_area': 10})
     assert pp.min_area == 10 and pp.top_threshold == 0.75
     plain = build_postprocessor(model.cfg, enabled=False)

@@ -99,7 +99,7 @@ def test_header_values_never_logged(tmp_path, log_messages):
 
 
 def test_contradictory_rows_are_positive_with_warning(tmp_path,
-                                                       log_messages):
+                                                      log_messages):
     make_dicom_root(tmp_path, ROWS + [(NEG1, '5 5')])
     ds = _build(tmp_path)
     info = next(ds.get_data_info(i) for i in range(len(ds))

@@ -54,8 +54,8 @@ def test_hook_compiles_once():
     hook.before_run(runner)  # a later run (test after train) keeps it
     assert model.backbone.forward is compiled
 
-@needs_recent_dynamo
 
+@needs_recent_dynamo
 def test_compile_blocks_one_by_one():
     model, names = compile_tiny_model(['backbone', 'decode_head'],
                                       blocks=['SwinBlock'])

@@ -73,8 +73,8 @@ def compiled_block_graphs(backbone_type, **cfg):
     sum(o.sum() for o in outs).backward()
     return counters['stats']['unique_graphs']
 
-@needs_recent_dynamo
 
+@needs_recent_dynamo
 def test_blocks_share_graphs_across_drop_rates():
     # 6 blocks with 6 drop rates; 4 distinct (stage, shifted) kinds.
     assert compiled_block_graphs(SwinTransformer) == 6

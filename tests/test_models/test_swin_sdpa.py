@@ -317,8 +317,8 @@ def test_sdpa_backends_checked():
     with pytest.raises(ValueError, match='empty list'):
         SwinTransformerSDPA(**tiny_cfg(), sdpa_backends=[])
 
-@needs_sdpa_kernel
 
+@needs_sdpa_kernel
 def test_sdpa_backends_trace_without_graph_breaks():
     # A fresh dynamo cache: a second input size for the same code would
     # trace again with symbolic shapes, which takes minutes here.

@@ -72,8 +72,8 @@ def test_sweep_compares_stock_with_each_switch(tmp_path):
         backbone_type='SwinTransformerSDPA', amp='bf16')
     assert all(r['img_per_s'] > 0 for r in report['results'])
 
-@needs_cpu_fused_adamw
 
+@needs_cpu_fused_adamw
 def test_sdpa_step_with_fused_adamw_channels_last(tmp_path):
     report, _ = run_benchmark(tmp_path, '--mode', 'step', '--backbone-type',
                               'SwinTransformerSDPA', '--fused-adamw',
@@ -121,8 +121,8 @@ def test_several_batch_sizes_one_model(tmp_path):
     report, stdout = run_benchmark(tmp_path, '--mode', 'all',
                                    '--batch-size', '2', '3')
     rows = [r for r in report['results'] if r['mode'] == 'infer']
-    assert [(r['variant'], r['batch_size']) for r in rows] == [('stock', 2),
-                                                              ('stock', 3)]
+    assert [(r['variant'], r['batch_size'])
+            for r in rows] == [('stock', 2), ('stock', 3)]
     assert [r['images'] for r in rows] == [4, 6]
     assert report['settings']['batch_size'] == [2, 3]
     # The loader's reason to skip is said once, not once per size.

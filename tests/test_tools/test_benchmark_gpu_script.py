@@ -41,8 +41,8 @@ def run_script(out, env):
                           cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=900)
 
-@needs_cpu_fused_adamw
 
+@needs_cpu_fused_adamw
 def test_every_part_runs_and_is_summarised(tmp_path):
     out = tmp_path / 'bench'
     proc = run_script(out, dry_run_env())
@@ -75,8 +75,8 @@ def test_every_part_runs_and_is_summarised(tmp_path):
         for p in out.glob('*.json'))
     assert len(table.strip().splitlines()) == rows + 1
 
-@needs_cpu_fused_adamw
 
+@needs_cpu_fused_adamw
 def test_parts_pick_some(tmp_path):
     out = tmp_path / 'bench'
     proc = run_script(out, dry_run_env(PARTS='big_batches'))

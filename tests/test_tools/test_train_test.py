@@ -41,6 +41,8 @@ def test_train_resume_and_test(tmp_path, demo_root):
                     '### Pixel-Level Statistics', '## Training Progression',
                     '## Files in This Results Folder', '## Key Findings'):
         assert section in report, section
+    assert ('**Negative undersampling**: keep ratio 0.15 (balance_first; '
+            'seed 42)') in report
     for picture in ['precision_recall_curve.png', 'detailed_metrics.png',
                     *sorted(p.name for p in (work_dir / 'images').iterdir())]:
         path = work_dir / picture if picture.endswith('metrics.png') or \

@@ -103,4 +103,3 @@ class TrainSegMetricsHook(Hook):
 
         loss_by_feat_with_metrics._with_seg_metrics = True
         head.loss_by_feat = loss_by_feat_with_metrics
-
