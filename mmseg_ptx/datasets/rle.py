@@ -41,6 +41,24 @@ def _parse_pairs(rle: str) -> tuple[np.ndarray, np.ndarray]:
     return starts, lengths
 
 
+def _absolute_runs(rle: str, height: int,
+                   width: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Absolute column-major starts and lengths of one RLE string's runs,
+    checked against the image size; None for an empty mask."""
+    rle = rle.strip()
+    if rle in (EMPTY_RLE, ''):
+        return None
+    starts, lengths = _parse_pairs(rle)
+    # Relative starts -> absolute: each start counts from the previous end.
+    abs_starts = np.cumsum(starts + np.concatenate(([0], lengths[:-1])))
+    ends = abs_starts + lengths
+    if ends[-1] > height * width:
+        raise ValueError(
+            f'Malformed RLE: a run ends at pixel {int(ends[-1])}, past the '
+            f'end of a {height}x{width} image ({height * width} pixels)')
+    return abs_starts, lengths
+
+
 def rle_decode(rle: str, height: int, width: int) -> np.ndarray:
     """Decode one competition RLE string into a binary mask.
 
@@ -58,27 +76,7 @@ def rle_decode(rle: str, height: int, width: int) -> np.ndarray:
             non-integer, negative start, non-positive length) or a run goes
             past the end of the image.
     """
-    mask = np.zeros(height * width, dtype=np.uint8)
-    rle = rle.strip()
-    if rle in (EMPTY_RLE, ''):
-        return mask.reshape(width, height).T.copy()
-    starts, lengths = _parse_pairs(rle)
-    # Relative starts -> absolute: each start counts from the previous end.
-    abs_starts = np.cumsum(starts + np.concatenate(([0], lengths[:-1])))
-    ends = abs_starts + lengths
-    if ends[-1] > mask.size:
-        raise ValueError(
-            f'Malformed RLE: a run ends at pixel {int(ends[-1])}, past the '
-            f'end of a {height}x{width} image ({mask.size} pixels)')
-    # Index only the foreground pixels (about 1% of an image): run k
-    # covers abs_starts[k] + j for j < lengths[k], and j is the global
-    # position in arange(total) minus the pixels of the earlier runs.
-    before = np.cumsum(lengths) - lengths
-    mask[np.repeat(abs_starts - before, lengths)
-         + np.arange(int(lengths.sum()))] = 1
-    # cv2's transpose copies a 1024x1024 uint8 mask several times faster
-    # than numpy's strided .T.copy().
-    return cv2.transpose(mask.reshape(width, height))
+    return rle_decode_union([rle], height, width)
 
 
 def rle_decode_union(rles: Iterable[str], height: int,
@@ -86,7 +84,8 @@ def rle_decode_union(rles: Iterable[str], height: int,
     """Decode several RLE rows of one image into the union of their masks.
 
     The training CSV has one row per pneumothorax region; ``-1`` rows add
-    nothing.
+    nothing. All rows are painted into one column-major buffer, which is
+    transposed once; an image without runs needs neither.
 
     Args:
         rles (Iterable[str]): The image's RLE rows.
@@ -95,11 +94,29 @@ def rle_decode_union(rles: Iterable[str], height: int,
 
     Returns:
         np.ndarray: ``uint8`` mask of shape (height, width), values 0/1.
+
+    Raises:
+        ValueError: A row is malformed (see :func:`rle_decode`).
     """
-    mask = np.zeros((height, width), dtype=np.uint8)
+    flat = None
     for rle in rles:
-        mask |= rle_decode(rle, height, width)
-    return mask
+        runs = _absolute_runs(rle, height, width)
+        if runs is None:
+            continue
+        if flat is None:
+            flat = np.zeros(height * width, dtype=np.uint8)
+        abs_starts, lengths = runs
+        # Index only the foreground pixels (about 1% of an image): run k
+        # covers abs_starts[k] + j for j < lengths[k], and j is the global
+        # position in arange(total) minus the pixels of the earlier runs.
+        before = np.cumsum(lengths) - lengths
+        flat[np.repeat(abs_starts - before, lengths) +
+             np.arange(int(lengths.sum()))] = 1
+    if flat is None:
+        return np.zeros((height, width), dtype=np.uint8)
+    # cv2's transpose copies a 1024x1024 uint8 mask several times faster
+    # than numpy's strided .T.copy().
+    return cv2.transpose(flat.reshape(width, height))
 
 
 def rle_encode(mask: np.ndarray) -> str:

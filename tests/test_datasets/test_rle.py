@@ -77,7 +77,27 @@ def test_union_of_rows():
     b[0, 1:] = 1
     union = rle_decode_union([rle_encode(a), EMPTY_RLE, rle_encode(b)], 4, 4)
     np.testing.assert_array_equal(union, a | b)
-    assert not rle_decode_union([], 4, 4).any()
+    for rows in ([], [EMPTY_RLE, ' -1 ']):
+        empty = rle_decode_union(rows, 3, 5)
+        assert empty.shape == (3, 5) and empty.dtype == np.uint8
+        assert not empty.any()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.tuples(st.integers(1, 16), st.integers(1, 16)).flatmap(
+    lambda hw: st.lists(arrays(np.uint8, hw, elements=st.integers(0, 1)),
+                        min_size=1, max_size=4)))
+def test_union_is_the_or_of_the_rows(regions):
+    height, width = regions[0].shape
+    union = rle_decode_union([rle_encode(r) for r in regions], height, width)
+    expected = np.bitwise_or.reduce(regions)
+    np.testing.assert_array_equal(union, expected)
+    assert union.flags.c_contiguous
+
+
+def test_union_checks_every_row():
+    with pytest.raises(ValueError, match='past the end'):
+        rle_decode_union(['1 2', '5 2 2 1'], 3, 3)
 
 
 def test_encode_rejects_non_2d():
