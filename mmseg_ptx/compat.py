@@ -72,7 +72,7 @@ import torch.nn.functional as F
 __all__ = [
     'apply_all', 'compiled_mmcv_ops_available', 'sigmoid_focal_loss',
     'check_pkg_resources', 'top1_accuracy', 'SDPBackend', 'sdpa_kernel',
-    'is_compiling', 'math_sdpa'
+    'is_compiling', 'math_sdpa', 'autocast_dtype'
 ]
 
 

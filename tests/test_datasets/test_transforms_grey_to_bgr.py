@@ -1,8 +1,5 @@
 """GreyToBGR, and training pipelines that stay grey until it: the same
 tensors as loading in colour."""
-import csv
-import glob
-import os.path as osp
 import random
 
 import numpy as np
@@ -14,7 +11,7 @@ from mmengine.dataset import Compose
 import mmseg_ptx  # noqa: F401  (registers the transforms; first: compat)
 from mmseg.registry import TRANSFORMS
 from mmseg.utils import register_all_modules
-from mmseg_ptx.datasets import write_demo_dataset
+from mmseg_ptx.datasets import SIIMPneumothoraxDataset, write_demo_dataset
 
 register_all_modules(init_default_scope=True)
 
@@ -54,19 +51,12 @@ def colour_variant(pipeline):
 
 @pytest.fixture(scope='module')
 def demo_samples(tmp_path_factory):
+    """What the training pipeline gets from the dataset, per image."""
     root = str(tmp_path_factory.mktemp('demo'))
     # Not a multiple of either config's sizes: every resize interpolates.
     write_demo_dataset(root, 4, seed=3, size=600, positive_fraction=0.5)
-    rles = {}
-    with open(osp.join(root, 'train-rle.csv')) as f:
-        for row in csv.DictReader(f, skipinitialspace=True):
-            rles.setdefault(row['ImageId'], []).append(
-                row['EncodedPixels'].strip())
-    paths = sorted(glob.glob(osp.join(root, '**', '*.dcm'), recursive=True))
-    return [
-        dict(img_path=p, rle=rles[osp.splitext(osp.basename(p))[0]],
-             seg_fields=[], reduce_zero_label=False) for p in paths
-    ]
+    dataset = SIIMPneumothoraxDataset(data_root=root)
+    return [dataset.get_data_info(i) for i in range(len(dataset))]
 
 
 @pytest.mark.parametrize('config', [
