@@ -62,10 +62,27 @@ train_pipeline = [
     dict(type='PackSegInputs'),
 ]
 test_pipeline = [
-    dict(type='LoadDicomImageFromFile'),
+    dict(type='LoadDicomImageFromFile', color_type='grayscale'),
     dict(type='Resize', scale=image_size, keep_ratio=True),
     dict(type='LoadRLEAnnotations'),
+    dict(type='GreyToBGR'),
     dict(type='PackSegInputs'),
+]
+# The base's flip TTA at this config's image size (it would resize to 512).
+tta_pipeline = [
+    dict(type='LoadDicomImageFromFile', color_type='grayscale'),
+    dict(
+        type='TestTimeAug',
+        transforms=[
+            [dict(type='Resize', scale=image_size, keep_ratio=True)],
+            [
+                dict(type='RandomFlip', prob=0., direction='horizontal'),
+                dict(type='RandomFlip', prob=1., direction='horizontal')
+            ],
+            [dict(type='LoadRLEAnnotations')],
+            [dict(type='GreyToBGR')],
+            [dict(type='PackSegInputs')],
+        ])
 ]
 train_dataloader = dict(
     batch_size=8,

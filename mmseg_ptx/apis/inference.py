@@ -141,7 +141,9 @@ def load_models(specs: Sequence[ModelSpec],
 
     Returns:
         list[nn.Module]: Segmentors in eval mode, each with ``.cfg``.
-        They must load images the same way (same loading transform).
+        They must load images the same way (same loading transform; a
+        ``LoadDicomImageFromFile`` may differ in ``color_type``, see
+        :func:`predict_probabilities`).
     """
     from mmseg.apis import init_model
     if not specs:
@@ -156,7 +158,7 @@ def load_models(specs: Sequence[ModelSpec],
         if dtype is not None:
             cast_for_inference(model, dtype)
         models.append(model)
-    loaders = {repr(sorted(build_inference_pipeline(m.cfg)[0].items()))
+    loaders = {_loader_key(build_inference_pipeline(m.cfg)[0])
                for m in models}
     if len(loaders) > 1:
         raise ValueError('The models load images differently '
@@ -165,16 +167,46 @@ def load_models(specs: Sequence[ModelSpec],
     return models
 
 
+def _loader_key(loader_cfg: dict) -> str:
+    """What must match for an ensemble to share one read image."""
+    cfg = dict(loader_cfg)
+    if _type_name(cfg) == 'LoadDicomImageFromFile':
+        # Both colour types read the same grey pixels; predict_probabilities
+        # gives each model the layout its own loader would.
+        cfg.pop('color_type', None)
+    return repr(sorted(cfg.items()))
+
+
+def _as_loaded(img: np.ndarray, loader_cfg: dict) -> np.ndarray:
+    """The image in the layout of a ``LoadDicomImageFromFile`` config.
+
+    A grey image becomes what ``color_type='color'`` loads (the value in
+    all three channels) and a three-channel one what ``'grayscale'`` loads
+    (OpenCV's BGR-to-grey, exact on such images). Images for other loaders
+    are returned as they are.
+    """
+    if _type_name(loader_cfg) != 'LoadDicomImageFromFile':
+        return img
+    if loader_cfg.get('color_type', 'color') == 'color':
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR) if img.ndim == 2 \
+            else img
+    if img.ndim == 3 and img.shape[2] == 3:
+        return cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    return img
+
+
 def read_image(path: str, models: Sequence[nn.Module]) -> np.ndarray:
-    """Read an image as the models' test pipeline would.
+    """Read an image as the first model's test pipeline would.
 
     Args:
         path (str): DICOM, PNG or JPEG file.
         models (Sequence[nn.Module]): Models from :func:`load_models`.
 
     Returns:
-        np.ndarray: The image (H x W x 3 ``uint8`` with the default
-        loader). Pixel data only: no header field is kept.
+        np.ndarray: The image, ``uint8``: H x W with this project's
+        configs (``LoadDicomImageFromFile(color_type='grayscale')``),
+        H x W x 3 with a colour loader. Pixel data only: no header field
+        is kept.
 
     Raises:
         OSError, ValueError: Unreadable or corrupt file; the message names
@@ -249,7 +281,10 @@ def predict_probabilities(models: Sequence[nn.Module],
 
     Args:
         models (Sequence[nn.Module]): Segmentors from :func:`load_models`
-            (each with ``.cfg``); each uses its own test pipeline.
+            (each with ``.cfg``); each uses its own test pipeline, and gets
+            each image as its own ``LoadDicomImageFromFile`` would give it
+            (grey or three-channel), so models of older colour-loading
+            configs and of grey ones ensemble.
         images (Sequence[np.ndarray]): Images from :func:`read_image`.
         tta (bool): Also average the horizontally flipped view.
             Defaults to False.
@@ -267,8 +302,11 @@ def predict_probabilities(models: Sequence[nn.Module],
     ]
     total: Optional[List[torch.Tensor]] = None
     for model in models:
-        _, pipeline = build_inference_pipeline(model.cfg)
-        packed = [_pack(pipeline, img, n) for img, n in zip(images, names)]
+        loader_cfg, pipeline = build_inference_pipeline(model.cfg)
+        packed = [
+            _pack(pipeline, _as_loaded(img, loader_cfg), n)
+            for img, n in zip(images, names)
+        ]
         probs = predict_packed(model, packed, tta=tta)
         total = probs if total is None else [
             a + b for a, b in zip(total, probs)

@@ -3,10 +3,12 @@ import csv
 
 import numpy as np
 import pytest
-from tiny_model import build_tiny_model
+from tiny_model import build_tiny_model, save_tiny_checkpoint
 
-from mmseg_ptx.apis import (build_postprocessor, find_images,
-                            predict_probabilities, write_submission)
+from conftest import TINY_CONFIG
+from mmseg_ptx.apis import (build_postprocessor, find_images, load_models,
+                            predict_probabilities, read_image,
+                            write_submission)
 from mmseg_ptx.datasets.rle import rle_decode
 
 
@@ -28,6 +30,44 @@ def test_tta_is_mean_of_plain_and_flipped():
     (single, ) = predict_probabilities([model], [img])
     (pair, ) = predict_probabilities([model, model], [img])
     np.testing.assert_allclose(pair, single, atol=1e-6)
+
+
+def test_grey_and_colour_loading_configs_ensemble(tmp_path, demo_root):
+    """Models of older configs that load DICOMs in colour ensemble with
+    this project's grey-loading ones: each gets the image its loader
+    would give, so the same weights give the same probabilities."""
+    ckpt = save_tiny_checkpoint(build_tiny_model(), tmp_path / 'tiny.pth')
+    colour_cfg = tmp_path / 'colour.py'
+    colour_cfg.write_text(
+        f'_base_ = [{str(TINY_CONFIG)!r}]\n'
+        'test_pipeline = [\n'
+        "    dict(type='LoadDicomImageFromFile'),\n"
+        "    dict(type='Resize', scale=(256, 256), keep_ratio=True),\n"
+        "    dict(type='PackSegInputs')]\n")
+    grey = (str(TINY_CONFIG), str(ckpt))
+    colour = (str(colour_cfg), str(ckpt))
+    dicom = str(sorted((demo_root / 'dicom-images-train').rglob('*.dcm'))[0])
+
+    (grey_model, ) = load_models([grey], device='cpu')
+    img = read_image(dicom, [grey_model])
+    assert img.ndim == 2 and img.dtype == np.uint8
+    (expected, ) = predict_probabilities([grey_model], [img])
+    for specs in ([colour], [grey, colour], [colour, grey]):
+        models = load_models(specs, device='cpu')
+        img = read_image(dicom, models)
+        assert img.ndim == (3 if specs[0] is colour else 2)
+        (prob, ) = predict_probabilities(models, [img])
+        np.testing.assert_array_equal(prob, expected)
+
+    # Loaders that differ in more than the colour type still refuse.
+    other_cfg = tmp_path / 'float.py'
+    other_cfg.write_text(
+        f'_base_ = [{str(TINY_CONFIG)!r}]\n'
+        'test_pipeline = [\n'
+        "    dict(type='LoadDicomImageFromFile', to_float32=True),\n"
+        "    dict(type='PackSegInputs')]\n")
+    with pytest.raises(ValueError, match='load images differently'):
+        load_models([grey, (str(other_cfg), str(ckpt))], device='cpu')
 
 
 def test_build_postprocessor_defaults_and_overrides():

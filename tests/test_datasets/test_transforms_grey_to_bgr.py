@@ -1,5 +1,6 @@
-"""GreyToBGR, and training pipelines that stay grey until it: the same
-tensors as loading in colour."""
+"""GreyToBGR, and pipelines (training, test, TTA) that stay grey until it:
+the same tensors as loading in colour."""
+import glob
 import random
 
 import numpy as np
@@ -37,14 +38,22 @@ def test_colour_image_is_an_error():
 
 
 def colour_variant(pipeline):
-    """The same pipeline loading in colour, without GreyToBGR."""
+    """The same pipeline loading in colour, without GreyToBGR (also inside
+    a TestTimeAug's lists of alternatives)."""
     steps = []
     for step in pipeline:
+        if isinstance(step, list):
+            step = colour_variant(step)
+            if step:
+                steps.append(step)
+            continue
         step = dict(step)
         if step['type'] == 'GreyToBGR':
             continue
         if step['type'] == 'LoadDicomImageFromFile':
             step['color_type'] = 'color'
+        if step['type'] == 'TestTimeAug':
+            step['transforms'] = colour_variant(step['transforms'])
         steps.append(step)
     return steps
 
@@ -75,10 +84,52 @@ def test_grey_training_pipeline_equals_colour_one(config, demo_samples):
                 np.random.seed(seed)
                 random.seed(seed)
                 outs.append(compose(dict(sample)))
-            ours, theirs = outs
-            assert ours['inputs'].shape[0] == 3
-            assert torch.equal(ours['inputs'], theirs['inputs'])
-            assert torch.equal(ours['data_samples'].gt_sem_seg.data,
-                               theirs['data_samples'].gt_sem_seg.data)
-            assert (ours['data_samples'].metainfo ==
-                    theirs['data_samples'].metainfo)
+            assert_same_packed(*outs)
+
+
+def assert_same_packed(ours, theirs):
+    assert ours['inputs'].shape[0] == 3
+    assert torch.equal(ours['inputs'], theirs['inputs'])
+    assert torch.equal(ours['data_samples'].gt_sem_seg.data,
+                       theirs['data_samples'].gt_sem_seg.data)
+    assert ours['data_samples'].metainfo == theirs['data_samples'].metainfo
+
+
+@pytest.mark.parametrize('config', [
+    'configs/upernet_swin-b_ptx-512.py',
+    'configs/upernet_swin-nano_ptx-demo-128.py'
+])
+def test_grey_test_and_tta_pipelines_equal_colour_ones(config, demo_samples):
+    cfg = Config.fromfile(config)
+    assert cfg.test_pipeline[0]['color_type'] == 'grayscale'
+    assert cfg.tta_pipeline[0]['color_type'] == 'grayscale'
+    for pipeline in (cfg.test_pipeline, cfg.tta_pipeline):
+        grey = Compose(pipeline)
+        colour = Compose(colour_variant(pipeline))
+        assert len(colour_variant(pipeline)) == len(pipeline) - (
+            pipeline is cfg.test_pipeline)
+        for sample in demo_samples:
+            ours, theirs = grey(dict(sample)), colour(dict(sample))
+            if pipeline is cfg.test_pipeline:
+                assert_same_packed(ours, theirs)
+                continue
+            # TestTimeAug: lists of views, plain and flipped.
+            assert len(ours['inputs']) == len(theirs['inputs']) == 2
+            for i in range(2):
+                assert_same_packed(
+                    dict(inputs=ours['inputs'][i],
+                         data_samples=ours['data_samples'][i]),
+                    dict(inputs=theirs['inputs'][i],
+                         data_samples=theirs['data_samples'][i]))
+
+
+def test_tta_resizes_like_the_test_pipeline():
+    """Each config's TTA views are at its test pipeline's size (the demo
+    config once inherited the Swin-B TTA, at 512 x 512)."""
+    configs = sorted(glob.glob('configs/*.py'))
+    assert len(configs) >= 6
+    for config in configs:
+        cfg = Config.fromfile(config)
+        (resize, ) = [t for t in cfg.test_pipeline if t['type'] == 'Resize']
+        (tta, ) = [t for t in cfg.tta_pipeline if t['type'] == 'TestTimeAug']
+        assert tta['transforms'][0] == [resize], config

@@ -42,15 +42,17 @@ train_pipeline = [
 ]
 # Predictions are resized back to the original 1024x1024, where the ground
 # truth is decoded: metrics are computed at the competition's resolution.
+# One channel up to GreyToBGR here too (the same tensors).
 test_pipeline = [
-    dict(type='LoadDicomImageFromFile'),
+    dict(type='LoadDicomImageFromFile', color_type='grayscale'),
     dict(type='Resize', scale=crop_size, keep_ratio=True),
     dict(type='LoadRLEAnnotations'),
+    dict(type='GreyToBGR'),
     dict(type='PackSegInputs'),
 ]
 # Horizontal-flip test-time augmentation (tools/test.py --tta).
 tta_pipeline = [
-    dict(type='LoadDicomImageFromFile'),
+    dict(type='LoadDicomImageFromFile', color_type='grayscale'),
     dict(
         type='TestTimeAug',
         transforms=[
@@ -60,6 +62,7 @@ tta_pipeline = [
                 dict(type='RandomFlip', prob=1., direction='horizontal')
             ],
             [dict(type='LoadRLEAnnotations')],
+            [dict(type='GreyToBGR')],
             [dict(type='PackSegInputs')],
         ])
 ]
