@@ -80,6 +80,15 @@ def test_train_resume_and_test(tmp_path, demo_root):
     for key in ('dice', 'ap'):
         assert abs(bf16[key] - fp32[key]) < 0.02, (key, fp32, bf16)
 
+    # --tta: the config's flip TTA (grey until GreyToBGR) and
+    # SegTTAModelWithLogits, scored by the same metric.
+    proc = run_tool([PYTHON, 'tools/test.py', str(cfg2),
+                     str(work_dir / 'epoch_2.pth'), '--work-dir',
+                     str(tmp_path / 'test_tta'), '--tta'])
+    tta = metric_table(proc.stdout)
+    assert tta.keys() == fp32.keys()
+    assert all(0 <= tta[k] <= 1 for k in ('dice', 'ap', 'kaggle_dice'))
+
 
 def metric_table(output: str) -> dict:
     """The ``| name | value |`` rows tools/test.py prints."""
