@@ -11,6 +11,9 @@
 #   loader       this project's config (DiceCELoss) fed by its real data
 #                loader, on generated 1024x1024 DICOMs, at the config's
 #                workers and more;
+#   profile      this project's config, all switches, batch BATCH: the
+#                operators that take the GPU's time in its train step and
+#                in inference (benchmark.py --profile 2);
 #   compile      all switches plus torch.compile of the whole modules, and
 #   compile_blocks  ... of each Swin block (both bounded by
 #                COMPILE_TIMEOUT: compilation takes minutes).
@@ -28,7 +31,7 @@
 set -euo pipefail
 
 OUT_DIR=${1:?usage: bash tools/benchmark_gpu.sh OUT_DIR}
-ALL_PARTS="sweep ablate big_batches sdpa loader compile compile_blocks"
+ALL_PARTS="sweep ablate big_batches sdpa loader profile compile compile_blocks"
 PARTS=${PARTS:-$ALL_PARTS}
 for part in $PARTS; do
     case " $ALL_PARTS " in
@@ -122,6 +125,13 @@ elif want loader; then
         bench "ptx_loader_workers-$workers" "$PTX_CONFIG" --mode all \
             --batch-size "$BATCH" "${SWITCHES[@]}" \
             --cfg-options "${options[@]}"
+    done
+fi
+
+if want profile; then
+    for mode in step infer; do
+        bench "ptx_profile_$mode" "$PTX_CONFIG" --mode $mode \
+            --batch-size "$BATCH" "${SWITCHES[@]}" --profile 2
     done
 fi
 

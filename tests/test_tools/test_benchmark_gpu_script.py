@@ -50,7 +50,8 @@ def test_every_part_runs_and_is_summarised(tmp_path):
     parts = {p.stem for p in out.glob('*.json')}
     assert parts == {
         'sweep', 'ablate', 'big_batches', 'sdpa_efficient', 'sdpa_math',
-        'ptx_loader_workers-default', 'ptx_loader_workers-1'
+        'ptx_loader_workers-default', 'ptx_loader_workers-1',
+        'ptx_profile_step', 'ptx_profile_infer'
     }
     sweep = json.loads((out / 'sweep.json').read_text())['results']
     all_switches = ('SwinTransformerSDPA+bf16+bf16_weights+channels_last+'
@@ -66,6 +67,8 @@ def test_every_part_runs_and_is_summarised(tmp_path):
     loader = json.loads(
         (out / 'ptx_loader_workers-1.json').read_text())['results']
     assert {r['mode'] for r in loader} == {'step', 'loader', 'infer'}
+    for mode in ('step', 'infer'):
+        assert '== profile: ' in (out / f'ptx_profile_{mode}.log').read_text()
     assert '== compile failed' in proc.stdout
     assert '== compile_blocks failed' in proc.stdout
     # The closing table holds every row of every part.
