@@ -6,6 +6,7 @@ import torch
 from mmengine.structures import PixelData
 from mmseg.structures import SegDataSample
 from tiny_model import build_tiny_model
+from torch.overrides import TorchFunctionMode
 
 from mmseg_ptx.engine.hooks import TrainSegMetricsHook, batch_dice_iou
 
@@ -43,6 +44,43 @@ def test_empty_prediction_and_label_score_one():
     pred[0, 0, 0] = 1
     dice, iou = batch_dice_iou(two_class_logits(pred), label)
     assert dice.item() == iou.item() == 0.0
+
+
+class HostTensorSpy(TorchFunctionMode):
+    """Records calls that bring host data to the inputs' device: tensors
+    made from Python values, and host tensors as arguments. On a GPU each
+    is a blocking host-to-device copy, a wait for the GPU."""
+
+    FROM_HOST = {torch.tensor, torch.as_tensor, torch.Tensor.new_tensor}
+
+    def __init__(self, device: str) -> None:
+        super().__init__()
+        self.device = torch.device(device)
+        self.transfers = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        values = list(args) + list(kwargs.values())
+        if func in self.FROM_HOST or any(
+                isinstance(v, torch.Tensor) and v.device != self.device
+                for v in values):
+            self.transfers.append(getattr(func, '__name__', str(func)))
+        return func(*args, **kwargs)
+
+
+def test_dice_iou_makes_no_host_transfer():
+    """On the meta device (no data) a host sync raises and a host tensor
+    shows up as an op argument."""
+    logits = torch.zeros(2, 2, 8, 8, device='meta')
+    label = torch.zeros(2, 8, 8, dtype=torch.long, device='meta')
+    with HostTensorSpy('meta') as spy:
+        dice, iou = batch_dice_iou(logits, label)
+    assert dice.device.type == iou.device.type == 'meta'
+    assert spy.transfers == []
+    # The spy sees what it must: new_tensor copies from the host.
+    with HostTensorSpy('meta') as spy:
+        logits.new_tensor(1.0)
+    assert spy.transfers
 
 
 def test_hook_adds_dice_and_iou_to_the_head_losses():

@@ -40,9 +40,11 @@ def batch_dice_iou(seg_logits: Tensor,
     inter = (pred & gt).sum().float()
     total = pred.sum().float() + gt.sum().float()
     union = total - inter
-    # torch.where, not `if total == 0`: no wait for the GPU every step.
+    # torch.where, not `if total == 0`, and a 1 made on the device, not
+    # new_tensor(1.0) (a blocking host-to-device copy): no wait for the GPU
+    # every step.
     empty = total == 0
-    one = seg_logits.new_tensor(1.0)
+    one = torch.ones_like(total)
     dice = torch.where(empty, one, 2 * inter / total.clamp_min(1))
     iou = torch.where(empty, one, inter / union.clamp_min(1))
     return dice, iou
