@@ -362,14 +362,14 @@ def _model_rows(cfg: Optional[Config]) -> List[tuple]:
     bb, head = model.backbone, model.decode_head
     size = cfg.model.get('data_preprocessor', {}).get('size')
     loss = head.get('loss_decode', {})
-    if isinstance(loss, dict):
-        loss_desc = loss.get('type', 'n/a')
-    else:
+    if not isinstance(loss, dict):
         loss_desc = ', '.join(item.get('type') for item in loss)
-    if isinstance(loss, dict) and loss.get('type') == 'DiceCELoss':
+    elif loss.get('type') == 'DiceCELoss':
         loss_desc = (f'DiceCELoss: {loss.get("ce_weight", 0.5)} x '
                      f'class-weighted CE + {loss.get("dice_weight", 0.5)} x '
                      'soft Dice')
+    else:
+        loss_desc = loss.get('type', 'n/a')
     opt = cfg.optim_wrapper.optimizer
     return [
         ('Architecture', f'{model.type} + {head.type}'),
