@@ -20,17 +20,27 @@ __all__ = ['rle_decode', 'rle_encode', 'rle_decode_union', 'EMPTY_RLE']
 EMPTY_RLE = '-1'
 
 
-def _parse_pairs(rle: str) -> tuple[np.ndarray, np.ndarray]:
+def _parse_pairs(rle: str,
+                 num_pixels: int) -> tuple[np.ndarray, np.ndarray]:
     tokens = rle.split()
     if len(tokens) % 2:
         raise ValueError(
             f'Malformed RLE: {len(tokens)} numbers, expected (start, length) '
             f'pairs (an even count). RLE starts with {rle[:40]!r}')
     try:
-        values = np.array([int(t) for t in tokens], dtype=np.int64)
+        numbers = [int(t) for t in tokens]
     except ValueError as err:
         raise ValueError(f'Malformed RLE: non-integer token ({err}). '
                          f'RLE starts with {rle[:40]!r}') from None
+    # No start or length of a valid RLE exceeds the pixel count. Checked on
+    # Python ints, before int64: huge values would overflow the cumulative
+    # sums below, pass the end check and index outside the mask.
+    too_large = next((n for n in numbers if n > num_pixels), None)
+    if too_large is not None:
+        raise ValueError(
+            f'Malformed RLE: value {too_large} exceeds the {num_pixels} '
+            f'pixels of the image. RLE starts with {rle[:40]!r}')
+    values = np.array(numbers, dtype=np.int64)
     starts, lengths = values[0::2], values[1::2]
     if (starts < 0).any():
         raise ValueError('Malformed RLE: negative start '
@@ -48,7 +58,7 @@ def _absolute_runs(rle: str, height: int,
     rle = rle.strip()
     if rle in (EMPTY_RLE, ''):
         return None
-    starts, lengths = _parse_pairs(rle)
+    starts, lengths = _parse_pairs(rle, height * width)
     # Relative starts -> absolute: each start counts from the previous end.
     abs_starts = np.cumsum(starts + np.concatenate(([0], lengths[:-1])))
     ends = abs_starts + lengths
@@ -73,8 +83,8 @@ def rle_decode(rle: str, height: int, width: int) -> np.ndarray:
 
     Raises:
         ValueError: The string is malformed (odd number of values,
-            non-integer, negative start, non-positive length) or a run goes
-            past the end of the image.
+            non-integer, negative start, non-positive length, a value over
+            the pixel count) or a run goes past the end of the image.
     """
     return rle_decode_union([rle], height, width)
 

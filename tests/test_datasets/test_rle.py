@@ -95,6 +95,10 @@ def test_union_is_the_or_of_the_rows(regions):
     assert union.flags.c_contiguous
 
 
+def test_one_run_over_the_whole_image():
+    assert rle_decode('0 9', 3, 3).all()
+
+
 def test_union_checks_every_row():
     with pytest.raises(ValueError, match='past the end'):
         rle_decode_union(['1 2', '5 2 2 1'], 3, 3)
@@ -112,8 +116,12 @@ def test_encode_rejects_non_2d():
     ('-1 2', 'negative start'),
     ('1 0', 'positive'),
     ('1 -3', 'positive'),
-    ('0 10', 'past the end'),
+    ('0 10', 'exceeds the 9 pixels'),
     ('5 2 2 1', 'past the end'),
+    # int64 sums of these wrap around; decoding them once wrote outside
+    # the mask (a segfault) or raised OverflowError without the image.
+    ('0 9223372036854775807 0 9223372036854775807 0 4', 'exceeds'),
+    ('99999999999999999999 1', 'exceeds'),
 ])
 def test_malformed(rle, match):
     with pytest.raises(ValueError, match=match):
