@@ -34,29 +34,38 @@ def _read_csv(path: str, required: Sequence[str]) -> List[Dict[str, str]]:
     names and values are stripped, and rows are returned with their line
     number under ``'_line'`` for error messages.
     """
-    with open(path, newline='', encoding='utf-8-sig') as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None:
-            raise ValueError(f'{path} is empty, expected a header with '
-                             f'columns {list(required)}')
-        header = [h.strip() for h in header]
-        missing = [c for c in required if c not in header]
-        if missing:
-            raise ValueError(f'{path} lacks the column(s) {missing}; its '
-                             f'header is {header}')
-        index = {c: header.index(c) for c in required}
-        rows = []
-        for row in reader:
-            if not any(v.strip() for v in row):
-                continue
-            if len(row) < len(header):
-                raise ValueError(
-                    f'{path}, line {reader.line_num}: {len(row)} values, '
-                    f'expected {len(header)} (columns {header})')
-            rec = {c: row[i].strip() for c, i in index.items()}
-            rec['_line'] = str(reader.line_num)
-            rows.append(rec)
+    try:
+        with open(path, newline='', encoding='utf-8-sig') as f:
+            return _read_rows(path, csv.reader(f), required)
+    except UnicodeDecodeError as err:
+        raise ValueError(f'{path} is not UTF-8 text: {err}') from None
+
+
+def _read_rows(path: str, reader, required: Sequence[str]
+               ) -> List[Dict[str, str]]:
+    header = next(reader, None)
+    if header is None:
+        raise ValueError(f'{path} is empty, expected a header with '
+                         f'columns {list(required)}')
+    header = [h.strip() for h in header]
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise ValueError(f'{path} lacks the column(s) {missing}; its '
+                         f'header is {header}')
+    index = {c: header.index(c) for c in required}
+    rows = []
+    for row in reader:
+        if not any(v.strip() for v in row):
+            continue
+        # Fewer values: a truncated row; more: a comma inside a value.
+        # Either way the columns cannot be trusted.
+        if len(row) != len(header):
+            raise ValueError(
+                f'{path}, line {reader.line_num}: {len(row)} values, '
+                f'expected {len(header)} (columns {header})')
+        rec = {c: row[i].strip() for c, i in index.items()}
+        rec['_line'] = str(reader.line_num)
+        rows.append(rec)
     return rows
 
 
@@ -305,6 +314,12 @@ class SIIMPneumothoraxDataset(BaseSegDataset):
 
         rles: Dict[str, List[str]] = {}
         for row in _read_csv(self.ann_file, ('ImageId', 'EncodedPixels')):
+            if not row['EncodedPixels']:
+                # A truncated row, not a negative image: those say -1.
+                raise ValueError(
+                    f'{self.ann_file}, line {row["_line"]}: ImageId '
+                    f'{row["ImageId"]} has an empty EncodedPixels (an image '
+                    f'without pneumothorax is {EMPTY_RLE})')
             rles.setdefault(row['ImageId'], []).append(row['EncodedPixels'])
 
         self._report(
@@ -319,7 +334,7 @@ class SIIMPneumothoraxDataset(BaseSegDataset):
         contradictory = []
         for image_id in sorted(set(rles) & set(paths)):
             rows = rles[image_id]
-            positive = [r for r in rows if r not in (EMPTY_RLE, '')]
+            positive = [r for r in rows if r != EMPTY_RLE]
             if positive and len(positive) < len(rows):
                 contradictory.append(image_id)
             info = self._base_info(image_id, paths[image_id], bool(positive))
@@ -344,12 +359,20 @@ class SIIMPneumothoraxDataset(BaseSegDataset):
         masks = set(_list_files(mask_dir, '.png'))
 
         rows: Dict[str, dict] = {}
+        owners: Dict[str, str] = {}  # new_filename -> its ImageId
         for row in _read_csv(self.ann_file,
                              ('ImageId', 'new_filename', 'has_pneumo')):
             where = f'{self.ann_file}, line {row["_line"]}'
             if row['ImageId'] in rows:
                 raise ValueError(
                     f'{where}: ImageId {row["ImageId"]} is listed twice')
+            # One file under two ImageIds would be two samples, possibly
+            # one in training and one in validation.
+            owner = owners.setdefault(row['new_filename'], row['ImageId'])
+            if owner != row['ImageId']:
+                raise ValueError(
+                    f'{where}: new_filename {row["new_filename"]} is listed '
+                    f'for ImageId {row["ImageId"]} and ImageId {owner}')
             flag = row['has_pneumo'].lower()
             if flag not in _TRUE + _FALSE:
                 raise ValueError(f'{where}: has_pneumo must be 0 or 1, got '

@@ -247,3 +247,41 @@ def test_png_bad_flag(tmp_path):
     csv_path.write_text(csv_path.read_text().replace(',0\n', ',maybe\n'))
     with pytest.raises(ValueError, match=r'line 2.*has_pneumo'):
         _build(tmp_path, layout='png')
+
+
+def test_png_file_listed_for_two_image_ids(tmp_path):
+    """One file under two ImageIds would be two samples, maybe one in
+    training and one in validation."""
+    make_png_root(tmp_path, {'1.2.7.1': np.zeros((4, 4), np.uint8),
+                             '1.2.7.2': np.zeros((4, 4), np.uint8)})
+    csv_path = tmp_path / 'stage_1_train_images.csv'
+    lines = csv_path.read_text().splitlines()
+    filename = lines[1].split(',')[1]
+    csv_path.write_text('\n'.join(lines + [f'1.2.7.3,{filename},0']) + '\n')
+    with pytest.raises(ValueError, match=rf'line 4: new_filename {filename} '
+                       r'is listed for ImageId 1\.2\.7\.3 and ImageId 1\.2\.7'):
+        _build(tmp_path, layout='png')
+
+
+@pytest.mark.parametrize('row, match', [
+    # A truncated row: not an image without pneumothorax (that is -1).
+    (f'{POS1},', r'line 7: ImageId 1\.2\.3\.10 has an empty EncodedPixels'),
+    (f'{POS1}', r'line 7: 1 values, expected 2'),
+    # An unquoted comma: the columns cannot be trusted.
+    (f'{NEG1},-1,123 4', r'line 7: 3 values, expected 2'),
+])
+def test_malformed_csv_rows_are_errors(tmp_path, row, match):
+    make_dicom_root(tmp_path, ROWS)
+    csv_path = tmp_path / 'train-rle.csv'
+    csv_path.write_text(csv_path.read_text() + row + '\n')
+    with pytest.raises(ValueError, match=r'train-rle\.csv, ' + match):
+        _build(tmp_path)
+
+
+def test_csv_that_is_not_utf8(tmp_path):
+    make_dicom_root(tmp_path, ROWS)
+    csv_path = tmp_path / 'train-rle.csv'
+    csv_path.write_bytes(csv_path.read_bytes() + 'caf\xe9,-1\n'.encode(
+        'latin-1'))
+    with pytest.raises(ValueError, match=r'train-rle\.csv is not UTF-8'):
+        _build(tmp_path)
