@@ -121,7 +121,11 @@ def test_malformed_rle_names_image():
                                   rle=['1 2 3']))
     with pytest.raises(ValueError, match=r'/x/y\.dcm.*past the end'):
         LoadRLEAnnotations()(dict(ori_shape=(2, 2), img_path='/x/y.dcm',
-                                  rle=['0 5']))
+                                  rle=['1 2 0 2']))
+    # Values that overflow int64 sums are refused before decoding.
+    with pytest.raises(ValueError, match=r'IMG-43.*exceeds the 4 pixels'):
+        LoadRLEAnnotations()(dict(ori_shape=(2, 2), image_id='IMG-43',
+                                  rle=['99999999999999999999 1']))
 
 
 def test_rle_needs_loaded_image():
