@@ -152,6 +152,22 @@ def test_binary_mask_any_nonzero(tmp_path):
     np.testing.assert_array_equal(mask, [[0, 1], [1, 1]])
 
 
+@pytest.mark.parametrize('stored', [
+    np.array([[0, 1], [0, 1]], np.uint16),  # once all zeros: scaled to 8 bit
+    np.array([[0, 65535], [0, 1]], np.uint16),
+    np.array([[[0, 0, 0], [0, 0, 1]], [[0, 0, 0], [255, 255, 255]]],
+             np.uint8),  # colour; BGR-to-grey rounded the faint red to 0
+    np.array([[[0, 0, 0, 255], [0, 9, 0, 255]],
+              [[0, 0, 0, 255], [9, 0, 0, 0]]], np.uint8),  # alpha ignored
+])
+def test_binary_mask_as_stored(tmp_path, stored):
+    path = str(tmp_path / 'm.png')
+    assert cv2.imwrite(path, stored)
+    mask = LoadBinaryMaskFromFile()(dict(seg_map_path=path))['gt_seg_map']
+    assert mask.dtype == np.uint8
+    np.testing.assert_array_equal(mask, [[0, 1], [0, 1]])
+
+
 def test_binary_mask_errors(tmp_path):
     missing = str(tmp_path / 'none.png')
     with pytest.raises(FileNotFoundError, match='Mask file not found') as e:

@@ -23,10 +23,10 @@ __all__ = ['LoadDicomImageFromFile', 'LoadRLEAnnotations',
            'LoadBinaryMaskFromFile']
 
 
-def _imread_gray(path: str, what: str) -> np.ndarray:
+def _imread(path: str, what: str, flag: str) -> np.ndarray:
     if not os.path.isfile(path):
         raise FileNotFoundError(f'{what} file not found: {path}')
-    img = mmcv.imread(path, flag='grayscale')
+    img = mmcv.imread(path, flag=flag)
     if img is None:
         raise OSError(f'Cannot decode {what.lower()} file {path} '
                       '(corrupt or not an image)')
@@ -97,7 +97,7 @@ class LoadDicomImageFromFile(BaseTransform):
         if is_dicom(path):
             img = read_dicom(path)
         else:
-            img = _imread_gray(path, 'Image')
+            img = _imread(path, 'Image', 'grayscale')
         if self.color_type == 'color':
             img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
         if self.to_float32:
@@ -169,7 +169,9 @@ class LoadBinaryMaskFromFile(BaseTransform):
     """Load a 0/255 PNG mask (the PNG re-release) as a 0/1 mask.
 
     Any non-zero pixel is pneumothorax, so masks saved as 0/1 or resampled
-    with soft edges also load as binary masks.
+    with soft edges also load as binary masks. Values are read as stored
+    (8 or 16 bits); in a colour mask a pixel non-zero in any colour channel
+    is pneumothorax (an alpha channel is ignored).
 
     Required Keys:
 
@@ -198,7 +200,12 @@ class LoadBinaryMaskFromFile(BaseTransform):
             ValueError: The mask size differs from the loaded image's.
         """
         path = str(results['seg_map_path'])
-        mask = (_imread_gray(path, 'Mask') != 0).astype(np.uint8)
+        # As stored: a grey conversion would scale a 16-bit 0/1 mask to
+        # 8 bits, all zeros, and could round a faint colour to 0.
+        mask = _imread(path, 'Mask', 'unchanged')
+        if mask.ndim == 3:  # colour channels (not alpha): any non-zero
+            mask = (mask[..., :3] != 0).any(axis=2)
+        mask = (mask != 0).astype(np.uint8)
         ori_shape: Optional[tuple] = results.get('ori_shape')
         if ori_shape is not None and mask.shape != tuple(ori_shape[:2]):
             raise ValueError(
