@@ -22,8 +22,10 @@ from mmengine.logging import print_log
 from .figures import plot_detailed_metrics, save_prediction_panel
 from .plots import plot_pr_curve
 
-__all__ = ['write_performance_summary', 'render_predictions',
-           'REFERENCE_RESULTS']
+__all__ = [
+    'write_performance_summary', 'render_predictions', 'NoValidationRecords',
+    'REFERENCE_RESULTS'
+]
 
 #: The run this project reproduces (shared/seed/PERFORMANCE_SUMMARY.md).
 REFERENCE_RESULTS = dict(dice=0.6095, iou=0.4648, ap=0.7030)
@@ -269,6 +271,10 @@ def _findings(best: dict, final_train: dict, val_desc: str,
     return out
 
 
+class NoValidationRecords(FileNotFoundError):
+    """The work dir has no validation record to report on."""
+
+
 def write_performance_summary(work_dir: str,
                               config: Optional[str] = None,
                               checkpoint: Optional[str] = None,
@@ -303,14 +309,17 @@ def write_performance_summary(work_dir: str,
     """
     history_path = osp.join(work_dir, 'metrics_history.json')
     if not osp.isfile(history_path):
-        raise FileNotFoundError(
-            f'{history_path} not found: the report needs a run with '
-            "PRCurveHook in custom_hooks (configs/ here have it)")
+        raise NoValidationRecords(
+            f'{history_path} not found: the report needs a run that '
+            'validated, with PRCurveHook in custom_hooks (configs/ here '
+            'have it)')
     history = _load_json(history_path)
     val = [h for h in history if h.get('mode') == 'val'
            and h.get('dice') is not None and h.get('epoch') is not None]
     if not val:
-        raise ValueError(f'{history_path} has no validation records')
+        raise NoValidationRecords(
+            f'{history_path} has no validation record with a pooled Dice '
+            "(key 'dice' of PneumothoraxMetric without a prefix)")
     best = max(val, key=lambda h: h['dice'])
     final_train = max(history, key=lambda h: h.get('iter', 0))
 

@@ -105,3 +105,49 @@ def test_hook_after_test_and_nan_metrics(tmp_path):
         (tmp_path / 'o' / 'metrics_history.json').read_text())
     assert history == [dict(mode='val', epoch=0, iter=0, dice=None, ap=0.5)]
     assert osp.exists(tmp_path / 'o' / 'pr_curves' / 'val.json')
+
+
+def test_history_is_the_current_runs(tmp_path):
+    """A resumed run keeps the records up to where it starts and averages
+    its first record over its own iterations; a new run in a used work dir
+    moves the old history aside instead of reporting its epochs."""
+    metric, metrics = evaluated_metric()
+    first = make_runner(tmp_path, metric, 'pr_hook_test_first')
+    hook = HOOKS.build(dict(type='PRCurveHook', plot=False))
+    hook.before_train(first)
+    for loss in (5.0, 4.0, 3.0):
+        train(first, [loss, loss])
+        hook.after_val_epoch(first, dict(metrics, dice=loss / 10))
+    path = tmp_path / 'metrics_history.json'
+
+    # Resumed from the epoch-2 checkpoint: the message hub comes back with
+    # every earlier scalar, the loop from iteration 4.
+    resumed = make_runner(tmp_path, metric, 'pr_hook_test_resumed')
+    resumed.message_hub.load_state_dict(first.message_hub.state_dict())
+    resumed.epoch, resumed.iter = 2, 4
+    hook = HOOKS.build(dict(type='PRCurveHook', plot=False))
+    hook.before_train(resumed)
+    assert [h['epoch'] for h in json.loads(path.read_text())] == [1, 2]
+    train(resumed, [1.0, 1.0])
+    hook.after_val_epoch(resumed, dict(metrics, dice=0.9))
+    history = json.loads(path.read_text())
+    assert [(h['epoch'], h['train/loss']) for h in history] == [
+        (1, 5.0), (2, 4.0), (3, 1.0)]
+    backups = sorted(tmp_path.glob('metrics_history.*.json'))
+    assert len(backups) == 1  # the crashed run's epoch 3, kept
+    assert [h['epoch'] for h in json.loads(backups[0].read_text())] == [
+        1, 2, 3]
+
+    # A new run (not resumed) in the same work dir starts a new history.
+    fresh = make_runner(tmp_path, metric, 'pr_hook_test_fresh')
+    hook = HOOKS.build(dict(type='PRCurveHook', plot=False))
+    hook.before_train(fresh)
+    assert not path.exists()
+    # Both backups kept, even when written within the same second.
+    backups = sorted(tmp_path.glob('metrics_history.*.json'))
+    assert sorted(json.loads(b.read_text())[-1]['dice']
+                  for b in backups) == [0.3, 0.9]
+    train(fresh, [2.0])
+    hook.after_val_epoch(fresh, dict(metrics, dice=0.2))
+    assert [(h['epoch'], h['dice']) for h in json.loads(path.read_text())
+            ] == [(1, 0.2)]

@@ -7,7 +7,8 @@ from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmseg.registry import HOOKS
 
-from mmseg_ptx.reporting.summary import write_performance_summary
+from mmseg_ptx.reporting.summary import (NoValidationRecords,
+                                          write_performance_summary)
 
 
 @HOOKS.register_module()
@@ -17,7 +18,9 @@ class PerformanceReportHook(Hook):
     On the main process, after the last epoch, writes
     ``PERFORMANCE_SUMMARY.md``, ``precision_recall_curve.png``,
     ``detailed_metrics.png`` and ``images/`` into the work dir (it needs
-    PRCurveHook's ``metrics_history.json``). The other ranks go on.
+    PRCurveHook's ``metrics_history.json``). The other ranks go on. A run
+    without validation records (validation off, or no finite Dice) gets a
+    warning instead of a report: the trained model is not lost to it.
 
     Args:
         images (bool): Render prediction pictures with the best
@@ -44,12 +47,16 @@ class PerformanceReportHook(Hook):
         if not is_main_process():
             return
         device = next(runner.model.parameters()).device
-        path = write_performance_summary(
-            runner.work_dir,
-            images=self.images,
-            num_pos=self.num_pos,
-            num_neg=self.num_neg,
-            max_images=self.max_images,
-            device=str(device),
-            world_size=runner.world_size)
+        try:
+            path = write_performance_summary(
+                runner.work_dir,
+                images=self.images,
+                num_pos=self.num_pos,
+                num_neg=self.num_neg,
+                max_images=self.max_images,
+                device=str(device),
+                world_size=runner.world_size)
+        except NoValidationRecords as err:
+            runner.logger.warning(f'No performance report: {err}')
+            return
         runner.logger.info(f'Performance report written to {path}')

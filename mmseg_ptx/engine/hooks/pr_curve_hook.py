@@ -2,15 +2,18 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import os.path as osp
 import shutil
+import time
 from typing import Any, Dict, List, Optional
 
 import numpy as np
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
+from mmengine.logging import print_log
 
 from mmseg.registry import HOOKS
 from mmseg_ptx.evaluation.metrics import PneumothoraxMetric, PRCurve
@@ -65,6 +68,11 @@ class PRCurveHook(Hook):
     rank-0 training scalars whose name contains loss/dice/iou/acc
     (``train/<name>``, averaged over the iterations since the previous
     entry). After a test epoch it writes ``pr_curves/test.{png,json}``.
+
+    The history is the current run's: when training starts, records past
+    the iteration it starts from (a new run in a used work dir, or a run
+    resumed from an earlier checkpoint) are moved with the old file to
+    ``metrics_history.<time of its last write>.json``.
     The JSON curve is thinned to about ``max_points`` points; its summary
     numbers come from the full curve.
 
@@ -90,6 +98,55 @@ class PRCurveHook(Hook):
 
     def _root(self, runner) -> str:
         return self.out_dir if self.out_dir is not None else runner.work_dir
+
+    def _history_path(self, runner) -> str:
+        return osp.join(self._root(runner), 'metrics_history.json')
+
+    def before_train(self, runner) -> None:
+        """Start the history where training starts.
+
+        Args:
+            runner (Runner): The runner, after loading or resuming.
+        """
+        # A resumed run's message hub holds the buffers of every earlier
+        # iteration: average the first record over this run's only.
+        self._prev_iter = runner.iter
+        path = self._history_path(runner)
+        if not is_main_process() or not osp.exists(path):
+            return
+        history = self._load_history(path)
+        keep = [
+            h for h in history if isinstance(h.get('iter'), int)
+            and 0 < h['iter'] <= runner.iter
+        ]
+        if len(keep) == len(history):
+            return
+        stamp = time.strftime('%Y%m%d_%H%M%S',
+                              time.localtime(osp.getmtime(path)))
+        backup = osp.join(osp.dirname(path), f'metrics_history.{stamp}.json')
+        count = 1
+        while osp.exists(backup):  # never replace an earlier backup
+            count += 1
+            backup = osp.join(osp.dirname(path),
+                              f'metrics_history.{stamp}_{count}.json')
+        os.replace(path, backup)
+        if keep:
+            _write_json(keep, path)
+        print_log(
+            f'{path} held {len(history) - len(keep)} record(s) of another '
+            f'run (not up to iteration {runner.iter}, where this one '
+            f'starts); the old file is now {backup}',
+            logger='current',
+            level=logging.WARNING)
+
+    @staticmethod
+    def _load_history(path: str) -> List[dict]:
+        with open(path) as f:
+            history = json.load(f)
+        if not isinstance(history, list):
+            raise ValueError(f'{path}: expected a JSON list of metric '
+                             f'records, found {type(history).__name__}')
+        return history
 
     @staticmethod
     def _metrics_of(evaluator) -> List[PneumothoraxMetric]:
@@ -147,16 +204,9 @@ class PRCurveHook(Hook):
         return out
 
     def _append_history(self, runner, metrics: Dict[str, Any]) -> None:
-        root = self._root(runner)
-        os.makedirs(root, exist_ok=True)
-        path = osp.join(root, 'metrics_history.json')
-        history = []
-        if osp.exists(path):
-            with open(path) as f:
-                history = json.load(f)
-            if not isinstance(history, list):
-                raise ValueError(f'{path}: expected a JSON list of metric '
-                                 f'records, found {type(history).__name__}')
+        os.makedirs(self._root(runner), exist_ok=True)
+        path = self._history_path(runner)
+        history = self._load_history(path) if osp.exists(path) else []
         epoch, iteration = _progress(runner)
         entry = dict(mode='val', epoch=epoch, iter=iteration)
         entry.update(metrics or {})

@@ -1,0 +1,33 @@
+"""PerformanceReportHook when there is nothing to report on."""
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+from mmengine.logging import MMLogger
+
+import mmseg_ptx  # noqa: F401  (registers the hook)
+from mmseg.registry import HOOKS
+from mmseg_ptx.reporting.summary import (NoValidationRecords,
+                                         write_performance_summary)
+
+
+@pytest.mark.parametrize('history', [
+    None,  # validation off: PRCurveHook never wrote a history
+    [dict(mode='val', epoch=1, iter=10, dice=None)],  # no finite Dice
+])
+def test_no_validation_records_warn_not_crash(tmp_path, history):
+    if history is not None:
+        (tmp_path / 'metrics_history.json').write_text(json.dumps(history))
+    warnings = []
+    logger = MMLogger.get_instance('report_hook_test')
+    logger.warning = warnings.append
+    runner = SimpleNamespace(work_dir=str(tmp_path), logger=logger,
+                             model=torch.nn.Linear(1, 1), world_size=1)
+    HOOKS.build(dict(type='PerformanceReportHook')).after_train(runner)
+    assert len(warnings) == 1 and 'No performance report' in warnings[0]
+    assert 'metrics_history.json' in warnings[0]
+    assert not (tmp_path / 'PERFORMANCE_SUMMARY.md').exists()
+    # tools/summarize.py still fails loudly.
+    with pytest.raises(NoValidationRecords):
+        write_performance_summary(str(tmp_path), images=False)
