@@ -241,6 +241,9 @@ def predict_packed(model: nn.Module,
                    tta: bool = False) -> List[torch.Tensor]:
     """Pneumothorax probabilities of a batch of pipeline outputs.
 
+    Images of different sizes go through the network in batches of one
+    size each (MMSeg's preprocessor stacks a test batch as it is).
+
     Args:
         model (nn.Module): An MMSeg segmentor.
         packed (Sequence[dict]): ``PackSegInputs`` outputs (``inputs``,
@@ -249,8 +252,18 @@ def predict_packed(model: nn.Module,
 
     Returns:
         list[torch.Tensor]: (H, W) float32 CPU probabilities at each
-        sample's ``ori_shape``.
+        sample's ``ori_shape``, in the order of ``packed``.
     """
+    by_shape: Dict[tuple, List[int]] = {}
+    for i, p in enumerate(packed):
+        by_shape.setdefault(tuple(p['inputs'].shape), []).append(i)
+    if len(by_shape) > 1:
+        out: List[Optional[torch.Tensor]] = [None] * len(packed)
+        for indices in by_shape.values():
+            probs = predict_packed(model, [packed[i] for i in indices], tta)
+            for i, prob in zip(indices, probs):
+                out[i] = prob
+        return out
     views = [list(packed)]
     if tta:
         views.append([_flipped(p) for p in packed])

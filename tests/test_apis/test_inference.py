@@ -32,6 +32,20 @@ def test_tta_is_mean_of_plain_and_flipped():
     np.testing.assert_allclose(pair, single, atol=1e-6)
 
 
+def test_images_of_different_sizes_in_one_call():
+    """Each size is its own batch; results come back in input order and
+    equal one-image calls."""
+    model = build_tiny_model()
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 255, shape, dtype=np.uint8)
+              for shape in ((128, 128), (96, 160), (128, 128))]
+    probs = predict_probabilities([model], images, tta=True)
+    assert [p.shape for p in probs] == [(128, 128), (96, 160), (128, 128)]
+    for img, prob in zip(images, probs):
+        (alone, ) = predict_probabilities([model], [img], tta=True)
+        np.testing.assert_allclose(prob, alone, atol=1e-5)
+
+
 def test_grey_and_colour_loading_configs_ensemble(tmp_path, demo_root):
     """Models of older configs that load DICOMs in colour ensemble with
     this project's grey-loading ones: each gets the image its loader
