@@ -366,10 +366,17 @@ def _model_rows(cfg: Optional[Config]) -> List[tuple]:
     if cfg is None:
         return []
     model = cfg.model
-    if model.get('type') == 'SegTTAModel':
-        model = model.module
+    # tools/test.py --tta / --extra-model dump their wrapped model config
+    # over the run's: describe the (first) segmentor inside.
+    while True:
+        if model.get('module') is not None:  # SegTTAModel and subclasses
+            model = model.module
+        elif model.get('models'):  # EnsembleSegmentor
+            model = model.models[0]
+        else:
+            break
     bb, head = model.backbone, model.decode_head
-    size = cfg.model.get('data_preprocessor', {}).get('size')
+    size = model.get('data_preprocessor', {}).get('size')
     loss = head.get('loss_decode', {})
     if not isinstance(loss, dict):
         loss_desc = ', '.join(item.get('type') for item in loss)

@@ -19,3 +19,16 @@ def test_loss_row_names_every_loss(loss, expected):
     assert rows['Loss function'] == expected
     assert rows['Input size'] == '512 x 512'
     assert rows['Architecture'] == 'EncoderDecoder + UPerHead'
+
+
+def test_model_rows_see_through_test_time_wrappers():
+    """tools/test.py --tta / --extra-model dump a wrapped model config over
+    the training run's."""
+    cfg = Config.fromfile('configs/upernet_swin-b_ptx-512.py')
+    plain = _model_rows(cfg)
+    inner = cfg.model
+    cfg.model = dict(type='SegTTAModelWithLogits',
+                     module=dict(type='EnsembleSegmentor',
+                                 models=[inner, inner],
+                                 checkpoints=['a.pth', 'b.pth']))
+    assert _model_rows(cfg) == plain
