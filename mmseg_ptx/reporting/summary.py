@@ -159,6 +159,8 @@ def render_predictions(cfg: Config,
     from mmseg.registry import DATASETS
 
     device = device or ('cuda:0' if torch.cuda.is_available() else 'cpu')
+    cfg = cfg.copy()
+    cfg.model = _segmentor_cfg(cfg.model)  # the checkpoint's segmentor
     model = init_model(cfg, checkpoint, device=device)
     dataset = DATASETS.build(cfg.val_dataloader.dataset)
     n = len(dataset) if max_images is None else min(max_images, len(dataset))
@@ -362,19 +364,25 @@ def write_performance_summary(work_dir: str,
     return out
 
 
+def _segmentor_cfg(model: dict) -> dict:
+    """The (first) segmentor inside test-time wrappers.
+
+    tools/test.py --tta / --extra-model dump their wrapped model config
+    over the training run's.
+    """
+    while True:
+        if model.get('module') is not None:  # SegTTAModel and subclasses
+            model = model['module']
+        elif model.get('models'):  # EnsembleSegmentor
+            model = model['models'][0]
+        else:
+            return model
+
+
 def _model_rows(cfg: Optional[Config]) -> List[tuple]:
     if cfg is None:
         return []
-    model = cfg.model
-    # tools/test.py --tta / --extra-model dump their wrapped model config
-    # over the run's: describe the (first) segmentor inside.
-    while True:
-        if model.get('module') is not None:  # SegTTAModel and subclasses
-            model = model.module
-        elif model.get('models'):  # EnsembleSegmentor
-            model = model.models[0]
-        else:
-            break
+    model = _segmentor_cfg(cfg.model)
     bb, head = model.backbone, model.decode_head
     size = model.get('data_preprocessor', {}).get('size')
     loss = head.get('loss_decode', {})

@@ -32,3 +32,22 @@ def test_model_rows_see_through_test_time_wrappers():
                                  models=[inner, inner],
                                  checkpoints=['a.pth', 'b.pth']))
     assert _model_rows(cfg) == plain
+
+
+def test_pictures_load_the_checkpoint_through_wrappers(tmp_path, demo_root):
+    """A TTA-wrapped dumped config still draws with the checkpoint's
+    weights (a wrapper's keys would not match them)."""
+    from tiny_model import build_tiny_model, save_tiny_checkpoint
+
+    from conftest import write_tiny_run_config
+    from mmseg_ptx.reporting.summary import render_predictions
+    ckpt = save_tiny_checkpoint(build_tiny_model(seed=3),
+                                tmp_path / 'tiny.pth')
+    cfg = Config.fromfile(
+        str(write_tiny_run_config(tmp_path / 'cfg.py', demo_root)))
+    kwargs = dict(checkpoint=str(ckpt), num_pos=1, num_neg=1, max_images=3,
+                  device='cpu')
+    plain = render_predictions(cfg, out_dir=str(tmp_path / 'a'), **kwargs)
+    cfg.model = dict(type='SegTTAModelWithLogits', module=cfg.model)
+    wrapped = render_predictions(cfg, out_dir=str(tmp_path / 'b'), **kwargs)
+    assert wrapped == plain and plain
