@@ -50,6 +50,14 @@ def main() -> None:
     cfg.load_from = args.checkpoint
 
     if args.show:
+        dataset = cfg.test_dataloader.dataset
+        if (dataset.get('type') == 'SIIMPneumothoraxDataset'
+                and dataset.get('layout', 'dicom') == 'dicom'):
+            raise RuntimeError(
+                "--show displays through MMSeg's SegVisualizationHook, "
+                'which reads each image with mmcv and cannot decode the '
+                "DICOMs of this test set (layout='dicom'); use --show-dir "
+                'DIR for input | ground truth | prediction pictures')
         vis_hook = cfg.default_hooks.get('visualization')
         if vis_hook is None:
             raise RuntimeError(

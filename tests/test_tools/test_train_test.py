@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from conftest import (PYTHON, free_port, run_tool,
+from conftest import (PYTHON, ROOT, free_port, run_tool,
                       write_tiny_run_config)
 
 
@@ -101,6 +101,20 @@ def metric_table(output: str) -> dict:
             except ValueError:
                 pass
     return rows
+
+
+def test_show_on_dicom_data_is_a_clear_error(tmp_path, demo_root):
+    """MMSeg's visualizer reads images with mmcv, which cannot decode
+    DICOM: --show would crash at its 50th batch."""
+    import subprocess
+    cfg = write_tiny_run_config(tmp_path / 'cfg.py', demo_root)
+    proc = subprocess.run(
+        [PYTHON, 'tools/test.py', str(cfg), str(tmp_path / 'none.pth'),
+         '--show', '--work-dir', str(tmp_path / 'w')],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "cannot decode the DICOMs of this test set" in proc.stderr
+    assert '--show-dir' in proc.stderr
 
 
 def test_dist_train_two_cpu_processes(tmp_path, demo_root):
