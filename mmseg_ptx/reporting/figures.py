@@ -12,18 +12,19 @@ from matplotlib.figure import Figure
 __all__ = ['plot_detailed_metrics', 'save_prediction_panel']
 
 
-def _series(history: Sequence[dict], key: str):
-    points = [(h['epoch'], h[key]) for h in history
-              if h.get(key) is not None and h.get('epoch') is not None]
+def _series(history: Sequence[dict], key: str, step: str):
+    points = [(h[step], h[key]) for h in history
+              if h.get(key) is not None and h.get(step) is not None]
     if not points:
         return None
-    epochs, values = zip(*points)
-    return np.asarray(epochs), np.asarray(values, dtype=float)
+    steps, values = zip(*points)
+    return np.asarray(steps), np.asarray(values, dtype=float)
 
 
 def plot_detailed_metrics(history: Sequence[dict], out_path: str,
                           dpi: int = 110) -> str:
-    """Loss, Dice, IoU and PR numbers over epochs, training vs validation.
+    """Loss, Dice, IoU and PR numbers over epochs (iterations for
+    iteration-based training), training vs validation.
 
     Args:
         history (Sequence[dict]): Records of ``metrics_history.json``
@@ -34,6 +35,8 @@ def plot_detailed_metrics(history: Sequence[dict], out_path: str,
     Returns:
         str: ``out_path``.
     """
+    # Iteration-based training records every validation at epoch 0.
+    step = 'epoch' if any(h.get('epoch') for h in history) else 'iter'
     fig = Figure(figsize=(12, 8))
     FigureCanvasAgg(fig)
     axes = fig.subplots(2, 2)
@@ -52,12 +55,12 @@ def plot_detailed_metrics(history: Sequence[dict], out_path: str,
     for ax, title, keys in panels:
         drawn = False
         for key, label in keys:
-            series = _series(history, key)
+            series = _series(history, key, step)
             if series is not None:
                 ax.plot(*series, marker='.', label=label)
                 drawn = True
         ax.set_title(title)
-        ax.set_xlabel('epoch')
+        ax.set_xlabel('epoch' if step == 'epoch' else 'iteration')
         ax.grid(alpha=0.3)
         if drawn:
             ax.legend(fontsize=8)

@@ -209,31 +209,40 @@ def _resize_mask(mask: np.ndarray, size) -> np.ndarray:
                       interpolation=cv2.INTER_NEAREST).astype(bool)
 
 
-def _progression(val: List[dict]) -> List[tuple]:
+def _progression(val: List[dict], key: str) -> List[tuple]:
+    """Best Dice per range of 10 epochs, or per tenth of the validations
+    of an iteration-based run (``key`` 'epoch' or 'iter')."""
+    val = sorted((h for h in val if h.get('dice') is not None),
+                 key=lambda h: h[key])
+    if key == 'epoch':
+        last = max((h['epoch'] for h in val), default=0)
+        chunks = [(f'{start}-{min(start + 9, last)}',
+                   [h for h in val if start <= h['epoch'] <= start + 9])
+                  for start in range(1, last + 1, 10)]
+    else:
+        size = max(1, -(-len(val) // 10))
+        chunks = [(f'{c[0]["iter"]}-{c[-1]["iter"]}' if len(c) > 1 else
+                   str(c[0]['iter']), c)
+                  for c in (val[i:i + size]
+                            for i in range(0, len(val), size))]
     rows = []
-    if not val:
-        return rows
-    last = max(h['epoch'] for h in val)
-    for start in range(1, last + 1, 10):
-        end = min(start + 9, last)
-        chunk = [h for h in val if start <= h['epoch'] <= end
-                 and h.get('dice') is not None]
+    for label, chunk in chunks:
         if chunk:
             best = max(chunk, key=lambda h: h['dice'])
-            rows.append((f'{start}-{end}', best['dice'], best['epoch']))
+            rows.append((label, best['dice'], best[key]))
     return rows
 
 
-def _findings(best: dict, final_train: dict, val_desc: str,
-              stats: dict) -> List[str]:
+def _findings(best: dict, final_train: dict, val_desc: str, stats: dict,
+              key: str) -> List[str]:
     out = []
     dice, iou = best.get('dice'), best.get('iou')
     ref = REFERENCE_RESULTS
     if dice is not None:
         delta = dice - ref['dice']
         out.append(
-            f'**Pooled validation Dice {dice:.4f}** at epoch '
-            f'{best["epoch"]} on the {val_desc}; the reference reported '
+            f'**Pooled validation Dice {dice:.4f}** at {_UNIT[key]} '
+            f'{best[key]} on the {val_desc}; the reference reported '
             f'{ref["dice"]:.4f} ({"+" if delta >= 0 else ""}{delta:.4f}). '
             'The two are comparable only on the same data and split.')
     if best.get('kaggle_dice') is not None:
@@ -271,6 +280,10 @@ def _findings(best: dict, final_train: dict, val_desc: str,
             f'{[round(w, 4) for w in stats.get("class_weights", [])]} in '
             'the cross-entropy term and the soft Dice term.')
     return out
+
+
+#: How the report names the training progress of each history key.
+_UNIT = dict(epoch='epoch', iter='iteration')
 
 
 class NoValidationRecords(FileNotFoundError):
@@ -318,6 +331,9 @@ def write_performance_summary(work_dir: str,
     history = _load_json(history_path)
     val = [h for h in history if h.get('mode') == 'val'
            and h.get('dice') is not None and h.get('epoch') is not None]
+    # Iteration-based training validates with the epoch at 0.
+    key = 'epoch' if any(h['epoch'] for h in val) else 'iter'
+    val = [h for h in val if h.get(key)]
     if not val:
         raise NoValidationRecords(
             f'{history_path} has no validation record with a pooled Dice '
@@ -333,16 +349,23 @@ def write_performance_summary(work_dir: str,
     val_desc = _val_set_description(split)
     world_size = world_size or _world_size(work_dir)
 
-    curve_path = osp.join(work_dir, 'pr_curves',
-                          f'val_epoch_{best["epoch"]:03d}.json')
-    if not osp.isfile(curve_path):
+    # PRCurveHook's name for the best validation's curve; the latest
+    # curve stands in only if it is that validation's.
+    stem = (f'val_epoch_{best["epoch"]:03d}' if key == 'epoch' else
+            f'val_iter_{best["iter"]:06d}')
+    curve_path = osp.join(work_dir, 'pr_curves', stem + '.json')
+    if not osp.isfile(curve_path) and best is max(val, key=lambda h: h[key]):
         curve_path = osp.join(work_dir, 'pr_curves', 'val_latest.json')
     pr_png = None
     if osp.isfile(curve_path):
         pr_png = plot_pr_curve(
             _load_json(curve_path),
             osp.join(work_dir, 'precision_recall_curve.png'),
-            title=f'Pixel PR curve, validation, epoch {best["epoch"]}')
+            title=f'Pixel PR curve, validation, {_UNIT[key]} {best[key]}')
+    else:
+        print_log(f'No PR curve of the best validation ({curve_path}): '
+                  'report without precision_recall_curve.png',
+                  logger='current')
     metrics_png = plot_detailed_metrics(
         history, osp.join(work_dir, 'detailed_metrics.png'))
 
@@ -357,7 +380,7 @@ def write_performance_summary(work_dir: str,
 
     text = _render_markdown(cfg, best, final_train, val, split, stats_data,
                             val_desc, world_size, checkpoint, pr_png,
-                            metrics_png, pictures)
+                            metrics_png, pictures, key)
     out = osp.join(work_dir, 'PERFORMANCE_SUMMARY.md')
     with open(out, 'w') as f:
         f.write(text)
@@ -413,7 +436,8 @@ def _model_rows(cfg: Optional[Config]) -> List[tuple]:
 
 def _render_markdown(cfg, best, final_train, val, split, stats, val_desc,
                      world_size, checkpoint, pr_png, metrics_png,
-                     pictures) -> str:
+                     pictures, key) -> str:
+    unit = _UNIT[key]
     lines = ['# UPerNet Pneumothorax Segmentation - Performance Summary', '',
              '*Generated by `tools/summarize.py` (mmseg_ptx) from the work '
              'dir of the run; every number below comes from that run.*', '']
@@ -425,10 +449,10 @@ def _render_markdown(cfg, best, final_train, val, split, stats, val_desc,
         ('Batch size per process', batch),
         ('Total batch size', batch * world_size
          if batch and world_size else None),
-        ('Epochs run', max(h['epoch'] for h in val)),
-        ('Epochs configured', cfg.train_cfg.get('max_epochs') if cfg
-         else None),
-        ('Best epoch (pooled val Dice)', best['epoch']),
+        (f'{unit.capitalize()}s run', max(h[key] for h in val)),
+        (f'{unit.capitalize()}s configured',
+         cfg.train_cfg.get(f'max_{key}s') if cfg else None),
+        (f'Best {unit} (pooled val Dice)', best[key]),
         ('Checkpoint used for pictures',
          osp.basename(checkpoint) if checkpoint else None),
     ]
@@ -475,7 +499,8 @@ def _render_markdown(cfg, best, final_train, val, split, stats, val_desc,
               _table([
                   ('Best validation Dice (pooled over all pixels, '
                    'threshold 0.5)', best.get('dice')),
-                  ('Validation IoU at that epoch (pooled)', best.get('iou')),
+                  (f'Validation IoU at that {unit} (pooled)',
+                   best.get('iou')),
                   ('Validation competition Dice (per-image mean, empty = 1)',
                    best.get('kaggle_dice')),
                   ('Final training Dice (batch-pooled, augmented)',
@@ -486,7 +511,7 @@ def _render_markdown(cfg, best, final_train, val, split, stats, val_desc,
     n_images = best.get('num_images')
     lines += [f'### Precision-Recall Analysis (pixel level, {n_images} '
               'validation images at their original resolution, '
-              f'epoch {best["epoch"]})', '',
+              f'{unit} {best[key]})', '',
               _table([
                   ('Average Precision (AP, step-wise as scikit-learn)',
                    best.get('ap')),
@@ -505,19 +530,22 @@ def _render_markdown(cfg, best, final_train, val, split, stats, val_desc,
                   f'- Background pixels: {neg:,} ({100 * neg / total:.2f}%)',
                   '']
     lines += ['## Training Progression', '',
-              '| Epoch Range | Best Val Dice (pooled) | At Epoch |',
-              '|---|---|---|']
-    lines += [f'| {r} | {d:.4f} | {e} |' for r, d, e in _progression(val)]
+              f'| {unit.capitalize()} Range | Best Val Dice (pooled) | '
+              f'At {unit.capitalize()} |', '|---|---|---|']
+    lines += [
+        f'| {r} | {d:.4f} | {e} |' for r, d, e in _progression(val, key)
+    ]
     lines += ['', '## Files in This Results Folder', '', '```',
               'PERFORMANCE_SUMMARY.md      # this file',
-              'metrics_history.json        # per-epoch metrics (PRCurveHook)',
+              'metrics_history.json        # metrics per validation '
+              '(PRCurveHook)',
               'pr_curves/                  # PR curve plot + data per '
               'validation']
     if pr_png:
         lines.append(
-            'precision_recall_curve.png  # PR curve of the best epoch')
+            f'precision_recall_curve.png  # PR curve of the best {unit}')
     lines.append('detailed_metrics.png        # loss, Dice, IoU, AP over '
-                 'epochs')
+                 f'{unit}s')
     if pictures:
         lines.append('images/                     # input | ground truth | '
                      'prediction')
@@ -532,6 +560,6 @@ def _render_markdown(cfg, best, final_train, val, split, stats, val_desc,
         lines.append('')
     lines += ['## Key Findings', '']
     lines += [f'{i}. {t}' for i, t in enumerate(
-        _findings(best, final_train, val_desc, stats), 1)]
+        _findings(best, final_train, val_desc, stats, key), 1)]
     lines.append('')
     return '\n'.join(lines)

@@ -51,3 +51,68 @@ def test_pictures_load_the_checkpoint_through_wrappers(tmp_path, demo_root):
     cfg.model = dict(type='SegTTAModelWithLogits', module=cfg.model)
     wrapped = render_predictions(cfg, out_dir=str(tmp_path / 'b'), **kwargs)
     assert wrapped == plain and plain
+
+
+def pr_curve(seed: int):
+    """A PneumothoraxMetric PR curve of random predictions."""
+    import torch
+
+    from mmseg_ptx.evaluation import PneumothoraxMetric
+    g = torch.Generator().manual_seed(seed)
+    gt = (torch.rand(32, 32, generator=g) < 0.1).long()
+    logit = torch.randn(32, 32, generator=g) + 2 * gt
+    metric = PneumothoraxMetric()
+    metric.process({}, [dict(
+        seg_logits=dict(data=torch.stack([torch.zeros_like(logit), logit])),
+        gt_sem_seg=dict(data=gt[None]))])
+    metric.evaluate(1)
+    return metric.last_curve
+
+
+def test_iteration_based_run(tmp_path):
+    """mmseg's own configs train by iterations: every record has epoch 0,
+    PRCurveHook names curves by iteration, and the best validation is not
+    the latest."""
+    import json
+
+    from mmseg_ptx.reporting.summary import write_performance_summary
+    history = [
+        dict(mode='val', epoch=0, iter=it, dice=dice, ap=ap,
+             **{'train/loss': 1.0 / it})
+        for it, dice, ap in ((1000, 0.40, 0.30), (2000, 0.60, 0.50),
+                             (3000, 0.55, 0.45))
+    ]
+    (tmp_path / 'metrics_history.json').write_text(json.dumps(history))
+    curves = tmp_path / 'pr_curves'
+    curves.mkdir()
+    for it in (2000, 3000):
+        curve = pr_curve(seed=it).to_dict(max_points=50)
+        (curves / f'val_iter_{it:06d}.json').write_text(json.dumps(curve))
+    (curves / 'val_latest.json').write_text(
+        (curves / 'val_iter_003000.json').read_text())
+
+    report = open(write_performance_summary(str(tmp_path),
+                                            images=False)).read()
+    assert '| Iterations run | 3,000 |' in report
+    assert '| Best iteration (pooled val Dice) | 2,000 |' in report
+    assert 'at iteration 2000' in report
+    assert '| 2000 | 0.6000 | 2000 |\n| 3000 | 0.5500 | 3000 |' in report
+    assert (tmp_path / 'precision_recall_curve.png').is_file()
+
+    # Without the best validation's curve the latest does not stand in.
+    (tmp_path / 'precision_recall_curve.png').unlink()
+    (curves / 'val_iter_002000.json').unlink()
+    write_performance_summary(str(tmp_path), images=False)
+    assert not (tmp_path / 'precision_recall_curve.png').exists()
+
+
+def test_progression_by_epoch_ranges_or_tenths_of_validations():
+    from mmseg_ptx.reporting.summary import _progression
+    by_epoch = [dict(epoch=e, iter=10 * e, dice=e / 100) for e in range(1, 24)]
+    assert _progression(by_epoch, 'epoch') == [
+        ('1-10', 0.10, 10), ('11-20', 0.20, 20), ('21-23', 0.23, 23)]
+    by_iter = [dict(epoch=0, iter=100 * i, dice=1 - i / 100)
+               for i in range(1, 26)]
+    rows = _progression(by_iter, 'iter')
+    assert rows[0] == ('100-300', 0.99, 100) and len(rows) == 9
+    assert rows[-1] == ('2500', 0.75, 2500)
