@@ -18,7 +18,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--out',
         help='directory to save the predicted masks (0/255 PNG, original '
-        'resolution) for offline evaluation')
+        'resolution; the model\'s own prediction, before the post-processing '
+        'that the *_pp metrics and tools/infer.py apply) for offline '
+        'evaluation')
     parser.add_argument(
         '--show', action='store_true', help='show prediction results')
     parser.add_argument(

@@ -339,7 +339,7 @@ def write_performance_summary(work_dir: str,
             f'{history_path} has no validation record with a pooled Dice '
             "(key 'dice' of PneumothoraxMetric without a prefix)")
     best = max(val, key=lambda h: h['dice'])
-    final_train = max(history, key=lambda h: h.get('iter', 0))
+    final_train = max(history, key=lambda h: h.get('iter') or 0)
 
     config = config or _find_config(work_dir)
     cfg = Config.fromfile(config) if config else None
@@ -385,6 +385,17 @@ def write_performance_summary(work_dir: str,
     with open(out, 'w') as f:
         f.write(text)
     return out
+
+
+def _metric_threshold(cfg: Optional[Config]) -> float:
+    """The probability threshold of the run's PneumothoraxMetric."""
+    evaluators = (cfg.get('val_evaluator') if cfg else None) or {}
+    if isinstance(evaluators, dict):
+        evaluators = [evaluators]
+    for evaluator in evaluators:
+        if evaluator.get('type') == 'PneumothoraxMetric':
+            return evaluator.get('threshold', 0.5)
+    return 0.5
 
 
 def _segmentor_cfg(model: dict) -> dict:
@@ -498,7 +509,7 @@ def _render_markdown(cfg, best, final_train, val, split, stats, val_desc,
               f'### Segmentation Metrics ({val_desc})', '',
               _table([
                   ('Best validation Dice (pooled over all pixels, '
-                   'threshold 0.5)', best.get('dice')),
+                   f'threshold {_metric_threshold(cfg)})', best.get('dice')),
                   (f'Validation IoU at that {unit} (pooled)',
                    best.get('iou')),
                   ('Validation competition Dice (per-image mean, empty = 1)',

@@ -82,6 +82,8 @@ def test_iteration_based_run(tmp_path):
         for it, dice, ap in ((1000, 0.40, 0.30), (2000, 0.60, 0.50),
                              (3000, 0.55, 0.45))
     ]
+    # A standalone validation (tools/test.py-style record) has no iteration.
+    history.append(dict(mode='val', epoch=None, iter=None, dice=0.1))
     (tmp_path / 'metrics_history.json').write_text(json.dumps(history))
     curves = tmp_path / 'pr_curves'
     curves.mkdir()
@@ -116,3 +118,12 @@ def test_progression_by_epoch_ranges_or_tenths_of_validations():
     rows = _progression(by_iter, 'iter')
     assert rows[0] == ('100-300', 0.99, 100) and len(rows) == 9
     assert rows[-1] == ('2500', 0.75, 2500)
+
+
+def test_dice_row_names_the_metric_threshold():
+    from mmseg_ptx.reporting.summary import _metric_threshold
+    cfg = Config.fromfile('configs/upernet_swin-b_ptx-512.py')
+    assert _metric_threshold(cfg) == 0.5
+    cfg.val_evaluator.threshold = 0.4
+    assert _metric_threshold(cfg) == 0.4
+    assert _metric_threshold(None) == 0.5

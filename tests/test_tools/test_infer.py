@@ -94,10 +94,14 @@ def test_infer_bfloat16_weights(tmp_path, demo_root):
     ckpt = save_tiny_checkpoint(model, tmp_path / 'tiny.pth')
     png = sorted((demo_root / 'png_images').glob('*.png'))[0]
     out = tmp_path / 'out'
+    # An earlier run's error list must not pass for this run's.
+    out.mkdir()
+    (out / 'errors.txt').write_text('old.dcm\tcorrupt\n')
     proc = run_tool([PYTHON, 'tools/infer.py', str(TINY_CONFIG), str(ckpt),
                      str(png), '--out', str(out), '--device', 'cpu',
                      '--save-prob', '--dtype', 'bfloat16'])
     assert 'on cpu in bfloat16' in proc.stdout
+    assert not (out / 'errors.txt').exists()
     prob = np.load(out / 'probs' / f'{png.stem}.npy').astype(np.float32)
     img = read_image(str(png), [model])
     (expected, ) = predict_probabilities([model], [img])
