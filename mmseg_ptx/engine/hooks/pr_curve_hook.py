@@ -68,13 +68,13 @@ class PRCurveHook(Hook):
     rank-0 training scalars whose name contains loss/dice/iou/acc
     (``train/<name>``, averaged over the iterations since the previous
     entry). After a test epoch it writes ``pr_curves/test.{png,json}``.
+    The JSON curve is thinned to about ``max_points`` points; its summary
+    numbers come from the full curve.
 
     The history is the current run's: when training starts, records past
     the iteration it starts from (a new run in a used work dir, or a run
     resumed from an earlier checkpoint) are moved with the old file to
     ``metrics_history.<time of its last write>.json``.
-    The JSON curve is thinned to about ``max_points`` points; its summary
-    numbers come from the full curve.
 
     Args:
         out_dir (str, optional): Root of the outputs. Defaults to None
