@@ -29,6 +29,14 @@ Example::
         --batch-size 4 --img-size 512 512 --mode all --sweep \\
         --backbone-type SwinTransformerSDPA --amp bf16 --json bench.json
 
+A variant is mmseg's stock setting plus its switches, whatever the config
+turns on itself: the config's ``SwinTransformerSDPA`` backbone becomes
+mmseg's ``SwinTransformer``, its AMP wrapper a plain ``OptimWrapper``, its
+``fused`` optimizer unfused and its ``MergedParamGroupsOptimWrapperConstructor``
+mmengine's default constructor, unless the variant's switch asks for them.
+So this project's configs, which set some of these, measure the same
+"stock" row as mmseg's.
+
 Pretrained weights are never downloaded: every ``pretrained`` and
 ``init_cfg=dict(type='Pretrained', ...)`` of the model config is dropped, so
 the weights are random (which does not change the speed).
@@ -301,6 +309,9 @@ def build_model(cfg: Config, switches: Dict[str, Any],
     drop_pretrained(model_cfg)
     if switches.get('backbone_type'):
         model_cfg.backbone.type = switches['backbone_type']
+    elif str(model_cfg.backbone.get('type')).endswith('SwinTransformerSDPA'):
+        # The stock backbone unless the variant asks for this one.
+        model_cfg.backbone.type = 'SwinTransformer'
     model = MODELS.build(model_cfg)
     model.init_weights()
     # SyncBN needs an initialised process group; one process is plain BN.
@@ -320,11 +331,16 @@ def build_optim(model: torch.nn.Module, cfg: Config, switches: Dict[str, Any],
         raise ValueError(f'optim_wrapper type {wrapper_type!r}: the '
                          'benchmark only knows OptimWrapper and '
                          'AmpOptimWrapper')
-    # Variants define the precision: start from a plain OptimWrapper even if
-    # the config asked for AMP.
+    # Variants define the precision, the fused update and the group
+    # merging: start from mmseg's stock settings even if the config sets
+    # them (another custom constructor, e.g. layer-wise decay, stays).
     for key in ('loss_scale', 'dtype', 'use_fsdp'):
         optim_cfg.pop(key, None)
     optim_cfg.type = 'OptimWrapper'
+    optim_cfg.optimizer.pop('fused', None)
+    if optim_cfg.get('constructor') == \
+            'MergedParamGroupsOptimWrapperConstructor':
+        optim_cfg.pop('constructor')
     if switches.get('amp') == 'bf16' and device == 'cuda':
         optim_cfg.type = 'AmpOptimWrapper'
         optim_cfg.dtype = 'bfloat16'

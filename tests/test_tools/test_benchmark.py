@@ -244,6 +244,42 @@ def test_bf16_weights_infer_on_a_copy_merged_groups(monkeypatch):
     assert len(seen['optim'].optimizer.param_groups) == 2
 
 
+@needs_cpu_fused_adamw
+def test_stock_is_stock_whatever_the_config_sets():
+    """A config with SwinTransformerSDPA, fused AdamW, merged groups and
+    AMP (this project's fast config sets all four) still measures mmseg's
+    stock setting as 'stock'; each switch turns its own back on."""
+    from mmengine.config import Config
+    from mmseg.models.backbones import SwinTransformer
+
+    from mmengine.registry import init_default_scope
+
+    from mmseg_ptx.models import SwinTransformerSDPA
+    tool = load_tool()
+    init_default_scope('mmseg')
+    cfg = Config.fromfile(str(CONFIG))
+    cfg.model.backbone.type = 'SwinTransformerSDPA'
+    cfg.optim_wrapper = dict(
+        type='AmpOptimWrapper', dtype='bfloat16', loss_scale=1.0,
+        constructor='MergedParamGroupsOptimWrapperConstructor',
+        optimizer=dict(type='AdamW', lr=1e-4, weight_decay=0.01, fused=True),
+        paramwise_cfg=dict(custom_keys={'norm': dict(decay_mult=0.)}))
+    stock = tool.build_model(cfg, {}, 'cpu')
+    assert type(stock.backbone) is SwinTransformer
+    optim = tool.build_optim(stock, cfg, {}, 'cpu')
+    assert type(optim).__name__ == 'OptimWrapper'
+    groups = optim.optimizer.param_groups
+    assert len(groups) == len(list(stock.parameters()))
+    assert not optim.optimizer.defaults.get('fused')
+    switches = dict(backbone_type='SwinTransformerSDPA', fused_adamw=True,
+                    merge_param_groups=True)
+    fast = tool.build_model(cfg, switches, 'cpu')
+    assert isinstance(fast.backbone, SwinTransformerSDPA)
+    optim = tool.build_optim(fast, cfg, switches, 'cpu')
+    assert len(optim.optimizer.param_groups) == 2
+    assert optim.optimizer.defaults['fused']
+
+
 def test_compile_scope_blocks(monkeypatch):
     tool = load_tool()
     calls = []
