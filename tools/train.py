@@ -24,10 +24,21 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--amp-dtype',
         choices=['float16', 'bfloat16'],
-        default='float16',
-        help='autocast dtype with --amp (bfloat16 needs no loss scaling)')
+        default=None,
+        help='autocast dtype with --amp (default float16, or the config\'s '
+        'own AMP dtype; bfloat16 needs no loss scaling)')
     add_runner_args(parser)
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.amp_dtype is not None and not args.amp:
+        parser.error('--amp-dtype needs --amp')
+    return args
+
+
+def _set_amp_dtype(optim_wrapper, dtype: str) -> None:
+    optim_wrapper.type = 'AmpOptimWrapper'
+    optim_wrapper.dtype = dtype
+    # bf16 has fp32's range: scaling the loss would only cost time.
+    optim_wrapper.loss_scale = 'dynamic' if dtype == 'float16' else 1.0
 
 
 def main() -> None:
@@ -35,18 +46,23 @@ def main() -> None:
     cfg = load_config(args)
 
     if args.amp:
-        if cfg.optim_wrapper.type == 'AmpOptimWrapper':
-            print_log('AMP training is already enabled in your config.',
-                      logger='current', level=logging.WARNING)
-        elif cfg.optim_wrapper.type != 'OptimWrapper':
+        wrapper = cfg.optim_wrapper
+        if wrapper.type == 'AmpOptimWrapper':
+            current = wrapper.get('dtype') or 'float16'
+            if args.amp_dtype in (None, current):
+                print_log(f'AMP training ({current}) is already enabled in '
+                          'your config.', logger='current',
+                          level=logging.WARNING)
+            else:
+                print_log(f'--amp-dtype {args.amp_dtype} replaces the '
+                          f"config's AMP dtype {current}.", logger='current',
+                          level=logging.WARNING)
+                _set_amp_dtype(wrapper, args.amp_dtype)
+        elif wrapper.type != 'OptimWrapper':
             raise ValueError('--amp needs optim_wrapper.type OptimWrapper, '
-                             f'got {cfg.optim_wrapper.type}')
+                             f'got {wrapper.type}')
         else:
-            cfg.optim_wrapper.type = 'AmpOptimWrapper'
-            cfg.optim_wrapper.dtype = args.amp_dtype
-            # bf16 has fp32's range: scaling the loss would only cost time.
-            cfg.optim_wrapper.loss_scale = (
-                'dynamic' if args.amp_dtype == 'float16' else 1.0)
+            _set_amp_dtype(wrapper, args.amp_dtype or 'float16')
     cfg.resume = args.resume
 
     runner = (Runner.from_cfg(cfg)

@@ -1,10 +1,13 @@
 """tools/train.py, tools/test.py and tools/dist_train.sh on a tiny run."""
 from __future__ import annotations
 
+import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -204,3 +207,49 @@ default_hooks = dict(checkpoint=dict(interval=100))
     assert len(losses) >= 8, losses
     first, last = np.mean(losses[:3]), np.mean(losses[-3:])
     assert last < 0.9 * first, losses
+
+
+@pytest.mark.parametrize('config, argv, expected', [
+    ('configs/upernet_swin-b_ptx-512.py', ['--amp'],
+     ('AmpOptimWrapper', 'float16', 'dynamic')),
+    ('configs/upernet_swin-b_ptx-512.py', ['--amp', '--amp-dtype',
+                                           'bfloat16'],
+     ('AmpOptimWrapper', 'bfloat16', 1.0)),
+    # The config's own AMP dtype, kept or replaced (was: ignored).
+    ('configs/upernet_swin-b_ptx-512_bf16.py', ['--amp'],
+     ('AmpOptimWrapper', 'bfloat16', 1.0)),
+    ('configs/upernet_swin-b_ptx-512_bf16.py', ['--amp', '--amp-dtype',
+                                                'float16'],
+     ('AmpOptimWrapper', 'float16', 'dynamic')),
+    ('configs/upernet_swin-b_ptx-512.py', [], ('OptimWrapper', None, None)),
+])
+def test_train_amp_flags(monkeypatch, tmp_path, config, argv, expected):
+    train = _load_tool('train')
+    built = []
+    monkeypatch.setattr(train.Runner, 'from_cfg',
+                        lambda cfg: built.append(cfg) or SimpleNamespace(
+                            train=lambda: None))
+    monkeypatch.setattr(sys, 'argv', ['train.py', config, '--work-dir',
+                                      str(tmp_path)] + argv)
+    train.main()
+    wrapper = built[0].optim_wrapper
+    assert (wrapper.type, wrapper.get('dtype'),
+            wrapper.get('loss_scale')) == expected
+
+
+def test_train_amp_dtype_needs_amp(monkeypatch, capsys):
+    train = _load_tool('train')
+    monkeypatch.setattr(sys, 'argv', ['train.py', 'cfg.py', '--amp-dtype',
+                                      'bfloat16'])
+    with pytest.raises(SystemExit):
+        train.parse_args()
+    assert '--amp-dtype needs --amp' in capsys.readouterr().err
+
+
+def _load_tool(name: str):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        f'{name}_tool', ROOT / 'tools' / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
