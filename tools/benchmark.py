@@ -32,8 +32,9 @@ Example::
 A variant is mmseg's stock setting plus its switches, whatever the config
 turns on itself: the config's ``SwinTransformerSDPA`` backbone becomes
 mmseg's ``SwinTransformer``, its AMP wrapper a plain ``OptimWrapper``, its
-``fused`` optimizer unfused and its ``MergedParamGroupsOptimWrapperConstructor``
-mmengine's default constructor, unless the variant's switch asks for them.
+``fused`` optimizer unfused and its
+``MergedParamGroupsOptimWrapperConstructor`` mmengine's default
+constructor, unless the variant's switch asks for them.
 So this project's configs, which set some of these, measure the same
 "stock" row as mmseg's.
 

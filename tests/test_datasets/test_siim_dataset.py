@@ -258,8 +258,9 @@ def test_png_file_listed_for_two_image_ids(tmp_path):
     lines = csv_path.read_text().splitlines()
     filename = lines[1].split(',')[1]
     csv_path.write_text('\n'.join(lines + [f'1.2.7.3,{filename},0']) + '\n')
-    with pytest.raises(ValueError, match=rf'line 4: new_filename {filename} '
-                       r'is listed for ImageId 1\.2\.7\.3 and ImageId 1\.2\.7'):
+    match = (rf'line 4: new_filename {filename} is listed for ImageId '
+             r'1\.2\.7\.3 and ImageId 1\.2\.7')
+    with pytest.raises(ValueError, match=match):
         _build(tmp_path, layout='png')
 
 

@@ -8,7 +8,7 @@ from mmengine.hooks import Hook
 from mmseg.registry import HOOKS
 
 from mmseg_ptx.reporting.summary import (NoValidationRecords,
-                                          write_performance_summary)
+                                         write_performance_summary)
 
 
 @HOOKS.register_module()
