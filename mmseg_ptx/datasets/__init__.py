@@ -1,6 +1,7 @@
 """Data layer: RLE, DICOM reading, the SIIM dataset, transforms, samplers."""
 from .dicom import DicomReadError, read_dicom, read_dicom_shape
-from .rle import EMPTY_RLE, rle_decode, rle_decode_union, rle_encode
+from .rle import (EMPTY_RLE, rle_decode, rle_decode_union, rle_encode,
+                  rle_validate)
 from .samplers import ClassBalancedSampler
 from .siim import SIIMPneumothoraxDataset
 from .split import (SplitResult, balance_and_split, count_split, read_split,
@@ -13,7 +14,7 @@ from .transforms import (GreyscalePhotoMetricDistortion, GreyToBGR,
 
 __all__ = [
     'EMPTY_RLE', 'rle_decode', 'rle_decode_union', 'rle_encode',
-    'DicomReadError', 'read_dicom', 'read_dicom_shape',
+    'rle_validate', 'DicomReadError', 'read_dicom', 'read_dicom_shape',
     'ClassBalancedSampler', 'SIIMPneumothoraxDataset', 'SplitResult',
     'balance_and_split', 'count_split', 'read_split', 'write_split',
     'compute_dataset_statistics', 'format_statistics',

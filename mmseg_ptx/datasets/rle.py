@@ -14,41 +14,72 @@ from typing import Iterable
 import cv2
 import numpy as np
 
-__all__ = ['rle_decode', 'rle_encode', 'rle_decode_union', 'EMPTY_RLE']
+__all__ = [
+    'rle_decode', 'rle_encode', 'rle_decode_union', 'rle_validate', 'EMPTY_RLE'
+]
 
 #: The competition's encoding of an image without pneumothorax.
 EMPTY_RLE = '-1'
 
 
-def _parse_pairs(rle: str,
-                 num_pixels: int) -> tuple[np.ndarray, np.ndarray]:
+def _parse_numbers(rle: str) -> list[int]:
+    """The integers of an RLE string, checked for (start >= 0,
+    length > 0) pairs."""
     tokens = rle.split()
     if len(tokens) % 2:
         raise ValueError(
             f'Malformed RLE: {len(tokens)} numbers, expected (start, length) '
             f'pairs (an even count). RLE starts with {rle[:40]!r}')
     try:
-        numbers = [int(t) for t in tokens]
+        numbers = list(map(int, tokens))
     except ValueError as err:
         raise ValueError(f'Malformed RLE: non-integer token ({err}). '
                          f'RLE starts with {rle[:40]!r}') from None
+    # min/max first (C loops; a CSV has thousands of rows), then the
+    # offending value for the message.
+    starts, lengths = numbers[0::2], numbers[1::2]
+    if starts and min(starts) < 0:
+        negative = next(n for n in starts if n < 0)
+        raise ValueError(f'Malformed RLE: negative start {negative}')
+    if lengths and min(lengths) <= 0:
+        empty = next(n for n in lengths if n <= 0)
+        raise ValueError(
+            f'Malformed RLE: run length must be positive, got {empty}')
+    return numbers
+
+
+def _parse_pairs(rle: str,
+                 num_pixels: int) -> tuple[np.ndarray, np.ndarray]:
+    numbers = _parse_numbers(rle)
     # No start or length of a valid RLE exceeds the pixel count. Checked on
     # Python ints, before int64: huge values would overflow the cumulative
     # sums below, pass the end check and index outside the mask.
-    too_large = next((n for n in numbers if n > num_pixels), None)
-    if too_large is not None:
+    if numbers and max(numbers) > num_pixels:
+        too_large = next(n for n in numbers if n > num_pixels)
         raise ValueError(
             f'Malformed RLE: value {too_large} exceeds the {num_pixels} '
             f'pixels of the image. RLE starts with {rle[:40]!r}')
     values = np.array(numbers, dtype=np.int64)
-    starts, lengths = values[0::2], values[1::2]
-    if (starts < 0).any():
-        raise ValueError('Malformed RLE: negative start '
-                         f'{int(starts[starts < 0][0])}')
-    if (lengths <= 0).any():
-        raise ValueError('Malformed RLE: run length must be positive, got '
-                         f'{int(lengths[lengths <= 0][0])}')
-    return starts, lengths
+    return values[0::2], values[1::2]
+
+
+def rle_validate(rle: str) -> None:
+    """Check the syntax of one RLE string, without the image size.
+
+    What :func:`rle_decode` checks except the bounds, which need the
+    image: an even count of integers, starts >= 0, lengths > 0; ``-1``
+    (an empty mask) passes. Lets a dataset report a malformed row of its
+    CSV when it loads rather than when the image is first drawn.
+
+    Args:
+        rle (str): One RLE string.
+
+    Raises:
+        ValueError: The string is malformed; the message says how.
+    """
+    rle = rle.strip()
+    if rle != EMPTY_RLE:
+        _parse_numbers(rle)
 
 
 def _absolute_runs(rle: str, height: int,

@@ -12,7 +12,7 @@ from mmengine.logging import print_log
 from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
 
-from .rle import EMPTY_RLE
+from .rle import EMPTY_RLE, rle_validate
 from .split import (SPLIT_ORDERS, SplitResult, balance_and_split, count_split,
                     read_split, write_split)
 
@@ -314,12 +314,19 @@ class SIIMPneumothoraxDataset(BaseSegDataset):
 
         rles: Dict[str, List[str]] = {}
         for row in _read_csv(self.ann_file, ('ImageId', 'EncodedPixels')):
+            where = (f'{self.ann_file}, line {row["_line"]}: ImageId '
+                     f'{row["ImageId"]}')
             if not row['EncodedPixels']:
                 # A truncated row, not a negative image: those say -1.
                 raise ValueError(
-                    f'{self.ann_file}, line {row["_line"]}: ImageId '
-                    f'{row["ImageId"]} has an empty EncodedPixels (an image '
-                    f'without pneumothorax is {EMPTY_RLE})')
+                    f'{where} has an empty EncodedPixels (an image without '
+                    f'pneumothorax is {EMPTY_RLE})')
+            # Syntax now, with the file and line; the bounds need the image
+            # and are checked when it is loaded.
+            try:
+                rle_validate(row['EncodedPixels'])
+            except ValueError as err:
+                raise ValueError(f'{where}: {err}') from None
             rles.setdefault(row['ImageId'], []).append(row['EncodedPixels'])
 
         self._report(

@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from mmseg_ptx.datasets.rle import (EMPTY_RLE, rle_decode, rle_decode_union,
-                                    rle_encode)
+                                    rle_encode, rle_validate)
 
 
 def reference_decode(rle, height, width):
@@ -126,3 +126,21 @@ def test_encode_rejects_non_2d():
 def test_malformed(rle, match):
     with pytest.raises(ValueError, match=match):
         rle_decode(rle, 3, 3)
+
+
+@pytest.mark.parametrize('rle', ['-1', ' -1 ', '0 9', '3 2 10 4',
+                                 '99999999999999999999 1'])
+def test_validate_passes_wellformed_strings(rle):
+    # Bounds need the image size: the huge start is for the decoder.
+    rle_validate(rle)
+
+
+@pytest.mark.parametrize('rle,match', [
+    ('1 2 3', 'even count'),
+    ('1 x', 'non-integer'),
+    ('-1 2', 'negative start'),
+    ('1 0', 'positive'),
+])
+def test_validate_rejects_malformed_strings(rle, match):
+    with pytest.raises(ValueError, match=match):
+        rle_validate(rle)

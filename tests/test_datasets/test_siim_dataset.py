@@ -270,6 +270,11 @@ def test_png_file_listed_for_two_image_ids(tmp_path):
     (f'{POS1}', r'line 7: 1 values, expected 2'),
     # An unquoted comma: the columns cannot be trusted.
     (f'{NEG1},-1,123 4', r'line 7: 3 values, expected 2'),
+    # Found when the data set loads, not when the image is first drawn.
+    (f'{POS1},10 5 7', r'line 7: ImageId 1\.2\.3\.10: Malformed RLE: 3 '
+     'numbers'),
+    (f'{POS1},10 -5', r'line 7: ImageId 1\.2\.3\.10: Malformed RLE: run '
+     'length must be positive'),
 ])
 def test_malformed_csv_rows_are_errors(tmp_path, row, match):
     make_dicom_root(tmp_path, ROWS)
