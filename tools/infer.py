@@ -151,19 +151,19 @@ def main() -> int:
     print(f'{rows} images predicted ({num_pos} with pneumothorax, '
           f'{rows - num_pos} empty) -> {csv_path}')
     errors_path = osp.join(args.out, 'errors.txt')
-    if not errors and osp.exists(errors_path):
-        # An earlier run's list, which would pass for this run's.
-        os.remove(errors_path)
-    if errors:
-        with open(errors_path, 'w') as f:
-            for path, reason in errors:
-                reason = ' '.join(reason.split())
-                f.write(f'{path}\t{reason}\n')
-                print(f'ERROR {path}: {reason}', file=sys.stderr)
-        print(f'{len(errors)} file(s) failed, listed in {errors_path}',
-              file=sys.stderr)
-        return 1
-    return 0
+    if not errors:
+        if osp.exists(errors_path):
+            # An earlier run's list, which would pass for this run's.
+            os.remove(errors_path)
+        return 0
+    with open(errors_path, 'w') as f:
+        for path, reason in errors:
+            reason = ' '.join(reason.split())
+            f.write(f'{path}\t{reason}\n')
+            print(f'ERROR {path}: {reason}', file=sys.stderr)
+    print(f'{len(errors)} file(s) failed, listed in {errors_path}',
+          file=sys.stderr)
+    return 1
 
 
 if __name__ == '__main__':

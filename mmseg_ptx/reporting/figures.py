@@ -9,6 +9,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from .history import PROGRESS_UNITS, progress_key
+
 __all__ = ['plot_detailed_metrics', 'save_prediction_panel']
 
 
@@ -35,8 +37,7 @@ def plot_detailed_metrics(history: Sequence[dict], out_path: str,
     Returns:
         str: ``out_path``.
     """
-    # Iteration-based training records every validation at epoch 0.
-    step = 'epoch' if any(h.get('epoch') for h in history) else 'iter'
+    step = progress_key(history)
     fig = Figure(figsize=(12, 8))
     FigureCanvasAgg(fig)
     axes = fig.subplots(2, 2)
@@ -60,7 +61,7 @@ def plot_detailed_metrics(history: Sequence[dict], out_path: str,
                 ax.plot(*series, marker='.', label=label)
                 drawn = True
         ax.set_title(title)
-        ax.set_xlabel('epoch' if step == 'epoch' else 'iteration')
+        ax.set_xlabel(PROGRESS_UNITS[step])
         ax.grid(alpha=0.3)
         if drawn:
             ax.legend(fontsize=8)

@@ -18,6 +18,7 @@ from mmengine.logging import print_log
 from mmseg.registry import HOOKS
 from mmseg_ptx.evaluation.metrics import PneumothoraxMetric, PRCurve
 from mmseg_ptx.reporting import plot_pr_curve
+from mmseg_ptx.reporting.history import curve_tag
 
 __all__ = ['PRCurveHook']
 
@@ -232,14 +233,8 @@ class PRCurveHook(Hook):
         """
         if not is_main_process():
             return
-        epoch, iteration = _progress(runner)
-        if epoch:
-            tag = f'epoch_{epoch:03d}'
-        elif iteration:
-            tag = f'iter_{iteration:06d}'
-        else:
-            tag = None
-        self._save_curves(runner, runner.val_evaluator, 'val', tag)
+        self._save_curves(runner, runner.val_evaluator, 'val',
+                          curve_tag(*_progress(runner)))
         self._append_history(runner, metrics)
 
     def after_test_epoch(self,
