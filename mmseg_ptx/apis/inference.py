@@ -29,6 +29,7 @@ from mmengine.dataset import pseudo_collate
 from mmseg.registry import MODELS, TRANSFORMS
 from torch import nn
 
+from ..datasets.files import list_files
 from ..datasets.rle import rle_encode
 from ..models.postprocessors import TripletThresholdPostProcessor
 from ..models.segmentors import foreground_probability
@@ -69,7 +70,8 @@ def find_images(path: str) -> List[str]:
     Args:
         path (str): A DICOM/PNG/JPEG file or a folder searched
             recursively for files ending in :data:`IMAGE_SUFFIXES`
-            (case-insensitive).
+            (case-insensitive), linked folders included
+            (:func:`~mmseg_ptx.datasets.files.list_files`).
 
     Returns:
         list[str]: The image paths.
@@ -78,14 +80,7 @@ def find_images(path: str) -> List[str]:
         return [path]
     if not osp.isdir(path):
         raise FileNotFoundError(f'Input not found: {path}')
-    found = []
-    for root, dirs, files in os.walk(path):
-        dirs.sort()
-        found += [
-            osp.join(root, f) for f in sorted(files)
-            if f.lower().endswith(IMAGE_SUFFIXES)
-        ]
-    return found
+    return [osp.join(path, rel) for rel in list_files(path, IMAGE_SUFFIXES)]
 
 
 def _type_name(transform: dict) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
-import os
 import os.path as osp
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
@@ -12,6 +11,7 @@ from mmengine.logging import print_log
 from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
 
+from .files import list_files
 from .rle import EMPTY_RLE, rle_validate
 from .split import (SPLIT_ORDERS, SplitResult, balance_and_split, count_split,
                     read_split, write_split)
@@ -67,18 +67,6 @@ def _read_rows(path: str, reader, required: Sequence[str]
         rec['_line'] = str(reader.line_num)
         rows.append(rec)
     return rows
-
-
-def _list_files(root: str, suffix: str) -> List[str]:
-    """Paths relative to ``root`` of all files ending in ``suffix``."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames.sort()
-        for name in sorted(filenames):
-            if name.lower().endswith(suffix):
-                found.append(
-                    osp.relpath(osp.join(dirpath, name), root))
-    return found
 
 
 def _examples(ids) -> str:
@@ -303,7 +291,7 @@ class SIIMPneumothoraxDataset(BaseSegDataset):
     def _load_dicom_layout(self) -> List[dict]:
         img_dir = self.data_prefix['img_path']
         paths: Dict[str, str] = {}
-        for rel in _list_files(img_dir, '.dcm'):
+        for rel in list_files(img_dir, '.dcm'):
             image_id = osp.splitext(osp.basename(rel))[0]
             path = osp.join(img_dir, rel)
             if image_id in paths:
@@ -362,8 +350,8 @@ class SIIMPneumothoraxDataset(BaseSegDataset):
         if not osp.isdir(mask_dir):
             raise FileNotFoundError(
                 f'Mask directory {mask_dir} not found (png layout)')
-        images = set(_list_files(img_dir, '.png'))
-        masks = set(_list_files(mask_dir, '.png'))
+        images = set(list_files(img_dir, '.png'))
+        masks = set(list_files(mask_dir, '.png'))
 
         rows: Dict[str, dict] = {}
         owners: Dict[str, str] = {}  # new_filename -> its ImageId

@@ -1,0 +1,43 @@
+"""Listing the image and mask files of a data folder."""
+from __future__ import annotations
+
+import os
+import os.path as osp
+from typing import List, Sequence, Union
+
+
+def list_files(root: str, suffixes: Union[str, Sequence[str]]) -> List[str]:
+    """Paths relative to ``root`` of every file ending in one of
+    ``suffixes`` (case-insensitive), in sorted order.
+
+    Data folders on shared storage are often trees of symbolic links, so
+    linked folders are followed; each real folder is listed once, so a
+    link cycle ends and two links to one folder do not list its files
+    twice (which would give each image twice).
+
+    Args:
+        root (str): The folder to search recursively.
+        suffixes (str | Sequence[str]): File name endings, e.g. ``'.dcm'``.
+
+    Returns:
+        list[str]: The relative paths.
+    """
+    if isinstance(suffixes, str):
+        suffixes = (suffixes, )
+    suffixes = tuple(s.lower() for s in suffixes)
+    found = []
+    seen = {osp.realpath(root)}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        # Pruning in place is how os.walk is told not to descend.
+        keep = []
+        for name in sorted(dirnames):
+            real = osp.realpath(osp.join(dirpath, name))
+            if real not in seen:
+                seen.add(real)
+                keep.append(name)
+        dirnames[:] = keep
+        found += [
+            osp.relpath(osp.join(dirpath, name), root)
+            for name in sorted(filenames) if name.lower().endswith(suffixes)
+        ]
+    return found
