@@ -93,6 +93,23 @@ def test_ensemble_weights_average_members(model):
 
 
 @torch.no_grad()
+def test_ensemble_members_pad_independently(model):
+    # A member that pads at test time records padding_size in its samples;
+    # a member without padding must not crop by it.
+    padding = build_tiny_model(seed=1, size=SIZE)
+    padding.data_preprocessor.test_cfg = dict(size_divisor=32)
+    data = pseudo_collate(packed_inputs(size=50))
+    p_pad = probs_of(padding.test_step(copy.deepcopy(data)))[0]
+    p_plain = probs_of(model.test_step(copy.deepcopy(data)))[0]
+    for members in ([padding, model], [model, padding]):
+        got = probs_of(
+            EnsembleSegmentor(models=members).test_step(copy.deepcopy(data)))
+        assert got[0].shape == (50, 50)
+        torch.testing.assert_close(got[0], (p_pad + p_plain) / 2,
+                                   atol=1e-6, rtol=0)
+
+
+@torch.no_grad()
 def test_tta_model_keeps_mean_of_plain_and_flipped(model):
     plain, flipped = packed_inputs(), packed_inputs(flip=True)
     p_plain = probs_of(model.test_step(pseudo_collate(copy.deepcopy(plain))))

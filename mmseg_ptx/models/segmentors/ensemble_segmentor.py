@@ -98,8 +98,9 @@ class EnsembleSegmentor(BaseModel):
         probs: Optional[List[torch.Tensor]] = None
         samples = None
         for weight, model in zip(self.weights, self.models):
-            # Members write their results into the same data samples, so
-            # each member's probabilities are read before the next runs.
+            # Each member's data preprocessor copies the data samples (as it
+            # moves them to its device), so one member's test-time padding
+            # and results are not seen by the next.
             samples = model.test_step(data)
             member = [
                 weight * foreground_probability(s.seg_logits.data)
