@@ -61,10 +61,22 @@ def test_closing_fills_a_gap():
     assert closed.max() == 1
 
 
+@pytest.mark.parametrize('size', [1, 3, 5, 7])
+def test_closing_only_adds_pixels(size):
+    prob = np.zeros((12, 12), np.float32)
+    prob[3:6, 3:6] = 0.9
+    prob[8, 8:11] = 0.9
+    plain = TripletThresholdPostProcessor(0.75, 1, 0.3)(prob)
+    closed = TripletThresholdPostProcessor(0.75, 1, 0.3,
+                                           closing_kernel=size)(prob)
+    assert (closed >= plain).all()
+
+
 @pytest.mark.parametrize('kwargs', [
     dict(top_threshold=1.0), dict(top_threshold=0), dict(bottom_threshold=-1),
     dict(top_threshold=0.3, bottom_threshold=0.5), dict(min_area=-1),
     dict(min_area=1.5), dict(min_component_area=-2), dict(closing_kernel=-1),
+    dict(closing_kernel=4),
     dict(top_threshold='0.7')
 ])
 def test_invalid_arguments(kwargs):

@@ -49,7 +49,8 @@ class TripletThresholdPostProcessor:
         min_component_area (int): Connected components (8-connectivity)
             with fewer pixels are removed; 0 keeps all. Defaults to 0.
         closing_kernel (int): Size of the elliptical kernel of a
-            morphological closing applied last; 0 disables it.
+            morphological closing applied last, odd (a closing only adds
+            pixels); 0 disables it.
             Defaults to 0.
     """
 
@@ -76,6 +77,11 @@ class TripletThresholdPostProcessor:
                     value, (int, np.integer)) or value < 0:
                 raise ValueError(f'{name} must be a non-negative integer, '
                                  f'got {value!r}')
+        # An even kernel has no centre: OpenCV's off-centre anchor makes
+        # the closing shift the mask by a pixel and lose area.
+        if closing_kernel % 2 == 0 and closing_kernel > 0:
+            raise ValueError('closing_kernel must be odd (or 0 for no '
+                             f'closing), got {closing_kernel}')
         self.top_threshold = float(top_threshold)
         self.min_area = int(min_area)
         self.bottom_threshold = float(bottom_threshold)
