@@ -64,6 +64,7 @@ import mmseg_ptx  # noqa: F401  (stack fixes + plugin registration)
 from mmseg_ptx.compat import math_sdpa
 from mmseg_ptx.engine.hooks import compile_modules
 from mmseg_ptx.models.utils import cast_for_inference
+from mmseg_ptx.reporting.json_io import write_json
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.logging import MMLogger
 from mmengine.model import revert_sync_batchnorm
@@ -784,13 +785,6 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     else:
         print(json.dumps(report))
     return report
-
-
-def write_json(report: Dict[str, Any], path: str) -> None:
-    tmp = f'{path}.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(report, f, indent=2)
-    os.replace(tmp, path)
 
 
 if __name__ == '__main__':

@@ -9,7 +9,6 @@ scores every (top, min_area, bottom) point by the mean per-image
 competition Dice. min_area is in pixels at the original resolution.
 """
 import argparse
-import json
 import os.path as osp
 import sys
 
@@ -20,6 +19,7 @@ import mmseg_ptx  # noqa: F401  (stack fixes + registration)
 from mmseg.registry import DATASETS
 from mmseg_ptx.apis import default_device, load_models, predict_packed
 from mmseg_ptx.evaluation import search_triplet, triplet_image_stats
+from mmseg_ptx.reporting import write_json
 
 
 def float_list(text):
@@ -58,8 +58,15 @@ def parse_args() -> argparse.Namespace:
         values = getattr(args, name)
         if not values or not all(0 < v < 1 for v in values):
             parser.error(f'--{name} needs thresholds in (0, 1)')
+    if min(args.bottom) > max(args.top):
+        parser.error('no setting has --bottom <= --top (the post-processor '
+                     'rejects bottom > top)')
     if not args.min_area or min(args.min_area) < 0:
         parser.error('--min-area needs non-negative integers')
+    for name in ('max_images', 'batch_size'):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f'--{name.replace("_", "-")} must be at least 1')
     return args
 
 
@@ -81,11 +88,15 @@ def main() -> int:
     for batch in tqdm(loader, desc='predict', unit='batch'):
         probs = predict_packed(model, batch, tta=args.tta)
         for packed, prob in zip(batch, probs):
-            gt = packed['data_samples'].gt_sem_seg.data[0]
+            sample = packed['data_samples']
+            gt = sample.gt_sem_seg.data[0]
+            name = sample.metainfo.get('img_path')
             stats.append(
-                triplet_image_stats(prob, gt, args.top, args.bottom))
+                triplet_image_stats(prob, gt, args.top, args.bottom,
+                                    name=name))
             # The plain 0.5 threshold, as the baseline.
-            plain.append(triplet_image_stats(prob, gt, [0.5], [0.5]))
+            plain.append(
+                triplet_image_stats(prob, gt, [0.5], [0.5], name=name))
 
     rows = search_triplet(stats, args.top, args.min_area, args.bottom)
     baseline = search_triplet(plain, [0.5], [0], [0.5])[0]
@@ -119,8 +130,9 @@ def main() -> int:
         baseline_threshold_0_5=baseline,
         grid=dict(top=args.top, min_area=args.min_area, bottom=args.bottom),
         results=rows)
-    with open(args.out, 'w') as f:
-        json.dump(result, f, indent=2)
+    # Strict JSON: per-class Dice of a subset without positives (or
+    # negatives) is NaN, written as null.
+    write_json(result, args.out, indent=2)
     print(f'best: {snippet}  (kaggle_dice {best["kaggle_dice"]:.4f})')
     print(f'written to {args.out}')
     return 0

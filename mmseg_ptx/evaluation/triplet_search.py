@@ -11,7 +11,7 @@ and closing are not searched (they need the maps).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Sequence, Union
+from typing import List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -25,8 +25,9 @@ class TripletImageStats:
 
     Attributes:
         count_top (np.ndarray): Pixels with probability > each top
-            threshold.
-        pred (np.ndarray): Pixels with probability > each bottom threshold.
+            threshold, over the whole map.
+        pred (np.ndarray): Pixels not ignored with probability > each
+            bottom threshold.
         inter (np.ndarray): Of those, pixels that are pneumothorax.
         gt (int): Pneumothorax pixels.
     """
@@ -41,35 +42,51 @@ def triplet_image_stats(prob: Union[np.ndarray, torch.Tensor],
                         gt: Union[np.ndarray, torch.Tensor],
                         tops: Sequence[float],
                         bottoms: Sequence[float],
-                        ignore_index: int = 255) -> TripletImageStats:
+                        ignore_index: int = 255,
+                        name: Optional[str] = None) -> TripletImageStats:
     """Count what the triplet search needs from one image.
+
+    The counts follow :class:`~mmseg_ptx.evaluation.PneumothoraxMetric`
+    with a post-processor: the decision to empty an image counts the
+    pixels above the top threshold over the whole map, as the
+    post-processor does at inference, where nothing is ignored; pixels
+    labelled ``ignore_index`` are left out of the prediction and overlap
+    counts only.
 
     Args:
         prob (np.ndarray | torch.Tensor): (H, W) probabilities.
         gt (np.ndarray | torch.Tensor): (H, W) ground truth, 0/1 or
-            ``ignore_index`` (excluded everywhere).
+            ``ignore_index``.
         tops (Sequence[float]): Top thresholds of the grid.
         bottoms (Sequence[float]): Bottom thresholds of the grid.
         ignore_index (int): Defaults to 255.
+        name (str, optional): The image, for error messages.
+            Defaults to None.
 
     Returns:
         TripletImageStats: The counts.
     """
+    where = f'{name}: ' if name else ''
     prob = torch.as_tensor(prob).float()
     gt = torch.as_tensor(gt).to(prob.device)
     if prob.shape != gt.shape or prob.dim() != 2:
-        raise ValueError(f'probability map {tuple(prob.shape)} and ground '
-                         f'truth {tuple(gt.shape)} must be the same (H, W)')
+        raise ValueError(f'{where}probability map {tuple(prob.shape)} and '
+                         f'ground truth {tuple(gt.shape)} must be the same '
+                         '(H, W)')
     valid = gt != ignore_index
+    pos = gt == 1
+    if (valid & ~pos & (gt != 0)).any():
+        bad = torch.unique(gt[valid]).tolist()[:10]
+        raise ValueError(f'{where}ground truth values must be 0, 1 or '
+                         f'ignore_index={ignore_index}, found {bad}')
     scores = prob[valid]
-    pos = gt[valid] == 1
-    pos_scores = scores[pos]
+    pos_scores = prob[pos]
 
     def above(values: torch.Tensor, thresholds: Sequence[float]) -> list:
         return [int((values > t).sum()) for t in thresholds]
 
     return TripletImageStats(
-        count_top=np.array(above(scores, tops), np.int64),
+        count_top=np.array(above(prob, tops), np.int64),
         pred=np.array(above(scores, bottoms), np.int64),
         inter=np.array(above(pos_scores, bottoms), np.int64),
         gt=int(pos.sum()))

@@ -67,8 +67,12 @@ def test_tune_postprocess_writes_json(tmp_path, demo_root):
                      str(ckpt), '--out', str(out), '--device', 'cpu',
                      '--num-workers', '0', '--max-images', '1', '--top',
                      '0.5,0.7', '--min-area', '0,100', '--bottom', '0.3,0.6'])
-    result = json.loads(out.read_text())
+    # Strict JSON: one image leaves the Dice of positives or of negatives
+    # undefined, written as null, not NaN.
+    result = json.loads(out.read_text(), parse_constant=_reject_constant)
     assert result['num_images'] == 1
+    assert None in (result['best']['kaggle_dice_pos'],
+                    result['best']['kaggle_dice_neg'])
     rows = result['results']
     # bottom 0.6 > top 0.5 is skipped for both areas
     assert len(rows) == 2 * 2 * 2 - 2
@@ -78,6 +82,20 @@ def test_tune_postprocess_writes_json(tmp_path, demo_root):
     assert result['config_snippet'].startswith(
         "postprocess=dict(type='TripletThresholdPostProcessor'")
     assert 'plain 0.5 threshold' in proc.stdout
+
+
+def _reject_constant(name):
+    raise AssertionError(f'{name} in strict JSON')
+
+
+def test_tune_postprocess_rejects_grid_without_settings(tmp_path):
+    # Checked before the model runs over the validation set.
+    proc = subprocess.run(
+        [PYTHON, 'tools/tune_postprocess.py', 'cfg.py', 'ckpt.pth', '--top',
+         '0.3', '--bottom', '0.4,0.5'], cwd=ROOT, capture_output=True,
+        text=True, timeout=300, env=_env())
+    assert proc.returncode == 2
+    assert 'no setting has --bottom <= --top' in proc.stderr
 
 
 def _env():

@@ -3,14 +3,12 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import os.path as osp
 import shutil
 import time
 from typing import Any, Dict, List, Optional
 
-import numpy as np
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
@@ -19,24 +17,12 @@ from mmseg.registry import HOOKS
 from mmseg_ptx.evaluation.metrics import PneumothoraxMetric, PRCurve
 from mmseg_ptx.reporting import plot_pr_curve
 from mmseg_ptx.reporting.history import curve_tag
+from mmseg_ptx.reporting.json_io import write_json
 
 __all__ = ['PRCurveHook']
 
 # Training scalars worth keeping next to the validation numbers.
 _TRAIN_KEYWORDS = ('loss', 'dice', 'iou', 'acc')
-
-
-def _jsonable(value: Any) -> Any:
-    """Python scalars for JSON; NaN/inf become null (valid strict JSON)."""
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, 'item') and np.ndim(value) == 0:
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _progress(runner) -> tuple:
@@ -46,14 +32,6 @@ def _progress(runner) -> tuple:
     if isinstance(getattr(runner, '_train_loop', None), dict):
         return None, None
     return runner.epoch, runner.iter
-
-
-def _write_json(obj: Any, path: str) -> None:
-    # Write-then-rename so a crash never leaves half a history file.
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(_jsonable(obj), f, indent=1, allow_nan=False)
-    os.replace(tmp, path)
 
 
 @HOOKS.register_module()
@@ -132,7 +110,7 @@ class PRCurveHook(Hook):
                               f'metrics_history.{stamp}_{count}.json')
         os.replace(path, backup)
         if keep:
-            _write_json(keep, path)
+            write_json(keep, path)
         print_log(
             f'{path} held {len(history) - len(keep)} record(s) of another '
             f'run (not up to iteration {runner.iter}, where this one '
@@ -162,7 +140,7 @@ class PRCurveHook(Hook):
         data = curve.to_dict(max_points=self.max_points)
         data.update(extra)
         paths = [osp.join(curve_dir, stem + '.json')]
-        _write_json(data, paths[0])
+        write_json(data, paths[0])
         if self.plot:
             paths.append(
                 plot_pr_curve(curve, osp.join(curve_dir, stem + '.png'),
@@ -219,7 +197,7 @@ class PRCurveHook(Hook):
                 'val', epoch, iteration)
         ]
         history.append(entry)
-        _write_json(history, path)
+        write_json(history, path)
         self._prev_iter = iteration or 0
 
     def after_val_epoch(self,

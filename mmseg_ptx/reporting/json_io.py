@@ -1,0 +1,54 @@
+"""Strict JSON files for the hooks and tools."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+import numpy as np
+
+__all__ = ['to_jsonable', 'write_json']
+
+
+def to_jsonable(value: Any) -> Any:
+    """Python scalars for JSON; NaN and infinities become ``null``.
+
+    Metrics are NaN where they are undefined (e.g. the Dice of the
+    positive images of an all-negative subset); ``json.dump`` would write
+    a bare ``NaN``, which strict JSON readers reject.
+
+    Args:
+        value (Any): Nested dicts, lists, tuples, numbers (Python, NumPy
+            or 0-d tensors) and strings.
+
+    Returns:
+        Any: The same structure with plain Python values.
+    """
+    if isinstance(value, dict):
+        return {k: to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if hasattr(value, 'item') and np.ndim(value) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(obj: Any, path: str, indent: int = 1) -> None:
+    """Write ``obj`` as strict JSON (see :func:`to_jsonable`).
+
+    Written to ``path + '.tmp'`` and then renamed, so a crash never leaves
+    half a file in place of a good one.
+
+    Args:
+        obj (Any): What to write.
+        path (str): The file.
+        indent (int): JSON indentation. Defaults to 1.
+    """
+    tmp = path + '.tmp'
+    with open(tmp, 'w', encoding='utf-8') as f:
+        json.dump(to_jsonable(obj), f, indent=indent, allow_nan=False)
+        f.write('\n')
+    os.replace(tmp, path)
