@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import queue as queue_module
 import resource
 import time
 import tracemalloc
@@ -149,7 +150,18 @@ def run_isolated(target, args) -> dict:
     queue = ctx.Queue()
     proc = ctx.Process(target=target, args=(args, queue))
     proc.start()
-    result = queue.get()
+    # Poll: a side that raises or is killed (sklearn at the reference size
+    # needs several GB) never puts a result, and a plain get() would wait
+    # for ever.
+    while True:
+        try:
+            result = queue.get(timeout=1.0)
+            break
+        except queue_module.Empty:
+            if not proc.is_alive():
+                raise RuntimeError(
+                    f'{target.__name__} exited with {proc.exitcode} '
+                    'without a result (see its error above)') from None
     proc.join()
     if proc.exitcode != 0:
         raise RuntimeError(f'{target.__name__} exited with {proc.exitcode}')
@@ -170,6 +182,9 @@ def main() -> None:
     parser.add_argument(
         '--threads', type=int, default=1, help='torch threads per side')
     args = parser.parse_args()
+    for name in ('num_images', 'size', 'threads'):
+        if getattr(args, name) < 1:
+            parser.error(f'--{name.replace("_", "-")} must be at least 1')
 
     ours = run_isolated(run_metric, args)
     ref = run_isolated(run_sklearn, args)

@@ -1,0 +1,53 @@
+"""tools/benchmark_metric.py: runs on a tiny set; a failing side ends it."""
+import importlib.util
+import os
+import re
+import subprocess
+import threading
+
+from conftest import PYTHON, ROOT, run_tool
+
+TOOL = ROOT / 'tools' / 'benchmark_metric.py'
+
+
+def test_benchmark_metric_tiny_set():
+    proc = run_tool([PYTHON, str(TOOL), '--num-images', '3', '--size', '32'])
+    assert 'PneumothoraxMetric' in proc.stdout
+    assert 'sklearn AP' in proc.stdout
+    diff, bound = re.search(r'\|ap - sklearn ap\| = (\S+) \(guaranteed '
+                            r'bound (\S+)\)', proc.stdout).groups()
+    assert float(diff) <= float(bound)
+
+
+def test_benchmark_metric_rejects_empty_set():
+    proc = subprocess.run([PYTHON, str(TOOL), '--num-images', '0'],
+                          cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2
+    assert '--num-images must be at least 1' in proc.stderr
+
+
+def _die(args, queue):
+    os._exit(3)
+
+
+def test_run_isolated_raises_when_a_side_dies():
+    # Before, the parent waited for ever on the dead side's result.
+    spec = importlib.util.spec_from_file_location('benchmark_metric_tool',
+                                                  TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    raised = []
+
+    def run():
+        try:
+            module.run_isolated(_die, None)
+        except RuntimeError as err:
+            raised.append(str(err))
+
+    # In a thread, so that a regression fails here instead of hanging.
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout=120)
+    assert not thread.is_alive(), 'run_isolated waits for a dead process'
+    assert raised and '_die exited with 3' in raised[0]
