@@ -20,10 +20,16 @@ DEMO_SIZE ?= 256
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# Unpinned torch would pull a multi-GB CUDA build: take the CPU one
-	# unless a torch (a GPU build, say) is already there.
-	$(PY) -c "import torch" 2>/dev/null || \
-		$(PY) -m pip install -q torch==$(TORCH_CPU_VERSION)
+	# PyPI's Linux torch is a multi-GB CUDA build: take the CPU build unless
+	# a torch >= 2.1 (a GPU build, say) is already there. It is found where
+	# pip already looks (a wheel folder, as on CI), else in PyTorch's CPU
+	# index (whose macOS wheels are the CPU ones without the +cpu).
+	$(PY) -c "import sys, torch; sys.exit(tuple(int(v) for v in \
+		torch.__version__.split('.')[:2]) < (2, 1))" 2>/dev/null || \
+		$(PY) -m pip install -q torch==$(TORCH_CPU_VERSION)+cpu 2>/dev/null || \
+		$(PY) -m pip install -q torch==$(TORCH_CPU_VERSION) \
+			--index-url https://download.pytorch.org/whl/cpu \
+			--extra-index-url https://pypi.org/simple
 	$(PY) -m pip install -q -e ".[tests]"
 	touch $@
 
