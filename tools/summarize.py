@@ -14,7 +14,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--checkpoint', help='checkpoint for the pictures '
                         '(default: best_*.pth in work_dir)')
     parser.add_argument('--stats', help='tools/dataset_stats.py JSON '
-                        '(default: <data_root>/stats.json)')
+                        '(default: <data_root>/<split_dir>/stats.json, '
+                        'where that tool writes it, else '
+                        '<data_root>/stats.json)')
     parser.add_argument('--no-images', action='store_true',
                         help='skip the prediction pictures')
     parser.add_argument('--num-pos', type=int, default=5)
