@@ -84,7 +84,7 @@ bench() {  # bench NAME CONFIG ARGS...: one tools/benchmark.py run, logged
 if want loader; then
     # The loader part's data, drawn on the CPU while the GPU parts run.
     $PYTHON tools/make_demo_data.py --out "$DEMO_DATA" --num "$DEMO_NUM" \
-        --seed 0 --size "$DEMO_SIZE" --positive-fraction 0.6 \
+        --seed 0 --size "$DEMO_SIZE" --positive-fraction 0.6 --overwrite \
         >"$OUT_DIR/demo_data.log" 2>&1 &
     demo_pid=$!
 fi

@@ -36,16 +36,24 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--stage1-header', action='store_true',
                         help="write the stage-1 CSV spelling "
                         "'ImageId, EncodedPixels' with ' -1' values")
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace a data set already in --out (its CSV, '
+                        'image folders and splits/); without it, one is an '
+                        'error')
     return parser.parse_args()
 
 
 def main() -> None:
     args = parse_args()
     start = time.perf_counter()
-    masks = write_demo_dataset(
-        args.out, args.num, args.seed, size=args.size, layout=args.layout,
-        positive_fraction=args.positive_fraction,
-        stage1_header=args.stage1_header, progress=True)
+    try:
+        masks = write_demo_dataset(
+            args.out, args.num, args.seed, size=args.size,
+            layout=args.layout, positive_fraction=args.positive_fraction,
+            stage1_header=args.stage1_header, progress=True,
+            overwrite=args.overwrite)
+    except FileExistsError as err:
+        raise SystemExit(f'error: {err}') from None
     seconds = time.perf_counter() - start
     n_pos = sum(int(m.any()) for m in masks.values())
     fg = sum(int(m.sum()) for m in masks.values())

@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import os
 import os.path as osp
+import shutil
 import uuid
 import cv2
 import numpy as np
@@ -473,7 +474,8 @@ def write_demo_dataset(out_dir: str,
                        layout: str = 'dicom',
                        positive_fraction: float = 0.22,
                        stage1_header: bool = False,
-                       progress: bool = False) -> dict[str, np.ndarray]:
+                       progress: bool = False,
+                       overwrite: bool = False) -> dict[str, np.ndarray]:
     """Write a synthetic SIIM-ACR data set in the Kaggle layout(s).
 
     ``layout='dicom'``: ``dicom-images-train/<StudyInstanceUID>/
@@ -502,6 +504,11 @@ def write_demo_dataset(out_dir: str,
             ``ImageId, EncodedPixels`` with values like `` -1``.
             Defaults to False.
         progress (bool): Show a tqdm progress bar. Defaults to False.
+        overwrite (bool): Replace a data set already in ``out_dir`` (the
+            layout's CSV and image folders, and the ``splits/`` made from
+            them). Without it, existing ones are an error, so that a real
+            data set is never mixed with or replaced by synthetic images.
+            Defaults to False.
 
     Returns:
         dict[str, np.ndarray]: The ground-truth mask (``uint8`` 0/1,
@@ -519,9 +526,27 @@ def write_demo_dataset(out_dir: str,
     positive = np.zeros(num, bool)
     positive[order[:n_pos]] = True
 
-    os.makedirs(out_dir, exist_ok=True)
     write_dicom = layout in ('dicom', 'both')
     write_png = layout in ('png', 'both')
+    targets = ((['train-rle.csv', 'dicom-images-train'] if write_dicom
+                else []) + (['stage_1_train_images.csv', 'png_images',
+                             'png_masks'] if write_png else []))
+    existing = [t for t in targets if osp.lexists(osp.join(out_dir, t))]
+    if existing:
+        if not overwrite:
+            raise FileExistsError(
+                f'{out_dir} already holds {", ".join(existing)}; choose '
+                'another folder or pass overwrite=True (--overwrite) to '
+                'replace that data set')
+        # Old images left beside new ones would be images without labels,
+        # and splits made from the old set would not match the new one.
+        for name in existing + ['splits']:
+            path = osp.join(out_dir, name)
+            if osp.isdir(path) and not osp.islink(path):
+                shutil.rmtree(path)
+            elif osp.lexists(path):
+                os.remove(path)
+    os.makedirs(out_dir, exist_ok=True)
     if write_png:
         os.makedirs(osp.join(out_dir, 'png_images'), exist_ok=True)
         os.makedirs(osp.join(out_dir, 'png_masks'), exist_ok=True)
