@@ -8,19 +8,29 @@ handles all of these and always returns what a viewer would show, as
 
 Every failure is a :class:`DicomReadError` whose message holds the file
 path and the problem only: header values (patient name, IDs, dates) never
-appear in it, because error messages end up in logs.
+appear in it, because error messages end up in logs. pydicom's own warnings
+and log records while a file is read are held back and re-issued without
+the values they quote (in a corrupt file, a quoted value runs on into the
+bytes that follow it, patient names included).
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
-from typing import Union
+import re
+import warnings
+from typing import Iterator, Union
 
 import numpy as np
 import pydicom
 from pydicom.pixels import (apply_modality_lut, apply_voi, apply_voi_lut,
                             apply_windowing)
 
-__all__ = ['DicomReadError', 'read_dicom', 'read_dicom_shape', 'is_dicom']
+__all__ = [
+    'DicomReadError', 'DicomReadWarning', 'read_dicom', 'read_dicom_shape',
+    'is_dicom'
+]
 
 PathLike = Union[str, os.PathLike]
 
@@ -63,18 +73,56 @@ def _read_header(path: PathLike, **kwargs) -> pydicom.Dataset:
     if not os.path.isfile(path):
         raise DicomReadError(
             f'DICOM file not found (or not a regular file): {path}')
-    try:
-        return pydicom.dcmread(path, **kwargs)
-    except Exception as err:  # pydicom raises many types for corrupt data
-        raise DicomReadError(
-            f'Cannot read DICOM file {path}: {_describe(err)}') from None
+    # Errors become DicomReadErrors in _redacted_pydicom_messages.
+    return pydicom.dcmread(path, **kwargs)
 
 
 def _describe(err: Exception) -> str:
-    # pydicom's parse/decode messages describe structure (lengths, tags,
-    # transfer syntaxes), not element values; keep them short anyway.
-    msg = str(err).splitlines()[0] if str(err) else ''
-    return f'{type(err).__name__}: {msg[:200]}'
+    return f'{type(err).__name__}: {_redact(str(err))}'
+
+
+#: From the first quote on: pydicom quotes element values (``Invalid value
+#: for VR UI: '...'``), and in a corrupt file a value's length can run into
+#: the following elements, patient data included.
+_QUOTED = re.compile(r"""['"].*""", re.DOTALL)
+
+
+def _redact(message: str) -> str:
+    """A pydicom message's first line without the values it quotes."""
+    first = message.splitlines()[0] if message else ''
+    return _QUOTED.sub('<value withheld>', first)[:200]
+
+
+class DicomReadWarning(UserWarning):
+    """A problem pydicom reported while reading a file that still read
+    (e.g. an invalid value), re-issued with the file path and without the
+    header values pydicom's message quoted."""
+
+
+@contextlib.contextmanager
+def _redacted_pydicom_messages(path: PathLike) -> Iterator[None]:
+    """Hold back pydicom's warnings and log records, re-issue the warnings
+    redacted (:class:`DicomReadWarning`), and turn any error that is not a
+    :class:`DicomReadError` into one with a redacted message."""
+    logger = logging.getLogger('pydicom')
+    disabled = logger.disabled
+    logger.disabled = True
+    caught: list = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            yield
+    except DicomReadError:
+        raise
+    except Exception as err:  # pydicom raises many types for corrupt data
+        raise DicomReadError(
+            f'Cannot read DICOM file {path}: {_describe(err)}') from None
+    finally:
+        logger.disabled = disabled
+        for message in dict.fromkeys(
+                _redact(str(w.message)) for w in caught):
+            warnings.warn(f'DICOM file {path}: {message}', DicomReadWarning,
+                          stacklevel=4)
 
 
 def read_dicom_shape(path: PathLike) -> tuple[int, int]:
@@ -89,6 +137,11 @@ def read_dicom_shape(path: PathLike) -> tuple[int, int]:
     Raises:
         DicomReadError: Missing or unreadable file, or no Rows/Columns.
     """
+    with _redacted_pydicom_messages(path):
+        return _read_dicom_shape(path)
+
+
+def _read_dicom_shape(path: PathLike) -> tuple[int, int]:
     ds = _read_header(path, stop_before_pixels=True,
                       specific_tags=_SHAPE_TAGS)
     if 'Rows' not in ds or 'Columns' not in ds:
@@ -151,6 +204,11 @@ def read_dicom(path: PathLike) -> np.ndarray:
         DicomReadError: The file is missing, not DICOM, corrupt, its pixel
             data cannot be decoded, or it is multi-frame or colour.
     """
+    with _redacted_pydicom_messages(path):
+        return _read_dicom(path)
+
+
+def _read_dicom(path: PathLike) -> np.ndarray:
     ds = _read_header(path)
     if 'PixelData' not in ds:
         raise DicomReadError(f'DICOM file {path} has no pixel data')

@@ -9,8 +9,8 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import (ExplicitVRLittleEndian, JPEGBaseline8Bit,
                          SecondaryCaptureImageStorage, generate_uid)
 
-from mmseg_ptx.datasets.dicom import (DicomReadError, is_dicom, read_dicom,
-                                      read_dicom_shape)
+from mmseg_ptx.datasets.dicom import (DicomReadError, DicomReadWarning,
+                                      is_dicom, read_dicom, read_dicom_shape)
 
 PHI = ('Secret^Person', 'PIDSECRET42', '19010203', '20190405')
 
@@ -184,6 +184,28 @@ def test_corrupt_jpeg_names_file_not_patient(tmp_path):
     with pytest.raises(DicomReadError) as err:
         read_dicom(path)
     assert_clean(str(err.value), path)
+
+
+def test_pydicom_warnings_are_redacted(tmp_path, grey8, caplog):
+    # A corrupt length in the file meta makes the TransferSyntaxUID value
+    # run on into the dataset: pydicom's "Invalid value for VR UI" warning
+    # then quotes the raw bytes, the patient's name and ID included.
+    path = make_dicom(tmp_path / 'a.dcm', grey8)
+    data = bytearray(open(path, 'rb').read())
+    at = data.index(ExplicitVRLittleEndian.encode())
+    data[at - 2:at] = (0xf1).to_bytes(2, 'little')
+    open(path, 'wb').write(bytes(data))
+    caplog.set_level('DEBUG', logger='pydicom')
+    for reader in (read_dicom, read_dicom_shape):
+        with pytest.warns(DicomReadWarning) as caught:
+            with pytest.raises(DicomReadError) as err:
+                reader(path)
+        assert_clean(str(err.value), path)
+        assert caught and all(w.category is DicomReadWarning for w in caught)
+        for warning in caught:
+            assert_clean(str(warning.message), path)
+    for record in caplog.records:
+        assert_clean(record.getMessage(), path)
 
 
 def test_is_dicom_by_preamble(tmp_path, grey8):
