@@ -29,7 +29,7 @@ from pydicom.pixels import (apply_modality_lut, apply_voi, apply_voi_lut,
 
 __all__ = [
     'DicomReadError', 'DicomReadWarning', 'read_dicom', 'read_dicom_shape',
-    'is_dicom'
+    'is_dicom', 'scale_to_uint8'
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -266,7 +266,28 @@ def _to_uint8(arr: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
         lo, hi = float(full.min()), float(full.max())
     else:
         lo, hi = float(values.min()), float(values.max())
-    if hi <= lo:  # a constant image carries no contrast
-        return np.zeros(arr.shape, dtype=np.uint8)
+    return scale_to_uint8(values, lo, hi)
+
+
+def scale_to_uint8(values: np.ndarray,
+                   lo: float | None = None,
+                   hi: float | None = None) -> np.ndarray:
+    """Map ``lo..hi`` linearly to 0..255 (rounded, clipped).
+
+    Args:
+        values (np.ndarray): Grey values of any numeric dtype.
+        lo (float, optional): The value that becomes 0. Defaults to the
+            minimum of ``values``.
+        hi (float, optional): The value that becomes 255. Defaults to the
+            maximum of ``values``.
+
+    Returns:
+        np.ndarray: ``uint8`` array of the same shape; all 0 when
+        ``hi <= lo`` (a constant image carries no contrast).
+    """
+    lo = float(values.min()) if lo is None else lo
+    hi = float(values.max()) if hi is None else hi
+    if hi <= lo:
+        return np.zeros(values.shape, dtype=np.uint8)
     scaled = (values.astype(np.float32) - lo) * (255.0 / (hi - lo))
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)

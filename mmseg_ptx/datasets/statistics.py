@@ -9,36 +9,18 @@ import logging
 import multiprocessing
 from typing import Iterator, List, Tuple
 
-import cv2
 import numpy as np
 from mmengine.logging import print_log
 from tqdm import tqdm
 
 from .rle import rle_decode_union
 from .siim import SIIMPneumothoraxDataset
+from .transforms.loading import read_binary_mask
 
 __all__ = [
     'count_foreground_pixels', 'compute_dataset_statistics',
     'format_statistics'
 ]
-
-
-def _mask_from_png(path: str) -> np.ndarray:
-    mask = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if mask is None:
-        raise ValueError(f'Cannot read mask {path}')
-    if mask.ndim != 2:
-        raise ValueError(f'Mask {path} has shape {mask.shape}, expected a '
-                         f'single-channel image')
-    values = np.unique(mask)
-    # 0/255 is the re-release's convention; 0/1 is accepted too. Anything
-    # else (e.g. interpolated edges of a resized mask) would be counted
-    # arbitrarily, so it is an error.
-    if not (set(values.tolist()) <= {0, 255}
-            or set(values.tolist()) <= {0, 1}):
-        raise ValueError(f'Mask {path} has values {values[:10].tolist()}, '
-                         f'expected 0/255 (or 0/1)')
-    return mask
 
 
 def count_foreground_pixels(data_info: dict) -> Tuple[int, int]:
@@ -63,7 +45,7 @@ def count_foreground_pixels(data_info: dict) -> Tuple[int, int]:
             raise ValueError(f'RLE of {data_info["image_id"]} '
                              f'({rows}x{cols} image): {err}') from None
     else:
-        mask = _mask_from_png(data_info['seg_map_path'])
+        mask = read_binary_mask(data_info['seg_map_path'])
     return int(np.count_nonzero(mask)), int(mask.size)
 
 

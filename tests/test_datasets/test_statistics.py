@@ -93,9 +93,15 @@ def test_count_foreground_pixels_png(tmp_path):
     cv2.imwrite(str(tmp_path / 'm.png'), mask)
     info = dict(image_id='x', seg_map_path=str(tmp_path / 'm.png'))
     assert count_foreground_pixels(info) == (3, 24)
+    # Counted as training reads them (LoadBinaryMaskFromFile): any
+    # non-zero value, 16-bit masks included.
     mask[0, 0] = 7
     cv2.imwrite(str(tmp_path / 'm.png'), mask)
-    with pytest.raises(ValueError, match=r'm\.png.*0/255'):
+    assert count_foreground_pixels(info) == (4, 24)
+    cv2.imwrite(str(tmp_path / 'm.png'), (mask > 0).astype(np.uint16) * 65535)
+    assert count_foreground_pixels(info) == (4, 24)
+    open(tmp_path / 'm.png', 'wb').close()
+    with pytest.raises(OSError, match=r'm\.png \(corrupt, empty'):
         count_foreground_pixels(info)
 
 

@@ -168,6 +168,36 @@ def test_binary_mask_as_stored(tmp_path, stored):
     np.testing.assert_array_equal(mask, [[0, 1], [0, 1]])
 
 
+def test_png_images_8_and_16_bit(tmp_path):
+    grey = np.arange(48, dtype=np.uint8).reshape(6, 8) * 5
+    cv2.imwrite(str(tmp_path / 'g.png'), grey)
+    cv2.imwrite(str(tmp_path / 'c.png'), np.dstack([grey] * 3))
+    # 12-bit data in a 16-bit PNG: OpenCV's grey conversion divides by 256
+    # (values 0..14 here); scaled from its own range like deep DICOMs.
+    cv2.imwrite(str(tmp_path / 'p12.png'), grey.astype(np.uint16) * 16)
+    load = LoadDicomImageFromFile(color_type='grayscale')
+
+    def loaded(name):
+        img = load(dict(img_path=str(tmp_path / name)))['img']
+        assert img.dtype == np.uint8 and img.shape == (6, 8), name
+        return img
+
+    np.testing.assert_array_equal(loaded('g.png'), grey)
+    np.testing.assert_array_equal(loaded('c.png'), grey)
+    np.testing.assert_allclose(loaded('p12.png'), grey * (255 / 235),
+                               atol=0.5)
+
+
+def test_empty_files_are_decode_errors(tmp_path):
+    # OpenCV raises its own error type on an empty buffer.
+    path = tmp_path / 'empty.png'
+    path.write_bytes(b'')
+    with pytest.raises(OSError, match='empty.png'):
+        LoadDicomImageFromFile()(dict(img_path=str(path)))
+    with pytest.raises(OSError, match='empty.png'):
+        LoadBinaryMaskFromFile()(dict(seg_map_path=str(path)))
+
+
 def test_binary_mask_errors(tmp_path):
     missing = str(tmp_path / 'none.png')
     with pytest.raises(FileNotFoundError, match='Mask file not found') as e:

@@ -16,21 +16,75 @@ import numpy as np
 from mmcv.transforms import BaseTransform
 from mmseg.registry import TRANSFORMS
 
-from ..dicom import is_dicom, read_dicom
+from ..dicom import is_dicom, read_dicom, scale_to_uint8
 from ..rle import rle_decode_union
 
 __all__ = ['LoadDicomImageFromFile', 'LoadRLEAnnotations',
-           'LoadBinaryMaskFromFile']
+           'LoadBinaryMaskFromFile', 'read_grey_image', 'read_binary_mask']
 
 
-def _imread(path: str, what: str, flag: str) -> np.ndarray:
+def _imread(path: str, what: str, flag: int) -> np.ndarray:
     if not os.path.isfile(path):
         raise FileNotFoundError(f'{what} file not found: {path}')
-    img = mmcv.imread(path, flag=flag)
+    try:
+        img = mmcv.imread(path, flag=flag)
+    except cv2.error:  # an empty file fails OpenCV's assertion
+        img = None
     if img is None:
         raise OSError(f'Cannot decode {what.lower()} file {path} '
-                      '(corrupt or not an image)')
+                      '(corrupt, empty or not an image)')
     return img
+
+
+def read_grey_image(path: str) -> np.ndarray:
+    """Read a PNG/JPEG radiograph as an 8-bit grey image.
+
+    Colour images are converted to grey. 16-bit images (often 12-bit data
+    in 16 bits) are scaled from their own min..max to 0..255, as
+    :func:`~mmseg_ptx.datasets.dicom.read_dicom` scales deep DICOM data;
+    OpenCV's plain grey conversion divides by 256, which leaves such an
+    image almost black.
+
+    Args:
+        path (str): The image file.
+
+    Returns:
+        np.ndarray: ``uint8`` H x W.
+
+    Raises:
+        FileNotFoundError: The file is missing.
+        OSError: The file cannot be decoded.
+    """
+    img = _imread(path, 'Image', cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
+    if img.dtype != np.uint8:
+        img = scale_to_uint8(img)
+    return img
+
+
+def read_binary_mask(path: str) -> np.ndarray:
+    """Read a mask image as ``uint8`` 0/1: any non-zero pixel is
+    pneumothorax.
+
+    Read as stored (8 or 16 bits, grey or colour): a grey conversion would
+    scale a 16-bit 0/1 mask to 8 bits, all zeros, and could round a faint
+    colour to 0. In a colour mask a non-zero value in any colour channel
+    counts; alpha is ignored. Masks with one value per region (1, 2, ...)
+    count every region.
+
+    Args:
+        path (str): The mask file.
+
+    Returns:
+        np.ndarray: ``uint8`` H x W, 1 = pneumothorax.
+
+    Raises:
+        FileNotFoundError: The file is missing.
+        OSError: The file cannot be decoded.
+    """
+    mask = _imread(path, 'Mask', cv2.IMREAD_UNCHANGED)
+    if mask.ndim == 3:
+        mask = mask[..., :3].any(axis=2)
+    return (mask != 0).astype(np.uint8)
 
 
 def _add_seg_field(results: dict, mask: np.ndarray) -> None:
@@ -97,7 +151,7 @@ class LoadDicomImageFromFile(BaseTransform):
         if is_dicom(path):
             img = read_dicom(path)
         else:
-            img = _imread(path, 'Image', 'grayscale')
+            img = read_grey_image(path)
         if self.color_type == 'color':
             img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
         if self.to_float32:
@@ -200,12 +254,7 @@ class LoadBinaryMaskFromFile(BaseTransform):
             ValueError: The mask size differs from the loaded image's.
         """
         path = str(results['seg_map_path'])
-        # As stored: a grey conversion would scale a 16-bit 0/1 mask to
-        # 8 bits, all zeros, and could round a faint colour to 0.
-        mask = _imread(path, 'Mask', 'unchanged')
-        if mask.ndim == 3:  # colour channels (not alpha): any non-zero
-            mask = (mask[..., :3] != 0).any(axis=2)
-        mask = (mask != 0).astype(np.uint8)
+        mask = read_binary_mask(path)
         ori_shape: Optional[tuple] = results.get('ori_shape')
         if ori_shape is not None and mask.shape != tuple(ori_shape[:2]):
             raise ValueError(
