@@ -34,11 +34,21 @@ def _read_csv(path: str, required: Sequence[str]) -> List[Dict[str, str]]:
     names and values are stripped, and rows are returned with their line
     number under ``'_line'`` for error messages.
     """
+    # An RLE of a fragmented 1024 x 1024 mask can pass csv's default field
+    # limit (128 KiB); the worst case, alternating pixels, is about 7 MB.
+    limit = csv.field_size_limit(max(csv.field_size_limit(), 2**24))
     try:
         with open(path, newline='', encoding='utf-8-sig') as f:
-            return _read_rows(path, csv.reader(f), required)
+            reader = csv.reader(f)
+            try:
+                return _read_rows(path, reader, required)
+            except csv.Error as err:
+                raise ValueError(
+                    f'{path}, line {reader.line_num}: {err}') from None
     except UnicodeDecodeError as err:
         raise ValueError(f'{path} is not UTF-8 text: {err}') from None
+    finally:
+        csv.field_size_limit(limit)
 
 
 def _read_rows(path: str, reader, required: Sequence[str]

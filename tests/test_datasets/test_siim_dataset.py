@@ -284,6 +284,20 @@ def test_malformed_csv_rows_are_errors(tmp_path, row, match):
         _build(tmp_path)
 
 
+def test_csv_field_sizes(tmp_path):
+    make_dicom_root(tmp_path, ROWS)
+    csv_path = tmp_path / 'train-rle.csv'
+    rows = csv_path.read_text()
+    # Longer than csv's default field limit (128 KiB), as the RLE of a
+    # very fragmented mask can be.
+    csv_path.write_text(rows + f'{POS1},' + '1 1 ' * 40_000 + '\n')
+    assert len(_build(tmp_path)) > 0
+    csv_path.write_text(rows + f'{POS1},' + '1' * (2**24 + 1) + '\n')
+    with pytest.raises(ValueError, match=r'train-rle\.csv, line 7: field '
+                       'larger than field limit'):
+        _build(tmp_path)
+
+
 def test_csv_that_is_not_utf8(tmp_path):
     make_dicom_root(tmp_path, ROWS)
     csv_path = tmp_path / 'train-rle.csv'
