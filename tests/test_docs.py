@@ -1,4 +1,5 @@
-"""docs/plugin_usage.md: what ``import mmseg_ptx`` registers, and its\nminimal config builds a Runner."""
+"""docs/plugin_usage.md: what ``import mmseg_ptx`` registers, and its
+minimal config builds a Runner."""
 import re
 from pathlib import Path
 
