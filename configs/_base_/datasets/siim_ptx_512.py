@@ -85,10 +85,11 @@ train_dataloader = dict(
         **split_settings))
 val_dataloader = dict(
     # In eval mode a batch predicts what its images do one at a time (to
-    # float rounding; MMSeg pads other sizes and crops back), and a GPU
-    # infers far more images/s in batches: 2.2x from batch 4 to 16 on an
-    # H200 (docs/performance.md). Kaggle's 1024 x 1024 radiographs all
-    # resize to 512 x 512, so nothing is padded here.
+    # float rounding), and a GPU infers far more images/s in batches: 2.2x
+    # from batch 4 to 16 on an H200 (docs/performance.md). MMSeg needs the
+    # images of a test batch to be one size: Kaggle's 1024 x 1024
+    # radiographs all resize to 512 x 512; other test sets of mixed sizes
+    # need batch_size=1 (docs/evaluation.md).
     batch_size=8,
     num_workers=4,
     persistent_workers=True,
