@@ -85,6 +85,33 @@ def test_hook_logs_blocks():
     assert messages == ['torch.compile: decode_head, 8 blocks']
 
 
+def test_hook_reaches_tta_and_ensemble_members():
+    # tools/test.py --tta --extra-model: a TTA model around an ensemble.
+    from mmseg_ptx.models import EnsembleSegmentor, SegTTAModelWithLogits
+    members = [build_tiny_model(seed=i, size=64) for i in range(2)]
+    model = SegTTAModelWithLogits(module=EnsembleSegmentor(models=members))
+    logger = MMLogger.get_instance('compile_members_test')
+    messages = []
+    logger.info = messages.append
+    hook = HOOKS.build(
+        dict(type='CompileModulesHook', modules=['backbone'],
+             backend='eager'))
+    hook.before_run(SimpleNamespace(model=model, logger=logger))
+    assert all(not is_plain(m.backbone) for m in members)
+    assert all(is_plain(m.decode_head) for m in members)
+    assert messages == ['torch.compile in 2 segmentors: backbone']
+
+
+def test_hook_warns_when_nothing_compiles():
+    model = build_tiny_model(size=64)
+    logger = MMLogger.get_instance('compile_nothing_test')
+    warnings = []
+    logger.warning = warnings.append
+    hook = HOOKS.build(dict(type='CompileModulesHook', modules=['neck']))
+    hook.before_run(SimpleNamespace(model=model, logger=logger))
+    assert warnings and 'compiled nothing' in warnings[0]
+
+
 def test_training_run_compiles_sdpa_blocks(tmp_path, demo_root):
     """tools/train.py with the hook: one epoch and a validation through the
     compiled blocks (dynamo's eager backend: traced, no C++ build)."""

@@ -11,7 +11,8 @@ from tiny_model import build_tiny_model, save_tiny_checkpoint
 
 from mmseg_ptx.models import EnsembleSegmentor, SegTTAModelWithLogits
 from mmseg_ptx.models.segmentors import (foreground_probability,
-                                         probability_to_seg_logits)
+                                         probability_to_seg_logits,
+                                         segmentors_of)
 
 
 SIZE = 64  # small inputs keep the forward passes fast
@@ -131,3 +132,13 @@ def test_tta_model_keeps_mean_of_plain_and_flipped(model):
         torch.testing.assert_close(sample.pred_sem_seg.data[0],
                                    (mean > 0.5).long())
         assert sample.gt_sem_seg.data.sum() > 0
+
+
+def test_segmentors_of_wrappers(model):
+    other = build_tiny_model(seed=1, size=SIZE)
+    ensemble = EnsembleSegmentor(models=[model, other])
+    assert segmentors_of(model) == [model]
+    assert segmentors_of(SegTTAModelWithLogits(module=ensemble)) == [
+        model, other]
+    with pytest.raises(TypeError, match='got Linear'):
+        segmentors_of(torch.nn.Linear(2, 2))

@@ -5,8 +5,9 @@ from typing import Any, Sequence
 
 import torch
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
+
+from mmseg_ptx.models.segmentors import segmentors_of
 
 #: The parts of an mmseg EncoderDecoder that hold nearly all of its compute.
 DEFAULT_MODULES = ('backbone', 'neck', 'decode_head', 'auxiliary_head')
@@ -106,7 +107,8 @@ class CompileModulesHook(Hook):
 
     Add to a config as ``custom_hooks = [dict(type='CompileModulesHook')]``.
     The first iterations (and the first validation) are slow while the
-    graphs compile.
+    graphs compile. Under ``tools/test.py --tta`` or ``--extra-model`` the
+    modules of every segmentor inside are compiled.
 
     Args:
         modules (Sequence[str]): Submodules to compile. Defaults to
@@ -131,13 +133,23 @@ class CompileModulesHook(Hook):
     def before_run(self, runner) -> None:
         if self._done:
             return
-        model = runner.model.module if is_model_wrapper(
-            runner.model) else runner.model
-        names = compile_modules(model, self.modules, self.blocks,
-                                **self.compile_kwargs)
-        parts = [n for n in names if '.' not in n]
-        num_blocks = len(names) - len(parts)
+        # Every segmentor that runs: through DDP, a TTA model
+        # (tools/test.py --tta) and ensemble members (--extra-model).
+        segmentors = segmentors_of(runner.model)
+        names = [
+            name for model in segmentors for name in compile_modules(
+                model, self.modules, self.blocks, **self.compile_kwargs)
+        ]
+        parts = list(dict.fromkeys(n for n in names if '.' not in n))
+        num_blocks = sum('.' in n for n in names)
         if num_blocks:
             parts.append(f'{num_blocks} blocks')
-        runner.logger.info(f'torch.compile: {", ".join(parts)}')
+        if not names:
+            runner.logger.warning(
+                'CompileModulesHook compiled nothing: the segmentor has '
+                f'none of {list(self.modules)}')
+        else:
+            where = (f' in {len(segmentors)} segmentors'
+                     if len(segmentors) > 1 else '')
+            runner.logger.info(f'torch.compile{where}: {", ".join(parts)}')
         self._done = True

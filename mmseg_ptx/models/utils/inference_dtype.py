@@ -5,12 +5,11 @@ import functools
 from typing import Any, Callable, List, Union
 
 import torch
-from mmengine.model import BaseTTAModel, is_model_wrapper
 from mmseg.models.backbones.swin import WindowMSA
 from mmseg.models.segmentors import EncoderDecoder
 from torch import nn
 
-from ..segmentors import EnsembleSegmentor
+from ..segmentors import segmentors_of
 
 __all__ = [
     'cast_for_inference', 'resolve_inference_dtype', 'INFERENCE_DTYPES'
@@ -42,19 +41,6 @@ def resolve_inference_dtype(dtype: Union[str, torch.dtype]) -> torch.dtype:
             f'Unsupported inference dtype {dtype!r}; expected one '
             f'of {", ".join(INFERENCE_DTYPES)} (a str or torch.dtype)')
     return resolved
-
-
-def _segmentors(model: nn.Module) -> List[EncoderDecoder]:
-    """The EncoderDecoder segmentors inside wrappers and ensembles."""
-    while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
-        model = model.module
-    if isinstance(model, EnsembleSegmentor):
-        return [s for member in model.models for s in _segmentors(member)]
-    if not isinstance(model, EncoderDecoder):
-        raise TypeError('cast_for_inference expects an mmseg EncoderDecoder '
-                        '(or a wrapper, TTA model or EnsembleSegmentor of '
-                        f'them), got {type(model).__name__}')
-    return [model]
 
 
 def _to_float32(out: Any) -> Any:
@@ -199,7 +185,7 @@ def cast_for_inference(model: nn.Module,
     """
     dtype = resolve_inference_dtype(dtype)
     # Check every member of an ensemble before casting any.
-    todo = [s for s in _segmentors(model) if _needs_cast(s, dtype)]
+    todo = [s for s in segmentors_of(model) if _needs_cast(s, dtype)]
     for segmentor in todo:
         _cast_segmentor(segmentor, dtype)
     return model
