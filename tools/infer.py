@@ -6,14 +6,17 @@
 
 INPUT is a DICOM/PNG/JPEG file or a folder searched recursively. Writes
 DIR/masks/<ImageId>.png (0/255, original resolution), DIR/overlays/,
-DIR/probs/<ImageId>.npy (with --save-prob), DIR/submission.csv and, when a
-file cannot be read, DIR/errors.txt; the exit status is then 1.
+DIR/probs/<ImageId>.npy (with --save-prob), DIR/submission.csv and, when an
+image cannot be read or predicted, DIR/errors.txt; the exit status is then
+1. A DIR holding an earlier run's outputs needs --overwrite.
 """
 import argparse
 import json
 import os
 import os.path as osp
+import shutil
 import sys
+from typing import List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -44,6 +47,60 @@ def parse_postprocess_cfg(values):
         except json.JSONDecodeError:
             out[key] = value
     return out
+
+
+#: What a run writes in --out; an earlier run's are replaced only with
+#: --overwrite (its masks would otherwise mix with this run's).
+OUTPUTS = ('submission.csv', 'errors.txt', 'masks', 'overlays', 'probs')
+
+
+def prepare_out_dir(out: str, overwrite: bool) -> None:
+    """Refuse, or with ``overwrite`` remove, an earlier run's outputs."""
+    existing = [n for n in OUTPUTS if osp.lexists(osp.join(out, n))]
+    if existing and not overwrite:
+        raise SystemExit(
+            f'error: {out} holds the outputs of an earlier run '
+            f'({", ".join(existing)}); pass --overwrite to replace them or '
+            'choose another --out')
+    for name in existing:
+        path = osp.join(out, name)
+        if osp.isdir(path) and not osp.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+
+
+#: Prediction failures before any success that end the run.
+FAIL_FAST = 8
+
+
+def predict_each(models, ids: List[str], images: list, tta: bool
+                 ) -> Tuple[list, List[Optional[Exception]]]:
+    """Probabilities of a batch; where the batch fails, of each image on
+    its own, so that an image the pipeline or model cannot take (a 1 x 600
+    strip resizes to height 0) costs only itself.
+
+    Returns:
+        tuple: One probability map (or None) and one exception (or None)
+        per image.
+    """
+    try:
+        return (predict_probabilities(models, images, tta=tta, names=ids),
+                [None] * len(ids))
+    except Exception as err:  # noqa: BLE001  (any failure of a batch)
+        if len(ids) == 1:
+            return [None], [err]
+    probs, errs = [], []
+    for image_id, img in zip(ids, images):
+        try:
+            (prob, ) = predict_probabilities(models, [img], tta=tta,
+                                             names=[image_id])
+            probs.append(prob)
+            errs.append(None)
+        except Exception as err:  # noqa: BLE001
+            probs.append(None)
+            errs.append(err)
+    return probs, errs
 
 
 def parse_args() -> argparse.Namespace:
@@ -80,6 +137,9 @@ def parse_args() -> argparse.Namespace:
         metavar=('CONFIG', 'CHECKPOINT'),
         help='another model whose probabilities are averaged in '
         '(repeatable)')
+    parser.add_argument(
+        '--overwrite', action='store_true',
+        help='replace the outputs of an earlier run in --out')
     args = parser.parse_args()
     if args.batch_size < 1:
         parser.error('--batch-size must be positive')
@@ -97,6 +157,7 @@ def main() -> int:
         print(f'No image ({", ".join(IMAGE_SUFFIXES)}) '
               f'under {args.input}', file=sys.stderr)
         return 1
+    prepare_out_dir(args.out, args.overwrite)
     device = args.device or default_device()
     specs = [(args.config, args.checkpoint)] + [
         tuple(pair) for pair in args.extra_model
@@ -112,7 +173,7 @@ def main() -> int:
         if key != 'probs' or args.save_prob:
             os.makedirs(folder, exist_ok=True)
     errors, rles, sources = [], {}, {}
-    num_pos = 0
+    num_pos = failed_first = 0
     bar = tqdm(total=len(paths), unit='img', desc='infer')
     for start in range(0, len(paths), args.batch_size):
         ids, images = [], []
@@ -130,9 +191,19 @@ def main() -> int:
             sources[image_id] = path
             ids.append(image_id)
             images.append(img)
-        probs = predict_probabilities(models, images, tta=args.tta,
-                                      names=ids)
-        for image_id, img, prob in zip(ids, images, probs):
+        probs, failures = predict_each(models, ids, images, args.tta)
+        for image_id, img, prob, err in zip(ids, images, probs, failures):
+            if err is not None:
+                errors.append((sources[image_id], 'prediction failed: '
+                               f'{type(err).__name__}: {err}'))
+                failed_first += not rles
+                if failed_first == FAIL_FAST:
+                    # Nothing has worked yet: likely the model or its
+                    # config, not the images; stop with the traceback.
+                    print(f'The first {FAIL_FAST} images all failed in '
+                          'prediction; stopping', file=sys.stderr)
+                    raise err
+                continue
             mask = postprocess(prob)
             num_pos += bool(mask.any())
             cv2.imwrite(osp.join(dirs['masks'], f'{image_id}.png'),
@@ -152,9 +223,6 @@ def main() -> int:
           f'{rows - num_pos} empty) -> {csv_path}')
     errors_path = osp.join(args.out, 'errors.txt')
     if not errors:
-        if osp.exists(errors_path):
-            # An earlier run's list, which would pass for this run's.
-            os.remove(errors_path)
         return 0
     with open(errors_path, 'w') as f:
         for path, reason in errors:

@@ -26,6 +26,9 @@ def test_infer_folder_with_a_corrupt_file(tmp_path, demo_root):
     png = sorted((demo_root / 'png_images').glob('*.png'))[0]
     shutil.copy(png, src / 'plain.png')
     (src / 'broken.dcm').write_bytes(b'not a dicom at all')
+    # Reads, but resizes to height 0: its batch fails in the pipeline and
+    # is predicted image by image, so only this one is lost.
+    cv2.imwrite(str(src / 'strip.png'), np.full((1, 600), 90, np.uint8))
     out = tmp_path / 'out'
     cmd = [PYTHON, 'tools/infer.py', str(TINY_CONFIG), str(ckpt), str(src),
            '--out', str(out), '--device', 'cpu', '--batch-size', '2',
@@ -35,7 +38,9 @@ def test_infer_folder_with_a_corrupt_file(tmp_path, demo_root):
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert 'broken.dcm' in proc.stderr
     errors = (out / 'errors.txt').read_text().splitlines()
-    assert len(errors) == 1 and errors[0].startswith(str(src / 'broken.dcm'))
+    assert len(errors) == 2
+    assert errors[0].startswith(str(src / 'broken.dcm'))
+    assert errors[1].startswith(f'{src / "strip.png"}\tprediction failed')
 
     ids = sorted([p.rsplit('/', 1)[-1][:-4] for p in dicoms] + ['plain'])
     with open(out / 'submission.csv') as f:
@@ -57,6 +62,24 @@ def test_infer_folder_with_a_corrupt_file(tmp_path, demo_root):
         # (float16 rounding aside).
         near = np.abs(prob.astype(np.float32) - 0.3) < 1e-3
         np.testing.assert_array_equal((mask > 0)[~near], (prob > 0.3)[~near])
+
+
+def test_infer_stops_when_nothing_predicts(tmp_path):
+    # Eight failures before any success point at the model, not the
+    # images: the run stops with the error instead of listing every image.
+    ckpt = save_tiny_checkpoint(build_tiny_model(), tmp_path / 'tiny.pth')
+    src = tmp_path / 'in'
+    src.mkdir()
+    for i in range(10):
+        cv2.imwrite(str(src / f'strip{i}.png'), np.zeros((1, 600), np.uint8))
+    proc = subprocess.run(
+        [PYTHON, 'tools/infer.py', str(TINY_CONFIG), str(ckpt), str(src),
+         '--out', str(tmp_path / 'out'), '--device', 'cpu'], cwd=ROOT,
+        capture_output=True, text=True, timeout=600, env=_env())
+    assert proc.returncode == 1
+    assert 'The first 8 images all failed in prediction' in proc.stderr
+    assert 'Traceback' in proc.stderr
+    assert not (tmp_path / 'out' / 'submission.csv').exists()
 
 
 def test_tune_postprocess_writes_json(tmp_path, demo_root):
@@ -112,14 +135,23 @@ def test_infer_bfloat16_weights(tmp_path, demo_root):
     ckpt = save_tiny_checkpoint(model, tmp_path / 'tiny.pth')
     png = sorted((demo_root / 'png_images').glob('*.png'))[0]
     out = tmp_path / 'out'
-    # An earlier run's error list must not pass for this run's.
-    out.mkdir()
+    # An earlier run's outputs are replaced only with --overwrite: its
+    # error list or masks must not pass for this run's.
+    (out / 'masks').mkdir(parents=True)
+    (out / 'masks' / 'old.png').write_bytes(b'')
     (out / 'errors.txt').write_text('old.dcm\tcorrupt\n')
-    proc = run_tool([PYTHON, 'tools/infer.py', str(TINY_CONFIG), str(ckpt),
-                     str(png), '--out', str(out), '--device', 'cpu',
-                     '--save-prob', '--dtype', 'bfloat16'])
+    cmd = [PYTHON, 'tools/infer.py', str(TINY_CONFIG), str(ckpt), str(png),
+           '--out', str(out), '--device', 'cpu', '--save-prob', '--dtype',
+           'bfloat16']
+    refused = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                             timeout=600, env=_env())
+    assert refused.returncode == 1
+    assert 'errors.txt, masks); pass --overwrite' in refused.stderr
+    assert (out / 'masks' / 'old.png').exists()
+    proc = run_tool(cmd + ['--overwrite'])
     assert 'on cpu in bfloat16' in proc.stdout
     assert not (out / 'errors.txt').exists()
+    assert not (out / 'masks' / 'old.png').exists()
     prob = np.load(out / 'probs' / f'{png.stem}.npy').astype(np.float32)
     img = read_image(str(png), [model])
     (expected, ) = predict_probabilities([model], [img])
