@@ -8,10 +8,10 @@ handles all of these and always returns what a viewer would show, as
 
 Every failure is a :class:`DicomReadError` whose message holds the file
 path and the problem only: header values (patient name, IDs, dates) never
-appear in it, because error messages end up in logs. pydicom's own warnings
-and log records while a file is read are held back and re-issued without
-the values they quote (in a corrupt file, a quoted value runs on into the
-bytes that follow it, patient names included).
+appear in it, because error messages end up in logs. While a file is read,
+pydicom's value validation (whose warnings quote values: in a corrupt file
+a quoted value runs on into the bytes that follow it, patient names
+included) and its logger are off.
 """
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ import contextlib
 import logging
 import os
 import re
-import warnings
 from typing import Iterator, Union
 
 import numpy as np
@@ -28,8 +27,8 @@ from pydicom.pixels import (apply_modality_lut, apply_voi, apply_voi_lut,
                             apply_windowing)
 
 __all__ = [
-    'DicomReadError', 'DicomReadWarning', 'read_dicom', 'read_dicom_shape',
-    'is_dicom', 'scale_to_uint8'
+    'DicomReadError', 'read_dicom', 'read_dicom_shape', 'is_dicom',
+    'scale_to_uint8'
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -73,7 +72,7 @@ def _read_header(path: PathLike, **kwargs) -> pydicom.Dataset:
     if not os.path.isfile(path):
         raise DicomReadError(
             f'DICOM file not found (or not a regular file): {path}')
-    # Errors become DicomReadErrors in _redacted_pydicom_messages.
+    # Errors become DicomReadErrors in _values_kept_private.
     return pydicom.dcmread(path, **kwargs)
 
 
@@ -93,36 +92,38 @@ def _redact(message: str) -> str:
     return _QUOTED.sub('<value withheld>', first)[:200]
 
 
-class DicomReadWarning(UserWarning):
-    """A problem pydicom reported while reading a file that still read
-    (e.g. an invalid value), re-issued with the file path and without the
-    header values pydicom's message quoted."""
-
-
 @contextlib.contextmanager
-def _redacted_pydicom_messages(path: PathLike) -> Iterator[None]:
-    """Hold back pydicom's warnings and log records, re-issue the warnings
-    redacted (:class:`DicomReadWarning`), and turn any error that is not a
-    :class:`DicomReadError` into one with a redacted message."""
+def _values_kept_private(path: PathLike) -> Iterator[None]:
+    """Read a file with pydicom quiet about header values.
+
+    pydicom's value validation warns with the value quoted (``Invalid
+    value for VR UI: '...'``), and in a file with a corrupt length that
+    value runs on into the elements after it, the patient's name and ID
+    included; the warning is also logged. While the file is read,
+    validation is off (values are read the same, without the warnings) and
+    pydicom's logger is disabled (its debug mode logs every element).
+    The warnings machinery itself is left alone: ``catch_warnings`` would
+    reset which warnings were already shown, for the whole process, on
+    every read. Any error that is not a :class:`DicomReadError` becomes one
+    with quoted values withheld (a warning a user's filter turns into an
+    error included).
+    """
+    settings = pydicom.config.settings
+    mode = settings.reading_validation_mode
     logger = logging.getLogger('pydicom')
     disabled = logger.disabled
+    settings.reading_validation_mode = pydicom.config.IGNORE
     logger.disabled = True
-    caught: list = []
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter('always')
-            yield
+        yield
     except DicomReadError:
         raise
     except Exception as err:  # pydicom raises many types for corrupt data
         raise DicomReadError(
             f'Cannot read DICOM file {path}: {_describe(err)}') from None
     finally:
+        settings.reading_validation_mode = mode
         logger.disabled = disabled
-        for message in dict.fromkeys(
-                _redact(str(w.message)) for w in caught):
-            warnings.warn(f'DICOM file {path}: {message}', DicomReadWarning,
-                          stacklevel=4)
 
 
 def read_dicom_shape(path: PathLike) -> tuple[int, int]:
@@ -137,7 +138,7 @@ def read_dicom_shape(path: PathLike) -> tuple[int, int]:
     Raises:
         DicomReadError: Missing or unreadable file, or no Rows/Columns.
     """
-    with _redacted_pydicom_messages(path):
+    with _values_kept_private(path):
         return _read_dicom_shape(path)
 
 
@@ -204,7 +205,7 @@ def read_dicom(path: PathLike) -> np.ndarray:
         DicomReadError: The file is missing, not DICOM, corrupt, its pixel
             data cannot be decoded, or it is multi-frame or colour.
     """
-    with _redacted_pydicom_messages(path):
+    with _values_kept_private(path):
         return _read_dicom(path)
 
 
