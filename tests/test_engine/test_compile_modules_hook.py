@@ -102,6 +102,25 @@ def test_hook_reaches_tta_and_ensemble_members():
     assert messages == ['torch.compile in 2 segmentors: backbone']
 
 
+def test_hook_compiles_other_segmentors():
+    # Not an EncoderDecoder (e.g. mmseg's MultimodalEncoderDecoder): the
+    # hook compiles its modules of the configured names.
+    from mmseg.models.segmentors import BaseSegmentor
+
+    class OtherSegmentor(BaseSegmentor):
+        def __init__(self):
+            super().__init__()
+            self.backbone = torch.nn.Conv2d(3, 2, 1)
+
+        extract_feat = encode_decode = loss = predict = _forward = None
+
+    model = OtherSegmentor()
+    hook = HOOKS.build(dict(type='CompileModulesHook', backend='eager'))
+    hook.before_run(SimpleNamespace(
+        model=model, logger=MMLogger.get_instance('compile_other_test')))
+    assert not is_plain(model.backbone)
+
+
 def test_hook_warns_when_nothing_compiles():
     model = build_tiny_model(size=64)
     logger = MMLogger.get_instance('compile_nothing_test')
