@@ -36,6 +36,9 @@ from .rle import EMPTY_RLE, rle_encode
 __all__ = ['synthesize_radiograph', 'write_demo_dataset']
 
 LAYOUTS = ('dicom', 'png', 'both')
+#: Written into a folder before its synthetic images: such a folder is
+#: regenerated without ``overwrite`` (e.g. after an interrupted run).
+SYNTHETIC_MARKER = 'SYNTHETIC_DEMO_DATA.txt'
 #: Probability that a positive image has a second region (other lung).
 _TWO_REGION_PROB = 0.2
 _JPEG_QUALITY = 95
@@ -507,7 +510,9 @@ def write_demo_dataset(out_dir: str,
         overwrite (bool): Replace a data set already in ``out_dir`` (the
             layout's CSV and image folders, and the ``splits/`` made from
             them). Without it, existing ones are an error, so that a real
-            data set is never mixed with or replaced by synthetic images.
+            data set is never mixed with or replaced by synthetic images,
+            unless ``out_dir`` holds :data:`SYNTHETIC_MARKER`: a set this
+            function wrote, complete or interrupted, is replaced.
             Defaults to False.
 
     Returns:
@@ -532,8 +537,11 @@ def write_demo_dataset(out_dir: str,
                 else []) + (['stage_1_train_images.csv', 'png_images',
                              'png_masks'] if write_png else []))
     existing = [t for t in targets if osp.lexists(osp.join(out_dir, t))]
+    marker = osp.join(out_dir, SYNTHETIC_MARKER)
     if existing:
-        if not overwrite:
+        # A set this function wrote (perhaps interrupted before its CSV)
+        # is replaced; anything else only on request.
+        if not overwrite and not osp.isfile(marker):
             raise FileExistsError(
                 f'{out_dir} already holds {", ".join(existing)}; choose '
                 'another folder or pass overwrite=True (--overwrite) to '
@@ -547,6 +555,12 @@ def write_demo_dataset(out_dir: str,
             elif osp.lexists(path):
                 os.remove(path)
     os.makedirs(out_dir, exist_ok=True)
+    _write_text(marker, [
+        'Synthetic radiographs written by mmseg_ptx (tools/make_demo_data.py)'
+        ': no patient data.',
+        f'num={num} seed={seed} size={size} layout={layout} '
+        f'positive_fraction={positive_fraction}'
+    ])
     if write_png:
         os.makedirs(osp.join(out_dir, 'png_images'), exist_ok=True)
         os.makedirs(osp.join(out_dir, 'png_masks'), exist_ok=True)

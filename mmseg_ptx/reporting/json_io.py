@@ -19,8 +19,8 @@ def to_jsonable(value: Any) -> Any:
     a bare ``NaN``, which strict JSON readers reject.
 
     Args:
-        value (Any): Nested dicts, lists, tuples, numbers (Python, NumPy
-            or 0-d tensors) and strings.
+        value (Any): Nested dicts, lists, tuples, NumPy arrays, numbers
+            (Python, NumPy or 0-d tensors) and strings.
 
     Returns:
         Any: The same structure with plain Python values.
@@ -29,6 +29,8 @@ def to_jsonable(value: Any) -> Any:
         return {k: to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [to_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray) and value.ndim:
+        return to_jsonable(value.tolist())
     if hasattr(value, 'item') and np.ndim(value) == 0:
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -48,7 +50,12 @@ def write_json(obj: Any, path: str, indent: int = 1) -> None:
         indent (int): JSON indentation. Defaults to 1.
     """
     tmp = path + '.tmp'
-    with open(tmp, 'w', encoding='utf-8') as f:
-        json.dump(to_jsonable(obj), f, indent=indent, allow_nan=False)
-        f.write('\n')
+    try:
+        with open(tmp, 'w', encoding='utf-8') as f:
+            json.dump(to_jsonable(obj), f, indent=indent, allow_nan=False)
+            f.write('\n')
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
     os.replace(tmp, path)

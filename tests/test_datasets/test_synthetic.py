@@ -11,6 +11,7 @@ from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit
 
 from mmseg_ptx.datasets import (read_dicom, rle_decode_union,
                                 synthesize_radiograph, write_demo_dataset)
+from mmseg_ptx.datasets.synthetic import SYNTHETIC_MARKER
 
 
 def read_rows(path):
@@ -35,8 +36,8 @@ def dicom_set(tmp_path_factory):
 def test_dicom_layout(dicom_set):
     root, masks = dicom_set
     files = tree(root)
-    assert 'train-rle.csv' in files
-    dcms = [f for f in files if f != 'train-rle.csv']
+    assert 'train-rle.csv' in files and SYNTHETIC_MARKER in files
+    dcms = [f for f in files if f not in ('train-rle.csv', SYNTHETIC_MARKER)]
     assert len(dcms) == len(masks) == 4
     syntaxes = set()
     for rel in dcms:
@@ -97,7 +98,7 @@ def test_png_layout(tmp_path):
     assert rows[0] == ['ImageId', 'new_filename', 'has_pneumo']
     assert len(rows) == 5
     assert sorted(tree(str(tmp_path))) == sorted(
-        ['stage_1_train_images.csv']
+        ['stage_1_train_images.csv', SYNTHETIC_MARKER]
         + [osp.join(d, r[1]) for r in rows[1:]
            for d in ('png_images', 'png_masks')])
     for image_id, name, has in rows[1:]:

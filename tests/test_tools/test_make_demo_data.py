@@ -66,3 +66,17 @@ def test_cli_keeps_an_existing_data_set(tmp_path):
     assert 'real_image' not in csv.read_text()
     assert not stale.exists() and not (tmp_path / 'splits').exists()
     assert len(glob.glob(str(tmp_path / 'dicom-images-train/*/*/*.dcm'))) == 2
+
+
+def test_interrupted_demo_set_is_written_anew(tmp_path):
+    # The CSV is written last: a run stopped before it leaves images and
+    # the marker; the next run (make demo's) replaces them unasked.
+    from mmseg_ptx.datasets.synthetic import (SYNTHETIC_MARKER,
+                                              write_demo_dataset)
+    write_demo_dataset(str(tmp_path), 2, seed=0, size=32)
+    (tmp_path / 'train-rle.csv').unlink()
+    assert (tmp_path / SYNTHETIC_MARKER).is_file()
+    masks = write_demo_dataset(str(tmp_path), 3, seed=1, size=32)
+    assert len(masks) == 3
+    assert len(glob.glob(str(tmp_path / 'dicom-images-train/*/*/*.dcm'))) == 3
+    assert 'seed=1' in (tmp_path / SYNTHETIC_MARKER).read_text()
