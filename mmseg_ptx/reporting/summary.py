@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import glob
 import json
+import logging
 import os
 import os.path as osp
 import re
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Union
 
 import numpy as np
 from mmengine.config import Config
@@ -33,8 +34,11 @@ REFERENCE_RESULTS = dict(dice=0.6095, iou=0.4648, ap=0.7030)
 
 
 def _load_json(path: str) -> Any:
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path, encoding='utf-8') as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f'{path} is not valid JSON: {err}') from None
 
 
 def _latest(pattern: str) -> Optional[str]:
@@ -42,15 +46,51 @@ def _latest(pattern: str) -> Optional[str]:
     return max(paths, key=osp.getmtime) if paths else None
 
 
+def _training_log(work_dir: str) -> Optional[str]:
+    """The newest run log of a training run in ``work_dir``.
+
+    ``tools/test.py`` writes its own logs (and config) into the training's
+    work dir by default; only training logs hold ``Epoch(train)`` or
+    ``Iter(train)`` lines.
+    """
+    logs = sorted(glob.glob(osp.join(work_dir, '*', '*.log')),
+                  key=osp.getmtime, reverse=True)
+    for log in logs:
+        with open(log, errors='replace') as f:
+            if any('Epoch(train)' in line or 'Iter(train)' in line
+                   for line in f):
+                return log
+    return None
+
+
 def _find_config(work_dir: str) -> Optional[str]:
-    """mmengine dumps the run's full config as <work_dir>/<name>.py."""
+    """The training run's config: the copy its visualizer saved beside its
+    log (``<timestamp>/vis_data/config.py``), else the newest config
+    mmengine dumped as ``<work_dir>/<name>.py``."""
+    log = _training_log(work_dir)
+    if log is not None:
+        saved = osp.join(osp.dirname(log), 'vis_data', 'config.py')
+        if osp.isfile(saved):
+            return saved
     return _latest(osp.join(work_dir, '*.py'))
 
 
-def _find_best_checkpoint(work_dir: str) -> Optional[str]:
-    best = _latest(osp.join(work_dir, 'best_*.pth'))
-    if best:
-        return best
+def _find_best_checkpoint(work_dir: str, best: dict,
+                          key: str) -> Optional[str]:
+    """The checkpoint CheckpointHook kept for the best validation
+    (``best_<metric>_<epoch|iter>_<N>.pth``); else the newest best one,
+    with a warning (a resumed run may have left one of its earlier
+    attempt), else the last checkpoint."""
+    exact = glob.glob(osp.join(work_dir, f'best_*_{key}_{best[key]}.pth'))
+    if exact:
+        return exact[0]
+    newest = _latest(osp.join(work_dir, 'best_*.pth'))
+    if newest:
+        print_log(
+            f'No best_*_{key}_{best[key]}.pth for the best validation '
+            f'({key} {best[key]}); pictures from {osp.basename(newest)}',
+            logger='current', level=logging.WARNING)
+        return newest
     last = osp.join(work_dir, 'last_checkpoint')
     if osp.isfile(last):
         with open(last) as f:
@@ -60,8 +100,8 @@ def _find_best_checkpoint(work_dir: str) -> Optional[str]:
 
 
 def _world_size(work_dir: str) -> Optional[int]:
-    """GPU/process count from the newest run log (mmengine's env dump)."""
-    log = _latest(osp.join(work_dir, '*', '*.log'))
+    """GPU/process count from the training log (mmengine's env dump)."""
+    log = _training_log(work_dir)
     if log is None:
         return None
     with open(log, errors='replace') as f:
@@ -108,10 +148,20 @@ def _split_meta(cfg: Optional[Config]) -> dict:
     return _load_json(path) if osp.isfile(path) else {}
 
 
-def _stats(cfg: Optional[Config], stats_path: Optional[str]) -> dict:
+#: Split settings that must agree between the run and a statistics file:
+#: (name in tools/dataset_stats.py's JSON, in split_meta.json).
+_SPLIT_SETTINGS = (('neg_keep_ratio', 'neg_keep_ratio'),
+                   ('val_ratio', 'val_ratio'), ('seed', 'seed'),
+                   ('split_order', 'order'))
+
+
+def _stats(cfg: Optional[Config], stats_path: Optional[str],
+           split: dict) -> dict:
     """tools/dataset_stats.py's JSON: explicit, else where the tool writes
     it by default (<data_root>/<split_dir>/stats.json), else
-    <data_root>/stats.json."""
+    <data_root>/stats.json. A file made for other split settings than the
+    run's is left out, with a warning: its pixel counts are of another
+    training split."""
     if stats_path is None:
         ds = _dataset_cfg(cfg, 'train_dataloader')
         root = ds.get('data_root')
@@ -120,7 +170,22 @@ def _stats(cfg: Optional[Config], stats_path: Optional[str]) -> dict:
             osp.join(root, 'stats.json')
         ] if root else []
         stats_path = next((c for c in candidates if osp.isfile(c)), None)
-    return _load_json(stats_path) if stats_path else {}
+    if not stats_path:
+        return {}
+    stats = _load_json(stats_path)
+    ours, theirs = split.get('settings') or {}, stats.get('settings') or {}
+    differ = [(name, theirs[name], ours[split_name])
+              for name, split_name in _SPLIT_SETTINGS
+              if name in theirs and split_name in ours
+              and theirs[name] != ours[split_name]]
+    if differ:
+        print_log(
+            f'{stats_path} was computed for other split settings than the '
+            'run\'s (' + ', '.join(f'{n} {a} vs {b}' for n, a, b in differ)
+            + '): left out of the report', logger='current',
+            level=logging.WARNING)
+        return {}
+    return stats
 
 
 def _val_set_description(split: dict) -> str:
@@ -235,7 +300,8 @@ def _progression(val: List[dict], key: str) -> List[tuple]:
 
 
 def _findings(best: dict, final_train: dict, val_desc: str, stats: dict,
-              key: str) -> List[str]:
+              key: str,
+              class_weight: Optional[List[float]]) -> List[str]:
     out = []
     dice, iou = best.get('dice'), best.get('iou')
     ref = REFERENCE_RESULTS
@@ -275,13 +341,38 @@ def _findings(best: dict, final_train: dict, val_desc: str, stats: dict,
             f'of {gap:.4f}' + (', a sign of over-fitting.' if gap > 0.1
                                else '.'))
     if stats.get('imbalance_ratio'):
+        answer = ('answered by class weights '
+                  f'{[round(w, 4) for w in class_weight]} in the loss\'s '
+                  'cross-entropy term' if class_weight else
+                  'with no class weights in the loss')
         out.append(
             f'**Class imbalance**: {stats["imbalance_ratio"]:.1f}:1 '
             'background:pneumothorax pixels in the training split, '
-            'answered by class weights '
-            f'{[round(w, 4) for w in stats.get("class_weights", [])]} in '
-            'the cross-entropy term and the soft Dice term.')
+            f'{answer}.')
     return out
+
+
+def _loss_class_weight(cfg: Optional[Config]) -> Optional[List[float]]:
+    """The decode head's class weights as the run's loss used them (a
+    statistics JSON path read as DiceCELoss reads it)."""
+    if cfg is None:
+        return None
+    loss = _segmentor_cfg(cfg.model).decode_head.get('loss_decode', {})
+    losses = loss if isinstance(loss, (list, tuple)) else [loss]
+    for item in losses:
+        weight = item.get('class_weight')
+        if weight is None:
+            continue
+        if isinstance(weight, str):
+            from mmseg_ptx.models.losses import load_class_weight
+            try:
+                return load_class_weight(weight)
+            except (OSError, ValueError, KeyError) as err:
+                print_log(f'Class weights not reported: {err}',
+                          logger='current', level=logging.WARNING)
+                return None
+        return [float(w) for w in weight]
+    return None
 
 
 class NoValidationRecords(FileNotFoundError):
@@ -289,7 +380,7 @@ class NoValidationRecords(FileNotFoundError):
 
 
 def write_performance_summary(work_dir: str,
-                              config: Optional[str] = None,
+                              config: Optional[Union[str, Config]] = None,
                               checkpoint: Optional[str] = None,
                               stats: Optional[str] = None,
                               images: bool = True,
@@ -302,12 +393,17 @@ def write_performance_summary(work_dir: str,
 
     Args:
         work_dir (str): A training run's work dir.
-        config (str, optional): Config file; defaults to the one mmengine
-            dumped into ``work_dir``.
+        config (str | Config, optional): Config file (or the config);
+            defaults to the training run's, as its visualizer saved it
+            beside its log, else the one mmengine dumped into
+            ``work_dir``.
         checkpoint (str, optional): Checkpoint for the prediction pictures;
-            defaults to ``best_*.pth``, else the last checkpoint.
+            defaults to the best validation's ``best_*.pth``, else the
+            newest ``best_*.pth``, else the last checkpoint.
         stats (str, optional): ``tools/dataset_stats.py`` JSON; defaults to
-            ``<data_root>/stats.json`` when present.
+            ``<data_root>/<split_dir>/stats.json``, else
+            ``<data_root>/stats.json``, when present. Left out when it was
+            made for other split settings than the run's.
         images (bool): Render prediction pictures. Defaults to True.
         num_pos (int): Positive cases drawn. Defaults to 5.
         num_neg (int): Negative cases drawn. Defaults to 2.
@@ -339,10 +435,10 @@ def write_performance_summary(work_dir: str,
     final_train = max(history, key=lambda h: h.get('iter') or 0)
 
     config = config or _find_config(work_dir)
-    cfg = Config.fromfile(config) if config else None
-    checkpoint = checkpoint or _find_best_checkpoint(work_dir)
+    cfg = Config.fromfile(config) if isinstance(config, str) else config
+    checkpoint = checkpoint or _find_best_checkpoint(work_dir, best, key)
     split = _split_meta(cfg)
-    stats_data = _stats(cfg, stats)
+    stats_data = _stats(cfg, stats, split)
     val_desc = _val_set_description(split)
     world_size = world_size or _world_size(work_dir)
 
@@ -481,12 +577,20 @@ def _render_markdown(cfg, best, final_train, val, split, stats, val_desc,
         lines.append(f'- **Positive oversampling**: ClassBalancedSampler, '
                      f'weight {sampler.get("pos_weight", 1.5)}x per positive '
                      'image, sharded over the DDP ranks')
-    if isinstance(head_loss, dict) and head_loss.get('class_weight'):
-        lines.append(f'- **Class weights**: {head_loss["class_weight"]}')
+    class_weight = _loss_class_weight(cfg)
+    if class_weight:
+        source = head_loss.get('class_weight') if isinstance(
+            head_loss, dict) else None
+        lines.append(f'- **Class weights** (cross-entropy): {class_weight}'
+                     + (f' (from {source})' if isinstance(source, str)
+                        else ''))
     lines.append('')
 
+    # The split file's counts are the run's; the statistics file only
+    # fills in what it lacks.
     counts = dict(split.get('counts') or {})
-    counts.update((stats.get('num_images') or {}))
+    for name, value in (stats.get('num_images') or {}).items():
+        counts.setdefault(name, value)
     ds_rows = [
         ('Original positive images', counts.get('original_positive')),
         ('Original negative images', counts.get('original_negative')),
@@ -568,6 +672,7 @@ def _render_markdown(cfg, best, final_train, val, split, stats, val_desc,
         lines.append('')
     lines += ['## Key Findings', '']
     lines += [f'{i}. {t}' for i, t in enumerate(
-        _findings(best, final_train, val_desc, stats, key), 1)]
+        _findings(best, final_train, val_desc, stats, key,
+                  _loss_class_weight(cfg)), 1)]
     lines.append('')
     return '\n'.join(lines)

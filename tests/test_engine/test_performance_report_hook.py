@@ -23,7 +23,8 @@ def test_no_validation_records_warn_not_crash(tmp_path, history):
     logger = MMLogger.get_instance('report_hook_test')
     logger.warning = warnings.append
     runner = SimpleNamespace(work_dir=str(tmp_path), logger=logger,
-                             model=torch.nn.Linear(1, 1), world_size=1)
+                             model=torch.nn.Linear(1, 1), world_size=1,
+                             cfg=None)
     HOOKS.build(dict(type='PerformanceReportHook')).after_train(runner)
     assert len(warnings) == 1 and 'No performance report' in warnings[0]
     assert 'metrics_history.json' in warnings[0]

@@ -1,4 +1,4 @@
-"""reporting.summary: the report's model table."""
+"""reporting.summary: what the report reads and how it says it."""
 import pytest
 from mmengine.config import Config
 
@@ -127,3 +127,78 @@ def test_dice_row_names_the_metric_threshold():
     cfg.val_evaluator.threshold = 0.4
     assert _metric_threshold(cfg) == 0.4
     assert _metric_threshold(None) == 0.5
+
+
+def test_training_run_files_after_tests_in_the_same_work_dir(tmp_path):
+    """tools/test.py logs (and dumps its config) into the training's work
+    dir: the report keeps to the training run's config, log and best
+    checkpoint."""
+    import os
+    import time
+
+    from mmseg_ptx.reporting.summary import (_find_best_checkpoint,
+                                             _find_config, _world_size)
+
+    def write(rel, text='', age=0.0):
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        stamp = time.time() - 100 + age
+        os.utime(path, (stamp, stamp))
+        return path
+
+    train_cfg = write('20260101_000000/vis_data/config.py', 'a = 1\n', 1)
+    write('20260101_000000/20260101_000000.log',
+          'GPU number: 3\nEpoch(train) [1][10/50] loss: 1.0\n', 2)
+    write('20260102_000000/20260102_000000.log',
+          'GPU number: 1\nEpoch(test) [5/5] dice: 0.5\n', 3)
+    write('other_test_config.py', 'a = 2\n', 4)
+    assert _find_config(str(tmp_path)) == str(train_cfg)
+    assert _world_size(str(tmp_path)) == 3
+
+    # A resumed run left its earlier attempt's best checkpoint, newer.
+    best = write('best_dice_epoch_1.pth', age=5)
+    write('best_dice_epoch_2.pth', age=6)
+    assert _find_best_checkpoint(str(tmp_path), dict(epoch=1, iter=50),
+                                 'epoch') == str(best)
+
+
+def test_statistics_of_other_split_settings_are_left_out(tmp_path):
+    import json
+
+    from mmseg_ptx.reporting.summary import _stats
+    path = tmp_path / 'stats.json'
+    stats = dict(settings=dict(neg_keep_ratio=0.15, val_ratio=0.2, seed=42,
+                               split_order='balance_first'),
+                 num_images=dict(val=2), imbalance_ratio=50.0)
+    path.write_text(json.dumps(stats))
+    split = dict(settings=dict(neg_keep_ratio=0.15, val_ratio=0.2, seed=42,
+                               order='balance_first'))
+    assert _stats(None, str(path), split) == stats
+    split['settings']['order'] = 'split_first'
+    assert _stats(None, str(path), split) == {}
+    path.write_text('{not json')
+    with pytest.raises(ValueError, match=r'stats\.json is not valid JSON'):
+        _stats(None, str(path), split)
+
+
+def test_findings_name_the_loss_class_weights(tmp_path):
+    import json
+
+    from mmseg_ptx.reporting.summary import _findings, _loss_class_weight
+    cfg = Config.fromfile('configs/upernet_swin-b_ptx-512.py')
+    assert _loss_class_weight(cfg) == [0.5047, 54.2225]
+    stats_path = tmp_path / 'stats.json'
+    stats_path.write_text(json.dumps(dict(class_weights=[0.5, 20.0])))
+    cfg.model.decode_head.loss_decode.class_weight = str(stats_path)
+    assert _loss_class_weight(cfg) == [0.5, 20.0]
+    cfg.model.decode_head.loss_decode.class_weight = None
+    assert _loss_class_weight(cfg) is None
+
+    stats = dict(imbalance_ratio=80.0, class_weights=[9.0, 9.0])
+    text = ' '.join(_findings({}, {}, 'the split', stats, 'epoch',
+                              [0.5, 20.0]))
+    assert 'class weights [0.5, 20.0] in the loss\'s cross-entropy' in text
+    assert '9.0' not in text and 'Dice term' not in text
+    text = ' '.join(_findings({}, {}, 'the split', stats, 'epoch', None))
+    assert 'with no class weights in the loss' in text

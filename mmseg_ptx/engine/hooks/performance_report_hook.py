@@ -50,6 +50,7 @@ class PerformanceReportHook(Hook):
         try:
             path = write_performance_summary(
                 runner.work_dir,
+                config=runner.cfg,
                 images=self.images,
                 num_pos=self.num_pos,
                 num_neg=self.num_neg,

@@ -120,8 +120,12 @@ class PRCurveHook(Hook):
 
     @staticmethod
     def _load_history(path: str) -> List[dict]:
-        with open(path) as f:
-            history = json.load(f)
+        try:
+            with open(path, encoding='utf-8') as f:
+                history = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f'{path} is not valid JSON ({err}); move it '
+                             'away to start a new history') from None
         if not isinstance(history, list):
             raise ValueError(f'{path}: expected a JSON list of metric '
                              f'records, found {type(history).__name__}')

@@ -1,4 +1,4 @@
 """Losses."""
-from .dice_ce_loss import DiceCELoss
+from .dice_ce_loss import DiceCELoss, load_class_weight
 
-__all__ = ['DiceCELoss']
+__all__ = ['DiceCELoss', 'load_class_weight']

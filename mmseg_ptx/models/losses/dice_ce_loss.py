@@ -14,7 +14,7 @@ from torch import Tensor
 
 from mmseg.registry import MODELS
 
-__all__ = ['DiceCELoss']
+__all__ = ['DiceCELoss', 'load_class_weight']
 
 #: Key of the class weights in the JSON written by tools/dataset_stats.py.
 CLASS_WEIGHTS_KEY = 'class_weights'
@@ -41,10 +41,19 @@ def _check_class_weight(values, source: str) -> list[float]:
     return weights
 
 
-def _load_class_weight(
+def load_class_weight(
     class_weight: Union[Sequence[float], str, os.PathLike, None]
 ) -> Optional[list[float]]:
-    """Class weights from a list or from a dataset statistics JSON file."""
+    """Class weights from a list or from a dataset statistics JSON file.
+
+    Args:
+        class_weight (Sequence[float] | str | os.PathLike | None): Two
+            weights (background, pneumothorax), or the path of the JSON
+            written by ``tools/dataset_stats.py`` (key ``class_weights``).
+
+    Returns:
+        list[float] | None: The weights, None for None.
+    """
     if class_weight is None:
         return None
     if not isinstance(class_weight, (str, os.PathLike)):
@@ -178,7 +187,7 @@ class DiceCELoss(nn.Module):
                 f'propagates such names), got {loss_name!r}')
         self.ce_weight = float(ce_weight)
         self.dice_weight = float(dice_weight)
-        self.class_weight = _load_class_weight(class_weight)
+        self.class_weight = load_class_weight(class_weight)
         self.dice_mode = dice_mode
         self.smooth = float(smooth)
         self.focal_weight = float(focal_weight)
