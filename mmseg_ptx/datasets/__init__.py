@@ -1,5 +1,6 @@
 """Data layer: RLE, DICOM reading, the SIIM dataset, transforms, samplers."""
 from .dicom import DicomReadError, read_dicom, read_dicom_shape
+from .dicom_messages import DicomReadWarning
 from .files import list_files
 from .rle import (EMPTY_RLE, rle_decode, rle_decode_union, rle_encode,
                   rle_validate)
@@ -15,8 +16,8 @@ from .transforms import (GreyscalePhotoMetricDistortion, GreyToBGR,
 
 __all__ = [
     'EMPTY_RLE', 'rle_decode', 'rle_decode_union', 'rle_encode',
-    'rle_validate', 'DicomReadError', 'read_dicom', 'read_dicom_shape',
-    'list_files',
+    'rle_validate', 'DicomReadError', 'DicomReadWarning', 'read_dicom',
+    'read_dicom_shape', 'list_files',
     'ClassBalancedSampler', 'SIIMPneumothoraxDataset', 'SplitResult',
     'balance_and_split', 'count_split', 'read_split', 'write_split',
     'compute_dataset_statistics', 'format_statistics',

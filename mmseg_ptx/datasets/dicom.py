@@ -8,23 +8,22 @@ handles all of these and always returns what a viewer would show, as
 
 Every failure is a :class:`DicomReadError` whose message holds the file
 path and the problem only: header values (patient name, IDs, dates) never
-appear in it, because error messages end up in logs. While a file is read,
-pydicom's value validation (whose warnings quote values: in a corrupt file
-a quoted value runs on into the bytes that follow it, patient names
-included) and its logger are off.
+appear in it, because error messages end up in logs; pydicom's own
+warnings and log records while a file is read have the values they quote
+withheld (:mod:`~mmseg_ptx.datasets.dicom_messages`).
 """
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
-import re
 from typing import Iterator, Union
 
 import numpy as np
 import pydicom
 from pydicom.pixels import (apply_modality_lut, apply_voi, apply_voi_lut,
                             apply_windowing)
+
+from .dicom_messages import pydicom_values_withheld, redact
 
 __all__ = [
     'DicomReadError', 'read_dicom', 'read_dicom_shape', 'is_dicom',
@@ -72,58 +71,29 @@ def _read_header(path: PathLike, **kwargs) -> pydicom.Dataset:
     if not os.path.isfile(path):
         raise DicomReadError(
             f'DICOM file not found (or not a regular file): {path}')
-    # Errors become DicomReadErrors in _values_kept_private.
+    # Errors become DicomReadErrors in _reading.
     return pydicom.dcmread(path, **kwargs)
 
 
 def _describe(err: Exception) -> str:
-    return f'{type(err).__name__}: {_redact(str(err))}'
-
-
-#: From the first quote on: pydicom quotes element values (``Invalid value
-#: for VR UI: '...'``), and in a corrupt file a value's length can run into
-#: the following elements, patient data included.
-_QUOTED = re.compile(r"""['"].*""", re.DOTALL)
-
-
-def _redact(message: str) -> str:
-    """A pydicom message's first line without the values it quotes."""
-    first = message.splitlines()[0] if message else ''
-    return _QUOTED.sub('<value withheld>', first)[:200]
+    return f'{type(err).__name__}: {redact(str(err))}'
 
 
 @contextlib.contextmanager
-def _values_kept_private(path: PathLike) -> Iterator[None]:
-    """Read a file with pydicom quiet about header values.
-
-    pydicom's value validation warns with the value quoted (``Invalid
-    value for VR UI: '...'``), and in a file with a corrupt length that
-    value runs on into the elements after it, the patient's name and ID
-    included; the warning is also logged. While the file is read,
-    validation is off (values are read the same, without the warnings) and
-    pydicom's logger is disabled (its debug mode logs every element).
-    The warnings machinery itself is left alone: ``catch_warnings`` would
-    reset which warnings were already shown, for the whole process, on
-    every read. Any error that is not a :class:`DicomReadError` becomes one
-    with quoted values withheld (a warning a user's filter turns into an
-    error included).
-    """
-    settings = pydicom.config.settings
-    mode = settings.reading_validation_mode
-    logger = logging.getLogger('pydicom')
-    disabled = logger.disabled
-    settings.reading_validation_mode = pydicom.config.IGNORE
-    logger.disabled = True
-    try:
-        yield
-    except DicomReadError:
-        raise
-    except Exception as err:  # pydicom raises many types for corrupt data
-        raise DicomReadError(
-            f'Cannot read DICOM file {path}: {_describe(err)}') from None
-    finally:
-        settings.reading_validation_mode = mode
-        logger.disabled = disabled
+def _reading(path: PathLike) -> Iterator[None]:
+    """pydicom's messages with header values withheld
+    (:func:`~mmseg_ptx.datasets.dicom_messages.pydicom_values_withheld`),
+    and any error that is not a :class:`DicomReadError` turned into one
+    with quoted values withheld (a warning a user's filter raises
+    included)."""
+    with pydicom_values_withheld(path):
+        try:
+            yield
+        except DicomReadError:
+            raise
+        except Exception as err:  # pydicom raises many types
+            raise DicomReadError(
+                f'Cannot read DICOM file {path}: {_describe(err)}') from None
 
 
 def read_dicom_shape(path: PathLike) -> tuple[int, int]:
@@ -138,7 +108,7 @@ def read_dicom_shape(path: PathLike) -> tuple[int, int]:
     Raises:
         DicomReadError: Missing or unreadable file, or no Rows/Columns.
     """
-    with _values_kept_private(path):
+    with _reading(path):
         return _read_dicom_shape(path)
 
 
@@ -205,7 +175,7 @@ def read_dicom(path: PathLike) -> np.ndarray:
         DicomReadError: The file is missing, not DICOM, corrupt, its pixel
             data cannot be decoded, or it is multi-frame or colour.
     """
-    with _values_kept_private(path):
+    with _reading(path):
         return _read_dicom(path)
 
 

@@ -10,6 +10,7 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import (ExplicitVRLittleEndian, JPEGBaseline8Bit,
                          SecondaryCaptureImageStorage, generate_uid)
 
+from mmseg_ptx.datasets import DicomReadWarning
 from mmseg_ptx.datasets.dicom import (DicomReadError, is_dicom, read_dicom,
                                       read_dicom_shape)
 
@@ -187,47 +188,89 @@ def test_corrupt_jpeg_names_file_not_patient(tmp_path):
     assert_clean(str(err.value), path)
 
 
-def corrupt_meta_length(path):
-    """A corrupt length in the file meta: the TransferSyntaxUID value runs
-    on into the dataset, so a warning quoting it quotes the raw bytes, the
-    patient's name and ID included."""
+def corrupt_length(path, value):
+    """Give the element holding ``value`` a too large length: the value
+    runs on into the following elements, so a message quoting it quotes the
+    raw bytes, the patient's name and ID included."""
     data = bytearray(open(path, 'rb').read())
-    at = data.index(ExplicitVRLittleEndian.encode())
-    data[at - 2:at] = (0xf1).to_bytes(2, 'little')
+    at = data.index(value)
+    data[at - 2:at] = (200).to_bytes(2, 'little')
     open(path, 'wb').write(bytes(data))
 
 
-def test_no_patient_data_in_warnings_or_logs(tmp_path, grey8, caplog):
-    path = make_dicom(tmp_path / 'a.dcm', grey8)
-    corrupt_meta_length(path)
+@pytest.fixture(params=['transfer_syntax', 'charset'])
+def leaky_dicom(request, tmp_path, grey8):
+    """Files whose pydicom warnings quote patient data: an invalid UI value
+    (value validation) and an unknown character set (not validation)."""
+    if request.param == 'charset':
+        path = make_dicom(tmp_path / 'a.dcm', grey8,
+                          SpecificCharacterSet='ISO IR 100')
+        corrupt_length(path, b'ISO IR 100')
+    else:
+        path = make_dicom(tmp_path / 'a.dcm', grey8)
+        corrupt_length(path, ExplicitVRLittleEndian.encode())
+    return path
+
+
+def test_no_patient_data_in_warnings_or_logs(leaky_dicom, caplog):
     caplog.set_level('DEBUG', logger='pydicom')
     for reader in (read_dicom, read_dicom_shape):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter('always')
-            with pytest.raises(DicomReadError) as err:
-                reader(path)
-        assert_clean(str(err.value), path)
+            try:
+                reader(leaky_dicom)
+            except DicomReadError as err:
+                assert_clean(str(err), leaky_dicom)
+        assert caught, 'the file should give pydicom warnings'
         for warning in caught:
-            for value in PHI:
-                assert value not in str(warning.message)
+            assert warning.category is DicomReadWarning
+            assert_clean(str(warning.message), leaky_dicom)
+    assert caplog.records
     for record in caplog.records:
-        for value in PHI:
-            assert value not in record.getMessage()
+        assert_clean(record.getMessage(), leaky_dicom)
+    assert warnings.showwarning is warnings._showwarning_orig
 
 
-def test_warnings_as_errors_are_read_errors(tmp_path, grey8):
+def test_warnings_as_errors_are_read_errors(leaky_dicom):
     # A user's "error" filter must not turn a corrupt file into an
     # exception that callers catching OSError (tools/infer.py) miss.
-    path = make_dicom(tmp_path / 'a.dcm', grey8)
-    corrupt_meta_length(path)
     with warnings.catch_warnings():
         warnings.simplefilter('error')
         for reader in (read_dicom, read_dicom_shape):
             with pytest.raises(DicomReadError) as err:
-                reader(path)
-            assert_clean(str(err.value), path)
-    assert pydicom.config.settings.reading_validation_mode == \
-        pydicom.config.WARN
+                reader(leaky_dicom)
+            assert_clean(str(err.value), leaky_dicom)
+
+
+def test_concurrent_reads_restore_the_hooks(leaky_dicom):
+    import logging
+    from concurrent.futures import ThreadPoolExecutor
+
+    def read(_):
+        with pytest.raises(DicomReadError):
+            read_dicom(leaky_dicom)
+
+    shown_by = warnings.showwarning
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(read, range(40)))
+    assert warnings.showwarning is shown_by
+    assert not logging.getLogger('pydicom').filters
+
+
+def test_reads_keep_which_warnings_were_shown(tmp_path, grey8):
+    # warnings.catch_warnings around each read would reset the "shown
+    # once" record of every warning in the process.
+    path = make_dicom(tmp_path / 'a.dcm', grey8)
+
+    def library_warning():
+        warnings.warn('shown once', UserWarning)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('default')
+        for _ in range(3):
+            library_warning()
+            read_dicom(path)
+    assert [str(w.message) for w in caught] == ['shown once']
 
 
 def test_is_dicom_by_preamble(tmp_path, grey8):
