@@ -8,6 +8,7 @@ Every number states its protocol. Nothing from DICOM headers is used.
 """
 from __future__ import annotations
 
+import copy
 import glob
 import json
 import logging
@@ -155,6 +156,27 @@ _SPLIT_SETTINGS = (('neg_keep_ratio', 'neg_keep_ratio'),
                    ('split_order', 'order'))
 
 
+def _configured_split_settings(cfg: Optional[Config]) -> dict:
+    """The training set's split settings as in split_meta.json, from the
+    config and the dataset's defaults (for a split without that file)."""
+    import inspect
+
+    from mmseg_ptx.datasets import SIIMPneumothoraxDataset
+    ds = _dataset_cfg(cfg, 'train_dataloader')
+    if ds.get('type') not in ('SIIMPneumothoraxDataset',
+                              SIIMPneumothoraxDataset):
+        return {}
+    params = inspect.signature(SIIMPneumothoraxDataset).parameters
+    settings = {
+        name: ds.get(name, params[name].default)
+        for name in ('neg_keep_ratio', 'val_ratio', 'split_seed',
+                     'split_order')
+    }
+    return dict(neg_keep_ratio=settings['neg_keep_ratio'],
+                val_ratio=settings['val_ratio'],
+                seed=settings['split_seed'], order=settings['split_order'])
+
+
 def _stats(cfg: Optional[Config], stats_path: Optional[str],
            split: dict) -> dict:
     """tools/dataset_stats.py's JSON: explicit, else where the tool writes
@@ -173,7 +195,8 @@ def _stats(cfg: Optional[Config], stats_path: Optional[str],
     if not stats_path:
         return {}
     stats = _load_json(stats_path)
-    ours, theirs = split.get('settings') or {}, stats.get('settings') or {}
+    ours = split.get('settings') or _configured_split_settings(cfg)
+    theirs = stats.get('settings') or {}
     differ = [(name, theirs[name], ours[split_name])
               for name, split_name in _SPLIT_SETTINGS
               if name in theirs and split_name in ours
@@ -225,7 +248,7 @@ def render_predictions(cfg: Config,
     from mmseg.registry import DATASETS
 
     device = device or ('cuda:0' if torch.cuda.is_available() else 'cpu')
-    cfg = cfg.copy()
+    cfg = copy.deepcopy(cfg)  # init_model edits the model config
     cfg.model = _segmentor_cfg(cfg.model)  # the checkpoint's segmentor
     model = init_model(cfg, checkpoint, device=device)
     dataset = DATASETS.build(cfg.val_dataloader.dataset)
@@ -435,7 +458,9 @@ def write_performance_summary(work_dir: str,
     final_train = max(history, key=lambda h: h.get('iter') or 0)
 
     config = config or _find_config(work_dir)
-    cfg = Config.fromfile(config) if isinstance(config, str) else config
+    if isinstance(config, (str, os.PathLike)):
+        config = Config.fromfile(config)
+    cfg = config
     checkpoint = checkpoint or _find_best_checkpoint(work_dir, best, key)
     split = _split_meta(cfg)
     stats_data = _stats(cfg, stats, split)
@@ -565,7 +590,8 @@ def _render_markdown(cfg, best, final_train, val, split, stats, val_desc,
     settings = split.get('settings') or {}
     train_ds = _dataset_cfg(cfg, 'train_dataloader')
     sampler = cfg.train_dataloader.get('sampler', {}) if cfg else {}
-    head_loss = cfg.model.decode_head.get('loss_decode', {}) if cfg else {}
+    head_loss = _segmentor_cfg(cfg.model).decode_head.get(
+        'loss_decode', {}) if cfg else {}
     lines += ['### Class Balancing Strategy', '']
     keep = settings.get('neg_keep_ratio', train_ds.get('neg_keep_ratio'))
     order = settings.get('split_order', train_ds.get('split_order'))

@@ -47,7 +47,12 @@ def test_pictures_load_the_checkpoint_through_wrappers(tmp_path, demo_root):
         str(write_tiny_run_config(tmp_path / 'cfg.py', demo_root)))
     kwargs = dict(checkpoint=str(ckpt), num_pos=1, num_neg=1, max_images=3,
                   device='cpu')
+    # mmseg's init_model drops the pretrained weights from the config it
+    # is given.
+    cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint='x')
+    before = cfg.to_dict()
     plain = render_predictions(cfg, out_dir=str(tmp_path / 'a'), **kwargs)
+    assert cfg.to_dict() == before  # the caller's (the runner's) config
     cfg.model = dict(type='SegTTAModelWithLogits', module=cfg.model)
     wrapped = render_predictions(cfg, out_dir=str(tmp_path / 'b'), **kwargs)
     assert wrapped == plain and plain
@@ -100,6 +105,13 @@ def test_iteration_based_run(tmp_path):
     assert 'at iteration 2000' in report
     assert '| 2000 | 0.6000 | 2000 |\n| 3000 | 0.5500 | 3000 |' in report
     assert (tmp_path / 'precision_recall_curve.png').is_file()
+
+    # A dumped config that tools/test.py --tta wrapped, given as a Config.
+    cfg = Config.fromfile('configs/upernet_swin-b_ptx-512.py')
+    cfg.model = dict(type='SegTTAModelWithLogits', module=cfg.model)
+    report = open(write_performance_summary(str(tmp_path), config=cfg,
+                                            images=False)).read()
+    assert '**Class weights** (cross-entropy): [0.5047, 54.2225]' in report
 
     # Without the best validation's curve the latest does not stand in.
     (tmp_path / 'precision_recall_curve.png').unlink()
@@ -177,6 +189,12 @@ def test_statistics_of_other_split_settings_are_left_out(tmp_path):
     assert _stats(None, str(path), split) == stats
     split['settings']['order'] = 'split_first'
     assert _stats(None, str(path), split) == {}
+    # Without split_meta.json (hand-made split lists): the config's
+    # settings, the dataset's defaults where it sets none.
+    cfg = Config.fromfile('configs/upernet_swin-b_ptx-512.py')
+    assert _stats(cfg, str(path), {}) == stats
+    cfg.train_dataloader.dataset.neg_keep_ratio = 1.0
+    assert _stats(cfg, str(path), {}) == {}
     path.write_text('{not json')
     with pytest.raises(ValueError, match=r'stats\.json is not valid JSON'):
         _stats(None, str(path), split)
