@@ -54,15 +54,21 @@ def parse_postprocess_cfg(values):
 OUTPUTS = ('submission.csv', 'errors.txt', 'masks', 'overlays', 'probs')
 
 
-def prepare_out_dir(out: str, overwrite: bool) -> None:
-    """Refuse, or with ``overwrite`` remove, an earlier run's outputs."""
+def earlier_outputs(out: str, overwrite: bool) -> List[str]:
+    """An earlier run's outputs in ``out``; an error without
+    ``overwrite``."""
     existing = [n for n in OUTPUTS if osp.lexists(osp.join(out, n))]
     if existing and not overwrite:
         raise SystemExit(
             f'error: {out} holds the outputs of an earlier run '
             f'({", ".join(existing)}); pass --overwrite to replace them or '
             'choose another --out')
-    for name in existing:
+    return existing
+
+
+def remove_outputs(out: str, names: List[str]) -> None:
+    """Remove an earlier run's outputs (files, folders or links)."""
+    for name in names:
         path = osp.join(out, name)
         if osp.isdir(path) and not osp.islink(path):
             shutil.rmtree(path)
@@ -157,7 +163,7 @@ def main() -> int:
         print(f'No image ({", ".join(IMAGE_SUFFIXES)}) '
               f'under {args.input}', file=sys.stderr)
         return 1
-    prepare_out_dir(args.out, args.overwrite)
+    earlier = earlier_outputs(args.out, args.overwrite)
     device = args.device or default_device()
     specs = [(args.config, args.checkpoint)] + [
         tuple(pair) for pair in args.extra_model
@@ -167,6 +173,8 @@ def main() -> int:
         models[0].cfg, args.postprocess_cfg, enabled=not args.no_postprocess)
     print(f'{len(paths)} images, {len(models)} model(s) on {device} in '
           f'{args.dtype}, tta={args.tta}, {postprocess}')
+    # Only once the models load: a mistyped checkpoint keeps them.
+    remove_outputs(args.out, earlier)
 
     dirs = {k: osp.join(args.out, k) for k in ('masks', 'overlays', 'probs')}
     for key, folder in dirs.items():

@@ -148,6 +148,13 @@ def test_infer_bfloat16_weights(tmp_path, demo_root):
     assert refused.returncode == 1
     assert 'errors.txt, masks); pass --overwrite' in refused.stderr
     assert (out / 'masks' / 'old.png').exists()
+    # Removed only once the models load: a mistyped checkpoint keeps them.
+    typo = [str(tmp_path / 'tiny.pht') if c == str(ckpt) else c for c in cmd]
+    failed = subprocess.run(typo + ['--overwrite'], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600,
+                            env=_env())
+    assert failed.returncode != 0 and 'tiny.pht' in failed.stderr
+    assert (out / 'masks' / 'old.png').exists()
     proc = run_tool(cmd + ['--overwrite'])
     assert 'on cpu in bfloat16' in proc.stdout
     assert not (out / 'errors.txt').exists()
