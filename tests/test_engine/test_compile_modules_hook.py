@@ -114,11 +114,14 @@ def test_hook_compiles_other_segmentors():
 
         extract_feat = encode_decode = loss = predict = _forward = None
 
-    model = OtherSegmentor()
-    hook = HOOKS.build(dict(type='CompileModulesHook', backend='eager'))
-    hook.before_run(SimpleNamespace(
-        model=model, logger=MMLogger.get_instance('compile_other_test')))
-    assert not is_plain(model.backbone)
+    from mmseg_ptx.models import SegTTAModelWithLogits
+    for wrap in (lambda m: m, lambda m: SegTTAModelWithLogits(module=m)):
+        model = OtherSegmentor()
+        hook = HOOKS.build(dict(type='CompileModulesHook', backend='eager'))
+        hook.before_run(SimpleNamespace(
+            model=wrap(model),
+            logger=MMLogger.get_instance('compile_other_test')))
+        assert not is_plain(model.backbone)
 
 
 def test_hook_warns_when_nothing_compiles():

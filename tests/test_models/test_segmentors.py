@@ -140,5 +140,8 @@ def test_segmentors_of_wrappers(model):
     assert segmentors_of(model) == [model]
     assert segmentors_of(SegTTAModelWithLogits(module=ensemble)) == [
         model, other]
+    linear = torch.nn.Linear(2, 2)
     with pytest.raises(TypeError, match='got Linear'):
-        segmentors_of(torch.nn.Linear(2, 2))
+        segmentors_of(linear)
+    assert segmentors_of(SegTTAModelWithLogits(module=linear),
+                         strict=False) == [linear]

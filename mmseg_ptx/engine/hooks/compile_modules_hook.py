@@ -5,7 +5,6 @@ from typing import Any, Sequence
 
 import torch
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
 
 from mmseg_ptx.models.segmentors import segmentors_of
@@ -136,13 +135,9 @@ class CompileModulesHook(Hook):
             return
         # Every segmentor that runs: through DDP, a TTA model
         # (tools/test.py --tta) and ensemble members (--extra-model).
-        try:
-            segmentors = segmentors_of(runner.model)
-        except TypeError:
-            # Another kind of segmentor (mmseg's MultimodalEncoderDecoder,
-            # a custom one): its own modules of those names.
-            model = runner.model
-            segmentors = [model.module if is_model_wrapper(model) else model]
+        # Other kinds of segmentors (mmseg's MultimodalEncoderDecoder, a
+        # custom one) too: their own modules of those names.
+        segmentors = segmentors_of(runner.model, strict=False)
         names = [
             name for model in segmentors for name in compile_modules(
                 model, self.modules, self.blocks, **self.compile_kwargs)

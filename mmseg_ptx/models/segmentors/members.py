@@ -12,7 +12,7 @@ from .ensemble_segmentor import EnsembleSegmentor
 __all__ = ['segmentors_of']
 
 
-def segmentors_of(model: nn.Module) -> List[EncoderDecoder]:
+def segmentors_of(model: nn.Module, strict: bool = True) -> List[nn.Module]:
     """The mmseg ``EncoderDecoder`` segmentors inside ``model``.
 
     Looks through model wrappers (DDP), TTA models (``tools/test.py
@@ -23,18 +23,25 @@ def segmentors_of(model: nn.Module) -> List[EncoderDecoder]:
     Args:
         model (nn.Module): A segmentor, or a wrapper, TTA model or
             ensemble of segmentors.
+        strict (bool): Whether a model inside that is not an
+            ``EncoderDecoder`` (mmseg's ``MultimodalEncoderDecoder``, a
+            custom segmentor) is an error; else it is returned as found.
+            Defaults to True.
 
     Returns:
-        list[EncoderDecoder]: The segmentors, ensemble members in order.
+        list[nn.Module]: The segmentors, ensemble members in order.
 
     Raises:
-        TypeError: Something else is found inside.
+        TypeError: With ``strict``, something else is found inside.
     """
     while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
         model = model.module
     if isinstance(model, EnsembleSegmentor):
-        return [s for member in model.models for s in segmentors_of(member)]
-    if not isinstance(model, EncoderDecoder):
+        return [
+            s for member in model.models
+            for s in segmentors_of(member, strict)
+        ]
+    if strict and not isinstance(model, EncoderDecoder):
         raise TypeError('Expected an mmseg EncoderDecoder (or a model '
                         'wrapper, TTA model or EnsembleSegmentor of them), '
                         f'got {type(model).__name__}')
