@@ -143,5 +143,5 @@ def test_segmentors_of_wrappers(model):
     linear = torch.nn.Linear(2, 2)
     with pytest.raises(TypeError, match='got Linear'):
         segmentors_of(linear)
-    assert segmentors_of(SegTTAModelWithLogits(module=linear),
-                         strict=False) == [linear]
+    assert segmentors_of(EnsembleSegmentor(models=[model, linear]),
+                         strict=False) == [model, linear]
