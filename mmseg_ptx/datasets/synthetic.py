@@ -17,6 +17,7 @@ and/or the PNG re-release (``png_images``, ``png_masks``,
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import os.path as osp
@@ -541,7 +542,7 @@ def write_demo_dataset(out_dir: str,
     if existing:
         # A set this function wrote (perhaps interrupted before its CSV)
         # is replaced; anything else only on request.
-        if not overwrite and not osp.isfile(marker):
+        if not overwrite and not _written_here(out_dir, existing):
             raise FileExistsError(
                 f'{out_dir} already holds {", ".join(existing)}; choose '
                 'another folder or pass overwrite=True (--overwrite) to '
@@ -597,11 +598,39 @@ def write_demo_dataset(out_dir: str,
             cv2.imwrite(osp.join(out_dir, 'png_masks', name), mask * 255)
             png_rows.append(f'{image_id},{name},{int(bool(regions))}')
 
+    written = []
     if write_dicom:
-        _write_text(osp.join(out_dir, 'train-rle.csv'), rle_rows)
+        written.append(('train-rle.csv', rle_rows))
     if write_png:
-        _write_text(osp.join(out_dir, 'stage_1_train_images.csv'), png_rows)
+        written.append(('stage_1_train_images.csv', png_rows))
+    for name, rows in written:
+        _write_text(osp.join(out_dir, name), rows)
+        # The marker vouches for this exact CSV only: one edited or put in
+        # its place later is not replaced unasked.
+        with open(marker, 'a') as f:
+            f.write(f'sha256 {name} {_sha256(osp.join(out_dir, name))}\n')
     return masks
+
+
+def _sha256(path: str) -> str:
+    with open(path, 'rb') as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _written_here(out_dir: str, existing: list[str]) -> bool:
+    """Whether the data set files in ``out_dir`` are the ones this module
+    wrote there: the marker is present and every CSV among ``existing`` is
+    the one it recorded (image folders without their CSV are an
+    interrupted run's)."""
+    marker = osp.join(out_dir, SYNTHETIC_MARKER)
+    if not osp.isfile(marker):
+        return False
+    with open(marker) as f:
+        recorded = dict(line.split()[1:3] for line in f
+                        if line.startswith('sha256 '))
+    return all(
+        recorded.get(name) == _sha256(osp.join(out_dir, name))
+        for name in existing if name.endswith('.csv'))
 
 
 def _write_text(path: str, rows: list[str]) -> None:

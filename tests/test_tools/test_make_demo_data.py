@@ -4,6 +4,8 @@ import os.path as osp
 import subprocess
 import sys
 
+import pytest
+
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
@@ -80,3 +82,9 @@ def test_interrupted_demo_set_is_written_anew(tmp_path):
     assert len(masks) == 3
     assert len(glob.glob(str(tmp_path / 'dicom-images-train/*/*/*.dcm'))) == 3
     assert 'seed=1' in (tmp_path / SYNTHETIC_MARKER).read_text()
+
+    # A CSV put in place of the one written (real labels, say) is kept.
+    (tmp_path / 'train-rle.csv').write_text('ImageId,EncodedPixels\nx,-1\n')
+    with pytest.raises(FileExistsError, match='already holds'):
+        write_demo_dataset(str(tmp_path), 2, seed=0, size=32)
+    assert 'x,-1' in (tmp_path / 'train-rle.csv').read_text()
