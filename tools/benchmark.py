@@ -581,11 +581,21 @@ def run_variant(cfg: Config,
     device = args.device
     name = variant_name(switches)
     skipped: List[str] = []
+    backend: Dict[str, bool] = {}
     if device == 'cuda':
+        # Stock is what an mmseg run gets: PyTorch's defaults (cuDNN
+        # convolutions may use TF32, matmuls may not) and the config's
+        # env_cfg.cudnn_benchmark, which mmengine's Runner applies (mmseg's
+        # Swin configs and this project's set it).
         torch.backends.cuda.matmul.allow_tf32 = bool(switches.get('tf32'))
-        torch.backends.cudnn.allow_tf32 = bool(switches.get('tf32'))
+        torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = bool(
-            switches.get('cudnn_benchmark'))
+            switches.get('cudnn_benchmark')
+            or cfg.get('env_cfg', {}).get('cudnn_benchmark', False))
+        backend = dict(
+            matmul_tf32=torch.backends.cuda.matmul.allow_tf32,
+            cudnn_tf32=torch.backends.cudnn.allow_tf32,
+            cudnn_benchmark=torch.backends.cudnn.benchmark)
     torch.manual_seed(args.seed)
     model = build_model(cfg, switches, device)
     infer_model = model
@@ -612,6 +622,8 @@ def run_variant(cfg: Config,
     def measure(mode: str, batch_size: int, step: Callable[[], int]) -> None:
         row = dict(variant=name, mode=mode, switches=switches,
                    batch_size=batch_size)
+        if backend:
+            row['backend'] = backend
         try:
             row.update(time_iterations(step, args.warmup, args.iters, device,
                                        f'{name} {mode} b{batch_size}'))
@@ -635,7 +647,12 @@ def run_variant(cfg: Config,
             print(profile_table(step, args.profile, device))
         on_row(row)
 
+    # Every training row first, then inference once the optimizer state
+    # (and, with bf16 weights, the float32 model) is freed: inference's
+    # peak memory is its own.
     for batch_size in args.batch_size:
+        if 'step' not in modes and 'loader' not in modes:
+            break
         batch = random_batch(cfg, batch_size, tuple(args.img_size), device)
         if 'step' in modes:
             model.train()
@@ -664,16 +681,25 @@ def run_variant(cfg: Config,
 
                 measure('loader', batch_size, loader_step)
                 del batches
-        if 'infer' in modes:
-            infer_model.eval()
+        del batch
+    optim_wrapper = train_step = None
+    if infer_model is not model:
+        model = None
+    gc.collect()
+    if device == 'cuda':
+        torch.cuda.empty_cache()
+    for batch_size in args.batch_size:
+        if 'infer' not in modes:
+            break
+        batch = random_batch(cfg, batch_size, tuple(args.img_size), device)
+        infer_model.eval()
 
-            def infer() -> int:
-                with torch.no_grad(), amp_context(
-                        switches, device, infer=True):
-                    test_step(batch)
-                return batch_size
+        def infer() -> int:
+            with torch.no_grad(), amp_context(switches, device, infer=True):
+                test_step(batch)
+            return batch_size
 
-            measure('infer', batch_size, infer)
+        measure('infer', batch_size, infer)
         del batch
     del model, infer_model, train_step, test_step, optim_wrapper
     gc.collect()

@@ -31,6 +31,13 @@
 set -euo pipefail
 
 OUT_DIR=${1:?usage: bash tools/benchmark_gpu.sh OUT_DIR}
+OUT_DIR=$(mkdir -p "$OUT_DIR" && cd "$OUT_DIR" && pwd)
+# From the repository root, with it importable: tools/benchmark.py puts
+# tools/ first on sys.path, and a machine may have the dependencies but not
+# this package installed.
+cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1  # a part killed by a timeout keeps its log
 ALL_PARTS="sweep ablate big_batches sdpa loader profile compile compile_blocks"
 PARTS=${PARTS:-$ALL_PARTS}
 for part in $PARTS; do
@@ -55,6 +62,12 @@ DEMO_NUM=${DEMO_NUM:-240}
 DEMO_SIZE=${DEMO_SIZE:-1024}
 COMPILE_TIMEOUT=${COMPILE_TIMEOUT:-200}
 PTX_CONFIG=${PTX_CONFIG:-configs/upernet_swin-b_ptx-512.py}
+# Nothing would run without these: say so at once, not once per part.
+$PYTHON -c "import mmseg_ptx, mmseg, mmengine" || {
+    echo "cannot import mmseg_ptx, mmseg and mmengine with $PYTHON" >&2
+    exit 1
+}
+FAILED=()
 if [ -z "${SWINB_CONFIG:-}" ]; then
     SWINB_CONFIG=$($PYTHON -c "import mmseg, os; print(os.path.join(os.path.dirname(mmseg.__file__), '.mim/configs/swin/swin-base-patch4-window7-in22k-pre_upernet_8xb2-160k_ade20k-512x512.py'))")
 fi
@@ -78,7 +91,8 @@ bench() {  # bench NAME CONFIG ARGS...: one tools/benchmark.py run, logged
         --img-size "$IMG" "$IMG" --iters "$ITERS" --warmup "$WARMUP" \
         --flops --json "$OUT_DIR/$name.json" "$@" 2>&1 \
         | tee "$OUT_DIR/$name.log" \
-        || echo "== $name failed" | tee -a "$OUT_DIR/$name.log"
+        || { echo "== $name failed" | tee -a "$OUT_DIR/$name.log"
+             FAILED+=("$name"); }
 }
 
 if want loader; then
@@ -159,3 +173,8 @@ for path in sorted(glob.glob(os.path.join(sys.argv[1], '*.json'))):
         print(f"{part:<28} {r['variant']:<58} {r['mode']:<6} "
               f"{r['batch_size']:>5} {figures}")
 PY
+
+if [ ${#FAILED[@]} -gt 0 ]; then
+    echo "failed parts: ${FAILED[*]}" >&2
+    exit 1
+fi
