@@ -16,6 +16,8 @@ from typing import List, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from .metrics.pneumothorax_metric import binary_label_masks
+
 __all__ = ['TripletImageStats', 'triplet_image_stats', 'search_triplet']
 
 
@@ -73,12 +75,7 @@ def triplet_image_stats(prob: Union[np.ndarray, torch.Tensor],
         raise ValueError(f'{where}probability map {tuple(prob.shape)} and '
                          f'ground truth {tuple(gt.shape)} must be the same '
                          '(H, W)')
-    valid = gt != ignore_index
-    pos = gt == 1
-    if (valid & ~pos & (gt != 0)).any():
-        bad = torch.unique(gt[valid]).tolist()[:10]
-        raise ValueError(f'{where}ground truth values must be 0, 1 or '
-                         f'ignore_index={ignore_index}, found {bad}')
+    valid, pos = binary_label_masks(gt, ignore_index, name)
     scores = prob[valid]
     pos_scores = prob[pos]
 

@@ -22,8 +22,8 @@ from mmengine.logging import print_log
 
 from mmseg.registry import METRICS, MODELS
 
-__all__ = ['PneumothoraxMetric', 'PRCurve', 'compute_pr_curve',
-           'logit_bin_edges']
+__all__ = ['PneumothoraxMetric', 'PRCurve', 'binary_label_masks',
+           'compute_pr_curve', 'logit_bin_edges']
 
 # Probability-to-mask post-processor: (H, W) float probabilities in, an
 # (H, W) binary mask (bool or 0/1, tensor or ndarray) out.
@@ -107,6 +107,33 @@ class PRCurve:
             ap_error_bound=self.ap_error_bound,
             num_pos=self.num_pos,
             num_neg=self.num_neg)
+
+
+def binary_label_masks(gt: torch.Tensor, ignore_index: int,
+                       name: Optional[str] = None
+                       ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The valid and the pneumothorax pixels of a 0/1 ground truth.
+
+    Args:
+        gt (torch.Tensor): Labels 0, 1 or ``ignore_index``.
+        ignore_index (int): The label of pixels left out.
+        name (str, optional): The image, for the error message.
+
+    Returns:
+        tuple[torch.Tensor, torch.Tensor]: ``gt != ignore_index`` and
+        ``gt == 1``.
+
+    Raises:
+        ValueError: Another label value is found.
+    """
+    valid = gt != ignore_index
+    pos = gt == 1
+    if (valid & ~pos & (gt != 0)).any():
+        bad = torch.unique(gt[valid]).tolist()[:10]
+        where = f'{name}: ' if name else ''
+        raise ValueError(f'{where}ground truth (gt_sem_seg) values must be '
+                         f'0, 1 or ignore_index={ignore_index}, found {bad}')
+    return valid, pos
 
 
 def logit_bin_edges(num_bins: int,
@@ -381,14 +408,7 @@ class PneumothoraxMetric(BaseMetric):
                 raise ValueError(
                     f'{name}: seg_logits shape {tuple(seg_logits.shape)} '
                     f'does not match gt_sem_seg {tuple(gt.shape)}')
-            valid = gt != self.ignore_index
-            gt_pos = gt == 1
-            if (valid & ~gt_pos & (gt != 0)).any():
-                bad = torch.unique(gt[valid])
-                raise ValueError(
-                    f'{name}: gt_sem_seg values must be 0, 1 or '
-                    f'ignore_index={self.ignore_index}, found '
-                    f'{bad.tolist()[:10]}')
+            valid, gt_pos = binary_label_masks(gt, self.ignore_index, name)
             logit = self._score_logit(seg_logits, name)
             if torch.isnan(logit).any():
                 raise ValueError(f'{name}: seg_logits contains NaN')
