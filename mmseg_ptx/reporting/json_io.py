@@ -8,7 +8,26 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ['to_jsonable', 'write_json']
+__all__ = ['read_json', 'to_jsonable', 'write_json']
+
+
+def read_json(path: str) -> Any:
+    """Read a JSON file; a malformed one is an error naming it.
+
+    Args:
+        path (str): The file.
+
+    Returns:
+        Any: Its content.
+
+    Raises:
+        ValueError: The file is not valid (UTF-8) JSON.
+    """
+    try:
+        with open(path, encoding='utf-8') as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f'{path} is not valid JSON: {err}') from None
 
 
 def to_jsonable(value: Any) -> Any:

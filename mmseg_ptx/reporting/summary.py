@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import glob
-import json
 import logging
 import os
 import os.path as osp
@@ -23,6 +22,7 @@ from mmengine.logging import print_log
 
 from .figures import plot_detailed_metrics, save_prediction_panel
 from .history import PROGRESS_UNITS, curve_tag, progress_key
+from .json_io import read_json
 from .plots import plot_pr_curve
 
 __all__ = [
@@ -32,14 +32,6 @@ __all__ = [
 
 #: The run this project reproduces (shared/seed/PERFORMANCE_SUMMARY.md).
 REFERENCE_RESULTS = dict(dice=0.6095, iou=0.4648, ap=0.7030)
-
-
-def _load_json(path: str) -> Any:
-    try:
-        with open(path, encoding='utf-8') as f:
-            return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f'{path} is not valid JSON: {err}') from None
 
 
 def _latest(pattern: str) -> Optional[str]:
@@ -146,7 +138,7 @@ def _split_meta(cfg: Optional[Config]) -> dict:
     if not root:
         return {}
     path = osp.join(root, ds.get('split_dir', 'splits'), 'split_meta.json')
-    return _load_json(path) if osp.isfile(path) else {}
+    return read_json(path) if osp.isfile(path) else {}
 
 
 #: Split settings that must agree between the run and a statistics file:
@@ -194,7 +186,7 @@ def _stats(cfg: Optional[Config], stats_path: Optional[str],
         stats_path = next((c for c in candidates if osp.isfile(c)), None)
     if not stats_path:
         return {}
-    stats = _load_json(stats_path)
+    stats = read_json(stats_path)
     ours = split.get('settings') or _configured_split_settings(cfg)
     theirs = stats.get('settings') or {}
     differ = [(name, theirs[name], ours[split_name])
@@ -445,7 +437,7 @@ def write_performance_summary(work_dir: str,
             f'{history_path} not found: the report needs a run that '
             'validated, with PRCurveHook in custom_hooks (configs/ here '
             'have it)')
-    history = _load_json(history_path)
+    history = read_json(history_path)
     val = [h for h in history if h.get('mode') == 'val'
            and h.get('dice') is not None and h.get('epoch') is not None]
     key = progress_key(val)
@@ -476,7 +468,7 @@ def write_performance_summary(work_dir: str,
     pr_png = None
     if osp.isfile(curve_path):
         pr_png = plot_pr_curve(
-            _load_json(curve_path),
+            read_json(curve_path),
             osp.join(work_dir, 'precision_recall_curve.png'),
             title=('Pixel PR curve, validation, '
                    f'{PROGRESS_UNITS[key]} {best[key]}'))

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmseg_ptx.reporting import to_jsonable, write_json
+from mmseg_ptx.reporting import read_json, to_jsonable, write_json
 
 
 def test_to_jsonable_strict_values():
@@ -25,3 +25,12 @@ def test_write_json_strict_and_atomic(tmp_path):
         write_json(dict(bad=object()), path)
     assert json.load(open(path)) == dict(dice=None, n=4)
     assert sorted(p.name for p in tmp_path.iterdir()) == ['out.json']
+
+
+def test_read_json_names_a_malformed_file(tmp_path):
+    path = tmp_path / 'history.json'
+    path.write_text('[1, 2')
+    with pytest.raises(ValueError, match=r'history\.json is not valid JSON'):
+        read_json(str(path))
+    path.write_text('[1, 2]')
+    assert read_json(str(path)) == [1, 2]

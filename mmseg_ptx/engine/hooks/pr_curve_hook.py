@@ -1,7 +1,6 @@
 """Write PR curves and a metrics history after validation and test."""
 from __future__ import annotations
 
-import json
 import logging
 import os
 import os.path as osp
@@ -17,7 +16,7 @@ from mmseg.registry import HOOKS
 from mmseg_ptx.evaluation.metrics import PneumothoraxMetric, PRCurve
 from mmseg_ptx.reporting import plot_pr_curve
 from mmseg_ptx.reporting.history import curve_tag
-from mmseg_ptx.reporting.json_io import write_json
+from mmseg_ptx.reporting.json_io import read_json, write_json
 
 __all__ = ['PRCurveHook']
 
@@ -121,11 +120,10 @@ class PRCurveHook(Hook):
     @staticmethod
     def _load_history(path: str) -> List[dict]:
         try:
-            with open(path, encoding='utf-8') as f:
-                history = json.load(f)
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f'{path} is not valid JSON ({err}); move it '
-                             'away to start a new history') from None
+            history = read_json(path)
+        except ValueError as err:
+            raise ValueError(f'{err}; move it away to start a new '
+                             'history') from None
         if not isinstance(history, list):
             raise ValueError(f'{path}: expected a JSON list of metric '
                              f'records, found {type(history).__name__}')
