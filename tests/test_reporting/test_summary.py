@@ -149,7 +149,8 @@ def test_training_run_files_after_tests_in_the_same_work_dir(tmp_path):
     import time
 
     from mmseg_ptx.reporting.summary import (_find_best_checkpoint,
-                                             _find_config, _world_size)
+                                             _find_config, _training_log,
+                                             _world_size)
 
     def write(rel, text='', age=0.0):
         path = tmp_path / rel
@@ -165,8 +166,9 @@ def test_training_run_files_after_tests_in_the_same_work_dir(tmp_path):
     write('20260102_000000/20260102_000000.log',
           'GPU number: 1\nEpoch(test) [5/5] dice: 0.5\n', 3)
     write('other_test_config.py', 'a = 2\n', 4)
-    assert _find_config(str(tmp_path)) == str(train_cfg)
-    assert _world_size(str(tmp_path)) == 3
+    log = _training_log(str(tmp_path))
+    assert _find_config(str(tmp_path), log) == str(train_cfg)
+    assert _world_size(log) == 3
 
     # A resumed run left its earlier attempt's best checkpoint, newer.
     best = write('best_dice_epoch_1.pth', age=5)
