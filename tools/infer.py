@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import os.path as osp
-import shutil
 import sys
 from typing import List, Optional, Tuple
 
@@ -27,6 +26,7 @@ from mmseg_ptx.apis import (IMAGE_SUFFIXES, build_postprocessor,
                             default_device, draw_overlay, find_images,
                             load_models, predict_probabilities, read_image,
                             write_submission)
+from mmseg_ptx.datasets.files import remove_paths
 from mmseg_ptx.datasets.rle import rle_encode
 
 
@@ -64,16 +64,6 @@ def earlier_outputs(out: str, overwrite: bool) -> List[str]:
             f'({", ".join(existing)}); pass --overwrite to replace them or '
             'choose another --out')
     return existing
-
-
-def remove_outputs(out: str, names: List[str]) -> None:
-    """Remove an earlier run's outputs (files, folders or links)."""
-    for name in names:
-        path = osp.join(out, name)
-        if osp.isdir(path) and not osp.islink(path):
-            shutil.rmtree(path)
-        else:
-            os.remove(path)
 
 
 #: Prediction failures before any success that end the run.
@@ -174,7 +164,7 @@ def main() -> int:
     print(f'{len(paths)} images, {len(models)} model(s) on {device} in '
           f'{args.dtype}, tta={args.tta}, {postprocess}')
     # Only once the models load: a mistyped checkpoint keeps them.
-    remove_outputs(args.out, earlier)
+    remove_paths(args.out, earlier)
 
     dirs = {k: osp.join(args.out, k) for k in ('masks', 'overlays', 'probs')}
     for key, folder in dirs.items():

@@ -1,7 +1,7 @@
 """Data layer: RLE, DICOM reading, the SIIM dataset, transforms, samplers."""
 from .dicom import DicomReadError, read_dicom, read_dicom_shape
 from .dicom_messages import DicomReadWarning
-from .files import list_files
+from .files import list_files, remove_paths
 from .rle import (EMPTY_RLE, rle_decode, rle_decode_union, rle_encode,
                   rle_validate)
 from .samplers import ClassBalancedSampler
@@ -17,7 +17,7 @@ from .transforms import (GreyscalePhotoMetricDistortion, GreyToBGR,
 __all__ = [
     'EMPTY_RLE', 'rle_decode', 'rle_decode_union', 'rle_encode',
     'rle_validate', 'DicomReadError', 'DicomReadWarning', 'read_dicom',
-    'read_dicom_shape', 'list_files',
+    'read_dicom_shape', 'list_files', 'remove_paths',
     'ClassBalancedSampler', 'SIIMPneumothoraxDataset', 'SplitResult',
     'balance_and_split', 'count_split', 'read_split', 'write_split',
     'compute_dataset_statistics', 'format_statistics',

@@ -1,9 +1,12 @@
-"""Listing the image and mask files of a data folder."""
+"""Listing the files of a data folder, and removing a tool's outputs."""
 from __future__ import annotations
 
 import os
 import os.path as osp
-from typing import List, Sequence, Union
+import shutil
+from typing import Iterable, List, Sequence, Union
+
+__all__ = ['list_files', 'remove_paths']
 
 
 def list_files(root: str, suffixes: Union[str, Sequence[str]]) -> List[str]:
@@ -41,3 +44,19 @@ def list_files(root: str, suffixes: Union[str, Sequence[str]]) -> List[str]:
             for name in sorted(filenames) if name.lower().endswith(suffixes)
         ]
     return found
+
+
+def remove_paths(root: str, names: Iterable[str]) -> None:
+    """Remove ``root/<name>`` for each name that exists: a folder with its
+    contents, a file, or a link (not what it points to).
+
+    Args:
+        root (str): The folder holding them.
+        names (Iterable[str]): Names in ``root``.
+    """
+    for name in names:
+        path = osp.join(root, name)
+        if osp.isdir(path) and not osp.islink(path):
+            shutil.rmtree(path)
+        elif osp.lexists(path):
+            os.remove(path)

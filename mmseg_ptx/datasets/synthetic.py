@@ -21,7 +21,6 @@ import hashlib
 import io
 import os
 import os.path as osp
-import shutil
 import uuid
 import cv2
 import numpy as np
@@ -32,6 +31,7 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import (ExplicitVRLittleEndian, JPEGBaseline8Bit,
                          SecondaryCaptureImageStorage)
 
+from .files import remove_paths
 from .rle import EMPTY_RLE, rle_encode
 
 __all__ = ['synthesize_radiograph', 'write_demo_dataset']
@@ -549,12 +549,7 @@ def write_demo_dataset(out_dir: str,
                 'replace that data set')
         # Old images left beside new ones would be images without labels,
         # and splits made from the old set would not match the new one.
-        for name in existing + ['splits']:
-            path = osp.join(out_dir, name)
-            if osp.isdir(path) and not osp.islink(path):
-                shutil.rmtree(path)
-            elif osp.lexists(path):
-                os.remove(path)
+        remove_paths(out_dir, existing + ['splits'])
     os.makedirs(out_dir, exist_ok=True)
     _write_text(marker, [
         'Synthetic radiographs written by mmseg_ptx (tools/make_demo_data.py)'

@@ -1,6 +1,6 @@
 import os
 
-from mmseg_ptx.datasets.files import list_files
+from mmseg_ptx.datasets.files import list_files, remove_paths
 
 
 def _touch(path):
@@ -29,3 +29,14 @@ def test_list_files_follows_links_once(tmp_path):
     (tmp_path / 'store' / 'study' / 'up').symlink_to(data)
     assert list_files(str(data), '.dcm') == [
         os.path.join('link_a', 'study', '1.dcm')]
+
+
+def test_remove_paths_keeps_link_targets(tmp_path):
+    _touch(tmp_path / 'out' / 'masks' / 'a.png')
+    _touch(tmp_path / 'out' / 'submission.csv')
+    _touch(tmp_path / 'elsewhere' / 'keep.png')
+    (tmp_path / 'out' / 'probs').symlink_to(tmp_path / 'elsewhere')
+    remove_paths(str(tmp_path / 'out'),
+                 ['masks', 'submission.csv', 'probs', 'missing'])
+    assert list((tmp_path / 'out').iterdir()) == []
+    assert (tmp_path / 'elsewhere' / 'keep.png').is_file()
