@@ -615,9 +615,9 @@ def run_variant(cfg: Config,
         compile_modules(model, blocks=blocks, mode=args.compile_mode)
         if infer_model is not model:
             compile_modules(infer_model, blocks=blocks, mode=args.compile_mode)
-    optim_wrapper = None
-    if 'step' in modes or 'loader' in modes:
-        optim_wrapper = build_optim(model, cfg, switches, device)
+    trains = 'step' in modes or 'loader' in modes
+    optim_wrapper = build_optim(model, cfg, switches,
+                                device) if trains else None
 
     def measure(mode: str, batch_size: int, step: Callable[[], int]) -> None:
         row = dict(variant=name, mode=mode, switches=switches,
@@ -650,9 +650,7 @@ def run_variant(cfg: Config,
     # Every training row first, then inference once the optimizer state
     # (and, with bf16 weights, the float32 model) is freed: inference's
     # peak memory is its own.
-    for batch_size in args.batch_size:
-        if 'step' not in modes and 'loader' not in modes:
-            break
+    for batch_size in args.batch_size if trains else []:
         batch = random_batch(cfg, batch_size, tuple(args.img_size), device)
         if 'step' in modes:
             model.train()
@@ -688,9 +686,7 @@ def run_variant(cfg: Config,
     gc.collect()
     if device == 'cuda':
         torch.cuda.empty_cache()
-    for batch_size in args.batch_size:
-        if 'infer' not in modes:
-            break
+    for batch_size in args.batch_size if 'infer' in modes else []:
         batch = random_batch(cfg, batch_size, tuple(args.img_size), device)
         infer_model.eval()
 
