@@ -516,7 +516,12 @@ def time_iterations(step: Callable[[], int], warmup: int, iters: int,
     predictions back); this also gives per-iteration times, whose minimum
     is the robust figure on a machine shared with other work. The warm-up
     is timed as a whole (``warmup_s``): with ``--compile`` it holds the
-    compilation.
+    compilation. Its peak memory is reported on its own
+    (``warmup_peak_mem_mib``): with ``cudnn.benchmark`` the first pass over
+    new convolution shapes tries cuDNN's algorithms with workspaces of tens
+    of GiB (on an H200, 136 GiB for a batch-4 Swin-B UPerNet step whose
+    timed iterations peak at 9 GiB), which says nothing of what a batch
+    needs.
     """
     reset_peak_memory(device)
     start = time.perf_counter()
@@ -524,6 +529,8 @@ def time_iterations(step: Callable[[], int], warmup: int, iters: int,
         step()
     synchronize(device)
     warmup_s = time.perf_counter() - start
+    warmup_mem, _ = peak_memory(device)
+    reset_peak_memory(device)
     images, times = 0, []
     for _ in tqdm(range(iters), desc=desc, leave=False):
         start = time.perf_counter()
@@ -539,6 +546,7 @@ def time_iterations(step: Callable[[], int], warmup: int, iters: int,
         warmup_s=warmup_s,
         images=images,
         peak_mem_mib=mem,
+        warmup_peak_mem_mib=warmup_mem,
         mem_kind=mem_kind)
 
 
@@ -729,16 +737,17 @@ def environment(args: argparse.Namespace) -> Dict[str, Any]:
 
 def format_table(results: List[dict]) -> str:
     header = ('variant', 'mode', 'batch', 'img/s', 's/iter', 'min s/iter',
-              'peak MiB', 'warm-up s', 'TFLOP/s')
+              'peak MiB', 'warm-up s', 'warm-up peak MiB', 'TFLOP/s')
     rows = []
     for r in results:
         if 'error' in r:
-            figures = (r['error'], '', '', '', '', '')
+            figures = (r['error'], '', '', '', '', '', '')
         else:
             tflops = r.get('tflop_per_s')
             figures = (f"{r['img_per_s']:.2f}", f"{r['s_per_iter']:.4f}",
                        f"{r['s_per_iter_min']:.4f}",
                        f"{r['peak_mem_mib']:.0f}", f"{r['warmup_s']:.1f}",
+                       f"{r['warmup_peak_mem_mib']:.0f}",
                        '' if tflops is None else f'{tflops:.3g}')
         rows.append((r['variant'], r['mode'], str(r['batch_size'])) +
                     figures)

@@ -163,13 +163,15 @@ done
 $PYTHON - "$OUT_DIR" <<'PY'
 import glob, json, os, sys
 print(f"{'part':<28} {'variant':<58} {'mode':<6} {'batch':>5} "
-      f"{'img/s':>8} {'peak MiB':>9} {'warm-up s':>9} {'TFLOP/s':>8}")
+      f"{'img/s':>8} {'peak MiB':>9} {'warm-up s':>9} {'wu peak':>9} "
+      f"{'TFLOP/s':>8}")
 for path in sorted(glob.glob(os.path.join(sys.argv[1], '*.json'))):
     part = os.path.basename(path)[:-5]
     for r in json.load(open(path))['results']:
         figures = (r['error'] if 'error' in r else
                    f"{r['img_per_s']:8.1f} {r['peak_mem_mib']:9.0f} "
-                   f"{r['warmup_s']:9.1f} {r['tflop_per_s']:8.1f}")
+                   f"{r['warmup_s']:9.1f} {r['warmup_peak_mem_mib']:9.0f} "
+                   f"{r['tflop_per_s']:8.1f}")
         print(f"{part:<28} {r['variant']:<58} {r['mode']:<6} "
               f"{r['batch_size']:>5} {figures}")
 PY

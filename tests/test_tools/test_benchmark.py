@@ -51,6 +51,7 @@ def test_step_and_infer_modes(tmp_path):
         # One untimed warm-up iteration (run_benchmark's --warmup 1).
         assert result['warmup_s'] > 0
         assert result['peak_mem_mib'] > 0
+        assert result['warmup_peak_mem_mib'] > 0
         assert result['mem_kind'].startswith('cpu')
     assert report['skipped'] == [
         'stock loader: skipped, the config has no train_dataloader'
