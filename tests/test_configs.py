@@ -120,6 +120,7 @@ def test_fast_config_is_the_recipe_plus_speed_switches():
     assert fast['optim_wrapper'].pop('loss_scale') == 1.0
     assert fast['optim_wrapper']['optimizer'].pop('fused') is True
     assert fast['env_cfg'].pop('cudnn_benchmark') is True
+    assert fast['custom_hooks'].pop() == dict(type='ChannelsLastHook')
     recipe['model']['backbone'].pop('type')
     recipe['optim_wrapper'].pop('type')
     recipe['env_cfg'].pop('cudnn_benchmark')

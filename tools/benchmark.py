@@ -62,7 +62,7 @@ from tqdm import tqdm
 
 import mmseg_ptx  # noqa: F401  (stack fixes + plugin registration)
 from mmseg_ptx.compat import math_sdpa
-from mmseg_ptx.engine.hooks import compile_modules
+from mmseg_ptx.engine.hooks import compile_modules, to_channels_last
 from mmseg_ptx.models.utils import cast_for_inference
 from mmseg_ptx.reporting.json_io import write_json
 from mmengine.config import Config, ConfigDict, DictAction
@@ -320,7 +320,7 @@ def build_model(cfg: Config, switches: Dict[str, Any],
     model = revert_sync_batchnorm(model)
     model.to(device)
     if switches.get('channels_last'):
-        model.to(memory_format=torch.channels_last)
+        to_channels_last(model)  # before the optimizer and its state
     return model
 
 

@@ -1,9 +1,9 @@
 """Training-loop components: hooks and optimizer wrapper constructors."""
-from .hooks import (CompileModulesHook, InferenceDtypeHook,
+from .hooks import (ChannelsLastHook, CompileModulesHook, InferenceDtypeHook,
                     PerformanceReportHook, PredictionWriterHook, PRCurveHook,
                     TrainSegMetricsHook)
 from .optimizers import MergedParamGroupsOptimWrapperConstructor
 
-__all__ = ['CompileModulesHook', 'InferenceDtypeHook',
+__all__ = ['ChannelsLastHook', 'CompileModulesHook', 'InferenceDtypeHook',
            'PerformanceReportHook', 'PredictionWriterHook', 'PRCurveHook',
            'TrainSegMetricsHook', 'MergedParamGroupsOptimWrapperConstructor']

@@ -1,4 +1,5 @@
 """Hooks registered in MMSeg's HOOKS registry."""
+from .channels_last_hook import ChannelsLastHook, to_channels_last
 from .compile_modules_hook import CompileModulesHook, compile_modules
 from .inference_dtype_hook import InferenceDtypeHook
 from .performance_report_hook import PerformanceReportHook
@@ -6,6 +7,7 @@ from .pr_curve_hook import PRCurveHook
 from .prediction_writer_hook import PredictionWriterHook
 from .train_seg_metrics_hook import TrainSegMetricsHook, batch_dice_iou
 
-__all__ = ['CompileModulesHook', 'compile_modules', 'InferenceDtypeHook',
-           'PerformanceReportHook', 'PRCurveHook', 'PredictionWriterHook',
-           'TrainSegMetricsHook', 'batch_dice_iou']
+__all__ = ['ChannelsLastHook', 'to_channels_last', 'CompileModulesHook',
+           'compile_modules', 'InferenceDtypeHook', 'PerformanceReportHook',
+           'PRCurveHook', 'PredictionWriterHook', 'TrainSegMetricsHook',
+           'batch_dice_iou']

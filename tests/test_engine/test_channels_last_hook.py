@@ -1,0 +1,177 @@
+"""ChannelsLastHook / to_channels_last: NHWC weights, same maths."""
+import copy
+import re
+from types import SimpleNamespace
+from unittest import mock
+
+import pytest
+import torch
+from mmengine.logging import MMLogger
+from mmengine.model import MMDistributedDataParallel
+from mmengine.optim import OptimWrapper, OptimWrapperDict
+from mmseg.registry import HOOKS
+from tiny_model import build_tiny_model
+
+from mmseg_ptx.engine.hooks import to_channels_last
+
+
+def conv_weights(model):
+    return [p for p in model.parameters() if p.dim() == 4]
+
+
+def is_channels_last(t):
+    return t.is_contiguous(memory_format=torch.channels_last)
+
+
+def make_runner(model, name, optim_wrapper=None):
+    return SimpleNamespace(model=model, optim_wrapper=optim_wrapper,
+                           logger=MMLogger.get_instance(name))
+
+
+def test_converts_weights_in_place_same_outputs():
+    model = build_tiny_model(size=64)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = model(x, mode='tensor')
+    params = list(model.parameters())
+    n = to_channels_last(model)
+    weights = conv_weights(model)
+    # Patch embedding, UPerHead and FCN convolutions, conv_seg.
+    assert n == len(weights) > 5
+    assert all(is_channels_last(w) for w in weights)
+    assert not weights[0].is_contiguous()  # the patch embedding, 4x4
+    # The same Parameter objects: an optimizer built before stays valid.
+    assert all(a is b for a, b in zip(params, model.parameters()))
+    with torch.no_grad():
+        # Same up to rounding: NHWC convolutions sum in another order.
+        torch.testing.assert_close(model(x, mode='tensor'), expected,
+                                   atol=1e-4, rtol=1e-4)
+    assert to_channels_last(model) == n  # again: nothing changes
+
+
+def adamw_steps(model, optimizer, grads):
+    for grad in grads:
+        for p, g in zip(model.parameters(), grad):
+            # Laid out like the weight, as autograd does.
+            p.grad = torch.empty_like(p).copy_(g)
+        optimizer.step()
+
+
+@pytest.mark.parametrize('fused', [
+    False,
+    pytest.param(True, marks=pytest.mark.skipif(
+        torch.__version__ < '2.4', reason='fused AdamW on CPU: torch 2.4'))
+])
+def test_optimizer_state_follows_the_weights(fused):
+    """A resumed AdamW state (NCHW moments) converted with the weights:
+    the next steps equal those of a model that stayed NCHW. Fused AdamW
+    with NCHW moments and NHWC weights mixes elements up on the CPU."""
+    torch.manual_seed(0)
+    model = build_tiny_model(size=64)
+    reference = copy.deepcopy(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1, fused=fused)
+    ref_opt = torch.optim.AdamW(reference.parameters(), lr=0.1, fused=fused)
+    grads = [[torch.randn_like(p) for p in model.parameters()]
+             for _ in range(3)]
+    adamw_steps(model, opt, grads[:1])
+    adamw_steps(reference, ref_opt, grads[:1])
+
+    hook = HOOKS.build(dict(type='ChannelsLastHook'))
+    runner = make_runner(model, f'channels_last_opt_{fused}',
+                         OptimWrapperDict(a=OptimWrapper(opt)))
+    hook.before_run(runner)
+    hook.before_train(runner)
+    for w in conv_weights(model):
+        assert all(is_channels_last(opt.state[w][k])
+                   for k in ('exp_avg', 'exp_avg_sq'))
+    adamw_steps(model, opt, grads[1:])
+    adamw_steps(reference, ref_opt, grads[1:])
+    for p, q in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q)
+
+
+def test_optimizer_wrapper_and_unbuilt_config():
+    model = build_tiny_model(size=64)
+    opt = torch.optim.AdamW(model.parameters())
+    w = conv_weights(model)[0]
+    opt.state[w] = dict(exp_avg=torch.zeros_like(w), step=torch.tensor(1.))
+    hook = HOOKS.build(dict(type='ChannelsLastHook'))
+    hook.before_train(make_runner(model, 'cl_wrapper', OptimWrapper(opt)))
+    assert is_channels_last(opt.state[w]['exp_avg'])
+    # A test run's optim_wrapper is the config's dict: only the model.
+    hook.before_train(make_runner(model, 'cl_cfg', dict(type='OptimWrapper')))
+
+
+def test_logs_and_warns():
+    hook = HOOKS.build(dict(type='ChannelsLastHook'))
+    runner = make_runner(build_tiny_model(size=64), 'cl_log')
+    runner.logger = mock.Mock(wraps=runner.logger)
+    hook.before_run(runner)
+    assert 'convolution weights in channels_last' in \
+        runner.logger.info.call_args.args[0]
+    runner = make_runner(torch.nn.Linear(2, 2), 'cl_warn')
+    runner.logger = mock.Mock(wraps=runner.logger)
+    hook.before_run(runner)
+    assert 'no 4-D' in runner.logger.warning.call_args.args[0]
+
+
+def test_refuses_gradient_as_bucket_view():
+    model = build_tiny_model(size=64)
+    # A DDP wrapper without a process group: only its attributes are used.
+    wrapper = MMDistributedDataParallel.__new__(MMDistributedDataParallel)
+    torch.nn.Module.__init__(wrapper)
+    wrapper.module = model
+    wrapper.gradient_as_bucket_view = True
+    hook = HOOKS.build(dict(type='ChannelsLastHook'))
+    with pytest.raises(ValueError, match='gradient_as_bucket_view'):
+        hook.before_run(make_runner(wrapper, 'cl_ddp'))
+    wrapper.gradient_as_bucket_view = False
+    hook.before_run(make_runner(wrapper, 'cl_ddp_ok'))
+    assert all(is_channels_last(w) for w in conv_weights(model))
+
+
+def test_resumed_training_run(tmp_path, demo_root):
+    """tools/train.py: one epoch in NCHW with fused AdamW, then a resume
+    with the hook (the saved moments are NCHW) for a second epoch. The
+    resumed moments are converted, and the second epoch starts from the
+    same loss as a resume without the hook. (Later iterations drift apart:
+    AdamW turns the rounding noise of zero gradients into steps.)"""
+    from conftest import PYTHON, run_tool, write_tiny_run_config
+    fused = "optim_wrapper = dict(optimizer=dict(fused=True))\n"
+    hook = ("custom_hooks = _base_.custom_hooks + "
+            "[dict(type='ChannelsLastHook')]\n")
+    first = tmp_path / 'first'
+    run_tool([PYTHON, 'tools/train.py', str(write_tiny_run_config(
+        tmp_path / 'first.py', demo_root, extra=fused)),
+        '--work-dir', str(first)])
+    first_loss = {}
+    for name, extra in (('plain', fused), ('channels_last', fused + hook)):
+        work_dir = tmp_path / name
+        work_dir.mkdir()
+        # A copy of the first epoch's checkpoint in each work dir.
+        (work_dir / 'epoch_1.pth').write_bytes(
+            (first / 'epoch_1.pth').read_bytes())
+        (work_dir / 'last_checkpoint').write_text(
+            str(work_dir / 'epoch_1.pth'))
+        cfg = write_tiny_run_config(tmp_path / f'{name}.py', demo_root,
+                                    max_epochs=2, extra=extra)
+        proc = run_tool([PYTHON, 'tools/train.py', str(cfg), '--work-dir',
+                         str(work_dir), '--resume'])
+        log = proc.stdout + proc.stderr
+        assert ('convolution weights in channels_last' in log) == (
+            name == 'channels_last')
+        first_loss[name] = float(re.search(
+            r'Epoch\(train\) +\[2\]\[ *1/\d+\].*? loss: ([\d.]+)',
+            log).group(1))
+        checkpoint = torch.load(work_dir / 'epoch_2.pth', map_location='cpu',
+                                weights_only=False)
+        # Moments of the kernels larger than 1x1 (for those the layouts
+        # are told apart).
+        moments = [s['exp_avg'] for s in checkpoint['optimizer']['state']
+                   .values() if s['exp_avg'].dim() == 4
+                   and s['exp_avg'].shape[-1] > 1]
+        assert moments and all(
+            is_channels_last(m) == (name == 'channels_last')
+            for m in moments)
+    assert first_loss['channels_last'] == pytest.approx(
+        first_loss['plain'], rel=1e-3)
