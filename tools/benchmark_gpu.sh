@@ -19,9 +19,10 @@
 #                COMPILE_TIMEOUT: compilation takes minutes).
 # Each part writes a JSON file (each row as soon as it is measured) and a log;
 # every row also gets the TFLOP/s it sustained (benchmark.py --flops), and
-# the run ends with one table of every row. On an H200 the sweep,
-# big_batches, loader and compile parts took about 8 minutes plus the
-# compilation; pick PARTS to fit a shorter slot.
+# the run ends with one table of every row. On an H200 (2026-11-27) the
+# sweep (batches 4 and 16), big_batches (64 and 96), sdpa and profile parts
+# took 7.5 minutes together, the loader part 2.4 minutes with its data;
+# compilation takes minutes more. Pick PARTS to fit the slot.
 #
 # Usage: bash tools/benchmark_gpu.sh OUT_DIR
 # Environment: PARTS, PYTHON (default python), DEVICE (default cuda; cpu
