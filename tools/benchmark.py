@@ -520,8 +520,8 @@ def time_iterations(step: Callable[[], int], warmup: int, iters: int,
     (``warmup_peak_mem_mib``): with ``cudnn.benchmark`` the first pass over
     new convolution shapes tries cuDNN's algorithms with workspaces of tens
     of GiB (on an H200, 136 GiB for a batch-4 Swin-B UPerNet step whose
-    timed iterations peak at 9 GiB), which says nothing of what a batch
-    needs.
+    timed iterations, measured with the same settings, peaked at 9 GiB),
+    which says nothing of what a batch needs.
     """
     reset_peak_memory(device)
     start = time.perf_counter()
