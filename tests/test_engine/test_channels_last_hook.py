@@ -56,17 +56,22 @@ def adamw_steps(model, optimizer, grads):
         optimizer.step()
 
 
+# Fused AdamW on CUDA refuses mixed layouts; run there where there is one.
+DEVICES = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize('device', DEVICES)
 @pytest.mark.parametrize('fused', [
     False,
     pytest.param(True, marks=pytest.mark.skipif(
         torch.__version__ < '2.4', reason='fused AdamW on CPU: torch 2.4'))
 ])
-def test_optimizer_state_follows_the_weights(fused):
+def test_optimizer_state_follows_the_weights(fused, device):
     """A resumed AdamW state (NCHW moments) converted with the weights:
     the next steps equal those of a model that stayed NCHW. Fused AdamW
     with NCHW moments and NHWC weights mixes elements up on the CPU."""
     torch.manual_seed(0)
-    model = build_tiny_model(size=64)
+    model = build_tiny_model(size=64).to(device)
     reference = copy.deepcopy(model)
     opt = torch.optim.AdamW(model.parameters(), lr=0.1, fused=fused)
     ref_opt = torch.optim.AdamW(reference.parameters(), lr=0.1, fused=fused)
@@ -76,7 +81,7 @@ def test_optimizer_state_follows_the_weights(fused):
     adamw_steps(reference, ref_opt, grads[:1])
 
     hook = HOOKS.build(dict(type='ChannelsLastHook'))
-    runner = make_runner(model, f'channels_last_opt_{fused}',
+    runner = make_runner(model, f'channels_last_opt_{fused}_{device}',
                          OptimWrapperDict(a=OptimWrapper(opt)))
     hook.before_train(runner)
     for w in conv_weights(model):
@@ -133,19 +138,21 @@ def test_seeded_initialisation_unchanged():
         assert torch.equal(got[key], value), key
 
 
-def test_checkpoint_in_default_layout():
+@pytest.mark.parametrize('device', DEVICES)
+def test_checkpoint_in_default_layout(device):
     """Saved weights and moments are contiguous (the live optimizer keeps
     its channels_last state), so a run without the hook resumes them: its
     fused AdamW step equals one that never saw channels_last."""
     torch.manual_seed(0)
-    model = build_tiny_model(size=64)
+    model = build_tiny_model(size=64).to(device)
     reference = copy.deepcopy(model)
     opt = torch.optim.AdamW(model.parameters(), lr=0.1)
     ref_opt = torch.optim.AdamW(reference.parameters(), lr=0.1)
     grads = [[torch.randn_like(p) for p in model.parameters()]
              for _ in range(2)]
     hook = HOOKS.build(dict(type='ChannelsLastHook'))
-    hook.before_train(make_runner(model, 'cl_save', OptimWrapper(opt)))
+    hook.before_train(make_runner(model, f'cl_save_{device}',
+                                  OptimWrapper(opt)))
     adamw_steps(model, opt, grads[:1])
     adamw_steps(reference, ref_opt, grads[:1])
     checkpoint = dict(state_dict=model.state_dict(),
@@ -161,7 +168,7 @@ def test_checkpoint_in_default_layout():
     assert all(is_channels_last(opt.state[w]['exp_avg'])
                for w in conv_weights(model))
 
-    resumed = build_tiny_model(size=64)
+    resumed = build_tiny_model(size=64).to(device)
     resumed.load_state_dict(checkpoint['state_dict'])
     resumed_opt = torch.optim.AdamW(resumed.parameters(), lr=0.1,
                                     fused=torch.__version__ >= '2.4')
