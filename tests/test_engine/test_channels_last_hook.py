@@ -56,6 +56,29 @@ def adamw_steps(model, optimizer, grads):
         optimizer.step()
 
 
+def adamw_pair(device, fused, steps=3):
+    """A tiny model and its copy, each with an AdamW, after the first of
+    ``steps`` random gradients; the gradients left."""
+    torch.manual_seed(0)
+    model = build_tiny_model(size=64).to(device)
+    reference = copy.deepcopy(model)
+    pair = (model, torch.optim.AdamW(model.parameters(), lr=0.1, fused=fused),
+            reference,
+            torch.optim.AdamW(reference.parameters(), lr=0.1, fused=fused))
+    grads = [[torch.randn_like(p) for p in model.parameters()]
+             for _ in range(steps)]
+    adamw_steps(*pair[:2], grads[:1])
+    adamw_steps(*pair[2:], grads[:1])
+    return pair, grads[1:]
+
+
+def assert_same_steps(model, opt, reference, ref_opt, grads):
+    adamw_steps(model, opt, grads)
+    adamw_steps(reference, ref_opt, grads)
+    for p, q in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q)
+
+
 # Fused AdamW on CUDA refuses mixed layouts; run there where there is one.
 DEVICES = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
 
@@ -70,16 +93,7 @@ def test_optimizer_state_follows_the_weights(fused, device):
     """A resumed AdamW state (NCHW moments) converted with the weights:
     the next steps equal those of a model that stayed NCHW. Fused AdamW
     with NCHW moments and NHWC weights mixes elements up on the CPU."""
-    torch.manual_seed(0)
-    model = build_tiny_model(size=64).to(device)
-    reference = copy.deepcopy(model)
-    opt = torch.optim.AdamW(model.parameters(), lr=0.1, fused=fused)
-    ref_opt = torch.optim.AdamW(reference.parameters(), lr=0.1, fused=fused)
-    grads = [[torch.randn_like(p) for p in model.parameters()]
-             for _ in range(3)]
-    adamw_steps(model, opt, grads[:1])
-    adamw_steps(reference, ref_opt, grads[:1])
-
+    (model, opt, reference, ref_opt), grads = adamw_pair(device, fused)
     hook = HOOKS.build(dict(type='ChannelsLastHook'))
     runner = make_runner(model, f'channels_last_opt_{fused}_{device}',
                          OptimWrapperDict(a=OptimWrapper(opt)))
@@ -87,10 +101,7 @@ def test_optimizer_state_follows_the_weights(fused, device):
     for w in conv_weights(model):
         assert all(is_channels_last(opt.state[w][k])
                    for k in ('exp_avg', 'exp_avg_sq'))
-    adamw_steps(model, opt, grads[1:])
-    adamw_steps(reference, ref_opt, grads[1:])
-    for p, q in zip(model.parameters(), reference.parameters()):
-        torch.testing.assert_close(p, q)
+    assert_same_steps(model, opt, reference, ref_opt, grads)
 
 
 def test_optimizer_wrapper_and_unbuilt_config():
@@ -143,18 +154,11 @@ def test_checkpoint_in_default_layout(device):
     """Saved weights and moments are contiguous (the live optimizer keeps
     its channels_last state), so a run without the hook resumes them: its
     fused AdamW step equals one that never saw channels_last."""
-    torch.manual_seed(0)
-    model = build_tiny_model(size=64).to(device)
-    reference = copy.deepcopy(model)
-    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
-    ref_opt = torch.optim.AdamW(reference.parameters(), lr=0.1)
-    grads = [[torch.randn_like(p) for p in model.parameters()]
-             for _ in range(2)]
+    (model, opt, reference, ref_opt), grads = adamw_pair(
+        device, fused=False, steps=2)
     hook = HOOKS.build(dict(type='ChannelsLastHook'))
     hook.before_train(make_runner(model, f'cl_save_{device}',
                                   OptimWrapper(opt)))
-    adamw_steps(model, opt, grads[:1])
-    adamw_steps(reference, ref_opt, grads[:1])
     checkpoint = dict(state_dict=model.state_dict(),
                       optimizer=opt.state_dict(), meta=dict(epoch=1))
     metadata = checkpoint['state_dict']._metadata
@@ -173,10 +177,7 @@ def test_checkpoint_in_default_layout(device):
     resumed_opt = torch.optim.AdamW(resumed.parameters(), lr=0.1,
                                     fused=torch.__version__ >= '2.4')
     resumed_opt.load_state_dict(checkpoint['optimizer'])
-    adamw_steps(resumed, resumed_opt, grads[1:])
-    adamw_steps(reference, ref_opt, grads[1:])
-    for p, q in zip(resumed.parameters(), reference.parameters()):
-        torch.testing.assert_close(p, q)
+    assert_same_steps(resumed, resumed_opt, reference, ref_opt, grads)
 
 
 def test_refuses_gradient_as_bucket_view():
