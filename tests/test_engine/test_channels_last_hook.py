@@ -83,11 +83,14 @@ def assert_same_steps(model, opt, reference, ref_opt, grads):
 DEVICES = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
 
 
+FUSED_ON_CPU = torch.__version__ >= '2.4'
+
+
 @pytest.mark.parametrize('device', DEVICES)
 @pytest.mark.parametrize('fused', [
     False,
     pytest.param(True, marks=pytest.mark.skipif(
-        torch.__version__ < '2.4', reason='fused AdamW on CPU: torch 2.4'))
+        not FUSED_ON_CPU, reason='fused AdamW on CPU: torch 2.4'))
 ])
 def test_optimizer_state_follows_the_weights(fused, device):
     """A resumed AdamW state (NCHW moments) converted with the weights:
@@ -154,8 +157,10 @@ def test_checkpoint_in_default_layout(device):
     """Saved weights and moments are contiguous (the live optimizer keeps
     its channels_last state), so a run without the hook resumes them: its
     fused AdamW step equals one that never saw channels_last."""
+    # Fused: the resumed optimizer takes its param groups' settings from
+    # the checkpoint.
     (model, opt, reference, ref_opt), grads = adamw_pair(
-        device, fused=False, steps=2)
+        device, fused=FUSED_ON_CPU or device == 'cuda', steps=2)
     hook = HOOKS.build(dict(type='ChannelsLastHook'))
     hook.before_train(make_runner(model, f'cl_save_{device}',
                                   OptimWrapper(opt)))
@@ -174,8 +179,7 @@ def test_checkpoint_in_default_layout(device):
 
     resumed = build_tiny_model(size=64).to(device)
     resumed.load_state_dict(checkpoint['state_dict'])
-    resumed_opt = torch.optim.AdamW(resumed.parameters(), lr=0.1,
-                                    fused=torch.__version__ >= '2.4')
+    resumed_opt = torch.optim.AdamW(resumed.parameters())
     resumed_opt.load_state_dict(checkpoint['optimizer'])
     assert_same_steps(resumed, resumed_opt, reference, ref_opt, grads)
 
