@@ -28,7 +28,9 @@
 # Environment: PARTS, PYTHON (default python), DEVICE (default cuda; cpu
 # with tiny settings only checks the script), ITERS, WARMUP, IMG,
 # SWEEP_BATCHES, BIG_BATCHES, BATCH, LOADER_WORKERS, DEMO_NUM, DEMO_SIZE,
-# DEMO_DATA, SWINB_CONFIG, PTX_CONFIG, COMPILE_TIMEOUT.
+# DEMO_DATA, SWINB_CONFIG, PTX_CONFIG, COMPILE_TIMEOUT, COMPILE_MODE (the
+# compile parts' torch.compile mode, e.g. reduce-overhead: CUDA graphs,
+# against the launch overhead of small batches).
 set -euo pipefail
 
 OUT_DIR=${1:?usage: bash tools/benchmark_gpu.sh OUT_DIR}
@@ -62,6 +64,10 @@ LOADER_WORKERS=${LOADER_WORKERS:-12}
 DEMO_NUM=${DEMO_NUM:-240}
 DEMO_SIZE=${DEMO_SIZE:-1024}
 COMPILE_TIMEOUT=${COMPILE_TIMEOUT:-200}
+COMPILE_OPTIONS=(--compile)
+if [ -n "${COMPILE_MODE:-}" ]; then
+    COMPILE_OPTIONS+=(--compile-mode "$COMPILE_MODE")
+fi
 PTX_CONFIG=${PTX_CONFIG:-configs/upernet_swin-b_ptx-512.py}
 # Nothing would run without these: say so at once, not once per part.
 $PYTHON -c "import mmseg_ptx, mmseg, mmengine" || {
@@ -156,8 +162,9 @@ for part in compile compile_blocks; do
     scope=modules
     if [ $part = compile_blocks ]; then scope=blocks; fi
     PYTHON="timeout $COMPILE_TIMEOUT $PYTHON" bench $part "$SWINB_CONFIG" \
-        --mode all --batch-size "$BATCH" "${SWITCHES[@]}" --compile \
-        --compile-scope $scope --cfg-options "${TWO_CLASSES[@]}"
+        --mode all --batch-size "$BATCH" "${SWITCHES[@]}" \
+        "${COMPILE_OPTIONS[@]}" --compile-scope $scope \
+        --cfg-options "${TWO_CLASSES[@]}"
 done
 
 # Every row of every part in one table.

@@ -97,3 +97,14 @@ def test_parts_pick_some(tmp_path):
     proc = run_script(out, dry_run_env(PARTS='big_batches warp_speed'))
     assert proc.returncode == 2
     assert "unknown part 'warp_speed'" in proc.stderr
+
+
+def test_compile_mode_reaches_the_benchmark(tmp_path):
+    """COMPILE_MODE is passed to the compile parts as --compile-mode (an
+    unknown mode: benchmark.py's own error, then the part fails)."""
+    env = dry_run_env(PARTS='compile', COMPILE_MODE='warp-speed')
+    env['COMPILE_TIMEOUT'] = '60'  # time for the imports and the check
+    proc = run_script(tmp_path / 'bench', env)
+    assert proc.returncode == 1
+    assert "--compile-mode: invalid choice: 'warp-speed'" in proc.stdout
+    assert 'failed parts: compile' in proc.stderr
