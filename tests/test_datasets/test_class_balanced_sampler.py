@@ -1,4 +1,5 @@
 from collections import Counter
+from unittest import mock
 
 import pytest
 import torch
@@ -53,6 +54,21 @@ def test_positive_share_matches_pos_weight():
     assert min(pos_counts) > 0.7 * max(pos_counts)
 
 
+def test_log_gives_the_positive_share():
+    dataset = make_dataset(num_pos=20, num_neg=80)
+    target = 'mmseg_ptx.datasets.samplers.class_balanced_sampler.print_log'
+    with mock.patch(target) as log:
+        ClassBalancedSampler(dataset, pos_weight=3.0, seed=0, rank=0,
+                             world_size=1)
+    assert ('expected positive share 0.4286 (natural share 0.2000)'
+            in log.call_args.args[0])
+    with mock.patch(target) as log:
+        ClassBalancedSampler(dataset, pos_weight=3.0, replacement=False,
+                             num_samples=50, seed=0, rank=0, world_size=1)
+    assert ('positive share (without replacement) between 0.4286 and the '
+            'natural share 0.2000') in log.call_args.args[0]
+
+
 def test_pos_weight_one_is_uniform():
     dataset = make_dataset(num_pos=10, num_neg=90)
     sampler = ClassBalancedSampler(
@@ -100,7 +116,7 @@ def test_set_epoch_changes_draw():
 
 
 @pytest.mark.parametrize('replacement', [True, False])
-@pytest.mark.parametrize('num_samples', [100, 61])
+@pytest.mark.parametrize('num_samples', [97, 61])
 def test_ddp_shards_partition_the_epoch_draw(replacement, num_samples):
     dataset = make_dataset(num_pos=20, num_neg=80)
     world_size = 3
@@ -138,9 +154,15 @@ def test_ddp_shards_partition_the_epoch_draw(replacement, num_samples):
 def test_without_replacement_has_no_duplicates():
     dataset = make_dataset(num_pos=20, num_neg=80)
     sampler = ClassBalancedSampler(
-        dataset, replacement=False, seed=0, rank=0, world_size=1)
+        dataset, pos_weight=1.0, replacement=False, seed=0, rank=0,
+        world_size=1)
     draw = list(sampler)
     assert sorted(draw) == list(range(100))
+    # The whole dataset without replacement is a permutation: a pos_weight
+    # would change nothing but the order.
+    with pytest.raises(ValueError, match='change only the order'):
+        ClassBalancedSampler(
+            dataset, replacement=False, seed=0, rank=0, world_size=1)
     sampler = ClassBalancedSampler(
         dataset, pos_weight=20.0, replacement=False, num_samples=30, seed=0,
         rank=0, world_size=1)

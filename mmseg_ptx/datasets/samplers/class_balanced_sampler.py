@@ -36,8 +36,12 @@ class ClassBalancedSampler(Sampler):
     A sample is positive when ``dataset.get_data_info(i)['has_pneumothorax']``
     is true. The flags are read once at construction from the data infos
     (no image or mask is loaded and no pipeline runs). With ``p`` positives
-    and ``n`` negatives the expected positive share of a draw is
-    ``p * pos_weight / (p * pos_weight + n)``.
+    and ``n`` negatives the expected positive share of a draw with
+    replacement is ``p * pos_weight / (p * pos_weight + n)``. Without
+    replacement it lies between that and the natural share ``p / (p + n)``,
+    nearer the natural share the more of the dataset an epoch draws; a draw
+    of the whole dataset is a permutation (an error unless
+    ``pos_weight == 1``).
 
     Args:
         dataset (Sized): The dataset. It must implement ``get_data_info``
@@ -47,8 +51,8 @@ class ClassBalancedSampler(Sampler):
         replacement (bool): Draw with replacement (``torch.multinomial``,
             as ``WeightedRandomSampler``). If False, a weighted draw
             without replacement: no index appears twice in an epoch and
-            ``num_samples`` must not exceed ``len(dataset)``.
-            Defaults to True.
+            ``num_samples`` must be below ``len(dataset)`` (equal only with
+            ``pos_weight == 1``). Defaults to True.
         num_samples (int, optional): Number of indices drawn per epoch over
             all ranks (before padding). Defaults to None, meaning
             ``len(dataset)``.
@@ -91,6 +95,14 @@ class ClassBalancedSampler(Sampler):
                 f'num_samples={num_samples} exceeds the dataset length '
                 f'{dataset_len}: without replacement each index can be drawn '
                 'at most once.')
+        if (not replacement and num_samples == dataset_len
+                and pos_weight != 1):
+            raise ValueError(
+                f'replacement=False with num_samples={num_samples}, the '
+                'whole dataset, draws every index once per epoch: '
+                f'pos_weight={pos_weight:g} would change only the order, not '
+                'the positive share. Use replacement=True, or a num_samples '
+                'below the dataset length.')
 
         dist_rank, dist_world_size = get_dist_info()
         rank = dist_rank if rank is None else rank
@@ -117,14 +129,18 @@ class ClassBalancedSampler(Sampler):
             torch.from_numpy(self.positive_flags),
             torch.tensor(self.pos_weight, dtype=torch.float64),
             torch.tensor(1.0, dtype=torch.float64))
-        expected_share = num_pos * self.pos_weight / (
+        weighted_share = num_pos * self.pos_weight / (
             num_pos * self.pos_weight + num_neg)
+        natural_share = num_pos / dataset_len
+        share = (f'expected positive share {weighted_share:.4f} (natural '
+                 f'share {natural_share:.4f})' if self.replacement else
+                 'positive share (without replacement) between '
+                 f'{weighted_share:.4f} and the natural share '
+                 f'{natural_share:.4f}')
         print_log(
             f'ClassBalancedSampler: {num_pos} positive and {num_neg} '
-            f'negative samples, pos_weight={self.pos_weight:g}; expected '
-            f'positive share {expected_share:.4f} (natural share '
-            f'{num_pos / dataset_len:.4f}), {self.num_samples} draws per '
-            f'epoch, {len(self)} per rank.',
+            f'negative samples, pos_weight={self.pos_weight:g}; {share}, '
+            f'{self.num_samples} draws per epoch, {len(self)} per rank.',
             logger='current')
 
     @staticmethod
