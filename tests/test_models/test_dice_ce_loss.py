@@ -114,7 +114,68 @@ def test_ignored_pixels_change_nothing(channels, dice_mode):
     changed[ignored] = torch.randn(int(ignored.sum())) * 50
     torch.testing.assert_close(loss_fn(changed, label), loss.detach())
     changed[ignored] = float('inf')
-    torch.testing.assert_close(loss_fn(changed, label), loss.detach())
+    changed.requires_grad_(True)
+    inf_loss = loss_fn(changed, label)
+    torch.testing.assert_close(inf_loss, loss.detach())
+    # Nor through the gradient (softmax / cross-entropy backward of an
+    # inf logit times 0 would be nan).
+    inf_loss.backward()
+    torch.testing.assert_close(changed.grad, logits.grad)
+
+
+@pytest.mark.parametrize('channels', [2, 1])
+def test_uint8_labels(channels):
+    logits, label = make_batch(channels=channels)
+    loss_fn = DiceCELoss(class_weight=CLASS_WEIGHT, focal_weight=0.3)
+    torch.testing.assert_close(loss_fn(logits, label.to(torch.uint8)),
+                               loss_fn(logits, label))
+
+
+@pytest.mark.parametrize('channels', [2, 1])
+def test_per_pixel_terms(channels):
+    """reduction_override='none': the class-weighted CE + focal terms per
+    pixel, 0 at ignored pixels; their weighted mean is the loss without
+    Dice."""
+    logits, label = make_batch(channels=channels)
+    kwargs = dict(class_weight=CLASS_WEIGHT, ce_weight=0.7, focal_weight=0.3)
+    terms = DiceCELoss(**kwargs)(logits, label, reduction_override='none')
+    assert terms.shape == label.shape
+    assert (terms[label == 255] == 0).all() and (terms >= 0).all()
+    valid = label != 255
+    class_weight = torch.tensor(CLASS_WEIGHT)[label.clamp(max=1)] * valid
+    torch.testing.assert_close(
+        terms.sum() / class_weight.sum(),
+        DiceCELoss(dice_weight=0, **kwargs)(logits, label))
+    if channels == 2:
+        nll = F.cross_entropy(logits, label, ignore_index=255,
+                              reduction='none')
+        focal = (1 - torch.exp(-nll))**2 * nll
+        torch.testing.assert_close(
+            terms, class_weight * (0.7 * nll + 0.3 * focal))
+
+
+def test_per_pixel_terms_need_ce_or_focal():
+    logits, label = make_batch()
+    with pytest.raises(ValueError, match='Dice term has no per-pixel'):
+        DiceCELoss(ce_weight=0)(logits, label, reduction_override='none')
+    with pytest.raises(ValueError, match="reduction_override must be"):
+        DiceCELoss()(logits, label, reduction_override='sum')
+
+
+@pytest.mark.parametrize('thresh', [None, 0.7])
+def test_ohem_pixel_sampler(thresh):
+    """mmseg's OHEMPixelSampler: without thresh it ranks pixels by the
+    loss's per-pixel terms (reduction_override='none')."""
+    torch.manual_seed(0)
+    head = FCNHead(
+        in_channels=4, channels=8, num_convs=1, num_classes=2,
+        sampler=dict(type='OHEMPixelSampler', thresh=thresh, min_kept=20),
+        loss_decode=dict(type='DiceCELoss', class_weight=CLASS_WEIGHT))
+    losses = head.loss([torch.randn(2, 4, 8, 8)], make_data_samples(),
+                       train_cfg=dict())
+    assert torch.isfinite(losses['loss_dice_ce'])
+    losses['loss_dice_ce'].backward()
+    assert torch.isfinite(head.conv_seg.weight.grad).all()
 
 
 def test_ignore_index_from_call_overrides():

@@ -91,14 +91,22 @@ class DiceCELoss(nn.Module):
       ``F.binary_cross_entropy_with_logits``; Dice uses the sigmoid. Class
       weights are applied per pixel by its label, so a 1-channel head with
       logit ``z`` gets exactly the loss of a 2-channel head with logits
-      ``(0, z)``. Under the weighted mean this is equivalent to BCE with
+      ``(0, z)``. Up to a per-batch scale (the weighted mean divides by the
+      summed weights, BCE by the pixel count) this is BCE with
       ``pos_weight = class_weight[1] / class_weight[0]``.
 
     Pixels whose label is the ignore index (e.g. 255 padding) are excluded
     from every term, with or without class weights. A per-pixel ``weight``
     (MMSeg's ``seg_weight``, e.g. from a pixel sampler) multiplies each
     pixel's contribution to every term. All terms are computed in float32,
-    so the loss is safe under bf16/fp16 autocast.
+    so the loss is safe under bf16/fp16 autocast; logits at ignored pixels
+    are dropped before any term, so a non-finite one (an fp16 overflow in
+    padding) reaches neither the loss nor its gradient.
+
+    ``reduction_override='none'`` (how MMSeg's ``OHEMPixelSampler`` without
+    ``thresh`` ranks pixels) returns the per-pixel CE and focal terms,
+    class-weighted and scaled by their weights, shape (N, H, W), 0 at
+    ignored pixels: the Dice term has no per-pixel value.
 
     CE and focal terms (per-pixel weight ``w = class_weight[label] *
     seg_weight``, 0 at ignored pixels):
@@ -200,7 +208,8 @@ class DiceCELoss(nn.Module):
                 seg_logits: Tensor,
                 seg_label: Tensor,
                 weight: Optional[Tensor] = None,
-                ignore_index: Optional[int] = None) -> Tensor:
+                ignore_index: Optional[int] = None,
+                reduction_override: Optional[str] = None) -> Tensor:
         """Compute the loss.
 
         Args:
@@ -212,10 +221,24 @@ class DiceCELoss(nn.Module):
                 Defaults to None.
             ignore_index (int, optional): Overrides ``self.ignore_index``
                 (MMSeg's decode head passes its own). Defaults to None.
+            reduction_override (str, optional): ``'none'`` for the
+                per-pixel CE and focal terms (see above); None or
+                ``'mean'`` for the loss. Defaults to None.
 
         Returns:
-            Tensor: The scalar loss (float32).
+            Tensor: The scalar loss, or the (N, H, W) per-pixel terms
+            (float32).
         """
+        if reduction_override not in (None, 'mean', 'none'):
+            raise ValueError(
+                "DiceCELoss reduction_override must be None, 'mean' or "
+                f"'none', got {reduction_override!r}")
+        if (reduction_override == 'none' and self.ce_weight == 0
+                and self.focal_weight == 0):
+            raise ValueError(
+                "DiceCELoss reduction_override='none' gives the per-pixel CE "
+                'and focal terms, but both weights are 0 (the Dice term has '
+                'no per-pixel value).')
         if ignore_index is None:
             ignore_index = self.ignore_index
         num_channels = seg_logits.shape[1] if seg_logits.dim() >= 2 else 0
@@ -235,7 +258,6 @@ class DiceCELoss(nn.Module):
                 f'weight shape {tuple(weight.shape)} does not match '
                 f'seg_label shape {tuple(seg_label.shape)}')
 
-        logits = seg_logits.float()
         valid = seg_label != ignore_index
         # A label outside {0, 1, ignore_index} (e.g. a 0/255 mask with a
         # different ignore index) would otherwise be silently mislabelled.
@@ -245,6 +267,11 @@ class DiceCELoss(nn.Module):
                 f'{ignore_index}, got values '
                 f'{torch.unique(seg_label[valid]).tolist()[:10]}')
         target = torch.where(valid, seg_label, torch.zeros_like(seg_label))
+        # Dropped, not multiplied by 0 later: a non-finite logit at an
+        # ignored pixel would turn 0 * inf into nan in the loss or, through
+        # softmax and cross-entropy, in the gradient.
+        logits = torch.where(valid.unsqueeze(1), seg_logits.float(),
+                             seg_logits.new_zeros((), dtype=torch.float32))
 
         # Per-pixel weight common to all terms; 0 at ignored pixels.
         pixel_weight = valid.float()
@@ -258,11 +285,9 @@ class DiceCELoss(nn.Module):
             fg_prob = logits.softmax(dim=1)[:, 1]
         else:
             fg_logit = logits[:, 0]
+            # At ignored pixels a placeholder target, weighted by 0 below.
             nll = F.binary_cross_entropy_with_logits(
                 fg_logit, target.float(), reduction='none')
-            # Ignored pixels carry a placeholder target: drop their values
-            # (not just multiply by 0, which would turn inf into nan).
-            nll = torch.where(valid, nll, torch.zeros_like(nll))
             fg_prob = fg_logit.sigmoid()
 
         loss = logits.new_zeros(())
@@ -270,7 +295,19 @@ class DiceCELoss(nn.Module):
             class_pixel_weight = pixel_weight
             if self.class_weight is not None:
                 class_weight = logits.new_tensor(self.class_weight)
-                class_pixel_weight = pixel_weight * class_weight[target]
+                class_pixel_weight = pixel_weight * class_weight[
+                    target.long()]  # uint8 would index as a boolean mask
+            ce = class_pixel_weight * nll
+            focal = None
+            if self.focal_weight > 0:
+                # 1 - p_t = 1 - exp(-nll); clamped so that the gradient of
+                # the power stays finite where p_t == 1.
+                modulator = (-torch.expm1(-nll)).clamp_min(_TINY).pow(
+                    self.focal_gamma)
+                focal = class_pixel_weight * modulator * nll
+            if reduction_override == 'none':
+                return self.ce_weight * ce + (
+                    0 if focal is None else self.focal_weight * focal)
             if self.avg_non_ignore:
                 denominator = class_pixel_weight.sum()
             else:
@@ -278,21 +315,11 @@ class DiceCELoss(nn.Module):
             # All pixels ignored: numerator and loss are 0, not 0 / 0.
             denominator = denominator.clamp_min(_TINY)
             if self.ce_weight > 0:
-                ce = (class_pixel_weight * nll).sum() / denominator
-                loss = loss + self.ce_weight * ce
-            if self.focal_weight > 0:
-                # 1 - p_t = 1 - exp(-nll); clamped so that the gradient of
-                # the power stays finite where p_t == 1.
-                modulator = (-torch.expm1(-nll)).clamp_min(_TINY).pow(
-                    self.focal_gamma)
-                focal = (class_pixel_weight * modulator *
-                         nll).sum() / denominator
-                loss = loss + self.focal_weight * focal
+                loss = loss + self.ce_weight * (ce.sum() / denominator)
+            if focal is not None:
+                loss = loss + self.focal_weight * (focal.sum() / denominator)
 
         if self.dice_weight > 0:
-            # Masked rather than multiplied by 0: a non-finite logit at an
-            # ignored pixel must not leak into the sums.
-            fg_prob = torch.where(valid, fg_prob, torch.zeros_like(fg_prob))
             loss = loss + self.dice_weight * self._dice_loss(
                 fg_prob, (target == 1).float(), pixel_weight)
         return loss
