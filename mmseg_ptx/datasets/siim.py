@@ -215,6 +215,15 @@ class SIIMPneumothoraxDataset(BaseSegDataset):
             pipeline=pipeline,
             reduce_zero_label=False,
             **kwargs)
+        if self.label_map is not None:
+            # The masks, the sampler's positives, the metric and the
+            # post-processing all take label 1 as pneumothorax.
+            raise ValueError(
+                f"SIIMPneumothoraxDataset's classes are "
+                f"{self.METAINFO['classes']} (labels 0 and 1); metainfo "
+                f"classes {self._metainfo['classes']} would relabel them "
+                f'({self.label_map}), which its loaders, sampler, metric and '
+                'post-processing do not follow.')
 
     # ------------------------------------------------------------------
     # Loading

@@ -126,6 +126,13 @@ def test_clear_errors(tmp_path):
         _build(tmp_path, layout='nifti')
     with pytest.raises(ValueError, match='reduce_zero_label'):
         _build(tmp_path, reduce_zero_label=True)
+    # Reordered or fewer classes would relabel the masks behind the
+    # metric's back (label 1 is pneumothorax everywhere).
+    for classes in (('pneumothorax', 'background'), ('pneumothorax', )):
+        with pytest.raises(ValueError, match='would relabel'):
+            _build(tmp_path, metainfo=dict(classes=classes))
+    assert len(_build(tmp_path, metainfo=dict(
+        classes=('background', 'pneumothorax')))) == 4
 
 
 def test_duplicate_image_id_in_tree(tmp_path):

@@ -172,9 +172,11 @@ class LoadRLEAnnotations(BaseTransform):
 
     ``results['rle']`` holds the image's rows of ``train-rle.csv`` (one per
     pneumothorax region; their union is the mask). An empty list or
-    ``['-1']`` is an image without pneumothorax. The mask takes the size of
-    the loaded image, so this transform must come right after the image
-    loading and before any geometric transform.
+    ``['-1']`` is an image without pneumothorax. The mask is decoded at the
+    original size and orientation (``ori_shape``): in a training pipeline
+    put it before any geometric transform, which then applies to image and
+    mask alike; in a test or TTA pipeline it may follow the resize and flip,
+    which gives MMSeg's ground truth at the original size.
 
     Required Keys:
 
