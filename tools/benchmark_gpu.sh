@@ -30,7 +30,7 @@
 # SWEEP_BATCHES, BIG_BATCHES, BATCH, LOADER_WORKERS, DEMO_NUM, DEMO_SIZE,
 # DEMO_DATA, SWINB_CONFIG, PTX_CONFIG, COMPILE_TIMEOUT, COMPILE_MODE (the
 # compile parts' torch.compile mode, e.g. reduce-overhead: CUDA graphs,
-# against the launch overhead of small batches).
+# against the launch overhead of small batches, with BATCH=4).
 set -euo pipefail
 
 OUT_DIR=${1:?usage: bash tools/benchmark_gpu.sh OUT_DIR}
@@ -178,7 +178,8 @@ for path in sorted(glob.glob(os.path.join(sys.argv[1], '*.json'))):
     for r in json.load(open(path))['results']:
         figures = (r['error'] if 'error' in r else
                    f"{r['img_per_s']:8.1f} {r['peak_mem_mib']:9.0f} "
-                   f"{r['warmup_s']:9.1f} {r['warmup_peak_mem_mib']:9.0f} "
+                   f"{r['warmup_s']:9.1f} "
+                   f"{r.get('warmup_peak_mem_mib', float('nan')):9.0f} "
                    f"{r['tflop_per_s']:8.1f}")
         print(f"{part:<28} {r['variant']:<58} {r['mode']:<6} "
               f"{r['batch_size']:>5} {figures}")

@@ -160,8 +160,9 @@ class SIIMPneumothoraxDataset(BaseSegDataset):
             or a file. Defaults to False.
         **kwargs: Further arguments of
             :class:`~mmseg.datasets.BaseSegDataset` (``test_mode``,
-            ``lazy_init``, ``serialize_data``, ``indices``, ``metainfo``,
-            ``max_refetch``...).
+            ``lazy_init``, ``serialize_data``, ``indices``, ``metainfo``
+            (its ``classes``, if given, must be this dataset's two in
+            order), ``max_refetch``...).
     """
     METAINFO = dict(
         classes=('background', 'pneumothorax'),
@@ -196,6 +197,17 @@ class SIIMPneumothoraxDataset(BaseSegDataset):
                              '0, reduce_zero_label must be False')
         if not data_root:
             raise ValueError('data_root is required')
+        classes = (kwargs.get('metainfo') or {}).get('classes')
+        label_map = self.get_label_map(classes)
+        if label_map is not None:
+            # The masks, the sampler's positives, the metric and the
+            # post-processing all take label 1 as pneumothorax.
+            raise ValueError(
+                f"SIIMPneumothoraxDataset's classes are "
+                f"{self.METAINFO['classes']} (labels 0 and 1); metainfo "
+                f'classes {tuple(classes)} would relabel them '
+                f'({label_map}), which its loaders, sampler, metric and '
+                'post-processing do not follow.')
         defaults = _LAYOUT_DEFAULTS[layout]
         self.layout = layout
         self.split = split
@@ -215,15 +227,6 @@ class SIIMPneumothoraxDataset(BaseSegDataset):
             pipeline=pipeline,
             reduce_zero_label=False,
             **kwargs)
-        if self.label_map is not None:
-            # The masks, the sampler's positives, the metric and the
-            # post-processing all take label 1 as pneumothorax.
-            raise ValueError(
-                f"SIIMPneumothoraxDataset's classes are "
-                f"{self.METAINFO['classes']} (labels 0 and 1); metainfo "
-                f"classes {self._metainfo['classes']} would relabel them "
-                f'({self.label_map}), which its loaders, sampler, metric and '
-                'post-processing do not follow.')
 
     # ------------------------------------------------------------------
     # Loading

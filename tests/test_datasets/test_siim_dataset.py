@@ -131,6 +131,9 @@ def test_clear_errors(tmp_path):
     for classes in (('pneumothorax', 'background'), ('pneumothorax', )):
         with pytest.raises(ValueError, match='would relabel'):
             _build(tmp_path, metainfo=dict(classes=classes))
+        # Said before the data is read.
+        with pytest.raises(ValueError, match='would relabel'):
+            _build(tmp_path / 'nowhere', metainfo=dict(classes=classes))
     assert len(_build(tmp_path, metainfo=dict(
         classes=('background', 'pneumothorax')))) == 4
 

@@ -95,10 +95,12 @@ class ChannelsLastHook(Hook):
     """Hold the model's convolution weights in ``torch.channels_last`` for
     training, validation and testing (:func:`to_channels_last`).
 
-    On an H200 (docs/performance.md) channels_last alone gave UPerNet +
-    Swin-B 1.07x the fp32 train step and 1.14x inference at batch 16;
-    ``configs/upernet_swin-b_ptx-512_fast.py`` turns it on:
-    ``custom_hooks = [..., dict(type='ChannelsLastHook')]``.
+    On an H200 (docs/performance.md) channels_last alone, in fp32, gave
+    UPerNet + Swin-B 1.07x the train step and 1.14x inference at batch 16,
+    and 0.93x (within run-to-run spread) and 1.14x at batch 4. The fastest
+    measured rows (all switches, batch 4 and 16) include it; its share on
+    top of bf16 is not measured yet. ``configs/upernet_swin-b_ptx-512_fast.py``
+    turns it on: ``custom_hooks = [..., dict(type='ChannelsLastHook')]``.
 
     The model is converted in ``before_train`` / ``before_val`` /
     ``before_test``: after the weights are initialised (random
