@@ -364,27 +364,32 @@ def _findings(best: dict, final_train: dict, val_desc: str, stats: dict,
     return out
 
 
-def _loss_class_weight(cfg: Optional[Config]) -> Optional[List[float]]:
-    """The decode head's class weights as the run's loss used them (a
-    statistics JSON path read as DiceCELoss reads it)."""
+def _configured_class_weight(cfg: Optional[Config]) -> Any:
+    """The decode head loss's ``class_weight`` setting as configured: two
+    numbers, a statistics JSON path, or None."""
     if cfg is None:
         return None
     loss = _segmentor_cfg(cfg.model).decode_head.get('loss_decode', {})
     losses = loss if isinstance(loss, (list, tuple)) else [loss]
-    for item in losses:
-        weight = item.get('class_weight')
-        if weight is None:
-            continue
-        if isinstance(weight, str):
-            from mmseg_ptx.models.losses import load_class_weight
-            try:
-                return load_class_weight(weight)
-            except (OSError, ValueError, KeyError) as err:
-                print_log(f'Class weights not reported: {err}',
-                          logger='current', level=logging.WARNING)
-                return None
-        return [float(w) for w in weight]
-    return None
+    return next((item['class_weight'] for item in losses
+                 if item.get('class_weight') is not None), None)
+
+
+def _loss_class_weight(cfg: Optional[Config]) -> Optional[List[float]]:
+    """The decode head's class weights as the run's loss used them (a
+    statistics JSON path read as DiceCELoss reads it)."""
+    weight = _configured_class_weight(cfg)
+    if weight is None:
+        return None
+    if isinstance(weight, str):
+        from mmseg_ptx.models.losses import load_class_weight
+        try:
+            return load_class_weight(weight)
+        except (OSError, ValueError, KeyError) as err:
+            print_log(f'Class weights not reported: {err}',
+                      logger='current', level=logging.WARNING)
+            return None
+    return [float(w) for w in weight]
 
 
 class NoValidationRecords(FileNotFoundError):
@@ -581,8 +586,6 @@ def _render_markdown(cfg, best, final_train, val, split, stats, val_desc,
     settings = split.get('settings') or {}
     train_ds = _dataset_cfg(cfg, 'train_dataloader')
     sampler = cfg.train_dataloader.get('sampler', {}) if cfg else {}
-    head_loss = _segmentor_cfg(cfg.model).decode_head.get(
-        'loss_decode', {}) if cfg else {}
     lines += ['### Class Balancing Strategy', '']
     keep = settings.get('neg_keep_ratio', train_ds.get('neg_keep_ratio'))
     order = settings.get('split_order', train_ds.get('split_order'))
@@ -595,8 +598,7 @@ def _render_markdown(cfg, best, final_train, val, split, stats, val_desc,
                      f'weight {sampler.get("pos_weight", 1.5)}x per positive '
                      'image, sharded over the DDP ranks')
     if class_weight:
-        source = head_loss.get('class_weight') if isinstance(
-            head_loss, dict) else None
+        source = _configured_class_weight(cfg)
         lines.append(f'- **Class weights** (cross-entropy): {class_weight}'
                      + (f' (from {source})' if isinstance(source, str)
                         else ''))
