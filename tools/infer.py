@@ -86,17 +86,10 @@ def predict_each(models, ids: List[str], images: list, tta: bool
     except Exception as err:  # noqa: BLE001  (any failure of a batch)
         if len(ids) == 1:
             return [None], [err]
-    probs, errs = [], []
-    for image_id, img in zip(ids, images):
-        try:
-            (prob, ) = predict_probabilities(models, [img], tta=tta,
-                                             names=[image_id])
-            probs.append(prob)
-            errs.append(None)
-        except Exception as err:  # noqa: BLE001
-            probs.append(None)
-            errs.append(err)
-    return probs, errs
+    each = [predict_each(models, [i], [img], tta)
+            for i, img in zip(ids, images)]
+    return ([p for probs, _ in each for p in probs],
+            [e for _, errs in each for e in errs])
 
 
 def parse_args() -> argparse.Namespace:
