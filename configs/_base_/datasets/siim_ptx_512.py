@@ -85,8 +85,9 @@ train_dataloader = dict(
         **split_settings))
 val_dataloader = dict(
     # In eval mode a batch predicts what its images do one at a time (to
-    # float rounding), and a GPU infers far more images/s in batches: 2.2x
-    # from batch 4 to 16 on an H200 (docs/performance.md). MMSeg needs the
+    # float rounding), and a GPU infers far more images/s in batches: 1.9x
+    # from batch 4 to 16 with the speed switches on an H200
+    # (docs/performance.md, 2026-11-27). MMSeg needs the
     # images of a test batch to be one size: Kaggle's 1024 x 1024
     # radiographs all resize to 512 x 512; other test sets of mixed sizes
     # need batch_size=1 (docs/evaluation.md).
