@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny generated SIIM data set and tiny run configs."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import os.path as osp
 import socket
@@ -96,6 +97,15 @@ def run_tool(args: list[str], timeout: int = 600, cwd: Path | None = None,
     return proc
 
 
+def load_tool(name: str):
+    """Import ``tools/<name>.py`` as a module, to call its functions."""
+    spec = importlib.util.spec_from_file_location(
+        f'{name}_tool', ROOT / 'tools' / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 PYTHON = sys.executable
-__all__ = ['ROOT', 'TINY_CONFIG', 'PYTHON', 'write_tiny_run_config',
-           'free_port', 'run_tool', 'osp']
+__all__ = ['ROOT', 'TINY_CONFIG', 'PYTHON', 'load_tool',
+           'write_tiny_run_config', 'free_port', 'run_tool', 'osp']

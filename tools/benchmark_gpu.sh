@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # The GPU figures of docs/performance.md in one run: UPerNet + Swin-B at
 # 512x512, in parts (PARTS picks some, in this order):
+#   window_tokens  the copies around Swin-B's window attention, mmseg's
+#                vs SwinTransformerSDPA's gathers, at batch BATCH
+#                (tools/benchmark_window_tokens.py; seconds);
 #   sweep        stock mmseg vs each switch alone vs all together, at batch
 #                4 (the reference's setting) and batch 16;
 #   ablate       all switches, then all but each one, at batch 4 and 16:
@@ -41,7 +44,7 @@ OUT_DIR=$(mkdir -p "$OUT_DIR" && cd "$OUT_DIR" && pwd)
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1  # a part killed by a timeout keeps its log
-ALL_PARTS="sweep ablate big_batches sdpa loader profile compile compile_blocks"
+ALL_PARTS="window_tokens sweep ablate big_batches sdpa loader profile compile compile_blocks"
 PARTS=${PARTS:-$ALL_PARTS}
 for part in $PARTS; do
     case " $ALL_PARTS " in
@@ -110,6 +113,16 @@ if want loader; then
     demo_pid=$!
 fi
 
+if want window_tokens; then
+    echo "== window_tokens"
+    $PYTHON tools/benchmark_window_tokens.py --device "$DEVICE" \
+        --batch-size "$BATCH" --img-size "$IMG" --iters "$ITERS" \
+        --warmup "$WARMUP" --json "$OUT_DIR/window_tokens.json" 2>&1 \
+        | tee "$OUT_DIR/window_tokens.log" \
+        || { echo "== window_tokens failed" \
+                 | tee -a "$OUT_DIR/window_tokens.log"
+             FAILED+=(window_tokens); }
+fi
 # mmseg's ADE20K config with this project's 2 classes, and its optimizer
 # settings (no weight decay on norms and position tables) as they are.
 TWO_CLASSES=(model.decode_head.num_classes=2
@@ -167,7 +180,7 @@ for part in compile compile_blocks; do
         --cfg-options "${TWO_CLASSES[@]}"
 done
 
-# Every row of every part in one table.
+# Every row of every tools/benchmark.py part in one table.
 $PYTHON - "$OUT_DIR" <<'PY'
 import glob, json, os, sys
 print(f"{'part':<28} {'variant':<58} {'mode':<6} {'batch':>5} "
@@ -175,7 +188,7 @@ print(f"{'part':<28} {'variant':<58} {'mode':<6} {'batch':>5} "
       f"{'TFLOP/s':>8}")
 for path in sorted(glob.glob(os.path.join(sys.argv[1], '*.json'))):
     part = os.path.basename(path)[:-5]
-    for r in json.load(open(path))['results']:
+    for r in json.load(open(path)).get('results', []):
         figures = (r['error'] if 'error' in r else
                    f"{r['img_per_s']:8.1f} {r['peak_mem_mib']:9.0f} "
                    f"{r['warmup_s']:9.1f} "

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import needs_cpu_fused_adamw
+from conftest import load_tool, needs_cpu_fused_adamw
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOL = ROOT / 'tools' / 'benchmark.py'
@@ -134,7 +134,7 @@ def test_several_batch_sizes_one_model(tmp_path):
 
 def test_out_of_memory_is_a_row_not_a_crash(monkeypatch):
     """A batch size that does not fit ends that measurement only."""
-    tool = load_tool()
+    tool = load_tool('benchmark')
     real_time_iterations = tool.time_iterations
 
     def fail_above_two(step, warmup, iters, device, desc):
@@ -156,7 +156,7 @@ def test_out_of_memory_is_a_row_not_a_crash(monkeypatch):
 
 
 def test_json_written_after_every_row(tmp_path, monkeypatch):
-    tool = load_tool()
+    tool = load_tool('benchmark')
     out = tmp_path / 'bench.json'
     seen = []
     real_time_iterations = tool.time_iterations
@@ -178,23 +178,15 @@ def test_json_written_after_every_row(tmp_path, monkeypatch):
 
 
 def test_cuda_only_switches_refused_on_cpu(capsys):
-    tool = load_tool()
+    tool = load_tool('benchmark')
     for flag in ('--tf32', '--cudnn-benchmark'):
         with pytest.raises(SystemExit):
             tool.parse_args([str(CONFIG), '--device', 'cpu', flag])
         assert 'only applies to --device cuda' in capsys.readouterr().err
 
 
-def load_tool():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('benchmark_tool', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_drop_pretrained_removes_every_download():
-    tool = load_tool()
+    tool = load_tool('benchmark')
     cfg = dict(
         pretrained='https://example.com/a.pth',
         backbone=dict(
@@ -214,7 +206,7 @@ def test_drop_pretrained_removes_every_download():
 def test_bf16_weights_infer_on_a_copy_merged_groups(monkeypatch):
     """--bf16-weights: inference on a bf16 copy, the train step keeps the
     float32 model; --merge-param-groups: one group per setting."""
-    tool = load_tool()
+    tool = load_tool('benchmark')
     seen = {}
     real_build_optim, real_cast = tool.build_optim, tool.cast_for_inference
 
@@ -256,7 +248,7 @@ def test_stock_is_stock_whatever_the_config_sets():
     from mmengine.registry import init_default_scope
 
     from mmseg_ptx.models import SwinTransformerSDPA
-    tool = load_tool()
+    tool = load_tool('benchmark')
     init_default_scope('mmseg')
     cfg = Config.fromfile(str(CONFIG))
     cfg.model.backbone.type = 'SwinTransformerSDPA'
@@ -282,7 +274,7 @@ def test_stock_is_stock_whatever_the_config_sets():
 
 
 def test_compile_scope_blocks(monkeypatch):
-    tool = load_tool()
+    tool = load_tool('benchmark')
     calls = []
     monkeypatch.setattr(
         tool, 'compile_modules',
@@ -298,7 +290,7 @@ def test_compile_scope_blocks(monkeypatch):
 
 
 def test_ablate_leaves_out_each_switch(capsys):
-    tool = load_tool()
+    tool = load_tool('benchmark')
     args = tool.parse_args([
         str(CONFIG), '--device', 'cpu', '--ablate', '--amp', 'bf16',
         '--fused-adamw', '--merge-param-groups'

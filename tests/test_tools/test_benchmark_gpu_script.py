@@ -52,7 +52,7 @@ def test_every_part_runs_and_is_summarised(tmp_path):
     assert 'failed parts: compile compile_blocks' in proc.stderr
     parts = {p.stem for p in out.glob('*.json')}
     assert parts == {
-        'sweep', 'ablate', 'big_batches', 'sdpa_efficient', 'sdpa_math',
+        'window_tokens', 'sweep', 'ablate', 'big_batches', 'sdpa_efficient', 'sdpa_math',
         'ptx_loader_workers-default', 'ptx_loader_workers-1',
         'ptx_profile_step', 'ptx_profile_infer'
     }
@@ -77,8 +77,10 @@ def test_every_part_runs_and_is_summarised(tmp_path):
     # The closing table holds every row of every part.
     table = proc.stdout[proc.stdout.rindex('part '):]
     rows = sum(
-        len(json.loads(p.read_text())['results'])
+        len(json.loads(p.read_text()).get('results', []))
         for p in out.glob('*.json'))
+    copies = json.loads((out / 'window_tokens.json').read_text())
+    assert len(copies['rows']) == 8
     assert len(table.strip().splitlines()) == rows + 1
 
 

@@ -1,11 +1,10 @@
 """tools/benchmark_metric.py: runs on a tiny set; a failing side ends it."""
-import importlib.util
 import os
 import re
 import subprocess
 import threading
 
-from conftest import PYTHON, ROOT, run_tool
+from conftest import PYTHON, ROOT, load_tool, run_tool
 
 TOOL = ROOT / 'tools' / 'benchmark_metric.py'
 
@@ -33,10 +32,7 @@ def _die(args, queue):
 
 def test_run_isolated_raises_when_a_side_dies():
     # Before, the parent waited for ever on the dead side's result.
-    spec = importlib.util.spec_from_file_location('benchmark_metric_tool',
-                                                  TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_tool('benchmark_metric')
     raised = []
 
     def run():

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import (PYTHON, ROOT, free_port, run_tool,
+from conftest import (PYTHON, ROOT, free_port, load_tool, run_tool,
                       write_tiny_run_config)
 
 
@@ -224,7 +224,7 @@ default_hooks = dict(checkpoint=dict(interval=100))
     ('configs/upernet_swin-b_ptx-512.py', [], ('OptimWrapper', None, None)),
 ])
 def test_train_amp_flags(monkeypatch, tmp_path, config, argv, expected):
-    train = _load_tool('train')
+    train = load_tool('train')
     built = []
     monkeypatch.setattr(train.Runner, 'from_cfg',
                         lambda cfg: built.append(cfg) or SimpleNamespace(
@@ -238,18 +238,9 @@ def test_train_amp_flags(monkeypatch, tmp_path, config, argv, expected):
 
 
 def test_train_amp_dtype_needs_amp(monkeypatch, capsys):
-    train = _load_tool('train')
+    train = load_tool('train')
     monkeypatch.setattr(sys, 'argv', ['train.py', 'cfg.py', '--amp-dtype',
                                       'bfloat16'])
     with pytest.raises(SystemExit):
         train.parse_args()
     assert '--amp-dtype needs --amp' in capsys.readouterr().err
-
-
-def _load_tool(name: str):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        f'{name}_tool', ROOT / 'tools' / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
