@@ -62,8 +62,11 @@ def window_token_index(hw_shape: Tuple[int, int], window_size: int,
                         torch.full_like(h, H * W))
 
     # Token (h, w) -> rolled to (h - s, w - s) -> its window position.
+    # (+ H_pad keeps the remainder's operand non-negative: inductor's value
+    # range analysis asserts on a negative one, torch 2.13.)
     token = torch.arange(H * W, device=device)
-    i, j = (token // W - s) % H_pad, (token % W - s) % W_pad
+    i = (token // W + H_pad - s) % H_pad
+    j = (token % W + W_pad - s) % W_pad
     inverse = ((i // ws * windows_per_row + j // ws) * (ws * ws) +
                i % ws * ws + j % ws)
     return index, inverse
