@@ -302,10 +302,9 @@ class ShiftWindowMSASDPA(ShiftWindowMSA):
         """:func:`~mmseg_ptx.models.utils.window_token_index` for this
         block's window and shift, cached per (H, W, device) like
         :meth:`shift_mask`."""
-        return _cached(
-            self._token_index_cache, (H, W, device),
-            lambda: window_token_index((H, W), self.window_size, self.
-                                       shift_size, device))
+        ws, s = self.window_size, self.shift_size
+        return _cached(self._token_index_cache, (H, W, device),
+                       lambda: window_token_index((H, W), ws, s, device))
 
     def forward(self, query: Tensor, hw_shape: Tuple[int, int]) -> Tensor:
         """(Shifted) window attention over a feature map.
