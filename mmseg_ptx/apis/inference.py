@@ -34,6 +34,8 @@ from ..datasets.rle import rle_encode
 from ..models.postprocessors import TripletThresholdPostProcessor
 from ..models.segmentors import foreground_probability
 from ..models.utils import cast_for_inference
+# (the name load_models' argument takes)
+from ..models.utils import fuse_conv_bn as _fuse_conv_bn
 
 __all__ = [
     'IMAGE_SUFFIXES', 'default_device', 'find_images', 'load_models',
@@ -122,8 +124,8 @@ def build_inference_pipeline(cfg: Config) -> Tuple[dict, Compose]:
 
 def load_models(specs: Sequence[ModelSpec],
                 device: Optional[str] = None,
-                dtype: Optional[Union[str, torch.dtype]] = None
-                ) -> List[nn.Module]:
+                dtype: Optional[Union[str, torch.dtype]] = None,
+                fuse_conv_bn: bool = False) -> List[nn.Module]:
     """Build and load each (config, checkpoint) pair for inference.
 
     Args:
@@ -133,6 +135,9 @@ def load_models(specs: Sequence[ModelSpec],
             this dtype (``'bfloat16'``; see
             :func:`~mmseg_ptx.models.cast_for_inference`). Probabilities
             stay float32. Defaults to None (float32, as loaded).
+        fuse_conv_bn (bool): Fold the BatchNorms into their convolutions
+            (:func:`~mmseg_ptx.models.fuse_conv_bn`; before the cast to
+            ``dtype``). Defaults to False.
 
     Returns:
         list[nn.Module]: Segmentors in eval mode, each with ``.cfg``.
@@ -150,6 +155,8 @@ def load_models(specs: Sequence[ModelSpec],
             if not osp.isfile(path):
                 raise FileNotFoundError(f'{what} file not found: {path}')
         model = init_model(config, checkpoint, device=device)
+        if fuse_conv_bn:
+            _fuse_conv_bn(model)
         if dtype is not None:
             cast_for_inference(model, dtype)
         models.append(model)

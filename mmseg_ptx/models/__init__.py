@@ -6,11 +6,12 @@ from .backbones import (ShiftWindowMSASDPA, SwinTransformerSDPA,
 from .losses import DiceCELoss
 from .postprocessors import TripletThresholdPostProcessor
 from .segmentors import EnsembleSegmentor, SegTTAModelWithLogits
-from .utils import INFERENCE_DTYPES, TensorDropPath, cast_for_inference
+from .utils import (INFERENCE_DTYPES, TensorDropPath, cast_for_inference,
+                    fuse_conv_bn)
 
 __all__ = [
     'DiceCELoss', 'ShiftWindowMSASDPA', 'SwinTransformerSDPA',
     'WindowMSASDPA', 'TripletThresholdPostProcessor', 'EnsembleSegmentor',
     'SegTTAModelWithLogits', 'TensorDropPath', 'INFERENCE_DTYPES',
-    'cast_for_inference'
+    'cast_for_inference', 'fuse_conv_bn'
 ]

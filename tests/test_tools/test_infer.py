@@ -142,7 +142,7 @@ def test_infer_bfloat16_weights(tmp_path, demo_root):
     (out / 'errors.txt').write_text('old.dcm\tcorrupt\n')
     cmd = [PYTHON, 'tools/infer.py', str(TINY_CONFIG), str(ckpt), str(png),
            '--out', str(out), '--device', 'cpu', '--save-prob', '--dtype',
-           'bfloat16']
+           'bfloat16', '--fuse-conv-bn']
     refused = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
                              timeout=600, env=_env())
     assert refused.returncode == 1
@@ -156,7 +156,7 @@ def test_infer_bfloat16_weights(tmp_path, demo_root):
     assert failed.returncode != 0 and 'tiny.pht' in failed.stderr
     assert (out / 'masks' / 'old.png').exists()
     proc = run_tool(cmd + ['--overwrite'])
-    assert 'on cpu in bfloat16' in proc.stdout
+    assert 'on cpu in bfloat16, BatchNorm folded' in proc.stdout
     assert not (out / 'errors.txt').exists()
     assert not (out / 'masks' / 'old.png').exists()
     prob = np.load(out / 'probs' / f'{png.stem}.npy').astype(np.float32)

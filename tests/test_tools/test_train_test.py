@@ -1,6 +1,7 @@
 """tools/train.py, tools/test.py and tools/dist_train.sh on a tiny run."""
 from __future__ import annotations
 
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -72,12 +73,16 @@ def test_train_resume_and_test(tmp_path, demo_root):
     assert mask.shape == (128, 128) and set(np.unique(mask)) <= {0, 255}
     assert len(list(panels.glob('*.png'))) == len(val_ids)
 
-    # --dtype bfloat16: the network in bf16, about the same metrics.
+    # --dtype bfloat16 --fuse-conv-bn: the network's BatchNorms folded,
+    # then in bf16, about the same metrics.
     proc = run_tool([PYTHON, 'tools/test.py', str(cfg2),
                      str(work_dir / 'epoch_2.pth'), '--work-dir',
-                     str(tmp_path / 'test_bf16'), '--dtype', 'bfloat16'])
-    assert 'InferenceDtypeHook: network in torch.bfloat16' in (
-        proc.stdout + proc.stderr)
+                     str(tmp_path / 'test_bf16'), '--dtype', 'bfloat16',
+                     '--fuse-conv-bn'])
+    log = proc.stdout + proc.stderr
+    assert 'InferenceDtypeHook: network in torch.bfloat16' in log
+    assert re.search(r'FuseConvBNHook: [1-9]\d* BatchNorm layers folded',
+                     log)
     fp32, bf16 = metric_table(out), metric_table(proc.stdout)
     assert fp32.keys() == bf16.keys() and 'ap' in fp32
     for key in ('dice', 'ap'):

@@ -1,6 +1,7 @@
 """Hooks registered in MMSeg's HOOKS registry."""
 from .channels_last_hook import ChannelsLastHook, to_channels_last
 from .compile_modules_hook import CompileModulesHook, compile_modules
+from .fuse_conv_bn_hook import FuseConvBNHook
 from .inference_dtype_hook import InferenceDtypeHook
 from .performance_report_hook import PerformanceReportHook
 from .pr_curve_hook import PRCurveHook
@@ -8,6 +9,6 @@ from .prediction_writer_hook import PredictionWriterHook
 from .train_seg_metrics_hook import TrainSegMetricsHook, batch_dice_iou
 
 __all__ = ['ChannelsLastHook', 'to_channels_last', 'CompileModulesHook',
-           'compile_modules', 'InferenceDtypeHook', 'PerformanceReportHook',
-           'PRCurveHook', 'PredictionWriterHook', 'TrainSegMetricsHook',
-           'batch_dice_iou']
+           'compile_modules', 'FuseConvBNHook', 'InferenceDtypeHook',
+           'PerformanceReportHook', 'PRCurveHook', 'PredictionWriterHook',
+           'TrainSegMetricsHook', 'batch_dice_iou']

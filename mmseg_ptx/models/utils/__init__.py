@@ -1,10 +1,11 @@
-"""Model utilities: inference in bfloat16 weights, compile-friendly
-stochastic depth."""
+"""Model utilities: inference in bfloat16 weights, BatchNorm folding,
+compile-friendly stochastic depth, Swin window gathers."""
 from .drop_path import TensorDropPath
+from .fuse_conv_bn import fuse_conv_bn
 from .inference_dtype import (INFERENCE_DTYPES, cast_for_inference,
                               resolve_inference_dtype)
 
 __all__ = [
     'INFERENCE_DTYPES', 'TensorDropPath', 'cast_for_inference',
-    'resolve_inference_dtype'
+    'fuse_conv_bn', 'resolve_inference_dtype'
 ]
