@@ -14,8 +14,9 @@ Modes:
 Switches (``--sweep`` compares each with the plain config in one run,
 ``--ablate`` what each adds to all the others): ``--backbone-type`` (e.g.
 ``SwinTransformerSDPA``), ``--amp bf16``, ``--bf16-weights``,
-``--channels-last``, ``--fused-adamw``, ``--merge-param-groups``,
-``--tf32``, ``--cudnn-benchmark``, ``--compile``. ``--flops`` counts the
+``--fuse-conv-bn``, ``--channels-last``, ``--fused-adamw``,
+``--merge-param-groups``, ``--tf32``, ``--cudnn-benchmark``,
+``--compile``. ``--flops`` counts the
 model's FLOPs per image once and adds the TFLOP/s each row sustained.
 
 ``--batch-size`` takes one or more sizes; each variant's model is built once
@@ -63,7 +64,7 @@ from tqdm import tqdm
 import mmseg_ptx  # noqa: F401  (stack fixes + plugin registration)
 from mmseg_ptx.compat import math_sdpa
 from mmseg_ptx.engine.hooks import compile_modules, to_channels_last
-from mmseg_ptx.models.utils import cast_for_inference
+from mmseg_ptx.models.utils import cast_for_inference, fuse_conv_bn
 from mmseg_ptx.reporting.json_io import write_json
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.logging import MMLogger
@@ -76,7 +77,8 @@ from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
 MODES = ('step', 'loader', 'infer')
-SWITCHES = ('backbone_type', 'amp', 'bf16_weights', 'channels_last',
+SWITCHES = ('backbone_type', 'amp', 'bf16_weights', 'fuse_conv_bn',
+            'channels_last',
             'fused_adamw', 'merge_param_groups', 'tf32', 'cudnn_benchmark',
             'compile')
 # Compiled one by one with --compile-scope blocks.
@@ -132,6 +134,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         help='inference with the network held in bfloat16 '
         '(cast_for_inference) instead of autocast; the train step is '
         'unchanged')
+    parser.add_argument(
+        '--fuse-conv-bn',
+        action='store_true',
+        help='inference with the BatchNorms folded into their convolutions '
+        '(fuse_conv_bn, FuseConvBNHook); the train step is unchanged')
     parser.add_argument(
         '--profile',
         type=int,
@@ -239,6 +246,7 @@ def requested_switches(args: argparse.Namespace) -> Dict[str, Any]:
         backbone_type=args.backbone_type,
         amp=args.amp,
         bf16_weights=args.bf16_weights,
+        fuse_conv_bn=args.fuse_conv_bn,
         channels_last=args.channels_last,
         fused_adamw=args.fused_adamw,
         merge_param_groups=args.merge_param_groups,
@@ -607,12 +615,21 @@ def run_variant(cfg: Config,
     torch.manual_seed(args.seed)
     model = build_model(cfg, switches, device)
     infer_model = model
-    if switches.get('bf16_weights') and 'infer' in modes:
+    for_inference = [
+        switch for switch in ('fuse_conv_bn', 'bf16_weights')
+        if switches.get(switch)
+    ]
+    if for_inference and 'infer' in modes:
         if modes != ['infer']:
-            # The cast rounds the weights in place; the train step keeps
-            # its float32 ones.
+            # Folding and casting change the weights in place; the train
+            # step keeps its float32 ones and its BatchNorms.
             infer_model = copy.deepcopy(model)
-        cast_for_inference(infer_model)
+        # Folded in float32, then cast, as FuseConvBNHook and
+        # InferenceDtypeHook do it.
+        if 'fuse_conv_bn' in for_inference:
+            fuse_conv_bn(infer_model)
+        if 'bf16_weights' in for_inference:
+            cast_for_inference(infer_model)
     train_step, test_step = model.train_step, infer_model.test_step
     scope = switches.get('compile')
     if scope == 'step':

@@ -203,12 +203,14 @@ def test_drop_pretrained_removes_every_download():
     assert cfg['decode_head']['init_cfg'] == [dict(type='Normal', std=0.01)]
 
 
-def test_bf16_weights_infer_on_a_copy_merged_groups(monkeypatch):
-    """--bf16-weights: inference on a bf16 copy, the train step keeps the
-    float32 model; --merge-param-groups: one group per setting."""
+def test_inference_switches_on_a_copy_merged_groups(monkeypatch):
+    """--bf16-weights, --fuse-conv-bn: inference on a folded, then bf16,
+    copy; the train step keeps the float32 model and its BatchNorms;
+    --merge-param-groups: one group per setting."""
     tool = load_tool('benchmark')
     seen = {}
     real_build_optim, real_cast = tool.build_optim, tool.cast_for_inference
+    real_fuse = tool.fuse_conv_bn
 
     def build_optim(model, *args):
         seen['train'] = model
@@ -219,20 +221,34 @@ def test_bf16_weights_infer_on_a_copy_merged_groups(monkeypatch):
         seen['infer'] = model
         return real_cast(model)
 
+    def fuse(model):
+        assert 'infer' not in seen  # folded before the cast
+        seen['folded'] = real_fuse(model)
+        return seen['folded']
+
     monkeypatch.setattr(tool, 'build_optim', build_optim)
     monkeypatch.setattr(tool, 'cast_for_inference', cast)
+    monkeypatch.setattr(tool, 'fuse_conv_bn', fuse)
     report = tool.main([
         str(CONFIG), *BASE_ARGS, '--mode', 'all', '--bf16-weights',
-        '--merge-param-groups', '--cfg-options',
+        '--fuse-conv-bn', '--merge-param-groups', '--cfg-options',
         "optim_wrapper.paramwise_cfg.custom_keys.norm.decay_mult=0.0"
     ])
-    assert [(r['variant'], r['mode']) for r in report['results']] == [
-        ('bf16_weights+merge_param_groups', 'step'),
-        ('bf16_weights+merge_param_groups', 'infer')]
+    name = 'bf16_weights+fuse_conv_bn+merge_param_groups'
+    assert [(r['variant'], r['mode'])
+            for r in report['results']] == [(name, 'step'), (name, 'infer')]
     assert seen['infer'] is not seen['train']
     assert {p.dtype for p in seen['train'].parameters()} == {torch.float32}
     assert {p.dtype for p in seen['infer'].backbone.parameters()
             } == {torch.bfloat16}
+
+    def batch_norms(model):
+        return sum(
+            isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+            for m in model.modules())
+
+    assert seen['folded'] == batch_norms(seen['train']) > 0
+    assert batch_norms(seen['infer']) == 0
     # Norms without weight decay, the rest with it.
     assert len(seen['optim'].optimizer.param_groups) == 2
 
