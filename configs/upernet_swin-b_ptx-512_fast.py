@@ -3,8 +3,8 @@
 # SwinTransformerSDPA (the same weights and checkpoints as mmseg's Swin),
 # bf16 autocast, fused AdamW, cudnn.benchmark and channels_last convolution
 # weights (ChannelsLastHook). Everything else is upernet_swin-b_ptx-512.py's
-# (tested). For test runs add `--dtype bfloat16` (bf16 weights) to
-# tools/test.py. Compilation is not on by default (it takes minutes and is
+# (tested). For test runs add `--dtype bfloat16` (bf16 weights) and
+# `--fuse-conv-bn` (BatchNorm folded) to tools/test.py. Compilation is not on by default (it takes minutes and is
 # not yet measured on a GPU); add it with
 #   custom_hooks = [..., dict(type='CompileModulesHook', blocks=['SwinBlock'])]
 # Train: bash tools/dist_train.sh configs/upernet_swin-b_ptx-512_fast.py 3
