@@ -331,3 +331,18 @@ def test_sdpa_backends_trace_without_graph_breaks():
     with torch.no_grad():
         for a, b in zip(stock(x), compiled(x)):
             assert max_diff(a, b) < TOL
+
+
+def test_cache_filled_in_inference_mode_then_training():
+    """The cached index and mask are ordinary tensors even when the first
+    forward ran under torch.inference_mode()."""
+    _, sdpa = stock_and_sdpa()
+    x = torch.randn(1, 3, 70, 90)
+    sdpa.eval()
+    with torch.inference_mode():
+        expected = sdpa(x)
+    sdpa.train()
+    outs = sdpa(x)
+    sum(o.sum() for o in outs).backward()
+    for a, b in zip(expected, outs):
+        torch.testing.assert_close(a, b.detach())

@@ -73,11 +73,16 @@ def _cached(cache: Dict[Tuple, T], key: Tuple, build: Callable[[], T]) -> T:
     """``build()``, kept in ``cache`` under ``key``, except while
     ``torch.compile`` traces: there the result is traced into the graph
     instead, since mutating a module attribute would force recompilation.
+
+    Built outside inference mode: a first forward under
+    ``torch.inference_mode()`` would otherwise cache inference tensors,
+    which autograd refuses to save in a later training forward.
     """
     if is_compiling():
         return build()
     if key not in cache:
-        cache[key] = build()
+        with torch.inference_mode(False):
+            cache[key] = build()
     return cache[key]
 
 
