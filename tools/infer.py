@@ -111,7 +111,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--fuse-conv-bn', action='store_true',
         help='fold BatchNorm into the convolutions (the same probabilities '
-        'up to rounding, a little faster)')
+        'up to rounding, one kernel fewer per folded layer)')
     parser.add_argument(
         '--save-prob', action='store_true',
         help='also save float16 probability maps as probs/<ImageId>.npy')

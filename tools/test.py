@@ -41,8 +41,8 @@ def parse_args() -> argparse.Namespace:
         '--fuse-conv-bn',
         action='store_true',
         help='fold BatchNorm into the convolutions before testing '
-        '(FuseConvBNHook): the same predictions up to rounding, a little '
-        'faster')
+        '(FuseConvBNHook): the same predictions up to rounding, one kernel '
+        'fewer per folded layer')
     parser.add_argument(
         '--extra-model', nargs=2, action='append', default=[],
         metavar=('CONFIG', 'CHECKPOINT'),

@@ -113,3 +113,35 @@ def test_keeps_channels_last_and_dtype_then_casts():
     cast_for_inference(model)
     torch.testing.assert_close(logits(model, x), expected, rtol=0.1,
                                atol=0.1)
+
+
+def test_weight_standardised_convs_left_alone():
+    """ConvWS/ConvAWS standardise their weight in forward, which would
+    undo the folded scale."""
+    x = torch.randn(2, 3, 8, 8)
+    for conv_type in ('ConvWS', 'ConvAWS'):
+        module = randomise_statistics(
+            ConvModule(3, 4, 3, conv_cfg=dict(type=conv_type),
+                       norm_cfg=dict(type='BN'))).eval()
+        expected = module(x)
+        assert fuse_conv_bn(module) == 0
+        torch.testing.assert_close(module(x), expected)
+
+
+def test_shared_conv_or_weight_left_alone():
+    """Folding a convolution (or weight) used twice would change the
+    other use."""
+    def pair():
+        return nn.Sequential(*(randomise_statistics(
+            ConvModule(4, 4, 3, padding=1, norm_cfg=dict(type='BN'))).eval()
+                               for _ in range(2)))
+
+    x = torch.randn(1, 4, 8, 8)
+    shared_conv, shared_weight, separate = pair(), pair(), pair()
+    shared_conv[1].conv = shared_conv[0].conv
+    shared_weight[1].conv.weight = shared_weight[0].conv.weight
+    for model, folded in ((shared_conv, 0), (shared_weight, 0),
+                          (separate, 2)):
+        expected = model(x)
+        assert fuse_conv_bn(model) == folded
+        torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-5)

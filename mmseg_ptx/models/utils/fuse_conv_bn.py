@@ -1,12 +1,20 @@
 """Fold BatchNorm into the convolution before it, for inference."""
 from __future__ import annotations
 
+from collections import Counter
+
 import torch
 from mmcv.cnn import ConvModule
+from mmcv.cnn.bricks.conv2d_adaptive_padding import Conv2dAdaptivePadding
+from mmcv.cnn.bricks.wrappers import Conv2d as MMCVConv2d
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 __all__ = ['fuse_conv_bn']
+
+#: Convolutions whose ``forward`` uses ``self.weight`` and ``self.bias`` as
+#: they are (not subclasses: mmcv's ConvWS2d standardises its weight).
+_FOLDABLE_CONVS = (nn.Conv2d, MMCVConv2d, Conv2dAdaptivePadding)
 
 
 def _fold(conv: nn.Conv2d, norm: _BatchNorm) -> None:
@@ -45,9 +53,14 @@ def fuse_conv_bn(model: nn.Module) -> int:
     convolution was registered just before it, only ``ConvModule`` s whose
     ``order`` puts the convolution right before the norm are folded, so a
     BatchNorm that is not applied to that convolution's output is never
-    touched. BatchNorms without running statistics are left as they are.
-    The folding is done in float64; the weights keep their dtype and memory
-    layout (``channels_last`` included). Calling it again folds nothing.
+    touched. Left as they are: BatchNorms without running statistics,
+    convolutions that transform their weight in ``forward`` (mmcv's
+    weight-standardised ``ConvWS``/``ConvAWS``: only plain ``nn.Conv2d``
+    and mmcv's ``Conv2d`` wrapper and ``Conv2dAdaptivePadding`` are
+    folded), and convolutions or weights the model uses in more than one
+    place (folding them would change the other use). The folding is done
+    in float64; the weights keep their dtype and memory layout
+    (``channels_last`` included). Calling it again folds nothing.
 
     Args:
         model (nn.Module): Any module; every ``ConvModule`` inside is
@@ -56,23 +69,30 @@ def fuse_conv_bn(model: nn.Module) -> int:
     Returns:
         int: The number of BatchNorms folded.
     """
+    uses = Counter(id(m) for _, m in model.named_modules(
+        remove_duplicate=False))
+    uses.update(
+        id(p) for _, p in model.named_parameters(remove_duplicate=False))
     folded = 0
     for module in model.modules():
         if not (isinstance(module, ConvModule) and module.with_norm
                 and isinstance(module.norm, _BatchNorm)
-                and isinstance(module.conv, nn.Conv2d)):
+                and type(module.conv) in _FOLDABLE_CONVS):
             continue
         order = module.order
         if order.index('norm') != order.index('conv') + 1:
             continue
-        norm = module.norm
+        conv, norm = module.conv, module.norm
         if norm.running_mean is None or norm.running_var is None:
             continue
-        _fold(module.conv, norm)
-        # ConvModule.forward calls getattr(self, norm_name); its
-        # efficient_conv_bn_eval path would feed the Identity to a conv-BN
-        # forward.
+        if any(uses[id(t)] > 1 for t in (conv, *conv.parameters())):
+            continue
+        _fold(conv, norm)
+        # ConvModule.forward calls getattr(self, norm_name).
         module.add_module(module.norm_name, nn.Identity())
-        module.turn_on_efficient_conv_bn_eval(False)
+        # Its efficient_conv_bn_eval path (mmcv >= 2.0.1) would feed the
+        # Identity to a conv-BN forward.
+        if hasattr(module, 'turn_on_efficient_conv_bn_eval'):
+            module.turn_on_efficient_conv_bn_eval(False)
         folded += 1
     return folded
