@@ -118,40 +118,21 @@ def test_gradcheck_and_double_backward(H, W, ws, s):
     assert torch.autograd.gradgradcheck(reverse, (windows, ))
 
 
-@needs_recent_dynamo
-def test_aot_autograd_traces_forward_and_backward():
-    """What torch.compile's inductor sees: forward and backward graphs
-    through AOTAutograd give the eager values and gradients."""
-    torch._dynamo.reset()
-    H, W, ws, s = 10, 12, 7, 3
-
-    def round_trip(x, weight):
-        index, inverse = window_token_index((H, W), ws, s, x.device)
-        windows = partition_windows(x, index, inverse)
-        return reverse_windows(windows * weight, index, inverse)
-
-    x = torch.randn(2, H * W, 4)
-    weight = torch.randn(14 * 14, 4)
-    grads = []
-    for fn in (round_trip,
-               torch.compile(round_trip, backend='aot_eager',
-                             fullgraph=True)):
-        x_ = x.clone().requires_grad_()
-        out = fn(x_, weight)
-        out.square().sum().backward()
-        grads.append((out.detach(), x_.grad))
-    assert torch.equal(grads[0][0], grads[1][0])
-    assert torch.equal(grads[0][1], grads[1][1])
+NO_CXX = shutil.which(os.environ.get('CXX', 'g++')) is None
 
 
 @needs_recent_dynamo
-@pytest.mark.skipif(
-    shutil.which(os.environ.get('CXX', 'g++')) is None,
-    reason="inductor's CPU backend needs a C++ compiler")
-def test_inductor_compiles_forward_and_backward():
-    """inductor inlines the index arithmetic into the gather kernels; a
-    remainder of a negative number there failed its value range analysis
-    (torch 2.13)."""
+@pytest.mark.parametrize('backend', [
+    'aot_eager',
+    pytest.param('inductor', marks=pytest.mark.skipif(
+        NO_CXX, reason="inductor's CPU backend needs a C++ compiler"))
+])
+def test_compiled_forward_and_backward(backend):
+    """What torch.compile sees: forward and backward graphs through
+    AOTAutograd (aot_eager), and inductor's kernels, give the eager values
+    and gradients. inductor inlines the index arithmetic into the gather
+    kernels; a remainder of a negative number there failed its value
+    range analysis (torch 2.13)."""
     torch._dynamo.reset()
     H, W, ws, s = 10, 12, 7, 3
 
@@ -164,7 +145,8 @@ def test_inductor_compiles_forward_and_backward():
     x = torch.randn(2, H * W, 4)
     weight = torch.randn(14 * 14, 4)
     results = []
-    for fn in (round_trip, torch.compile(round_trip, fullgraph=True)):
+    for fn in (round_trip,
+               torch.compile(round_trip, backend=backend, fullgraph=True)):
         x_ = x.clone().requires_grad_()
         out = fn(x_, weight)
         out.square().sum().backward()

@@ -1,14 +1,14 @@
 """Test runs with BatchNorm folded into the convolutions."""
 from __future__ import annotations
 
-from mmengine.hooks import Hook
 from mmseg.registry import HOOKS
 
 from ...models.utils import fuse_conv_bn
+from .inference_only_hook import InferenceOnlyHook
 
 
 @HOOKS.register_module()
-class FuseConvBNHook(Hook):
+class FuseConvBNHook(InferenceOnlyHook):
     """Fold the model's BatchNorms into their convolutions
     (:func:`~mmseg_ptx.models.utils.fuse_conv_bn`) before testing.
 
@@ -23,20 +23,9 @@ class FuseConvBNHook(Hook):
     """
 
     priority = 'VERY_HIGH'
+    kept_in_training = 'its BatchNorms stay as they are'
 
-    def __init__(self) -> None:
-        self._trains = False
-
-    def before_train(self, runner) -> None:
-        if not self._trains:
-            runner.logger.warning(
-                'FuseConvBNHook only applies to test runs (tools/test.py); '
-                'this run trains, so its BatchNorms stay as they are')
-        self._trains = True
-
-    def before_test(self, runner) -> None:
-        if self._trains:
-            return
+    def prepare_for_test(self, runner) -> None:
         folded = fuse_conv_bn(runner.model)
         runner.logger.info(f'FuseConvBNHook: {folded} BatchNorm layers '
                            'folded into their convolutions')

@@ -4,14 +4,14 @@ from __future__ import annotations
 from typing import Union
 
 import torch
-from mmengine.hooks import Hook
 from mmseg.registry import HOOKS
 
 from ...models.utils import cast_for_inference, resolve_inference_dtype
+from .inference_only_hook import InferenceOnlyHook
 
 
 @HOOKS.register_module()
-class InferenceDtypeHook(Hook):
+class InferenceDtypeHook(InferenceOnlyHook):
     """Cast the model to ``dtype`` with :func:`cast_for_inference` before
     testing.
 
@@ -29,21 +29,13 @@ class InferenceDtypeHook(Hook):
             ``'float32'`` (no cast). Defaults to ``'bfloat16'``.
     """
 
+    kept_in_training = 'its weights and its validation stay float32'
+
     def __init__(self, dtype: Union[str, torch.dtype] = 'bfloat16') -> None:
+        super().__init__()
         self.dtype = resolve_inference_dtype(dtype)
-        self._trains = False
 
-    def before_train(self, runner) -> None:
-        if not self._trains:
-            runner.logger.warning(
-                'InferenceDtypeHook only applies to test runs '
-                '(tools/test.py); this run trains, so its weights and its '
-                'validation stay float32')
-        self._trains = True
-
-    def before_test(self, runner) -> None:
-        if self._trains:
-            return
+    def prepare_for_test(self, runner) -> None:
         # cast_for_inference looks through DDP and TTA wrappers itself.
         cast_for_inference(runner.model, self.dtype)
         runner.logger.info(f'InferenceDtypeHook: network in {self.dtype}, '
