@@ -139,8 +139,9 @@ for part in sweep ablate big_batches; do
         --cfg-options "${TWO_CLASSES[@]}"
 done
 if want sdpa; then
-    # (math as the fallback where a kernel cannot run, e.g. on a CPU)
-    for kernels in efficient,math math; do
+    # (math as the fallback where a kernel cannot run, e.g. on a CPU;
+    # cuDNN's kernel may not take a bias that needs a gradient in training)
+    for kernels in efficient,math cudnn,math math; do
         bench "sdpa_${kernels%%,*}" "$SWINB_CONFIG" --mode all \
             --batch-size "$BATCH" "${SWITCHES[@]}" --cfg-options \
             "${TWO_CLASSES[@]}" "model.backbone.sdpa_backends=[$kernels]"
