@@ -16,6 +16,8 @@ from mmseg_ptx.models.utils.window_tokens import (partition_windows,
 # than one window, 512 px Swin with window 12 (every stage padded).
 CASES = [(14, 21, 7, 0), (14, 21, 7, 3), (10, 12, 7, 3), (3, 5, 7, 3),
          (128, 128, 12, 6), (16, 16, 12, 0), (9, 4, 4, 2)]
+#: CPU always; CUDA too where there is a GPU (``pytest -k cuda`` there).
+DEVICES = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
 
 
 def stock_partition(x, H, W, ws, s):
@@ -53,11 +55,13 @@ def test_index_is_a_permutation_plus_padding(H, W, ws, s):
     assert torch.equal(index[inverse], torch.arange(H * W))
 
 
+@pytest.mark.parametrize('device', DEVICES)
 @pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize('H,W,ws,s', CASES)
-def test_same_values_and_gradients_as_stock_copies(H, W, ws, s, dtype):
-    index, inverse = window_token_index((H, W), ws, s, torch.device('cpu'))
-    x = torch.randn(2, H * W, 5, dtype=dtype)
+def test_same_values_and_gradients_as_stock_copies(H, W, ws, s, dtype,
+                                                   device):
+    index, inverse = window_token_index((H, W), ws, s, torch.device(device))
+    x = torch.randn(2, H * W, 5, dtype=dtype, device=device)
     x_stock = x.clone().requires_grad_()
     x_ours = x.clone().requires_grad_()
 
@@ -68,7 +72,8 @@ def test_same_values_and_gradients_as_stock_copies(H, W, ws, s, dtype):
 
     # Something per window position, so that every position's gradient
     # differs; the padding positions' outputs are not zero.
-    weight = torch.randn(windows_stock.shape[1], 5, dtype=dtype)
+    weight = torch.randn(
+        windows_stock.shape[1], 5, dtype=dtype, device=device)
     out_stock = stock_reverse(windows_stock * weight, H, W, ws, s)
     out_ours = reverse_windows(windows_ours * weight, index, inverse)
     assert torch.equal(out_ours, out_stock)
