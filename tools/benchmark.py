@@ -16,8 +16,8 @@ Switches (``--sweep`` compares each with the plain config in one run,
 ``SwinTransformerSDPA``), ``--amp bf16``, ``--bf16-weights``,
 ``--fuse-conv-bn``, ``--channels-last``, ``--fused-adamw``,
 ``--merge-param-groups``, ``--tf32``, ``--cudnn-benchmark``,
-``--compile``. ``--flops`` counts the
-model's FLOPs per image once and adds the TFLOP/s each row sustained.
+``--compile``. ``--flops`` counts the model's FLOPs per image once and
+adds the TFLOP/s each row sustained.
 
 ``--batch-size`` takes one or more sizes; each variant's model is built once
 and measured at every size. A size that runs out of GPU memory gives a row
@@ -78,9 +78,8 @@ from mmseg.structures import SegDataSample
 
 MODES = ('step', 'loader', 'infer')
 SWITCHES = ('backbone_type', 'amp', 'bf16_weights', 'fuse_conv_bn',
-            'channels_last',
-            'fused_adamw', 'merge_param_groups', 'tf32', 'cudnn_benchmark',
-            'compile')
+            'channels_last', 'fused_adamw', 'merge_param_groups', 'tf32',
+            'cudnn_benchmark', 'compile')
 # Compiled one by one with --compile-scope blocks.
 COMPILE_BLOCKS = ('SwinBlock', )
 # Used when the config has no optim_wrapper: mmseg's Swin UPerNet setting.
