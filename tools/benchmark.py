@@ -614,20 +614,17 @@ def run_variant(cfg: Config,
     torch.manual_seed(args.seed)
     model = build_model(cfg, switches, device)
     infer_model = model
-    for_inference = [
-        switch for switch in ('fuse_conv_bn', 'bf16_weights')
-        if switches.get(switch)
-    ]
-    if for_inference and 'infer' in modes:
+    fold, cast = switches.get('fuse_conv_bn'), switches.get('bf16_weights')
+    if (fold or cast) and 'infer' in modes:
         if modes != ['infer']:
             # Folding and casting change the weights in place; the train
             # step keeps its float32 ones and its BatchNorms.
             infer_model = copy.deepcopy(model)
         # Folded in float32, then cast, as FuseConvBNHook and
         # InferenceDtypeHook do it.
-        if 'fuse_conv_bn' in for_inference:
+        if fold:
             fuse_conv_bn(infer_model)
-        if 'bf16_weights' in for_inference:
+        if cast:
             cast_for_inference(infer_model)
     train_step, test_step = model.train_step, infer_model.test_step
     scope = switches.get('compile')
