@@ -10,6 +10,7 @@ from mmseg.models.decode_heads import FCNHead, UPerHead
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 from mmseg_ptx.models import DiceCELoss
+from mmseg_ptx.utils import AsyncReadback, HostSyncRecorder
 
 CLASS_WEIGHT = [0.5047, 54.2225]
 
@@ -188,6 +189,82 @@ def test_ignore_index_from_call_overrides():
     expected = reference_loss(logits, label, CLASS_WEIGHT, 'batch',
                               ignore_index=7)
     torch.testing.assert_close(loss, expected)
+
+
+@pytest.mark.parametrize('dtype', [torch.int64, torch.uint8])
+def test_invalid_labels_are_counted_and_ranged(dtype):
+    logits, label = make_batch()
+    label = label.to(dtype)
+    label[0, 1, :2] = 2
+    label[2, 3, 4] = 200
+    with pytest.raises(ValueError, match=r'got 3 pixels with other values '
+                       r'\(from 2 to 200\)'):
+        DiceCELoss()(logits, label)
+
+
+class _InFlightReadback(AsyncReadback):
+    """An AsyncReadback whose copies arrive one poll after their push, as
+    on a GPU that is still busy when the loss polls."""
+
+    def __init__(self):
+        super().__init__()
+        self._polls = 0
+
+    def poll(self):
+        self._polls += 1
+        return super().poll() if self._polls % 2 == 0 else []
+
+
+def test_invalid_labels_read_back_later_are_still_reported():
+    logits, label = make_batch()
+    bad = label.clone()
+    bad[0, 0, 0] = 3
+    loss_fn = DiceCELoss()
+    loss_fn._label_checks = _InFlightReadback()
+    # Its check has not arrived yet; meanwhile the pixel counts as ignored.
+    ignored = label.clone()
+    ignored[0, 0, 0] = 255
+    torch.testing.assert_close(loss_fn(logits, bad),
+                               DiceCELoss()(logits, ignored))
+    with pytest.raises(ValueError, match='got 1 pixels.*from 3 to 3'):
+        loss_fn(logits, label)  # arrives now, with this call's
+    loss_fn(logits, bad)
+    with pytest.raises(ValueError, match='got 1 pixels'):
+        loss_fn.eval()  # switching to eval mode waits for the rest
+    assert len(loss_fn._label_checks) == 0
+    loss_fn(logits, label)
+    loss_fn.eval()  # nothing pending that is bad
+
+
+@pytest.mark.parametrize('channels', [1, 2])
+@pytest.mark.parametrize('avg_non_ignore', [True, False])
+def test_loss_makes_the_host_wait_for_nothing(channels, avg_non_ignore):
+    logits, label = make_batch(channels=channels)
+    logits.requires_grad_(True)
+    loss_fn = DiceCELoss(class_weight=CLASS_WEIGHT, focal_weight=0.5,
+                         avg_non_ignore=avg_non_ignore)
+    with HostSyncRecorder() as syncs:
+        loss_fn(logits, label).backward()
+    assert syncs.total == 0, syncs.report()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_cuda_invalid_labels_reported_without_host_sync():
+    logits, label = (t.cuda() for t in make_batch())
+    bad = label.clone()
+    bad[1, 2, 3] = 5
+    loss_fn = DiceCELoss(class_weight=CLASS_WEIGHT)
+    with HostSyncRecorder() as syncs:
+        loss_fn(logits, label)
+        try:
+            loss_fn(logits, bad)  # raises only if its copy arrived already
+        except ValueError:
+            pass
+    assert syncs.total == 0, syncs.report()
+    torch.cuda.synchronize()
+    if len(loss_fn._label_checks):
+        with pytest.raises(ValueError, match='from 5 to 5'):
+            loss_fn(logits, label)
 
 
 def test_all_pixels_ignored_gives_zero():

@@ -14,6 +14,8 @@ from torch import Tensor
 
 from mmseg.registry import MODELS
 
+from mmseg_ptx.utils import AsyncReadback
+
 __all__ = ['DiceCELoss', 'load_class_weight']
 
 #: Key of the class weights in the JSON written by tools/dataset_stats.py.
@@ -203,6 +205,7 @@ class DiceCELoss(nn.Module):
         self.ignore_index = ignore_index
         self.avg_non_ignore = avg_non_ignore
         self._loss_name = loss_name
+        self._label_checks = AsyncReadback()
 
     def forward(self,
                 seg_logits: Tensor,
@@ -259,13 +262,12 @@ class DiceCELoss(nn.Module):
                 f'seg_label shape {tuple(seg_label.shape)}')
 
         valid = seg_label != ignore_index
-        # A label outside {0, 1, ignore_index} (e.g. a 0/255 mask with a
-        # different ignore index) would otherwise be silently mislabelled.
-        if (valid & (seg_label != 0) & (seg_label != 1)).any():
-            raise ValueError(
-                f'seg_label must contain only 0, 1 and ignore_index='
-                f'{ignore_index}, got values '
-                f'{torch.unique(seg_label[valid]).tolist()[:10]}')
+        invalid = valid & (seg_label != 0) & (seg_label != 1)
+        self._check_labels(seg_label, invalid, ignore_index)
+        # On a GPU the check above reports later; until then such labels
+        # count as ignored (cross-entropy would stop at them with a
+        # device-side assert, which ends the CUDA context and says little).
+        valid = valid & ~invalid
         target = torch.where(valid, seg_label, torch.zeros_like(seg_label))
         # Dropped, not multiplied by 0 later: a non-finite logit at an
         # ignored pixel would turn 0 * inf into nan in the loss or, through
@@ -279,9 +281,8 @@ class DiceCELoss(nn.Module):
             pixel_weight = pixel_weight * weight.float()
 
         if num_channels == 2:
-            nll = F.cross_entropy(
-                logits, seg_label.long(), ignore_index=ignore_index,
-                reduction='none')
+            # At ignored pixels a placeholder target, weighted by 0 below.
+            nll = F.cross_entropy(logits, target.long(), reduction='none')
             fg_prob = logits.softmax(dim=1)[:, 1]
         else:
             fg_logit = logits[:, 0]
@@ -294,9 +295,11 @@ class DiceCELoss(nn.Module):
         if self.ce_weight > 0 or self.focal_weight > 0:
             class_pixel_weight = pixel_weight
             if self.class_weight is not None:
-                class_weight = logits.new_tensor(self.class_weight)
-                class_pixel_weight = pixel_weight * class_weight[
-                    target.long()]  # uint8 would index as a boolean mask
+                # Python numbers, not a tensor made from the list: on a
+                # GPU that is a blocking copy, a wait for the GPU per call.
+                background, foreground = self.class_weight
+                class_pixel_weight = pixel_weight * torch.where(
+                    target == 1, foreground, background)
             ce = class_pixel_weight * nll
             focal = None
             if self.focal_weight > 0:
@@ -311,7 +314,7 @@ class DiceCELoss(nn.Module):
             if self.avg_non_ignore:
                 denominator = class_pixel_weight.sum()
             else:
-                denominator = logits.new_tensor(float(seg_label.numel()))
+                denominator = logits.new_full((), float(seg_label.numel()))
             # All pixels ignored: numerator and loss are 0, not 0 / 0.
             denominator = denominator.clamp_min(_TINY)
             if self.ce_weight > 0:
@@ -323,6 +326,46 @@ class DiceCELoss(nn.Module):
             loss = loss + self.dice_weight * self._dice_loss(
                 fg_prob, (target == 1).float(), pixel_weight)
         return loss
+
+    def _check_labels(self, seg_label: Tensor, invalid: Tensor,
+                      ignore_index: int) -> None:
+        """Raise for labels outside {0, 1, ignore_index} (``invalid``).
+
+        Such a label (e.g. a 0/255 mask with another ignore index) would
+        otherwise be silently mislabelled. ``if tensor.any():`` would make
+        the host wait for the GPU twice per train step (decode and
+        auxiliary head), so the count and range of such labels are read
+        back with :class:`AsyncReadback`: on the CPU in this call, on a GPU
+        in a later call (usually the next head's or step's), or when the
+        loss is switched to eval mode (e.g. for validation).
+        """
+        info = torch.iinfo(seg_label.dtype)
+        stats = torch.stack([
+            invalid.sum().to(seg_label.dtype),
+            torch.where(invalid, seg_label, info.max).amin(),
+            torch.where(invalid, seg_label, info.min).amax()
+        ])
+        self._label_checks.push(stats, ignore_index)
+        self._raise_for_invalid_labels(self._label_checks.poll())
+
+    @staticmethod
+    def _raise_for_invalid_labels(checks: list) -> None:
+        for stats, ignore_index in checks:
+            count, low, high = stats.tolist()
+            if count:
+                raise ValueError(
+                    f'seg_label must contain only 0, 1 and ignore_index='
+                    f'{ignore_index}, got {count} pixels with other values '
+                    f'(from {low} to {high}) in a batch (on a GPU the '
+                    f'check is read back without waiting, so the batch may '
+                    f'be one or two steps before this one)')
+
+    def train(self, mode: bool = True) -> 'DiceCELoss':
+        """Switch the mode, first reading back the pending label checks
+        (see :meth:`_check_labels`) when switching to eval mode."""
+        if not mode:
+            self._raise_for_invalid_labels(self._label_checks.drain())
+        return super().train(mode)
 
     def _dice_loss(self, prob: Tensor, target: Tensor,
                    pixel_weight: Tensor) -> Tensor:
