@@ -50,6 +50,14 @@ Fixes:
    ``torch.backends.cuda.sdp_kernel``, and :func:`autocast_dtype` the
    per-device autocast queries that ``torch.get_autocast_dtype``
    (torch 2.4) replaced.
+6. ``SegDataPreProcessor(non_blocking=True)``. mmengine's
+   ``BaseDataPreprocessor`` takes ``non_blocking`` (copy the batch to the
+   GPU without the host waiting for the copy), but mmseg 1.2.2's
+   ``SegDataPreProcessor.__init__`` neither accepts nor forwards it, so a
+   config cannot set it and every image and label map of every batch is a
+   blocking copy: the host waits until the GPU has finished all the work
+   queued before it. We accept the argument and set what mmengine's
+   ``cast_data`` reads. Inactive when mmseg's signature has it.
 
 ``mmseg::`` config inheritance needs ``pkg_resources`` (removed in
 setuptools 82); that is handled by the ``setuptools<82`` requirement,
@@ -59,7 +67,9 @@ is silenced (it is what the requirement already answers).
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
+import inspect
 import os
 import sys
 import types
@@ -339,6 +349,31 @@ def math_sdpa():
         enable_flash=False, enable_mem_efficient=False, enable_math=True)
 
 
+# --------------------------------------------------------------------------
+# 6. SegDataPreProcessor drops mmengine's non_blocking
+# --------------------------------------------------------------------------
+def _accept_seg_data_preprocessor_non_blocking() -> None:
+    from mmseg.models.data_preprocessor import SegDataPreProcessor
+    init = SegDataPreProcessor.__init__
+    if 'non_blocking' in inspect.signature(init).parameters:
+        return  # mmseg forwards it itself (or this ran already)
+
+    @functools.wraps(init)
+    def __init__(self, *args, non_blocking: Optional[bool] = False,
+                 **kwargs) -> None:
+        init(self, *args, **kwargs)
+        # What mmengine's BaseDataPreprocessor(non_blocking) sets and
+        # cast_data reads.
+        self._non_blocking = non_blocking
+
+    __init__.__signature__ = inspect.signature(init).replace(parameters=[
+        *inspect.signature(init).parameters.values(),
+        inspect.Parameter('non_blocking', inspect.Parameter.KEYWORD_ONLY,
+                          default=False, annotation=Optional[bool])
+    ])
+    SegDataPreProcessor.__init__ = __init__
+
+
 def apply_all() -> None:
     """Apply every fix that the installed stack needs (idempotent)."""
     warnings.filterwarnings(
@@ -352,3 +387,4 @@ def apply_all() -> None:
     _allow_mmengine_checkpoints()
     _patch_cpu_distributed()
     _patch_decode_head_accuracy()
+    _accept_seg_data_preprocessor_non_blocking()

@@ -166,3 +166,40 @@ def test_autocast_dtype_per_device():
         # Autocast on one device says nothing about another.
         assert compat.autocast_dtype('cuda') is None
     assert compat.autocast_dtype('cpu') is None
+
+
+@pytest.mark.parametrize('non_blocking', [None, False, True])
+def test_seg_data_preprocessor_takes_non_blocking(monkeypatch, non_blocking):
+    from mmengine.structures import PixelData
+    from mmseg.registry import MODELS
+    from mmseg.structures import SegDataSample
+    cfg = dict(type='SegDataPreProcessor', mean=[0.0] * 3, std=[1.0] * 3,
+               size=(4, 4))
+    if non_blocking is not None:
+        cfg['non_blocking'] = non_blocking
+    preprocessor = MODELS.build(cfg)
+    calls = []
+    to = torch.Tensor.to
+
+    def recording_to(self, *args, **kwargs):
+        calls.append(kwargs.get('non_blocking'))
+        return to(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, 'to', recording_to)
+    sample = SegDataSample()
+    sample.gt_sem_seg = PixelData(data=torch.zeros(1, 4, 4, dtype=torch.long))
+    out = preprocessor(dict(inputs=[torch.zeros(3, 4, 4, dtype=torch.uint8)],
+                            data_samples=[sample]), training=True)
+    # The image and the label map both travel with the setting.
+    assert calls == [bool(non_blocking)] * 2
+    assert out['inputs'].shape == (1, 3, 4, 4)
+
+
+def test_seg_data_preprocessor_fix_applies_once():
+    import inspect
+
+    from mmseg.models.data_preprocessor import SegDataPreProcessor
+    init = SegDataPreProcessor.__init__
+    compat.apply_all()
+    assert SegDataPreProcessor.__init__ is init
+    assert list(inspect.signature(init).parameters).count('non_blocking') == 1
