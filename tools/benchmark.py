@@ -66,6 +66,7 @@ from mmseg_ptx.compat import math_sdpa
 from mmseg_ptx.engine.hooks import compile_modules, to_channels_last
 from mmseg_ptx.models.utils import cast_for_inference, fuse_conv_bn
 from mmseg_ptx.reporting.json_io import write_json
+from mmseg_ptx.utils import HostSyncRecorder
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.logging import MMLogger
 from mmengine.model import revert_sync_batchnorm
@@ -191,6 +192,23 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         action='store_true',
         help='run all requested switches together, then all but each one '
         '(what each switch adds on top of the others)')
+    parser.add_argument(
+        '--sync',
+        choices=['iteration', 'end'],
+        default='iteration',
+        help='iteration: wait for the device after every timed iteration, '
+        'as a loop that reads a value back every iteration does (mmengine\'s '
+        'RuntimeInfoHook, an evaluation loop); end: only after the last, as '
+        'a train loop that reads nothing back does (DeferredRuntimeInfoHook, '
+        'a non-blocking data preprocessor, a train step without host '
+        'syncs), so the host queues the next iterations while the device '
+        'works')
+    parser.add_argument(
+        '--host-syncs',
+        action='store_true',
+        help='after timing, run one more iteration of each mode under '
+        'HostSyncRecorder and report the operations that make the host wait '
+        'for the device (on the CPU: those that would on a GPU)')
     parser.add_argument(
         '--iters', type=int, default=20, help='timed iterations per mode')
     parser.add_argument(
@@ -513,15 +531,23 @@ def peak_memory(device: str) -> Tuple[float, str]:
             'cpu_lifetime_peak_rss')
 
 
-def time_iterations(step: Callable[[], int], warmup: int, iters: int,
-                    device: str, desc: str) -> Dict[str, Any]:
+def time_iterations(step: Callable[[], int],
+                    warmup: int,
+                    iters: int,
+                    device: str,
+                    desc: str,
+                    sync_each_iteration: bool = True) -> Dict[str, Any]:
     """Run ``step`` (returns the number of images it processed) ``warmup``
     times untimed, then ``iters`` times timed.
 
-    Each iteration is synchronised, as in a real training loop (which logs
-    the losses every iteration) or evaluation loop (which reads the
-    predictions back); this also gives per-iteration times, whose minimum
-    is the robust figure on a machine shared with other work. The warm-up
+    By default each iteration is synchronised, as in a training loop that
+    reads the losses back every iteration (mmengine's ``RuntimeInfoHook``)
+    or an evaluation loop (which reads the predictions back); this also
+    gives per-iteration times, whose minimum is the robust figure on a
+    machine shared with other work. With ``sync_each_iteration=False`` the
+    device is synchronised after the last iteration only, as in a loop
+    that reads nothing back, and every iteration gets the mean time. The
+    warm-up
     is timed as a whole (``warmup_s``): with ``--compile`` it holds the
     compilation. Its peak memory is reported on its own
     (``warmup_peak_mem_mib``): with ``cudnn.benchmark`` the first pass over
@@ -539,11 +565,18 @@ def time_iterations(step: Callable[[], int], warmup: int, iters: int,
     warmup_mem, _ = peak_memory(device)
     reset_peak_memory(device)
     images, times = 0, []
-    for _ in tqdm(range(iters), desc=desc, leave=False):
+    if sync_each_iteration:
+        for _ in tqdm(range(iters), desc=desc, leave=False):
+            start = time.perf_counter()
+            images += step()
+            synchronize(device)
+            times.append(time.perf_counter() - start)
+    else:
         start = time.perf_counter()
-        images += step()
+        for _ in tqdm(range(iters), desc=desc, leave=False):
+            images += step()
         synchronize(device)
-        times.append(time.perf_counter() - start)
+        times = [(time.perf_counter() - start) / iters] * iters
     mem, mem_kind = peak_memory(device)
     return dict(
         img_per_s=images / sum(times),
@@ -581,6 +614,20 @@ def profile_table(step: Callable[[], int], iters: int, device: str,
     by_shape = prof.key_averages(group_by_input_shape=True).table(
         sort_by=sort_by, row_limit=rows, max_shapes_column_width=60)
     return f'{by_op}\nBy input shapes:\n{by_shape}'
+
+
+def record_host_syncs(step: Callable[[], int], device: str,
+                      desc: str) -> int:
+    """Run ``step`` once under :class:`HostSyncRecorder`, print what made
+    (on the CPU: would make) the host wait for the device, and return how
+    many operations did."""
+    with HostSyncRecorder(cpu_as_device=device == 'cpu') as syncs:
+        step()
+    synchronize(device)
+    print(f'== host syncs: {desc}: {syncs.total}')
+    if syncs.total:
+        print(syncs.report())
+    return syncs.total
 
 
 def run_variant(cfg: Config,
@@ -647,7 +694,8 @@ def run_variant(cfg: Config,
             row['backend'] = backend
         try:
             row.update(time_iterations(step, args.warmup, args.iters, device,
-                                       f'{name} {mode} b{batch_size}'))
+                                       f'{name} {mode} b{batch_size}',
+                                       args.sync == 'iteration'))
             if flops:
                 per_img = flops['infer_gflop_per_img' if mode == 'infer'
                                 else 'step_gflop_per_img']
@@ -663,9 +711,13 @@ def run_variant(cfg: Config,
                 optim_wrapper.zero_grad()
             gc.collect()
             torch.cuda.empty_cache()
-        elif args.profile:
-            print(f'== profile: {name} {mode} b{batch_size}')
-            print(profile_table(step, args.profile, device))
+        else:
+            if args.host_syncs:
+                row['host_syncs'] = record_host_syncs(
+                    step, device, f'{name} {mode} b{batch_size}')
+            if args.profile:
+                print(f'== profile: {name} {mode} b{batch_size}')
+                print(profile_table(step, args.profile, device))
         on_row(row)
 
     # Every training row first, then inference once the optimizer state
@@ -743,6 +795,7 @@ def environment(args: argparse.Namespace) -> Dict[str, Any]:
         img_size=list(args.img_size),
         iters=args.iters,
         warmup=args.warmup,
+        sync=args.sync,
         seed=args.seed,
         compile_mode=args.compile_mode,
         cfg_options=args.cfg_options)
@@ -764,6 +817,10 @@ def format_table(results: List[dict]) -> str:
                        '' if tflops is None else f'{tflops:.3g}')
         rows.append((r['variant'], r['mode'], str(r['batch_size'])) +
                     figures)
+    if any('host_syncs' in r for r in results):
+        header += ('host syncs', )
+        rows = [row + (str(r.get('host_syncs', '')), )
+                for row, r in zip(rows, results)]
     widths = [max(len(x) for x in col) for col in zip(header, *rows)]
 
     def line(cells):

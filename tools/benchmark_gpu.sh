@@ -14,6 +14,12 @@
 #   loader       this project's config (DiceCELoss) fed by its real data
 #                loader, on generated 1024x1024 DICOMs, at the config's
 #                workers and more;
+#   sync         this project's config, all switches, batch BATCH, its
+#                iterations synchronised one by one (a loop that reads the
+#                losses back every iteration) and only at the end (with
+#                DeferredRuntimeInfoHook and non-blocking copies), with the
+#                operations that make the host wait (--host-syncs); fed by
+#                the loader part's data when that part runs;
 #   profile      this project's config, all switches, batch BATCH: the
 #                operators that take the GPU's time in its train step and
 #                in inference (benchmark.py --profile 2);
@@ -44,7 +50,7 @@ OUT_DIR=$(mkdir -p "$OUT_DIR" && cd "$OUT_DIR" && pwd)
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1  # a part killed by a timeout keeps its log
-ALL_PARTS="window_tokens sweep ablate big_batches sdpa loader profile compile compile_blocks"
+ALL_PARTS="window_tokens sweep ablate big_batches sdpa loader sync profile compile compile_blocks"
 PARTS=${PARTS:-$ALL_PARTS}
 for part in $PARTS; do
     case " $ALL_PARTS " in
@@ -161,6 +167,19 @@ elif want loader; then
             --batch-size "$BATCH" "${SWITCHES[@]}" \
             --cfg-options "${options[@]}"
     done
+fi
+
+if want sync; then
+    data=()
+    if want loader && [ -d "$DEMO_DATA" ]; then
+        data=("train_dataloader.dataset.data_root=$DEMO_DATA")
+    fi
+    bench ptx_sync-iteration "$PTX_CONFIG" --mode all --batch-size "$BATCH" \
+        "${SWITCHES[@]}" --sync iteration --host-syncs \
+        ${data[@]+--cfg-options "${data[@]}"}
+    bench ptx_sync-end "$PTX_CONFIG" --mode all --batch-size "$BATCH" \
+        "${SWITCHES[@]}" --sync end --host-syncs --cfg-options \
+        model.data_preprocessor.non_blocking=True ${data[@]+"${data[@]}"}
 fi
 
 if want profile; then

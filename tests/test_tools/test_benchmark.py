@@ -137,10 +137,10 @@ def test_out_of_memory_is_a_row_not_a_crash(monkeypatch):
     tool = load_tool('benchmark')
     real_time_iterations = tool.time_iterations
 
-    def fail_above_two(step, warmup, iters, device, desc):
+    def fail_above_two(step, warmup, iters, device, desc, *args):
         if desc.endswith('b3'):
             raise torch.cuda.OutOfMemoryError('CUDA out of memory.')
-        return real_time_iterations(step, warmup, iters, device, desc)
+        return real_time_iterations(step, warmup, iters, device, desc, *args)
 
     monkeypatch.setattr(tool, 'time_iterations', fail_above_two)
     report = tool.main([
@@ -326,3 +326,43 @@ def test_profile_prints_operators_and_shapes(tmp_path):
     assert '== profile: stock infer b2' in stdout
     by_op, by_shape = stdout.split('By input shapes:')
     assert 'aten::' in by_op and 'Input Shapes' in by_shape
+
+
+def test_host_syncs_and_sync_at_the_end(tmp_path):
+    demo = ROOT / 'configs' / 'upernet_swin-nano_ptx-demo-128.py'
+    out = tmp_path / 'bench.json'
+    tool = load_tool('benchmark')
+    report = tool.main([str(demo), *BASE_ARGS, '--mode', 'all', '--sync',
+                        'end', '--host-syncs', '--json', str(out)])
+    assert report['settings']['sync'] == 'end'
+    rows = {r['mode']: r for r in report['results']}
+    # (loader too where `make demo` has written its data)
+    assert {'step', 'infer'} <= set(rows)
+    for row in rows.values():
+        # Timed as one block: every iteration gets the mean.
+        assert row['s_per_iter_min'] == row['s_per_iter'] > 0
+        # DiceCELoss, mmseg's UPerNet and the optimizer wait for nothing.
+        assert row['host_syncs'] == 0
+
+
+def test_host_syncs_name_the_line(capsys, monkeypatch):
+    """A loss that reads a value back shows up with its line."""
+    from mmseg.models.losses import CrossEntropyLoss
+    forward = CrossEntropyLoss.forward
+
+    def reading_forward(self, cls_score, label, *args, **kwargs):
+        if (label == 1).any():  # a host sync
+            pass
+        return forward(self, cls_score, label, *args, **kwargs)
+
+    monkeypatch.setattr(CrossEntropyLoss, 'forward', reading_forward)
+    tool = load_tool('benchmark')
+    report = tool.main([str(CONFIG), *BASE_ARGS, '--mode', 'step',
+                        '--host-syncs'])
+    # The decode and the auxiliary head's loss.
+    assert report['results'][0]['host_syncs'] == 2
+    stdout = capsys.readouterr().out
+    assert '== host syncs: stock step b2: 2' in stdout
+    assert 'test_benchmark.py' in stdout and 'reading_forward' in stdout
+    assert any('img/s' in line and line.rstrip().endswith('host syncs')
+               for line in stdout.splitlines())  # the table's column
