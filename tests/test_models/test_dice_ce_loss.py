@@ -191,7 +191,7 @@ def test_ignore_index_from_call_overrides():
     torch.testing.assert_close(loss, expected)
 
 
-@pytest.mark.parametrize('dtype', [torch.int64, torch.uint8])
+@pytest.mark.parametrize('dtype', [torch.int64, torch.uint8, torch.int16])
 def test_invalid_labels_are_counted_and_ranged(dtype):
     logits, label = make_batch()
     label = label.to(dtype)
@@ -200,6 +200,36 @@ def test_invalid_labels_are_counted_and_ranged(dtype):
     with pytest.raises(ValueError, match=r'got 3 pixels with other values '
                        r'\(from 2 to 200\)'):
         DiceCELoss()(logits, label)
+    # Counts beyond the label dtype's range do not wrap around.
+    logits = torch.randn(1, 2, 16, 16)
+    with pytest.raises(ValueError, match='got 256 pixels'):
+        DiceCELoss()(logits, torch.full((1, 16, 16), 2, dtype=dtype))
+
+
+def test_float_and_bool_labels_and_empty_batch():
+    logits, label = make_batch(pad=False)
+    expected = DiceCELoss()(logits, label)
+    torch.testing.assert_close(DiceCELoss()(logits, label.float()), expected)
+    torch.testing.assert_close(DiceCELoss()(logits, label.bool()), expected)
+    bad = label.float()
+    bad[0, 0, 0] = 0.5
+    with pytest.raises(ValueError, match='from 0.5 to 0.5'):
+        DiceCELoss()(logits, bad)
+    empty = DiceCELoss(class_weight=CLASS_WEIGHT)(
+        torch.randn(0, 2, 4, 4), torch.zeros(0, 4, 4, dtype=torch.long))
+    assert empty.item() == 0
+
+
+def test_class_weights_keep_the_logits_dtype_whatever_the_default():
+    logits, label = make_batch()
+    expected = DiceCELoss(class_weight=CLASS_WEIGHT)(logits, label)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        got = DiceCELoss(class_weight=CLASS_WEIGHT)(logits, label)
+    finally:
+        torch.set_default_dtype(default)
+    assert got.dtype == torch.float32 and torch.equal(got, expected)
 
 
 class _InFlightReadback(AsyncReadback):

@@ -299,7 +299,8 @@ class DiceCELoss(nn.Module):
                 # GPU that is a blocking copy, a wait for the GPU per call.
                 background, foreground = self.class_weight
                 class_pixel_weight = pixel_weight * torch.where(
-                    target == 1, foreground, background)
+                    target == 1, foreground, background).to(
+                        pixel_weight.dtype)
             ce = class_pixel_weight * nll
             focal = None
             if self.focal_weight > 0:
@@ -337,13 +338,19 @@ class DiceCELoss(nn.Module):
         auxiliary head), so the count and range of such labels are read
         back with :class:`AsyncReadback`: on the CPU in this call, on a GPU
         in a later call (usually the next head's or step's), or when the
-        loss is switched to eval mode (e.g. for validation).
+        loss is switched to eval mode (e.g. for validation). On a GPU, bad
+        labels in only the last step or two of a run that ends without
+        validation go unreported.
         """
-        info = torch.iinfo(seg_label.dtype)
+        if seg_label.numel() == 0:
+            return
+        # float64: counts beyond uint8/int16 range, float and bool labels;
+        # exact for every integer label value.
+        label = seg_label.double()
         stats = torch.stack([
-            invalid.sum().to(seg_label.dtype),
-            torch.where(invalid, seg_label, info.max).amin(),
-            torch.where(invalid, seg_label, info.min).amax()
+            invalid.sum().double(),
+            torch.where(invalid, label, math.inf).amin(),
+            torch.where(invalid, label, -math.inf).amax()
         ])
         self._label_checks.push(stats, ignore_index)
         self._raise_for_invalid_labels(self._label_checks.poll())
@@ -355,10 +362,10 @@ class DiceCELoss(nn.Module):
             if count:
                 raise ValueError(
                     f'seg_label must contain only 0, 1 and ignore_index='
-                    f'{ignore_index}, got {count} pixels with other values '
-                    f'(from {low} to {high}) in a batch (on a GPU the '
-                    f'check is read back without waiting, so the batch may '
-                    f'be one or two steps before this one)')
+                    f'{ignore_index}, got {int(count)} pixels with other '
+                    f'values (from {low:g} to {high:g}) in a batch (on a GPU '
+                    f'the check is read back without waiting, so the batch '
+                    f'may be one or two steps before this one)')
 
     def train(self, mode: bool = True) -> 'DiceCELoss':
         """Switch the mode, first reading back the pending label checks
