@@ -241,6 +241,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.sweep and args.ablate:
         parser.error('--sweep and --ablate exclude each other')
+    if args.host_syncs and args.compile:
+        # Under a dispatch mode dynamo runs no compiled code and marks the
+        # code it skipped to be skipped for the rest of the process.
+        parser.error('--host-syncs would leave the rest of the run '
+                     'uncompiled (torch.compile skips code run under '
+                     'HostSyncRecorder, also later): record them in a run '
+                     'without --compile')
     if min(args.batch_size) < 1 or args.iters < 1 or args.warmup < 0:
         parser.error('--batch-size and --iters must be >= 1, --warmup >= 0')
     if args.device is None:

@@ -154,10 +154,12 @@ if want sdpa; then
     done
 fi
 
+demo_ok=0
 if want loader && ! wait "$demo_pid"; then
     echo "== loader parts skipped: make_demo_data.py failed" \
         "(see $OUT_DIR/demo_data.log)"
 elif want loader; then
+    demo_ok=1
     for workers in default "$LOADER_WORKERS"; do
         options=("train_dataloader.dataset.data_root=$DEMO_DATA")
         if [ "$workers" != default ]; then
@@ -171,7 +173,7 @@ fi
 
 if want sync; then
     data=()
-    if want loader && [ -d "$DEMO_DATA" ]; then
+    if [ $demo_ok = 1 ]; then
         data=("train_dataloader.dataset.data_root=$DEMO_DATA")
     fi
     bench ptx_sync-iteration "$PTX_CONFIG" --mode all --batch-size "$BATCH" \

@@ -81,7 +81,7 @@ class _DispatchRecorder(TorchDispatchMode):
         reads = name in _SYNC_OPS or (
             name in ('index', 'index_put', 'index_put_')
             and _has_bool_index(args[1]))
-        device = _device_of(args[0])
+        device = _device_of(args[0]) if args else None
         if ((reads and _counts(device, self.cpu_as_device)
              and not (device.type == 'cpu' and _in_torch_optim()))
                 or _is_blocking_transfer(name, args, kwargs)):
@@ -143,7 +143,10 @@ class HostSyncRecorder:
     the host-to-device copy it is on a GPU. It then also counts reads of
     tensors that stay on the host in a GPU run, except the step counters
     that ``torch.optim``'s non-fused optimizers keep there, and it cannot
-    see ``.tolist()`` or ``.numpy()`` of a CPU tensor. With
+    see ``.tolist()`` or ``.numpy()`` of a CPU tensor, nor a host tensor
+    moved with ``.to(x.device)`` where ``x`` is on the CPU too (e.g.
+    ``torch.tensor(values).to(x.device)``). Nor does it see explicit waits
+    (``torch.cuda.synchronize()``, ``Event.synchronize()``). With
     ``cpu_as_device=False`` (for runs on a GPU) only operations on device
     tensors and copies between host and device count.
 

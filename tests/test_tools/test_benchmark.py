@@ -366,3 +366,10 @@ def test_host_syncs_name_the_line(capsys, monkeypatch):
     assert 'test_benchmark.py' in stdout and 'reading_forward' in stdout
     assert any('img/s' in line and line.rstrip().endswith('host syncs')
                for line in stdout.splitlines())  # the table's column
+
+
+def test_host_syncs_refused_with_compile(capsys):
+    tool = load_tool('benchmark')
+    with pytest.raises(SystemExit):
+        tool.parse_args([str(CONFIG), '--host-syncs', '--compile'])
+    assert 'without --compile' in capsys.readouterr().err

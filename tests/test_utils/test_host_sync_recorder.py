@@ -99,3 +99,9 @@ def test_optimizer_step_counters_on_the_host_are_not_counted():
             optimizer.step()
             optimizer.step()
         assert syncs.total == 0, (fused, syncs.report())
+
+
+def test_operators_without_arguments():
+    with HostSyncRecorder() as syncs:
+        torch.ops.aten._make_dep_token.default()
+    assert syncs.total == 0

@@ -25,10 +25,15 @@ class DeferredRuntimeInfoHook(RuntimeInfoHook):
     with the same values (one copy per dtype): at every iteration where a
     ``LoggerHook`` logs, at least every ``interval`` iterations, at the
     end of each epoch and of training, before validation and before a
-    checkpoint is saved (the message hub is part of it). Logs, visualizer
-    scalars and checkpoints are therefore the same as with
-    ``RuntimeInfoHook``; only a hook reading ``train/`` scalars from the
-    message hub at other iterations sees them as of the last read-back.
+    checkpoint is saved (the message hub is part of it). Logged losses
+    and metrics, visualizer scalars and checkpoints are therefore the same
+    as with ``RuntimeInfoHook``; only a hook reading ``train/`` scalars
+    from the message hub at other iterations sees them as of the last
+    read-back. The logged ``time`` of an iteration becomes the host's
+    time; the wait for the GPU lands on the iterations that read back, so
+    its mean over the log window still gives the throughput.
+    The values are read back late, so they must not be changed in place
+    after the train step (mmengine's ``parse_losses`` makes new tensors).
 
     Everything else (learning rates, epoch and iteration counters,
     validation metrics) is ``RuntimeInfoHook``'s own. For the host not to
@@ -60,6 +65,7 @@ class DeferredRuntimeInfoHook(RuntimeInfoHook):
 
     def before_train(self, runner) -> None:
         super().before_train(runner)
+        self._pending = []  # nothing left from a run that failed
         self._logger_intervals = [
             hook.interval for hook in runner.hooks
             if isinstance(hook, LoggerHook)
