@@ -13,6 +13,7 @@ import mmseg_ptx  # noqa: F401  (registers the metric)
 from mmseg.registry import METRICS, MODELS
 from mmseg_ptx.evaluation import (PneumothoraxMetric, compute_pr_curve,
                                   logit_bin_edges)
+from mmseg_ptx.utils import HostSyncRecorder
 
 
 def make_sample(gt, seg_logits, name='img.png'):
@@ -207,6 +208,33 @@ def test_bad_inputs_raise_with_the_image_name():
         evaluate([bad_shape])
     with pytest.raises(ValueError, match='threshold'):
         PneumothoraxMetric(threshold=1.0)
+    # Found in the batch's one read-back, named by their own sample.
+    good = make_sample(np.zeros((4, 4)), two_channel(np.zeros((4, 4))))
+    nan = make_sample(np.zeros((4, 4)),
+                      two_channel(np.full((4, 4), np.nan)), name='case_5.png')
+    with pytest.raises(ValueError, match='case_5.png: seg_logits contains'):
+        evaluate([good, nan])
+    with pytest.raises(ValueError, match='case_17.png.*0, 1 or'):
+        evaluate([good, bad_gt, nan])
+
+
+@pytest.mark.parametrize('single_channel', [None, 'probability', 'logit'])
+def test_process_makes_the_host_wait_for_nothing(single_channel):
+    """Every count is read back in one copy per batch (which the recorder
+    does not see on the CPU); before, five reads per sample."""
+    samples, _, _ = realistic_samples(num=4, seed=3)
+    kwargs = {}
+    if single_channel is not None:
+        kwargs['single_channel'] = single_channel
+        for sample in samples:
+            logit = sample['seg_logits']['data'][1:]
+            sample['seg_logits']['data'] = (
+                logit if single_channel == 'logit' else torch.sigmoid(logit))
+    metric = PneumothoraxMetric(**kwargs)
+    with HostSyncRecorder() as syncs:
+        metric.process({}, samples)
+    assert syncs.total == 0, syncs.report()
+    assert len(metric.results) == 4
 
 
 @MODELS.register_module(name='_TestKeepAbovePP', force=True)

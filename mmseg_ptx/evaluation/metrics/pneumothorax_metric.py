@@ -350,35 +350,34 @@ class PneumothoraxMetric(BaseMetric):
         self.bin_edges = logit_bin_edges(self.num_bins, self.logit_range)
         self.last_curve: Optional[PRCurve] = None
 
-    def _score_logit(self, seg_logits: torch.Tensor,
-                     name: str) -> torch.Tensor:
-        """(C, H, W) head output -> (H, W) logit of the pneumothorax class."""
+    def _score_logit(self, seg_logits: torch.Tensor
+                     ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(C, H, W) head output -> (H, W) logit of the pneumothorax class,
+        and the number of values outside [0, 1] of a 1-channel probability
+        (0 otherwise), both on the head output's device."""
         x = seg_logits.float()
         num_channels = x.shape[0]
+        outside = x.new_zeros((), dtype=torch.long)
         if num_channels == 1:
             if self.single_channel == 'logit':
-                return x[0]
-            if x.min() < 0 or x.max() > 1:
-                raise ValueError(
-                    f'{name}: 1-channel seg_logits has values outside '
-                    f'[0, 1] ({float(x.min()):.3g}..{float(x.max()):.3g}); '
-                    "they look like logits: set single_channel='logit'")
-            return torch.logit(x[0])
+                return x[0], outside
+            outside = ((x < 0) | (x > 1)).sum()
+            return torch.logit(x[0]), outside
         if num_channels == 2:
-            return x[1] - x[0]
+            return x[1] - x[0], outside
         # softmax_1 = sigmoid(x_1 - logsumexp(others)) for any C.
         others = torch.cat((x[:1], x[2:]))
-        return x[1] - torch.logsumexp(others, dim=0)
-
-    @staticmethod
-    def _mask_stats(pred: torch.Tensor, gt: torch.Tensor,
-                    num_gt: int) -> List[int]:
-        """[intersection, predicted, ground-truth] pixel counts."""
-        inter = int(torch.count_nonzero(pred & gt))
-        return [inter, int(torch.count_nonzero(pred)), num_gt]
+        return x[1] - torch.logsumexp(others, dim=0), outside
 
     def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
         """Histogram the scores and count overlaps of each sample.
+
+        Every sample's histogram and counts are computed on the samples'
+        device and read back together, in one copy per batch: read back
+        one by one, each count would make the host wait for the GPU, which
+        would idle while the host handles the batch. Invalid labels and
+        NaN scores are found in that copy and reported with the sample's
+        name.
 
         Each sample's result holds its (2, num_bins) histogram until the
         next sample arrives, when it is folded into a running sum kept in
@@ -393,8 +392,10 @@ class PneumothoraxMetric(BaseMetric):
                 and ``gt_sem_seg``.
         """
         lo, hi = self.logit_range
-        scale = self.num_bins / (hi - lo)
+        num_bins = self.num_bins
+        scale = num_bins / (hi - lo)
         thr_logit = math.log(self.threshold / (1.0 - self.threshold))
+        names, outputs, labels, rows = [], [], [], []
         for data_sample in data_samples:
             name = data_sample.get('img_path', 'sample')
             if 'seg_logits' not in data_sample:
@@ -408,29 +409,27 @@ class PneumothoraxMetric(BaseMetric):
                 raise ValueError(
                     f'{name}: seg_logits shape {tuple(seg_logits.shape)} '
                     f'does not match gt_sem_seg {tuple(gt.shape)}')
-            valid, gt_pos = binary_label_masks(gt, self.ignore_index, name)
-            logit = self._score_logit(seg_logits, name)
-            if torch.isnan(logit).any():
-                raise ValueError(f'{name}: seg_logits contains NaN')
+            valid = gt != self.ignore_index
+            gt_pos = gt == 1
+            logit, outside = self._score_logit(seg_logits)
+            nan = torch.isnan(logit)
 
-            # One bincount, no boolean indexing (slow): negatives go to
-            # [0, B), positives to [B, 2B), ignored pixels to 2B.
-            code = ((logit - lo) * scale).floor_().clamp_(
-                0, self.num_bins - 1)
-            code += gt_pos * self.num_bins
-            code.masked_fill_(~valid, 2 * self.num_bins)
-            hist = torch.bincount(
-                code.reshape(-1).long(), minlength=2 * self.num_bins + 1)
-            hist = hist[:2 * self.num_bins].view(2, self.num_bins)
-            hist = hist.cpu().numpy()
+            # One scatter-add (a bincount would read its maximum back),
+            # no boolean indexing (slow): negatives go to [0, B), positives
+            # to [B, 2B), ignored pixels (and NaN scores, reported below)
+            # to 2B.
+            code = ((logit - lo) * scale).floor_().clamp_(0, num_bins - 1)
+            code += gt_pos * num_bins
+            code.masked_fill_(~valid | nan, 2 * num_bins)
+            code = code.reshape(-1).long()
+            hist = torch.zeros(
+                2 * num_bins + 1, dtype=torch.long,
+                device=code.device).scatter_add_(0, code,
+                                                 torch.ones_like(code))
 
             pred = (logit > thr_logit) & valid
-            num_gt = int(hist[1].sum())
-            result = dict(
-                stats=self._mask_stats(pred, gt_pos, num_gt),
-                num_pixels=int(hist.sum()),
-                hist=hist,
-                hist_sum=None)
+            counts = [(valid & ~gt_pos & (gt != 0)).sum(), outside,
+                      nan.sum(), (pred & gt_pos).sum(), pred.sum()]
             if self.postprocess is not None:
                 prob = torch.sigmoid(logit)
                 mask = self.postprocess(prob)
@@ -439,8 +438,39 @@ class PneumothoraxMetric(BaseMetric):
                     raise ValueError(
                         f'{name}: postprocess returned shape '
                         f'{tuple(mask.shape)}, expected {tuple(prob.shape)}')
-                result['stats_pp'] = self._mask_stats(
-                    mask.bool() & valid, gt_pos, num_gt)
+                mask = mask.bool() & valid
+                counts += [(mask & gt_pos).sum(), mask.sum()]
+            rows.append(torch.cat([torch.stack(counts),
+                                   hist[:2 * num_bins]]))
+            names.append(name)
+            outputs.append(seg_logits)
+            labels.append(gt)
+        if not rows:
+            return
+        # The one wait for the device per batch.
+        rows = torch.stack(rows).cpu().numpy()
+        num_counts = rows.shape[1] - 2 * num_bins
+        for name, seg_logits, gt, row in zip(names, outputs, labels, rows):
+            bad, outside, nan, inter, pred = (int(v) for v in row[:5])
+            if bad:
+                binary_label_masks(gt, self.ignore_index, name)  # raises
+            if outside:
+                low, high = float(seg_logits.min()), float(seg_logits.max())
+                raise ValueError(
+                    f'{name}: 1-channel seg_logits has values outside '
+                    f'[0, 1] ({low:.3g}..{high:.3g}); they look like '
+                    "logits: set single_channel='logit'")
+            if nan:
+                raise ValueError(f'{name}: seg_logits contains NaN')
+            hist = row[num_counts:].reshape(2, num_bins).copy()
+            num_gt = int(hist[1].sum())
+            result = dict(
+                stats=[inter, pred, num_gt],
+                num_pixels=int(hist.sum()),
+                hist=hist,
+                hist_sum=None)
+            if self.postprocess is not None:
+                result['stats_pp'] = [int(row[5]), int(row[6]), num_gt]
 
             if self.results:
                 last = self.results[-1]
