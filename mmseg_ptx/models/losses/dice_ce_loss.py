@@ -98,7 +98,11 @@ class DiceCELoss(nn.Module):
       ``pos_weight = class_weight[1] / class_weight[0]``.
 
     Pixels whose label is the ignore index (e.g. 255 padding) are excluded
-    from every term, with or without class weights. A per-pixel ``weight``
+    from every term, with or without class weights. Any other label than
+    0, 1 and the ignore index raises a ``ValueError``; the loss never
+    makes the host wait for the GPU, so on a GPU that error comes a call
+    or two later, or when the loss is switched to eval mode (see
+    ``_check_labels``). A per-pixel ``weight``
     (MMSeg's ``seg_weight``, e.g. from a pixel sampler) multiplies each
     pixel's contribution to every term. All terms are computed in float32,
     so the loss is safe under bf16/fp16 autocast; logits at ignored pixels
