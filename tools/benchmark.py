@@ -554,9 +554,8 @@ def time_iterations(step: Callable[[], int],
     machine shared with other work. With ``sync_each_iteration=False`` the
     device is synchronised after the last iteration only, as in a loop
     that reads nothing back, and every iteration gets the mean time. The
-    warm-up
-    is timed as a whole (``warmup_s``): with ``--compile`` it holds the
-    compilation. Its peak memory is reported on its own
+    warm-up is timed as a whole (``warmup_s``): with ``--compile`` it holds
+    the compilation. Its peak memory is reported on its own
     (``warmup_peak_mem_mib``): with ``cudnn.benchmark`` the first pass over
     new convolution shapes tries cuDNN's algorithms with workspaces of tens
     of GiB (on an H200, 136 GiB for a batch-4 Swin-B UPerNet step whose
