@@ -67,13 +67,17 @@ def _counts(device: Any, cpu_as_device: bool) -> bool:
                                    or torch.device(device).type != 'cpu')
 
 
-class _DispatchRecorder(TorchDispatchMode):
+class _Recording:
+    """What both recording modes hold: where to record, and how."""
 
     def __init__(self, record: Callable[[str], None],
                  cpu_as_device: bool) -> None:
         super().__init__()
         self.record = record
         self.cpu_as_device = cpu_as_device
+
+
+class _DispatchRecorder(_Recording, TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -99,16 +103,10 @@ def _in_torch_optim() -> bool:
         for frame in traceback.extract_stack())
 
 
-class _FunctionRecorder(TorchFunctionMode):
+class _FunctionRecorder(_Recording, TorchFunctionMode):
     """Tensors made from Python data for a device happen above the
     dispatcher: ``x.new_tensor([...])``, ``torch.tensor(..., device=d)``.
     On a GPU each is a blocking host-to-device copy."""
-
-    def __init__(self, record: Callable[[str], None],
-                 cpu_as_device: bool) -> None:
-        super().__init__()
-        self.record = record
-        self.cpu_as_device = cpu_as_device
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
