@@ -195,14 +195,16 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         '--sync',
         choices=['iteration', 'end'],
-        default='iteration',
+        nargs='+',
+        default=['iteration'],
         help='iteration: wait for the device after every timed iteration, '
         'as a loop that reads a value back every iteration does (mmengine\'s '
         'RuntimeInfoHook, an evaluation loop); end: only after the last, as '
         'a train loop that reads nothing back does (DeferredRuntimeInfoHook, '
         'a non-blocking data preprocessor, a train step without host '
         'syncs), so the host queues the next iterations while the device '
-        'works')
+        'works. Both: each mode and batch size is timed both ways, one '
+        'after the other')
     parser.add_argument(
         '--host-syncs',
         action='store_true',
@@ -694,37 +696,45 @@ def run_variant(cfg: Config,
                                 device) if trains else None
 
     def measure(mode: str, batch_size: int, step: Callable[[], int]) -> None:
-        row = dict(variant=name, mode=mode, switches=switches,
-                   batch_size=batch_size)
-        if backend:
-            row['backend'] = backend
-        try:
-            row.update(time_iterations(step, args.warmup, args.iters, device,
-                                       f'{name} {mode} b{batch_size}',
-                                       args.sync == 'iteration'))
-            if flops:
-                per_img = flops['infer_gflop_per_img' if mode == 'infer'
-                                else 'step_gflop_per_img']
-                row['tflop_per_s'] = row['img_per_s'] * per_img / 1e3
-        except Exception as err:  # noqa: BLE001
-            if not is_out_of_memory(err):
-                raise
-            row['error'] = 'out of memory'
-        if 'error' in row:
-            # Outside the except block, whose traceback still holds the
-            # failed step's tensors: free them before the next size.
-            if optim_wrapper is not None:
-                optim_wrapper.zero_grad()
-            gc.collect()
-            torch.cuda.empty_cache()
-        else:
+        desc = f'{name} {mode} b{batch_size}'
+        rows = []
+        for sync in args.sync:
+            row = dict(variant=name, mode=mode, switches=switches,
+                       batch_size=batch_size, sync=sync)
+            if backend:
+                row['backend'] = backend
+            rows.append(row)
+            try:
+                row.update(time_iterations(step, args.warmup, args.iters,
+                                           device, desc,
+                                           sync == 'iteration'))
+                if flops:
+                    per_img = flops['infer_gflop_per_img' if mode == 'infer'
+                                    else 'step_gflop_per_img']
+                    row['tflop_per_s'] = row['img_per_s'] * per_img / 1e3
+            except Exception as err:  # noqa: BLE001
+                if not is_out_of_memory(err):
+                    raise
+                row['error'] = 'out of memory'
+            if 'error' in row:
+                # Outside the except block, whose traceback still holds
+                # the failed step's tensors: free them before the next
+                # size.
+                if optim_wrapper is not None:
+                    optim_wrapper.zero_grad()
+                gc.collect()
+                torch.cuda.empty_cache()
+                break
+        if 'error' not in rows[-1]:
             if args.host_syncs:
-                row['host_syncs'] = record_host_syncs(
-                    step, device, f'{name} {mode} b{batch_size}')
+                count = record_host_syncs(step, device, desc)
+                for row in rows:
+                    row['host_syncs'] = count
             if args.profile:
-                print(f'== profile: {name} {mode} b{batch_size}')
+                print(f'== profile: {desc}')
                 print(profile_table(step, args.profile, device))
-        on_row(row)
+        for row in rows:
+            on_row(row)
 
     # Every training row first, then inference once the optimizer state
     # (and, with bf16 weights, the float32 model) is freed: inference's
@@ -811,6 +821,10 @@ def format_table(results: List[dict]) -> str:
     header = ('variant', 'mode', 'batch', 'img/s', 's/iter', 'min s/iter',
               'peak MiB', 'warm-up s', 'warm-up peak MiB', 'TFLOP/s')
     rows = []
+    with_sync = any(
+        r.get('sync', 'iteration') != 'iteration' for r in results)
+    if with_sync:
+        header = header[:3] + ('sync', ) + header[3:]
     for r in results:
         if 'error' in r:
             figures = (r['error'], '', '', '', '', '', '')
@@ -822,6 +836,7 @@ def format_table(results: List[dict]) -> str:
                        f"{r['warmup_peak_mem_mib']:.0f}",
                        '' if tflops is None else f'{tflops:.3g}')
         rows.append((r['variant'], r['mode'], str(r['batch_size'])) +
+                    ((r.get('sync', 'iteration'), ) if with_sync else ()) +
                     figures)
     if any('host_syncs' in r for r in results):
         header += ('host syncs', )

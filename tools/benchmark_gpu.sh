@@ -14,12 +14,13 @@
 #   loader       this project's config (DiceCELoss) fed by its real data
 #                loader, on generated 1024x1024 DICOMs, at the config's
 #                workers and more;
-#   sync         this project's config, all switches, batch BATCH, its
-#                iterations synchronised one by one (a loop that reads the
-#                losses back every iteration) and only at the end (with
-#                DeferredRuntimeInfoHook and non-blocking copies), with the
-#                operations that make the host wait (--host-syncs); fed by
-#                the loader part's data when that part runs;
+#   sync         this project's config, all switches and non-blocking
+#                batch copies, batch BATCH, its iterations synchronised one
+#                by one (a loop that reads the losses back every iteration)
+#                and only at the end (as with DeferredRuntimeInfoHook),
+#                with the operations that make the host wait
+#                (--host-syncs); fed by the loader part's data when that
+#                part runs;
 #   profile      this project's config, all switches, batch BATCH: the
 #                operators that take the GPU's time in its train step and
 #                in inference (benchmark.py --profile 2);
@@ -172,16 +173,13 @@ elif want loader; then
 fi
 
 if want sync; then
-    data=()
+    options=(model.data_preprocessor.non_blocking=True)
     if [ $demo_ok = 1 ]; then
-        data=("train_dataloader.dataset.data_root=$DEMO_DATA")
+        options+=("train_dataloader.dataset.data_root=$DEMO_DATA")
     fi
-    bench ptx_sync-iteration "$PTX_CONFIG" --mode all --batch-size "$BATCH" \
-        "${SWITCHES[@]}" --sync iteration --host-syncs \
-        ${data[@]+--cfg-options "${data[@]}"}
-    bench ptx_sync-end "$PTX_CONFIG" --mode all --batch-size "$BATCH" \
-        "${SWITCHES[@]}" --sync end --host-syncs --cfg-options \
-        model.data_preprocessor.non_blocking=True ${data[@]+"${data[@]}"}
+    bench ptx_sync "$PTX_CONFIG" --mode all --batch-size "$BATCH" \
+        "${SWITCHES[@]}" --sync iteration end --host-syncs \
+        --cfg-options "${options[@]}"
 fi
 
 if want profile; then
@@ -216,7 +214,10 @@ for path in sorted(glob.glob(os.path.join(sys.argv[1], '*.json'))):
                    f"{r['warmup_s']:9.1f} "
                    f"{r.get('warmup_peak_mem_mib', float('nan')):9.0f} "
                    f"{r['tflop_per_s']:8.1f}")
-        print(f"{part:<28} {r['variant']:<58} {r['mode']:<6} "
+        variant = r['variant']
+        if r.get('sync', 'iteration') != 'iteration':
+            variant += f" (sync {r['sync']})"
+        print(f"{part:<28} {variant:<58} {r['mode']:<6} "
               f"{r['batch_size']:>5} {figures}")
 PY
 

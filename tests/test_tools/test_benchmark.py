@@ -149,7 +149,7 @@ def test_out_of_memory_is_a_row_not_a_crash(monkeypatch):
     ok, oom = report['results']
     assert ok['batch_size'] == 2 and ok['img_per_s'] > 0
     assert oom == dict(variant='stock', mode='step', switches={},
-                       batch_size=3, error='out of memory')
+                       batch_size=3, sync='iteration', error='out of memory')
     assert 'out of memory' in tool.format_table(report['results'])
     # Any other error still ends the run.
     assert not tool.is_out_of_memory(RuntimeError('shape mismatch'))
@@ -333,16 +333,22 @@ def test_host_syncs_and_sync_at_the_end(tmp_path):
     out = tmp_path / 'bench.json'
     tool = load_tool('benchmark')
     report = tool.main([str(demo), *BASE_ARGS, '--mode', 'all', '--sync',
-                        'end', '--host-syncs', '--json', str(out)])
-    assert report['settings']['sync'] == 'end'
-    rows = {r['mode']: r for r in report['results']}
+                        'iteration', 'end', '--host-syncs', '--json',
+                        str(out)])
+    assert report['settings']['sync'] == ['iteration', 'end']
+    rows = {(r['mode'], r['sync']): r for r in report['results']}
     # (loader too where `make demo` has written its data)
-    assert {'step', 'infer'} <= set(rows)
-    for row in rows.values():
-        # Timed as one block: every iteration gets the mean.
-        assert row['s_per_iter_min'] == row['s_per_iter'] > 0
+    assert {('step', 'iteration'), ('step', 'end'), ('infer', 'iteration'),
+            ('infer', 'end')} <= set(rows)
+    for (mode, sync), row in rows.items():
+        if sync == 'end':  # timed as one block: each iteration gets the mean
+            assert row['s_per_iter_min'] == row['s_per_iter'] > 0
         # DiceCELoss, mmseg's UPerNet and the optimizer wait for nothing.
         assert row['host_syncs'] == 0
+    table = tool.format_table(report['results']).splitlines()
+    assert table[0].split(' | ')[3].strip() == 'sync'
+    assert [line.split(' | ')[3].strip() for line in table[2:]] == [
+        r['sync'] for r in report['results']]
 
 
 def test_host_syncs_name_the_line(capsys, monkeypatch):

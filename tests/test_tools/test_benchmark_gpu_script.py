@@ -54,8 +54,8 @@ def test_every_part_runs_and_is_summarised(tmp_path):
     assert parts == {
         'window_tokens', 'sweep', 'ablate', 'big_batches', 'sdpa_efficient',
         'sdpa_cudnn', 'sdpa_math', 'ptx_loader_workers-default',
-        'ptx_loader_workers-1', 'ptx_sync-iteration', 'ptx_sync-end',
-        'ptx_profile_step', 'ptx_profile_infer'
+        'ptx_loader_workers-1', 'ptx_sync', 'ptx_profile_step',
+        'ptx_profile_infer'
     }
     sweep = json.loads((out / 'sweep.json').read_text())['results']
     all_switches = ('SwinTransformerSDPA+bf16+bf16_weights+fuse_conv_bn+'
@@ -72,13 +72,14 @@ def test_every_part_runs_and_is_summarised(tmp_path):
     loader = json.loads(
         (out / 'ptx_loader_workers-1.json').read_text())['results']
     assert {r['mode'] for r in loader} == {'step', 'loader', 'infer'}
-    for sync in ('iteration', 'end'):
-        result = json.loads((out / f'ptx_sync-{sync}.json').read_text())
-        assert result['settings']['sync'] == sync
-        # Fed by the loader part's data; the train step waits for nothing.
-        rows = {r['mode']: r for r in result['results']}
-        assert set(rows) == {'step', 'loader', 'infer'}
-        assert all(r['host_syncs'] == 0 for r in rows.values()), rows
+    result = json.loads((out / 'ptx_sync.json').read_text())
+    assert result['settings']['sync'] == ['iteration', 'end']
+    # Fed by the loader part's data; the train step waits for nothing.
+    rows = {(r['mode'], r['sync']): r for r in result['results']}
+    assert set(rows) == {(mode, sync) for mode in ('step', 'loader', 'infer')
+                         for sync in ('iteration', 'end')}
+    assert all(r['host_syncs'] == 0 for r in rows.values()), rows
+    assert '(sync end)' in proc.stdout  # the closing table tells them apart
     for mode in ('step', 'infer'):
         assert '== profile: ' in (out / f'ptx_profile_{mode}.log').read_text()
     assert '== compile failed' in proc.stdout
