@@ -109,6 +109,15 @@ class PRCurve:
             num_neg=self.num_neg)
 
 
+def _label_masks(gt: torch.Tensor, ignore_index: int
+                 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The valid, pneumothorax and invalid (neither 0, 1 nor ignored)
+    pixels of a ground truth, without reading anything back."""
+    valid = gt != ignore_index
+    pos = gt == 1
+    return valid, pos, valid & ~pos & (gt != 0)
+
+
 def binary_label_masks(gt: torch.Tensor, ignore_index: int,
                        name: Optional[str] = None
                        ) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -126,9 +135,8 @@ def binary_label_masks(gt: torch.Tensor, ignore_index: int,
     Raises:
         ValueError: Another label value is found.
     """
-    valid = gt != ignore_index
-    pos = gt == 1
-    if (valid & ~pos & (gt != 0)).any():
+    valid, pos, invalid = _label_masks(gt, ignore_index)
+    if invalid.any():
         bad = torch.unique(gt[valid]).tolist()[:10]
         where = f'{name}: ' if name else ''
         raise ValueError(f'{where}ground truth (gt_sem_seg) values must be '
@@ -409,8 +417,7 @@ class PneumothoraxMetric(BaseMetric):
                 raise ValueError(
                     f'{name}: seg_logits shape {tuple(seg_logits.shape)} '
                     f'does not match gt_sem_seg {tuple(gt.shape)}')
-            valid = gt != self.ignore_index
-            gt_pos = gt == 1
+            valid, gt_pos, invalid = _label_masks(gt, self.ignore_index)
             logit, outside = self._score_logit(seg_logits)
             nan = torch.isnan(logit)
 
@@ -428,7 +435,7 @@ class PneumothoraxMetric(BaseMetric):
                                                  torch.ones_like(code))
 
             pred = (logit > thr_logit) & valid
-            counts = [(valid & ~gt_pos & (gt != 0)).sum(), outside,
+            counts = [invalid.sum(), outside,
                       nan.sum(), (pred & gt_pos).sum(), pred.sum()]
             if self.postprocess is not None:
                 prob = torch.sigmoid(logit)
