@@ -146,7 +146,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         metavar='N',
         help='after timing, profile N more iterations of each mode with '
         'torch.profiler and print the most expensive operators, also by '
-        'input shapes')
+        'input shapes and by the Python function that called them')
     parser.add_argument(
         '--flops',
         action='store_true',
@@ -607,21 +607,76 @@ def profile_table(step: Callable[[], int], iters: int, device: str,
                   rows: int = 25) -> str:
     """Kernel-level profile of ``iters`` iterations of ``step``: the
     operators that took the most device (or CPU) time, then the same by
-    operator and input shapes (which ``copy_`` or ``cat`` costs what)."""
+    operator and input shapes (which ``copy_`` or ``cat`` costs what), then
+    by the Python function that called them (:func:`source_table`)."""
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device == 'cuda':
         activities.append(torch.profiler.ProfilerActivity.CUDA)
+    # verbose: the operators' events get their Python stacks.
     with torch.profiler.profile(
-            activities=activities, record_shapes=True) as prof:
+            activities=activities,
+            record_shapes=True,
+            with_stack=True,
+            experimental_config=torch._C._profiler._ExperimentalConfig(
+                verbose=True)) as prof:
         for _ in range(iters):
             step()
         synchronize(device)
     sort_by = ('self_device_time_total'
                if device == 'cuda' else 'self_cpu_time_total')
-    by_op = prof.key_averages().table(sort_by=sort_by, row_limit=rows)
+    # Kernel names wide enough to tell, e.g., the NHWC variant of a kernel
+    # from the NCHW one.
+    by_op = prof.key_averages().table(
+        sort_by=sort_by, row_limit=rows, max_name_column_width=100)
     by_shape = prof.key_averages(group_by_input_shape=True).table(
-        sort_by=sort_by, row_limit=rows, max_shapes_column_width=60)
-    return f'{by_op}\nBy input shapes:\n{by_shape}'
+        sort_by=sort_by, row_limit=rows, max_name_column_width=40,
+        max_shapes_column_width=60)
+    by_source = source_table(prof.events(), sort_by, rows)
+    return (f'{by_op}\nBy input shapes:\n{by_shape}\n'
+            f'By calling function:\n{by_source}')
+
+
+def _is_library_frame(frame: str) -> bool:
+    """A stack frame of torch itself (or a built-in), not of its caller."""
+    return (frame.startswith(('<', 'torch/', 'nn.Module: '))
+            or '/torch/' in frame or '.py(' not in frame)
+
+
+def source_table(events: Any, sort_by: str, rows: int) -> str:
+    """The operators' self time summed by (the first Python function
+    outside torch on their stack, operator): which function's copies, casts
+    or gathers cost what. The profiler names a function by its file and
+    first line (``swin.py(359): _inner_forward``) and, on the CPU with
+    torch 2.13 at least, gives a backward operator its forward operator's
+    stack. Operators without a Python stack share one row."""
+    # Paths relative to where their package was imported from (this
+    # repository's: relative to the working directory).
+    roots = sorted({os.path.abspath(p) + os.sep
+                    for p in [os.getcwd(), *sys.path] if p},
+                   key=len, reverse=True)
+
+    def short(frame: str) -> str:
+        return next((frame[len(r):] for r in roots if frame.startswith(r)),
+                    frame)
+
+    totals: Dict[Tuple[str, str], List[float]] = {}
+    for evt in events:
+        spent = getattr(evt, sort_by)
+        if not evt.name.startswith('aten::') or spent <= 0:
+            continue
+        caller = next((f for f in evt.stack if not _is_library_frame(f)),
+                      '(no Python stack)')
+        row = totals.setdefault((short(caller), evt.name), [0.0, 0])
+        row[0] += spent
+        row[1] += 1
+    total = sum(t for t, _ in totals.values()) or 1.0
+    top = sorted(totals.items(), key=lambda kv: -kv[1][0])[:rows]
+    lines = [f"{'self ms':>9} {'share':>6} {'calls':>6}  "
+             f"{'operator':<32} calling function"]
+    for (caller, name), (spent, calls) in top:
+        lines.append(f'{spent / 1e3:9.3f} {spent / total:6.1%} {calls:6d}  '
+                     f'{name:<32} {caller}')
+    return '\n'.join(lines)
 
 
 def record_host_syncs(step: Callable[[], int], device: str,

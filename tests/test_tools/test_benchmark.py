@@ -324,8 +324,13 @@ def test_ablate_leaves_out_each_switch(capsys):
 def test_profile_prints_operators_and_shapes(tmp_path):
     _, stdout = run_benchmark(tmp_path, '--mode', 'infer', '--profile', '1')
     assert '== profile: stock infer b2' in stdout
-    by_op, by_shape = stdout.split('By input shapes:')
+    by_op, rest = stdout.split('By input shapes:')
+    by_shape, by_caller = rest.split('By calling function:')
     assert 'aten::' in by_op and 'Input Shapes' in by_shape
+    # The operators summed by the model's own functions that called them.
+    rows = by_caller.strip().splitlines()[1:]
+    assert any('aten::' in r and 'mmseg/models/backbones/swin.py(' in r
+               for r in rows), by_caller
 
 
 def test_host_syncs_and_sync_at_the_end(tmp_path):
