@@ -11,6 +11,8 @@
 #   big_batches  all switches at larger batches, to find the best batch;
 #   sdpa         all switches at batch 16, the window attention held to
 #                each SDPA kernel;
+#   ptx_sdpa     the same for this project's config (window 12: 144-token
+#                windows instead of 49), at batch BATCH;
 #   loader       this project's config (DiceCELoss) fed by its real data
 #                loader, on generated 1024x1024 DICOMs, at the config's
 #                workers and more;
@@ -51,7 +53,7 @@ OUT_DIR=$(mkdir -p "$OUT_DIR" && cd "$OUT_DIR" && pwd)
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1  # a part killed by a timeout keeps its log
-ALL_PARTS="window_tokens sweep ablate big_batches sdpa loader sync profile compile compile_blocks"
+ALL_PARTS="window_tokens sweep ablate big_batches sdpa ptx_sdpa loader sync profile compile compile_blocks"
 PARTS=${PARTS:-$ALL_PARTS}
 for part in $PARTS; do
     case " $ALL_PARTS " in
@@ -152,6 +154,13 @@ if want sdpa; then
         bench "sdpa_${kernels%%,*}" "$SWINB_CONFIG" --mode all \
             --batch-size "$BATCH" "${SWITCHES[@]}" --cfg-options \
             "${TWO_CLASSES[@]}" "model.backbone.sdpa_backends=[$kernels]"
+    done
+fi
+if want ptx_sdpa; then
+    for kernels in efficient,math cudnn,math math; do
+        bench "ptx_sdpa_${kernels%%,*}" "$PTX_CONFIG" --mode all \
+            --batch-size "$BATCH" "${SWITCHES[@]}" --cfg-options \
+            "model.backbone.sdpa_backends=[$kernels]"
     done
 fi
 

@@ -53,7 +53,8 @@ def test_every_part_runs_and_is_summarised(tmp_path):
     parts = {p.stem for p in out.glob('*.json')}
     assert parts == {
         'window_tokens', 'sweep', 'ablate', 'big_batches', 'sdpa_efficient',
-        'sdpa_cudnn', 'sdpa_math', 'ptx_loader_workers-default',
+        'sdpa_cudnn', 'sdpa_math', 'ptx_sdpa_efficient', 'ptx_sdpa_cudnn',
+        'ptx_sdpa_math', 'ptx_loader_workers-default',
         'ptx_loader_workers-1', 'ptx_sync', 'ptx_profile_step',
         'ptx_profile_infer'
     }
