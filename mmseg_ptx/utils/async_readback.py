@@ -77,11 +77,20 @@ class AsyncReadback:
         return ready
 
     @torch.compiler.disable
-    def drain(self) -> List[Tuple[Tensor, Any]]:
-        """Every pending ``(values, context)`` pair, oldest first, waiting
-        for the device where a copy has not arrived yet."""
+    def drain(self, keep: int = 0) -> List[Tuple[Tensor, Any]]:
+        """Every pending ``(values, context)`` pair but the newest
+        ``keep``, oldest first, waiting for the device where a copy has
+        not arrived yet.
+
+        Args:
+            keep (int): How many of the newest pairs stay in the queue,
+                e.g. to bound what the queue holds without waiting for the
+                latest work. Defaults to 0.
+        """
+        if keep < 0:
+            raise ValueError(f'keep must be >= 0, got {keep}')
         ready = []
-        while self._pending:
+        while len(self._pending) > keep:
             host, event, context = self._pending.popleft()
             if event is not None:
                 event.synchronize()

@@ -28,6 +28,18 @@ def test_drain_hands_back_everything():
     assert readback.drain() == []
 
 
+def test_drain_can_keep_the_newest():
+    readback = AsyncReadback()
+    for i in range(4):
+        readback.push(torch.tensor(i), i)
+    assert [c for _, c in readback.drain(keep=3)] == [0]
+    assert readback.drain(keep=3) == []
+    assert [c for _, c in readback.drain(keep=1)] == [1, 2]
+    assert [c for _, c in readback.poll()] == [3]
+    with pytest.raises(ValueError, match='keep'):
+        readback.drain(keep=-1)
+
+
 def test_copies_start_empty():
     readback = AsyncReadback()
     readback.push(torch.tensor(1))
