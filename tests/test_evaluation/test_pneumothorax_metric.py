@@ -6,6 +6,10 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from conftest import write_tiny_run_config
+from mmengine.config import Config
+from mmengine.hooks import Hook
+from mmengine.runner import Runner
 from sklearn.metrics import (auc, average_precision_score, f1_score,
                              precision_recall_curve)
 
@@ -13,7 +17,7 @@ import mmseg_ptx  # noqa: F401  (registers the metric)
 from mmseg.registry import METRICS, MODELS
 from mmseg_ptx.evaluation import (PneumothoraxMetric, compute_pr_curve,
                                   logit_bin_edges)
-from mmseg_ptx.utils import HostSyncRecorder
+from mmseg_ptx.utils import AsyncReadback, HostSyncRecorder
 
 
 def make_sample(gt, seg_logits, name='img.png'):
@@ -237,6 +241,82 @@ def test_process_makes_the_host_wait_for_nothing(single_channel):
     assert len(metric.results) == 4
 
 
+def test_triplet_post_processing_makes_the_host_wait_for_nothing():
+    samples, _, _ = realistic_samples(num=4, seed=3)
+    triplet = dict(type='TripletThresholdPostProcessor', top_threshold=0.75,
+                   min_area=20, bottom_threshold=0.3)
+    metric = PneumothoraxMetric(postprocess=triplet)
+    with HostSyncRecorder() as syncs:
+        metric.process({}, samples)
+    assert syncs.total == 0, syncs.report()
+    # The masks are those of the post-processor's host path.
+    _, ref = evaluate(samples, postprocess=lambda prob: metric.postprocess(
+        prob.numpy()))
+    np.testing.assert_equal(metric.evaluate(4), ref)
+
+
+class _LaggingReadback(AsyncReadback):
+    """A device whose copies arrive only when waited for: on a GPU that
+    is still busy with later batches, ``poll`` finds nothing."""
+
+    def poll(self):
+        return []
+
+
+def test_results_arrive_late_in_order_and_complete():
+    samples, _, _ = realistic_samples(num=8, seed=5)
+    batches = [samples[i:i + 2] for i in range(0, 8, 2)]
+    lagging = PneumothoraxMetric()
+    lagging._readback = _LaggingReadback()
+    lagging.process({}, batches[0])
+    lagging.process({}, batches[1])
+    assert lagging._results == []  # both batches still on their way
+    lagging.process({}, batches[2])
+    # At most two batches wait: the host takes in the oldest.
+    assert len(lagging._results) == 2 and len(lagging._readback) == 2
+    lagging.process({}, batches[3])
+    assert len(lagging.results) == 8  # reading them takes in the rest
+    assert len(lagging._readback) == 0
+    # evaluate() takes in what is still on its way: the same numbers.
+    fresh = PneumothoraxMetric()
+    fresh._readback = _LaggingReadback()
+    for batch in batches:
+        fresh.process({}, batch)
+    assert len(fresh._readback) == 2
+    assert fresh.evaluate(8) == evaluate(samples)[1]
+
+
+def test_late_results_still_raise_naming_the_image():
+    good = make_sample(np.zeros((4, 4)), two_channel(np.zeros((4, 4))))
+    bad_gt = make_sample(np.full((4, 4), 2), two_channel(np.zeros((4, 4))),
+                         name='case_17.png')
+    metric = PneumothoraxMetric()
+    metric._readback = _LaggingReadback()
+    metric.process({}, [good, bad_gt])  # not read yet: no error
+    with pytest.raises(ValueError, match='case_17.png.*0, 1 or'):
+        metric.evaluate(2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+@pytest.mark.parametrize('postprocess', [
+    None,  # the configs' triplet, computed on the device (mask_tensor)
+    dict(type='TripletThresholdPostProcessor', top_threshold=0.75,
+         min_area=20, bottom_threshold=0.3)
+])
+def test_cuda_process_does_not_wait(postprocess):
+    samples, _, _ = realistic_samples(num=4, seed=3)
+    _, ref = evaluate(samples, postprocess=postprocess)
+    for sample in samples:
+        for key in ('seg_logits', 'gt_sem_seg'):
+            sample[key]['data'] = sample[key]['data'].cuda()
+    metric = PneumothoraxMetric(postprocess=postprocess)
+    with HostSyncRecorder(cpu_as_device=False) as syncs:
+        metric.process({}, samples[:2])
+        metric.process({}, samples[2:])
+    assert syncs.total == 0, syncs.report()
+    np.testing.assert_equal(metric.evaluate(4), ref)
+
+
 @MODELS.register_module(name='_TestKeepAbovePP', force=True)
 class _KeepAbove:
 
@@ -317,3 +397,35 @@ def test_two_process_gather_equals_single_process(tmp_path):
     samples, _, _ = realistic_samples(num=5, seed=13)
     _, ref = evaluate(samples)
     assert res == ref
+
+
+class _RecordValIterations(Hook):
+    """Records host syncs during each validation iteration (the model's
+    predict step and the metric's process), not the evaluation after."""
+
+    def __init__(self, recorder):
+        self.recorder = recorder
+
+    def before_val_iter(self, runner, batch_idx, data_batch=None):
+        self.recorder.__enter__()
+
+    def after_val_iter(self, runner, batch_idx, data_batch=None,
+                       outputs=None):
+        self.recorder.__exit__(None, None, None)
+
+
+def test_validation_iterations_wait_for_nothing(tmp_path, demo_root):
+    """The demo config's validation: predict, then the metric with its
+    triplet post-processor, without a read of the device per iteration."""
+    config = write_tiny_run_config(tmp_path / 'val.py', demo_root)
+    cfg = Config.fromfile(str(config))
+    cfg.work_dir = str(tmp_path / 'work')
+    # (CheckpointHook's save_best needs a training run's set-up)
+    cfg.default_hooks.checkpoint.save_best = None
+    assert cfg.val_evaluator.postprocess  # the triplet, on the device
+    runner = Runner.from_cfg(cfg)
+    syncs = HostSyncRecorder()
+    runner.register_hook(_RecordValIterations(syncs), priority='LOWEST')
+    metrics = runner.val()
+    assert syncs.total == 0, syncs.report()
+    assert metrics['num_images'] > 0 and 'dice_pp' in metrics

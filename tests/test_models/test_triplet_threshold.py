@@ -98,3 +98,60 @@ def test_build_from_registry_and_metric():
     assert pp.to_dict() == dict(cfg, min_component_area=0)
     metric = PneumothoraxMetric(postprocess=cfg)
     assert isinstance(metric.postprocess, TripletThresholdPostProcessor)
+
+
+@pytest.mark.parametrize('kwargs', [
+    dict(min_area=401),  # emptied
+    dict(min_area=400),  # binarised at the bottom threshold
+    dict(min_area=0, bottom_threshold=0.75),
+    dict(min_area=100, min_component_area=10),  # on the host
+    dict(min_area=100, closing_kernel=5),
+])
+def test_mask_tensor_is_the_same_mask_without_waiting(kwargs):
+    from mmseg_ptx.utils import HostSyncRecorder
+    prob = blob_map()
+    prob[50:53, 50:53] = 0.9  # a speck
+    # Values at the thresholds themselves (compared in float32).
+    prob[0, :4] = np.float32([0.3, 0.75, 0.5, 0.2])
+    kwargs = dict(dict(top_threshold=0.75, bottom_threshold=0.3), **kwargs)
+    pp = TripletThresholdPostProcessor(**kwargs)
+    on_device = kwargs.get('min_component_area', 0) == 0 and kwargs.get(
+        'closing_kernel', 0) == 0
+    for tensor in (torch.from_numpy(prob), torch.from_numpy(prob).double()):
+        with HostSyncRecorder() as syncs:
+            mask = pp.mask_tensor(tensor)
+        assert mask.dtype == torch.bool and mask.device == tensor.device
+        np.testing.assert_array_equal(mask.numpy(), pp(prob).astype(bool))
+        if on_device:
+            assert syncs.total == 0, syncs.report()
+    with pytest.raises(ValueError, match='shape'):
+        pp.mask_tensor(torch.zeros(1, 4, 4))
+
+
+def test_metric_asks_for_the_mask_on_the_device():
+    from mmseg_ptx.evaluation import PneumothoraxMetric
+    pp = TripletThresholdPostProcessor(0.75, 100, 0.3)
+    prob = torch.from_numpy(blob_map())
+    logit = torch.logit(prob.double()).float()
+    sample = dict(
+        img_path='a.png',
+        seg_logits=dict(data=torch.stack([torch.zeros_like(logit), logit])),
+        gt_sem_seg=dict(data=(prob > 0.5).long()[None]))
+    results = []
+    # The device path, then the host path (a plain callable: __call__).
+    for postprocess in (pp, lambda prob: pp(prob)):
+        metric = PneumothoraxMetric(postprocess=postprocess)
+        metric.process({}, [sample])
+        results.append(metric.evaluate(1))
+    # (assert_equal: kaggle_dice_neg is NaN, there being no negative)
+    np.testing.assert_equal(results[0], results[1])
+    assert results[0]['dice_pp'] < 1
+
+    class HostOnly(TripletThresholdPostProcessor):
+
+        def __call__(self, prob):
+            raise AssertionError('the metric should use mask_tensor')
+
+    metric = PneumothoraxMetric(postprocess=HostOnly(0.75, 100, 0.3))
+    metric.process({}, [sample])
+    np.testing.assert_equal(metric.evaluate(1), results[0])

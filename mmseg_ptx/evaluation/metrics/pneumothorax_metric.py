@@ -21,6 +21,7 @@ from mmengine.evaluator import BaseMetric
 from mmengine.logging import print_log
 
 from mmseg.registry import METRICS, MODELS
+from mmseg_ptx.utils import AsyncReadback
 
 __all__ = ['PneumothoraxMetric', 'PRCurve', 'binary_label_masks',
            'compute_pr_curve', 'logit_bin_edges']
@@ -304,7 +305,10 @@ class PneumothoraxMetric(BaseMetric):
             ``'logit'``. Defaults to 'probability'.
         postprocess (dict | callable, optional): Maps an (H, W) probability
             tensor to an (H, W) binary mask; a dict is built with
-            ``mmseg.registry.MODELS``. Defaults to None.
+            ``mmseg.registry.MODELS``. One with a ``mask_tensor`` method
+            (:class:`~mmseg_ptx.models.TripletThresholdPostProcessor`) is
+            asked for the mask as a tensor on the scores' device, so
+            that the host need not wait for it. Defaults to None.
         collect_device (str): Device used to gather results across ranks,
             'cpu' or 'gpu'. Defaults to 'cpu'.
         prefix (str, optional): Prefix of the metric names, e.g. 'val'
@@ -357,6 +361,26 @@ class PneumothoraxMetric(BaseMetric):
         self.output_dir = output_dir
         self.bin_edges = logit_bin_edges(self.num_bins, self.logit_range)
         self.last_curve: Optional[PRCurve] = None
+        # Batches whose counts are on their way from the device.
+        self._readback = AsyncReadback()
+
+    @property
+    def results(self) -> List[dict]:
+        """This rank's per-sample results (``BaseMetric.results``).
+
+        Reading them first takes in every batch whose counts are still on
+        their way from the device (see :meth:`process`), so they are
+        complete whoever reads them: ``evaluate``, or a caller of
+        :meth:`compute_metrics`.
+        """
+        readback = getattr(self, '_readback', None)  # None in __init__
+        if readback is not None and len(readback):
+            self._take(readback.drain())
+        return self._results
+
+    @results.setter
+    def results(self, value: List[dict]) -> None:
+        self._results = value
 
     def _score_logit(self, seg_logits: torch.Tensor
                      ) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -381,11 +405,15 @@ class PneumothoraxMetric(BaseMetric):
         """Histogram the scores and count overlaps of each sample.
 
         Every sample's histogram and counts are computed on the samples'
-        device and read back together, in one copy per batch: read back
-        one by one, each count would make the host wait for the GPU, which
-        would idle while the host handles the batch. Invalid labels and
-        NaN scores are found in that copy and reported with the sample's
-        name.
+        device and read back together, in one copy per batch, which the
+        host does not wait for (:class:`~mmseg_ptx.utils.AsyncReadback`):
+        on a GPU a batch's results are taken in by a later call, once its
+        copy has arrived (at most two batches stay on their way), or when
+        :attr:`results` is read, as ``evaluate`` does. A wait per batch
+        would leave the GPU idle while the host fetches and queues the next
+        one. On the CPU they are taken in at once. Invalid labels and NaN
+        scores are found in that copy and reported with the sample's name,
+        on a GPU in a later call.
 
         Each sample's result holds its (2, num_bins) histogram until the
         next sample arrives, when it is folded into a running sum kept in
@@ -439,8 +467,12 @@ class PneumothoraxMetric(BaseMetric):
                       nan.sum(), (pred & gt_pos).sum(), pred.sum()]
             if self.postprocess is not None:
                 prob = torch.sigmoid(logit)
-                mask = self.postprocess(prob)
-                mask = torch.as_tensor(mask, device=prob.device)
+                mask_tensor = getattr(self.postprocess, 'mask_tensor', None)
+                if mask_tensor is not None:
+                    mask = mask_tensor(prob)
+                else:
+                    mask = torch.as_tensor(self.postprocess(prob),
+                                           device=prob.device)
                 if mask.shape != prob.shape:
                     raise ValueError(
                         f'{name}: postprocess returned shape '
@@ -454,9 +486,25 @@ class PneumothoraxMetric(BaseMetric):
             labels.append(gt)
         if not rows:
             return
-        # The one wait for the device per batch.
-        rows = torch.stack(rows).cpu().numpy()
+        # The batch's outputs and labels stay referenced until its counts
+        # arrive: only an error message needs them.
+        self._readback.push(torch.stack(rows), (names, outputs, labels))
+        self._take(self._readback.drain(keep=2) + self._readback.poll())
+
+    def _take(self, arrivals: List[Tuple[torch.Tensor, tuple]]) -> None:
+        """Check the batches' counts that arrived from the device and add
+        one result per sample."""
+        for rows, (names, outputs, labels) in arrivals:
+            self._take_batch(rows.numpy(), names, outputs, labels)
+
+    def _take_batch(self, rows: np.ndarray, names: List[str],
+                    outputs: List[torch.Tensor],
+                    labels: List[torch.Tensor]) -> None:
+        """One batch's (samples, counts + histogram) rows, on the host:
+        raise for its bad samples, else add their results."""
+        num_bins = self.num_bins
         num_counts = rows.shape[1] - 2 * num_bins
+        results = self._results
         for name, seg_logits, gt, row in zip(names, outputs, labels, rows):
             bad, outside, nan, inter, pred = (int(v) for v in row[:5])
             if bad:
@@ -479,14 +527,14 @@ class PneumothoraxMetric(BaseMetric):
             if self.postprocess is not None:
                 result['stats_pp'] = [int(row[5]), int(row[6]), num_gt]
 
-            if self.results:
-                last = self.results[-1]
-                first = self.results[0]
+            if results:
+                last = results[-1]
+                first = results[0]
                 if first['hist_sum'] is None:
                     first['hist_sum'] = np.zeros_like(last['hist'])
                 first['hist_sum'] += last['hist']
                 last['hist'] = None
-            self.results.append(result)
+            results.append(result)
 
     @staticmethod
     def _mask_metrics(stats: np.ndarray, suffix: str = '') -> Dict[str, float]:

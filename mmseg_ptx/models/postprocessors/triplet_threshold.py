@@ -121,6 +121,33 @@ class TripletThresholdPostProcessor:
             mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel)
         return mask
 
+    def mask_tensor(self, prob: torch.Tensor) -> torch.Tensor:
+        """The mask of :meth:`__call__` as a bool tensor on ``prob``'s
+        device.
+
+        Without the component filter and the closing (the defaults) it is
+        computed there, without reading anything back, so on a GPU the
+        host need not wait for the device (as
+        :class:`~mmseg_ptx.evaluation.PneumothoraxMetric` does not); with
+        them the map goes through :meth:`__call__` on the host.
+
+        Args:
+            prob (torch.Tensor): (H, W) probabilities in [0, 1] (any float
+                dtype, any device).
+
+        Returns:
+            torch.Tensor: (H, W) bool mask on ``prob``'s device.
+        """
+        if self.min_component_area > 0 or self.closing_kernel > 0:
+            return torch.from_numpy(self(prob)).to(prob.device).bool()
+        if prob.dim() != 2:
+            raise ValueError('TripletThresholdPostProcessor expects an '
+                             f'(H, W) probability map, got shape '
+                             f'{tuple(prob.shape)}')
+        prob = prob.detach().float()  # compared in float32, as __call__
+        positive = (prob > self.top_threshold).sum() >= self.min_area
+        return (prob > self.bottom_threshold) & positive
+
     def to_dict(self) -> dict:
         """The config dict that rebuilds this post-processor."""
         return dict(type=self.__class__.__name__,
