@@ -10,6 +10,10 @@ Modes:
   (skipped with a message when the config has none or its data is missing).
 * ``infer``: whole-image inference (``model.test_step``: preprocessor,
   ``'predict'`` forward, resize to the original shape) under ``no_grad``.
+* ``eval``: inference plus the config's ``val_evaluator`` processing its
+  outputs (with the random labels as ground truth), as each iteration of
+  validation and ``tools/test.py`` does. Not part of ``all``; time it with
+  ``--sync end`` to let the host run ahead as a validation loop does.
 
 Switches (``--sweep`` compares each with the plain config in one run,
 ``--ablate`` what each adds to all the others): ``--backbone-type`` (e.g.
@@ -68,6 +72,7 @@ from mmseg_ptx.models.utils import cast_for_inference, fuse_conv_bn
 from mmseg_ptx.reporting.json_io import write_json
 from mmseg_ptx.utils import HostSyncRecorder
 from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.evaluator import Evaluator
 from mmengine.logging import MMLogger
 from mmengine.model import revert_sync_batchnorm
 from mmengine.optim import OptimWrapper, build_optim_wrapper
@@ -78,6 +83,8 @@ from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
 MODES = ('step', 'loader', 'infer')
+#: Modes that ``--mode all`` leaves out.
+EXTRA_MODES = ('eval', )
 SWITCHES = ('backbone_type', 'amp', 'bf16_weights', 'fuse_conv_bn',
             'channels_last', 'fused_adamw', 'merge_param_groups', 'tf32',
             'cudnn_benchmark', 'compile')
@@ -227,7 +234,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         metavar=('H', 'W'),
         help='random input size for the step and infer modes')
     parser.add_argument(
-        '--mode', choices=list(MODES) + ['all'], default='all')
+        '--mode',
+        nargs='+',
+        choices=list(MODES) + list(EXTRA_MODES) + ['all'],
+        default=['all'],
+        help='one or more modes; all: ' + ', '.join(MODES))
     parser.add_argument(
         '--device',
         choices=['cuda', 'cpu'],
@@ -725,8 +736,9 @@ def run_variant(cfg: Config,
     model = build_model(cfg, switches, device)
     infer_model = model
     fold, cast = switches.get('fuse_conv_bn'), switches.get('bf16_weights')
-    if (fold or cast) and 'infer' in modes:
-        if modes != ['infer']:
+    infers = 'infer' in modes or 'eval' in modes
+    if (fold or cast) and infers:
+        if 'step' in modes or 'loader' in modes:
             # Folding and casting change the weights in place; the train
             # step keeps its float32 ones and its BatchNorms.
             infer_model = copy.deepcopy(model)
@@ -764,8 +776,8 @@ def run_variant(cfg: Config,
                                            device, desc,
                                            sync == 'iteration'))
                 if flops:
-                    per_img = flops['infer_gflop_per_img' if mode == 'infer'
-                                    else 'step_gflop_per_img']
+                    per_img = flops['step_gflop_per_img' if mode in (
+                        'step', 'loader') else 'infer_gflop_per_img']
                     row['tflop_per_s'] = row['img_per_s'] * per_img / 1e3
             except Exception as err:  # noqa: BLE001
                 if not is_out_of_memory(err):
@@ -830,16 +842,36 @@ def run_variant(cfg: Config,
     gc.collect()
     if device == 'cuda':
         torch.cuda.empty_cache()
-    for batch_size in args.batch_size if 'infer' in modes else []:
+    for batch_size in args.batch_size if infers else []:
         batch = random_batch(cfg, batch_size, tuple(args.img_size), device)
         infer_model.eval()
 
-        def infer() -> int:
+        def infer() -> list:
             with torch.no_grad(), amp_context(switches, device, infer=True):
-                test_step(batch)
-            return batch_size
+                return test_step(batch)
 
-        measure('infer', batch_size, infer)
+        if 'infer' in modes:
+            measure('infer', batch_size, lambda: len(infer()))
+        if 'eval' in modes and not cfg.get('val_evaluator'):
+            message = f'{name} eval: skipped, the config has no val_evaluator'
+            if message not in skipped:
+                skipped.append(message)
+        elif 'eval' in modes:
+            # A new evaluator per size; its results are never evaluated.
+            evaluator = Evaluator(copy.deepcopy(cfg.val_evaluator))
+            # The classes of the model's outputs (mmseg's IoUMetric counts
+            # them); the dataset is never built.
+            num_classes = cfg.model.decode_head.get('num_classes', 2)
+            evaluator.dataset_meta = dict(
+                classes=tuple(f'class_{i}' for i in range(num_classes)))
+
+            def evaluate() -> int:
+                outputs = infer()
+                evaluator.process(outputs, batch)
+                return len(outputs)
+
+            measure('eval', batch_size, evaluate)
+            del evaluator
         del batch
     del model, infer_model, train_step, test_step, optim_wrapper
     gc.collect()
@@ -921,7 +953,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         preprocessor.size = tuple(args.img_size)
         print('model.data_preprocessor has neither size nor size_divisor: '
               f'using size={preprocessor.size}')
-    modes = list(MODES) if args.mode == 'all' else [args.mode]
+    modes = [m for m in MODES + EXTRA_MODES
+             if m in args.mode or ('all' in args.mode and m in MODES)]
 
     env = environment(args)
     print('Settings: ' + ', '.join(f'{k}={v}' for k, v in env.items()))

@@ -22,7 +22,8 @@
 #                and only at the end (as with DeferredRuntimeInfoHook),
 #                with the operations that make the host wait
 #                (--host-syncs); fed by the loader part's data when that
-#                part runs;
+#                part runs; with the eval mode too (inference plus the
+#                config's PneumothoraxMetric: a validation iteration);
 #   profile      this project's config, all switches, batch BATCH: the
 #                operators that take the GPU's time in its train step and
 #                in inference (benchmark.py --profile 2);
@@ -186,7 +187,7 @@ if want sync; then
     if [ $demo_ok = 1 ]; then
         options+=("train_dataloader.dataset.data_root=$DEMO_DATA")
     fi
-    bench ptx_sync "$PTX_CONFIG" --mode all --batch-size "$BATCH" \
+    bench ptx_sync "$PTX_CONFIG" --mode all eval --batch-size "$BATCH" \
         "${SWITCHES[@]}" --sync iteration end --host-syncs \
         --cfg-options "${options[@]}"
 fi

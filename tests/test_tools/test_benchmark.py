@@ -337,23 +337,42 @@ def test_host_syncs_and_sync_at_the_end(tmp_path):
     demo = ROOT / 'configs' / 'upernet_swin-nano_ptx-demo-128.py'
     out = tmp_path / 'bench.json'
     tool = load_tool('benchmark')
-    report = tool.main([str(demo), *BASE_ARGS, '--mode', 'all', '--sync',
-                        'iteration', 'end', '--host-syncs', '--json',
-                        str(out)])
+    report = tool.main([str(demo), *BASE_ARGS, '--mode', 'all', 'eval',
+                        '--sync', 'iteration', 'end', '--host-syncs',
+                        '--json', str(out)])
     assert report['settings']['sync'] == ['iteration', 'end']
     rows = {(r['mode'], r['sync']): r for r in report['results']}
     # (loader too where `make demo` has written its data)
-    assert {('step', 'iteration'), ('step', 'end'), ('infer', 'iteration'),
-            ('infer', 'end')} <= set(rows)
+    assert {(mode, sync)
+            for mode in ('step', 'infer', 'eval')
+            for sync in ('iteration', 'end')} <= set(rows)
     for (mode, sync), row in rows.items():
         if sync == 'end':  # timed as one block: each iteration gets the mean
             assert row['s_per_iter_min'] == row['s_per_iter'] > 0
-        # DiceCELoss, mmseg's UPerNet and the optimizer wait for nothing.
+        # DiceCELoss, mmseg's UPerNet, the optimizer, and the config's
+        # PneumothoraxMetric with its triplet post-processor wait for
+        # nothing.
         assert row['host_syncs'] == 0
     table = tool.format_table(report['results']).splitlines()
     assert table[0].split(' | ')[3].strip() == 'sync'
     assert [line.split(' | ')[3].strip() for line in table[2:]] == [
         r['sync'] for r in report['results']]
+
+
+def test_eval_mode_is_asked_for_by_name(tmp_path):
+    tool = load_tool('benchmark')
+    assert tool.parse_args([str(CONFIG)]).mode == ['all']  # without eval
+    # Alone, it is the only mode measured: here with mmseg's IoUMetric,
+    # which reads each batch back.
+    report, _ = run_benchmark(
+        tmp_path, '--mode', 'eval', '--host-syncs', '--cfg-options',
+        'val_evaluator.type=IoUMetric')
+    assert [r['mode'] for r in report['results']] == ['eval']
+    assert report['results'][0]['host_syncs'] > 0
+    # A config without an evaluator (the tiny one) skips it.
+    report, stdout = run_benchmark(tmp_path, '--mode', 'eval', 'infer')
+    assert [r['mode'] for r in report['results']] == ['infer']
+    assert 'eval: skipped, the config has no val_evaluator' in stdout
 
 
 def test_host_syncs_name_the_line(capsys, monkeypatch):

@@ -77,7 +77,8 @@ def test_every_part_runs_and_is_summarised(tmp_path):
     assert result['settings']['sync'] == ['iteration', 'end']
     # Fed by the loader part's data; the train step waits for nothing.
     rows = {(r['mode'], r['sync']): r for r in result['results']}
-    assert set(rows) == {(mode, sync) for mode in ('step', 'loader', 'infer')
+    assert set(rows) == {(mode, sync)
+                         for mode in ('step', 'loader', 'infer', 'eval')
                          for sync in ('iteration', 'end')}
     assert all(r['host_syncs'] == 0 for r in rows.values()), rows
     assert '(sync end)' in proc.stdout  # the closing table tells them apart
