@@ -1,3 +1,4 @@
+import copy
 import pickle
 import socket
 
@@ -259,7 +260,7 @@ class _LaggingReadback(AsyncReadback):
     """A device whose copies arrive only when waited for: on a GPU that
     is still busy with later batches, ``poll`` finds nothing."""
 
-    def poll(self):
+    def poll(self, limit=None):
         return []
 
 
@@ -295,6 +296,38 @@ def test_late_results_still_raise_naming_the_image():
     metric.process({}, [good, bad_gt])  # not read yet: no error
     with pytest.raises(ValueError, match='case_17.png.*0, 1 or'):
         metric.evaluate(2)
+
+
+def test_a_late_error_leaves_the_later_batches_queued():
+    good = make_sample(np.zeros((4, 4)), two_channel(np.zeros((4, 4))),
+                       name='good.png')
+    bad = make_sample(np.full((4, 4), 2), two_channel(np.zeros((4, 4))),
+                      name='case_17.png')
+    metric = PneumothoraxMetric()
+    metric._readback = _LaggingReadback()
+    metric.process({}, [bad])
+    metric.process({}, [good])  # both still on their way
+    with pytest.raises(ValueError, match='case_17.png'):
+        metric.results  # takes in the bad batch
+    # The batch after it was still on its way, not lost.
+    assert len(metric.results) == 1
+    assert metric.evaluate(1)['num_images'] == 1
+
+
+def test_new_results_and_copies():
+    samples, _, _ = realistic_samples(num=4, seed=5)
+    metric = PneumothoraxMetric()
+    metric._readback = _LaggingReadback()
+    metric.process({}, samples[:2])
+    metric.process({}, samples[2:])
+    # A copy holds every result: the batches on their way are taken in.
+    clone = copy.deepcopy(metric)
+    assert len(clone.results) == len(metric._results) == 4
+    # New results drop the old ones' batches still on their way.
+    metric._readback = _LaggingReadback()
+    metric.process({}, samples[:2])
+    metric.results = []
+    assert metric.results == []
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')

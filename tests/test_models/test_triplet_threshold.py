@@ -147,11 +147,26 @@ def test_metric_asks_for_the_mask_on_the_device():
     np.testing.assert_equal(results[0], results[1])
     assert results[0]['dice_pp'] < 1
 
-    class HostOnly(TripletThresholdPostProcessor):
+    class Spy(TripletThresholdPostProcessor):
+        calls = 0
 
-        def __call__(self, prob):
-            raise AssertionError('the metric should use mask_tensor')
+        def mask_tensor(self, prob):
+            Spy.calls += 1
+            return super().mask_tensor(prob)
 
-    metric = PneumothoraxMetric(postprocess=HostOnly(0.75, 100, 0.3))
+    metric = PneumothoraxMetric(postprocess=Spy(0.75, 100, 0.3))
     metric.process({}, [sample])
     np.testing.assert_equal(metric.evaluate(1), results[0])
+    assert Spy.calls == 1
+
+
+def test_mask_tensor_follows_a_subclass_call():
+    class Inverted(TripletThresholdPostProcessor):
+
+        def __call__(self, prob):
+            return 1 - super().__call__(prob)
+
+    prob = torch.from_numpy(blob_map())
+    pp = Inverted(0.75, 100, 0.3)
+    np.testing.assert_array_equal(pp.mask_tensor(prob).numpy(),
+                                  pp(prob).astype(bool))

@@ -361,8 +361,6 @@ class PneumothoraxMetric(BaseMetric):
         self.output_dir = output_dir
         self.bin_edges = logit_bin_edges(self.num_bins, self.logit_range)
         self.last_curve: Optional[PRCurve] = None
-        # Batches whose counts are on their way from the device.
-        self._readback = AsyncReadback()
 
     @property
     def results(self) -> List[dict]:
@@ -373,14 +371,20 @@ class PneumothoraxMetric(BaseMetric):
         complete whoever reads them: ``evaluate``, or a caller of
         :meth:`compute_metrics`.
         """
-        readback = getattr(self, '_readback', None)  # None in __init__
-        if readback is not None and len(readback):
-            self._take(readback.drain())
+        self._take_arrived(keep=0)
         return self._results
 
     @results.setter
     def results(self, value: List[dict]) -> None:
+        # New results (BaseMetric.__init__ sets them): batches still on
+        # their way belong to the old ones.
         self._results = value
+        self._readback = AsyncReadback()
+
+    def __getstate__(self) -> dict:
+        # A copy gets every result: AsyncReadback's copies start empty.
+        self._take_arrived(keep=0)
+        return self.__dict__.copy()
 
     def _score_logit(self, seg_logits: torch.Tensor
                      ) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -489,12 +493,22 @@ class PneumothoraxMetric(BaseMetric):
         # The batch's outputs and labels stay referenced until its counts
         # arrive: only an error message needs them.
         self._readback.push(torch.stack(rows), (names, outputs, labels))
-        self._take(self._readback.drain(keep=2) + self._readback.poll())
+        self._take_arrived(keep=2)
 
-    def _take(self, arrivals: List[Tuple[torch.Tensor, tuple]]) -> None:
-        """Check the batches' counts that arrived from the device and add
-        one result per sample."""
-        for rows, (names, outputs, labels) in arrivals:
+    def _take_arrived(self, keep: int) -> None:
+        """Take in the batches on their way from the device: all but the
+        newest ``keep``, waiting for them, then any others that have
+        arrived. One at a time, so that a batch that raises leaves the
+        later ones queued, as they were before it."""
+        readback = self._readback
+        while True:
+            if len(readback) > keep:
+                arrived = readback.drain(keep=len(readback) - 1)
+            else:
+                arrived = readback.poll(limit=1)
+            if not arrived:
+                return
+            rows, (names, outputs, labels) = arrived[0]
             self._take_batch(rows.numpy(), names, outputs, labels)
 
     def _take_batch(self, rows: np.ndarray, names: List[str],

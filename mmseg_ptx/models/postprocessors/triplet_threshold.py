@@ -129,7 +129,8 @@ class TripletThresholdPostProcessor:
         computed there, without reading anything back, so on a GPU the
         host need not wait for the device (as
         :class:`~mmseg_ptx.evaluation.PneumothoraxMetric` does not); with
-        them the map goes through :meth:`__call__` on the host.
+        them, or in a subclass that overrides :meth:`__call__`, the map
+        goes through :meth:`__call__` on the host.
 
         Args:
             prob (torch.Tensor): (H, W) probabilities in [0, 1] (any float
@@ -138,8 +139,10 @@ class TripletThresholdPostProcessor:
         Returns:
             torch.Tensor: (H, W) bool mask on ``prob``'s device.
         """
-        if self.min_component_area > 0 or self.closing_kernel > 0:
-            return torch.from_numpy(self(prob)).to(prob.device).bool()
+        if (self.min_component_area > 0 or self.closing_kernel > 0
+                or type(self).__call__ is not
+                TripletThresholdPostProcessor.__call__):
+            return torch.as_tensor(self(prob)).to(prob.device).bool()
         if prob.dim() != 2:
             raise ValueError('TripletThresholdPostProcessor expects an '
                              f'(H, W) probability map, got shape '
