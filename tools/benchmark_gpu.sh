@@ -159,7 +159,7 @@ if want sdpa; then
 fi
 if want ptx_sdpa; then
     for kernels in efficient,math cudnn,math math; do
-        bench "ptx_sdpa_${kernels%%,*}" "$PTX_CONFIG" --mode all \
+        bench "ptx_sdpa_${kernels%%,*}" "$PTX_CONFIG" --mode step infer \
             --batch-size "$BATCH" "${SWITCHES[@]}" --cfg-options \
             "model.backbone.sdpa_backends=[$kernels]"
     done
