@@ -842,6 +842,10 @@ def run_variant(cfg: Config,
     gc.collect()
     if device == 'cuda':
         torch.cuda.empty_cache()
+    evaluates = 'eval' in modes and bool(cfg.get('val_evaluator'))
+    if 'eval' in modes and not evaluates:
+        skipped.append(f'{name} eval: skipped, the config has no '
+                       'val_evaluator')
     for batch_size in args.batch_size if infers else []:
         batch = random_batch(cfg, batch_size, tuple(args.img_size), device)
         infer_model.eval()
@@ -852,11 +856,7 @@ def run_variant(cfg: Config,
 
         if 'infer' in modes:
             measure('infer', batch_size, lambda: len(infer()))
-        if 'eval' in modes and not cfg.get('val_evaluator'):
-            message = f'{name} eval: skipped, the config has no val_evaluator'
-            if message not in skipped:
-                skipped.append(message)
-        elif 'eval' in modes:
+        if evaluates:
             # A new evaluator per size; its results are never evaluated.
             evaluator = Evaluator(copy.deepcopy(cfg.val_evaluator))
             # The classes of the model's outputs (mmseg's IoUMetric counts
