@@ -465,21 +465,30 @@ class SIIMPneumothoraxDataset(BaseSegDataset):
         ids = [i['image_id'] for i in data_list]
         labels = {i['image_id']: bool(i['has_pneumothorax'])
                   for i in data_list}
-        computed = balance_and_split(
-            ids, [labels[i] for i in ids],
-            neg_keep_ratio=self.neg_keep_ratio,
-            val_ratio=self.val_ratio,
-            seed=self.split_seed,
-            order=self.split_order)
+
+        def compute() -> SplitResult:
+            return balance_and_split(
+                ids, [labels[i] for i in ids],
+                neg_keep_ratio=self.neg_keep_ratio,
+                val_ratio=self.val_ratio,
+                seed=self.split_seed,
+                order=self.split_order)
+
         has_lists = all(
             osp.isfile(osp.join(self.split_dir, n))
             for n in ('train.txt', 'val.txt'))
         has_meta = osp.isfile(osp.join(self.split_dir, 'split_meta.json'))
         if has_lists and not has_meta:
             existing = read_split(self.split_dir)
+            try:
+                computed = compute()
+            except ValueError:
+                # The settings give no split of this data (too few images
+                # for val_ratio, say), so the lists are not one of ours.
+                computed = None
             # Identical lists are another DDP rank's half-written split.
-            if (existing.train, existing.val) != (computed.train,
-                                                  computed.val):
+            if computed is None or (existing.train, existing.val) != (
+                    computed.train, computed.val):
                 print_log(
                     f'Using the hand-made split in {self.split_dir} (no '
                     f'split_meta.json): neg_keep_ratio, val_ratio, '
@@ -491,6 +500,8 @@ class SIIMPneumothoraxDataset(BaseSegDataset):
                     existing.counts = count_split(existing.train,
                                                   existing.val, labels)
                 return existing
+        else:
+            computed = compute()
         # Raises if the files hold a split made with other settings or
         # data, or edited lists; otherwise they equal ``computed``.
         write_split(self.split_dir, computed,

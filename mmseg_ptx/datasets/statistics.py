@@ -128,6 +128,11 @@ def compute_dataset_statistics(data_root: str,
     all_infos = dataset.data_list
     split = dataset.load_or_create_split(all_infos)
     train_infos = dataset.select_split(all_infos, split, 'train')
+    if split.val:
+        # Only the training pixels are counted, but ids of a hand-made
+        # val.txt that are no labelled image must be named here too (an
+        # empty validation split, val_ratio=0, is allowed).
+        dataset.select_split(all_infos, split, 'val')
 
     fg_total, px_total = 0, 0
     mismatched = []

@@ -219,6 +219,22 @@ def test_hand_made_split(tmp_path, log_messages):
         _build(tmp_path, split='val')
 
 
+def test_hand_made_split_where_the_settings_give_none(tmp_path):
+    # Four images are too few for the default val_ratio: the computed split
+    # fails, which must not stop a hand-made split from being used.
+    make_dicom_root(tmp_path / 'computed', ROWS)
+    with pytest.raises(ValueError, match='too few'):
+        _build(tmp_path / 'computed', split='train', neg_keep_ratio=1.0)
+    make_dicom_root(tmp_path / 'hand', ROWS)
+    split_dir = tmp_path / 'hand' / 'splits'
+    split_dir.mkdir()
+    (split_dir / 'train.txt').write_text(f'{POS1}\n{NEG1}\n{NEG2}\n')
+    (split_dir / 'val.txt').write_text(f'{POS2}\n')
+    ds = _build(tmp_path / 'hand', split='val', neg_keep_ratio=1.0)
+    assert [ds.get_data_info(i)['image_id'] for i in range(len(ds))] == [POS2]
+    assert not (split_dir / 'split_meta.json').exists()
+
+
 def test_indices_and_lazy_init(tmp_path):
     make_dicom_root(tmp_path, ROWS)
     ds = _build(tmp_path, lazy_init=True)

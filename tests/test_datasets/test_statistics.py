@@ -67,6 +67,19 @@ def test_only_the_training_split_is_counted(tmp_path):
     assert fg != sum(int(m.sum()) for m in masks.values())
 
 
+def test_unknown_id_in_hand_made_val_split(tmp_path):
+    # Only training pixels are counted, yet a val.txt naming an image that
+    # is not there is an error that names it (not a KeyError later).
+    make_png_root(tmp_path, _png_masks())
+    split_dir = tmp_path / 'splits'
+    split_dir.mkdir()
+    (split_dir / 'train.txt').write_text('1.2.7.1\n1.2.7.2\n')
+    (split_dir / 'val.txt').write_text('1.2.7.3\n9.9.9\n')
+    with pytest.raises(ValueError, match=r'val split.*9\.9\.9'):
+        compute_dataset_statistics(
+            str(tmp_path), layout='png', progress=False)
+
+
 def test_dicom_exact_counts(tmp_path):
     pytest.importorskip('mmseg_ptx.datasets.dicom')
     rows = [
