@@ -9,6 +9,7 @@ the last pixel is kept.
 """
 from __future__ import annotations
 
+import re
 from typing import Iterable
 
 import cv2
@@ -21,6 +22,11 @@ __all__ = [
 #: The competition's encoding of an image without pneumothorax.
 EMPTY_RLE = '-1'
 
+# Plain ASCII integers, space-separated. ``int()`` alone would also take
+# '1_0' (10), '+3' and non-ASCII digits, which no RLE writer produces.
+_INTEGERS = re.compile(r'(?:-?[0-9]+ )*-?[0-9]+', re.ASCII)
+_INTEGER = re.compile(r'-?[0-9]+', re.ASCII)
+
 
 def _parse_numbers(rle: str) -> list[int]:
     """The integers of an RLE string, checked for (start >= 0,
@@ -30,11 +36,11 @@ def _parse_numbers(rle: str) -> list[int]:
         raise ValueError(
             f'Malformed RLE: {len(tokens)} numbers, expected (start, length) '
             f'pairs (an even count). RLE starts with {rle[:40]!r}')
-    try:
-        numbers = list(map(int, tokens))
-    except ValueError as err:
-        raise ValueError(f'Malformed RLE: non-integer token ({err}). '
-                         f'RLE starts with {rle[:40]!r}') from None
+    if tokens and not _INTEGERS.fullmatch(' '.join(tokens)):
+        bad = next(t for t in tokens if not _INTEGER.fullmatch(t))
+        raise ValueError(f'Malformed RLE: non-integer token {bad[:20]!r}. '
+                         f'RLE starts with {rle[:40]!r}')
+    numbers = list(map(int, tokens))
     # min/max first (C loops; a CSV has thousands of rows), then the
     # offending value for the message.
     starts, lengths = numbers[0::2], numbers[1::2]

@@ -113,6 +113,10 @@ def test_encode_rejects_non_2d():
     ('1 2 3', 'even count'),
     ('1 x', 'non-integer'),
     ('1 2.5', 'non-integer'),
+    # int() would read these as 10, 3 and 1: no RLE writer spells them so.
+    ('1_0 2', 'non-integer'),
+    ('+3 +2', 'non-integer'),
+    ('\u0661 2', 'non-integer'),
     ('-1 2', 'negative start'),
     ('1 0', 'positive'),
     ('1 -3', 'positive'),
@@ -138,6 +142,7 @@ def test_validate_passes_wellformed_strings(rle):
 @pytest.mark.parametrize('rle,match', [
     ('1 2 3', 'even count'),
     ('1 x', 'non-integer'),
+    ('1_0 2', 'non-integer'),
     ('-1 2', 'negative start'),
     ('1 0', 'positive'),
 ])
