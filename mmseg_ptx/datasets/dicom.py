@@ -23,7 +23,7 @@ import pydicom
 from pydicom.pixels import (apply_modality_lut, apply_voi, apply_voi_lut,
                             apply_windowing)
 
-from .dicom_messages import pydicom_values_withheld, redact
+from .dicom_messages import pydicom_values_withheld, redact, redact_lines
 
 __all__ = [
     'DicomReadError', 'read_dicom', 'read_dicom_shape', 'is_dicom',
@@ -117,7 +117,8 @@ def _read_dicom_shape(path: PathLike) -> tuple[int, int]:
                       specific_tags=_SHAPE_TAGS)
     if 'Rows' not in ds or 'Columns' not in ds:
         raise DicomReadError(
-            f'DICOM file {path} has no Rows/Columns (not an image?)')
+            f'DICOM file {path} has no Rows/Columns: not an image, or the '
+            'file ends early (truncated or corrupt)')
     return int(ds.Rows), int(ds.Columns)
 
 
@@ -182,7 +183,11 @@ def read_dicom(path: PathLike) -> np.ndarray:
 def _read_dicom(path: PathLike) -> np.ndarray:
     ds = _read_header(path)
     if 'PixelData' not in ds:
-        raise DicomReadError(f'DICOM file {path} has no pixel data')
+        # pydicom reads a file cut short up to where it ends, with a
+        # warning only, so a truncated download lands here too.
+        raise DicomReadError(
+            f'DICOM file {path} has no pixel data: the file holds none, or '
+            'it ends early (truncated or corrupt)')
     n_frames = int(ds.get('NumberOfFrames', 1) or 1)
     if n_frames != 1:
         raise DicomReadError(
@@ -198,9 +203,17 @@ def _read_dicom(path: PathLike) -> np.ndarray:
     try:
         arr = ds.pixel_array
     except Exception as err:
+        # pydicom's later lines say why (each plugin's error, the packages
+        # a codec needs). A known transfer syntax is named from pydicom's
+        # registry; an unknown one is header bytes (of a corrupt length,
+        # running on into the patient's data) and is left out.
+        syntax = getattr(getattr(ds, 'file_meta', None), 'TransferSyntaxUID',
+                         None)
+        syntax = f' ({syntax.name})' if getattr(
+            syntax, 'type', '') == 'Transfer Syntax' else ''
         raise DicomReadError(
-            f'Cannot decode the pixel data of DICOM file {path}: '
-            f'{_describe(err)}') from None
+            f'Cannot decode the pixel data of DICOM file {path}{syntax}: '
+            f'{type(err).__name__}: {redact_lines(str(err))}') from None
     if arr.ndim != 2:
         raise DicomReadError(
             f'DICOM file {path} decodes to shape {arr.shape}, expected a '

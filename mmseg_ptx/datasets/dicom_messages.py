@@ -6,8 +6,9 @@ a corrupt length a quoted value runs on into the elements after it: the
 patient's name, ID and dates. Warnings and logs end up in training logs,
 so while this package reads a file, pydicom's warnings are shown as
 :class:`DicomReadWarning` naming the file with the quoted values withheld,
-and its log records likewise (its debug records, which list elements, are
-dropped).
+and its log records likewise, its child loggers' included (its debug
+records, which list elements, are dropped, and tracebacks are left out of
+the records).
 
 Only the display of warnings is changed (``warnings.showwarning``), not the
 filters: a user's filters apply as always (``ignore`` hides them, ``error``
@@ -28,7 +29,9 @@ from typing import Iterator, Union
 
 import pydicom
 
-__all__ = ['DicomReadWarning', 'redact', 'pydicom_values_withheld']
+__all__ = [
+    'DicomReadWarning', 'redact', 'redact_lines', 'pydicom_values_withheld'
+]
 
 #: From the first quote on: pydicom quotes the values in its messages.
 _QUOTED = re.compile(r"""['"].*""", re.DOTALL)
@@ -71,6 +74,33 @@ def _show(message, category, filename, lineno, file=None, line=None):
     _shown_by(message, category, filename, lineno, file, line)
 
 
+def redact_lines(message: str, limit: int = 600) -> str:
+    """The lines of a pydicom message without the values it quotes.
+
+    For messages whose later lines say what went wrong, such as a pixel
+    decoder's list of plugins and the packages they miss. Each line is cut
+    at its first quote; after a line with an unclosed quote nothing more
+    is kept, because the quoted value runs on into the next lines (a
+    corrupt length makes it span the header's following elements).
+
+    Args:
+        message (str): The message.
+        limit (int): The most characters returned. Defaults to 600.
+
+    Returns:
+        str: The lines kept, joined by ``'; '``.
+    """
+    kept = []
+    for line in message.splitlines():
+        kept.append(_QUOTED.sub('<value withheld>', line).strip())
+        if (line.count("'") + line.count('"')) % 2:
+            break
+    joined = '; '.join(line for line in kept if line)
+    # 'raised by all available plugins:; pillow: ...' reads better without
+    # the separator after a colon.
+    return joined.replace(':; ', ': ')[:limit]
+
+
 class _RedactRecords(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -78,10 +108,23 @@ class _RedactRecords(logging.Filter):
             return False  # debug mode logs every element with its value
         record.msg = f'{_where()}: {redact(record.getMessage())}'
         record.args = ()
+        # A traceback's exception message may quote values too.
+        record.exc_info = record.exc_text = record.stack_info = None
         return True
 
 
 _FILTER = _RedactRecords()
+_filtered: list = []  # the loggers _FILTER was added to
+
+
+def _pydicom_loggers() -> list:
+    """``pydicom`` and its child loggers (``pydicom.pixels.decoders.base``
+    and others): a logger's filters do not see its children's records."""
+    return [_LOGGER] + [
+        logger
+        for name, logger in list(logging.Logger.manager.loggerDict.items())
+        if name.startswith('pydicom.') and isinstance(logger, logging.Logger)
+    ]
 
 
 @contextlib.contextmanager
@@ -98,7 +141,9 @@ def pydicom_values_withheld(path: Union[str, os.PathLike]
         if _depth == 0:
             _shown_by = warnings.showwarning
             warnings.showwarning = _show
-            _LOGGER.addFilter(_FILTER)
+            _filtered[:] = _pydicom_loggers()
+            for logger in _filtered:
+                logger.addFilter(_FILTER)
         _depth += 1
     outer = getattr(_current, 'path', None)
     _current.path = path
@@ -112,4 +157,6 @@ def pydicom_values_withheld(path: Union[str, os.PathLike]
                 # Someone who replaced it meanwhile keeps theirs.
                 if warnings.showwarning is _show:
                     warnings.showwarning = _shown_by
-                _LOGGER.removeFilter(_FILTER)
+                for logger in _filtered:
+                    logger.removeFilter(_FILTER)
+                _filtered.clear()

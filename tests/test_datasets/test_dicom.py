@@ -13,6 +13,7 @@ from pydicom.uid import (ExplicitVRLittleEndian, JPEGBaseline8Bit,
 from mmseg_ptx.datasets import DicomReadWarning
 from mmseg_ptx.datasets.dicom import (DicomReadError, is_dicom, read_dicom,
                                       read_dicom_shape)
+from mmseg_ptx.datasets.dicom_messages import redact_lines
 
 PHI = ('Secret^Person', 'PIDSECRET42', '19010203', '20190405')
 
@@ -178,14 +179,51 @@ def test_truncated_pixel_data_names_file_not_patient(tmp_path, grey8):
     assert_clean(str(err.value), path)
 
 
-def test_corrupt_jpeg_names_file_not_patient(tmp_path):
+def test_truncated_encapsulated_file_says_it_may_end_early(tmp_path):
+    # pydicom reads a compressed file cut in the middle of its pixel data
+    # without an error and without the PixelData element.
+    path = make_dicom(tmp_path / 'a.dcm', smooth8(), jpeg=True)
+    data = open(path, 'rb').read()
+    with open(path, 'wb') as f:
+        f.write(data[:len(data) * 3 // 4])
+    with pytest.raises(DicomReadError, match='ends early') as err:
+        read_dicom(path)
+    assert_clean(str(err.value), path)
+
+
+def test_corrupt_jpeg_names_file_not_patient(tmp_path, caplog):
+    caplog.set_level('DEBUG', logger='pydicom')
     path = make_dicom(tmp_path / 'a.dcm', smooth8(), jpeg=True)
     ds = pydicom.dcmread(path)
     ds.PixelData = encapsulate([b'\xff\xd8' + b'\x00' * 200])
     ds.save_as(path)
     with pytest.raises(DicomReadError) as err:
         read_dicom(path)
-    assert_clean(str(err.value), path)
+    message = str(err.value)
+    assert_clean(message, path)
+    # The transfer syntax and the decoder's reason, from pydicom's later
+    # lines, are kept.
+    assert '(JPEG Baseline' in message
+    assert 'pillow:' in message.lower()
+    # The decoder logs to a child of the 'pydicom' logger: redacted too,
+    # without the traceback.
+    records = [r for r in caplog.records
+               if r.name.startswith('pydicom.pixels')]
+    assert records
+    for record in records:
+        assert record.getMessage().startswith(f'DICOM file {path}: ')
+        assert record.exc_info is None and record.exc_text is None
+
+
+@pytest.mark.parametrize('message,expected', [
+    ("Unable to decompress 'JPEG-LS' pixel data:\n\tgdcm - requires gdcm",
+     'Unable to decompress <value withheld>; gdcm - requires gdcm'),
+    # An unclosed quote: the value runs on into the next lines.
+    ("Cannot decode as a 'x\nSecret^Person 19010203' here\nmore",
+     'Cannot decode as a <value withheld>'),
+])
+def test_redact_lines(message, expected):
+    assert redact_lines(message) == expected
 
 
 def corrupt_length(path, value):
@@ -255,6 +293,7 @@ def test_concurrent_reads_restore_the_hooks(leaky_dicom):
         list(pool.map(read, range(40)))
     assert warnings.showwarning is shown_by
     assert not logging.getLogger('pydicom').filters
+    assert not logging.getLogger('pydicom.pixels.decoders.base').filters
 
 
 def test_reads_keep_which_warnings_were_shown(tmp_path, grey8):
