@@ -15,7 +15,7 @@ import json
 import os
 import os.path as osp
 import sys
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -64,6 +64,46 @@ def earlier_outputs(out: str, overwrite: bool) -> List[str]:
             f'({", ".join(existing)}); pass --overwrite to replace them or '
             'choose another --out')
     return existing
+
+
+def image_id_of(path: str) -> str:
+    """The submission's ImageId of an image file: its name without the
+    extension (Kaggle's DICOMs are named by their SOPInstanceUID)."""
+    return osp.splitext(osp.basename(path))[0]
+
+
+def is_output(path: str, out: str) -> bool:
+    """Whether an image file is an output of this tool: under ``out``,
+    or a mask or overlay of an earlier run (``masks/`` or ``overlays/``
+    beside a ``submission.csv``). Such PNGs are named like the images."""
+    real = osp.realpath(path)
+    if real.startswith(osp.realpath(out) + os.sep):
+        return True
+    folder = osp.dirname(real)
+    return (osp.basename(folder) in ('masks', 'overlays') and osp.isfile(
+        osp.join(osp.dirname(folder), 'submission.csv')))
+
+
+def drop_duplicate_ids(paths: List[str],
+                       errors: List[Tuple[str, str]]) -> List[str]:
+    """``paths`` without the files whose ImageId another file has too.
+
+    Which of them the submission's row should come from is unknown, so
+    none is predicted; each is added to ``errors``.
+    """
+    by_id: Dict[str, List[str]] = {}
+    for path in paths:
+        by_id.setdefault(image_id_of(path), []).append(path)
+    kept = []
+    for path in paths:
+        same = by_id[image_id_of(path)]
+        if len(same) == 1:
+            kept.append(path)
+            continue
+        others = ', '.join(p for p in same if p != path)
+        errors.append((path, f'ImageId {image_id_of(path)!r} is also the '
+                       f'name of {others}: none of them is predicted'))
+    return kept
 
 
 #: Prediction failures before any success that end the run.
@@ -146,6 +186,15 @@ def parse_args() -> argparse.Namespace:
 def main() -> int:
     args = parse_args()
     paths = find_images(args.input)
+    outputs = [p for p in paths if is_output(p, args.out)]
+    if outputs:
+        print(f'Leaving out {len(outputs)} mask/overlay PNG(s) of this '
+              'tool\'s runs under INPUT', file=sys.stderr)
+        paths = [p for p in paths if p not in set(outputs)]
+    errors: List[Tuple[str, str]] = []
+    paths = drop_duplicate_ids(paths, errors)
+    if not paths and errors:
+        return report_errors(errors, None)
     if not paths:
         print(f'No image ({", ".join(IMAGE_SUFFIXES)}) '
               f'under {args.input}', file=sys.stderr)
@@ -169,17 +218,13 @@ def main() -> int:
     for key, folder in dirs.items():
         if key != 'probs' or args.save_prob:
             os.makedirs(folder, exist_ok=True)
-    errors, rles, sources = [], {}, {}
+    rles, sources = {}, {}
     num_pos = failed_first = 0
     bar = tqdm(total=len(paths), unit='img', desc='infer')
     for start in range(0, len(paths), args.batch_size):
         ids, images = [], []
         for path in paths[start:start + args.batch_size]:
-            image_id = osp.splitext(osp.basename(path))[0]
-            if image_id in sources:
-                errors.append((path, f'duplicate ImageId {image_id!r} '
-                               f'(already from {sources[image_id]})'))
-                continue
+            image_id = image_id_of(path)
             try:
                 img = read_image(path, models)
             except (OSError, ValueError) as err:
@@ -218,14 +263,23 @@ def main() -> int:
     rows = write_submission(csv_path, rles)
     print(f'{rows} images predicted ({num_pos} with pneumothorax, '
           f'{rows - num_pos} empty) -> {csv_path}')
-    errors_path = osp.join(args.out, 'errors.txt')
+    return report_errors(errors, args.out)
+
+
+def report_errors(errors: List[Tuple[str, str]], out: Optional[str]) -> int:
+    """Print the failed files (and list them in ``out``/errors.txt);
+    the exit status."""
     if not errors:
         return 0
+    for path, reason in errors:
+        print(f'ERROR {path}: {" ".join(reason.split())}', file=sys.stderr)
+    if out is None:
+        print(f'{len(errors)} file(s) failed', file=sys.stderr)
+        return 1
+    errors_path = osp.join(out, 'errors.txt')
     with open(errors_path, 'w') as f:
         for path, reason in errors:
-            reason = ' '.join(reason.split())
-            f.write(f'{path}\t{reason}\n')
-            print(f'ERROR {path}: {reason}', file=sys.stderr)
+            f.write(f'{path}\t{" ".join(reason.split())}\n')
     print(f'{len(errors)} file(s) failed, listed in {errors_path}',
           file=sys.stderr)
     return 1

@@ -33,7 +33,7 @@ from ..datasets.files import list_files
 from ..datasets.rle import rle_encode
 from ..models.postprocessors import TripletThresholdPostProcessor
 from ..models.segmentors import foreground_probability
-from ..models.utils import cast_for_inference
+from ..models.utils import cast_for_inference, load_checkpoint_strict
 # (the name load_models' argument takes)
 from ..models.utils import fuse_conv_bn as _fuse_conv_bn
 
@@ -115,7 +115,11 @@ def build_inference_pipeline(cfg: Config) -> Tuple[dict, Compose]:
     rest = []
     for step in steps:
         name = _type_name(step)
-        if name in IMAGE_LOADERS:
+        if name == 'LoadImageFromNDArray':
+            # What mmseg's inferencer swaps in for in-memory arrays; here
+            # the images are files, which its parent class reads.
+            loader = dict(step, type='LoadImageFromFile')
+        elif name in IMAGE_LOADERS:
             loader = dict(step)
         elif name not in ANNOTATION_LOADERS:
             rest.append(step)
@@ -154,7 +158,13 @@ def load_models(specs: Sequence[ModelSpec],
         for path, what in ((config, 'Config'), (checkpoint, 'Checkpoint')):
             if not osp.isfile(path):
                 raise FileNotFoundError(f'{what} file not found: {path}')
-        model = init_model(config, checkpoint, device=device)
+        # mmseg's init_model would load the weights non-strictly: a
+        # checkpoint of another model would predict from random weights.
+        model = init_model(config, None, device='cpu')
+        meta = load_checkpoint_strict(model, checkpoint).get('meta', {})
+        if 'dataset_meta' in meta:
+            model.dataset_meta = meta['dataset_meta']  # as init_model does
+        model.to(device)
         if fuse_conv_bn:
             _fuse_conv_bn(model)
         if dtype is not None:
@@ -216,7 +226,17 @@ def read_image(path: str, models: Sequence[nn.Module]) -> np.ndarray:
     """
     loader_cfg, _ = build_inference_pipeline(models[0].cfg)
     loader = TRANSFORMS.build(loader_cfg)
-    return loader(dict(img_path=path))['img']
+    try:
+        results = loader(dict(img_path=path))
+    except (OSError, ValueError):
+        raise
+    except Exception as err:
+        # mmcv's LoadImageFromFile asserts that the image decoded.
+        raise OSError(f'Cannot read image {path}: {type(err).__name__}: '
+                      f'{err}') from err
+    if results is None:  # mmcv's loaders with ignore_empty=True
+        raise OSError(f'Cannot read image {path}')
+    return results['img']
 
 
 def _pack(pipeline: Compose, img: np.ndarray, name: str) -> dict:

@@ -236,10 +236,16 @@ def render_predictions(cfg: Config,
     from mmseg.apis import init_model
     from mmseg.registry import DATASETS
 
+    from ..models.utils import load_checkpoint_strict
+
     device = device or ('cuda:0' if torch.cuda.is_available() else 'cpu')
     cfg = copy.deepcopy(cfg)  # init_model edits the model config
     cfg.model = _segmentor_cfg(cfg.model)  # the checkpoint's segmentor
-    model = init_model(cfg, checkpoint, device=device)
+    # Strictly: init_model would draw from random weights where the
+    # checkpoint does not fit.
+    model = init_model(cfg, None, device='cpu')
+    load_checkpoint_strict(model, checkpoint)
+    model.to(device)
     dataset = DATASETS.build(cfg.val_dataloader.dataset)
     n = len(dataset) if max_images is None else min(max_images, len(dataset))
     scored = []

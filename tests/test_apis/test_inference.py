@@ -120,3 +120,58 @@ def test_write_submission_and_find_images(tmp_path):
     assert found == ['d/w.jpg', 'd/x.DCM', 'd/e/y.png']
     with pytest.raises(FileNotFoundError, match='nowhere'):
         find_images(str(tmp_path / 'nowhere'))
+
+
+def test_a_checkpoint_of_another_model_is_refused(tmp_path):
+    """mmseg's init_model loads non-strictly: a checkpoint that does not
+    fit would leave the model at random weights, silently."""
+    import torch
+
+    from mmseg_ptx.models import EnsembleSegmentor
+    from mmseg_ptx.models.utils import load_checkpoint_strict
+    model = build_tiny_model()
+    good = save_tiny_checkpoint(model, tmp_path / 'tiny.pth')
+    state = model.state_dict()
+    bad = {
+        'unrelated.pth': {'0.weight': torch.zeros(3)},
+        'no_head.pth': {k: v for k, v in state.items()
+                        if not k.startswith('decode_head.')},
+        'other_width.pth': dict(
+            state, **{'decode_head.conv_seg.weight': torch.zeros(2, 7, 1,
+                                                                 1)}),
+    }
+    for name, state_dict in bad.items():
+        path = tmp_path / name
+        torch.save({'state_dict': state_dict, 'meta': {}}, path)
+        with pytest.raises(ValueError, match=f'{name} does not fit'):
+            load_models([(str(TINY_CONFIG), str(path))], device='cpu')
+        with pytest.raises(ValueError, match=f'{name} does not fit'):
+            EnsembleSegmentor(models=[model.cfg.model],
+                              checkpoints=[str(path)])
+    (loaded, ) = load_models([(str(TINY_CONFIG), str(good))], device='cpu')
+    assert loaded.dataset_meta['classes'] == ('background', 'pneumothorax')
+    for key, value in loaded.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    # A DDP checkpoint's 'module.' prefix is stripped, as in mmengine.
+    ddp = tmp_path / 'ddp.pth'
+    torch.save({'state_dict': {f'module.{k}': v for k, v in state.items()}},
+               ddp)
+    load_checkpoint_strict(build_tiny_model(seed=1), str(ddp))
+
+
+def test_read_image_with_mmcv_loaders(tmp_path):
+    """mmcv's LoadImageFromFile asserts on an undecodable file: that is an
+    OSError naming it, like every unreadable file. LoadImageFromNDArray
+    (mmseg's inferencer's loader) reads the file as its parent does."""
+    import cv2
+    good, broken = tmp_path / 'good.png', tmp_path / 'broken.png'
+    img = np.random.default_rng(0).integers(0, 255, (16, 24, 3), np.uint8)
+    cv2.imwrite(str(good), img)
+    broken.write_bytes(b'not a png')
+    model = build_tiny_model()
+    for loader in ('LoadImageFromFile', 'LoadImageFromNDArray'):
+        model.cfg.test_pipeline = [
+            dict(type=loader), dict(type='PackSegInputs')]
+        np.testing.assert_array_equal(read_image(str(good), [model]), img)
+        with pytest.raises(OSError, match='broken.png'):
+            read_image(str(broken), [model])

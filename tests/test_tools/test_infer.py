@@ -26,6 +26,15 @@ def test_infer_folder_with_a_corrupt_file(tmp_path, demo_root):
     png = sorted((demo_root / 'png_images').glob('*.png'))[0]
     shutil.copy(png, src / 'plain.png')
     (src / 'broken.dcm').write_bytes(b'not a dicom at all')
+    # One ImageId, two files: which one the row would come from is
+    # unknown, so neither is predicted.
+    (src / 'copy').mkdir()
+    shutil.copy(dicoms[1], src / 'copy')
+    # An earlier run's outputs under INPUT are left out, not predicted.
+    earlier = src / 'earlier_run'
+    (earlier / 'masks').mkdir(parents=True)
+    (earlier / 'submission.csv').write_text('ImageId,EncodedPixels\n')
+    shutil.copy(png, earlier / 'masks' / 'plain.png')
     # Reads, but resizes to height 0: its batch fails in the pipeline and
     # is predicted image by image, so only this one is lost.
     cv2.imwrite(str(src / 'strip.png'), np.full((1, 600), 90, np.uint8))
@@ -37,12 +46,17 @@ def test_infer_folder_with_a_corrupt_file(tmp_path, demo_root):
                           timeout=600, env=_env())
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert 'broken.dcm' in proc.stderr
+    assert 'Leaving out 1 mask/overlay PNG(s)' in proc.stderr
     errors = (out / 'errors.txt').read_text().splitlines()
-    assert len(errors) == 2
-    assert errors[0].startswith(str(src / 'broken.dcm'))
-    assert errors[1].startswith(f'{src / "strip.png"}\tprediction failed')
+    assert len(errors) == 4
+    duplicate = dicoms[1].rsplit('/', 1)[-1]
+    assert sorted(e.split('\t')[0] for e in errors[:2]) == sorted(
+        [str(src / 'copy' / duplicate), str(src / 'nested' / duplicate)])
+    assert all('none of them is predicted' in e for e in errors[:2])
+    assert errors[2].startswith(str(src / 'broken.dcm'))
+    assert errors[3].startswith(f'{src / "strip.png"}\tprediction failed')
 
-    ids = sorted([p.rsplit('/', 1)[-1][:-4] for p in dicoms] + ['plain'])
+    ids = sorted([dicoms[0].rsplit('/', 1)[-1][:-4], 'plain'])
     with open(out / 'submission.csv') as f:
         rows = list(csv.reader(f))
     assert rows[0] == ['ImageId', 'EncodedPixels']

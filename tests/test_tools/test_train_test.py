@@ -111,6 +111,22 @@ def metric_table(output: str) -> dict:
     return rows
 
 
+def test_checkpoint_of_another_model_is_refused(tmp_path, demo_root):
+    """mmengine's Runner loads load_from non-strictly: tools/test.py would
+    report the metrics of random weights."""
+    import subprocess
+    cfg = write_tiny_run_config(tmp_path / 'cfg.py', demo_root)
+    ckpt = tmp_path / 'other.pth'
+    torch.save({'state_dict': {'0.weight': torch.zeros(3)}}, ckpt)
+    proc = subprocess.run(
+        [PYTHON, 'tools/test.py', str(cfg), str(ckpt), '--work-dir',
+         str(tmp_path / 'w')],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert f'Checkpoint {ckpt} does not fit the model' in proc.stderr
+    assert 'unexpected key in source state_dict: 0.weight' in proc.stderr
+
+
 def test_show_on_dicom_data_is_a_clear_error(tmp_path, demo_root):
     """MMSeg's visualizer reads images with mmcv, which cannot decode
     DICOM: --show would crash at its 50th batch."""

@@ -5,12 +5,12 @@ from typing import List, Optional, Sequence, Union
 
 import torch
 from mmengine.model import BaseModel
-from mmengine.runner import load_checkpoint
 from mmengine.structures import PixelData
 from mmseg.registry import MODELS
 from mmseg.utils import SampleList
 from torch import nn
 
+from ..utils import load_checkpoint_strict
 from .probability import foreground_probability, probability_to_seg_logits
 
 __all__ = ['EnsembleSegmentor']
@@ -71,7 +71,7 @@ class EnsembleSegmentor(BaseModel):
             for m in models)
         for model, ckpt in zip(self.models, checkpoints or []):
             if ckpt is not None:
-                load_checkpoint(model, ckpt, map_location='cpu')
+                load_checkpoint_strict(model, ckpt)
         total = float(sum(weights))
         self.weights = [float(w) / total for w in weights]
         # Lets SegTTAModel-style wrappers treat the ensemble as a 2-class

@@ -1,5 +1,7 @@
 """Model utilities: inference in bfloat16 weights, BatchNorm folding,
-compile-friendly stochastic depth, Swin window gathers."""
+compile-friendly stochastic depth, Swin window gathers, strict checkpoint
+loading."""
+from .checkpoint import checkpoint_mismatch, load_checkpoint_strict
 from .drop_path import TensorDropPath
 from .fuse_conv_bn import fuse_conv_bn
 from .inference_dtype import (INFERENCE_DTYPES, cast_for_inference,
@@ -7,5 +9,6 @@ from .inference_dtype import (INFERENCE_DTYPES, cast_for_inference,
 
 __all__ = [
     'INFERENCE_DTYPES', 'TensorDropPath', 'cast_for_inference',
-    'fuse_conv_bn', 'resolve_inference_dtype'
+    'checkpoint_mismatch', 'fuse_conv_bn', 'load_checkpoint_strict',
+    'resolve_inference_dtype'
 ]
