@@ -22,6 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 import mmseg_ptx  # noqa: F401  (stack fixes + registration)
+from mmengine.config import Config
 from mmseg_ptx.apis import (IMAGE_SUFFIXES, build_postprocessor,
                             default_device, draw_overlay, find_images,
                             load_models, predict_probabilities, read_image,
@@ -204,10 +205,13 @@ def main() -> int:
     specs = [(args.config, args.checkpoint)] + [
         tuple(pair) for pair in args.extra_model
     ]
+    # Before the models load (minutes for Swin-B): a bad --postprocess-cfg
+    # fails at once.
+    postprocess = build_postprocessor(
+        Config.fromfile(args.config), args.postprocess_cfg,
+        enabled=not args.no_postprocess)
     models = load_models(specs, device=device, dtype=args.dtype,
                          fuse_conv_bn=args.fuse_conv_bn)
-    postprocess = build_postprocessor(
-        models[0].cfg, args.postprocess_cfg, enabled=not args.no_postprocess)
     print(f'{len(paths)} images, {len(models)} model(s) on {device} in '
           f'{args.dtype}{", BatchNorm folded" if args.fuse_conv_bn else ""}, '
           f'tta={args.tta}, {postprocess}')
