@@ -35,6 +35,12 @@ PathLike = Union[str, os.PathLike]
 #: Only the tags that pixel decoding and display need. Nothing else is read
 #: from the header, so patient data never reaches this module's messages.
 _SHAPE_TAGS = ['Rows', 'Columns']
+#: The Photometric Interpretations of the DICOM standard (PS3.3 C.7.6.3.1.2).
+_PHOTOMETRIC = frozenset({
+    'MONOCHROME1', 'MONOCHROME2', 'PALETTE COLOR', 'RGB', 'HSV', 'ARGB',
+    'CMYK', 'YBR_FULL', 'YBR_FULL_422', 'YBR_PARTIAL_422', 'YBR_PARTIAL_420',
+    'YBR_ICT', 'YBR_RCT'
+})
 
 
 class DicomReadError(OSError):
@@ -196,9 +202,13 @@ def _read_dicom(path: PathLike) -> np.ndarray:
     photometric = str(ds.get('PhotometricInterpretation', '')).strip()
     if int(ds.get('SamplesPerPixel', 1)) != 1 or photometric not in (
             'MONOCHROME1', 'MONOCHROME2'):
+        # Only a value of the standard is quoted: with a corrupt length the
+        # element's value runs on into the patient's data.
+        shown = repr(photometric) if photometric in _PHOTOMETRIC else \
+            'not a standard value'
         raise DicomReadError(
             f'DICOM file {path} is not greyscale (Photometric '
-            f'Interpretation {photometric!r}, SamplesPerPixel '
+            f'Interpretation {shown}, SamplesPerPixel '
             f'{ds.get("SamplesPerPixel")}); only MONOCHROME1/2 is supported')
     try:
         arr = ds.pixel_array

@@ -140,8 +140,18 @@ def test_colour_rejected(tmp_path, grey8):
     ds.PlanarConfiguration = 0
     ds.PixelData = np.repeat(grey8[..., None], 3, 2).tobytes()
     ds.save_as(path)
-    with pytest.raises(DicomReadError, match='not greyscale'):
+    with pytest.raises(DicomReadError, match="not greyscale.*'RGB'"):
         read_dicom(path)
+
+
+def test_non_standard_photometric_value_is_not_quoted(tmp_path, grey8):
+    # Only the standard's terms are quoted: a corrupt element's value may
+    # run on into the elements after it.
+    path = make_dicom(tmp_path / 'a.dcm', grey8, photometric=PHI[1])
+    with pytest.raises(DicomReadError,
+                       match='not greyscale.*not a standard value') as err:
+        read_dicom(path)
+    assert_clean(str(err.value), path)
 
 
 def assert_clean(message, path):
