@@ -179,11 +179,16 @@ def rle_encode(mask: np.ndarray) -> str:
     if mask.ndim != 2:
         raise ValueError(f'rle_encode expects a 2-D mask, got shape '
                          f'{mask.shape}')
-    flat = (np.asarray(mask).T.reshape(-1) != 0).astype(np.int8)
-    # Padding with zeros makes a run touching either end produce an edge.
-    edges = np.flatnonzero(np.diff(np.concatenate(([0], flat, [0]))))
-    if edges.size == 0:
+    foreground = np.asarray(mask) != 0
+    if not foreground.any():  # most images: skip the column-major copy
         return EMPTY_RLE
+    flat = foreground.T.ravel()
+    # Where a run starts or ends; a run touching either end adds its edge.
+    edges = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    if flat[0]:
+        edges = np.concatenate(([0], edges))
+    if flat[-1]:
+        edges = np.concatenate((edges, [flat.size]))
     starts, ends = edges[0::2], edges[1::2]
     lengths = ends - starts
     rel_starts = starts - np.concatenate(([0], ends[:-1]))
