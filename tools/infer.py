@@ -2,7 +2,7 @@
 
     python tools/infer.py CONFIG CHECKPOINT INPUT --out DIR [--tta]
         [--extra-model CONFIG2 CHECKPOINT2] [--save-prob]
-        [--dtype {float32,bfloat16}] [--fuse-conv-bn]
+        [--dtype {float32,bfloat16}] [--fuse-conv-bn] [--workers N]
 
 INPUT is a DICOM/PNG/JPEG file or a folder searched recursively. Writes
 DIR/masks/<ImageId>.png (0/255, original resolution), DIR/overlays/,
@@ -11,11 +11,13 @@ image cannot be read or predicted, DIR/errors.txt; the exit status is then
 1. A DIR holding an earlier run's outputs needs --overwrite.
 """
 import argparse
+import collections
 import json
 import os
 import os.path as osp
 import sys
-from typing import Dict, List, Optional, Tuple
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Deque, Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -25,10 +27,10 @@ import mmseg_ptx  # noqa: F401  (stack fixes + registration)
 from mmengine.config import Config
 from mmseg_ptx.apis import (IMAGE_SUFFIXES, build_postprocessor,
                             default_device, draw_overlay, find_images,
-                            load_models, predict_probabilities, read_image,
+                            image_reader, load_models, predict_probabilities,
                             write_submission)
 from mmseg_ptx.datasets.files import remove_paths
-from mmseg_ptx.datasets.rle import rle_encode
+from mmseg_ptx.datasets.rle import EMPTY_RLE, rle_encode
 
 
 def parse_postprocess_cfg(values):
@@ -107,6 +109,27 @@ def drop_duplicate_ids(paths: List[str],
     return kept
 
 
+def write_outputs(image_id: str, img: np.ndarray, prob: np.ndarray,
+                  postprocess, dirs: Dict[str, str], save_prob: bool) -> str:
+    """Post-process one probability map and write the image's files.
+
+    Returns:
+        str: The mask's competition RLE.
+    """
+    mask = postprocess(prob)
+    outputs = [(osp.join(dirs['masks'], f'{image_id}.png'), mask * 255),
+               (osp.join(dirs['overlays'], f'{image_id}.png'),
+                draw_overlay(img, mask))]
+    for path, picture in outputs:
+        # OpenCV reports a failed write (a full disk, say) by its result.
+        if not cv2.imwrite(path, picture):
+            raise OSError(f'Cannot write {path}')
+    if save_prob:
+        np.save(osp.join(dirs['probs'], f'{image_id}.npy'),
+                prob.astype(np.float16))
+    return rle_encode(mask)
+
+
 #: Prediction failures before any success that end the run.
 FAIL_FAST = 8
 
@@ -142,6 +165,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--out', required=True, help='output directory')
     parser.add_argument('--batch-size', type=int, default=8)
     parser.add_argument(
+        '--workers', type=int, default=min(8, os.cpu_count() or 1),
+        help='threads that read images and write outputs while the model '
+        'predicts (default: the CPU count, at most 8)')
+    parser.add_argument(
         '--device', default=None, help='cuda:0, cpu, ... (default: GPU '
         'when available)')
     parser.add_argument(
@@ -175,8 +202,8 @@ def parse_args() -> argparse.Namespace:
         '--overwrite', action='store_true',
         help='replace the outputs of an earlier run in --out')
     args = parser.parse_args()
-    if args.batch_size < 1:
-        parser.error('--batch-size must be positive')
+    if args.batch_size < 1 or args.workers < 1:
+        parser.error('--batch-size and --workers must be positive')
     args.postprocess_cfg = parse_postprocess_cfg(args.postprocess_cfg)
     if args.no_postprocess and args.postprocess_cfg:
         parser.error('--no-postprocess and --postprocess-cfg exclude each '
@@ -222,49 +249,62 @@ def main() -> int:
     for key, folder in dirs.items():
         if key != 'probs' or args.save_prob:
             os.makedirs(folder, exist_ok=True)
-    rles, sources = {}, {}
-    num_pos = failed_first = 0
+    read = image_reader(models)
+    batches = [paths[i:i + args.batch_size]
+               for i in range(0, len(paths), args.batch_size)]
+    rles: Dict[str, str] = {}
+    writes: Deque[Tuple[str, Future]] = collections.deque()
+    predicted = failed_first = 0
     bar = tqdm(total=len(paths), unit='img', desc='infer')
-    for start in range(0, len(paths), args.batch_size):
-        ids, images = [], []
-        for path in paths[start:start + args.batch_size]:
-            image_id = image_id_of(path)
-            try:
-                img = read_image(path, models)
-            except (OSError, ValueError) as err:
-                errors.append((path, str(err)))
-                continue
-            sources[image_id] = path
-            ids.append(image_id)
-            images.append(img)
-        probs, failures = predict_each(models, ids, images, args.tta)
-        for image_id, img, prob, err in zip(ids, images, probs, failures):
-            if err is not None:
-                errors.append((sources[image_id], 'prediction failed: '
-                               f'{type(err).__name__}: {err}'))
-                failed_first += not rles
-                if failed_first == FAIL_FAST:
-                    # Nothing has worked yet: likely the model or its
-                    # config, not the images; stop with the traceback.
-                    print(f'The first {FAIL_FAST} images all failed in '
-                          'prediction; stopping', file=sys.stderr)
-                    raise err
-                continue
-            mask = postprocess(prob)
-            num_pos += bool(mask.any())
-            cv2.imwrite(osp.join(dirs['masks'], f'{image_id}.png'),
-                        mask * 255)
-            cv2.imwrite(osp.join(dirs['overlays'], f'{image_id}.png'),
-                        draw_overlay(img, mask))
-            if args.save_prob:
-                np.save(osp.join(dirs['probs'], f'{image_id}.npy'),
-                        prob.astype(np.float16))
-            rles[image_id] = rle_encode(mask)
-        bar.update(min(args.batch_size, len(paths) - start))
+    # Reading, post-processing and writing (PNG encoding above all) take
+    # the host longer than a GPU takes to predict: threads do them while
+    # the model predicts (OpenCV, Pillow and numpy release the GIL).
+    with ThreadPoolExecutor(args.workers) as pool:
+        upcoming = [pool.submit(read, p) for p in batches[0]]
+        for index, batch in enumerate(batches):
+            reads = upcoming
+            if index + 1 < len(batches):
+                upcoming = [pool.submit(read, p) for p in batches[index + 1]]
+            ids, images, sources = [], [], {}
+            for path, future in zip(batch, reads):
+                try:
+                    img = future.result()
+                except (OSError, ValueError) as err:
+                    errors.append((path, str(err)))
+                    continue
+                sources[image_id_of(path)] = path
+                ids.append(image_id_of(path))
+                images.append(img)
+            probs, failures = predict_each(models, ids, images, args.tta)
+            for image_id, img, prob, err in zip(ids, images, probs,
+                                                failures):
+                if err is not None:
+                    errors.append((sources[image_id], 'prediction failed: '
+                                   f'{type(err).__name__}: {err}'))
+                    failed_first += not predicted
+                    if failed_first == FAIL_FAST:
+                        # Nothing has worked yet: likely the model or its
+                        # config, not the images; stop with the traceback.
+                        print(f'The first {FAIL_FAST} images all failed in '
+                              'prediction; stopping', file=sys.stderr)
+                        raise err
+                    continue
+                predicted += 1
+                writes.append((image_id, pool.submit(
+                    write_outputs, image_id, img, prob, postprocess, dirs,
+                    args.save_prob)))
+            # Bounded: each pending write holds its image and map.
+            while len(writes) > 2 * args.workers + args.batch_size:
+                image_id, future = writes.popleft()
+                rles[image_id] = future.result()
+            bar.update(len(batch))
+        for image_id, future in writes:
+            rles[image_id] = future.result()
     bar.close()
 
     csv_path = osp.join(args.out, 'submission.csv')
     rows = write_submission(csv_path, rles)
+    num_pos = sum(rle != EMPTY_RLE for rle in rles.values())
     print(f'{rows} images predicted ({num_pos} with pneumothorax, '
           f'{rows - num_pos} empty) -> {csv_path}')
     return report_errors(errors, args.out)

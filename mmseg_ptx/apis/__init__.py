@@ -2,13 +2,15 @@
 from .cli import add_runner_args, format_metrics_table, load_config
 from .inference import (IMAGE_SUFFIXES, build_inference_pipeline,
                         build_postprocessor, default_device, draw_overlay,
-                        find_images, load_models, predict_packed,
-                        predict_probabilities, read_image, write_submission)
+                        find_images, image_reader, load_models,
+                        predict_packed, predict_probabilities, read_image,
+                        write_submission)
 
 __all__ = [
     'add_runner_args', 'format_metrics_table', 'load_config',
     'IMAGE_SUFFIXES',
     'build_inference_pipeline', 'build_postprocessor', 'default_device',
-    'draw_overlay', 'find_images', 'load_models', 'predict_packed',
+    'draw_overlay', 'find_images', 'image_reader', 'load_models',
+    'predict_packed',
     'predict_probabilities', 'read_image', 'write_submission'
 ]

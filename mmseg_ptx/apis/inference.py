@@ -17,8 +17,8 @@ import copy
 import csv
 import os
 import os.path as osp
-from typing import (Dict, Iterable, List, Mapping, Optional, Sequence, Tuple,
-                    Union)
+from typing import (Callable, Dict, Iterable, List, Mapping, Optional,
+                    Sequence, Tuple, Union)
 
 import cv2
 import numpy as np
@@ -39,7 +39,8 @@ from ..models.utils import fuse_conv_bn as _fuse_conv_bn
 
 __all__ = [
     'IMAGE_SUFFIXES', 'default_device', 'find_images', 'load_models',
-    'build_inference_pipeline', 'read_image', 'predict_packed',
+    'build_inference_pipeline', 'image_reader', 'read_image',
+    'predict_packed',
     'predict_probabilities', 'build_postprocessor', 'draw_overlay',
     'write_submission'
 ]
@@ -207,6 +208,40 @@ def _as_loaded(img: np.ndarray, loader_cfg: dict) -> np.ndarray:
     return img
 
 
+def image_reader(models: Sequence[nn.Module]) -> Callable[[str], np.ndarray]:
+    """A function that reads an image as the first model's test pipeline
+    would, its loading transform built once.
+
+    The transforms this accepts (:data:`IMAGE_LOADERS`) keep no state
+    between images, so the function may be called from several threads
+    (as ``tools/infer.py`` does).
+
+    Args:
+        models (Sequence[nn.Module]): Models from :func:`load_models`.
+
+    Returns:
+        Callable[[str], np.ndarray]: ``path -> image``, as
+        :func:`read_image`.
+    """
+    loader_cfg, _ = build_inference_pipeline(models[0].cfg)
+    loader = TRANSFORMS.build(loader_cfg)
+
+    def read(path: str) -> np.ndarray:
+        try:
+            results = loader(dict(img_path=path))
+        except (OSError, ValueError):
+            raise
+        except Exception as err:
+            # mmcv's LoadImageFromFile asserts that the image decoded.
+            raise OSError(f'Cannot read image {path}: '
+                          f'{type(err).__name__}: {err}') from err
+        if results is None:  # mmcv's loaders with ignore_empty=True
+            raise OSError(f'Cannot read image {path}')
+        return results['img']
+
+    return read
+
+
 def read_image(path: str, models: Sequence[nn.Module]) -> np.ndarray:
     """Read an image as the first model's test pipeline would.
 
@@ -224,19 +259,7 @@ def read_image(path: str, models: Sequence[nn.Module]) -> np.ndarray:
         OSError, ValueError: Unreadable or corrupt file; the message names
             the file.
     """
-    loader_cfg, _ = build_inference_pipeline(models[0].cfg)
-    loader = TRANSFORMS.build(loader_cfg)
-    try:
-        results = loader(dict(img_path=path))
-    except (OSError, ValueError):
-        raise
-    except Exception as err:
-        # mmcv's LoadImageFromFile asserts that the image decoded.
-        raise OSError(f'Cannot read image {path}: {type(err).__name__}: '
-                      f'{err}') from err
-    if results is None:  # mmcv's loaders with ignore_empty=True
-        raise OSError(f'Cannot read image {path}')
-    return results['img']
+    return image_reader(models)(path)
 
 
 def _pack(pipeline: Compose, img: np.ndarray, name: str) -> dict:

@@ -7,11 +7,13 @@ import subprocess
 
 import cv2
 import numpy as np
+import pytest
 from tiny_model import build_tiny_model, save_tiny_checkpoint
 
-from conftest import (PYTHON, ROOT, TINY_CONFIG, run_tool,
+from conftest import (PYTHON, ROOT, TINY_CONFIG, load_tool, run_tool,
                       write_tiny_run_config)
-from mmseg_ptx.apis import predict_probabilities, read_image
+from mmseg_ptx.apis import (build_postprocessor, predict_probabilities,
+                            read_image)
 from mmseg_ptx.datasets.rle import rle_decode
 
 
@@ -184,3 +186,24 @@ def test_infer_bfloat16_weights(tmp_path, demo_root):
     assert diff <= 0.06
     # More than float16's rounding: the network did run in bf16.
     assert diff > 1e-3
+
+
+def test_write_outputs_reports_a_failed_write(tmp_path):
+    """OpenCV returns False where a PNG cannot be written; that must not
+    leave the image out of the outputs silently."""
+    infer = load_tool('infer')
+    prob = np.zeros((16, 16), np.float32)
+    prob[4:12, 4:12] = 0.9
+    img = np.full((16, 16), 100, np.uint8)
+    dirs = {k: str(tmp_path / k) for k in ('masks', 'overlays', 'probs')}
+    for folder in dirs.values():
+        (tmp_path / folder).mkdir()
+    postprocess = build_postprocessor(None)
+    rle = infer.write_outputs('a', img, prob, postprocess, dirs, True)
+    assert rle_decode(rle, 16, 16).sum() == 64
+    assert cv2.imread(dirs['masks'] + '/a.png', cv2.IMREAD_UNCHANGED).max() \
+        == 255
+    assert np.load(dirs['probs'] + '/a.npy').dtype == np.float16
+    dirs['overlays'] = str(tmp_path / 'missing')
+    with pytest.raises(OSError, match='Cannot write .*missing/a.png'):
+        infer.write_outputs('a', img, prob, postprocess, dirs, False)
