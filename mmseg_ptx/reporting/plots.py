@@ -33,6 +33,9 @@ def plot_pr_curve(curve: Union[dict, object],
     """
     if not isinstance(curve, dict):
         curve = curve.to_dict()
+    # Without a positive pixel the numbers are NaN, which the curve's JSON
+    # (strict, json_io.write_json) holds as null.
+    curve = {k: float('nan') if v is None else v for k, v in curve.items()}
     precision = np.asarray(curve['precision'], dtype=np.float64)
     recall = np.asarray(curve['recall'], dtype=np.float64)
 
@@ -41,8 +44,10 @@ def plot_pr_curve(curve: Union[dict, object],
     fig = Figure(figsize=(6, 5), dpi=dpi)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
+    ap = curve['ap']
     ax.plot(recall, precision, color='tab:blue', lw=1.5,
-            label=f'PR curve (AP = {curve["ap"]:.4f})')
+            label=f'PR curve (AP = {ap:.4f})' if np.isfinite(ap) else
+            'PR curve (AP undefined: no positive pixel)')
     num_pos, num_neg = curve.get('num_pos'), curve.get('num_neg')
     if num_pos and num_neg is not None:
         # A classifier that ignores the image sits at the prevalence.

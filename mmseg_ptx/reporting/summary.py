@@ -11,10 +11,11 @@ from __future__ import annotations
 import copy
 import glob
 import logging
+import math
 import os
 import os.path as osp
 import re
-from typing import Any, List, Optional, Union
+from typing import Any, List, Optional, Tuple, Union
 
 import numpy as np
 from mmengine.config import Config
@@ -89,6 +90,52 @@ def _find_best_checkpoint(work_dir: str, best: dict,
             path = f.read().strip()
         return path if osp.isfile(path) else None
     return None
+
+
+#: How the report names PneumothoraxMetric's keys.
+_METRIC_NAMES = {
+    'dice': 'pooled Dice',
+    'iou': 'pooled IoU',
+    'kaggle_dice': 'competition Dice',
+    'ap': 'pixel AP',
+}
+
+
+def _best_metric_rule(cfg: Optional[Config]) -> Tuple[str, str]:
+    """The metric and rule the run's ``CheckpointHook`` kept its best
+    checkpoint by (``save_best``; the first of a list): the report's best
+    validation is that one, so that its numbers and pictures are of one
+    epoch. Pooled ``'dice'``, greater, where none is set (``'auto'`` is
+    PneumothoraxMetric's first key, ``'dice'``)."""
+    hooks = cfg.get('default_hooks') if cfg is not None else None
+    hook = (hooks or {}).get('checkpoint') or {}
+    metric, rule = hook.get('save_best'), hook.get('rule')
+    if isinstance(metric, (list, tuple)):
+        metric = metric[0] if metric else None
+        rule = rule[0] if isinstance(rule, (list, tuple)) and rule else rule
+    if not isinstance(metric, str) or metric == 'auto':
+        return 'dice', 'greater'
+    if rule not in ('greater', 'less'):
+        # mmengine's CheckpointHook infers the rule from the name.
+        rule = 'less' if 'loss' in metric else 'greater'
+    return metric, rule
+
+
+def _best_validation(val: List[dict], metric: str,
+                     rule: str) -> Tuple[dict, str]:
+    """The validation record best by ``metric`` (the first of ties, as
+    mmengine's CheckpointHook keeps the first), and the metric; by pooled
+    Dice where no record has ``metric`` (a prefixed name, say)."""
+    ranked = [h for h in val if isinstance(h.get(metric), (int, float))
+              and math.isfinite(h[metric])]
+    if not ranked:
+        print_log(
+            f'No validation record has the metric {metric!r} that '
+            "save_best names: the best validation is the one of the best "
+            "pooled 'dice'", logger='current', level=logging.WARNING)
+        metric, rule, ranked = 'dice', 'greater', val
+    sign = -1 if rule == 'less' else 1
+    return max(ranked, key=lambda h: sign * h[metric]), metric
 
 
 def _world_size(log: Optional[str]) -> Optional[int]:
@@ -454,7 +501,6 @@ def write_performance_summary(work_dir: str,
         raise NoValidationRecords(
             f'{history_path} has no validation record with a pooled Dice '
             "(key 'dice' of PneumothoraxMetric without a prefix)")
-    best = max(val, key=lambda h: h['dice'])
     final_train = max(history, key=lambda h: h.get('iter') or 0)
 
     # Scanned once, and only for what the caller did not give.
@@ -462,6 +508,7 @@ def write_performance_summary(work_dir: str,
     cfg = config or _find_config(work_dir, log)
     if isinstance(cfg, (str, os.PathLike)):
         cfg = Config.fromfile(cfg)
+    best, best_metric = _best_validation(val, *_best_metric_rule(cfg))
     checkpoint = checkpoint or _find_best_checkpoint(work_dir, best, key)
     split = _split_meta(cfg)
     stats_data = _stats(cfg, stats, split)
@@ -499,7 +546,7 @@ def write_performance_summary(work_dir: str,
 
     text = _render_markdown(cfg, best, final_train, val, split, stats_data,
                             val_desc, world_size, checkpoint, pr_png,
-                            metrics_png, pictures, key)
+                            metrics_png, pictures, key, best_metric)
     out = osp.join(work_dir, 'PERFORMANCE_SUMMARY.md')
     with open(out, 'w') as f:
         f.write(text)
@@ -566,7 +613,7 @@ def _model_rows(cfg: Optional[Config]) -> List[tuple]:
 
 def _render_markdown(cfg, best, final_train, val, split, stats, val_desc,
                      world_size, checkpoint, pr_png, metrics_png,
-                     pictures, key) -> str:
+                     pictures, key, best_metric) -> str:
     unit = PROGRESS_UNITS[key]
     class_weight = _loss_class_weight(cfg)
     lines = ['# UPerNet Pneumothorax Segmentation - Performance Summary', '',
@@ -583,7 +630,8 @@ def _render_markdown(cfg, best, final_train, val, split, stats, val_desc,
         (f'{unit.capitalize()}s run', max(h[key] for h in val)),
         (f'{unit.capitalize()}s configured',
          cfg.train_cfg.get(f'max_{key}s') if cfg else None),
-        (f'Best {unit} (pooled val Dice)', best[key]),
+        (f'Best {unit} (by val '
+         f'{_METRIC_NAMES.get(best_metric, best_metric)})', best[key]),
         ('Checkpoint used for pictures',
          osp.basename(checkpoint) if checkpoint else None),
     ]
@@ -594,9 +642,10 @@ def _render_markdown(cfg, best, final_train, val, split, stats, val_desc,
     sampler = cfg.train_dataloader.get('sampler', {}) if cfg else {}
     lines += ['### Class Balancing Strategy', '']
     keep = settings.get('neg_keep_ratio', train_ds.get('neg_keep_ratio'))
-    order = settings.get('split_order', train_ds.get('split_order'))
+    # split_meta.json's names, else the dataset config's.
+    order = settings.get('order', train_ds.get('split_order'))
     if keep is not None:
-        seed = settings.get('split_seed', train_ds.get('split_seed'))
+        seed = settings.get('seed', train_ds.get('split_seed'))
         lines.append(f'- **Negative undersampling**: keep ratio {keep} '
                      f'({order or "balance_first"}; seed {seed})')
     if sampler.get('type') == 'ClassBalancedSampler':

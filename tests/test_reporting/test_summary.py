@@ -101,7 +101,7 @@ def test_iteration_based_run(tmp_path):
     report = open(write_performance_summary(str(tmp_path),
                                             images=False)).read()
     assert '| Iterations run | 3,000 |' in report
-    assert '| Best iteration (pooled val Dice) | 2,000 |' in report
+    assert '| Best iteration (by val pooled Dice) | 2,000 |' in report
     assert 'at iteration 2000' in report
     assert '| 2000 | 0.6000 | 2000 |\n| 3000 | 0.5500 | 3000 |' in report
     assert (tmp_path / 'precision_recall_curve.png').is_file()
@@ -222,3 +222,79 @@ def test_findings_name_the_loss_class_weights(tmp_path):
     assert '9.0' not in text and 'Dice term' not in text
     text = ' '.join(_findings({}, {}, 'the split', stats, 'epoch', None))
     assert 'with no class weights in the loss' in text
+
+
+def test_best_validation_is_the_one_save_best_kept():
+    """The report's numbers and pictures are of the validation whose
+    checkpoint CheckpointHook kept: by its save_best metric and rule."""
+    from mmseg_ptx.reporting.summary import (_best_metric_rule,
+                                             _best_validation)
+    val = [dict(epoch=1, dice=0.5, ap=0.9, loss=0.2),
+           dict(epoch=2, dice=0.7, ap=0.6, loss=0.1),
+           dict(epoch=3, dice=0.7, ap=0.7, loss=0.3)]
+    cfg = Config.fromfile('configs/upernet_swin-b_ptx-512.py')
+    assert _best_metric_rule(cfg) == ('dice', 'greater')
+    # Ties: the first, as CheckpointHook keeps it.
+    assert _best_validation(val, 'dice', 'greater') == (val[1], 'dice')
+    cfg.default_hooks.checkpoint.save_best = 'ap'
+    assert _best_validation(val, *_best_metric_rule(cfg)) == (val[0], 'ap')
+    cfg.default_hooks.checkpoint.save_best = ['loss', 'dice']
+    assert _best_metric_rule(cfg) == ('loss', 'greater')  # the config's
+    cfg.default_hooks.checkpoint.rule = None  # as mmengine infers it
+    assert _best_metric_rule(cfg) == ('loss', 'less')
+    cfg.default_hooks.checkpoint.rule = ['greater', 'greater']
+    assert _best_validation(val, *_best_metric_rule(cfg)) == (val[2],
+                                                              'loss')
+    cfg.default_hooks.checkpoint.save_best = 'auto'
+    assert _best_metric_rule(cfg) == ('dice', 'greater')
+    assert _best_metric_rule(None) == ('dice', 'greater')
+    # A metric no record has (a prefixed name): by pooled Dice.
+    assert _best_validation(val, 'val/ap', 'greater') == (val[1], 'dice')
+
+
+def test_report_of_a_run_without_positive_pixels(tmp_path):
+    """AP and the best F1 are NaN without a positive pixel; the curve's
+    JSON holds them as null, which the report must still plot."""
+    import torch
+
+    from mmseg_ptx.evaluation import PneumothoraxMetric
+    from mmseg_ptx.reporting.json_io import write_json
+    from mmseg_ptx.reporting.summary import write_performance_summary
+    metric = PneumothoraxMetric()
+    metric.process({}, [dict(
+        seg_logits=dict(data=torch.randn(2, 32, 32)),
+        gt_sem_seg=dict(data=torch.zeros(1, 32, 32, dtype=torch.uint8)))])
+    metrics = metric.evaluate(1)
+    curve = metric.last_curve.to_dict(max_points=100)
+    (tmp_path / 'pr_curves').mkdir()
+    write_json(curve, str(tmp_path / 'pr_curves' / 'val_epoch_001.json'))
+    write_json([dict(mode='val', epoch=1, iter=10, **metrics)],
+               str(tmp_path / 'metrics_history.json'))
+    write_performance_summary(str(tmp_path), images=False, world_size=1)
+    assert (tmp_path / 'precision_recall_curve.png').is_file()
+
+
+def test_split_settings_are_read_from_split_meta(tmp_path):
+    """split_meta.json names them 'seed' and 'order'; a config that leaves
+    them at the dataset's defaults must still report the split's."""
+    from mmseg_ptx.reporting.json_io import write_json
+    from mmseg_ptx.reporting.summary import write_performance_summary
+    root = tmp_path / 'data'
+    (root / 'splits').mkdir(parents=True)
+    write_json(dict(settings=dict(neg_keep_ratio=0.15, val_ratio=0.2, seed=7,
+                                  order='split_first'),
+                    counts=dict(train=80, val=20, val_positive=5)),
+               str(root / 'splits' / 'split_meta.json'))
+    cfg = Config.fromfile('configs/upernet_swin-nano_ptx-demo-128.py')
+    for loader in ('train_dataloader', 'val_dataloader'):
+        cfg[loader].dataset.data_root = str(root)
+        cfg[loader].dataset.pop('split_seed')
+        cfg[loader].dataset.pop('split_order')
+    work_dir = tmp_path / 'work'
+    work_dir.mkdir()
+    write_json([dict(mode='val', epoch=1, iter=10, dice=0.5, iou=0.33)],
+               str(work_dir / 'metrics_history.json'))
+    report = open(write_performance_summary(
+        str(work_dir), config=cfg, images=False, world_size=1)).read()
+    assert ('**Negative undersampling**: keep ratio 0.15 (split_first; '
+            'seed 7)') in report
