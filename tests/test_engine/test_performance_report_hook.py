@@ -1,4 +1,4 @@
-"""PerformanceReportHook when there is nothing to report on."""
+"""PerformanceReportHook when there is nothing to report on, or the report fails."""
 import json
 from types import SimpleNamespace
 
@@ -32,3 +32,23 @@ def test_no_validation_records_warn_not_crash(tmp_path, history):
     # tools/summarize.py still fails loudly.
     with pytest.raises(NoValidationRecords):
         write_performance_summary(str(tmp_path), images=False)
+
+
+def test_a_failing_report_does_not_fail_the_run(tmp_path, monkeypatch):
+    from mmseg_ptx.engine.hooks import performance_report_hook
+
+    def broken(*args, **kwargs):
+        raise RuntimeError('the pictures ran out of memory')
+
+    monkeypatch.setattr(performance_report_hook,
+                        'write_performance_summary', broken)
+    errors = []
+    logger = MMLogger.get_instance('report_hook_failure_test')
+    logger.exception = errors.append
+    runner = SimpleNamespace(work_dir=str(tmp_path), logger=logger,
+                             model=torch.nn.Linear(1, 1), world_size=1,
+                             cfg=None)
+    HOOKS.build(dict(type='PerformanceReportHook')).after_train(runner)
+    assert len(errors) == 1
+    assert 'RuntimeError: the pictures ran out of memory' in errors[0]
+    assert f'python tools/summarize.py {tmp_path}' in errors[0]

@@ -20,7 +20,9 @@ class PerformanceReportHook(Hook):
     ``detailed_metrics.png`` and ``images/`` into the work dir (it needs
     PRCurveHook's ``metrics_history.json``). The other ranks go on. A run
     without validation records (validation off, or no finite Dice) gets a
-    warning instead of a report: the trained model is not lost to it.
+    warning instead of a report, and a report that fails an error in the
+    log (with ``tools/summarize.py`` to retry): the trained run does not
+    fail for it.
 
     Args:
         images (bool): Render prediction pictures with the best
@@ -59,5 +61,13 @@ class PerformanceReportHook(Hook):
                 world_size=runner.world_size)
         except NoValidationRecords as err:
             runner.logger.warning(f'No performance report: {err}')
+            return
+        except Exception as err:  # noqa: BLE001
+            # The run is done and its checkpoints are written: a report
+            # that fails must not fail it (nor skip the after_run hooks).
+            runner.logger.exception(
+                f'The performance report failed ({type(err).__name__}: '
+                f'{err}); the run\'s checkpoints and logs are complete. '
+                f'Retry with: python tools/summarize.py {runner.work_dir}')
             return
         runner.logger.info(f'Performance report written to {path}')
