@@ -197,7 +197,10 @@ def _mmengine_checkpoint_globals() -> list:
 
 def _allow_mmengine_checkpoints() -> None:
     add_safe_globals = getattr(torch.serialization, 'add_safe_globals', None)
-    if add_safe_globals is None:  # torch < 2.4 has no weights_only default
+    # torch 2.4 has add_safe_globals but not the safe_globals context below;
+    # before 2.6 torch.load does not default to weights_only anyway.
+    if add_safe_globals is None or not hasattr(torch.serialization,
+                                               'safe_globals'):
         return
     # Plain data (numpy arrays and scalars, HistoryBuffer, ConfigDict):
     # allowed everywhere, it cannot run code.

@@ -38,8 +38,8 @@ needs_recent_dynamo = pytest.mark.skipif(
     not hasattr(torch.compiler, 'is_compiling'),
     reason="torch < 2.3's dynamo breaks graphs in mmcv/mmseg code")
 needs_safe_globals = pytest.mark.skipif(
-    not hasattr(torch.serialization, 'add_safe_globals'),
-    reason='torch.load allow-lists (compat fix 2) need torch >= 2.4')
+    not hasattr(torch.serialization, 'safe_globals'),
+    reason='torch.load allow-lists (compat fix 2) need torch >= 2.5')
 
 
 @pytest.fixture(scope='session')

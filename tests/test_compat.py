@@ -102,6 +102,26 @@ def test_getattr_not_allowed_outside_mmengine_loader(tmp_path):
         torch.load(path, weights_only=True)
 
 
+def test_torch_2_4_without_the_safe_globals_context(tmp_path):
+    """torch 2.4 has add_safe_globals but not the safe_globals context
+    (2.5), and needs no fix (weights_only is off by default before 2.6):
+    checkpoints must load as they are."""
+    path = tmp_path / 'ckpt.pth'
+    torch.save({'state_dict': {'w': torch.zeros(1)}}, path)
+    code = (
+        'import torch.serialization as s\n'
+        'del s.safe_globals  # as in torch 2.4\n'
+        'import mmseg_ptx\n'
+        'from mmengine.runner.checkpoint import CheckpointLoader\n'
+        f'ckpt = CheckpointLoader.load_checkpoint({str(path)!r}, '
+        "map_location='cpu')\n"
+        "print(sorted(ckpt['state_dict']))\n")
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("['w']")
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason='CPU-only fix')
 def test_cpu_distributed_init_uses_gloo():
     code = (
