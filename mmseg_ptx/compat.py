@@ -27,9 +27,10 @@ Fixes:
 3. CPU-only distributed runs: mmengine's pytorch launcher calls
    ``torch.cuda.set_device`` and the runner wraps DDP with ``device_ids``;
    both fail without CUDA (mmengine 0.10.7, dist/utils.py and
-   runner.wrap_model). Without CUDA we
-   initialise the process group with gloo and wrap DDP with
-   ``device_ids=None``. Inactive when CUDA is available.
+   runner.wrap_model), and DDP refuses SyncBatchNorm on the CPU. Without
+   CUDA we initialise the process group with gloo, wrap DDP with
+   ``device_ids=None`` and make SyncBatchNorm layers per-process
+   BatchNorm (with a warning). Inactive when CUDA is available.
 4. ``acc_seg`` of every training step (mmseg 1.2.2,
    ``BaseDecodeHead.loss_by_feat`` calling ``models/losses/accuracy.py``)
    takes the top-1 class with ``topk`` over the class dimension, a sort
@@ -247,9 +248,21 @@ def _patch_cpu_distributed() -> None:
     ddp_init = MMDistributedDataParallel.__init__
 
     def ddp_init_cpu(self, module, detect_anomalous_params=False, **kwargs):
-        # DDP of a CPU module must not be given device_ids.
+        # DDP of a CPU module must not be given device_ids, and it refuses
+        # SyncBatchNorm ("SyncBatchNorm layers only work with GPU modules"),
+        # which the recipe's heads have (mmseg's upernet_swin base).
         kwargs['device_ids'] = None
         kwargs.pop('output_device', None)
+        synced = sum(isinstance(m, torch.nn.SyncBatchNorm)
+                     for m in module.modules())
+        if synced:
+            from mmengine.logging import print_log
+            from mmengine.model import revert_sync_batchnorm
+            module = revert_sync_batchnorm(module)
+            print_log(
+                f'CPU-only distributed run: the {synced} SyncBatchNorm '
+                'layers, which need CUDA, are per-process BatchNorm',
+                logger='current', level=30)  # logging.WARNING
         ddp_init(self, module, detect_anomalous_params, **kwargs)
 
     MMDistributedDataParallel.__init__ = ddp_init_cpu

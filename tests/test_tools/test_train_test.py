@@ -143,13 +143,19 @@ def test_show_on_dicom_data_is_a_clear_error(tmp_path, demo_root):
 
 def test_dist_train_two_cpu_processes(tmp_path, demo_root):
     work_dir = tmp_path / 'work'
-    cfg = write_tiny_run_config(tmp_path / 'cfg.py', demo_root, max_epochs=1)
+    # The recipe's heads' SyncBN, which DDP refuses on the CPU.
+    cfg = write_tiny_run_config(
+        tmp_path / 'cfg.py', demo_root, max_epochs=1,
+        extra="norm_cfg = dict(type='SyncBN', requires_grad=True)\n"
+        'model = dict(decode_head=dict(norm_cfg=norm_cfg), '
+        'auxiliary_head=dict(norm_cfg=norm_cfg))\n')
     proc = run_tool(['bash', 'tools/dist_train.sh', str(cfg), '2',
                      '--work-dir', str(work_dir)],
                     env={'PORT': str(free_port()), 'OMP_NUM_THREADS': '1',
                          'PYTHON': PYTHON})
     out = proc.stdout + proc.stderr
     assert 'Distributed training is not used' not in out
+    assert 'SyncBatchNorm layers, which need CUDA, are per-process' in out
     assert (work_dir / 'epoch_1.pth').is_file()
 
 
