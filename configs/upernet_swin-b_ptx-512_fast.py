@@ -1,8 +1,8 @@
 # The Swin-B recipe with the speed switches of docs/performance.md that keep
 # its maths (to float rounding) and that a config can set:
 # SwinTransformerSDPA (the same weights and checkpoints as mmseg's Swin),
-# bf16 autocast, fused AdamW, cudnn.benchmark, channels_last convolution
-# weights (ChannelsLastHook), and a train loop in which the host never waits
+# bf16 autocast, fused AdamW, channels_last convolution weights
+# (ChannelsLastHook), and a train loop in which the host never waits
 # for the GPU: batches copied to it without blocking, losses read back only
 # when they are logged (DeferredRuntimeInfoHook; the logs are the same).
 # Everything else is upernet_swin-b_ptx-512.py's (tested). For test runs
@@ -17,6 +17,5 @@ model = dict(
     backbone=dict(type='SwinTransformerSDPA'),
     data_preprocessor=dict(non_blocking=True))
 optim_wrapper = dict(optimizer=dict(fused=True))
-env_cfg = dict(cudnn_benchmark=True)
 default_hooks = dict(runtime_info=dict(type='DeferredRuntimeInfoHook'))
 custom_hooks = _base_.custom_hooks + [dict(type='ChannelsLastHook')]
