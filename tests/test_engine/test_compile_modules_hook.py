@@ -1,6 +1,7 @@
 """CompileModulesHook / compile_modules compile the network's forwards."""
 from types import SimpleNamespace
 
+import pytest
 import torch
 from mmengine.logging import MMLogger
 from mmseg.registry import HOOKS
@@ -70,6 +71,14 @@ def test_compile_blocks_one_by_one():
     assert is_plain(model.backbone)  # the glue runs eagerly
     assert not is_plain(model.decode_head)
     assert torch._dynamo.config.recompile_limit >= 4 * 8
+
+
+def test_blocks_need_module_compile(monkeypatch):
+    """nn.Module.compile arrived in torch 2.2; setup.cfg admits 2.1."""
+    monkeypatch.delattr(torch.nn.Module, 'compile')
+    with pytest.raises(RuntimeError, match=r'torch >= 2\.2'):
+        compile_modules(build_tiny_model(), ['backbone'],
+                        blocks=['SwinBlock'])
 
 
 def test_hook_logs_blocks():

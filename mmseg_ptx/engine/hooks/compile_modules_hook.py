@@ -61,6 +61,11 @@ def compile_modules(model: torch.nn.Module,
     """
     compiled, num_blocks = [], 0
     if blocks:
+        if not hasattr(torch.nn.Module, 'compile'):
+            raise RuntimeError(
+                'Compiling blocks needs torch >= 2.2 (nn.Module.compile), '
+                f'this is torch {torch.__version__}: compile the whole '
+                'modules instead (no blocks)')
         compile_kwargs.setdefault('dynamic', False)
     for name in names:
         module = getattr(model, name, None)
