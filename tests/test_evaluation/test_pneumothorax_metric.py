@@ -298,20 +298,30 @@ def test_late_results_still_raise_naming_the_image():
         metric.evaluate(2)
 
 
-def test_a_late_error_leaves_the_later_batches_queued():
+def test_an_error_discards_the_evaluation_in_progress():
+    """A bad label voids the evaluation: neither the samples before it nor
+    the batches still on their way may reach a later evaluation with the
+    same metric (collect_results' [:size] would hide the extra ones)."""
     good = make_sample(np.zeros((4, 4)), two_channel(np.zeros((4, 4))),
                        name='good.png')
     bad = make_sample(np.full((4, 4), 2), two_channel(np.zeros((4, 4))),
                       name='case_17.png')
     metric = PneumothoraxMetric()
     metric._readback = _LaggingReadback()
+    metric.process({}, [good])
     metric.process({}, [bad])
-    metric.process({}, [good])  # both still on their way
+    metric.process({}, [good])  # all three still on their way
     with pytest.raises(ValueError, match='case_17.png'):
-        metric.results  # takes in the bad batch
-    # The batch after it was still on its way, not lost.
-    assert len(metric.results) == 1
+        metric.results  # takes in the batches up to the bad one
+    assert metric.results == [] and len(metric._readback) == 0
+    metric.process({}, [good])
     assert metric.evaluate(1)['num_images'] == 1
+    # On the CPU the batch raises at once; the good sample before it in
+    # the same batch is dropped as well.
+    metric = PneumothoraxMetric()
+    with pytest.raises(ValueError, match='case_17.png'):
+        metric.process({}, [good, bad])
+    assert metric.results == []
 
 
 def test_new_results_and_copies():

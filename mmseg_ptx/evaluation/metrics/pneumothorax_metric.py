@@ -417,7 +417,9 @@ class PneumothoraxMetric(BaseMetric):
         would leave the GPU idle while the host fetches and queues the next
         one. On the CPU they are taken in at once. Invalid labels and NaN
         scores are found in that copy and reported with the sample's name,
-        on a GPU in a later call.
+        on a GPU in a later call. An error discards the evaluation in
+        progress (the results so far and the batches on their way), so
+        that the next one with this metric starts clean.
 
         Each sample's result holds its (2, num_bins) histogram until the
         next sample arrives, when it is folded into a running sum kept in
@@ -431,6 +433,13 @@ class PneumothoraxMetric(BaseMetric):
             data_samples (Sequence[dict]): Model outputs with ``seg_logits``
                 and ``gt_sem_seg``.
         """
+        try:
+            self._process(data_samples)
+        except BaseException:
+            self.results = []
+            raise
+
+    def _process(self, data_samples: Sequence[dict]) -> None:
         lo, hi = self.logit_range
         num_bins = self.num_bins
         scale = num_bins / (hi - lo)
@@ -498,8 +507,7 @@ class PneumothoraxMetric(BaseMetric):
     def _take_arrived(self, keep: int) -> None:
         """Take in the batches on their way from the device: all but the
         newest ``keep``, waiting for them, then any others that have
-        arrived. One at a time, so that a batch that raises leaves the
-        later ones queued, as they were before it."""
+        arrived. A batch that raises discards all results."""
         readback = self._readback
         while True:
             if len(readback) > keep:
@@ -509,7 +517,13 @@ class PneumothoraxMetric(BaseMetric):
             if not arrived:
                 return
             rows, (names, outputs, labels) = arrived[0]
-            self._take_batch(rows.numpy(), names, outputs, labels)
+            try:
+                self._take_batch(rows.numpy(), names, outputs, labels)
+            except BaseException:
+                # The evaluation in progress is void: a later one must not
+                # get its results (collect_results' [:size] would hide them).
+                self.results = []
+                raise
 
     def _take_batch(self, rows: np.ndarray, names: List[str],
                     outputs: List[torch.Tensor],
