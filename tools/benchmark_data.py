@@ -6,18 +6,22 @@ worker processes); with ``--config``, the config's own training pipeline
 instead, and the time each of its transforms takes; (b) RLE decoding
 of 1024x1024 masks against the straightforward pixel-by-pixel Python loop
 and against the competition helper's run-by-run loop (numpy slices per
-run). Prints a table; the targets are >= 100 images/s per process and
->= 50x the loop decoder.
+run); (c) the host side of ``tools/infer.py`` per image: read the DICOM,
+post-process a probability map, write the mask and overlay PNGs and encode
+the RLE, with as many threads as ``infer.py --workers`` (what bounds its
+images/s where the GPU predicts faster). Prints tables; the targets are
+>= 100 images/s per process and >= 50x the loop decoder.
 
 Example::
 
-    python tools/benchmark_data.py --num 64 --workers 1 2
+    python tools/benchmark_data.py --num 64 --workers 1 2 --threads 1 2
     python tools/benchmark_data.py --config configs/upernet_swin-b_ptx-512.py
 """
 import argparse
 import csv
 import glob
 import multiprocessing as mp
+import os
 import os.path as osp
 import tempfile
 import time
@@ -189,6 +193,45 @@ def bench_rle(num: int, size: int) -> tuple[float, float, float]:
     return tuple(timings)
 
 
+def bench_outputs(samples: list[dict], threads: int,
+                  repeats: int) -> float:
+    """Images/s of tools/infer.py's work per image besides the model's, with
+    ``threads`` threads as its ``--workers``: read the DICOM, post-process
+    a probability map (a disk of 0.9, the configs' triplet thresholds),
+    write the mask and overlay PNGs, encode the RLE."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import cv2
+    from infer import write_outputs  # tools/infer.py
+
+    import mmseg_ptx  # noqa: F401  (registers the transforms)
+    from mmseg.registry import MODELS, TRANSFORMS
+    loader = TRANSFORMS.build(
+        dict(type='LoadDicomImageFromFile', color_type='grayscale'))
+    postprocess = MODELS.build(dict(type='TripletThresholdPostProcessor'))
+
+    def one(job):
+        index, sample = job
+        img = loader(dict(img_path=sample['img_path']))['img']
+        prob = np.full(img.shape[:2], 0.05, np.float32)
+        cv2.circle(prob, (img.shape[1] // 3, img.shape[0] // 2),
+                   img.shape[0] // 12, 0.9, -1)
+        return write_outputs(str(index), img, prob, postprocess, dirs,
+                             False)
+
+    jobs = list(enumerate(samples * repeats))
+    with tempfile.TemporaryDirectory() as out:
+        dirs = {k: osp.join(out, k) for k in ('masks', 'overlays')}
+        for folder in dirs.values():
+            os.makedirs(folder)
+        start = time.perf_counter()
+        with ThreadPoolExecutor(threads) as pool:
+            rles = list(pool.map(one, jobs))
+        rate = len(jobs) / (time.perf_counter() - start)
+    assert all(rle != '-1' for rle in rles)  # every mask was drawn
+    return rate
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--data', help='raw-layout data root (default: a '
@@ -198,15 +241,18 @@ def main() -> None:
                         'and masks for the RLE benchmark')
     parser.add_argument('--workers', type=int, nargs='+', default=[1],
                         help='worker process counts to time')
+    parser.add_argument('--threads', type=int, nargs='+', default=[1],
+                        help='thread counts for (c), as infer.py --workers')
     parser.add_argument('--repeats', type=int, default=3,
                         help='passes over the images per timing')
     parser.add_argument('--config', help='time this config\'s training '
                         'pipeline (and each of its transforms) instead of '
                         'DICOM + RLE + resize + flip')
     args = parser.parse_args()
-    if min(args.num, args.repeats, *args.workers) < 1:
+    if min(args.num, args.repeats, *args.workers, *args.threads) < 1:
         # 1 worker means the main process; there is no 0.
-        parser.error('--num, --repeats and --workers must be >= 1')
+        parser.error('--num, --repeats, --workers and --threads must be '
+                     '>= 1')
     pipeline = PIPELINE if args.config is None else config_pipeline(
         args.config)
 
@@ -224,6 +270,8 @@ def main() -> None:
                    for w in args.workers]
         per_transform = (None if args.config is None else time_transforms(
             samples, args.repeats, pipeline))
+        outputs = [(t, bench_outputs(samples, t, args.repeats))
+                   for t in args.threads]
     vec, loop, pixel_loop = bench_rle(args.num, 1024)
 
     name = ('DICOM + RLE + Resize 512 + flip' if args.config is None else
@@ -248,6 +296,12 @@ def main() -> None:
           f'{vec / loop:>13.1f}x')
     print(f'{"pixel loop":>22} {pixel_loop:>10.1f} '
           f'{vec / pixel_loop:>13.1f}x')
+    print(f'\n(c) tools/infer.py besides the model: read, post-process, '
+          f'write mask + overlay PNGs, RLE; {len(samples)} images x '
+          f'{args.repeats} passes')
+    print(f'{"threads":>8} {"images/s":>10}')
+    for threads, rate in outputs:
+        print(f'{threads:>8d} {rate:>10.1f}')
 
 
 if __name__ == '__main__':

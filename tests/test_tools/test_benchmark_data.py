@@ -5,13 +5,15 @@ import subprocess
 from conftest import PYTHON, ROOT, run_tool
 
 
-def test_benchmark_data_prints_both_tables():
+def test_benchmark_data_prints_its_tables():
     proc = run_tool([PYTHON, 'tools/benchmark_data.py', '--num', '2',
-                     '--repeats', '1'])
+                     '--repeats', '1', '--threads', '1', '2'])
     out = proc.stdout
     assert re.search(r'^\s+1\s+[\d.]+\s+[\d.]+$', out, re.M), out
     for name in ('vectorised', 'run loop (competition)', 'pixel loop'):
         assert name in out
+    outputs = out.split('(c) tools/infer.py besides the model')[1]
+    assert re.findall(r'^\s+(\d)\s+[\d.]+$', outputs, re.M) == ['1', '2']
 
 
 def test_config_pipeline_and_its_transforms():
@@ -20,7 +22,8 @@ def test_config_pipeline_and_its_transforms():
                      'configs/upernet_swin-nano_ptx-demo-128.py'])
     out = proc.stdout
     assert 'the training pipeline of configs/upernet_swin-nano' in out
-    rows = dict(re.findall(r'^\s+(\w+)\s+([\d.]+)$', out, re.M))
+    transforms = out.split('(b) RLE decode')[0]
+    rows = dict(re.findall(r'^\s+(\w+)\s+([\d.]+)$', transforms, re.M))
     for name in ('LoadDicomImageFromFile', 'LoadRLEAnnotations',
                  'GreyscalePhotoMetricDistortion', 'PackSegInputs'):
         assert float(rows[name]) > 0, name
@@ -33,4 +36,4 @@ def test_zero_workers_is_a_usage_error():
         [PYTHON, 'tools/benchmark_data.py', '--workers', '0'],
         capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2
-    assert '--workers must be >= 1' in proc.stderr
+    assert '--workers and --threads must be >= 1' in proc.stderr
