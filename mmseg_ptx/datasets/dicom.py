@@ -213,17 +213,19 @@ def _read_dicom(path: PathLike) -> np.ndarray:
     try:
         arr = ds.pixel_array
     except Exception as err:
-        # pydicom's later lines say why (each plugin's error, the packages
-        # a codec needs). A known transfer syntax is named from pydicom's
-        # registry; an unknown one is header bytes (of a corrupt length,
-        # running on into the patient's data) and is left out.
+        # A known transfer syntax is named from pydicom's registry, and
+        # pydicom's later lines say why (each plugin's error, the packages a
+        # codec needs). An unknown one is header bytes (of a corrupt length,
+        # running on into the patient's data, quotes and line breaks
+        # included): then only the message's first line, cut at its quote.
         syntax = getattr(getattr(ds, 'file_meta', None), 'TransferSyntaxUID',
                          None)
-        syntax = f' ({syntax.name})' if getattr(
-            syntax, 'type', '') == 'Transfer Syntax' else ''
+        known = getattr(syntax, 'type', '') == 'Transfer Syntax'
+        reason = redact_lines(str(err)) if known else redact(str(err))
         raise DicomReadError(
-            f'Cannot decode the pixel data of DICOM file {path}{syntax}: '
-            f'{type(err).__name__}: {redact_lines(str(err))}') from None
+            f'Cannot decode the pixel data of DICOM file {path}'
+            f'{f" ({syntax.name})" if known else ""}: '
+            f'{type(err).__name__}: {reason}') from None
     if arr.ndim != 2:
         raise DicomReadError(
             f'DICOM file {path} decodes to shape {arr.shape}, expected a '

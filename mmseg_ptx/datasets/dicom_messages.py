@@ -78,10 +78,12 @@ def redact_lines(message: str, limit: int = 600) -> str:
     """The lines of a pydicom message without the values it quotes.
 
     For messages whose later lines say what went wrong, such as a pixel
-    decoder's list of plugins and the packages they miss. Each line is cut
-    at its first quote; after a line with an unclosed quote nothing more
-    is kept, because the quoted value runs on into the next lines (a
-    corrupt length makes it span the header's following elements).
+    decoder's list of plugins and the packages they miss, and only where
+    what the message quotes is known not to be header bytes (a registered
+    transfer syntax's name): a value of a corrupt length runs on into the
+    header's following elements, line breaks and quotes included. Each
+    line is cut at its first quote; after a line with an unclosed quote
+    nothing more is kept.
 
     Args:
         message (str): The message.
@@ -139,7 +141,11 @@ def pydicom_values_withheld(path: Union[str, os.PathLike]
     global _depth, _shown_by
     with _lock:
         if _depth == 0:
-            _shown_by = warnings.showwarning
+            # Still installed if another thread's warnings.catch_warnings
+            # put it back after the last read: keep what it replaced (else
+            # _show would call itself).
+            if warnings.showwarning is not _show:
+                _shown_by = warnings.showwarning
             warnings.showwarning = _show
             _filtered[:] = _pydicom_loggers()
             for logger in _filtered:

@@ -236,6 +236,30 @@ def test_redact_lines(message, expected):
     assert redact_lines(message) == expected
 
 
+def test_unknown_transfer_syntax_spanning_lines_is_withheld(tmp_path,
+                                                           grey8):
+    """A Transfer Syntax UID whose value ran on into header bytes, with a
+    quote and a form feed (a line break to str.splitlines) before patient
+    data: pydicom quotes it across lines; only the first line may stay."""
+    import struct
+    path = make_dicom(tmp_path / 'a.dcm', grey8)
+    raw = open(path, 'rb').read()
+    at = raw.index(b'\x02\x00\x10\x00UI')  # (0002,0010) Transfer Syntax
+    old_len = struct.unpack('<H', raw[at + 6:at + 8])[0]
+    value = b"1.2.9'\x0c" + PHI[0].encode() + b' ' + PHI[1].encode()
+    value += b' ' * (len(value) % 2)
+    raw = (raw[:at + 6] + struct.pack('<H', len(value)) + value +
+           raw[at + 8 + old_len:])
+    group = raw.index(b'\x02\x00\x00\x00UL')  # its group length
+    length = struct.unpack('<I', raw[group + 8:group + 12])[0]
+    raw = (raw[:group + 8] +
+           struct.pack('<I', length + len(value) - old_len) + raw[group + 12:])
+    open(path, 'wb').write(raw)
+    with pytest.raises(DicomReadError, match='Cannot decode') as err:
+        read_dicom(path)
+    assert_clean(str(err.value), path)
+
+
 def corrupt_length(path, value):
     """Give the element holding ``value`` a too large length: the value
     runs on into the following elements, so a message quoting it quotes the
@@ -304,6 +328,31 @@ def test_concurrent_reads_restore_the_hooks(leaky_dicom):
     assert warnings.showwarning is shown_by
     assert not logging.getLogger('pydicom').filters
     assert not logging.getLogger('pydicom.pixels.decoders.base').filters
+
+
+def test_hook_left_installed_by_catch_warnings_elsewhere(leaky_dicom):
+    """Another thread's warnings.catch_warnings, entered during a read and
+    left after it, puts the redacting showwarning back: the next read must
+    not take it for the one to call (it would call itself forever)."""
+    from mmseg_ptx.datasets import dicom_messages
+    original = warnings.showwarning
+    shown = []
+    warnings.showwarning = lambda message, category, *args: shown.append(
+        category)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('always')
+            with dicom_messages.pydicom_values_withheld(leaky_dicom):
+                elsewhere = warnings.catch_warnings()
+                elsewhere.__enter__()
+            elsewhere.__exit__(None, None, None)
+            assert warnings.showwarning is dicom_messages._show
+            with pytest.raises(DicomReadError) as err:
+                read_dicom(leaky_dicom)
+        assert 'recursion' not in str(err.value)
+        assert shown and set(shown) == {DicomReadWarning}
+    finally:
+        warnings.showwarning = original
 
 
 def test_reads_keep_which_warnings_were_shown(tmp_path, grey8):
