@@ -236,8 +236,8 @@ def test_redact_lines(message, expected):
     assert redact_lines(message) == expected
 
 
-def test_unknown_transfer_syntax_spanning_lines_is_withheld(tmp_path,
-                                                           grey8):
+def test_unknown_transfer_syntax_spanning_lines_is_withheld(
+        tmp_path, grey8):
     """A Transfer Syntax UID whose value ran on into header bytes, with a
     quote and a form feed (a line break to str.splitlines) before patient
     data: pydicom quotes it across lines; only the first line may stay."""
