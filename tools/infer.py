@@ -75,16 +75,17 @@ def image_id_of(path: str) -> str:
     return osp.splitext(osp.basename(path))[0]
 
 
-def is_output(path: str, out: str) -> bool:
-    """Whether an image file is an output of this tool: under ``out``,
-    or a mask or overlay of an earlier run (``masks/`` or ``overlays/``
-    beside a ``submission.csv``). Such PNGs are named like the images."""
-    real = osp.realpath(path)
-    if real.startswith(osp.realpath(out) + os.sep):
-        return True
-    folder = osp.dirname(real)
-    return (osp.basename(folder) in ('masks', 'overlays') and osp.isfile(
-        osp.join(osp.dirname(folder), 'submission.csv')))
+def is_output(path: str) -> bool:
+    """Whether an image file is a mask or overlay this tool wrote: a PNG in
+    ``masks/`` or ``overlays/`` of a folder that has both (an ``--out``,
+    the current one or an earlier or interrupted run's). Such PNGs are
+    named like the images they were made from."""
+    folder = osp.dirname(osp.realpath(path))
+    parent = osp.dirname(folder)
+    return (osp.basename(folder) in ('masks', 'overlays')
+            and path.lower().endswith('.png')
+            and all(osp.isdir(osp.join(parent, d))
+                    for d in ('masks', 'overlays')))
 
 
 def drop_duplicate_ids(paths: List[str],
@@ -214,11 +215,11 @@ def parse_args() -> argparse.Namespace:
 def main() -> int:
     args = parse_args()
     paths = find_images(args.input)
-    outputs = [p for p in paths if is_output(p, args.out)]
+    outputs = {p for p in paths if is_output(p)}
     if outputs:
         print(f'Leaving out {len(outputs)} mask/overlay PNG(s) of this '
               'tool\'s runs under INPUT', file=sys.stderr)
-        paths = [p for p in paths if p not in set(outputs)]
+        paths = [p for p in paths if p not in outputs]
     errors: List[Tuple[str, str]] = []
     paths = drop_duplicate_ids(paths, errors)
     if not paths and errors:
@@ -253,7 +254,16 @@ def main() -> int:
     batches = [paths[i:i + args.batch_size]
                for i in range(0, len(paths), args.batch_size)]
     rles: Dict[str, str] = {}
-    writes: Deque[Tuple[str, Future]] = collections.deque()
+    writes: Deque[Tuple[str, str, Future]] = collections.deque()
+
+    def finish_write() -> None:
+        image_id, path, future = writes.popleft()
+        try:
+            rles[image_id] = future.result()
+        except Exception as err:  # noqa: BLE001  (this image's outputs)
+            errors.append((path, 'writing its outputs failed: '
+                           f'{type(err).__name__}: {err}'))
+
     predicted = failed_first = 0
     bar = tqdm(total=len(paths), unit='img', desc='infer')
     # Reading, post-processing and writing (PNG encoding above all) take
@@ -290,16 +300,15 @@ def main() -> int:
                         raise err
                     continue
                 predicted += 1
-                writes.append((image_id, pool.submit(
+                writes.append((image_id, sources[image_id], pool.submit(
                     write_outputs, image_id, img, prob, postprocess, dirs,
                     args.save_prob)))
             # Bounded: each pending write holds its image and map.
             while len(writes) > 2 * args.workers + args.batch_size:
-                image_id, future = writes.popleft()
-                rles[image_id] = future.result()
+                finish_write()
             bar.update(len(batch))
-        for image_id, future in writes:
-            rles[image_id] = future.result()
+        while writes:
+            finish_write()
     bar.close()
 
     csv_path = osp.join(args.out, 'submission.csv')

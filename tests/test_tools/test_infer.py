@@ -32,10 +32,11 @@ def test_infer_folder_with_a_corrupt_file(tmp_path, demo_root):
     # unknown, so neither is predicted.
     (src / 'copy').mkdir()
     shutil.copy(dicoms[1], src / 'copy')
-    # An earlier run's outputs under INPUT are left out, not predicted.
+    # An earlier (here: interrupted) run's outputs under INPUT are left
+    # out, not predicted.
     earlier = src / 'earlier_run'
     (earlier / 'masks').mkdir(parents=True)
-    (earlier / 'submission.csv').write_text('ImageId,EncodedPixels\n')
+    (earlier / 'overlays').mkdir()
     shutil.copy(png, earlier / 'masks' / 'plain.png')
     # Reads, but resizes to height 0: its batch fails in the pipeline and
     # is predicted image by image, so only this one is lost.
@@ -207,3 +208,50 @@ def test_write_outputs_reports_a_failed_write(tmp_path):
     dirs['overlays'] = str(tmp_path / 'missing')
     with pytest.raises(OSError, match='Cannot write .*missing/a.png'):
         infer.write_outputs('a', img, prob, postprocess, dirs, False)
+
+
+def test_a_failed_write_is_that_image_s_error(tmp_path, demo_root,
+                                              monkeypatch):
+    """One image whose outputs cannot be written is listed in errors.txt;
+    the others still make the submission. --out may hold INPUT."""
+    import sys
+    infer = load_tool('infer')
+    ckpt = save_tiny_checkpoint(build_tiny_model(), tmp_path / 'tiny.pth')
+    out = tmp_path / 'project'
+    src = out / 'data'
+    src.mkdir(parents=True)
+    dicoms = sorted((demo_root / 'dicom-images-train').rglob('*.dcm'))[:3]
+    for path in dicoms:
+        shutil.copy(path, src)
+    failing = dicoms[1].stem
+    write_outputs = infer.write_outputs
+
+    def flaky(image_id, *args):
+        if image_id == failing:
+            raise OSError(f'Cannot write masks/{image_id}.png')
+        return write_outputs(image_id, *args)
+
+    monkeypatch.setattr(infer, 'write_outputs', flaky)
+    monkeypatch.setattr(sys, 'argv', [
+        'infer.py', str(TINY_CONFIG), str(ckpt), str(src), '--out',
+        str(out), '--device', 'cpu', '--workers', '2', '--batch-size', '2'])
+    assert infer.main() == 1
+    (error, ) = (out / 'errors.txt').read_text().splitlines()
+    assert error.startswith(f'{src / dicoms[1].name}\twriting its outputs '
+                            'failed: OSError: Cannot write')
+    with open(out / 'submission.csv') as f:
+        ids = sorted(row[0] for row in list(csv.reader(f))[1:])
+    assert ids == sorted([dicoms[0].stem, dicoms[2].stem])
+
+
+def test_is_output(tmp_path):
+    """A PNG in masks/ or overlays/ of a folder that has both."""
+    infer = load_tool('infer')
+    (tmp_path / 'data' / 'masks').mkdir(parents=True)
+    (tmp_path / 'run' / 'masks').mkdir(parents=True)
+    (tmp_path / 'run' / 'overlays').mkdir()
+    assert not infer.is_output(str(tmp_path / 'data' / 'masks' / 'a.png'))
+    assert infer.is_output(str(tmp_path / 'run' / 'masks' / 'a.png'))
+    assert infer.is_output(str(tmp_path / 'run' / 'overlays' / 'a.PNG'))
+    assert not infer.is_output(str(tmp_path / 'run' / 'masks' / 'a.dcm'))
+    assert not infer.is_output(str(tmp_path / 'run' / 'a.png'))
