@@ -8,7 +8,7 @@ import mmseg_ptx  # noqa: F401  (stack fixes + registration)
 from mmseg_ptx.apis import (add_runner_args, format_metrics_table,
                             load_config)
 from mmseg_ptx.models import INFERENCE_DTYPES
-from mmseg_ptx.models.utils import checkpoint_mismatch
+from mmseg_ptx.models.utils import load_runner_checkpoints_strictly
 
 
 def parse_args() -> argparse.Namespace:
@@ -106,14 +106,9 @@ def main() -> None:
         cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + extra_hooks
 
     runner = Runner.from_cfg(cfg)
-    if cfg.load_from is not None:
-        # Runner.test() would load it non-strictly: a checkpoint that does
-        # not fit the config would be tested at random weights.
-        try:
-            runner.load_checkpoint(cfg.load_from, strict=True)
-        except RuntimeError as err:
-            raise checkpoint_mismatch(cfg.load_from, runner.model,
-                                      err) from None
+    # Runner.test() would load it non-strictly: a checkpoint that does not
+    # fit the config would be tested at random weights.
+    load_runner_checkpoints_strictly(runner)
     metrics = runner.test()
     if metrics:
         print(format_metrics_table(metrics))

@@ -175,3 +175,34 @@ def test_read_image_with_mmcv_loaders(tmp_path):
         np.testing.assert_array_equal(read_image(str(good), [model]), img)
         with pytest.raises(OSError, match='broken.png'):
             read_image(str(broken), [model])
+
+
+def test_runner_loads_strictly_in_its_own_place():
+    """tools/test.py keeps mmengine's order (load_or_resume after the
+    before_run hooks) and only makes the load strict: a mismatch is a
+    ValueError naming the file, other errors (a corrupt file) stay."""
+    import torch
+
+    from mmseg_ptx.models.utils import load_runner_checkpoints_strictly
+
+    class Runner:
+        model = torch.nn.Linear(1, 1)
+
+        def load_checkpoint(self, filename, map_location='cpu',
+                            strict=False, revise_keys=None):
+            self.calls.append((filename, strict, revise_keys))
+            raise RuntimeError(self.error)
+
+    runner = Runner()
+    runner.calls = []
+    load_runner_checkpoints_strictly(runner)
+    runner.error = ('The model and loaded state dict do not match exactly\n'
+                    '\nmissing keys in source state_dict: weight\n')
+    with pytest.raises(ValueError, match='a.pth does not fit the model '
+                       r'\(Linear\).*missing keys in source state_dict'):
+        runner.load_checkpoint('a.pth')
+    runner.error = 'PytorchStreamReader failed reading zip archive'
+    with pytest.raises(RuntimeError, match='PytorchStreamReader'):
+        runner.load_checkpoint('b.pth', revise_keys=[('x', '')])
+    assert runner.calls == [('a.pth', True, None),
+                            ('b.pth', True, [('x', '')])]

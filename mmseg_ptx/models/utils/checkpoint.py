@@ -1,7 +1,7 @@
 """Loading a checkpoint that must fit the model exactly."""
 from __future__ import annotations
 
-from typing import Union
+from typing import Optional, Union
 
 import torch
 from mmengine.runner.checkpoint import (CheckpointLoader,
@@ -46,22 +46,34 @@ def load_checkpoint_strict(model: nn.Module,
         # What mmengine's load_checkpoint does once the file is read.
         return _load_checkpoint_to_model(model, checkpoint, strict=True)
     except RuntimeError as err:
-        raise checkpoint_mismatch(filename, model, err) from None
+        mismatch = checkpoint_mismatch(filename, model, err)
+        if mismatch is None:
+            raise
+        raise mismatch from None
+
+
+#: How mmengine's strict load_state_dict starts its error (on rank 0).
+_MISMATCH = 'The model and loaded state dict do not match exactly'
 
 
 def checkpoint_mismatch(filename: str, model: nn.Module,
-                        err: RuntimeError) -> ValueError:
+                        err: RuntimeError) -> Optional[ValueError]:
     """The error for mmengine's strict-loading ``RuntimeError``.
 
     Args:
         filename (str): The checkpoint.
         model (nn.Module): The model it was loaded into.
-        err (RuntimeError): mmengine's error, listing the mismatched keys.
+        err (RuntimeError): An error of mmengine's ``load_checkpoint``.
 
     Returns:
-        ValueError: Naming the checkpoint, with the start of the list.
+        ValueError | None: Naming the checkpoint, with the start of
+        mmengine's list of mismatched keys; None when ``err`` is not that
+        mismatch (a corrupt file, say).
     """
     detail = str(err).strip()
+    if not detail.startswith(_MISMATCH):
+        return None
+    detail = detail[len(_MISMATCH):].strip()
     if len(detail) > _MAX_DETAIL:
         detail = (f'{detail[:_MAX_DETAIL]} ... '
                   f'({len(detail) - _MAX_DETAIL} more characters)')
@@ -69,3 +81,30 @@ def checkpoint_mismatch(filename: str, model: nn.Module,
         f'Checkpoint {filename} does not fit the model '
         f'({type(model).__name__}) built from the config: is it the '
         f'checkpoint of this config? {detail}')
+
+
+def load_runner_checkpoints_strictly(runner) -> None:
+    """Make ``runner`` load ``load_from`` strictly, where and when it would.
+
+    mmengine's ``Runner.load_or_resume`` loads ``load_from`` non-strictly;
+    for testing a trained model a mismatch must be an error. Its own
+    place in the run is kept (after the ``before_run`` hooks, which e.g.
+    ``EMAHook`` needs before ``after_load_checkpoint``).
+
+    Args:
+        runner (mmengine.runner.Runner): The runner.
+    """
+    load = runner.load_checkpoint
+
+    def load_strictly(filename: str, map_location='cpu', strict=True,
+                      **kwargs):
+        try:
+            return load(filename, map_location=map_location, strict=True,
+                        **kwargs)
+        except RuntimeError as err:
+            mismatch = checkpoint_mismatch(filename, runner.model, err)
+            if mismatch is None:
+                raise
+            raise mismatch from None
+
+    runner.load_checkpoint = load_strictly
