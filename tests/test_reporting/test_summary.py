@@ -245,6 +245,9 @@ def test_best_validation_is_the_one_save_best_kept():
     cfg.default_hooks.checkpoint.rule = ['greater', 'greater']
     assert _best_validation(val, *_best_metric_rule(cfg)) == (val[2],
                                                               'loss')
+    # mmengine's order: greater keys ('acc') before less keys ('loss').
+    cfg.default_hooks.checkpoint.save_best = 'loss_acc'
+    assert _best_metric_rule(cfg) == ('loss_acc', 'greater')
     cfg.default_hooks.checkpoint.save_best = 'auto'
     assert _best_metric_rule(cfg) == ('dice', 'greater')
     assert _best_metric_rule(None) == ('dice', 'greater')
