@@ -1,4 +1,4 @@
-"""PerformanceReportHook when there is nothing to report on, or the report fails."""
+"""PerformanceReportHook with nothing to report on, or a failing report."""
 import json
 from types import SimpleNamespace
 
@@ -12,6 +12,19 @@ from mmseg_ptx.reporting.summary import (NoValidationRecords,
                                          write_performance_summary)
 
 
+def run_hook(work_dir, level: str) -> list:
+    """The hook's after_train on a stand-in runner; the messages it logged
+    at ``level`` ('warning', 'exception')."""
+    messages = []
+    logger = MMLogger.get_instance(f'report_hook_test_{level}')
+    setattr(logger, level, messages.append)
+    runner = SimpleNamespace(work_dir=str(work_dir), logger=logger,
+                             model=torch.nn.Linear(1, 1), world_size=1,
+                             cfg=None)
+    HOOKS.build(dict(type='PerformanceReportHook')).after_train(runner)
+    return messages
+
+
 @pytest.mark.parametrize('history', [
     None,  # validation off: PRCurveHook never wrote a history
     [dict(mode='val', epoch=1, iter=10, dice=None)],  # no finite Dice
@@ -19,13 +32,7 @@ from mmseg_ptx.reporting.summary import (NoValidationRecords,
 def test_no_validation_records_warn_not_crash(tmp_path, history):
     if history is not None:
         (tmp_path / 'metrics_history.json').write_text(json.dumps(history))
-    warnings = []
-    logger = MMLogger.get_instance('report_hook_test')
-    logger.warning = warnings.append
-    runner = SimpleNamespace(work_dir=str(tmp_path), logger=logger,
-                             model=torch.nn.Linear(1, 1), world_size=1,
-                             cfg=None)
-    HOOKS.build(dict(type='PerformanceReportHook')).after_train(runner)
+    warnings = run_hook(tmp_path, 'warning')
     assert len(warnings) == 1 and 'No performance report' in warnings[0]
     assert 'metrics_history.json' in warnings[0]
     assert not (tmp_path / 'PERFORMANCE_SUMMARY.md').exists()
@@ -42,13 +49,7 @@ def test_a_failing_report_does_not_fail_the_run(tmp_path, monkeypatch):
 
     monkeypatch.setattr(performance_report_hook,
                         'write_performance_summary', broken)
-    errors = []
-    logger = MMLogger.get_instance('report_hook_failure_test')
-    logger.exception = errors.append
-    runner = SimpleNamespace(work_dir=str(tmp_path), logger=logger,
-                             model=torch.nn.Linear(1, 1), world_size=1,
-                             cfg=None)
-    HOOKS.build(dict(type='PerformanceReportHook')).after_train(runner)
+    errors = run_hook(tmp_path, 'exception')
     assert len(errors) == 1
     assert 'RuntimeError: the pictures ran out of memory' in errors[0]
     assert f'python tools/summarize.py {tmp_path}' in errors[0]
