@@ -11,6 +11,6 @@ __all__ = [
     'IMAGE_SUFFIXES',
     'build_inference_pipeline', 'build_postprocessor', 'default_device',
     'draw_overlay', 'find_images', 'image_reader', 'load_models',
-    'predict_packed',
-    'predict_probabilities', 'read_image', 'write_submission'
+    'predict_packed', 'predict_probabilities', 'read_image',
+    'write_submission'
 ]

@@ -40,9 +40,8 @@ from ..models.utils import fuse_conv_bn as _fuse_conv_bn
 __all__ = [
     'IMAGE_SUFFIXES', 'default_device', 'find_images', 'load_models',
     'build_inference_pipeline', 'image_reader', 'read_image',
-    'predict_packed',
-    'predict_probabilities', 'build_postprocessor', 'draw_overlay',
-    'write_submission'
+    'predict_packed', 'predict_probabilities', 'build_postprocessor',
+    'draw_overlay', 'write_submission'
 ]
 
 IMAGE_SUFFIXES = ('.dcm', '.dicom', '.png', '.jpg', '.jpeg')
