@@ -41,9 +41,10 @@
 # Environment: PARTS, PYTHON (default python), DEVICE (default cuda; cpu
 # with tiny settings only checks the script), ITERS, WARMUP, IMG,
 # SWEEP_BATCHES, BIG_BATCHES, BATCH, LOADER_WORKERS, DEMO_NUM, DEMO_SIZE,
-# DEMO_DATA, SWINB_CONFIG, PTX_CONFIG, COMPILE_TIMEOUT, COMPILE_MODE (the
-# compile parts' torch.compile mode, e.g. reduce-overhead: CUDA graphs,
-# against the launch overhead of small batches, with BATCH=4).
+# DEMO_DATA, SWINB_CONFIG, PTX_CONFIG, SDPA_KERNELS, COMPILE_TIMEOUT,
+# COMPILE_MODE (the compile parts' torch.compile mode, e.g.
+# reduce-overhead: CUDA graphs, against the launch overhead of small
+# batches, with BATCH=4).
 set -euo pipefail
 
 OUT_DIR=${1:?usage: bash tools/benchmark_gpu.sh OUT_DIR}
@@ -77,6 +78,10 @@ LOADER_WORKERS=${LOADER_WORKERS:-12}
 DEMO_NUM=${DEMO_NUM:-240}
 DEMO_SIZE=${DEMO_SIZE:-1024}
 COMPILE_TIMEOUT=${COMPILE_TIMEOUT:-200}
+# The sdpa parts' kernel sets (math as the fallback where a kernel cannot
+# run, e.g. on a CPU; cuDNN's kernel may not take a bias that needs a
+# gradient in training).
+SDPA_KERNELS=${SDPA_KERNELS:-efficient,math cudnn,math math}
 COMPILE_OPTIONS=(--compile)
 if [ -n "${COMPILE_MODE:-}" ]; then
     COMPILE_OPTIONS+=(--compile-mode "$COMPILE_MODE")
@@ -149,16 +154,14 @@ for part in sweep ablate big_batches; do
         --cfg-options "${TWO_CLASSES[@]}"
 done
 if want sdpa; then
-    # (math as the fallback where a kernel cannot run, e.g. on a CPU;
-    # cuDNN's kernel may not take a bias that needs a gradient in training)
-    for kernels in efficient,math cudnn,math math; do
+    for kernels in $SDPA_KERNELS; do
         bench "sdpa_${kernels%%,*}" "$SWINB_CONFIG" --mode all \
             --batch-size "$BATCH" "${SWITCHES[@]}" --cfg-options \
             "${TWO_CLASSES[@]}" "model.backbone.sdpa_backends=[$kernels]"
     done
 fi
 if want ptx_sdpa; then
-    for kernels in efficient,math cudnn,math math; do
+    for kernels in $SDPA_KERNELS; do
         bench "ptx_sdpa_${kernels%%,*}" "$PTX_CONFIG" --mode step infer \
             --batch-size "$BATCH" "${SWITCHES[@]}" --cfg-options \
             "model.backbone.sdpa_backends=[$kernels]"
