@@ -65,20 +65,13 @@ class AsyncReadback:
             self._pending.append((values.cpu(), None, context))
 
     @torch.compiler.disable
-    def poll(self, limit: Optional[int] = None) -> List[Tuple[Tensor, Any]]:
+    def poll(self) -> List[Tuple[Tensor, Any]]:
         """The ``(values, context)`` pairs that have arrived on the host,
         oldest first, without waiting for the device; they leave the queue.
-        A pair that has not arrived holds back the ones pushed after it.
-
-        Args:
-            limit (int, optional): Hand back at most this many, e.g. one
-                at a time, so that a consumer that raises leaves the later
-                ones queued. Defaults to None (all that have arrived).
-        """
+        A pair that has not arrived holds back the ones pushed after it."""
         ready = []
-        while (self._pending and (limit is None or len(ready) < limit)
-               and (self._pending[0][1] is None
-                    or self._pending[0][1].query())):
+        while self._pending and (self._pending[0][1] is None
+                                 or self._pending[0][1].query()):
             host, _, context = self._pending.popleft()
             ready.append((host, context))
         return ready

@@ -260,7 +260,7 @@ class _LaggingReadback(AsyncReadback):
     """A device whose copies arrive only when waited for: on a GPU that
     is still busy with later batches, ``poll`` finds nothing."""
 
-    def poll(self, limit=None):
+    def poll(self):
         return []
 
 

@@ -40,15 +40,6 @@ def test_drain_can_keep_the_newest():
         readback.drain(keep=-1)
 
 
-def test_poll_can_hand_back_one_at_a_time():
-    readback = AsyncReadback()
-    for i in range(3):
-        readback.push(torch.tensor(i), i)
-    assert [c for _, c in readback.poll(limit=1)] == [0]
-    assert [c for _, c in readback.poll(limit=5)] == [1, 2]
-    assert readback.poll(limit=1) == []
-
-
 def test_copies_start_empty():
     readback = AsyncReadback()
     readback.push(torch.tensor(1))

@@ -509,14 +509,8 @@ class PneumothoraxMetric(BaseMetric):
         newest ``keep``, waiting for them, then any others that have
         arrived. A batch that raises discards all results."""
         readback = self._readback
-        while True:
-            if len(readback) > keep:
-                arrived = readback.drain(keep=len(readback) - 1)
-            else:
-                arrived = readback.poll(limit=1)
-            if not arrived:
-                return
-            rows, (names, outputs, labels) = arrived[0]
+        for rows, (names, outputs, labels) in (readback.drain(keep=keep) +
+                                               readback.poll()):
             try:
                 self._take_batch(rows.numpy(), names, outputs, labels)
             except BaseException:
