@@ -33,7 +33,7 @@ from ..datasets.files import list_files
 from ..datasets.rle import rle_encode
 from ..models.postprocessors import TripletThresholdPostProcessor
 from ..models.segmentors import foreground_probability
-from ..models.utils import cast_for_inference, load_checkpoint_strict
+from ..models.utils import cast_for_inference, init_model_strict
 # (the name load_models' argument takes)
 from ..models.utils import fuse_conv_bn as _fuse_conv_bn
 
@@ -149,7 +149,6 @@ def load_models(specs: Sequence[ModelSpec],
         ``LoadDicomImageFromFile`` may differ in ``color_type``, see
         :func:`predict_probabilities`).
     """
-    from mmseg.apis import init_model
     if not specs:
         raise ValueError('load_models needs at least one model')
     device = device or default_device()
@@ -160,11 +159,7 @@ def load_models(specs: Sequence[ModelSpec],
                 raise FileNotFoundError(f'{what} file not found: {path}')
         # mmseg's init_model would load the weights non-strictly: a
         # checkpoint of another model would predict from random weights.
-        model = init_model(config, None, device='cpu')
-        meta = load_checkpoint_strict(model, checkpoint).get('meta', {})
-        if 'dataset_meta' in meta:
-            model.dataset_meta = meta['dataset_meta']  # as init_model does
-        model.to(device)
+        model = init_model_strict(config, checkpoint, device)
         if fuse_conv_bn:
             _fuse_conv_bn(model)
         if dtype is not None:

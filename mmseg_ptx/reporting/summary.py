@@ -297,19 +297,16 @@ def render_predictions(cfg: Config,
     import torch
     from mmengine.dataset import pseudo_collate
     from mmengine.utils import ProgressBar
-    from mmseg.apis import init_model
     from mmseg.registry import DATASETS
 
-    from ..models.utils import load_checkpoint_strict
+    from ..models.utils import init_model_strict
 
     device = device or ('cuda:0' if torch.cuda.is_available() else 'cpu')
     cfg = copy.deepcopy(cfg)  # init_model edits the model config
     cfg.model = _segmentor_cfg(cfg.model)  # the checkpoint's segmentor
     # Strictly: init_model would draw from random weights where the
     # checkpoint does not fit.
-    model = init_model(cfg, None, device='cpu')
-    load_checkpoint_strict(model, checkpoint)
-    model.to(device)
+    model = init_model_strict(cfg, checkpoint, device)
     dataset = DATASETS.build(cfg.val_dataloader.dataset)
     n = len(dataset) if max_images is None else min(max_images, len(dataset))
     scored = []

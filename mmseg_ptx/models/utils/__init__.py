@@ -1,7 +1,7 @@
 """Model utilities: inference in bfloat16 weights, BatchNorm folding,
 compile-friendly stochastic depth, Swin window gathers, strict checkpoint
 loading."""
-from .checkpoint import (checkpoint_mismatch, load_checkpoint_strict,
+from .checkpoint import (init_model_strict, load_checkpoint_strict,
                          load_runner_checkpoints_strictly)
 from .drop_path import TensorDropPath
 from .fuse_conv_bn import fuse_conv_bn
@@ -10,6 +10,6 @@ from .inference_dtype import (INFERENCE_DTYPES, cast_for_inference,
 
 __all__ = [
     'INFERENCE_DTYPES', 'TensorDropPath', 'cast_for_inference',
-    'checkpoint_mismatch', 'fuse_conv_bn', 'load_checkpoint_strict',
+    'fuse_conv_bn', 'init_model_strict', 'load_checkpoint_strict',
     'load_runner_checkpoints_strictly', 'resolve_inference_dtype'
 ]

@@ -1,15 +1,16 @@
 """Loading a checkpoint that must fit the model exactly."""
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Callable, Union
 
 import torch
-from mmengine.runner.checkpoint import (CheckpointLoader,
-                                        _load_checkpoint_to_model)
+from mmengine.runner import load_checkpoint
 from torch import nn
 
 #: How much of mmengine's list of mismatched keys an error quotes.
 _MAX_DETAIL = 1000
+#: How mmengine's strict load_state_dict starts its error (on rank 0).
+_MISMATCH = 'The model and loaded state dict do not match exactly'
 
 
 def load_checkpoint_strict(model: nn.Module,
@@ -40,47 +41,31 @@ def load_checkpoint_strict(model: nn.Module,
         ValueError: The checkpoint's weights do not fit the model; the
             message names the checkpoint and the first mismatched keys.
     """
-    checkpoint = CheckpointLoader.load_checkpoint(
-        filename, map_location=map_location)
-    try:
-        # What mmengine's load_checkpoint does once the file is read.
-        return _load_checkpoint_to_model(model, checkpoint, strict=True)
-    except RuntimeError as err:
-        mismatch = checkpoint_mismatch(filename, model, err)
-        if mismatch is None:
-            raise
-        raise mismatch from None
+    return _strictly(
+        lambda: load_checkpoint(
+            model, filename, map_location=map_location, strict=True),
+        filename, model)
 
 
-#: How mmengine's strict load_state_dict starts its error (on rank 0).
-_MISMATCH = 'The model and loaded state dict do not match exactly'
-
-
-def checkpoint_mismatch(filename: str, model: nn.Module,
-                        err: RuntimeError) -> Optional[ValueError]:
-    """The error for mmengine's strict-loading ``RuntimeError``.
+def init_model_strict(config, checkpoint: str, device: str) -> nn.Module:
+    """mmseg's ``init_model``, its checkpoint loaded strictly
+    (:func:`load_checkpoint_strict`), with the checkpoint's
+    ``dataset_meta`` as ``init_model`` keeps it.
 
     Args:
-        filename (str): The checkpoint.
-        model (nn.Module): The model it was loaded into.
-        err (RuntimeError): An error of mmengine's ``load_checkpoint``.
+        config (str | Config): Model config.
+        checkpoint (str): Checkpoint file.
+        device (str): Where the model goes.
 
     Returns:
-        ValueError | None: Naming the checkpoint, with the start of
-        mmengine's list of mismatched keys; None when ``err`` is not that
-        mismatch (a corrupt file, say).
+        nn.Module: The segmentor in eval mode, with ``.cfg``.
     """
-    detail = str(err).strip()
-    if not detail.startswith(_MISMATCH):
-        return None
-    detail = detail[len(_MISMATCH):].strip()
-    if len(detail) > _MAX_DETAIL:
-        detail = (f'{detail[:_MAX_DETAIL]} ... '
-                  f'({len(detail) - _MAX_DETAIL} more characters)')
-    return ValueError(
-        f'Checkpoint {filename} does not fit the model '
-        f'({type(model).__name__}) built from the config: is it the '
-        f'checkpoint of this config? {detail}')
+    from mmseg.apis import init_model
+    model = init_model(config, None, device='cpu')
+    meta = load_checkpoint_strict(model, checkpoint).get('meta', {})
+    if 'dataset_meta' in meta:
+        model.dataset_meta = meta['dataset_meta']
+    return model.to(device)
 
 
 def load_runner_checkpoints_strictly(runner) -> None:
@@ -98,13 +83,29 @@ def load_runner_checkpoints_strictly(runner) -> None:
 
     def load_strictly(filename: str, map_location='cpu', strict=True,
                       **kwargs):
-        try:
-            return load(filename, map_location=map_location, strict=True,
-                        **kwargs)
-        except RuntimeError as err:
-            mismatch = checkpoint_mismatch(filename, runner.model, err)
-            if mismatch is None:
-                raise
-            raise mismatch from None
+        return _strictly(
+            lambda: load(filename, map_location=map_location, strict=True,
+                         **kwargs), filename, runner.model)
 
     runner.load_checkpoint = load_strictly
+
+
+def _strictly(load: Callable[[], dict], filename: str,
+              model: nn.Module) -> dict:
+    """``load()``, with mmengine's strict-loading ``RuntimeError`` as a
+    ValueError naming the checkpoint and the start of mmengine's list of
+    mismatched keys; other errors (a corrupt file, say) as they are."""
+    try:
+        return load()
+    except RuntimeError as err:
+        detail = str(err).strip()
+        if not detail.startswith(_MISMATCH):
+            raise
+        detail = detail[len(_MISMATCH):].strip()
+        if len(detail) > _MAX_DETAIL:
+            detail = (f'{detail[:_MAX_DETAIL]} ... '
+                      f'({len(detail) - _MAX_DETAIL} more characters)')
+        raise ValueError(
+            f'Checkpoint {filename} does not fit the model '
+            f'({type(model).__name__}) built from the config: is it the '
+            f'checkpoint of this config? {detail}') from None
