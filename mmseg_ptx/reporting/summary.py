@@ -116,26 +116,15 @@ def _best_metric_rule(cfg: Optional[Config]) -> Tuple[str, str]:
     if not isinstance(metric, str) or metric == 'auto':
         return 'dice', 'greater'
     if rule not in ('greater', 'less'):
-        rule = _inferred_rule(metric, hook)
+        # Inferred from the name by mmengine's own rules.
+        from mmengine.hooks import CheckpointHook
+        try:
+            rule = CheckpointHook(
+                save_best=metric, greater_keys=hook.get('greater_keys'),
+                less_keys=hook.get('less_keys')).rules[0]
+        except ValueError:  # mmengine refuses such a name; a score, then
+            rule = 'greater'
     return metric, rule
-
-
-def _inferred_rule(metric: str, hook: dict) -> str:
-    """The rule mmengine's CheckpointHook infers from a metric's name
-    (``_init_rule``): an exact then a substring match, of its greater keys
-    before its less keys, case-insensitive."""
-    from mmengine.hooks import CheckpointHook
-    greater = {k.lower() for k in hook.get('greater_keys') or
-               CheckpointHook._default_greater_keys}
-    less = {k.lower() for k in hook.get('less_keys') or
-            CheckpointHook._default_less_keys}
-    name = metric.lower()
-    for match in (lambda k: k == name, lambda k: k in name):
-        if any(match(k) for k in greater):
-            return 'greater'
-        if any(match(k) for k in less):
-            return 'less'
-    return 'greater'  # mmengine refuses such a name; a score, then
 
 
 def _best_validation(val: List[dict], metric: str,
