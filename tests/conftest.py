@@ -15,6 +15,15 @@ import torch
 from mmseg_ptx import compat
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Under pytest-xdist the workers share the machine's cores: each takes its
+# share of torch's threads, and so do the tools its tests start (they keep
+# an OMP_NUM_THREADS that is set), instead of every worker taking them all.
+_WORKERS = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))
+if _WORKERS > 1:
+    _THREADS = max(1, (os.cpu_count() or 1) // _WORKERS)
+    torch.set_num_threads(_THREADS)
+    os.environ['OMP_NUM_THREADS'] = str(_THREADS)
 TINY_CONFIG = ROOT / 'configs' / 'upernet_swin-nano_ptx-demo-128.py'
 
 

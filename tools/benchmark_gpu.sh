@@ -26,7 +26,8 @@
 #                config's PneumothoraxMetric: a validation iteration);
 #   profile      this project's config, all switches, batch BATCH: the
 #                operators that take the GPU's time in its train step and
-#                in inference (benchmark.py --profile 2);
+#                in inference (benchmark.py --profile PROFILE_ITERS,
+#                default 2 iterations);
 #   compile      all switches plus torch.compile of the whole modules, and
 #   compile_blocks  ... of each Swin block (both bounded by
 #                COMPILE_TIMEOUT: compilation takes minutes).
@@ -40,9 +41,9 @@
 # Usage: bash tools/benchmark_gpu.sh OUT_DIR
 # Environment: PARTS, PYTHON (default python), DEVICE (default cuda; cpu
 # with tiny settings only checks the script), ITERS, WARMUP, IMG,
-# SWEEP_BATCHES, BIG_BATCHES, BATCH, LOADER_WORKERS, DEMO_NUM, DEMO_SIZE,
-# DEMO_DATA, SWINB_CONFIG, PTX_CONFIG, SDPA_KERNELS, COMPILE_TIMEOUT,
-# COMPILE_MODE (the compile parts' torch.compile mode, e.g.
+# SWEEP_BATCHES, BIG_BATCHES, BATCH, PROFILE_ITERS, LOADER_WORKERS,
+# DEMO_NUM, DEMO_SIZE, DEMO_DATA, SWINB_CONFIG, PTX_CONFIG, SDPA_KERNELS,
+# COMPILE_TIMEOUT, COMPILE_MODE (the compile parts' torch.compile mode, e.g.
 # reduce-overhead: CUDA graphs, against the launch overhead of small
 # batches, with BATCH=4).
 set -euo pipefail
@@ -74,6 +75,7 @@ SWEEP_BATCHES=${SWEEP_BATCHES:-4 16}
 BIG_BATCHES=${BIG_BATCHES:-32 64}
 # The batch of the kernel, loader and compile parts.
 BATCH=${BATCH:-16}
+PROFILE_ITERS=${PROFILE_ITERS:-2}
 LOADER_WORKERS=${LOADER_WORKERS:-12}
 DEMO_NUM=${DEMO_NUM:-240}
 DEMO_SIZE=${DEMO_SIZE:-1024}
@@ -198,7 +200,8 @@ fi
 if want profile; then
     for mode in step infer; do
         bench "ptx_profile_$mode" "$PTX_CONFIG" --mode $mode \
-            --batch-size "$BATCH" "${SWITCHES[@]}" --profile 2
+            --batch-size "$BATCH" "${SWITCHES[@]}" \
+            --profile "$PROFILE_ITERS"
     done
 fi
 

@@ -25,6 +25,8 @@ def dry_run_env(**extra) -> dict:
         SWEEP_BATCHES='2',
         BIG_BATCHES='2',
         BATCH='2',
+        # Stacks of every profiled operator: 20 s per iteration on a CPU.
+        PROFILE_ITERS='1',
         LOADER_WORKERS='1',
         DEMO_NUM='12',
         DEMO_SIZE='64',
