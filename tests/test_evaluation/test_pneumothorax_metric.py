@@ -1,13 +1,12 @@
 import copy
 import pickle
-import socket
 
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from conftest import write_tiny_run_config
+from conftest import free_port, write_tiny_run_config
 from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.runner import Runner
@@ -402,12 +401,6 @@ def test_padding_sample_is_dropped_and_memory_is_folded():
     assert res == ref
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def _dist_worker(rank, world_size, port, out_path):
     dist.init_process_group(
         'gloo',
@@ -434,7 +427,7 @@ def _dist_worker(rank, world_size, port, out_path):
 def test_two_process_gather_equals_single_process(tmp_path):
     out_path = str(tmp_path / 'rank0.pkl')
     # spawn, not fork: forked children can deadlock in torch's thread pool.
-    mp.spawn(_dist_worker, args=(2, _free_port(), out_path), nprocs=2)
+    mp.spawn(_dist_worker, args=(2, free_port(), out_path), nprocs=2)
     with open(out_path, 'rb') as f:
         res = pickle.load(f)
     samples, _, _ = realistic_samples(num=5, seed=13)

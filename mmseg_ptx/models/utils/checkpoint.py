@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Callable, Union
 
 import torch
+from mmengine.dist import all_reduce
 from mmengine.runner import load_checkpoint
 from torch import nn
 
@@ -74,7 +75,8 @@ def load_runner_checkpoints_strictly(runner) -> None:
     mmengine's ``Runner.load_or_resume`` loads ``load_from`` non-strictly;
     for testing a trained model a mismatch must be an error. Its own
     place in the run is kept (after the ``before_run`` hooks, which e.g.
-    ``EMAHook`` needs before ``after_load_checkpoint``).
+    ``EMAHook`` needs before ``after_load_checkpoint``). In a distributed
+    run every process stops when the load fails on any of them.
 
     Args:
         runner (mmengine.runner.Runner): The runner.
@@ -83,11 +85,34 @@ def load_runner_checkpoints_strictly(runner) -> None:
 
     def load_strictly(filename: str, map_location='cpu', strict=True,
                       **kwargs):
-        return _strictly(
-            lambda: load(filename, map_location=map_location, strict=True,
-                         **kwargs), filename, runner.model)
+        error = None
+        try:
+            checkpoint = _strictly(
+                lambda: load(filename, map_location=map_location,
+                             strict=True, **kwargs), filename, runner.model)
+        except Exception as err:  # every rank must hear of it, below
+            error = err
+        # mmengine's strict check raises on rank 0 only; the other ranks
+        # would test the random weights and then wait for rank 0 at the
+        # first collective until the process group times out (where no
+        # launcher, as torchrun does, stops them when rank 0 fails).
+        if _failed_on_any_rank(error is not None):
+            if error is not None:
+                raise error
+            raise RuntimeError(
+                f'Checkpoint {filename} could not be loaded on another '
+                'process (its error says why); this one stops too')
+        return checkpoint
 
     runner.load_checkpoint = load_strictly
+
+
+def _failed_on_any_rank(failed: bool) -> bool:
+    """Whether any process of the (mmengine) process group failed; without
+    one, ``failed`` itself."""
+    flag = torch.tensor([int(failed)])
+    all_reduce(flag, op='max')
+    return bool(flag.item())
 
 
 def _strictly(load: Callable[[], dict], filename: str,

@@ -1,0 +1,81 @@
+"""Strict checkpoint loading (mmseg_ptx.models.utils.checkpoint)."""
+import json
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from conftest import free_port
+from mmengine.runner import load_checkpoint
+
+from mmseg_ptx.models.utils import (load_checkpoint_strict,
+                                    load_runner_checkpoints_strictly)
+
+
+class _Runner:
+    """The part of mmengine's Runner that load_runner_checkpoints_strictly
+    wraps: ``load_checkpoint`` loads into ``model``, rank-0 checks and
+    all, through mmengine's own function."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+
+    def load_checkpoint(self, filename, map_location='cpu', strict=False):
+        return load_checkpoint(self.model, filename,
+                               map_location=map_location, strict=strict)
+
+
+def _load_on_rank(rank, world_size, port, checkpoint, out_dir):
+    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}',
+                            rank=rank, world_size=world_size)
+    try:
+        runner = _Runner(torch.nn.Linear(2, 1))
+        load_runner_checkpoints_strictly(runner)
+        try:
+            runner.load_checkpoint(checkpoint)
+            outcome = 'loaded'
+        except Exception as err:
+            outcome = f'{type(err).__name__}: {err}'
+        with open(f'{out_dir}/rank{rank}.json', 'w') as f:
+            json.dump(outcome, f)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.timeout(240, method='thread')
+def test_every_rank_stops_on_a_mismatch(tmp_path):
+    """mmengine raises its strict-loading error on rank 0 only: rank 1
+    would go on with random weights (and later wait for rank 0 at a
+    collective). Each rank must stop, and say why."""
+    good, bad = tmp_path / 'good.pth', tmp_path / 'bad.pth'
+    torch.save({'state_dict': torch.nn.Linear(2, 1).state_dict()}, good)
+    torch.save({'state_dict': torch.nn.Linear(3, 1).state_dict()}, bad)
+    outcomes = {}
+    for checkpoint in (good, bad):
+        # spawn, not fork: forked children can deadlock in torch's pool.
+        mp.spawn(_load_on_rank,
+                 args=(2, free_port(), str(checkpoint), str(tmp_path)),
+                 nprocs=2)
+        outcomes[checkpoint.stem] = [
+            json.loads((tmp_path / f'rank{r}.json').read_text())
+            for r in range(2)]
+    assert outcomes['good'] == ['loaded', 'loaded']
+    rank0, rank1 = outcomes['bad']
+    assert rank0.startswith(f'ValueError: Checkpoint {bad} does not fit '
+                            'the model (Linear)'), rank0
+    assert 'size mismatch for weight' in rank0
+    assert rank1 == (f'RuntimeError: Checkpoint {bad} could not be loaded '
+                     'on another process (its error says why); this one '
+                     'stops too')
+
+
+def test_single_process_mismatch_and_match(tmp_path):
+    model = torch.nn.Linear(2, 1)
+    path = tmp_path / 'model.pth'
+    torch.save({'state_dict': model.state_dict(), 'meta': {'epoch': 3}},
+               path)
+    other = torch.nn.Linear(2, 1)
+    assert load_checkpoint_strict(other, str(path))['meta'] == {'epoch': 3}
+    assert torch.equal(other.weight, model.weight)
+    with pytest.raises(ValueError, match='missing keys in source'):
+        load_checkpoint_strict(torch.nn.Sequential(model), str(path))
