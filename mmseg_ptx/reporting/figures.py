@@ -83,7 +83,7 @@ def _overlay(gray: np.ndarray, mask: np.ndarray,
 
 
 def save_prediction_panel(image: np.ndarray,
-                          gt: np.ndarray,
+                          gt: Optional[np.ndarray],
                           pred: np.ndarray,
                           out_path: str,
                           title: Optional[str] = None,
@@ -92,7 +92,9 @@ def save_prediction_panel(image: np.ndarray,
 
     Args:
         image (np.ndarray): H x W grey (or H x W x 3) uint8 radiograph.
-        gt (np.ndarray): H x W ground-truth mask (non-zero = pneumothorax).
+        gt (np.ndarray, optional): H x W ground-truth mask (non-zero =
+            pneumothorax); None where the image has none (its panel says
+            so, rather than show an empty mask as a negative).
         pred (np.ndarray): H x W predicted mask.
         out_path (str): PNG to write.
         title (str, optional): Figure title (no patient data).
@@ -105,8 +107,10 @@ def save_prediction_panel(image: np.ndarray,
     fig = Figure(figsize=(12, 4.4))
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 3)
-    panels = [(np.repeat(gray[..., None], 3, axis=2), 'Input'),
-              (_overlay(gray, gt), f'Ground truth ({int(gt.sum())} px)'),
+    rgb = np.repeat(gray[..., None], 3, axis=2)
+    truth = ((rgb, 'Ground truth: not given') if gt is None else
+             (_overlay(gray, gt), f'Ground truth ({int(gt.sum())} px)'))
+    panels = [(rgb, 'Input'), truth,
               (_overlay(gray, pred, color=(0.1, 0.8, 1.0)),
                f'Prediction ({int(pred.sum())} px)')]
     for ax, (img, name) in zip(axes, panels):

@@ -63,7 +63,7 @@ class PredictionWriterHook(Hook):
                     raise OSError(f'Could not write the mask {path}')
             if self.panel_dir is not None:
                 gt = (sample.gt_sem_seg.data[0].cpu().numpy() == 1
-                      if 'gt_sem_seg' in sample else np.zeros_like(pred))
+                      if 'gt_sem_seg' in sample else None)
                 image = self._load_image(dict(img_path=sample.img_path))
                 save_prediction_panel(
                     image['img'], gt, pred,

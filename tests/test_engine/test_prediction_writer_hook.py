@@ -1,0 +1,70 @@
+"""PredictionWriterHook: the masks and pictures of tools/test.py."""
+import cv2
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+from mmengine.structures import PixelData
+from mmseg.structures import SegDataSample
+
+from mmseg_ptx.engine.hooks import PredictionWriterHook
+
+
+def _sample(img_path, pred, gt=None):
+    sample = SegDataSample(metainfo=dict(img_path=str(img_path)))
+    sample.pred_sem_seg = PixelData(data=torch.from_numpy(pred)[None])
+    if gt is not None:
+        sample.gt_sem_seg = PixelData(data=torch.from_numpy(gt)[None])
+    return sample
+
+
+@pytest.fixture
+def titles(monkeypatch):
+    """The panel titles of every picture saved."""
+    saved = []
+    save = Figure.savefig
+
+    def record(fig, *args, **kwargs):
+        saved.append([ax.get_title() for ax in fig.axes])
+        return save(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, 'savefig', record)
+    return saved
+
+
+def test_masks_and_pictures_by_file_stem(tmp_path, titles):
+    image = np.random.default_rng(0).integers(0, 256, (32, 40), np.uint8)
+    cv2.imwrite(str(tmp_path / '1.2.3.png'), image)
+    pred = np.zeros((32, 40), np.int64)
+    pred[4:10, 5:9] = 1
+    gt = np.zeros_like(pred)
+    gt[4:12, 5:9] = 1
+    hook = PredictionWriterHook(mask_dir=str(tmp_path / 'masks'),
+                                panel_dir=str(tmp_path / 'panels'))
+    hook.before_test(None)
+    hook.after_test_iter(None, 0, outputs=[
+        _sample(tmp_path / '1.2.3.png', pred, gt),
+        # No ground truth (a pipeline without LoadAnnotations): its panel
+        # says so, rather than show an empty mask as a negative.
+        _sample(tmp_path / '1.2.3.png', pred)])
+    mask = cv2.imread(str(tmp_path / 'masks/1.2.3.png'), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(mask, pred.astype(np.uint8) * 255)
+    assert (tmp_path / 'panels/1.2.3.png').is_file()
+    assert titles == [
+        ['Input', 'Ground truth (32 px)', 'Prediction (24 px)'],
+        ['Input', 'Ground truth: not given', 'Prediction (24 px)']]
+
+
+def test_a_failed_write_names_the_mask(tmp_path):
+    cv2.imwrite(str(tmp_path / 'a.png'), np.zeros((8, 8), np.uint8))
+    hook = PredictionWriterHook(mask_dir=str(tmp_path / 'masks'))
+    hook.before_test(None)
+    (tmp_path / 'masks/a.png').mkdir()  # a folder where the mask goes
+    with pytest.raises(OSError, match='Could not write the mask .*a.png'):
+        hook.after_test_iter(None, 0, outputs=[
+            _sample(tmp_path / 'a.png', np.zeros((8, 8), np.int64))])
+
+
+def test_needs_a_folder():
+    with pytest.raises(ValueError, match='mask_dir or panel_dir'):
+        PredictionWriterHook()
