@@ -834,8 +834,8 @@ def run_variant(cfg: Config,
                     return len(data['inputs'])
 
                 measure('loader', batch_size, loader_step)
-                del batches
-        del batch
+                batches = None
+        batch = None
     optim_wrapper = train_step = None
     if infer_model is not model:
         model = None
@@ -871,9 +871,11 @@ def run_variant(cfg: Config,
                 return len(outputs)
 
             measure('eval', batch_size, evaluate)
-            del evaluator
-        del batch
-    del model, infer_model, train_step, test_step, optim_wrapper
+            evaluator = None
+        batch = None
+    # Released for the next variant (set to None rather than deleted: the
+    # closures above refer to them).
+    model = infer_model = train_step = test_step = optim_wrapper = None
     gc.collect()
     if device == 'cuda':
         torch.cuda.empty_cache()
