@@ -8,6 +8,7 @@ from mmseg.models.backbones import SwinTransformer
 from mmseg.registry import MODELS
 from mmseg_ptx.models import (ShiftWindowMSASDPA, SwinTransformerSDPA,
                               WindowMSASDPA)
+from mmseg_ptx.models.backbones.swin_sdpa import WINDOW_CACHE
 
 TOL = 1e-4
 #: CPU always; CUDA too where there is a GPU (SDPA dispatches to another
@@ -143,6 +144,27 @@ def test_outputs_and_gradients_match(size, train, device):
         assert max_diff(p.grad, g) / scale < TOL, name
 
 
+def test_window_cache_shared_by_blocks_and_bounded(monkeypatch):
+    """The shifted blocks of a stage share one mask; images of many sizes
+    keep at most WINDOW_CACHE.maxsize entries, and an evicted entry is
+    rebuilt the same."""
+    model = SwinTransformerSDPA(**tiny_cfg(depths=(2, 4, 2, 2)))
+    model.eval()  # mmseg's Swin train() returns None
+    cpu = torch.device('cpu')
+    first, second = (model.stages[1].blocks[i].attn for i in (1, 3))
+    WINDOW_CACHE.clear()
+    monkeypatch.setattr(WINDOW_CACHE, 'maxsize', 20)
+    mask = first.shift_mask(35, 35, torch.float32, cpu)
+    assert second.shift_mask(35, 35, torch.float32, cpu) is mask
+    with torch.no_grad():
+        for size in (64, 96, 128):  # 3 sizes, 12 entries each
+            model(torch.randn(1, 3, size, size))
+    assert len(WINDOW_CACHE) == 20
+    rebuilt = first.shift_mask(35, 35, torch.float32, cpu)
+    assert rebuilt is not mask
+    assert torch.equal(rebuilt, mask)
+
+
 def test_shift_mask_cached_and_matches_stock_mask():
     model = SwinTransformerSDPA(**tiny_cfg())
     attn = model.stages[0].blocks[1].attn
@@ -249,6 +271,7 @@ def test_torch_compile_traces_without_graph_breaks():
     torch._dynamo.reset()  # see test_sdpa_backends_trace_without_graph_breaks
     stock, sdpa = stock_and_sdpa()
     x = torch.randn(1, 3, 70, 90)
+    WINDOW_CACHE.clear()
     compiled = torch.compile(sdpa, backend='eager', fullgraph=True)
     with torch.no_grad():
         for a, b in zip(stock(x), compiled(x)):
@@ -256,8 +279,7 @@ def test_torch_compile_traces_without_graph_breaks():
         # The autocast query folds into the graph as well.
         with torch.autocast('cpu', dtype=torch.bfloat16):
             compiled(x)
-    assert all(not b.attn._shift_mask_cache for s in sdpa.stages
-               for b in s.blocks)
+    assert len(WINDOW_CACHE) == 0
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a GPU')

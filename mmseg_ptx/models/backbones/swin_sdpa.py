@@ -17,7 +17,8 @@ Why it is faster (same maths):
   float ``attn_mask``.
 * Stock ``ShiftWindowMSA`` rebuilds the shift mask on every forward of every
   shifted block (about fifteen small kernel launches); here it is built once
-  per (padded size, dtype, device) and cached.
+  per (window, shift, padded size, dtype, device) and kept in a bounded
+  cache that every block shares (``WINDOW_CACHE``).
 * The relative position bias is gathered straight into (heads, N, N) order
   (no permute + ``contiguous``).
 * Pad, roll and window partition are one gather, and the reverse
@@ -33,8 +34,9 @@ Why it is faster (same maths):
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from contextlib import nullcontext
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
+from typing import Callable, List, Optional, Sequence, Tuple, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -69,21 +71,56 @@ SDPA_BACKENDS = {
 }
 
 
-def _cached(cache: Dict[Tuple, T], key: Tuple, build: Callable[[], T]) -> T:
-    """``build()``, kept in ``cache`` under ``key``, except while
-    ``torch.compile`` traces: there the result is traced into the graph
-    instead, since mutating a module attribute would force recompilation.
+class _WindowCache:
+    """The shift masks and window token indices of recently seen feature
+    map sizes, least recently used first out.
 
-    Built outside inference mode: a first forward under
-    ``torch.inference_mode()`` would otherwise cache inference tensors,
-    which autograd refuses to save in a later training forward.
+    One cache serves every block of every model: an entry depends only on
+    its key (window, shift, size, dtype, device), so the shifted blocks of
+    a stage share one mask instead of one copy each. Bounded, since
+    whole-image inference over images of many sizes would otherwise keep a
+    mask per size (13 MiB per size for Swin-B's window 12) for good; an
+    evicted entry is rebuilt in a few small kernels.
+
+    Args:
+        maxsize (int): Entries kept; one input size needs three per stage
+            (a mask and two indices).
     """
-    if is_compiling():
-        return build()
-    if key not in cache:
-        with torch.inference_mode(False):
-            cache[key] = build()
-    return cache[key]
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._entries: OrderedDict[Tuple, object] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def get(self, key: Tuple, build: Callable[[], T]) -> T:
+        """``build()``, kept under ``key``, except while ``torch.compile``
+        traces: there the result is traced into the graph instead, since
+        mutating Python state would force recompilation.
+
+        Built outside inference mode: a first forward under
+        ``torch.inference_mode()`` would otherwise cache inference
+        tensors, which autograd refuses to save in a later training
+        forward.
+        """
+        if is_compiling():
+            return build()
+        if key in self._entries:
+            self._entries.move_to_end(key)
+        else:
+            with torch.inference_mode(False):
+                self._entries[key] = build()
+            if len(self._entries) > self.maxsize:
+                self._entries.popitem(last=False)
+        return self._entries[key]
+
+
+#: Room for 8 input sizes of a 4-stage Swin (3 entries per stage and size).
+WINDOW_CACHE = _WindowCache(maxsize=96)
 
 
 class WindowMSASDPA(WindowMSA):
@@ -235,9 +272,6 @@ class ShiftWindowMSASDPA(ShiftWindowMSA):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.w_msa = WindowMSASDPA.from_stock(self.w_msa)
-        # Not a buffer: derived data, never saved, keyed by device.
-        self._shift_mask_cache: Dict[Tuple, Tensor] = {}
-        self._token_index_cache: Dict[Tuple, Tuple[Tensor, Tensor]] = {}
 
     @classmethod
     def from_stock(cls, stock: ShiftWindowMSA) -> 'ShiftWindowMSASDPA':
@@ -299,17 +333,19 @@ class ShiftWindowMSASDPA(ShiftWindowMSA):
             mask = (region[:, None, :] != region[:, :, None]).to(dtype)
             return mask * _SHIFT_MASK_VALUE
 
-        return _cached(self._shift_mask_cache, (H_pad, W_pad, dtype, device),
-                       build)
+        # Not a buffer: derived data, never saved, keyed by device.
+        return WINDOW_CACHE.get(
+            ('shift_mask', ws, s, H_pad, W_pad, dtype, device), build)
 
     def window_token_index(self, H: int, W: int,
                            device: torch.device) -> Tuple[Tensor, Tensor]:
         """:func:`~mmseg_ptx.models.utils.window_token_index` for this
-        block's window and shift, cached per (H, W, device) like
-        :meth:`shift_mask`."""
+        block's window and shift, cached per (H, W, device) in
+        ``WINDOW_CACHE`` like :meth:`shift_mask`."""
         ws, s = self.window_size, self.shift_size
-        return _cached(self._token_index_cache, (H, W, device),
-                       lambda: window_token_index((H, W), ws, s, device))
+        return WINDOW_CACHE.get(
+            ('token_index', ws, s, H, W, device),
+            lambda: window_token_index((H, W), ws, s, device))
 
     def forward(self, query: Tensor, hw_shape: Tuple[int, int]) -> Tensor:
         """(Shifted) window attention over a feature map.
