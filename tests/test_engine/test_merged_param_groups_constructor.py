@@ -195,3 +195,39 @@ def test_logs_one_line_per_group():
     ]
     assert not any('paramwise_options' in line for line in lines)
     assert logger.level == logging.INFO  # restored
+
+
+@pytest.mark.parametrize('lr_mult', [10., None])
+def test_warns_when_schedulers_would_resume_wrong_base_values(lr_mult):
+    """Schedulers keep one saved base value per saved group: merged groups
+    that start from different learning rates get a warning, one learning
+    rate (this project's schedule) none."""
+    keys = dict(PARAMWISE['custom_keys'])
+    if lr_mult is None:
+        del keys['decode_head']
+    else:
+        keys['decode_head'] = dict(lr_mult=lr_mult)
+    model = build_tiny_model()
+    saved_with = build_optim_wrapper(
+        model, optim_cfg(paramwise=dict(custom_keys=keys)))
+    LinearLR(saved_with, start_factor=0.1, by_epoch=False, end=4)
+    state = copy.deepcopy(saved_with.state_dict())
+    resumed = build_optim_wrapper(
+        model, optim_cfg(MERGED, paramwise=dict(custom_keys=keys)))
+    warnings = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: warnings.append(record.getMessage())
+    logger = MMLogger.get_current_instance()
+    logger.addHandler(handler)
+    try:
+        resumed.load_state_dict(state)
+    finally:
+        logger.removeHandler(handler)
+    if lr_mult is None:
+        assert warnings == []
+    else:
+        assert len(warnings) == 1
+        assert warnings[0].startswith(
+            'An optimizer state of 168 parameter groups was merged into 3, '
+            'which start from different learning rates (0.001, 0.01)')
+        assert 'CosineAnnealingLR with eta_min_ratio' in warnings[0]

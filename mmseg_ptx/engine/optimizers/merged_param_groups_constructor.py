@@ -55,9 +55,11 @@ class MergedParamGroupsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
 
     An optimizer state saved with one group per parameter (by the default
     constructor) is merged the same way when it is loaded, so such runs
-    resume too. mmengine logs three lines per parameter while it builds
-    the groups (about 1,100 for Swin-B); they are logged only at DEBUG
-    level, and one line per merged group at INFO.
+    resume too; with different base learning rates (``lr_mult``), only
+    under LR schedulers that do not use their saved base values (a
+    warning says which do). mmengine logs three lines per parameter while
+    it builds the groups (about 1,100 for Swin-B); they are logged only at
+    DEBUG level, and one line per merged group at INFO.
 
     Use it in a config::
 
@@ -128,4 +130,26 @@ def _merge_saved_groups(optimizer: Optimizer,
         merged = merge_param_groups(saved)
         if len(merged) == len(optimizer.param_groups):
             state_dict = dict(state_dict, param_groups=merged)
+            _warn_of_scheduler_base_values(len(saved), merged)
     return state_dict
+
+
+def _warn_of_scheduler_base_values(saved: int,
+                                   merged: List[Dict[str, Any]]) -> None:
+    """The LR schedulers' saved states keep one base value per saved group
+    (mmengine restores them as they are), so after merging, group ``i``
+    takes the base value of saved group ``i``. That is only right where the
+    merged groups start from one learning rate; otherwise say which
+    schedulers go wrong."""
+    base_lrs = {g['initial_lr'] for g in merged if 'initial_lr' in g}
+    if len(base_lrs) > 1:
+        MMLogger.get_current_instance().warning(
+            f'An optimizer state of {saved} parameter groups was merged '
+            f'into {len(merged)}, which start from different learning '
+            f'rates ({", ".join(map(str, sorted(base_lrs)))}). The LR '
+            "schedulers' saved base values (one per saved group) are not "
+            'merged: CosineAnnealingLR with eta_min_ratio or past T_max, '
+            'and CosineRestartLR, would resume with the wrong ones '
+            '(LinearLR, PolyLR and CosineAnnealingLR with eta_min are '
+            'unaffected). For those, resume this run with the default '
+            'optimizer wrapper constructor.')
