@@ -232,7 +232,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         nargs=2,
         default=[512, 512],
         metavar=('H', 'W'),
-        help='random input size for the step and infer modes')
+        help='random input size for the step and infer modes (the train '
+        "step's: model.data_preprocessor.size is set to it)")
     parser.add_argument(
         '--mode',
         nargs='+',
@@ -949,12 +950,17 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     # mmengine logs every parameter's initialisation at INFO level.
     MMLogger.get_instance('benchmark', log_level='WARNING')
     preprocessor = cfg.model.get('data_preprocessor')
-    if preprocessor is not None and preprocessor.get(
-            'size') is None and preprocessor.get('size_divisor') is None:
-        # SegDataPreProcessor needs one of them to batch training images.
-        preprocessor.size = tuple(args.img_size)
-        print('model.data_preprocessor has neither size nor size_divisor: '
-              f'using size={preprocessor.size}')
+    size = tuple(args.img_size)
+    if preprocessor is not None and (preprocessor.get('size') is None or
+                                     tuple(preprocessor.size) != size):
+        # SegDataPreProcessor pads training images up to its size (and
+        # needs a size or size_divisor to batch them): the train step is
+        # timed at --img-size, as inference is. The loader mode's images
+        # keep the config pipeline's size (never cut down to this one).
+        print(f'model.data_preprocessor: size={size} (--img-size) instead '
+              f"of size={preprocessor.get('size')}, "
+              f"size_divisor={preprocessor.get('size_divisor')}")
+        preprocessor.update(size=size, size_divisor=None)
     modes = [m for m in MODES + EXTRA_MODES
              if m in args.mode or ('all' in args.mode and m in MODES)]
 

@@ -110,12 +110,17 @@ def test_flops_and_sustained_tflops(tmp_path):
             row['img_per_s'] * per_img / 1e3)
     assert 'GFLOP per image: train step' in stdout and 'TFLOP/s' in stdout
     # SDPA attention is counted like stock's matmuls (on its math path:
-    # the counter has no formula for the CPU flash kernel).
-    sdpa, _ = run_benchmark(tmp_path, '--mode', 'infer', '--flops',
-                            '--cfg-options',
-                            'model.backbone.type=SwinTransformerSDPA')
+    # the counter has no formula for the CPU flash kernel). A config whose
+    # data preprocessor pads training images to 128 px still has its train
+    # step measured (and counted) at --img-size.
+    sdpa, stdout = run_benchmark(
+        tmp_path, '--mode', 'infer', '--flops', '--cfg-options',
+        'model.backbone.type=SwinTransformerSDPA',
+        'model.data_preprocessor.size=[128,128]')
     assert sdpa['flops']['infer_gflop_per_img'] == pytest.approx(infer)
     assert sdpa['flops']['step_gflop_per_img'] == pytest.approx(step)
+    assert ('model.data_preprocessor: size=(64, 64) (--img-size) instead '
+            'of size=[128, 128], size_divisor=None') in stdout
 
 
 def test_several_batch_sizes_one_model(tmp_path):
