@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import re
 import sys
-import textwrap
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -157,63 +155,6 @@ def test_dist_train_two_cpu_processes(tmp_path, demo_root):
     assert 'Distributed training is not used' not in out
     assert 'SyncBatchNorm layers, which need CUDA, are per-process' in out
     assert (work_dir / 'epoch_1.pth').is_file()
-
-
-def test_custom_imports_from_external_config_with_stock_mmseg_train(
-        tmp_path, demo_root):
-    """A user's own config, outside this repository, run by MMSeg's own
-    tools/train.py: only custom_imports brings mmseg_ptx in."""
-    import mmseg
-    stock_train = Path(mmseg.__file__).parent / '.mim' / 'tools' / 'train.py'
-    cfg = tmp_path / 'my_ptx_config.py'
-    cfg.write_text(textwrap.dedent(f"""
-        _base_ = ['mmseg::_base_/models/upernet_swin.py',
-                  'mmseg::_base_/default_runtime.py']
-        custom_imports = dict(imports=['mmseg_ptx'],
-                              allow_failed_imports=False)
-        norm_cfg = dict(type='BN', requires_grad=True)
-        model = dict(
-            data_preprocessor=dict(size=(64, 64)),
-            backbone=dict(embed_dims=16, depths=[1, 1, 1, 1],
-                          num_heads=[1, 1, 2, 2], window_size=4,
-                          pretrain_img_size=64),
-            decode_head=dict(in_channels=[16, 32, 64, 128], channels=16,
-                             num_classes=2, norm_cfg=norm_cfg,
-                             loss_decode=dict(_delete_=True,
-                                              type='DiceCELoss')),
-            auxiliary_head=None)
-        load, resize = (dict(type='LoadDicomImageFromFile'),
-                        dict(type='Resize', scale=(64, 64)))
-        rle, pack = (dict(type='LoadRLEAnnotations'),
-                     dict(type='PackSegInputs'))
-        dataset = dict(type='SIIMPneumothoraxDataset',
-                       data_root={str(demo_root)!r})
-        train_dataloader = dict(
-            batch_size=2, num_workers=0,
-            sampler=dict(type='ClassBalancedSampler', pos_weight=1.5),
-            dataset=dict(split='train', pipeline=[load, rle, resize, pack],
-                         **dataset))
-        # Metrics at the original size: labels are loaded after Resize.
-        val_dataloader = dict(
-            batch_size=1, num_workers=0,
-            sampler=dict(type='DefaultSampler', shuffle=False),
-            dataset=dict(split='val', pipeline=[load, resize, rle, pack],
-                         **dataset))
-        val_evaluator = dict(type='PneumothoraxMetric')
-        optim_wrapper = dict(type='OptimWrapper',
-                             optimizer=dict(type='AdamW', lr=1e-4))
-        train_cfg = dict(type='IterBasedTrainLoop', max_iters=2,
-                         val_interval=2)
-        val_cfg = dict(type='ValLoop')
-        default_hooks = dict(checkpoint=dict(type='CheckpointHook',
-                                             by_epoch=False, interval=2))
-        """))
-    proc = run_tool([PYTHON, str(stock_train), str(cfg), '--work-dir',
-                     str(tmp_path / 'work')], cwd=tmp_path,
-                    env={'PYTHONPATH': ''})
-    out = proc.stdout + proc.stderr
-    assert 'kaggle_dice' in out
-    assert (tmp_path / 'work' / 'iter_2.pth').is_file()
 
 
 def test_training_loss_falls(tmp_path, demo_root):
