@@ -128,3 +128,41 @@ def test_fast_config_is_the_recipe_plus_speed_switches():
     assert fast == recipe
     # cudnn.benchmark is on in both: mmseg's default_runtime sets it.
     assert recipe['env_cfg']['cudnn_benchmark'] is True
+
+
+def test_png_config_labels_the_images_as_the_dicom_config(demo_root):
+    """The PNG re-release config reads the same labels from the mask PNGs
+    as the recipe decodes from the RLE CSV, for the same ImageIds, in its
+    train, test and TTA pipelines."""
+    from mmseg.registry import DATASETS
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmseg')
+    png_config = osp.join(ROOT, 'configs', 'upernet_swin-b_ptx-512_png.py')
+    samples = {}
+    for name, config in (('dicom', SWIN_B), ('png', png_config)):
+        cfg = Config.fromfile(config)
+        labels = ('LoadRLEAnnotations'
+                  if name == 'dicom' else 'LoadBinaryMaskFromFile')
+        assert cfg.tta_pipeline[1]['transforms'][2][0]['type'] == labels
+        assert cfg.train_dataloader.dataset.pipeline[1]['type'] == labels
+        for split in ('train', 'val'):
+            loader = cfg[f'{split}_dataloader']
+            # The training images through the test pipeline: the same
+            # labels, without the random augmentation.
+            dataset = DATASETS.build(
+                dict(loader.dataset, data_root=str(demo_root),
+                     pipeline=cfg.test_dataloader.dataset.pipeline))
+            samples[name, split] = {
+                dataset.get_data_info(i)['image_id']: i
+                for i in range(len(dataset))}, dataset
+    for split in ('train', 'val'):
+        (dicom_ids, dicom), (png_ids, png) = (samples['dicom', split],
+                                              samples['png', split])
+        assert set(dicom_ids) == set(png_ids)
+        positive = 0
+        for image_id, i in dicom_ids.items():
+            a = dicom[i]['data_samples'].gt_sem_seg.data
+            b = png[png_ids[image_id]]['data_samples'].gt_sem_seg.data
+            assert torch.equal(a, b), image_id
+            positive += bool(a.any())
+        assert positive > 0

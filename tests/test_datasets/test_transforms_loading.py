@@ -115,6 +115,17 @@ def test_rle_empty_and_existing_keys():
     assert not results['gt_seg_map'].any()
 
 
+def test_no_rle_names_image_and_the_png_transform():
+    """A PNG-layout sample (seg_map_path, no rle) through the DICOM
+    layout's transform: an error saying which transform reads it."""
+    with pytest.raises(ValueError, match=r'no RLE for IMG-7: .*has no "rle" '
+                       r'\(a PNG-layout sample: use LoadBinaryMaskFromFile'):
+        LoadRLEAnnotations()(dict(ori_shape=(8, 8), image_id='IMG-7',
+                                  seg_map_path='png_masks/7.png'))
+    with pytest.raises(ValueError, match=r'no RLE for IMG-8: .*"rle"$'):
+        LoadRLEAnnotations()(dict(ori_shape=(8, 8), image_id='IMG-8'))
+
+
 def test_malformed_rle_names_image():
     with pytest.raises(ValueError, match=r'IMG-42.*even count'):
         LoadRLEAnnotations()(dict(ori_shape=(8, 8), image_id='IMG-42',

@@ -201,13 +201,20 @@ class LoadRLEAnnotations(BaseTransform):
 
         Raises:
             ValueError: Malformed RLE (the message names the image and the
-                problem) or no ``ori_shape`` (image not loaded yet).
+                problem), no ``ori_shape`` (image not loaded yet) or no
+                ``rle`` (a PNG-layout sample, say).
         """
         name = results.get('image_id') or results.get('img_path')
         if 'ori_shape' not in results:
             raise ValueError(
                 f'LoadRLEAnnotations needs the image size (ori_shape) of '
                 f'{name}: put it after the image loading transform')
+        if 'rle' not in results:
+            hint = (' (a PNG-layout sample: use LoadBinaryMaskFromFile)'
+                    if 'seg_map_path' in results else '')
+            raise ValueError(
+                f'LoadRLEAnnotations found no RLE for {name}: its data info '
+                f'has no "rle"{hint}')
         height, width = results['ori_shape'][:2]
         rles = results['rle']
         if isinstance(rles, str):
