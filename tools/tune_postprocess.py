@@ -12,6 +12,7 @@ import argparse
 import os.path as osp
 import sys
 
+from mmengine.config import Config, DictAction
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
@@ -51,6 +52,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--device', default=None)
     parser.add_argument('--tta', action='store_true',
                         help='horizontal-flip TTA while predicting')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override settings in the config, key=value pairs (e.g. '
+        'val_dataloader.dataset.data_root=data/demo), as in tools/test.py')
     parser.add_argument('--show', type=int, default=10,
                         help='how many of the best settings to print')
     args = parser.parse_args()
@@ -72,7 +77,12 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    model = load_models([(args.config, args.checkpoint)],
+    if not osp.isfile(args.config):
+        raise FileNotFoundError(f'Config file not found: {args.config}')
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    model = load_models([(cfg, args.checkpoint)],
                         device=args.device or default_device())[0]
     dataset = DATASETS.build(model.cfg.val_dataloader.dataset)
     num = len(dataset) if args.max_images is None else min(

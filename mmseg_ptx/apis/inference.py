@@ -58,7 +58,7 @@ PLAIN_THRESHOLD = dict(
     min_area=0,
     bottom_threshold=0.5)
 
-ModelSpec = Tuple[str, str]
+ModelSpec = Tuple[Union[str, Config], str]
 
 
 def default_device() -> str:
@@ -133,7 +133,8 @@ def load_models(specs: Sequence[ModelSpec],
     """Build and load each (config, checkpoint) pair for inference.
 
     Args:
-        specs (Sequence[tuple[str, str]]): Config and checkpoint paths.
+        specs (Sequence[tuple[str | Config, str]]): Config (path or
+            :class:`~mmengine.config.Config`) and checkpoint path.
         device (str, optional): Defaults to :func:`default_device`.
         dtype (str | torch.dtype, optional): Hold the networks' weights in
             this dtype (``'bfloat16'``; see
@@ -155,7 +156,7 @@ def load_models(specs: Sequence[ModelSpec],
     models = []
     for config, checkpoint in specs:
         for path, what in ((config, 'Config'), (checkpoint, 'Checkpoint')):
-            if not osp.isfile(path):
+            if isinstance(path, str) and not osp.isfile(path):
                 raise FileNotFoundError(f'{what} file not found: {path}')
         # mmseg's init_model would load the weights non-strictly: a
         # checkpoint of another model would predict from random weights.

@@ -101,12 +101,15 @@ def test_infer_stops_when_nothing_predicts(tmp_path):
 
 def test_tune_postprocess_writes_json(tmp_path, demo_root):
     ckpt = save_tiny_checkpoint(build_tiny_model(), tmp_path / 'tiny.pth')
-    cfg = write_tiny_run_config(tmp_path / 'cfg.py', demo_root)
+    # The data where --cfg-options says, as with tools/test.py.
+    cfg = write_tiny_run_config(tmp_path / 'cfg.py', tmp_path / 'nowhere')
     out = tmp_path / 'tuned.json'
     proc = run_tool([PYTHON, 'tools/tune_postprocess.py', str(cfg),
                      str(ckpt), '--out', str(out), '--device', 'cpu',
                      '--num-workers', '0', '--max-images', '1', '--top',
-                     '0.5,0.7', '--min-area', '0,100', '--bottom', '0.3,0.6'])
+                     '0.5,0.7', '--min-area', '0,100', '--bottom', '0.3,0.6',
+                     '--cfg-options',
+                     f'val_dataloader.dataset.data_root={demo_root}'])
     # Strict JSON: one image leaves the Dice of positives or of negatives
     # undefined, written as null, not NaN.
     result = json.loads(out.read_text(), parse_constant=_reject_constant)
