@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import os.path as osp
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -87,7 +87,8 @@ def save_prediction_panel(image: np.ndarray,
                           pred: np.ndarray,
                           out_path: str,
                           title: Optional[str] = None,
-                          dpi: int = 100) -> str:
+                          dpi: int = 100,
+                          pixels: Optional[Tuple[int, int]] = None) -> str:
     """Input | ground truth | prediction, side by side.
 
     Args:
@@ -99,20 +100,26 @@ def save_prediction_panel(image: np.ndarray,
         out_path (str): PNG to write.
         title (str, optional): Figure title (no patient data).
         dpi (int): Resolution. Defaults to 100.
+        pixels (tuple[int, int], optional): The (ground truth, prediction)
+            pixel counts in the titles, e.g. at the original resolution
+            where the masks are drawn at another size. Defaults to the
+            counts of ``gt`` and ``pred``.
 
     Returns:
         str: ``out_path``.
     """
+    if pixels is None:
+        pixels = (0 if gt is None else int(gt.sum()), int(pred.sum()))
     gray = image if image.ndim == 2 else image[..., 0]
     fig = Figure(figsize=(12, 4.4))
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 3)
     rgb = np.repeat(gray[..., None], 3, axis=2)
     truth = ((rgb, 'Ground truth: not given') if gt is None else
-             (_overlay(gray, gt), f'Ground truth ({int(gt.sum())} px)'))
+             (_overlay(gray, gt), f'Ground truth ({pixels[0]} px)'))
     panels = [(rgb, 'Input'), truth,
               (_overlay(gray, pred, color=(0.1, 0.8, 1.0)),
-               f'Prediction ({int(pred.sum())} px)')]
+               f'Prediction ({pixels[1]} px)')]
     for ax, (img, name) in zip(axes, panels):
         ax.imshow(img, cmap='gray')
         ax.set_title(name)

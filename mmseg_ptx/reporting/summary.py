@@ -320,20 +320,22 @@ def render_predictions(cfg: Config,
         data = dataset[idx]
         with torch.no_grad():
             sample = model.test_step(pseudo_collate([data]))[0]
-        # Draw at the network's input size: the packed, resized image.
+        # Drawn at the network's input size (the packed, resized image);
+        # pixels counted at the original resolution, as the metrics count.
         image = data['inputs'].numpy().transpose(1, 2, 0)[..., 0]
         size = image.shape[:2]
-        gt = _resize_mask(sample.gt_sem_seg.data[0].cpu().numpy() == 1, size)
-        pred = _resize_mask(
-            sample.pred_sem_seg.data[0].cpu().numpy() == 1, size)
+        gt = sample.gt_sem_seg.data[0].cpu().numpy() == 1
+        pred = sample.pred_sem_seg.data[0].cpu().numpy() == 1
+        pixels = (int(gt.sum()), int(pred.sum()))
         label = 'positive' if kind == 'pos' else 'negative'
         name = f'prediction_{number:02d}_{label}_dice{dice:.3f}.png'
         save_prediction_panel(
-            image.astype(np.uint8), gt, pred, osp.join(out_dir, name),
-            title=f'{label} validation case, per-image Dice {dice:.3f}')
+            image.astype(np.uint8), _resize_mask(gt, size),
+            _resize_mask(pred, size), osp.join(out_dir, name),
+            title=f'{label} validation case, per-image Dice {dice:.3f}',
+            pixels=pixels)
         records.append(dict(file=name, kind=label, dice=dice,
-                            gt_pixels=int(gt.sum()),
-                            pred_pixels=int(pred.sum())))
+                            gt_pixels=pixels[0], pred_pixels=pixels[1]))
     return records
 
 

@@ -301,3 +301,30 @@ def test_split_settings_are_read_from_split_meta(tmp_path):
         str(work_dir), config=cfg, images=False, world_size=1)).read()
     assert ('**Negative undersampling**: keep ratio 0.15 (split_first; '
             'seed 7)') in report
+
+
+def test_pictures_count_pixels_at_the_original_resolution(
+        tmp_path, demo_root):
+    """Drawn at the network's input size (here half the original), the
+    pictures' pixel counts are the original resolution's, as the metrics
+    count them."""
+    from mmseg.registry import DATASETS
+    from tiny_model import build_tiny_model, save_tiny_checkpoint
+
+    from conftest import write_tiny_run_config
+    from mmseg_ptx.reporting.summary import render_predictions
+    ckpt = save_tiny_checkpoint(build_tiny_model(seed=3),
+                                tmp_path / 'tiny.pth')
+    cfg = Config.fromfile(
+        str(write_tiny_run_config(tmp_path / 'cfg.py', demo_root)))
+    for step in cfg.val_dataloader.dataset.pipeline:
+        if step.type == 'Resize':
+            step.scale = (64, 64)  # the demo images are 128 x 128
+    records = render_predictions(cfg, str(ckpt), str(tmp_path / 'pics'),
+                                 num_pos=1, num_neg=0, max_images=6,
+                                 device='cpu')
+    dataset = DATASETS.build(cfg.val_dataloader.dataset)
+    sums = {int((dataset[i]['data_samples'].gt_sem_seg.data == 1).sum())
+            for i in range(len(dataset))}
+    assert records[0]['kind'] == 'positive'
+    assert records[0]['gt_pixels'] in sums - {0}
