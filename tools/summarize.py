@@ -1,8 +1,10 @@
 """Write PERFORMANCE_SUMMARY.md, its plots and prediction pictures."""
 import argparse
+import sys
 
 import mmseg_ptx  # noqa: F401  (stack fixes + registration)
-from mmseg_ptx.reporting.summary import write_performance_summary
+from mmseg_ptx.reporting.summary import (NoValidationRecords,
+                                         write_performance_summary)
 
 
 def parse_args() -> argparse.Namespace:
@@ -27,14 +29,20 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def main() -> None:
+def main() -> int:
     args = parse_args()
-    path = write_performance_summary(
-        args.work_dir, config=args.config, checkpoint=args.checkpoint,
-        stats=args.stats, images=not args.no_images, num_pos=args.num_pos,
-        num_neg=args.num_neg, max_images=args.max_images, device=args.device)
+    try:
+        path = write_performance_summary(
+            args.work_dir, config=args.config, checkpoint=args.checkpoint,
+            stats=args.stats, images=not args.no_images,
+            num_pos=args.num_pos, num_neg=args.num_neg,
+            max_images=args.max_images, device=args.device)
+    except NoValidationRecords as err:  # a usage error: no traceback
+        print(f'error: {err}', file=sys.stderr)
+        return 1
     print(f'Report written: {path}')
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())
