@@ -659,7 +659,8 @@ def _render_markdown(cfg, best, final_train, val, split, stats, val_desc,
                      'image, sharded over the DDP ranks')
     if class_weight:
         source = _configured_class_weight(cfg)
-        lines.append(f'- **Class weights** (cross-entropy): {class_weight}'
+        weights = [round(w, 4) for w in class_weight]  # as in the findings
+        lines.append(f'- **Class weights** (cross-entropy): {weights}'
                      + (f' (from {source})' if isinstance(source, str)
                         else ''))
     lines.append('')

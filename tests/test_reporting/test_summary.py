@@ -112,6 +112,16 @@ def test_iteration_based_run(tmp_path):
     report = open(write_performance_summary(str(tmp_path), config=cfg,
                                             images=False)).read()
     assert '**Class weights** (cross-entropy): [0.5047, 54.2225]' in report
+    # Weights computed by tools/dataset_stats.py: rounded as in the
+    # findings, and their file named.
+    stats = tmp_path / 'stats.json'
+    stats.write_text(json.dumps(dict(class_weights=[0.5125606131706554,
+                                                    20.40348692403487])))
+    cfg.model.module.decode_head.loss_decode.class_weight = str(stats)
+    report = open(write_performance_summary(str(tmp_path), config=cfg,
+                                            images=False)).read()
+    assert ('**Class weights** (cross-entropy): [0.5126, 20.4035] (from '
+            f'{stats})') in report
 
     # Without the best validation's curve the latest does not stand in.
     (tmp_path / 'precision_recall_curve.png').unlink()
