@@ -406,8 +406,10 @@ class SwinTransformerSDPA(SwinTransformer):
             ``'efficient'``, ``'cudnn'``, ``'math'``. None lets PyTorch
             choose. On an H200 PyTorch 2.11 picked cuDNN's kernel for
             inference (14 % of its GPU time) and was faster than the others
-            (docs/performance.md); this lets a config measure them. Flash
-            attention takes no bias, so it never runs here. Default: None.
+            (docs/performance.md); this lets a config measure them. CUDA's
+            flash attention takes no bias, so it never runs there
+            (``['flash']`` alone finds no kernel; the CPU's flash kernel
+            takes one). Default: None.
         **kwargs: Keyword arguments of ``SwinTransformer``.
     """
 
