@@ -59,8 +59,9 @@ import resource
 import statistics
 import sys
 import time
-from contextlib import nullcontext
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from contextlib import contextmanager, nullcontext
+from typing import (Any, Callable, Dict, Iterator, List, Optional, Sequence,
+                    Tuple)
 
 import torch
 from tqdm import tqdm
@@ -232,8 +233,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         nargs=2,
         default=[512, 512],
         metavar=('H', 'W'),
-        help='random input size for the step and infer modes (the train '
-        "step's: model.data_preprocessor.size is set to it)")
+        help='random input size for the step and infer modes (the step '
+        "mode pads its batches to it, not to the config's "
+        'data_preprocessor size)')
     parser.add_argument(
         '--mode',
         nargs='+',
@@ -462,6 +464,22 @@ def loader_batches(cfg: Config, batch_size: int,
     return endless(), ''
 
 
+@contextmanager
+def padded_to(model: torch.nn.Module, size: Sequence[int]) -> Iterator:
+    """The model's data preprocessor padding training batches to ``size``
+    instead of the config's ``size`` / ``size_divisor``: random batches of
+    ``--img-size`` are trained at that size. The loader mode keeps the
+    config's padding, which its pipeline's crops (of differing sizes after
+    a random resize) need."""
+    preprocessor = model.data_preprocessor
+    saved = preprocessor.size, preprocessor.size_divisor
+    preprocessor.size, preprocessor.size_divisor = tuple(size), None
+    try:
+        yield
+    finally:
+        preprocessor.size, preprocessor.size_divisor = saved
+
+
 def count_flops(cfg: Config,
                 img_size: Tuple[int, int],
                 device: str,
@@ -485,7 +503,8 @@ def count_flops(cfg: Config,
     model = build_model(cfg, dict(backbone_type=backbone_type), device)
     batch = random_batch(cfg, batch_size, img_size, device)
     model.train()
-    with math_sdpa(), FlopCounterMode(display=False) as counter:
+    with padded_to(model, img_size), math_sdpa(), FlopCounterMode(
+            display=False) as counter:
         data = model.data_preprocessor(batch, True)
         loss, _ = model.parse_losses(model._run_forward(data, mode='loss'))
         loss.backward()
@@ -817,7 +836,8 @@ def run_variant(cfg: Config,
                     train_step(batch, optim_wrapper)
                 return batch_size
 
-            measure('step', batch_size, step)
+            with padded_to(model, args.img_size):
+                measure('step', batch_size, step)
         if 'loader' in modes:
             batches, reason = loader_batches(cfg, batch_size, args.seed)
             if batches is None:
@@ -951,16 +971,18 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     MMLogger.get_instance('benchmark', log_level='WARNING')
     preprocessor = cfg.model.get('data_preprocessor')
     size = tuple(args.img_size)
-    if preprocessor is not None and (preprocessor.get('size') is None or
-                                     tuple(preprocessor.size) != size):
-        # SegDataPreProcessor pads training images up to its size (and
-        # needs a size or size_divisor to batch them): the train step is
-        # timed at --img-size, as inference is. The loader mode's images
-        # keep the config pipeline's size (never cut down to this one).
-        print(f'model.data_preprocessor: size={size} (--img-size) instead '
-              f"of size={preprocessor.get('size')}, "
-              f"size_divisor={preprocessor.get('size_divisor')}")
-        preprocessor.update(size=size, size_divisor=None)
+    if preprocessor is not None and preprocessor.get(
+            'size') is None and preprocessor.get('size_divisor') is None:
+        # SegDataPreProcessor needs one of them to batch training images.
+        preprocessor.size = size
+        print('model.data_preprocessor has neither size nor size_divisor: '
+              f'using size={size}')
+    elif preprocessor is not None and preprocessor.get('size') != size:
+        print(f'The step mode (and the FLOP count) pads its training '
+              f'batches to --img-size {size}, not to the config\'s '
+              f"data_preprocessor size={preprocessor.get('size')}, "
+              f"size_divisor={preprocessor.get('size_divisor')}; the "
+              "loader mode pads the pipeline's images as the config does")
     modes = [m for m in MODES + EXTRA_MODES
              if m in args.mode or ('all' in args.mode and m in MODES)]
 

@@ -119,8 +119,8 @@ def test_flops_and_sustained_tflops(tmp_path):
         'model.data_preprocessor.size=[128,128]')
     assert sdpa['flops']['infer_gflop_per_img'] == pytest.approx(infer)
     assert sdpa['flops']['step_gflop_per_img'] == pytest.approx(step)
-    assert ('model.data_preprocessor: size=(64, 64) (--img-size) instead '
-            'of size=[128, 128], size_divisor=None') in stdout
+    assert ('pads its training batches to --img-size (64, 64), not to the '
+            "config's data_preprocessor size=[128, 128]") in stdout
 
 
 def test_several_batch_sizes_one_model(tmp_path):
@@ -408,3 +408,21 @@ def test_host_syncs_refused_with_compile(capsys):
     with pytest.raises(SystemExit):
         tool.parse_args([str(CONFIG), '--host-syncs', '--compile'])
     assert 'without --compile' in capsys.readouterr().err
+
+
+def test_loader_mode_keeps_the_config_padding(tmp_path, demo_root):
+    """--img-size below the config's crop: the step mode trains random
+    batches of that size, while the loader mode's crops (of differing sizes
+    after the random resize, 102-160 px here) are still padded to the
+    config's data_preprocessor size to be batched."""
+    demo = ROOT / 'configs' / 'upernet_swin-nano_ptx-demo-128.py'
+    tool = load_tool('benchmark')
+    report = tool.main([
+        str(demo), *BASE_ARGS, '--mode', 'step', 'loader', '--json',
+        str(tmp_path / 'bench.json'), '--cfg-options',
+        f'train_dataloader.dataset.data_root={demo_root}',
+        'train_dataloader.num_workers=0',
+        'train_dataloader.persistent_workers=False',
+        'train_dataloader.dataset.pipeline.2.scale=(128,128)'])
+    assert [(r['mode'], 'error' in r) for r in report['results']] == [
+        ('step', False), ('loader', False)]
