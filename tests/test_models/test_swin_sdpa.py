@@ -165,6 +165,39 @@ def test_window_cache_shared_by_blocks_and_bounded(monkeypatch):
     assert torch.equal(rebuilt, mask)
 
 
+def test_window_cache_from_several_threads():
+    """Lookups and evictions from several threads at once (a threaded
+    server's forwards) raise nothing and return what was built."""
+    import random
+    import sys
+    import threading
+
+    from mmseg_ptx.models.backbones.swin_sdpa import _WindowCache
+    cache = _WindowCache(maxsize=8)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    errors = []
+
+    def work(seed):
+        rnd = random.Random(seed)
+        try:
+            for _ in range(5000):
+                key = rnd.randrange(40)
+                assert cache.get(('x', key), lambda: key) == key
+        except Exception as err:  # noqa: BLE001  (reported below)
+            errors.append(repr(err))
+
+    threads = [threading.Thread(target=work, args=(i, )) for i in range(4)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == [] and len(cache) == 8
+
+
 def test_shift_mask_cached_and_matches_stock_mask():
     model = SwinTransformerSDPA(**tiny_cfg())
     attn = model.stages[0].blocks[1].attn

@@ -34,6 +34,7 @@ Why it is faster (same maths):
 """
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from contextlib import nullcontext
 from typing import Callable, List, Optional, Sequence, Tuple, TypeVar
@@ -90,12 +91,14 @@ class _WindowCache:
     def __init__(self, maxsize: int) -> None:
         self.maxsize = maxsize
         self._entries: OrderedDict[Tuple, object] = OrderedDict()
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def clear(self) -> None:
-        self._entries.clear()
+        with self._lock:
+            self._entries.clear()
 
     def get(self, key: Tuple, build: Callable[[], T]) -> T:
         """``build()``, kept under ``key``, except while ``torch.compile``
@@ -109,14 +112,20 @@ class _WindowCache:
         """
         if is_compiling():
             return build()
-        if key in self._entries:
-            self._entries.move_to_end(key)
-        else:
-            with torch.inference_mode(False):
-                self._entries[key] = build()
+        # One lock: forwards in several threads (a threaded server, say)
+        # must not evict an entry between its lookup and its use.
+        with self._lock:
+            value = self._entries.get(key)
+            if value is not None:
+                self._entries.move_to_end(key)
+                return value
+        with torch.inference_mode(False):
+            value = build()
+        with self._lock:
+            self._entries[key] = value
             if len(self._entries) > self.maxsize:
                 self._entries.popitem(last=False)
-        return self._entries[key]
+        return value
 
 
 #: Room for 8 input sizes of a 4-stage Swin (3 entries per stage and size).
