@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 TORCH_CPU_VERSION ?= 2.13.0
 STAMP := $(VENV)/.mmseg_ptx-installed
 # pytest-xdist workers: most tests start tools (imports, single-threaded)
-# or train tiny models, so two share a 2-core machine well (CI: 19 -> 12
+# or train tiny models, so two share a 2-core machine well (CI: 19 -> 10
 # minutes). TEST_WORKERS=auto takes one per core; 0 runs in one process.
 TEST_WORKERS ?= 2
 

@@ -156,7 +156,7 @@ def load_models(specs: Sequence[ModelSpec],
     models = []
     for config, checkpoint in specs:
         for path, what in ((config, 'Config'), (checkpoint, 'Checkpoint')):
-            if isinstance(path, str) and not osp.isfile(path):
+            if not isinstance(path, Config) and not osp.isfile(path):
                 raise FileNotFoundError(f'{what} file not found: {path}')
         # mmseg's init_model would load the weights non-strictly: a
         # checkpoint of another model would predict from random weights.

@@ -150,6 +150,15 @@ def test_a_checkpoint_of_another_model_is_refused(tmp_path):
                               checkpoints=[str(path)])
     (loaded, ) = load_models([(str(TINY_CONFIG), str(good))], device='cpu')
     assert loaded.dataset_meta['classes'] == ('background', 'pneumothorax')
+    # A Config (tools/tune_postprocess.py's, after --cfg-options) too; a
+    # missing file, given as a Path or not, is named.
+    from mmengine.config import Config
+    (from_cfg, ) = load_models([(Config.fromfile(TINY_CONFIG), str(good))],
+                               device='cpu')
+    assert torch.equal(from_cfg.decode_head.conv_seg.weight,
+                       loaded.decode_head.conv_seg.weight)
+    with pytest.raises(FileNotFoundError, match='Checkpoint file not found'):
+        load_models([(TINY_CONFIG, tmp_path / 'missing.pth')], device='cpu')
     for key, value in loaded.state_dict().items():
         assert torch.equal(value, state[key]), key
     # A DDP checkpoint's 'module.' prefix is stripped, as in mmengine.
