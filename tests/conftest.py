@@ -21,7 +21,11 @@ ROOT = Path(__file__).resolve().parent.parent
 # an OMP_NUM_THREADS that is set), instead of every worker taking them all.
 _WORKERS = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))
 if _WORKERS > 1:
-    _THREADS = max(1, (os.cpu_count() or 1) // _WORKERS)
+    # The cores this process may use (a CI container's share, say), not
+    # the machine's.
+    _CORES = (len(os.sched_getaffinity(0))
+              if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1)
+    _THREADS = max(1, _CORES // _WORKERS)
     torch.set_num_threads(_THREADS)
     os.environ['OMP_NUM_THREADS'] = str(_THREADS)
 TINY_CONFIG = ROOT / 'configs' / 'upernet_swin-nano_ptx-demo-128.py'

@@ -131,6 +131,7 @@ def main() -> int:
         f'{k}={v!r}' for k, v in pp.items()) + ')')
     result = dict(
         config=osp.abspath(args.config),
+        cfg_options=args.cfg_options,
         checkpoint=osp.abspath(args.checkpoint),
         num_images=num,
         tta=args.tta,

@@ -114,6 +114,8 @@ def test_tune_postprocess_writes_json(tmp_path, demo_root):
     # undefined, written as null, not NaN.
     result = json.loads(out.read_text(), parse_constant=_reject_constant)
     assert result['num_images'] == 1
+    assert result['cfg_options'] == {
+        'val_dataloader.dataset.data_root': str(demo_root)}
     assert None in (result['best']['kaggle_dice_pos'],
                     result['best']['kaggle_dice_neg'])
     rows = result['results']
