@@ -12,13 +12,13 @@ import argparse
 import os.path as osp
 import sys
 
-from mmengine.config import Config, DictAction
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 import mmseg_ptx  # noqa: F401  (stack fixes + registration)
 from mmseg.registry import DATASETS
-from mmseg_ptx.apis import default_device, load_models, predict_packed
+from mmseg_ptx.apis import (add_cfg_options_arg, default_device, load_models,
+                            predict_packed, read_config)
 from mmseg_ptx.evaluation import search_triplet, triplet_image_stats
 from mmseg_ptx.reporting import write_json
 
@@ -52,10 +52,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--device', default=None)
     parser.add_argument('--tta', action='store_true',
                         help='horizontal-flip TTA while predicting')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override settings in the config, key=value pairs (e.g. '
-        'val_dataloader.dataset.data_root=data/demo), as in tools/test.py')
+    add_cfg_options_arg(parser)
     parser.add_argument('--show', type=int, default=10,
                         help='how many of the best settings to print')
     args = parser.parse_args()
@@ -77,9 +74,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    if not osp.isfile(args.config):
-        raise FileNotFoundError(f'Config file not found: {args.config}')
-    cfg = Config.fromfile(args.config)
+    cfg = read_config(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     model = load_models([(cfg, args.checkpoint)],

@@ -1,4 +1,5 @@
-"""Argument handling shared by ``tools/train.py`` and ``tools/test.py``.
+"""Argument handling shared by ``tools/train.py``, ``tools/test.py`` and
+``tools/tune_postprocess.py``.
 
 The tools keep MMSeg's command-line interface; this module holds the part
 both need so the scripts stay thin.
@@ -14,15 +15,29 @@ from mmengine.config import Config, DictAction
 from ..compat import check_pkg_resources
 
 
-def add_runner_args(parser: argparse.ArgumentParser) -> None:
-    """Add the arguments MMSeg's train and test tools share."""
-    parser.add_argument('--work-dir', help='the dir to save logs and models')
+def add_cfg_options_arg(parser: argparse.ArgumentParser) -> None:
+    """Add MMSeg's ``--cfg-options`` (config overrides as key=value)."""
     parser.add_argument(
         '--cfg-options',
         nargs='+',
         action=DictAction,
         help='override settings in the config, key=value pairs '
         '(e.g. train_dataloader.batch_size=2 or key="[a,b]")')
+
+
+def read_config(path: str) -> Config:
+    """The config file at ``path``; a missing file (or a setuptools that
+    cannot resolve ``mmseg::`` inheritance) is an error saying so."""
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'Config file not found: {path}')
+    check_pkg_resources()
+    return Config.fromfile(path)
+
+
+def add_runner_args(parser: argparse.ArgumentParser) -> None:
+    """Add the arguments MMSeg's train and test tools share."""
+    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    add_cfg_options_arg(parser)
     parser.add_argument(
         '--launcher',
         choices=['none', 'pytorch', 'slurm', 'mpi'],
@@ -40,10 +55,7 @@ def load_config(args: argparse.Namespace) -> Config:
     """
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
-    if not osp.isfile(args.config):
-        raise FileNotFoundError(f'Config file not found: {args.config}')
-    check_pkg_resources()
-    cfg = Config.fromfile(args.config)
+    cfg = read_config(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
