@@ -977,7 +977,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         preprocessor.size = size
         print('model.data_preprocessor has neither size nor size_divisor: '
               f'using size={size}')
-    elif preprocessor is not None and preprocessor.get('size') != size:
+    elif preprocessor is not None and (preprocessor.get('size') is None or
+                                       tuple(preprocessor.size) != size):
+        # (A size from --cfg-options is a list: compared as a tuple.)
         print(f'The step mode (and the FLOP count) pads its training '
               f'batches to --img-size {size}, not to the config\'s '
               f"data_preprocessor size={preprocessor.get('size')}, "

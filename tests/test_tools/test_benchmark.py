@@ -426,3 +426,13 @@ def test_loader_mode_keeps_the_config_padding(tmp_path, demo_root):
         'train_dataloader.dataset.pipeline.2.scale=(128,128)'])
     assert [(r['mode'], 'error' in r) for r in report['results']] == [
         ('step', False), ('loader', False)]
+
+
+def test_no_padding_note_where_the_sizes_agree(tmp_path, capsys):
+    """A data preprocessor size given as a list (--cfg-options) equal to
+    --img-size is no difference to report."""
+    tool = load_tool('benchmark')
+    tool.main([str(CONFIG), *BASE_ARGS, '--mode', 'infer', '--json',
+               str(tmp_path / 'bench.json'), '--cfg-options',
+               'model.data_preprocessor.size=[64,64]'])
+    assert 'pads its training batches' not in capsys.readouterr().out
