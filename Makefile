@@ -21,15 +21,23 @@ DEMO_SIZE ?= 256
 
 .PHONY: install test demo clean-demo
 
+# Exit status 0 where the interpreter imports a torch >= 2.1.
+HAS_TORCH = -c "import sys, torch; sys.exit(tuple(int(v) for v in \
+	torch.__version__.split('.')[:2]) < (2, 1))" 2>/dev/null
+
 $(STAMP): setup.cfg pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# A new .venv sees the packages of $(PYTHON)'s installation where that
+	# has a torch >= 2.1 (a CUDA build in a conda env or the system, say).
+	test -x $(PY) || $(PYTHON) -m venv $$($(PYTHON) $(HAS_TORCH) && \
+		echo --system-site-packages) $(VENV)
+	# uv and some distributions make virtualenvs without pip.
+	$(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip --upgrade
 	$(PY) -m pip install -q --upgrade pip
 	# PyPI's Linux torch is a multi-GB CUDA build: take the CPU build unless
 	# a torch >= 2.1 (a GPU build, say) is already there. It is found where
 	# pip already looks (a wheel folder, as on CI), else in PyTorch's CPU
 	# index (whose macOS wheels are the CPU ones without the +cpu).
-	$(PY) -c "import sys, torch; sys.exit(tuple(int(v) for v in \
-		torch.__version__.split('.')[:2]) < (2, 1))" 2>/dev/null || \
+	$(PY) $(HAS_TORCH) || \
 		$(PY) -m pip install -q torch==$(TORCH_CPU_VERSION)+cpu 2>/dev/null || \
 		$(PY) -m pip install -q torch==$(TORCH_CPU_VERSION) \
 			--index-url https://download.pytorch.org/whl/cpu \
