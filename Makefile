@@ -25,11 +25,13 @@ DEMO_SIZE ?= 256
 HAS_TORCH = -c "import sys, torch; sys.exit(tuple(int(v) for v in \
 	torch.__version__.split('.')[:2]) < (2, 1))" 2>/dev/null
 
-$(STAMP): setup.cfg pyproject.toml
-	# A new .venv sees the packages of $(PYTHON)'s installation where that
-	# has a torch >= 2.1 (a CUDA build in a conda env or the system, say).
-	test -x $(PY) || $(PYTHON) -m venv $$($(PYTHON) $(HAS_TORCH) && \
+# A new .venv sees the packages of $(PYTHON)'s installation where that has
+# a torch >= 2.1 (a CUDA build in a conda env or the system's, say).
+$(PY):
+	$(PYTHON) -m venv $$($(PYTHON) $(HAS_TORCH) && \
 		echo --system-site-packages) $(VENV)
+
+$(STAMP): setup.cfg pyproject.toml | $(PY)
 	# uv and some distributions make virtualenvs without pip.
 	$(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip --upgrade
 	$(PY) -m pip install -q --upgrade pip
