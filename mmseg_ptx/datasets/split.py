@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 import os.path as osp
-import tempfile
+import uuid
 from dataclasses import dataclass, field
 from typing import Dict, List, Sequence
 
@@ -192,11 +192,13 @@ def _ids_text(ids: Sequence[str]) -> str:
 
 def _atomic_write(path: str, text: str) -> None:
     # tmp file in the same directory + os.replace: readers (other DDP ranks
-    # doing the same) see either no file or a complete one.
-    fd, tmp = tempfile.mkstemp(
-        dir=osp.dirname(path), prefix=f'.{osp.basename(path)}.', text=True)
+    # doing the same) see either no file or a complete one. Not mkstemp,
+    # whose files only their owner may read: on a shared data folder
+    # every user's runs read the split.
+    tmp = osp.join(osp.dirname(path),
+                   f'.{osp.basename(path)}.{uuid.uuid4().hex}.tmp')
     try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as f:
+        with open(tmp, 'x', encoding='utf-8') as f:
             f.write(text)
         os.replace(tmp, path)
     except BaseException:

@@ -1,10 +1,13 @@
 import json
+import os
 import random
+import stat
 
 import pytest
 
-from mmseg_ptx.datasets.split import (SplitResult, balance_and_split,
-                                      count_split, read_split, write_split)
+from mmseg_ptx.datasets.split import (SPLIT_FILES, SplitResult,
+                                      balance_and_split, count_split,
+                                      read_split, write_split)
 
 
 def _index(num_pos, num_neg):
@@ -129,6 +132,19 @@ def test_write_read_round_trip(tmp_path):
     # Writing the same split again (another rank, a rerun) is harmless.
     write_split(str(split_dir), result, meta)
     assert not [p for p in split_dir.iterdir() if p.name.startswith('.')]
+
+
+def test_split_files_follow_the_umask(tmp_path):
+    """On a shared data folder other users' runs read the split."""
+    ids, pos = _index(20, 80)
+    result = balance_and_split(ids, pos, neg_keep_ratio=0.5)
+    old = os.umask(0o022)
+    try:
+        write_split(str(tmp_path), result, dict(seed=42))
+    finally:
+        os.umask(old)
+    for name in SPLIT_FILES:
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644
 
 
 def test_refuses_other_settings(tmp_path):
