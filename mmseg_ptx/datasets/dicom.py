@@ -97,6 +97,16 @@ def _reading(path: PathLike) -> Iterator[None]:
             yield
         except DicomReadError:
             raise
+        except pydicom.errors.InvalidDicomError as err:
+            # pydicom's message quotes 'DICM', which redact would withhold
+            # with the rest of the sentence.
+            if "'DICM'" not in str(err):
+                raise DicomReadError(f'Cannot read DICOM file {path}: '
+                                     f'{_describe(err)}') from None
+            raise DicomReadError(
+                f'Cannot read DICOM file {path}: not a DICOM Part-10 file '
+                '(no DICM marker after its 128-byte preamble): an empty, '
+                'cut-short or other kind of file') from None
         except Exception as err:  # pydicom raises many types
             raise DicomReadError(
                 f'Cannot read DICOM file {path}: {_describe(err)}') from None

@@ -74,6 +74,9 @@ def _read_rows(path: str, reader, required: Sequence[str]
                 f'{path}, line {reader.line_num}: {len(row)} values, '
                 f'expected {len(header)} (columns {header})')
         rec = {c: row[i].strip() for c, i in index.items()}
+        if rec.get('ImageId') == '':
+            raise ValueError(f'{path}, line {reader.line_num}: the ImageId '
+                             'is empty')
         rec['_line'] = str(reader.line_num)
         rows.append(rec)
     return rows
@@ -197,6 +200,11 @@ class SIIMPneumothoraxDataset(BaseSegDataset):
                              '0, reduce_zero_label must be False')
         if not data_root:
             raise ValueError('data_root is required')
+        if 'data_prefix' in kwargs:
+            raise ValueError(
+                'SIIMPneumothoraxDataset takes its folders as image_dir '
+                "(and mask_dir, layout='png'), relative to data_root, not "
+                f"as data_prefix (got {kwargs['data_prefix']!r})")
         classes = (kwargs.get('metainfo') or {}).get('classes')
         label_map = self.get_label_map(classes)
         if label_map is not None:

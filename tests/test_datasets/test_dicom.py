@@ -169,12 +169,17 @@ def test_missing_file(tmp_path):
     assert issubclass(DicomReadError, OSError)
 
 
-def test_not_dicom(tmp_path):
+@pytest.mark.parametrize('content', [b'hello, not a DICOM file' * 10, b''])
+def test_not_dicom(tmp_path, content):
     path = tmp_path / 'junk.dcm'
-    path.write_bytes(b'hello, this is not a DICOM file' * 10)
-    with pytest.raises(DicomReadError) as err:
-        read_dicom(path)
-    assert_clean(str(err.value), path)
+    path.write_bytes(content)
+    for reader in (read_dicom, read_dicom_shape):
+        with pytest.raises(DicomReadError) as err:
+            reader(path)
+        assert_clean(str(err.value), path)
+        # The problem said in full, not cut at pydicom's quoted 'DICM'.
+        assert 'not a DICOM Part-10 file (no DICM marker' in str(err.value)
+        assert 'withheld' not in str(err.value)
 
 
 def test_truncated_pixel_data_names_file_not_patient(tmp_path, grey8):

@@ -126,6 +126,9 @@ def test_clear_errors(tmp_path):
         _build(tmp_path, layout='nifti')
     with pytest.raises(ValueError, match='reduce_zero_label'):
         _build(tmp_path, reduce_zero_label=True)
+    # MMSeg's usual way to name folders: said, not a TypeError.
+    with pytest.raises(ValueError, match='image_dir.*not as data_prefix'):
+        _build(tmp_path, data_prefix=dict(img_path='dicom-images-train'))
     # Reordered or fewer classes would relabel the masks behind the
     # metric's back (label 1 is pneumothorax everywhere).
     for classes in (('pneumothorax', 'background'), ('pneumothorax', )):
@@ -294,6 +297,8 @@ def test_png_file_listed_for_two_image_ids(tmp_path):
     # A truncated row: not an image without pneumothorax (that is -1).
     (f'{POS1},', r'line 7: ImageId 1\.2\.3\.10 has an empty EncodedPixels'),
     (f'{POS1}', r'line 7: 1 values, expected 2'),
+    # Not "listed in the CSV but without a file (e.g. )".
+    (',1 2', r'line 7: the ImageId is empty'),
     # An unquoted comma: the columns cannot be trusted.
     (f'{NEG1},-1,123 4', r'line 7: 3 values, expected 2'),
     # Found when the data set loads, not when the image is first drawn.
