@@ -12,7 +12,10 @@ custom_imports = dict(imports=['mmseg_ptx'], allow_failed_imports=False)
 crop_size = (512, 512)
 checkpoint_file = 'https://download.openmmlab.com/mmsegmentation/v0.5/pretrain/swin/swin_base_patch4_window12_384_22k_20220317-e5c09f74.pth'  # noqa
 # total / (2 * count_c) over the reference's training pixels; recompute for
-# your data with tools/dataset_stats.py and pass the JSON path instead.
+# your data with tools/dataset_stats.py and give its JSON path to both
+# losses: model.{decode,auxiliary}_head.loss_decode.class_weight (mmengine
+# fills this variable in below as it reads the file, so setting the
+# variable later, in a child config or --cfg-options, changes nothing).
 class_weight = [0.5047, 54.2225]
 
 model = dict(

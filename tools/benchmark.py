@@ -67,6 +67,7 @@ import torch
 from tqdm import tqdm
 
 import mmseg_ptx  # noqa: F401  (stack fixes + plugin registration)
+from mmseg_ptx.apis import merge_cfg_options
 from mmseg_ptx.compat import math_sdpa
 from mmseg_ptx.engine.hooks import compile_modules, to_channels_last
 from mmseg_ptx.models.utils import cast_for_inference, fuse_conv_bn
@@ -964,8 +965,7 @@ def format_table(results: List[dict]) -> str:
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     args = parse_args(argv)
     cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    merge_cfg_options(cfg, args.cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     # mmengine logs every parameter's initialisation at INFO level.
     MMLogger.get_instance('benchmark', log_level='WARNING')

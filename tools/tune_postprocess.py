@@ -18,7 +18,7 @@ from tqdm import tqdm
 import mmseg_ptx  # noqa: F401  (stack fixes + registration)
 from mmseg.registry import DATASETS
 from mmseg_ptx.apis import (add_cfg_options_arg, default_device, load_models,
-                            predict_packed, read_config)
+                            merge_cfg_options, predict_packed, read_config)
 from mmseg_ptx.evaluation import search_triplet, triplet_image_stats
 from mmseg_ptx.reporting import write_json
 
@@ -75,8 +75,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> int:
     args = parse_args()
     cfg = read_config(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    merge_cfg_options(cfg, args.cfg_options)
     model = load_models([(cfg, args.checkpoint)],
                         device=args.device or default_device())[0]
     dataset = DATASETS.build(model.cfg.val_dataloader.dataset)

@@ -1,6 +1,6 @@
 """Helpers shared by the command-line tools in ``tools/``."""
 from .cli import (add_cfg_options_arg, add_runner_args, format_metrics_table,
-                  load_config, read_config)
+                  load_config, merge_cfg_options, read_config)
 from .inference import (IMAGE_SUFFIXES, build_inference_pipeline,
                         build_postprocessor, default_device, draw_overlay,
                         find_images, image_reader, load_models,
@@ -9,7 +9,7 @@ from .inference import (IMAGE_SUFFIXES, build_inference_pipeline,
 
 __all__ = [
     'add_cfg_options_arg', 'add_runner_args', 'format_metrics_table',
-    'load_config', 'read_config',
+    'load_config', 'merge_cfg_options', 'read_config',
     'IMAGE_SUFFIXES',
     'build_inference_pipeline', 'build_postprocessor', 'default_device',
     'draw_overlay', 'find_images', 'image_reader', 'load_models',

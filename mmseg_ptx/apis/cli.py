@@ -7,12 +7,21 @@ both need so the scripts stay thin.
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import os.path as osp
+from typing import Any, List, Optional
 
 from mmengine.config import Config, DictAction
+from mmengine.runner import Runner
 
 from ..compat import check_pkg_resources
+
+#: Top-level config keys that are settings, not variables: the Runner's
+#: arguments and what MMSeg's tools read beside them.
+_RUNNER_KEYS = frozenset(inspect.signature(Runner.__init__).parameters) | {
+    'tta_model', 'tta_pipeline', 'custom_imports', 'compile'
+}
 
 
 def add_cfg_options_arg(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +41,68 @@ def read_config(path: str) -> Config:
         raise FileNotFoundError(f'Config file not found: {path}')
     check_pkg_resources()
     return Config.fromfile(path)
+
+
+def _paths_holding(node: Any, value: Any, prefix: str = '') -> List[str]:
+    """The dotted paths under ``node`` whose value equals ``value``."""
+    if isinstance(node, dict):
+        items = node.items()
+    elif isinstance(node, (list, tuple)):
+        items = enumerate(node)
+    else:
+        return []
+    paths = []
+    for key, child in items:
+        path = f'{prefix}{key}'
+        if _same(child, value):
+            paths.append(path)
+        else:
+            paths += _paths_holding(child, value, f'{path}.')
+    return paths
+
+
+def _same(a: Any, b: Any) -> bool:
+    # Config lists and tuples compare by their items, as the file wrote
+    # them (a variable [1, 2] used as (1, 2) after a tuple() is rare).
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(map(_same, a, b))
+    return type(a) is type(b) and a == b
+
+
+def merge_cfg_options(cfg: Config, options: Optional[dict]) -> None:
+    """Apply ``--cfg-options`` to ``cfg``, refusing overrides that would
+    change nothing.
+
+    mmengine fills in a config variable (``class_weight``, ``data_root``,
+    ``crop_size``...) where the file uses it while it reads the file, so
+    ``--cfg-options class_weight=...`` sets the variable and nothing that
+    used it: the run would go on with the old value. Such an option is an
+    error naming the settings that hold the variable's value. Top-level
+    keys the Runner reads (``work_dir``, ``load_from``, ...) are settings,
+    not variables, and merge as always.
+
+    Args:
+        cfg (Config): The config, changed in place.
+        options (dict, optional): The parsed ``--cfg-options``.
+    """
+    if not options:
+        return
+    for key, value in options.items():
+        if '.' in key or key in _RUNNER_KEYS or key not in cfg:
+            continue
+        old = cfg[key]
+        if isinstance(old, dict) or _same(old, value):
+            continue
+        users = [p for p in _paths_holding(cfg.to_dict(), old)
+                 if p != key]
+        if users:
+            raise ValueError(
+                f'--cfg-options {key}=... would change the config variable '
+                f'{key!r} only: its value {old!r} was filled in where the '
+                'config file uses it when the file was read. Set the '
+                'settings that hold it instead: ' + ' '.join(
+                    f'{path}=...' for path in users))
+    cfg.merge_from_dict(options)
 
 
 def add_runner_args(parser: argparse.ArgumentParser) -> None:
@@ -57,8 +128,7 @@ def load_config(args: argparse.Namespace) -> Config:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     cfg = read_config(args.config)
     cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
+    merge_cfg_options(cfg, args.cfg_options)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:

@@ -1,0 +1,71 @@
+"""The tools' shared argument handling: ``--cfg-options`` that would set a
+config variable and nothing that used it are refused."""
+import argparse
+import os.path as osp
+
+import pytest
+from mmengine.config import Config
+
+from mmseg_ptx.apis import load_config, merge_cfg_options, read_config
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+RECIPE = osp.join(ROOT, 'configs', 'upernet_swin-b_ptx-512.py')
+
+
+@pytest.fixture(scope='module')
+def recipe():
+    return read_config(RECIPE)
+
+
+def test_variable_override_names_the_settings_that_hold_it(recipe):
+    cfg = recipe.copy()
+    with pytest.raises(ValueError) as err:
+        merge_cfg_options(cfg, {'class_weight': 'data/siim/splits/stats.json'})
+    message = str(err.value)
+    assert "config variable 'class_weight' only" in message
+    assert message.endswith(
+        'model.decode_head.loss_decode.class_weight=... '
+        'model.auxiliary_head.loss_decode.class_weight=...')
+    # Nothing merged: the config is as it was.
+    assert cfg.class_weight == [0.5047, 54.2225]
+    with pytest.raises(ValueError, match='train_dataloader.dataset.data_root'):
+        merge_cfg_options(cfg, {'data_root': '/elsewhere'})
+
+
+def test_settings_merge(recipe):
+    cfg = recipe.copy()
+    merge_cfg_options(cfg, {
+        'model.decode_head.loss_decode.class_weight': 'stats.json',
+        'model.auxiliary_head.loss_decode.class_weight': 'stats.json',
+        # Top-level keys the Runner reads are settings.
+        'work_dir': 'somewhere',
+        'load_from': 'a.pth',
+        # The variable's own value, and a variable nothing else holds.
+        'class_weight': [0.5047, 54.2225],
+        'a_new_key': 1,
+    })
+    assert cfg.model.decode_head.loss_decode.class_weight == 'stats.json'
+    assert cfg.model.auxiliary_head.loss_decode.class_weight == 'stats.json'
+    assert (cfg.work_dir, cfg.load_from, cfg.a_new_key) == ('somewhere',
+                                                            'a.pth', 1)
+    merge_cfg_options(cfg, None)
+
+
+def test_unused_variable_merges(tmp_path):
+    path = tmp_path / 'cfg.py'
+    path.write_text('scale = 2\nmodel = dict(type="M", factor=3)\n')
+    cfg = Config.fromfile(str(path))
+    merge_cfg_options(cfg, {'scale': 4})
+    assert cfg.scale == 4
+    # Numbers of another type are other values: 3.0 is not the int 3.
+    path.write_text('factor = 3.0\nmodel = dict(type="M", factor=3)\n')
+    cfg = Config.fromfile(str(path))
+    merge_cfg_options(cfg, {'factor': 4.0})
+
+
+def test_load_config_refuses_variable_overrides(tmp_path):
+    args = argparse.Namespace(
+        config=RECIPE, launcher='none', local_rank=0, work_dir=None,
+        cfg_options={'crop_size': (256, 256)})
+    with pytest.raises(ValueError, match='model.data_preprocessor.size=...'):
+        load_config(args)
