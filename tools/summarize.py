@@ -3,7 +3,8 @@ import argparse
 import sys
 
 import mmseg_ptx  # noqa: F401  (stack fixes + registration)
-from mmseg_ptx.reporting.summary import (NoValidationRecords,
+from mmseg_ptx.reporting.summary import (InvalidMetricsHistory,
+                                         NoValidationRecords,
                                          write_performance_summary)
 
 
@@ -37,7 +38,8 @@ def main() -> int:
             stats=args.stats, images=not args.no_images,
             num_pos=args.num_pos, num_neg=args.num_neg,
             max_images=args.max_images, device=args.device)
-    except NoValidationRecords as err:  # a usage error: no traceback
+    # Usage errors: one line, no traceback.
+    except (NoValidationRecords, InvalidMetricsHistory) as err:
         print(f'error: {err}', file=sys.stderr)
         return 1
     print(f'Report written: {path}')

@@ -23,6 +23,11 @@ def _series(history: Sequence[dict], key: str, step: str):
     return np.asarray(steps), np.asarray(values, dtype=float)
 
 
+#: PRCurveHook records the training scalars' mean since the previous
+#: validation.
+_TRAIN_LABEL = 'train (batch-pooled, mean since the last val)'
+
+
 def plot_detailed_metrics(history: Sequence[dict], out_path: str,
                           dpi: int = 110) -> str:
     """Loss, Dice, IoU and PR numbers over epochs (iterations for
@@ -44,11 +49,11 @@ def plot_detailed_metrics(history: Sequence[dict], out_path: str,
     panels = [
         (axes[0, 0], 'Training loss', [('train/loss', 'train: total loss')]),
         (axes[0, 1], 'Dice (foreground, pooled)',
-         [('train/decode.dice_seg', 'train (batch-pooled)'),
+         [('train/decode.dice_seg', _TRAIN_LABEL),
           ('dice', 'val (set-pooled)'),
           ('kaggle_dice', 'val (per-image, competition)')]),
         (axes[1, 0], 'IoU (foreground, pooled)',
-         [('train/decode.iou_seg', 'train (batch-pooled)'),
+         [('train/decode.iou_seg', _TRAIN_LABEL),
           ('iou', 'val (set-pooled)')]),
         (axes[1, 1], 'Validation pixel PR',
          [('ap', 'average precision'), ('best_f1', 'best F1')]),

@@ -28,7 +28,7 @@ from .plots import plot_pr_curve
 
 __all__ = [
     'write_performance_summary', 'render_predictions', 'NoValidationRecords',
-    'REFERENCE_RESULTS'
+    'InvalidMetricsHistory', 'REFERENCE_RESULTS'
 ]
 
 #: The run this project reproduces (shared/seed/PERFORMANCE_SUMMARY.md).
@@ -98,6 +98,9 @@ _METRIC_NAMES = {
     'iou': 'pooled IoU',
     'kaggle_dice': 'competition Dice',
     'ap': 'pixel AP',
+    'dice_pp': 'post-processed pooled Dice',
+    'iou_pp': 'post-processed pooled IoU',
+    'kaggle_dice_pp': 'post-processed competition Dice',
 }
 
 
@@ -315,6 +318,11 @@ def render_predictions(cfg: Config,
     chosen += [('neg', i + 11, s) for i, s in enumerate(negatives[:num_neg])]
 
     os.makedirs(out_dir, exist_ok=True)
+    # An earlier report's pictures (their names carry their Dice, so the
+    # new ones do not replace them) would sit beside the new ones.
+    for old in os.listdir(out_dir):
+        if _PICTURE_NAME.fullmatch(old):
+            os.remove(osp.join(out_dir, old))
     records = []
     for kind, number, (idx, _, dice) in chosen:
         data = dataset[idx]
@@ -337,6 +345,11 @@ def render_predictions(cfg: Config,
         records.append(dict(file=name, kind=label, dice=dice,
                             gt_pixels=pixels[0], pred_pixels=pixels[1]))
     return records
+
+
+#: The names render_predictions gives its pictures.
+_PICTURE_NAME = re.compile(
+    r'prediction_\d{2}_(positive|negative)_dice\d+\.\d{3}\.png')
 
 
 def _resize_mask(mask: np.ndarray, size) -> np.ndarray:
@@ -370,8 +383,8 @@ def _progression(val: List[dict], key: str) -> List[tuple]:
 
 
 def _findings(best: dict, final_train: dict, val_desc: str, stats: dict,
-              key: str,
-              class_weight: Optional[List[float]]) -> List[str]:
+              key: str, class_weight: Optional[List[float]],
+              threshold: float = 0.5, train_window: str = '') -> List[str]:
     out = []
     dice, iou = best.get('dice'), best.get('iou')
     ref = REFERENCE_RESULTS
@@ -399,17 +412,18 @@ def _findings(best: dict, final_train: dict, val_desc: str, stats: dict,
             f'**Precision-recall**: best pixel F1 {best["best_f1"]:.4f} at '
             f'probability threshold {best["best_threshold"]:.4f} (precision '
             f'{best["precision"]:.4f}, recall {best["recall"]:.4f}); AP '
-            f'{best["ap"]:.4f}. The default 0.5 threshold '
-            + ('is close to' if abs(best['best_threshold'] - 0.5) < 0.1
+            f'{best["ap"]:.4f}. The metric\'s threshold {threshold} '
+            + ('is close to' if abs(best['best_threshold'] - threshold) < 0.1
                else 'differs from') + ' the F1-optimal one.')
     train_dice = final_train.get('train/decode.dice_seg')
     if train_dice is not None and dice is not None:
         gap = train_dice - dice
+        window = f'mean over {train_window}, ' if train_window else ''
         out.append(
-            f'**Train vs validation**: final training Dice {train_dice:.4f} '
-            f'(batch-pooled, augmented) vs best validation {dice:.4f}: a gap '
-            f'of {gap:.4f}' + (', a sign of over-fitting.' if gap > 0.1
-                               else '.'))
+            f'**Train vs validation**: training Dice {train_dice:.4f} '
+            f'({window}batch-pooled, augmented) vs validation {dice:.4f}: '
+            f'a gap of {gap:.4f}' + (', a sign of over-fitting.'
+                                     if gap > 0.1 else '.'))
     if stats.get('imbalance_ratio'):
         answer = ('answered by class weights '
                   f'{[round(w, 4) for w in class_weight]} in the loss\'s '
@@ -452,6 +466,10 @@ def _loss_class_weight(cfg: Optional[Config]) -> Optional[List[float]]:
 
 class NoValidationRecords(FileNotFoundError):
     """The work dir has no validation record to report on."""
+
+
+class InvalidMetricsHistory(ValueError):
+    """The work dir's ``metrics_history.json`` is not PRCurveHook's."""
 
 
 def write_performance_summary(work_dir: str,
@@ -498,6 +516,11 @@ def write_performance_summary(work_dir: str,
             'validated, with PRCurveHook in custom_hooks (configs/ here '
             'have it)')
     history = read_json(history_path)
+    if not isinstance(history, list) or not all(
+            isinstance(h, dict) for h in history):
+        raise InvalidMetricsHistory(
+            f'{history_path} is not a metrics history (a list of records '
+            f'as PRCurveHook writes it), got a {type(history).__name__}')
     val = [h for h in history if h.get('mode') == 'val'
            and h.get('dice') is not None and h.get('epoch') is not None]
     key = progress_key(val)
@@ -507,6 +530,7 @@ def write_performance_summary(work_dir: str,
             f'{history_path} has no validation record with a pooled Dice '
             "(key 'dice' of PneumothoraxMetric without a prefix)")
     final_train = max(history, key=lambda h: h.get('iter') or 0)
+    train_window = _train_window(val, final_train, key)
 
     # Scanned once, and only for what the caller did not give.
     log = None if config and world_size else _training_log(work_dir)
@@ -549,13 +573,26 @@ def write_performance_summary(work_dir: str,
         print_log('No config or checkpoint found: report without '
                   'prediction pictures.', logger='current')
 
-    text = _render_markdown(cfg, best, final_train, val, split, stats_data,
-                            val_desc, world_size, checkpoint, pr_png,
-                            metrics_png, pictures, key, best_metric)
+    text = _render_markdown(cfg, best, final_train, train_window, val,
+                            split, stats_data, val_desc, world_size,
+                            checkpoint, pr_png, metrics_png, pictures, key,
+                            best_metric)
     out = osp.join(work_dir, 'PERFORMANCE_SUMMARY.md')
     with open(out, 'w') as f:
         f.write(text)
     return out
+
+
+def _train_window(val: List[dict], final_train: dict, key: str) -> str:
+    """The epochs (iterations) whose training scalars ``final_train``
+    averages: PRCurveHook records the mean since the previous validation
+    (or since a resume, which may make the window shorter)."""
+    end = final_train.get(key)
+    if not end:
+        return ''
+    start = max((h[key] for h in val if h[key] < end), default=0) + 1
+    unit = PROGRESS_UNITS[key]
+    return f'{unit} {end}' if start == end else f'{unit}s {start}-{end}'
 
 
 def _metric_threshold(cfg: Optional[Config]) -> float:
@@ -616,9 +653,45 @@ def _model_rows(cfg: Optional[Config]) -> List[tuple]:
     ]
 
 
-def _render_markdown(cfg, best, final_train, val, split, stats, val_desc,
-                     world_size, checkpoint, pr_png, metrics_png,
-                     pictures, key, best_metric) -> str:
+def _segmentation_rows(cfg: Optional[Config], best: dict, best_metric: str,
+                       final_train: dict, train_window: str,
+                       unit: str) -> List[tuple]:
+    """The rows of the best validation, raw and (where the metric
+    post-processed) post-processed, then the training scores."""
+    rows = []
+    if best_metric != 'dice':
+        name = _METRIC_NAMES.get(best_metric, best_metric)
+        rows.append((f'Validation {name} (selects the best {unit})',
+                     best.get(best_metric)))
+    dice_name = ('Best validation Dice' if best_metric == 'dice' else
+                 f'Validation Dice at the best {unit}')
+    rows += [
+        (f'{dice_name} (pooled over all pixels, raw: probability >= '
+         f'{_metric_threshold(cfg)})', best.get('dice')),
+        (f'Validation IoU at that {unit} (pooled, raw)', best.get('iou')),
+        ('Validation competition Dice (per-image mean, empty = 1, raw)',
+         best.get('kaggle_dice')),
+    ]
+    if best.get('dice_pp') is not None:
+        rows += [
+            ('Validation Dice, post-processed (pooled)', best['dice_pp']),
+            ('Validation IoU, post-processed (pooled)', best.get('iou_pp')),
+            ('Validation competition Dice, post-processed (per-image mean, '
+             'empty = 1)', best.get('kaggle_dice_pp')),
+        ]
+    window = f'mean over {train_window}, ' if train_window else ''
+    rows += [
+        (f'Training Dice ({window}batch-pooled, augmented)',
+         final_train.get('train/decode.dice_seg')),
+        (f'Training IoU ({window}batch-pooled, augmented)',
+         final_train.get('train/decode.iou_seg')),
+    ]
+    return rows
+
+
+def _render_markdown(cfg, best, final_train, train_window, val, split,
+                     stats, val_desc, world_size, checkpoint, pr_png,
+                     metrics_png, pictures, key, best_metric) -> str:
     unit = PROGRESS_UNITS[key]
     class_weight = _loss_class_weight(cfg)
     lines = ['# UPerNet Pneumothorax Segmentation - Performance Summary', '',
@@ -632,7 +705,8 @@ def _render_markdown(cfg, best, final_train, val, split, stats, val_desc,
         ('Batch size per process', batch),
         ('Total batch size', batch * world_size
          if batch and world_size else None),
-        (f'{unit.capitalize()}s run', max(h[key] for h in val)),
+        (f'{unit.capitalize()}s run (to the last validation)',
+         max(h[key] for h in val)),
         (f'{unit.capitalize()}s configured',
          cfg.train_cfg.get(f'max_{key}s') if cfg else None),
         (f'Best {unit} (by val '
@@ -687,18 +761,9 @@ def _render_markdown(cfg, best, final_train, val, split, stats, val_desc,
 
     lines += ['## Performance Metrics', '',
               f'### Segmentation Metrics ({val_desc})', '',
-              _table([
-                  ('Best validation Dice (pooled over all pixels, '
-                   f'threshold {_metric_threshold(cfg)})', best.get('dice')),
-                  (f'Validation IoU at that {unit} (pooled)',
-                   best.get('iou')),
-                  ('Validation competition Dice (per-image mean, empty = 1)',
-                   best.get('kaggle_dice')),
-                  ('Final training Dice (batch-pooled, augmented)',
-                   final_train.get('train/decode.dice_seg')),
-                  ('Final training IoU (batch-pooled, augmented)',
-                   final_train.get('train/decode.iou_seg')),
-              ], ('Metric', 'Value')), '']
+              _table(_segmentation_rows(cfg, best, best_metric, final_train,
+                                        train_window, unit),
+                     ('Metric', 'Value')), '']
     n_images = best.get('num_images')
     lines += [f'### Precision-Recall Analysis (pixel level, {n_images} '
               'validation images at their original resolution, '
@@ -745,13 +810,14 @@ def _render_markdown(cfg, best, final_train, val, split, stats, val_desc,
     if pictures:
         lines += ['### Sample predictions', '',
                   'Left: input; centre: ground truth (red); right: '
-                  'prediction (blue). Positives are the best by per-image '
+                  'the raw prediction (blue: the model\'s argmax, without '
+                  'post-processing). Positives are the best by per-image '
                   'Dice, negatives the first in split order.', '']
         lines += [f'![{p["kind"]}](images/{p["file"]})' for p in pictures]
         lines.append('')
     lines += ['## Key Findings', '']
     lines += [f'{i}. {t}' for i, t in enumerate(
-        _findings(best, final_train, val_desc, stats, key, class_weight),
-        1)]
+        _findings(best, final_train, val_desc, stats, key, class_weight,
+                  _metric_threshold(cfg), train_window), 1)]
     lines.append('')
     return '\n'.join(lines)

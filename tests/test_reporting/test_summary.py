@@ -100,7 +100,7 @@ def test_iteration_based_run(tmp_path):
 
     report = open(write_performance_summary(str(tmp_path),
                                             images=False)).read()
-    assert '| Iterations run | 3,000 |' in report
+    assert '| Iterations run (to the last validation) | 3,000 |' in report
     assert '| Best iteration (by val pooled Dice) | 2,000 |' in report
     assert 'at iteration 2000' in report
     assert '| 2000 | 0.6000 | 2000 |\n| 3000 | 0.5500 | 3000 |' in report
@@ -330,11 +330,82 @@ def test_pictures_count_pixels_at_the_original_resolution(
     for step in cfg.val_dataloader.dataset.pipeline:
         if step.type == 'Resize':
             step.scale = (64, 64)  # the demo images are 128 x 128
-    records = render_predictions(cfg, str(ckpt), str(tmp_path / 'pics'),
+    pics = tmp_path / 'pics'
+    # An earlier report's picture goes (its name has another Dice); what
+    # else is in the folder stays.
+    pics.mkdir()
+    (pics / 'prediction_01_positive_dice0.123.png').write_bytes(b'old')
+    (pics / 'notes.txt').write_text('mine')
+    records = render_predictions(cfg, str(ckpt), str(pics),
                                  num_pos=1, num_neg=0, max_images=6,
                                  device='cpu')
+    assert sorted(p.name for p in pics.iterdir()) == sorted(
+        ['notes.txt', records[0]['file']])
     dataset = DATASETS.build(cfg.val_dataloader.dataset)
     sums = {int((dataset[i]['data_samples'].gt_sem_seg.data == 1).sum())
             for i in range(len(dataset))}
     assert records[0]['kind'] == 'positive'
     assert records[0]['gt_pixels'] in sums - {0}
+
+
+def _epoch_history(tmp_path, **extra):
+    """Validations every 5 epochs, with post-processed scores; training
+    Dice logged as PRCurveHook records it (the mean since the previous
+    validation)."""
+    import json
+    history = [
+        dict(mode='val', epoch=e, iter=10 * e, dice=d, iou=d / (2 - d),
+             kaggle_dice=k, dice_pp=d + 0.01, iou_pp=0.4,
+             kaggle_dice_pp=k + 0.2, **{'train/decode.dice_seg': t},
+             **extra)
+        for e, d, k, t in ((5, 0.90, 0.50, 0.6), (10, 0.80, 0.60, 0.7))
+    ]
+    (tmp_path / 'metrics_history.json').write_text(json.dumps(history))
+    return history
+
+
+def test_rows_say_raw_post_processed_and_the_training_window(tmp_path):
+    from mmseg_ptx.reporting.summary import write_performance_summary
+    _epoch_history(tmp_path)
+    report = open(write_performance_summary(
+        str(tmp_path), images=False, world_size=1)).read()
+    assert ('| Best validation Dice (pooled over all pixels, raw: '
+            'probability >= 0.5) | 0.9000 |') in report
+    assert ('| Validation competition Dice (per-image mean, empty = 1, raw) '
+            '| 0.5000 |') in report
+    assert ('| Validation competition Dice, post-processed (per-image '
+            'mean, empty = 1) | 0.7000 |') in report
+    assert '| Validation Dice, post-processed (pooled) | 0.9100 |' in report
+    assert ('| Training Dice (mean over epochs 6-10, batch-pooled, '
+            'augmented) | 0.7000 |') in report
+    assert 'training Dice 0.7000 (mean over epochs 6-10,' in report
+    assert '| Epochs run (to the last validation) | 10 |' in report
+
+
+def test_best_by_another_metric_is_named_with_its_value(tmp_path):
+    """save_best='kaggle_dice_pp' picks epoch 10, whose pooled Dice is not
+    the best one: the rows say so and give the selecting metric."""
+    from mmseg_ptx.reporting.summary import write_performance_summary
+    _epoch_history(tmp_path)
+    cfg = Config.fromfile('configs/upernet_swin-b_ptx-512.py')
+    cfg.default_hooks.checkpoint.save_best = 'kaggle_dice_pp'
+    cfg.val_evaluator.threshold = 0.4
+    report = open(write_performance_summary(
+        str(tmp_path), config=cfg, images=False, world_size=1)).read()
+    assert ('| Validation post-processed competition Dice (selects the '
+            'best epoch) | 0.8000 |') in report
+    assert ('| Best epoch (by val post-processed competition Dice) | 10 |'
+            in report)
+    assert ('| Validation Dice at the best epoch (pooled over all pixels, '
+            'raw: probability >= 0.4) | 0.8000 |') in report
+    assert 'Best validation Dice' not in report
+
+
+def test_a_history_that_is_not_a_list_is_named(tmp_path):
+    from mmseg_ptx.reporting.summary import (InvalidMetricsHistory,
+                                             write_performance_summary)
+    (tmp_path / 'metrics_history.json').write_text('{"a": 1}')
+    with pytest.raises(InvalidMetricsHistory,
+                       match='metrics_history.json is not a metrics '
+                       'history .* got a dict'):
+        write_performance_summary(str(tmp_path), images=False)
