@@ -18,9 +18,13 @@ from mmengine.runner import Runner
 from ..compat import check_pkg_resources
 
 #: Top-level config keys that are settings, not variables: the Runner's
-#: arguments and what MMSeg's tools read beside them.
+#: arguments, what it reads from the config beside them (mmengine 0.10),
+#: and what MMSeg's tools and inference APIs read.
 _RUNNER_KEYS = frozenset(inspect.signature(Runner.__init__).parameters) | {
-    'tta_model', 'tta_pipeline', 'custom_imports', 'compile'
+    'activation_checkpointing', 'compile', 'custom_imports',
+    'efficient_conv_bn_eval', 'find_unused_parameters', 'model_wrapper_cfg',
+    'runner_type', 'strategy', 'sync_bn', 'test_pipeline', 'tta_model',
+    'tta_pipeline'
 }
 
 
@@ -91,7 +95,10 @@ def merge_cfg_options(cfg: Config, options: Optional[dict]) -> None:
         if '.' in key or key in _RUNNER_KEYS or key not in cfg:
             continue
         old = cfg[key]
-        if isinstance(old, dict) or _same(old, value):
+        # True, False and None hold too many unrelated settings to tell a
+        # variable's uses from them.
+        if (isinstance(old, (dict, bool)) or old is None
+                or _same(old, value)):
             continue
         users = [p for p in _paths_holding(cfg.to_dict(), old)
                  if p != key]

@@ -61,6 +61,15 @@ def test_unused_variable_merges(tmp_path):
     path.write_text('factor = 3.0\nmodel = dict(type="M", factor=3)\n')
     cfg = Config.fromfile(str(path))
     merge_cfg_options(cfg, {'factor': 4.0})
+    # Top-level settings the Runner reads, whatever else holds their value
+    # (False, here).
+    path.write_text('find_unused_parameters = False\n'
+                    'model = dict(type="M", flag=False)\n'
+                    'sync_bn = "torch"\nnorm = "torch"\n')
+    cfg = Config.fromfile(str(path))
+    merge_cfg_options(cfg, {'find_unused_parameters': True,
+                            'sync_bn': 'none'})
+    assert (cfg.find_unused_parameters, cfg.sync_bn) == (True, 'none')
 
 
 def test_load_config_refuses_variable_overrides(tmp_path):
