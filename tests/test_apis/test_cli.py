@@ -48,6 +48,7 @@ def test_settings_merge(recipe):
     assert cfg.model.auxiliary_head.loss_decode.class_weight == 'stats.json'
     assert (cfg.work_dir, cfg.load_from, cfg.a_new_key) == ('somewhere',
                                                             'a.pth', 1)
+    assert cfg.class_weight == [0.5047, 54.2225]
     merge_cfg_options(cfg, None)
 
 
@@ -61,6 +62,7 @@ def test_unused_variable_merges(tmp_path):
     path.write_text('factor = 3.0\nmodel = dict(type="M", factor=3)\n')
     cfg = Config.fromfile(str(path))
     merge_cfg_options(cfg, {'factor': 4.0})
+    assert cfg.factor == 4.0
     # Top-level settings the Runner reads, whatever else holds their value
     # (False, here).
     path.write_text('find_unused_parameters = False\n'
