@@ -1,6 +1,6 @@
 """Utilities for keeping the GPU busy: reading device values back without
 waiting for the GPU, and finding the places where the host does wait."""
 from .async_readback import AsyncReadback
-from .host_sync_recorder import HostSyncRecorder
+from .host_sync_recorder import HostSyncRecorder, mark_host_copy
 
-__all__ = ['AsyncReadback', 'HostSyncRecorder']
+__all__ = ['AsyncReadback', 'HostSyncRecorder', 'mark_host_copy']

@@ -7,6 +7,8 @@ from typing import Any, Deque, List, Optional, Tuple
 import torch
 from torch import Tensor
 
+from .host_sync_recorder import mark_host_copy
+
 __all__ = ['AsyncReadback']
 
 
@@ -53,16 +55,17 @@ class AsyncReadback:
         """
         values = values.detach()
         if values.device.type == 'cpu':
-            self._pending.append((values, None, context))
+            self._pending.append((mark_host_copy(values), None, context))
         elif values.device.type == 'cuda':
             host = torch.empty(values.shape, dtype=values.dtype,
                                pin_memory=True)
-            host.copy_(values, non_blocking=True)
+            mark_host_copy(host).copy_(values, non_blocking=True)
             event = torch.cuda.Event()
             event.record(torch.cuda.current_stream(values.device))
             self._pending.append((host, event, context))
         else:
-            self._pending.append((values.cpu(), None, context))
+            self._pending.append((mark_host_copy(values.cpu()), None,
+                                  context))
 
     @torch.compiler.disable
     def poll(self) -> List[Tuple[Tensor, Any]]:

@@ -10,7 +10,16 @@ import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
-__all__ = ['HostSyncRecorder']
+__all__ = ['HostSyncRecorder', 'mark_host_copy']
+
+#: Set on tensors that are the host's copies of device values (see
+#: :func:`mark_host_copy`).
+_HOST_COPY = '_ptx_host_copy'
+
+#: Tensor methods that read a tensor's values into Python or NumPy, or
+#: copy them to the host: on a GPU each waits for the device. Of a CPU
+#: tensor they are no operator the dispatcher sees.
+_HOST_READS = ('tolist', 'numpy', 'cpu')
 
 #: Operators whose result (or output size) the host must read from the
 #: device before it can go on: ``.item()``/``bool()``/``int()`` of a
@@ -103,13 +112,48 @@ def _in_torch_optim() -> bool:
         for frame in traceback.extract_stack())
 
 
+def mark_host_copy(tensor: torch.Tensor) -> torch.Tensor:
+    """Mark ``tensor`` as the host's copy of device values, which the host
+    reads without waiting: :class:`HostSyncRecorder` then does not count
+    its ``.tolist()``, ``.numpy()`` or ``.cpu()``. On the CPU such a copy
+    is the device tensor itself, so only the mark tells it apart.
+
+    Args:
+        tensor (Tensor): A host tensor, not one the caller uses otherwise
+            (e.g. a ``detach()`` or a copy).
+
+    Returns:
+        Tensor: ``tensor``.
+    """
+    setattr(tensor, _HOST_COPY, True)
+    return tensor
+
+
+def _host_read(func: Callable, args: tuple) -> Optional[str]:
+    """The name of a read of a CPU tensor's values into Python or NumPy
+    (or its ``.cpu()``), unless the tensor is a marked host copy."""
+    name = getattr(func, '__name__', None)
+    if name not in _HOST_READS or func is not getattr(torch.Tensor, name):
+        return None
+    tensor = args[0]
+    if tensor.device.type != 'cpu' or getattr(tensor, _HOST_COPY, False):
+        return None
+    return f'{name} (host read)'
+
+
 class _FunctionRecorder(_Recording, TorchFunctionMode):
     """Tensors made from Python data for a device happen above the
     dispatcher: ``x.new_tensor([...])``, ``torch.tensor(..., device=d)``.
-    On a GPU each is a blocking host-to-device copy."""
+    On a GPU each is a blocking host-to-device copy. So, on a CPU tensor,
+    do ``.tolist()``, ``.numpy()`` and ``.cpu()``, which on a GPU copy
+    to the host and wait."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        read = _host_read(func, args) if self.cpu_as_device else None
+        if read is not None and not _in_torch_optim():
+            self.record(read)
+            return func(*args, **kwargs)
         if func is torch.Tensor.new_tensor:
             device = kwargs.get('device') or _device_of(args[0])
         elif func in (torch.tensor, torch.as_tensor):
@@ -138,13 +182,16 @@ class HostSyncRecorder:
     tests can assert on the CPU that code would not make the host wait on
     a GPU: a tensor made from Python data for a device
     (``x.new_tensor(...)``, ``torch.tensor(..., device=...)``) counts as
-    the host-to-device copy it is on a GPU. It then also counts reads of
+    the host-to-device copy it is on a GPU, and ``.tolist()``,
+    ``.numpy()`` or ``.cpu()`` of a CPU tensor as the device-to-host copy
+    it is (except of the host copies that
+    :class:`~mmseg_ptx.utils.AsyncReadback` hands back, marked with
+    :func:`mark_host_copy`). It then also counts reads of
     tensors that stay on the host in a GPU run, except the step counters
-    that ``torch.optim``'s non-fused optimizers keep there, and it cannot
-    see ``.tolist()`` or ``.numpy()`` of a CPU tensor, nor a host tensor
-    moved with ``.to(x.device)`` where ``x`` is on the CPU too (e.g.
-    ``torch.tensor(values).to(x.device)``). Nor does it see explicit waits
-    (``torch.cuda.synchronize()``, ``Event.synchronize()``). With
+    that ``torch.optim``'s non-fused optimizers keep there. It cannot
+    see a host tensor moved with ``.to(x.device)`` where ``x`` is on the
+    CPU too (e.g. ``torch.tensor(values).to(x.device)``), nor explicit
+    waits (``torch.cuda.synchronize()``, ``Event.synchronize()``). With
     ``cpu_as_device=False`` (for runs on a GPU) only operations on device
     tensors and copies between host and device count.
 

@@ -74,18 +74,29 @@ def test_same_logs_and_checkpoint_without_waiting(tmp_path, demo_root):
     iters = deferred.iter
     assert len(history(deferred.message_hub, 'train/loss')) == iters > 2
     # Stock reads every value back every iteration; the deferred hook reads
-    # them as host values of one stacked tensor (a device-to-host copy on
-    # a GPU, invisible to the recorder on the CPU).
+    # them as one stacked tensor per dtype where it flushes (logging
+    # iterations, the epoch's end, the checkpoint).
     stock_reads = sum(
         count for (op, where), count in stock_syncs.counts.items()
         if op == '_local_scalar_dense' and 'message_hub.py' in where)
     assert stock_reads >= iters * len(TRAIN_KEYS)
+    flush_reads = sum(count for (op, where), count in syncs.counts.items()
+                      if 'deferred_runtime_info_hook.py' in where)
+    assert 0 < flush_reads < iters, syncs.report()
     # Nor does anything else in training: the model (with DiceCELoss and
     # TrainSegMetricsHook's Dice/IoU), the hooks, the optimizer. What is
-    # left is the sampler, which draws on the host anyway (read where the
-    # loop iterates over the loader).
-    assert all('mmengine/runner/loops.py' in where
-               for _, where in syncs.counts), syncs.report()
+    # left: the samplers, which draw on the host anyway (read where they
+    # draw, or where the loop iterates over the loader), and the
+    # checkpoint, whose weights are copied to the host to be saved.
+    host_side = ('mmengine/runner/loops.py', 'class_balanced_sampler.py',
+                 'mmengine/dataset/sampler.py')
+    saving = ('mmengine/runner/checkpoint.py', 'mmengine/runner/runner.py')
+    for (op, where), _ in syncs.counts.items():
+        if any(path in where for path in saving):
+            assert op == 'cpu (host read)', syncs.report()
+        else:
+            assert any(path in where for path in host_side + (
+                'deferred_runtime_info_hook.py', )), syncs.report()
 
     # The logged lines are the same (timings aside).
     def logged(runner):

@@ -224,8 +224,9 @@ def test_bad_inputs_raise_with_the_image_name():
 
 @pytest.mark.parametrize('single_channel', [None, 'probability', 'logit'])
 def test_process_makes_the_host_wait_for_nothing(single_channel):
-    """Every count is read back in one copy per batch (which the recorder
-    does not see on the CPU); before, five reads per sample."""
+    """Every count is read back in one copy per batch (AsyncReadback's,
+    whose host copy the recorder does not count); before, five reads per
+    sample."""
     samples, _, _ = realistic_samples(num=4, seed=3)
     kwargs = {}
     if single_channel is not None:

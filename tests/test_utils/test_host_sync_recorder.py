@@ -3,7 +3,7 @@ found on the CPU."""
 import pytest
 import torch
 
-from mmseg_ptx.utils import HostSyncRecorder
+from mmseg_ptx.utils import AsyncReadback, HostSyncRecorder, mark_host_copy
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason='needs CUDA')
@@ -44,6 +44,29 @@ def test_device_work_without_reads_records_nothing():
         y.sum().backward()
     assert syncs.total == 0, syncs.report()
     assert syncs.report() == 'no host syncs'
+
+
+def test_reads_into_python_or_numpy_count_as_copies_to_the_host():
+    """On a GPU, .tolist(), .numpy() (after .cpu()) and .cpu() copy to the
+    host and wait; the host copies AsyncReadback hands back do not."""
+    x = torch.randn(4)
+    readback = AsyncReadback()
+    readback.push(x.sum().reshape(1))
+    with HostSyncRecorder() as syncs:
+        x.tolist()
+        x.numpy()
+        x[:2].cpu()
+        for host, _ in readback.poll():
+            host.tolist()
+            host.numpy()
+        mark_host_copy(x.clone()).tolist()
+    assert ops(syncs) == ['cpu (host read)', 'numpy (host read)',
+                          'tolist (host read)'], syncs.report()
+    # In a GPU run (cpu_as_device=False) host tensors are read freely.
+    with HostSyncRecorder(cpu_as_device=False) as syncs:
+        x.tolist()
+        x.numpy()
+    assert syncs.total == 0
 
 
 def test_tensors_made_from_host_data_for_a_device():
