@@ -70,9 +70,16 @@ def earlier_outputs(out: str, overwrite: bool) -> List[str]:
 
 
 def image_id_of(path: str) -> str:
-    """The submission's ImageId of an image file: its name without the
-    extension (Kaggle's DICOMs are named by their SOPInstanceUID)."""
-    return osp.splitext(osp.basename(path))[0]
+    """The submission's ImageId of an image file: its name without an
+    image suffix (:data:`~mmseg_ptx.apis.IMAGE_SUFFIXES`, any case).
+
+    Kaggle's DICOMs are named by their SOPInstanceUID; one given as a file
+    without a suffix keeps its whole name, whose last dotted part is the
+    UID's, not an extension.
+    """
+    name = osp.basename(path)
+    stem, suffix = osp.splitext(name)
+    return stem if suffix.lower() in IMAGE_SUFFIXES else name
 
 
 def is_output(path: str) -> bool:

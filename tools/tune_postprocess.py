@@ -7,10 +7,18 @@ only the counts the grid needs (see mmseg_ptx.evaluation.triplet_search:
 exact at the original resolution, no probability map is stored), then
 scores every (top, min_area, bottom) point by the mean per-image
 competition Dice. min_area is in pixels at the original resolution.
+
+The best setting's score is in-sample: chosen and scored on the same
+images, so optimistic. With --folds K (default 5) the search is also
+cross-validated: each of K folds of the images (stratified by positive and
+negative, the same on every run) gets the setting chosen on the other
+folds and is scored with it; the mean over all images so held out is an
+honest estimate of the tuned score (the JSON's ``held_out``).
 """
 import argparse
 import os.path as osp
 import sys
+from typing import Tuple
 
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
@@ -19,7 +27,8 @@ import mmseg_ptx  # noqa: F401  (stack fixes + registration)
 from mmseg.registry import DATASETS
 from mmseg_ptx.apis import (add_cfg_options_arg, default_device, load_models,
                             merge_cfg_options, predict_packed, read_config)
-from mmseg_ptx.evaluation import search_triplet, triplet_image_stats
+from mmseg_ptx.evaluation import (cross_validate_triplet, search_triplet,
+                                  triplet_folds, triplet_image_stats)
 from mmseg_ptx.reporting import write_json
 
 
@@ -31,7 +40,8 @@ def int_list(text):
     return [int(v) for v in text.split(',') if v.strip()]
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args() -> Tuple[argparse.ArgumentParser, argparse.Namespace]:
+    """The arguments, and the parser for the check that needs the data."""
     parser = argparse.ArgumentParser(
         description='Grid-search TripletThresholdPostProcessor on the '
         'validation set')
@@ -47,6 +57,9 @@ def parse_args() -> argparse.Namespace:
                         default='0.2,0.3,0.4,0.5')
     parser.add_argument('--max-images', type=int, default=None,
                         help='use only the first N validation images')
+    parser.add_argument('--folds', type=int, default=5,
+                        help='estimate the tuned score on held-out images '
+                        'by K-fold cross-validation (0 or 1: off)')
     parser.add_argument('--batch-size', type=int, default=4)
     parser.add_argument('--num-workers', type=int, default=2)
     parser.add_argument('--device', default=None)
@@ -69,11 +82,45 @@ def parse_args() -> argparse.Namespace:
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f'--{name.replace("_", "-")} must be at least 1')
-    return args
+    if args.folds < 0:
+        parser.error('--folds must be 0 (off) or more')
+    if args.max_images is not None:
+        check_folds(parser, args.folds, args.max_images)
+    return parser, args
+
+
+def check_folds(parser: argparse.ArgumentParser, folds: int,
+                num_images: int) -> None:
+    """Refuse more folds than images: every fold needs one.
+
+    Args:
+        parser (argparse.ArgumentParser): Reports the error.
+        folds (int): ``--folds``.
+        num_images (int): The images tuned on.
+    """
+    if folds > num_images:
+        parser.error(f'--folds {folds} needs at least {folds} images, '
+                     f'{num_images} are tuned on; pass a smaller --folds, '
+                     'or 0 to skip the held-out estimate')
+
+
+def print_folds(held_out: dict) -> None:
+    """Each fold's setting, chosen on the other folds, and its scores."""
+    print(f'{held_out["num_folds"]}-fold cross-validation: each fold\'s '
+          'setting is chosen on the other folds (in-sample) and scored on '
+          'the fold (held-out):')
+    print(f'{"fold":>4} {"images":>6} {"top":>6} {"min_area":>9} '
+          f'{"bottom":>7} {"in-sample":>9} {"held-out":>8}')
+    for i, fold in enumerate(held_out['folds']):
+        print(f'{i:>4d} {fold["num_images"]:>6d} '
+              f'{fold["top_threshold"]:>6.3g} {fold["min_area"]:>9d} '
+              f'{fold["bottom_threshold"]:>7.3g} '
+              f'{fold["in_sample"]["kaggle_dice"]:>9.4f} '
+              f'{fold["held_out"]["kaggle_dice"]:>8.4f}')
 
 
 def main() -> int:
-    args = parse_args()
+    parser, args = parse_args()
     cfg = read_config(args.config)
     merge_cfg_options(cfg, args.cfg_options)
     model = load_models([(cfg, args.checkpoint)],
@@ -84,6 +131,8 @@ def main() -> int:
     if num == 0:
         print('The validation set is empty', file=sys.stderr)
         return 1
+    # Before the model runs over the images, not after.
+    check_folds(parser, args.folds, num)
     loader = DataLoader(Subset(dataset, range(num)),
                         batch_size=args.batch_size,
                         num_workers=args.num_workers,
@@ -105,6 +154,12 @@ def main() -> int:
     rows = search_triplet(stats, args.top, args.min_area, args.bottom)
     baseline = search_triplet(plain, [0.5], [0], [0.5])[0]
     best = rows[0]
+    held_out = None
+    if args.folds > 1:
+        # The same per-image counts: no second pass of the model.
+        held_out = cross_validate_triplet(stats, args.top, args.min_area,
+                                          args.bottom,
+                                          triplet_folds(stats, args.folds))
     header = (f'{"top":>6} {"min_area":>9} {"bottom":>7} {"dice":>8} '
               f'{"dice_pos":>9} {"dice_neg":>9} {"empty":>6}')
     print(f'{num} validation images, {len(rows)} settings; mean per-image '
@@ -116,6 +171,8 @@ def main() -> int:
               f'{row["kaggle_dice_pos"]:>9.4f} '
               f'{row["kaggle_dice_neg"]:>9.4f} {row["num_empty"]:>6d}')
     print(f'plain 0.5 threshold: {baseline["kaggle_dice"]:.4f}')
+    if held_out is not None:
+        print_folds(held_out)
 
     pp = dict(type='TripletThresholdPostProcessor',
               top_threshold=best['top_threshold'],
@@ -132,13 +189,26 @@ def main() -> int:
         best=best,
         postprocess=pp,
         config_snippet=snippet,
-        baseline_threshold_0_5=baseline,
+        baseline_threshold_0_5=baseline)
+    if held_out is not None:
+        result['held_out'] = held_out
+    result.update(
         grid=dict(top=args.top, min_area=args.min_area, bottom=args.bottom),
         results=rows)
     # Strict JSON: per-class Dice of a subset without positives (or
     # negatives) is NaN, written as null.
     write_json(result, args.out, indent=2)
     print(f'best: {snippet}  (kaggle_dice {best["kaggle_dice"]:.4f})')
+    in_sample = (f'The best kaggle_dice {best["kaggle_dice"]:.4f} is '
+                 f'in-sample (the setting was chosen and scored on the same '
+                 f'{num} images)')
+    if held_out is None:
+        print(f'{in_sample}; --folds K gives a held-out estimate')
+    else:
+        print(f'{in_sample}; {held_out["num_folds"]}-fold cross-validated '
+              f'held-out estimate: {held_out["kaggle_dice"]:.4f} '
+              f'({held_out["num_same_as_all"]} of {held_out["num_folds"]} '
+              'folds chose the same setting as the search on all images)')
     print(f'written to {args.out}')
     return 0
 

@@ -1,9 +1,10 @@
 """Registered components; see the submodules."""
 from .metrics import (PneumothoraxMetric, PRCurve, compute_pr_curve,
                       logit_bin_edges)
-from .triplet_search import (TripletImageStats, search_triplet,
+from .triplet_search import (TripletImageStats, cross_validate_triplet,
+                             search_triplet, triplet_folds,
                              triplet_image_stats)
 
 __all__ = ['PneumothoraxMetric', 'PRCurve', 'compute_pr_curve',
            'logit_bin_edges', 'TripletImageStats', 'search_triplet',
-           'triplet_image_stats']
+           'triplet_image_stats', 'triplet_folds', 'cross_validate_triplet']

@@ -6,19 +6,24 @@ depends on (pixels above each top threshold; prediction and overlap sizes
 at each bottom threshold; the ground-truth size). They are exact at full
 resolution and take O(thresholds) memory per image, so a whole validation
 set at 1024 x 1024 is searched after a single model pass. Component removal
-and closing are not searched (they need the maps).
+and closing are not searched (they need the maps). The same counts
+cross-validate the search (:func:`cross_validate_triplet`): the best
+setting's score on the images it was chosen on is optimistic.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
 from .metrics.pneumothorax_metric import binary_label_masks
 
-__all__ = ['TripletImageStats', 'triplet_image_stats', 'search_triplet']
+__all__ = [
+    'TripletImageStats', 'triplet_image_stats', 'search_triplet',
+    'triplet_folds', 'cross_validate_triplet'
+]
 
 
 @dataclass
@@ -89,6 +94,69 @@ def triplet_image_stats(prob: Union[np.ndarray, torch.Tensor],
         gt=int(pos.sum()))
 
 
+def _grid_dice(stats: Sequence[TripletImageStats], tops: Sequence[float],
+               min_areas: Sequence[int], bottoms: Sequence[float]
+               ) -> Tuple[List[dict], np.ndarray, np.ndarray, np.ndarray]:
+    """Per-image competition Dice of every valid grid point.
+
+    Args:
+        stats, tops, min_areas, bottoms: As :func:`search_triplet`.
+
+    Returns:
+        tuple: The settings in grid order (``top_threshold``, ``min_area``,
+        ``bottom_threshold``); their (S, N) per-image Dice; their (S, N)
+        mask of images predicted empty; the (N,) mask of positive images.
+    """
+    if not stats:
+        raise ValueError('search_triplet needs at least one image')
+    count_top = np.stack([s.count_top for s in stats])  # (N, T)
+    pred = np.stack([s.pred for s in stats])  # (N, B)
+    inter = np.stack([s.inter for s in stats])
+    gt = np.array([s.gt for s in stats])[:, None]  # (N, 1)
+    if count_top.shape[1] != len(tops) or pred.shape[1] != len(bottoms):
+        raise ValueError('stats were counted with other thresholds')
+    total = pred + gt
+    dice_kept = np.where(total > 0, 2 * inter / np.maximum(total, 1), 1.0)
+    dice_empty = (gt[:, 0] == 0).astype(np.float64)
+    settings, dice, empty = [], [], []
+    for ti, top in enumerate(tops):
+        for area in min_areas:
+            emptied = count_top[:, ti] < area
+            for bi, bottom in enumerate(bottoms):
+                if bottom > top:
+                    continue
+                settings.append(
+                    dict(
+                        top_threshold=float(top),
+                        min_area=int(area),
+                        bottom_threshold=float(bottom)))
+                dice.append(np.where(emptied, dice_empty, dice_kept[:, bi]))
+                empty.append(emptied)
+    if not settings:
+        raise ValueError('No grid point has bottom <= top')
+    return settings, np.stack(dice), np.stack(empty), gt[:, 0] > 0
+
+
+def _summary(dice: np.ndarray, empty: np.ndarray, pos: np.ndarray) -> dict:
+    """``kaggle_dice`` (mean), ``kaggle_dice_pos``, ``kaggle_dice_neg``
+    (NaN without such images) and ``num_empty`` of per-image values."""
+
+    def mean(values: np.ndarray) -> float:
+        return float(values.mean()) if values.size else float('nan')
+
+    return dict(
+        kaggle_dice=mean(dice),
+        kaggle_dice_pos=mean(dice[pos]),
+        kaggle_dice_neg=mean(dice[~pos]),
+        num_empty=int(empty.sum()))
+
+
+def _best_first(rows: Sequence[dict]) -> List[int]:
+    """Indices of ``rows`` by ``kaggle_dice``, ties to the earlier row."""
+    return sorted(range(len(rows)),
+                  key=lambda i: (-rows[i]['kaggle_dice'], i))
+
+
 def search_triplet(stats: Sequence[TripletImageStats],
                    tops: Sequence[float],
                    min_areas: Sequence[int],
@@ -98,7 +166,7 @@ def search_triplet(stats: Sequence[TripletImageStats],
     The competition Dice of an image is 1 when both the prediction and the
     ground truth are empty, 0 when exactly one is, else the Dice. Grid
     points with ``bottom > top`` are skipped (the post-processor rejects
-    them).
+    them). To search a subset of the images, pass only their stats.
 
     Args:
         stats (Sequence[TripletImageStats]): From
@@ -114,41 +182,103 @@ def search_triplet(stats: Sequence[TripletImageStats],
         ``num_empty`` (images predicted empty), sorted by ``kaggle_dice``
         (ties: the earlier grid point first).
     """
-    if not stats:
-        raise ValueError('search_triplet needs at least one image')
-    count_top = np.stack([s.count_top for s in stats])  # (N, T)
-    pred = np.stack([s.pred for s in stats])  # (N, B)
-    inter = np.stack([s.inter for s in stats])
-    gt = np.array([s.gt for s in stats])[:, None]  # (N, 1)
-    if count_top.shape[1] != len(tops) or pred.shape[1] != len(bottoms):
-        raise ValueError('stats were counted with other thresholds')
-    total = pred + gt
-    dice_kept = np.where(total > 0, 2 * inter / np.maximum(total, 1), 1.0)
-    dice_empty = (gt[:, 0] == 0).astype(np.float64)
-    pos = gt[:, 0] > 0
+    settings, dice, empty, pos = _grid_dice(stats, tops, min_areas, bottoms)
+    rows = [
+        dict(setting, **_summary(d, e, pos))
+        for setting, d, e in zip(settings, dice, empty)
+    ]
+    return [rows[i] for i in _best_first(rows)]
 
-    def mean(values: np.ndarray) -> float:
-        return float(values.mean()) if values.size else float('nan')
 
-    rows = []
-    for ti, top in enumerate(tops):
-        for area in min_areas:
-            empty = count_top[:, ti] < area
-            for bi, bottom in enumerate(bottoms):
-                if bottom > top:
-                    continue
-                dice = np.where(empty, dice_empty, dice_kept[:, bi])
-                rows.append(
-                    dict(
-                        top_threshold=float(top),
-                        min_area=int(area),
-                        bottom_threshold=float(bottom),
-                        kaggle_dice=mean(dice),
-                        kaggle_dice_pos=mean(dice[pos]),
-                        kaggle_dice_neg=mean(dice[~pos]),
-                        num_empty=int(empty.sum())))
-    if not rows:
-        raise ValueError('No grid point has bottom <= top')
-    order = sorted(range(len(rows)), key=lambda i: (-rows[i]['kaggle_dice'],
-                                                    i))
-    return [rows[i] for i in order]
+def triplet_folds(stats: Sequence[TripletImageStats],
+                  num_folds: int) -> List[List[int]]:
+    """Folds of the images for :func:`cross_validate_triplet`, stratified
+    by whether the ground truth has pneumothorax.
+
+    The positive images, then the negative ones, each in their order in
+    ``stats``, are dealt round robin to the folds. No random number is
+    drawn and only the ground truth is read, so the folds are the same on
+    every run and device. Fold sizes differ by at most one, and so do
+    their numbers of positives and of negatives.
+
+    Args:
+        stats (Sequence[TripletImageStats]): The images.
+        num_folds (int): From 2 to ``len(stats)`` (every fold needs an
+            image).
+
+    Returns:
+        list[list[int]]: Each fold's indices into ``stats``, ascending.
+    """
+    if not 2 <= num_folds <= len(stats):
+        raise ValueError(f'num_folds must be from 2 to the number of images '
+                         f'({len(stats)}), got {num_folds}')
+    order = ([i for i, s in enumerate(stats) if s.gt > 0] +
+             [i for i, s in enumerate(stats) if s.gt == 0])
+    return [sorted(order[f::num_folds]) for f in range(num_folds)]
+
+
+def cross_validate_triplet(stats: Sequence[TripletImageStats],
+                           tops: Sequence[float], min_areas: Sequence[int],
+                           bottoms: Sequence[float],
+                           folds: Sequence[Sequence[int]]) -> dict:
+    """Held-out score of the setting :func:`search_triplet` chooses.
+
+    The best setting's score in :func:`search_triplet` is in-sample: the
+    setting was chosen on the images it is scored on, so it is optimistic.
+    Here each fold's setting is chosen as :func:`search_triplet` would on
+    the other folds' images only, and scored on the fold's images. Every
+    image is thus scored once, by a setting chosen without it.
+
+    Args:
+        stats, tops, min_areas, bottoms: As :func:`search_triplet`.
+        folds (Sequence[Sequence[int]]): A partition of the indices of
+            ``stats`` in at least two folds (see :func:`triplet_folds`).
+
+    Returns:
+        dict: ``num_folds``; ``kaggle_dice``, ``kaggle_dice_pos``,
+        ``kaggle_dice_neg``, ``num_empty`` over all held-out images, each
+        scored by its fold's setting (so ``kaggle_dice`` is the folds'
+        held-out ``kaggle_dice`` weighted by their sizes);
+        ``num_same_as_all``: folds that chose the setting the search on all
+        images chooses; ``folds``: per fold ``num_images``, the chosen
+        ``top_threshold``, ``min_area``, ``bottom_threshold``, and the
+        scores (as above) of that setting on the other folds' images
+        (``in_sample``) and on the fold's (``held_out``).
+    """
+    settings, dice, empty, pos = _grid_dice(stats, tops, min_areas, bottoms)
+    num = len(stats)
+    if (len(folds) < 2 or not all(folds)
+            or sorted(i for f in folds for i in f) != list(range(num))):
+        raise ValueError('folds must split the images in at least two '
+                         'non-empty folds, each image in exactly one')
+
+    def best(images: np.ndarray) -> Tuple[int, dict]:
+        rows = [
+            _summary(d[images], e[images], pos[images])
+            for d, e in zip(dice, empty)
+        ]
+        index = _best_first(rows)[0]
+        return index, rows[index]
+
+    chosen_by_all, _ = best(np.ones(num, bool))
+    held_dice, held_empty = np.empty(num), np.empty(num, bool)
+    results, num_same = [], 0
+    for fold in folds:
+        held = np.zeros(num, bool)
+        held[list(fold)] = True
+        index, in_sample = best(~held)
+        num_same += int(index == chosen_by_all)
+        held_dice[held] = dice[index, held]
+        held_empty[held] = empty[index, held]
+        results.append(
+            dict(
+                num_images=len(fold),
+                **settings[index],
+                in_sample=in_sample,
+                held_out=_summary(dice[index, held], empty[index, held],
+                                  pos[held])))
+    return dict(
+        num_folds=len(folds),
+        **_summary(held_dice, held_empty, pos),
+        num_same_as_all=num_same,
+        folds=results)

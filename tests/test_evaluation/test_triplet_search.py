@@ -1,10 +1,14 @@
-"""The triplet grid search against the post-processor and the metric."""
+"""The triplet grid search against the post-processor and the metric,
+and its cross-validation."""
+import random
+
 import numpy as np
 import pytest
 import torch
 
-from mmseg_ptx.evaluation import (PneumothoraxMetric, search_triplet,
-                                  triplet_image_stats)
+from mmseg_ptx.evaluation import (PneumothoraxMetric, TripletImageStats,
+                                  cross_validate_triplet, search_triplet,
+                                  triplet_folds, triplet_image_stats)
 from mmseg_ptx.models import TripletThresholdPostProcessor
 
 TOPS, BOTTOMS, AREAS = [0.5, 0.75], [0.3, 0.5], [0, 5, 20, 10**6]
@@ -85,3 +89,100 @@ def test_stats_errors_name_the_image():
     gt[0, 0] = 2
     with pytest.raises(ValueError, match=r'b.dcm: ground truth .*\[0, 2\]'):
         triplet_image_stats(prob, gt, TOPS, BOTTOMS, name='b.dcm')
+
+
+def image_counts(count_top, pred, inter, gt):
+    """Stats of one image for a grid of one top and one bottom threshold."""
+    return TripletImageStats(np.array([count_top]), np.array([pred]),
+                             np.array([inter]), gt)
+
+
+def test_folds_partition_stratified_deterministic():
+    # Positives 1, 4, 6 and negatives 0, 2, 3, 5, 7, 8, dealt round robin,
+    # positives first: order 1 4 6 0 2 3 5 7 8, fold f takes positions
+    # f, f + 4, ...
+    positive = {1, 4, 6}
+    stats = [image_counts(0, 0, 0, 9 if i in positive else 0)
+             for i in range(9)]
+    folds = triplet_folds(stats, 4)
+    assert folds == [[1, 2, 8], [3, 4], [5, 6], [0, 7]]
+    # No random number is drawn: other global seeds give the same folds.
+    random.seed(1)
+    np.random.seed(1)
+    torch.manual_seed(1)
+    assert triplet_folds(stats, 4) == folds
+
+    rng = np.random.default_rng(0)
+    stats = [image_counts(0, 0, 0, int(rng.integers(0, 3)) * 5)
+             for _ in range(23)]
+    for num_folds in (2, 5, 23):
+        folds = triplet_folds(stats, num_folds)
+        assert sorted(i for f in folds for i in f) == list(range(23))
+        for count in (len, lambda f: sum(stats[i].gt > 0 for i in f)):
+            sizes = [count(f) for f in folds]
+            assert max(sizes) - min(sizes) <= 1
+    for num_folds in (1, 24):
+        with pytest.raises(ValueError, match='from 2 to the number'):
+            triplet_folds(stats, num_folds)
+
+
+def test_cross_validation_by_hand():
+    # One top (0.5) and bottom (0.5); min_area 0 (A) keeps every
+    # prediction, 10 (B) empties the images with fewer than 10 pixels
+    # above the top. Per-image competition Dice with A / with B:
+    stats = [
+        image_counts(5, 10, 10, 10),  # 0 positive: 1 / 0
+        image_counts(5, 5, 0, 0),  # 1 negative: 0 / 1
+        image_counts(5, 10, 5, 10),  # 2 positive: 0.5 / 0
+        image_counts(3, 3, 0, 0),  # 3 negative: 0 / 1
+        image_counts(4, 4, 4, 4),  # 4 positive: 1 / 0
+        image_counts(0, 0, 0, 0),  # 5 negative: 1 / 1
+    ]
+    folds = triplet_folds(stats, 2)
+    assert folds == [[0, 3, 4], [1, 2, 5]]
+    result = cross_validate_triplet(stats, [0.5], [0, 10], [0.5], folds)
+    # All images: A 3.5 / 6, B 3 / 6, so A is chosen, in-sample 0.583.
+    assert search_triplet(stats, [0.5], [0, 10], [0.5])[0]['min_area'] == 0
+    # Fold 0 is chosen on images 1, 2, 5: A 1.5 / 3, B 2 / 3, so B, which
+    # scores 1 / 3 on images 0, 3, 4. Fold 1, on images 0, 3, 4: A 2 / 3,
+    # B 1 / 3, so A, which scores 1.5 / 3 on images 1, 2, 5.
+    fold0, fold1 = result['folds']
+    assert fold0['min_area'] == 10 and fold1['min_area'] == 0
+    assert fold0['num_images'] == fold1['num_images'] == 3
+    assert fold0['in_sample']['kaggle_dice'] == pytest.approx(2 / 3)
+    assert fold0['held_out']['kaggle_dice'] == pytest.approx(1 / 3)
+    assert fold1['in_sample']['kaggle_dice'] == pytest.approx(2 / 3)
+    assert fold1['held_out']['kaggle_dice'] == pytest.approx(1 / 2)
+    # Held out: 0, 1, 0 (B) on images 0, 3, 4; 0, 0.5, 1 (A) on 1, 2, 5.
+    assert result['num_folds'] == 2
+    assert result['kaggle_dice'] == pytest.approx(2.5 / 6)
+    assert result['kaggle_dice_pos'] == pytest.approx(0.5 / 3)
+    assert result['kaggle_dice_neg'] == pytest.approx(2 / 3)
+    assert result['num_empty'] == 3  # B empties images 0, 3 and 4
+    assert result['num_same_as_all'] == 1
+
+
+def test_cross_validation_chooses_as_the_search():
+    images = random_images(num=17, seed=2)
+    stats = [triplet_image_stats(p, g, TOPS, BOTTOMS) for p, g in images]
+    folds = triplet_folds(stats, 3)
+    result = cross_validate_triplet(stats, TOPS, AREAS, BOTTOMS, folds)
+    keys = ('top_threshold', 'min_area', 'bottom_threshold')
+    held_dice = 0.0
+    for fold, found in zip(folds, result['folds']):
+        rest = [s for i, s in enumerate(stats) if i not in fold]
+        chosen = search_triplet(rest, TOPS, AREAS, BOTTOMS)[0]
+        setting = {k: chosen[k] for k in keys}
+        assert {k: found[k] for k in keys} == setting
+        assert found['in_sample'] == {
+            k: v for k, v in chosen.items() if k not in keys}
+        held = [r for r in search_triplet([stats[i] for i in fold], TOPS,
+                                          AREAS, BOTTOMS)
+                if {k: r[k] for k in keys} == setting]
+        assert found['held_out'] == {
+            k: v for k, v in held[0].items() if k not in keys}
+        held_dice += len(fold) * held[0]['kaggle_dice']
+    assert result['kaggle_dice'] == pytest.approx(held_dice / len(stats))
+    with pytest.raises(ValueError, match='each image in exactly one'):
+        cross_validate_triplet(stats, TOPS, AREAS, BOTTOMS,
+                               [folds[0], folds[0] + folds[1]])

@@ -108,7 +108,7 @@ def test_tune_postprocess_writes_json(tmp_path, demo_root):
                      str(ckpt), '--out', str(out), '--device', 'cpu',
                      '--num-workers', '0', '--max-images', '1', '--top',
                      '0.5,0.7', '--min-area', '0,100', '--bottom', '0.3,0.6',
-                     '--cfg-options',
+                     '--folds', '0', '--cfg-options',
                      f'val_dataloader.dataset.data_root={demo_root}'])
     # Strict JSON: one image leaves the Dice of positives or of negatives
     # undefined, written as null, not NaN.
@@ -127,6 +127,54 @@ def test_tune_postprocess_writes_json(tmp_path, demo_root):
     assert result['config_snippet'].startswith(
         "postprocess=dict(type='TripletThresholdPostProcessor'")
     assert 'plain 0.5 threshold' in proc.stdout
+    # --folds 0: no held-out estimate, but the score is said in-sample.
+    assert 'held_out' not in result
+    assert (f'The best kaggle_dice {rows[0]["kaggle_dice"]:.4f} is '
+            'in-sample') in proc.stdout
+
+
+def test_tune_postprocess_held_out_estimate(tmp_path, demo_root):
+    ckpt = save_tiny_checkpoint(build_tiny_model(), tmp_path / 'tiny.pth')
+    cfg = write_tiny_run_config(tmp_path / 'cfg.py', demo_root)
+    out = tmp_path / 'tuned.json'
+    cmd = [PYTHON, 'tools/tune_postprocess.py', str(cfg), str(ckpt), '--out',
+           str(out), '--device', 'cpu', '--num-workers', '0', '--top',
+           '0.5,0.7', '--min-area', '0,100', '--bottom', '0.3,0.6']
+    # The demo's validation set has 2 images, one positive: the default 5
+    # folds are refused before the model runs over them.
+    refused = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                             timeout=600, env=_env())
+    assert refused.returncode == 2
+    assert 'error: --folds 5 needs at least 5 images, 2 are tuned on' \
+        in refused.stderr
+    assert not out.exists()
+    proc = run_tool(cmd + ['--folds', '2'])
+    result = json.loads(out.read_text(), parse_constant=_reject_constant)
+    held = result['held_out']
+    assert held['num_folds'] == 2
+    # Stratified: the positive image is held out in one fold, the negative
+    # in the other (their per-class Dice of the other class is null).
+    first, second = held['folds']
+    assert first['num_images'] == second['num_images'] == 1
+    assert first['held_out']['kaggle_dice_neg'] is None
+    assert second['held_out']['kaggle_dice_pos'] is None
+    grid = {(r['top_threshold'], r['min_area'], r['bottom_threshold'])
+            for r in result['results']}
+    for fold in held['folds']:
+        assert (fold['top_threshold'], fold['min_area'],
+                fold['bottom_threshold']) in grid
+        assert set(fold['in_sample']) == set(fold['held_out']) == {
+            'kaggle_dice', 'kaggle_dice_pos', 'kaggle_dice_neg', 'num_empty'}
+    # Every image held out once: the folds' scores weighted by size.
+    assert held['kaggle_dice'] == pytest.approx(
+        (first['held_out']['kaggle_dice'] +
+         second['held_out']['kaggle_dice']) / 2)
+    assert held['num_same_as_all'] in (0, 1, 2)
+    assert (f'2-fold cross-validated held-out estimate: '
+            f'{held["kaggle_dice"]:.4f} ({held["num_same_as_all"]} of 2 '
+            'folds chose the same setting') in proc.stdout
+    assert (f'The best kaggle_dice {result["best"]["kaggle_dice"]:.4f} is '
+            'in-sample') in proc.stdout
 
 
 def _reject_constant(name):
@@ -141,6 +189,14 @@ def test_tune_postprocess_rejects_grid_without_settings(tmp_path):
         text=True, timeout=300, env=_env())
     assert proc.returncode == 2
     assert 'no setting has --bottom <= --top' in proc.stderr
+    # As are more folds than --max-images gives images.
+    proc = subprocess.run(
+        [PYTHON, 'tools/tune_postprocess.py', 'cfg.py', 'ckpt.pth',
+         '--max-images', '2', '--folds', '3'], cwd=ROOT,
+        capture_output=True, text=True, timeout=300, env=_env())
+    assert proc.returncode == 2
+    assert 'error: --folds 3 needs at least 3 images, 2 are tuned on' \
+        in proc.stderr
 
 
 def _env():
@@ -247,6 +303,18 @@ def test_a_failed_write_is_that_image_s_error(tmp_path, demo_root,
     with open(out / 'submission.csv') as f:
         ids = sorted(row[0] for row in list(csv.reader(f))[1:])
     assert ids == sorted([dicoms[0].stem, dicoms[2].stem])
+
+
+def test_image_id_of():
+    """Only an image suffix is stripped: a DICOM named by its
+    SOPInstanceUID, without a suffix, keeps the UID's last part."""
+    infer = load_tool('infer')
+    uid = '1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819'
+    assert infer.image_id_of(f'/data/{uid}') == uid
+    assert infer.image_id_of(f'/data/{uid}.dcm') == uid
+    assert infer.image_id_of('/data/a.b.DICOM') == 'a.b'
+    assert infer.image_id_of('scan.JPEG') == 'scan'
+    assert infer.image_id_of('/data/scan.tif') == 'scan.tif'
 
 
 def test_is_output(tmp_path):
