@@ -6,8 +6,8 @@ import pytest
 from tiny_model import build_tiny_model, save_tiny_checkpoint
 
 from conftest import TINY_CONFIG
-from mmseg_ptx.apis import (build_postprocessor, find_images, load_models,
-                            predict_probabilities, read_image,
+from mmseg_ptx.apis import (build_postprocessor, draw_overlay, find_images,
+                            load_models, predict_probabilities, read_image,
                             write_submission)
 from mmseg_ptx.datasets.rle import rle_decode
 
@@ -120,6 +120,40 @@ def test_write_submission_and_find_images(tmp_path):
     assert found == ['d/w.jpg', 'd/x.DCM', 'd/e/y.png']
     with pytest.raises(FileNotFoundError, match='nowhere'):
         find_images(str(tmp_path / 'nowhere'))
+
+
+def test_draw_overlay_fills_and_outlines_the_mask():
+    """docs/inference.md: an overlay is the image with the mask filled
+    and outlined; away from the mask it is the image."""
+    import cv2
+    img = np.random.default_rng(2).integers(0, 256, (64, 64), np.uint8)
+    mask = np.zeros((64, 64), np.uint8)
+    mask[20:40, 10:30] = 1
+    mask[45:50, 40:60] = 255  # a second region: any non-zero value counts
+    before = img.copy()
+    out = draw_overlay(img, mask)  # red, alpha 0.35
+    np.testing.assert_array_equal(img, before)  # drawn on a copy
+    assert out.shape == (64, 64, 3) and out.dtype == np.uint8
+    bgr = np.repeat(img[..., None], 3, axis=2).astype(np.float64)
+    red = np.array([0, 0, 255])
+    fill = bgr * 0.65 + red * 0.35
+    kernel = np.ones((3, 3), np.uint8)
+    interior = cv2.erode(mask, kernel).astype(bool)
+    outline = (mask != 0) & ~interior  # each region's border pixels
+    far = ~cv2.dilate(mask, kernel, iterations=2).astype(bool)
+    assert interior.sum() > 200 and outline.sum() > 100
+    # Inside: the image tinted (to rounding), not replaced.
+    np.testing.assert_allclose(out[interior], fill[interior], atol=1)
+    # The outline in the full colour, unlike the fill (whose blue is
+    # 0.65 * grey and red at most 255 only where the grey is 255).
+    np.testing.assert_array_equal(out[outline],
+                                  np.broadcast_to(red, (outline.sum(), 3)))
+    assert (np.abs(fill[outline] - red) > 1).any(axis=1).all()
+    np.testing.assert_array_equal(out[far], bgr[far])
+    # A BGR image without a mask comes back as it was.
+    colour = np.dstack([img, img[::-1], img[:, ::-1]])
+    np.testing.assert_array_equal(
+        draw_overlay(colour, np.zeros_like(mask)), colour)
 
 
 def test_a_checkpoint_of_another_model_is_refused(tmp_path):

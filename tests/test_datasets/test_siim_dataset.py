@@ -321,8 +321,13 @@ def test_csv_field_sizes(tmp_path):
     rows = csv_path.read_text()
     # Longer than csv's default field limit (128 KiB), as the RLE of a
     # very fragmented mask can be.
-    csv_path.write_text(rows + f'{POS1},' + '1 1 ' * 40_000 + '\n')
-    assert len(_build(tmp_path)) > 0
+    long_rle = '1 1 ' * 40_000
+    csv_path.write_text(rows + f'{POS1},' + long_rle + '\n')
+    ds = _build(tmp_path)
+    infos = {ds.get_data_info(i)['image_id']: ds.get_data_info(i)
+             for i in range(len(ds))}
+    # Read whole, as POS1's second region (values are stripped).
+    assert infos[POS1]['rle'] == ['10 5', long_rle.strip()]
     csv_path.write_text(rows + f'{POS1},' + '1' * (2**24 + 1) + '\n')
     with pytest.raises(ValueError, match=r'train-rle\.csv, line 7: field '
                        'larger than field limit'):

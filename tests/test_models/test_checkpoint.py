@@ -79,3 +79,37 @@ def test_single_process_mismatch_and_match(tmp_path):
     assert torch.equal(other.weight, model.weight)
     with pytest.raises(ValueError, match='missing keys in source'):
         load_checkpoint_strict(torch.nn.Sequential(model), str(path))
+
+
+def test_init_model_strict_refuses_a_checkpoint_that_does_not_fit(tmp_path):
+    """mmseg's init_model loads non-strictly: reporting's pictures would
+    show the predictions of random weights."""
+    from tiny_model import build_tiny_model, save_tiny_checkpoint
+
+    from conftest import TINY_CONFIG
+    from mmseg_ptx.models.utils import init_model_strict
+    model = build_tiny_model()
+    state = model.state_dict()
+    good = save_tiny_checkpoint(model, tmp_path / 'tiny.pth')
+    loaded = init_model_strict(str(TINY_CONFIG), str(good), 'cpu')
+    assert not loaded.training
+    assert loaded.dataset_meta['classes'] == ('background', 'pneumothorax')
+    for key, value in loaded.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    other_width = dict(state, **{
+        'decode_head.conv_seg.weight': torch.zeros(2, 7, 1, 1)})
+    no_head = {k: v for k, v in state.items()
+               if not k.startswith('decode_head.')}
+    for name, state_dict, detail in [
+            ('other_width.pth', other_width,
+             'size mismatch for decode_head.conv_seg.weight'),
+            ('no_head.pth', no_head,
+             'missing keys in source state_dict: decode_head.')]:
+        path = tmp_path / name
+        torch.save({'state_dict': state_dict}, path)
+        with pytest.raises(ValueError) as info:
+            init_model_strict(str(TINY_CONFIG), str(path), 'cpu')
+        message = str(info.value)
+        assert message.startswith(f'Checkpoint {path} does not fit the '
+                                  'model (EncoderDecoder)'), message
+        assert detail in message

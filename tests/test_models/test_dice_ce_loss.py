@@ -278,23 +278,66 @@ def test_loss_makes_the_host_wait_for_nothing(channels, avg_non_ignore):
     assert syncs.total == 0, syncs.report()
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
-def test_cuda_invalid_labels_reported_without_host_sync():
-    logits, label = (t.cuda() for t in make_batch())
+class _BusyDeviceReadback(AsyncReadback):
+    """An AsyncReadback whose copies never arrive before it is drained,
+    as on a GPU that stays busy: the latest point a bad label may be
+    reported."""
+
+    def poll(self):
+        return []
+
+
+def _first_invalid_label_error(device, readback=None):
+    """Feed a bad batch between good ones, as training does, and return
+    the ValueError it causes, wherever it is raised: in its own call, in a
+    later call once the device has caught up, or at ``.eval()``."""
+    logits, label = (t.to(device) for t in make_batch())
     bad = label.clone()
     bad[1, 2, 3] = 5
     loss_fn = DiceCELoss(class_weight=CLASS_WEIGHT)
+    if readback is not None:
+        loss_fn._label_checks = readback
     with HostSyncRecorder() as syncs:
         loss_fn(logits, label)
         try:
             loss_fn(logits, bad)  # raises only if its copy arrived already
-        except ValueError:
-            pass
+            error = None
+        except ValueError as err:
+            error = err
     assert syncs.total == 0, syncs.report()
-    torch.cuda.synchronize()
-    if len(loss_fn._label_checks):
-        with pytest.raises(ValueError, match='from 5 to 5'):
-            loss_fn(logits, label)
+    if error is None:
+        if device == 'cuda':
+            torch.cuda.synchronize()  # the copy has arrived now
+        try:
+            loss_fn(logits, label)  # polls the arrived copies
+        except ValueError as err:
+            error = err
+    if error is None:
+        try:
+            loss_fn.eval()  # waits for whatever is still pending
+        except ValueError as err:
+            error = err
+    # Reported once: nothing pending is left to report again.
+    loss_fn.eval()
+    assert len(loss_fn._label_checks) == 0
+    return error
+
+
+@pytest.mark.parametrize('readback', [AsyncReadback, _InFlightReadback,
+                                      _BusyDeviceReadback])
+def test_invalid_labels_reported_without_host_sync_cpu(readback):
+    """The logic of the CUDA test below, with the CPU's copies arriving at
+    once, a call later, or only when drained."""
+    error = _first_invalid_label_error('cpu', readback())
+    assert error is not None, 'the bad label was never reported'
+    assert 'got 1 pixels' in str(error) and 'from 5 to 5' in str(error)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_cuda_invalid_labels_reported_without_host_sync():
+    error = _first_invalid_label_error('cuda')
+    assert error is not None, 'the bad label was never reported'
+    assert 'got 1 pixels' in str(error) and 'from 5 to 5' in str(error)
 
 
 def test_all_pixels_ignored_gives_zero():

@@ -94,8 +94,16 @@ def test_efficient_conv_bn_eval_module():
                    efficient_conv_bn_eval=True)).eval()
     x = torch.randn(1, 3, 6, 6)
     expected = module(x)
-    fuse_conv_bn(module)
+    # Without folding the outputs would match too: the norm must be gone,
+    # and the conv-BN forward with it (it would be fed the Identity).
+    assert fuse_conv_bn(module) == 1
+    assert isinstance(module.norm, nn.Identity)
+    assert not any(
+        isinstance(m, nn.modules.batchnorm._BatchNorm)
+        for m in module.modules())
+    assert module.efficient_conv_bn_eval_forward is None
     torch.testing.assert_close(module(x), expected)
+    assert fuse_conv_bn(module) == 0
 
 
 def test_keeps_channels_last_and_dtype_then_casts():

@@ -87,8 +87,22 @@ def test_same_seed_same_init():
         assert torch.equal(value, sdpa.state_dict()[key]), key
 
 
-def test_parameters_shared_not_copied():
+def test_parameters_shared_not_copied(monkeypatch):
     """The SDPA modules own the very parameters of the blocks."""
+    # Each stock attention module the backbone converts, with its
+    # parameters as they were: a copy would have the same names and
+    # values, but not be the same tensors.
+    converted = []
+    from_stock = ShiftWindowMSASDPA.from_stock.__func__
+
+    def recording(cls, stock):
+        params = dict(stock.named_parameters())
+        new = from_stock(cls, stock)
+        converted.append((params, new))
+        return new
+
+    monkeypatch.setattr(ShiftWindowMSASDPA, 'from_stock',
+                        classmethod(recording))
     model = SwinTransformerSDPA(**tiny_cfg())
     names = {n for n, _ in model.named_parameters()}
     stock_names = {
@@ -96,6 +110,17 @@ def test_parameters_shared_not_copied():
         for n, _ in SwinTransformer(**tiny_cfg()).named_parameters()
     }
     assert names == stock_names
+    blocks = [block for stage in model.stages for block in stage.blocks]
+    assert [new for _, new in converted] == [b.attn for b in blocks]
+    in_model = {id(p) for p in model.parameters()}
+    for params, new in converted:
+        assert 'w_msa.qkv.weight' in params
+        assert 'w_msa.relative_position_bias_table' in params
+        new_params = dict(new.named_parameters())
+        assert new_params.keys() == params.keys()
+        for name, param in params.items():
+            assert new_params[name] is param, name
+            assert id(param) in in_model, name
 
 
 def test_state_dict_keys_interchangeable():

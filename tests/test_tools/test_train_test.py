@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import re
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from mmengine.config import Config
 from PIL import Image
 
 from conftest import (PYTHON, ROOT, free_port, load_tool, run_tool,
@@ -94,6 +96,40 @@ def test_train_resume_and_test(tmp_path, demo_root):
     tta = metric_table(proc.stdout)
     assert tta.keys() == fp32.keys()
     assert all(0 <= tta[k] <= 1 for k in ('dice', 'ap', 'kaggle_dice'))
+    # The Runner dumps the config it ran, with the model tools/test.py
+    # built: the config names tta_model in every run, so only this shows
+    # that TTA ran.
+    assert run_model(tmp_path / 'test').type == 'EncoderDecoder'
+    tta_model = run_model(tmp_path / 'test_tta')
+    assert tta_model.type == 'SegTTAModelWithLogits'
+    assert tta_model.module.type == 'EncoderDecoder'
+    # Averaged with the flipped image, the probabilities change: their
+    # ranking (AP, 4 decimals) would not stay the same by chance.
+    assert tta['ap'] != fp32['ap'], (fp32, tta)
+
+    # --extra-model with the same checkpoint again: an EnsembleSegmentor
+    # of two equal members averages the probabilities to the model's own,
+    # so the metrics are the plain run's (to the printed rounding, as the
+    # ensemble's logits are log-probabilities).
+    ckpt2 = str(work_dir / 'epoch_2.pth')
+    proc = run_tool([PYTHON, 'tools/test.py', str(cfg2), ckpt2,
+                     '--work-dir', str(tmp_path / 'test_ensemble'),
+                     '--extra-model', str(cfg2), ckpt2])
+    ensemble_model = run_model(tmp_path / 'test_ensemble')
+    assert ensemble_model.type == 'EnsembleSegmentor'
+    assert ensemble_model.checkpoints == [ckpt2, ckpt2]
+    assert [m.type for m in ensemble_model.models] == ['EncoderDecoder'] * 2
+    ensemble = metric_table(proc.stdout)
+    assert ensemble.keys() == fp32.keys()
+    for key, value in fp32.items():
+        assert abs(ensemble[key] - value) <= 1e-4, (key, fp32, ensemble)
+
+
+def run_model(work_dir: Path):
+    """The model config of the run that tools/test.py made in
+    ``work_dir`` (the Runner dumps its config there)."""
+    (dumped, ) = work_dir.glob('*.py')
+    return Config.fromfile(dumped).model
 
 
 def metric_table(output: str) -> dict:
