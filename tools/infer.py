@@ -82,6 +82,37 @@ def image_id_of(path: str) -> str:
     return stem if suffix.lower() in IMAGE_SUFFIXES else name
 
 
+#: The kind of file a run writes in each of its folders in --out.
+OUTPUT_SUFFIXES = {'masks': '.png', 'overlays': '.png', 'probs': '.npy'}
+
+
+def remove_earlier_outputs(out: str, earlier: List[str]) -> None:
+    """Remove an earlier run's outputs (:func:`earlier_outputs`): its files
+    in ``out`` and, in its folders, the files of the kind this tool writes
+    there. Anything else in them (a user's notes, say) stays, with its
+    folder, and is named on stderr."""
+    kept = []
+    for name in earlier:
+        folder = osp.join(out, name)
+        if (name not in OUTPUT_SUFFIXES or osp.islink(folder)
+                or not osp.isdir(folder)):
+            remove_paths(out, [name])
+            continue
+        for entry in sorted(os.listdir(folder)):
+            path = osp.join(folder, entry)
+            if (entry.lower().endswith(OUTPUT_SUFFIXES[name])
+                    and not osp.isdir(path)):
+                os.remove(path)
+            else:
+                kept.append(osp.join(name, entry))
+        if not os.listdir(folder):
+            os.rmdir(folder)
+    if kept:
+        more = ', ...' if len(kept) > 5 else ''
+        print(f'Kept {len(kept)} file(s) of {out} that this tool does not '
+              f'write: {", ".join(kept[:5])}{more}', file=sys.stderr)
+
+
 def is_output(path: str) -> bool:
     """Whether an image file is a mask or overlay this tool wrote: a PNG in
     ``masks/`` or ``overlays/`` of a folder that has both (an ``--out``,
@@ -251,7 +282,7 @@ def main() -> int:
           f'{args.dtype}{", BatchNorm folded" if args.fuse_conv_bn else ""}, '
           f'tta={args.tta}, {postprocess}')
     # Only once the models load: a mistyped checkpoint keeps them.
-    remove_paths(args.out, earlier)
+    remove_earlier_outputs(args.out, earlier)
 
     dirs = {k: osp.join(args.out, k) for k in ('masks', 'overlays', 'probs')}
     for key, folder in dirs.items():

@@ -218,13 +218,17 @@ def test_infer_bfloat16_weights(tmp_path, demo_root):
     (out / 'masks').mkdir(parents=True)
     (out / 'masks' / 'old.png').write_bytes(b'')
     (out / 'errors.txt').write_text('old.dcm\tcorrupt\n')
+    # What the tool does not write there is the user's, and stays.
+    (out / 'overlays').mkdir()
+    (out / 'overlays' / 'notes.txt').write_text('mine')
     cmd = [PYTHON, 'tools/infer.py', str(TINY_CONFIG), str(ckpt), str(png),
            '--out', str(out), '--device', 'cpu', '--save-prob', '--dtype',
            'bfloat16', '--fuse-conv-bn']
     refused = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
                              timeout=600, env=_env())
     assert refused.returncode == 1
-    assert 'errors.txt, masks); pass --overwrite' in refused.stderr
+    assert ('errors.txt, masks, overlays); pass --overwrite'
+            in refused.stderr)
     assert (out / 'masks' / 'old.png').exists()
     # Removed only once the models load: a mistyped checkpoint keeps them.
     typo = [str(tmp_path / 'tiny.pht') if c == str(ckpt) else c for c in cmd]
@@ -237,6 +241,8 @@ def test_infer_bfloat16_weights(tmp_path, demo_root):
     assert 'on cpu in bfloat16, BatchNorm folded' in proc.stdout
     assert not (out / 'errors.txt').exists()
     assert not (out / 'masks' / 'old.png').exists()
+    assert (out / 'overlays' / 'notes.txt').read_text() == 'mine'
+    assert "that this tool does not write: overlays/notes.txt" in proc.stderr
     prob = np.load(out / 'probs' / f'{png.stem}.npy').astype(np.float32)
     img = read_image(str(png), [model])
     (expected, ) = predict_probabilities([model], [img])
