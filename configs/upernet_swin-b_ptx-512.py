@@ -56,6 +56,11 @@ custom_hooks = [
     dict(type='PRCurveHook'),
     # PERFORMANCE_SUMMARY.md, curves and pictures when training ends.
     dict(type='PerformanceReportHook'),
+    # BatchNorm statistics averaged over the ranks after each epoch, so
+    # that validation and the saved checkpoint use the same ones. SyncBN
+    # keeps them equal on GPUs already; per-process BatchNorm (CPU runs,
+    # where SyncBN cannot run) lets each rank's drift apart.
+    dict(type='SyncBuffersHook'),
 ]
 log_processor = dict(by_epoch=True)
 

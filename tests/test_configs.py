@@ -95,7 +95,8 @@ def test_configs_use_plugin_components(config):
     assert cfg.train_dataloader.sampler.type == 'ClassBalancedSampler'
     assert cfg.val_evaluator.type == 'PneumothoraxMetric'
     hook_types = {h.type for h in cfg.custom_hooks}
-    assert {'PRCurveHook', 'TrainSegMetricsHook'} <= hook_types
+    assert {'PRCurveHook', 'TrainSegMetricsHook',
+            'SyncBuffersHook'} <= hook_types
 
 
 CONFIGS = sorted(

@@ -1,6 +1,7 @@
 """tools/train.py, tools/test.py and tools/dist_train.sh on a tiny run."""
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -191,6 +192,20 @@ def test_dist_train_two_cpu_processes(tmp_path, demo_root):
     assert 'Distributed training is not used' not in out
     assert 'SyncBatchNorm layers, which need CUDA, are per-process' in out
     assert (work_dir / 'epoch_1.pth').is_file()
+    # Each process's BatchNorm statistics drift apart; SyncBuffersHook
+    # averages them before validation, so the validated model is the one
+    # saved (rank 0's): testing the checkpoint gives the validation's
+    # numbers.
+    (validated, ) = [h for h in json.loads(
+        (work_dir / 'metrics_history.json').read_text())
+        if h['mode'] == 'val']
+    proc = run_tool([PYTHON, 'tools/test.py', str(cfg),
+                     str(work_dir / 'epoch_1.pth'), '--work-dir',
+                     str(tmp_path / 'test')])
+    tested = metric_table(proc.stdout)
+    for key in ('ap', 'pr_auc', 'best_f1'):
+        assert round(validated[key], 4) == tested[key], (key, validated,
+                                                         tested)
 
 
 def test_training_loss_falls(tmp_path, demo_root):
