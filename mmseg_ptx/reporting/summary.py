@@ -382,7 +382,7 @@ def _progression(val: List[dict], key: str) -> List[tuple]:
     return rows
 
 
-def _findings(best: dict, final_train: dict, val_desc: str, stats: dict,
+def _findings(best: dict, train_record: dict, val_desc: str, stats: dict,
               key: str, class_weight: Optional[List[float]],
               threshold: float = 0.5, train_window: str = '') -> List[str]:
     out = []
@@ -415,7 +415,7 @@ def _findings(best: dict, final_train: dict, val_desc: str, stats: dict,
             f'{best["ap"]:.4f}. The metric\'s threshold {threshold} '
             + ('is close to' if abs(best['best_threshold'] - threshold) < 0.1
                else 'differs from') + ' the F1-optimal one.')
-    train_dice = final_train.get('train/decode.dice_seg')
+    train_dice = train_record.get('train/decode.dice_seg')
     if train_dice is not None and dice is not None:
         gap = train_dice - dice
         window = f'mean over {train_window}, ' if train_window else ''
@@ -529,8 +529,6 @@ def write_performance_summary(work_dir: str,
         raise NoValidationRecords(
             f'{history_path} has no validation record with a pooled Dice '
             "(key 'dice' of PneumothoraxMetric without a prefix)")
-    final_train = max(history, key=lambda h: h.get('iter') or 0)
-    train_window = _train_window(val, final_train, key)
 
     # Scanned once, and only for what the caller did not give.
     log = None if config and world_size else _training_log(work_dir)
@@ -538,6 +536,9 @@ def write_performance_summary(work_dir: str,
     if isinstance(cfg, (str, os.PathLike)):
         cfg = Config.fromfile(cfg)
     best, best_metric = _best_validation(val, *_best_metric_rule(cfg))
+    # The training scalars recorded with the best validation: compared
+    # with it, they are of the same model.
+    train_window = _train_window(val, best, key)
     checkpoint = checkpoint or _find_best_checkpoint(work_dir, best, key)
     split = _split_meta(cfg)
     stats_data = _stats(cfg, stats, split)
@@ -573,7 +574,7 @@ def write_performance_summary(work_dir: str,
         print_log('No config or checkpoint found: report without '
                   'prediction pictures.', logger='current')
 
-    text = _render_markdown(cfg, best, final_train, train_window, val,
+    text = _render_markdown(cfg, best, train_window, val,
                             split, stats_data, val_desc, world_size,
                             checkpoint, pr_png, metrics_png, pictures, key,
                             best_metric)
@@ -583,11 +584,12 @@ def write_performance_summary(work_dir: str,
     return out
 
 
-def _train_window(val: List[dict], final_train: dict, key: str) -> str:
-    """The epochs (iterations) whose training scalars ``final_train``
-    averages: PRCurveHook records the mean since the previous validation
-    (or since a resume, which may make the window shorter)."""
-    end = final_train.get(key)
+def _train_window(val: List[dict], train_record: dict, key: str) -> str:
+    """The epochs (iterations) whose training scalars the validation
+    record ``train_record`` holds: PRCurveHook records their mean since
+    the previous validation (or since a resume, which may make the window
+    shorter)."""
+    end = train_record.get(key)
     if not end:
         return ''
     start = max((h[key] for h in val if h[key] < end), default=0) + 1
@@ -654,10 +656,10 @@ def _model_rows(cfg: Optional[Config]) -> List[tuple]:
 
 
 def _segmentation_rows(cfg: Optional[Config], best: dict, best_metric: str,
-                       final_train: dict, train_window: str,
-                       unit: str) -> List[tuple]:
+                       train_window: str, unit: str) -> List[tuple]:
     """The rows of the best validation, raw and (where the metric
-    post-processed) post-processed, then the training scores."""
+    post-processed) post-processed, then the training scores recorded
+    with it."""
     rows = []
     if best_metric != 'dice':
         name = _METRIC_NAMES.get(best_metric, best_metric)
@@ -681,15 +683,15 @@ def _segmentation_rows(cfg: Optional[Config], best: dict, best_metric: str,
         ]
     window = f'mean over {train_window}, ' if train_window else ''
     rows += [
-        (f'Training Dice ({window}batch-pooled, augmented)',
-         final_train.get('train/decode.dice_seg')),
-        (f'Training IoU ({window}batch-pooled, augmented)',
-         final_train.get('train/decode.iou_seg')),
+        (f'Training Dice at that {unit} ({window}batch-pooled, augmented)',
+         best.get('train/decode.dice_seg')),
+        (f'Training IoU at that {unit} ({window}batch-pooled, augmented)',
+         best.get('train/decode.iou_seg')),
     ]
     return rows
 
 
-def _render_markdown(cfg, best, final_train, train_window, val, split,
+def _render_markdown(cfg, best, train_window, val, split,
                      stats, val_desc, world_size, checkpoint, pr_png,
                      metrics_png, pictures, key, best_metric) -> str:
     unit = PROGRESS_UNITS[key]
@@ -761,7 +763,7 @@ def _render_markdown(cfg, best, final_train, train_window, val, split,
 
     lines += ['## Performance Metrics', '',
               f'### Segmentation Metrics ({val_desc})', '',
-              _table(_segmentation_rows(cfg, best, best_metric, final_train,
+              _table(_segmentation_rows(cfg, best, best_metric,
                                         train_window, unit),
                      ('Metric', 'Value')), '']
     n_images = best.get('num_images')
@@ -817,7 +819,7 @@ def _render_markdown(cfg, best, final_train, train_window, val, split,
         lines.append('')
     lines += ['## Key Findings', '']
     lines += [f'{i}. {t}' for i, t in enumerate(
-        _findings(best, final_train, val_desc, stats, key, class_weight,
+        _findings(best, best, val_desc, stats, key, class_weight,
                   _metric_threshold(cfg), train_window), 1)]
     lines.append('')
     return '\n'.join(lines)

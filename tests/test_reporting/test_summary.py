@@ -376,9 +376,11 @@ def test_rows_say_raw_post_processed_and_the_training_window(tmp_path):
     assert ('| Validation competition Dice, post-processed (per-image '
             'mean, empty = 1) | 0.7000 |') in report
     assert '| Validation Dice, post-processed (pooled) | 0.9100 |' in report
-    assert ('| Training Dice (mean over epochs 6-10, batch-pooled, '
-            'augmented) | 0.7000 |') in report
-    assert 'training Dice 0.7000 (mean over epochs 6-10,' in report
+    # The training scores recorded with the best validation (epoch 5),
+    # not the last ones: compared with it, they are of the same model.
+    assert ('| Training Dice at that epoch (mean over epochs 1-5, '
+            'batch-pooled, augmented) | 0.6000 |') in report
+    assert 'training Dice 0.6000 (mean over epochs 1-5,' in report
     assert '| Epochs run (to the last validation) | 10 |' in report
 
 
@@ -399,6 +401,8 @@ def test_best_by_another_metric_is_named_with_its_value(tmp_path):
     assert ('| Validation Dice at the best epoch (pooled over all pixels, '
             'raw: probability >= 0.4) | 0.8000 |') in report
     assert 'Best validation Dice' not in report
+    assert ('| Training Dice at that epoch (mean over epochs 6-10, '
+            'batch-pooled, augmented) | 0.7000 |') in report
 
 
 def test_a_history_that_is_not_a_list_is_named(tmp_path):
