@@ -1,6 +1,9 @@
 """Train a segmentor with mmseg_ptx's components (MMSeg's interface)."""
 import argparse
 import logging
+import os
+import os.path as osp
+from typing import Optional
 
 from mmengine.logging import print_log
 from mmengine.runner import Runner
@@ -41,6 +44,23 @@ def _set_amp_dtype(optim_wrapper, dtype: str) -> None:
     optim_wrapper.loss_scale = 'dynamic' if dtype == 'float16' else 1.0
 
 
+def earlier_run_warning(work_dir: str) -> Optional[str]:
+    """What to say where ``work_dir`` holds an earlier run's checkpoints:
+    mmengine writes over those of the same names, and the report over the
+    earlier one, without asking."""
+    if not osp.isdir(work_dir):
+        return None
+    earlier = sorted(f for f in os.listdir(work_dir) if f.endswith('.pth'))
+    if not earlier:
+        return None
+    more = ', ...' if len(earlier) > 3 else ''
+    return (f'{work_dir} holds {len(earlier)} checkpoint(s) of an earlier '
+            f'run ({", ".join(earlier[:3])}{more}): this run writes over '
+            'those of the same names, and its report over '
+            'PERFORMANCE_SUMMARY.md. Pass --resume to continue that run, or '
+            'another --work-dir to keep it.')
+
+
 def main() -> None:
     args = parse_args()
     cfg = load_config(args)
@@ -64,6 +84,10 @@ def main() -> None:
         else:
             _set_amp_dtype(wrapper, args.amp_dtype or 'float16')
     cfg.resume = args.resume
+    # Once, not from every DDP process (torchrun sets RANK).
+    warning = None if args.resume else earlier_run_warning(cfg.work_dir)
+    if warning and int(os.environ.get('RANK', 0)) == 0:
+        print_log(warning, logger='current', level=logging.WARNING)
 
     runner = (Runner.from_cfg(cfg)
               if 'runner_type' not in cfg else RUNNERS.build(cfg))

@@ -263,3 +263,32 @@ def test_train_amp_dtype_needs_amp(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         train.parse_args()
     assert '--amp-dtype needs --amp' in capsys.readouterr().err
+
+
+def test_train_says_when_the_work_dir_holds_an_earlier_run(monkeypatch,
+                                                           tmp_path):
+    """mmengine writes over an earlier run's checkpoints of the same names
+    without asking: the tool says so, unless the run resumes it."""
+    train = load_tool('train')
+    assert train.earlier_run_warning(str(tmp_path / 'new')) is None
+    assert train.earlier_run_warning(str(tmp_path)) is None
+    for name in ('epoch_1.pth', 'epoch_2.pth', 'best_dice_epoch_2.pth',
+                 'last_checkpoint'):
+        (tmp_path / name).write_bytes(b'')
+    warning = train.earlier_run_warning(str(tmp_path))
+    assert warning.startswith(
+        f'{tmp_path} holds 3 checkpoint(s) of an earlier run '
+        '(best_dice_epoch_2.pth, epoch_1.pth, epoch_2.pth)')
+    assert 'Pass --resume to continue that run' in warning
+    logged = []
+    monkeypatch.setattr(train, 'print_log',
+                        lambda message, **kwargs: logged.append(message))
+    monkeypatch.setattr(train.Runner, 'from_cfg',
+                        lambda cfg: SimpleNamespace(train=lambda: None))
+    for resume in (False, True):
+        monkeypatch.setattr(sys, 'argv', [
+            'train.py', 'configs/upernet_swin-b_ptx-512.py', '--work-dir',
+            str(tmp_path)
+        ] + ['--resume'] * resume)
+        train.main()
+    assert logged == [warning]
