@@ -91,23 +91,25 @@ def merge_cfg_options(cfg: Config, options: Optional[dict]) -> None:
     """
     if not options:
         return
+    plain = cfg.to_dict()  # ConfigDicts as dicts, as _same compares them
     for key, value in options.items():
-        if '.' in key or key in _RUNNER_KEYS or key not in cfg:
+        if '.' in key or key in _RUNNER_KEYS or key not in plain:
             continue
-        old = cfg[key]
+        old = plain[key]
         # True, False and None hold too many unrelated settings to tell a
         # variable's uses from them.
         if (isinstance(old, (dict, bool)) or old is None
                 or _same(old, value)):
             continue
-        users = [p for p in _paths_holding(cfg.to_dict(), old)
-                 if p != key]
-        if users:
+        users = [p for p in _paths_holding(plain, old) if p != key]
+        # Harmless where the same options set every such setting too.
+        if users and not set(users) <= set(options):
             raise ValueError(
                 f'--cfg-options {key}=... would change the config variable '
                 f'{key!r} only: its value {old!r} was filled in where the '
                 'config file uses it when the file was read. Set the '
-                'settings that hold it instead: ' + ' '.join(
+                'settings it was filled into instead; these hold its value '
+                '(a number may be held by unrelated ones too): ' + ' '.join(
                     f'{path}=...' for path in users))
     cfg.merge_from_dict(options)
 

@@ -30,6 +30,9 @@ def test_variable_override_names_the_settings_that_hold_it(recipe):
     assert cfg.class_weight == [0.5047, 54.2225]
     with pytest.raises(ValueError, match='train_dataloader.dataset.data_root'):
         merge_cfg_options(cfg, {'data_root': '/elsewhere'})
+    # A variable that is a list of dicts.
+    with pytest.raises(ValueError, match='train_dataloader.dataset.pipeline'):
+        merge_cfg_options(cfg, {'train_pipeline': []})
 
 
 def test_settings_merge(recipe):
@@ -44,6 +47,13 @@ def test_settings_merge(recipe):
         'class_weight': [0.5047, 54.2225],
         'a_new_key': 1,
     })
+    # The variable with every setting that holds it: harmless.
+    merge_cfg_options(cfg, {
+        'data_root': '/elsewhere',
+        **{f'{split}_dataloader.dataset.data_root': '/elsewhere'
+           for split in ('train', 'val', 'test')}
+    })
+    assert cfg.val_dataloader.dataset.data_root == '/elsewhere'
     assert cfg.model.decode_head.loss_decode.class_weight == 'stats.json'
     assert cfg.model.auxiliary_head.loss_decode.class_weight == 'stats.json'
     assert (cfg.work_dir, cfg.load_from, cfg.a_new_key) == ('somewhere',
