@@ -9,7 +9,8 @@ scores every (top, min_area, bottom) point by the mean per-image
 competition Dice. min_area is in pixels at the original resolution.
 
 The best setting's score is in-sample: chosen and scored on the same
-images, so optimistic. With --folds K (default 5) the search is also
+images, so optimistic. With --folds K (default 5, fewer for fewer
+images) the search is also
 cross-validated: each of K folds of the images (stratified by positive and
 negative, the same on every run) gets the setting chosen on the other
 folds and is scored with it; the mean over all images so held out is an
@@ -18,7 +19,7 @@ honest estimate of the tuned score (the JSON's ``held_out``).
 import argparse
 import os.path as osp
 import sys
-from typing import Tuple
+from typing import Optional, Tuple
 
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
@@ -30,6 +31,10 @@ from mmseg_ptx.apis import (add_cfg_options_arg, default_device, load_models,
 from mmseg_ptx.evaluation import (cross_validate_triplet, search_triplet,
                                   triplet_folds, triplet_image_stats)
 from mmseg_ptx.reporting import write_json
+
+
+#: Folds of the held-out estimate where --folds is not given.
+DEFAULT_FOLDS = 5
 
 
 def float_list(text):
@@ -57,9 +62,11 @@ def parse_args() -> Tuple[argparse.ArgumentParser, argparse.Namespace]:
                         default='0.2,0.3,0.4,0.5')
     parser.add_argument('--max-images', type=int, default=None,
                         help='use only the first N validation images')
-    parser.add_argument('--folds', type=int, default=5,
+    parser.add_argument('--folds', type=int, default=None,
                         help='estimate the tuned score on held-out images '
-                        'by K-fold cross-validation (0 or 1: off)')
+                        'by K-fold cross-validation (0 or 1: off; default '
+                        f'{DEFAULT_FOLDS}, or one per image where there are '
+                        'fewer)')
     parser.add_argument('--batch-size', type=int, default=4)
     parser.add_argument('--num-workers', type=int, default=2)
     parser.add_argument('--device', default=None)
@@ -82,26 +89,34 @@ def parse_args() -> Tuple[argparse.ArgumentParser, argparse.Namespace]:
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f'--{name.replace("_", "-")} must be at least 1')
-    if args.folds < 0:
+    if args.folds is not None and args.folds < 0:
         parser.error('--folds must be 0 (off) or more')
     if args.max_images is not None:
         check_folds(parser, args.folds, args.max_images)
     return parser, args
 
 
-def check_folds(parser: argparse.ArgumentParser, folds: int,
-                num_images: int) -> None:
-    """Refuse more folds than images: every fold needs one.
+def check_folds(parser: argparse.ArgumentParser, folds: Optional[int],
+                num_images: int) -> int:
+    """The number of folds: ``--folds``, refused where it exceeds the
+    images (every fold needs one), else :data:`DEFAULT_FOLDS` or, for
+    fewer images, one per image.
 
     Args:
         parser (argparse.ArgumentParser): Reports the error.
-        folds (int): ``--folds``.
+        folds (int, optional): ``--folds``.
         num_images (int): The images tuned on.
+
+    Returns:
+        int: The folds; below 2 means no held-out estimate.
     """
+    if folds is None:
+        return min(DEFAULT_FOLDS, num_images)
     if folds > num_images:
         parser.error(f'--folds {folds} needs at least {folds} images, '
                      f'{num_images} are tuned on; pass a smaller --folds, '
                      'or 0 to skip the held-out estimate')
+    return folds
 
 
 def print_folds(held_out: dict) -> None:
@@ -132,7 +147,7 @@ def main() -> int:
         print('The validation set is empty', file=sys.stderr)
         return 1
     # Before the model runs over the images, not after.
-    check_folds(parser, args.folds, num)
+    folds = check_folds(parser, args.folds, num)
     loader = DataLoader(Subset(dataset, range(num)),
                         batch_size=args.batch_size,
                         num_workers=args.num_workers,
@@ -155,11 +170,11 @@ def main() -> int:
     baseline = search_triplet(plain, [0.5], [0], [0.5])[0]
     best = rows[0]
     held_out = None
-    if args.folds > 1:
+    if folds > 1:
         # The same per-image counts: no second pass of the model.
         held_out = cross_validate_triplet(stats, args.top, args.min_area,
                                           args.bottom,
-                                          triplet_folds(stats, args.folds))
+                                          triplet_folds(stats, folds))
     header = (f'{"top":>6} {"min_area":>9} {"bottom":>7} {"dice":>8} '
               f'{"dice_pos":>9} {"dice_neg":>9} {"empty":>6}')
     print(f'{num} validation images, {len(rows)} settings; mean per-image '

@@ -140,15 +140,17 @@ def test_tune_postprocess_held_out_estimate(tmp_path, demo_root):
     cmd = [PYTHON, 'tools/tune_postprocess.py', str(cfg), str(ckpt), '--out',
            str(out), '--device', 'cpu', '--num-workers', '0', '--top',
            '0.5,0.7', '--min-area', '0,100', '--bottom', '0.3,0.6']
-    # The demo's validation set has 2 images, one positive: the default 5
-    # folds are refused before the model runs over them.
-    refused = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
-                             timeout=600, env=_env())
+    # The demo's validation set has 2 images, one positive: 5 folds asked
+    # for are refused before the model runs over them.
+    refused = subprocess.run(cmd + ['--folds', '5'], cwd=ROOT,
+                             capture_output=True, text=True, timeout=600,
+                             env=_env())
     assert refused.returncode == 2
     assert 'error: --folds 5 needs at least 5 images, 2 are tuned on' \
         in refused.stderr
     assert not out.exists()
-    proc = run_tool(cmd + ['--folds', '2'])
+    # By default, 5 folds, or one per image where there are fewer: 2.
+    proc = run_tool(cmd)
     result = json.loads(out.read_text(), parse_constant=_reject_constant)
     held = result['held_out']
     assert held['num_folds'] == 2
