@@ -12,12 +12,13 @@ image cannot be read or predicted, DIR/errors.txt; the exit status is then
 """
 import argparse
 import collections
+import csv
 import json
 import os
 import os.path as osp
 import sys
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Deque, Dict, List, Optional, Tuple
+from typing import Deque, Dict, List, Optional, Set, Tuple
 
 import cv2
 import numpy as np
@@ -82,15 +83,34 @@ def image_id_of(path: str) -> str:
     return stem if suffix.lower() in IMAGE_SUFFIXES else name
 
 
-#: The kind of file a run writes in each of its folders in --out.
+#: The kind of file a run writes, per image, in each of its folders.
 OUTPUT_SUFFIXES = {'masks': '.png', 'overlays': '.png', 'probs': '.npy'}
+
+
+def earlier_image_ids(out: str) -> Set[str]:
+    """The ImageIds an earlier run in ``out`` wrote outputs for: the rows
+    of its submission.csv, and the names it wrote both a mask and an
+    overlay for (a run stopped before its submission)."""
+    def stems(folder: str) -> Set[str]:
+        path = osp.join(out, folder)
+        return {name[:-len('.png')] for name in os.listdir(path)
+                if name.endswith('.png')} if osp.isdir(path) else set()
+
+    ids = stems('masks') & stems('overlays')
+    submission = osp.join(out, 'submission.csv')
+    if osp.isfile(submission):
+        with open(submission, newline='') as f:
+            ids.update(row[0] for row in list(csv.reader(f))[1:] if row)
+    return ids
 
 
 def remove_earlier_outputs(out: str, earlier: List[str]) -> None:
     """Remove an earlier run's outputs (:func:`earlier_outputs`): its files
-    in ``out`` and, in its folders, the files of the kind this tool writes
-    there. Anything else in them (a user's notes, say) stays, with its
-    folder, and is named on stderr."""
+    in ``out`` and, in its folders, the file of each image it wrote them
+    for (:func:`earlier_image_ids`). Anything else in those folders (a
+    user's notes or masks, say) stays, with its folder, and is named on
+    stderr."""
+    ids = earlier_image_ids(out)
     kept = []
     for name in earlier:
         folder = osp.join(out, name)
@@ -98,9 +118,10 @@ def remove_earlier_outputs(out: str, earlier: List[str]) -> None:
                 or not osp.isdir(folder)):
             remove_paths(out, [name])
             continue
+        suffix = OUTPUT_SUFFIXES[name]
         for entry in sorted(os.listdir(folder)):
             path = osp.join(folder, entry)
-            if (entry.lower().endswith(OUTPUT_SUFFIXES[name])
+            if (entry.endswith(suffix) and entry[:-len(suffix)] in ids
                     and not osp.isdir(path)):
                 os.remove(path)
             else:
@@ -109,7 +130,7 @@ def remove_earlier_outputs(out: str, earlier: List[str]) -> None:
             os.rmdir(folder)
     if kept:
         more = ', ...' if len(kept) > 5 else ''
-        print(f'Kept {len(kept)} file(s) of {out} that this tool does not '
+        print(f'Kept {len(kept)} file(s) of {out} that this tool did not '
               f'write: {", ".join(kept[:5])}{more}', file=sys.stderr)
 
 

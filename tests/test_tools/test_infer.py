@@ -217,20 +217,25 @@ def test_infer_bfloat16_weights(tmp_path, demo_root):
     out = tmp_path / 'out'
     # An earlier run's outputs are replaced only with --overwrite: its
     # error list or masks must not pass for this run's.
-    (out / 'masks').mkdir(parents=True)
-    (out / 'masks' / 'old.png').write_bytes(b'')
+    # An earlier run's: a mask and an overlay per image, the submission's
+    # rows (a run stopped early may have written no submission).
+    for folder in ('masks', 'overlays'):
+        (out / folder).mkdir(parents=True)
+        (out / folder / 'old.png').write_bytes(b'')
+    (out / 'masks' / 'listed.png').write_bytes(b'')
+    (out / 'submission.csv').write_text('ImageId,EncodedPixels\nlisted,-1\n')
     (out / 'errors.txt').write_text('old.dcm\tcorrupt\n')
-    # What the tool does not write there is the user's, and stays.
-    (out / 'overlays').mkdir()
+    # What the tool did not write there is the user's, and stays.
     (out / 'overlays' / 'notes.txt').write_text('mine')
+    (out / 'masks' / 'mine.png').write_bytes(b'mine')
     cmd = [PYTHON, 'tools/infer.py', str(TINY_CONFIG), str(ckpt), str(png),
            '--out', str(out), '--device', 'cpu', '--save-prob', '--dtype',
            'bfloat16', '--fuse-conv-bn']
     refused = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
                              timeout=600, env=_env())
     assert refused.returncode == 1
-    assert ('errors.txt, masks, overlays); pass --overwrite'
-            in refused.stderr)
+    assert ('(submission.csv, errors.txt, masks, overlays); pass '
+            '--overwrite' in refused.stderr)
     assert (out / 'masks' / 'old.png').exists()
     # Removed only once the models load: a mistyped checkpoint keeps them.
     typo = [str(tmp_path / 'tiny.pht') if c == str(ckpt) else c for c in cmd]
@@ -242,9 +247,12 @@ def test_infer_bfloat16_weights(tmp_path, demo_root):
     proc = run_tool(cmd + ['--overwrite'])
     assert 'on cpu in bfloat16, BatchNorm folded' in proc.stdout
     assert not (out / 'errors.txt').exists()
-    assert not (out / 'masks' / 'old.png').exists()
+    for path in ('masks/old.png', 'overlays/old.png', 'masks/listed.png'):
+        assert not (out / path).exists(), path
     assert (out / 'overlays' / 'notes.txt').read_text() == 'mine'
-    assert "that this tool does not write: overlays/notes.txt" in proc.stderr
+    assert (out / 'masks' / 'mine.png').read_bytes() == b'mine'
+    assert ('that this tool did not write: masks/mine.png, '
+            'overlays/notes.txt') in proc.stderr
     prob = np.load(out / 'probs' / f'{png.stem}.npy').astype(np.float32)
     img = read_image(str(png), [model])
     (expected, ) = predict_probabilities([model], [img])
