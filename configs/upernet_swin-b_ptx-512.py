@@ -57,7 +57,8 @@ custom_hooks = [
     # PERFORMANCE_SUMMARY.md, curves and pictures when training ends.
     dict(type='PerformanceReportHook'),
     # BatchNorm statistics averaged over the ranks after each epoch, so
-    # that validation and the saved checkpoint use the same ones. SyncBN
+    # that validation and the epoch's checkpoint use the same ones (an
+    # iteration-based loop saves before it averages them). SyncBN
     # keeps them equal on GPUs already; per-process BatchNorm (CPU runs,
     # where SyncBN cannot run) lets each rank's drift apart.
     dict(type='SyncBuffersHook'),

@@ -84,9 +84,11 @@ def main() -> None:
         else:
             _set_amp_dtype(wrapper, args.amp_dtype or 'float16')
     cfg.resume = args.resume
-    # Once, not from every DDP process (torchrun sets RANK).
+    # Once, not from every DDP process (torchrun sets RANK, Slurm
+    # SLURM_PROCID).
+    rank = int(os.environ.get('RANK', os.environ.get('SLURM_PROCID', 0)))
     warning = None if args.resume else earlier_run_warning(cfg.work_dir)
-    if warning and int(os.environ.get('RANK', 0)) == 0:
+    if warning and rank == 0:
         print_log(warning, logger='current', level=logging.WARNING)
 
     runner = (Runner.from_cfg(cfg)

@@ -349,7 +349,7 @@ def render_predictions(cfg: Config,
 
 #: The names render_predictions gives its pictures.
 _PICTURE_NAME = re.compile(
-    r'prediction_\d{2}_(positive|negative)_dice\d+\.\d{3}\.png')
+    r'prediction_\d{2,}_(positive|negative)_dice\d+\.\d{3}\.png')
 
 
 def _resize_mask(mask: np.ndarray, size) -> np.ndarray:

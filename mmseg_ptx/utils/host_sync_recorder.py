@@ -136,7 +136,9 @@ def _host_read(func: Callable, args: tuple) -> Optional[str]:
     if name not in _HOST_READS or func is not getattr(torch.Tensor, name):
         return None
     tensor = args[0]
-    if tensor.device.type != 'cpu' or getattr(tensor, _HOST_COPY, False):
+    # A view (a row, an element) of a host copy is one too.
+    base = tensor._base if tensor._base is not None else tensor
+    if tensor.device.type != 'cpu' or getattr(base, _HOST_COPY, False):
         return None
     return f'{name} (host read)'
 

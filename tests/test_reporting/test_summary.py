@@ -335,6 +335,7 @@ def test_pictures_count_pixels_at_the_original_resolution(
     # else is in the folder stays.
     pics.mkdir()
     (pics / 'prediction_01_positive_dice0.123.png').write_bytes(b'old')
+    (pics / 'prediction_101_negative_dice1.000.png').write_bytes(b'old')
     (pics / 'notes.txt').write_text('mine')
     records = render_predictions(cfg, str(ckpt), str(pics),
                                  num_pos=1, num_neg=0, max_images=6,

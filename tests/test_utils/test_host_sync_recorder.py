@@ -59,6 +59,8 @@ def test_reads_into_python_or_numpy_count_as_copies_to_the_host():
         for host, _ in readback.poll():
             host.tolist()
             host.numpy()
+            host[0].tolist()  # a view of it
+            [row.tolist() for row in host]
         mark_host_copy(x.clone()).tolist()
     assert ops(syncs) == ['cpu (host read)', 'numpy (host read)',
                           'tolist (host read)'], syncs.report()
