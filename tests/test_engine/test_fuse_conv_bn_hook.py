@@ -3,6 +3,8 @@ leaves training runs alone."""
 from types import SimpleNamespace
 from unittest import mock
 
+import pytest
+from mmengine.hooks import EMAHook
 from mmengine.logging import MMLogger
 from mmengine.runner import get_priority
 from mmseg.registry import HOOKS
@@ -32,6 +34,19 @@ def test_test_run_folds_training_run_does_not():
         if not trains:
             assert f'{before} BatchNorm layers folded' in \
                 logger.info.call_args.args[0]
+
+
+def test_refused_with_ema():
+    """EMAHook swaps its averaged weights in by position, from a copy made
+    before the folding: said before anything is folded."""
+    model = build_tiny_model(size=64)
+    before = norms_left(model)
+    runner = SimpleNamespace(model=model, logger=mock.Mock(),
+                             hooks=[EMAHook()])
+    with pytest.raises(RuntimeError, match='cannot fold a model whose '
+                       'EMAHook swaps'):
+        HOOKS.build(dict(type='FuseConvBNHook')).before_test(runner)
+    assert norms_left(model) == before
 
 
 def test_runs_before_the_dtype_cast():

@@ -1,6 +1,7 @@
 """Test runs with BatchNorm folded into the convolutions."""
 from __future__ import annotations
 
+from mmengine.hooks import EMAHook
 from mmseg.registry import HOOKS
 
 from ...models.utils import fuse_conv_bn
@@ -19,13 +20,26 @@ class FuseConvBNHook(InferenceOnlyHook):
     higher), so the folding is done on the float32 weights.
 
     In a run that trains, the hook does nothing (and says so once): the
-    folded network could not learn its BatchNorms any more.
+    folded network could not learn its BatchNorms any more. A run with
+    mmengine's ``EMAHook`` is refused: its swap of the averaged weights
+    pairs parameters by position.
     """
 
     priority = 'VERY_HIGH'
     kept_in_training = 'its BatchNorms stay as they are'
 
     def prepare_for_test(self, runner) -> None:
+        # EMAHook swaps its averaged weights in and out by position, from
+        # a copy it made before the folding: the folded model's parameters
+        # (a bias for each convolution, no BatchNorm weights) no longer
+        # pair up with them.
+        ema = [type(h).__name__ for h in getattr(runner, 'hooks', ())
+               if isinstance(h, EMAHook)]
+        if ema:
+            raise RuntimeError(
+                f'FuseConvBNHook (--fuse-conv-bn) cannot fold a model whose '
+                f'{ema[0]} swaps its averaged weights in for the test; test '
+                'without --fuse-conv-bn')
         folded = fuse_conv_bn(runner.model)
         runner.logger.info(f'FuseConvBNHook: {folded} BatchNorm layers '
                            'folded into their convolutions')

@@ -45,7 +45,8 @@ def fuse_conv_bn(model: nn.Module) -> int:
     In eval mode a BatchNorm is an affine map per channel, so
     ``norm(conv(x))`` is one convolution with a scaled weight and a bias:
     one kernel and one pass over the activations fewer per layer. UPerNet
-    has 24 such layers (``ConvModule`` with ``norm_cfg`` BN or SyncBN).
+    with its auxiliary FCN head has 13 such layers (``ConvModule`` with
+    ``norm_cfg`` BN or SyncBN).
     The result computes eval-mode BatchNorm (the running statistics),
     whatever the model's mode: for inference only, never before training.
 
