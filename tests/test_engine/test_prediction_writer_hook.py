@@ -68,3 +68,17 @@ def test_a_failed_write_names_the_mask(tmp_path):
 def test_needs_a_folder():
     with pytest.raises(ValueError, match='mask_dir or panel_dir'):
         PredictionWriterHook()
+
+
+def test_masks_and_pictures_need_folders_of_their_own(tmp_path):
+    """Both are named <ImageId>.png: the pictures would replace the masks
+    (also where the two paths differ but name one folder)."""
+    (tmp_path / 'out').mkdir()
+    (tmp_path / 'link').symlink_to(tmp_path / 'out')
+    for panel_dir in (tmp_path / 'out', tmp_path / 'link',
+                      tmp_path / 'out' / '.'):
+        with pytest.raises(ValueError, match='are the same folder'):
+            PredictionWriterHook(mask_dir=str(tmp_path / 'out'),
+                                 panel_dir=str(panel_dir))
+    PredictionWriterHook(mask_dir=str(tmp_path / 'out'),
+                         panel_dir=str(tmp_path / 'out' / 'panels'))

@@ -39,6 +39,13 @@ class PredictionWriterHook(Hook):
         if mask_dir is None and panel_dir is None:
             raise ValueError('PredictionWriterHook needs mask_dir or '
                              'panel_dir')
+        # Both are named <ImageId>.png: the pictures would replace the masks.
+        if (mask_dir is not None and panel_dir is not None
+                and osp.realpath(mask_dir) == osp.realpath(panel_dir)):
+            raise ValueError(
+                f'PredictionWriterHook: mask_dir and panel_dir (--out and '
+                f'--show-dir) are the same folder, {mask_dir}; the pictures '
+                'would replace the masks, which have the same names')
         self.mask_dir = mask_dir
         self.panel_dir = panel_dir
         # The dataset's own loader: DICOM or PNG/JPEG, as grey.
