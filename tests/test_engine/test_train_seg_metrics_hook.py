@@ -8,7 +8,8 @@ from mmseg.structures import SegDataSample
 from tiny_model import build_tiny_model
 from torch.overrides import TorchFunctionMode
 
-from mmseg_ptx.engine.hooks import TrainSegMetricsHook, batch_dice_iou
+from mmseg_ptx.engine.hooks import (TrainSegMetricsHook, batch_dice_iou,
+                                    train_seg_metrics_hook)
 
 
 def two_class_logits(pred: torch.Tensor) -> torch.Tensor:
@@ -99,3 +100,27 @@ def test_hook_adds_dice_and_iou_to_the_head_losses():
     assert 0 < losses['dice_seg'].item() < 1
     assert losses['iou_seg'].item() == pytest.approx(
         losses['dice_seg'].item() / (2 - losses['dice_seg'].item()))
+
+
+@pytest.mark.parametrize('head_threshold, hook_threshold, expected', [
+    (0.3, None, 0.3),  # MMSeg's default for a one-channel head
+    (0.3, 0.6, 0.6),
+    (None, None, 0.5),  # a softmax head has none
+])
+def test_one_channel_head_threshold_is_the_heads(monkeypatch, head_threshold,
+                                                 hook_threshold, expected):
+    """A one-channel head predicts with its own threshold: the training
+    Dice binarises as it does, unless the hook is told otherwise."""
+    model = build_tiny_model(size=64)
+    model.decode_head.threshold = head_threshold
+    TrainSegMetricsHook(hook_threshold).before_train(
+        SimpleNamespace(model=model))
+    seen = []
+    monkeypatch.setattr(
+        train_seg_metrics_hook, 'batch_dice_iou',
+        lambda logits, label, ignore_index, threshold: seen.append(
+            threshold) or (torch.ones(()), torch.ones(())))
+    label = torch.zeros(1, 64, 64, dtype=torch.long)
+    sample = SegDataSample(gt_sem_seg=PixelData(data=label))
+    model.decode_head.loss_by_feat(torch.randn(1, 2, 16, 16), [sample])
+    assert seen == [expected]

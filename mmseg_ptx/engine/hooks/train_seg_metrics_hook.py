@@ -1,6 +1,8 @@
 """Training Dice and IoU of the foreground class in the training log."""
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
@@ -61,13 +63,15 @@ class TrainSegMetricsHook(Hook):
     "loss" are logged but not added to the loss).
 
     Args:
-        threshold (float): Sigmoid threshold for a one-channel head.
-            Defaults to 0.5.
+        threshold (float, optional): Sigmoid threshold for a one-channel
+            head. Defaults to None: the head's own ``threshold``, with
+            which it predicts (MMSeg's default for one channel is 0.3),
+            else 0.5.
     """
 
     priority = 'LOW'
 
-    def __init__(self, threshold: float = 0.5) -> None:
+    def __init__(self, threshold: Optional[float] = None) -> None:
         self.threshold = threshold
 
     def before_train(self, runner) -> None:
@@ -84,6 +88,10 @@ class TrainSegMetricsHook(Hook):
             return
         loss_by_feat = head.loss_by_feat
         threshold = self.threshold
+        if threshold is None:
+            threshold = getattr(head, 'threshold', None)
+        if threshold is None:
+            threshold = 0.5
 
         def loss_by_feat_with_metrics(seg_logits: Tensor,
                                       batch_data_samples: list,
