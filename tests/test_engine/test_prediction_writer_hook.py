@@ -82,3 +82,23 @@ def test_masks_and_pictures_need_folders_of_their_own(tmp_path):
                                  panel_dir=str(panel_dir))
     PredictionWriterHook(mask_dir=str(tmp_path / 'out'),
                          panel_dir=str(tmp_path / 'out' / 'panels'))
+
+
+def test_the_test_sets_own_files_are_never_written_over(tmp_path):
+    """--out pointed at the PNG layout's mask folder: its masks are named
+    like their images, so a prediction would replace the ground truth."""
+    for folder in ('png_images', 'png_masks'):
+        (tmp_path / folder).mkdir()
+        cv2.imwrite(str(tmp_path / folder / 'a.png'),
+                    np.full((8, 8), 7, np.uint8))
+    sample = _sample(tmp_path / 'png_images' / 'a.png',
+                     np.ones((8, 8), np.int64))
+    sample.set_metainfo(dict(seg_map_path=str(tmp_path / 'png_masks/a.png')))
+    for folder in ('png_images', 'png_masks'):
+        for hook in (PredictionWriterHook(mask_dir=str(tmp_path / folder)),
+                     PredictionWriterHook(panel_dir=str(tmp_path / folder))):
+            with pytest.raises(OSError, match='is a file of the test set'):
+                hook.after_test_iter(None, 0, outputs=[sample])
+        kept = cv2.imread(str(tmp_path / folder / 'a.png'),
+                          cv2.IMREAD_UNCHANGED)
+        assert (kept == 7).all()

@@ -14,6 +14,19 @@ from mmseg_ptx.datasets.transforms import LoadDicomImageFromFile
 from mmseg_ptx.reporting.figures import save_prediction_panel
 
 
+def _output_path(folder: str, stem: str, sample) -> str:
+    """``folder/<stem>.png``, unless that is the sample's own image or
+    ground-truth mask (``--out`` given the data set's mask folder of the
+    PNG layout, whose masks are named like their images): those are the
+    user's data, never written over."""
+    path = osp.join(folder, f'{stem}.png')
+    own = [sample.metainfo.get(key) for key in ('img_path', 'seg_map_path')]
+    if any(p and osp.realpath(p) == osp.realpath(path) for p in own):
+        raise OSError(f'{path} is a file of the test set itself; write the '
+                      'predictions to another folder')
+    return path
+
+
 @HOOKS.register_module()
 class PredictionWriterHook(Hook):
     """Write each test prediction as a mask and/or a picture.
@@ -22,7 +35,8 @@ class PredictionWriterHook(Hook):
     open DICOM files; this hook reads them with :func:`read_dicom`.
     ``tools/test.py`` adds it for ``--out`` (masks) and ``--show-dir``
     (pictures). Files are named by the image's file stem; every rank
-    writes its own images.
+    writes its own images. A file of the test set itself (an image, a
+    ground-truth mask of the PNG layout) is never written over.
 
     Args:
         mask_dir (str, optional): Folder for 0/255 mask PNGs at the
@@ -65,7 +79,7 @@ class PredictionWriterHook(Hook):
             stem = osp.splitext(osp.basename(sample.img_path))[0]
             pred = sample.pred_sem_seg.data[0].cpu().numpy() == 1
             if self.mask_dir is not None:
-                path = osp.join(self.mask_dir, f'{stem}.png')
+                path = _output_path(self.mask_dir, stem, sample)
                 if not cv2.imwrite(path, pred.astype(np.uint8) * 255):
                     raise OSError(f'Could not write the mask {path}')
             if self.panel_dir is not None:
@@ -74,4 +88,4 @@ class PredictionWriterHook(Hook):
                 image = self._load_image(dict(img_path=sample.img_path))
                 save_prediction_panel(
                     image['img'], gt, pred,
-                    osp.join(self.panel_dir, f'{stem}.png'))
+                    _output_path(self.panel_dir, stem, sample))
