@@ -23,3 +23,24 @@ def test_usage_errors_are_one_line(tmp_path, history, message):
     assert proc.returncode == 1
     assert 'Traceback' not in proc.stderr
     assert message.format(work_dir=tmp_path) in proc.stderr
+
+
+def test_options_reach_the_report(tmp_path):
+    """--stats and --config are passed on: the statistics file's imbalance
+    and the given config's model are in the report (neither is found
+    without them)."""
+    import json
+    (tmp_path / 'metrics_history.json').write_text(json.dumps(
+        [dict(mode='val', epoch=1, iter=10, dice=0.5, iou=1 / 3)]))
+    stats = tmp_path / 'elsewhere.json'
+    stats.write_text(json.dumps(dict(imbalance_ratio=107.45)))
+    proc = subprocess.run(
+        [PYTHON, 'tools/summarize.py', str(tmp_path), '--no-images',
+         '--stats', str(stats), '--config',
+         'configs/upernet_swin-b_ptx-512.py'],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert proc.returncode == 0, proc.stderr
+    report = (tmp_path / 'PERFORMANCE_SUMMARY.md').read_text()
+    assert '107.45:1' in report
+    assert 'embed_dims 128, depths [2, 2, 18, 2], window 12' in report
