@@ -382,9 +382,9 @@ def _progression(val: List[dict], key: str) -> List[tuple]:
     return rows
 
 
-def _findings(best: dict, train_record: dict, val_desc: str, stats: dict,
-              key: str, class_weight: Optional[List[float]],
-              threshold: float = 0.5, train_window: str = '') -> List[str]:
+def _findings(best: dict, val_desc: str, stats: dict, key: str,
+              class_weight: Optional[List[float]], threshold: float = 0.5,
+              train_window: str = '') -> List[str]:
     out = []
     dice, iou = best.get('dice'), best.get('iou')
     ref = REFERENCE_RESULTS
@@ -415,15 +415,14 @@ def _findings(best: dict, train_record: dict, val_desc: str, stats: dict,
             f'{best["ap"]:.4f}. The metric\'s threshold {threshold} '
             + ('is close to' if abs(best['best_threshold'] - threshold) < 0.1
                else 'differs from') + ' the F1-optimal one.')
-    train_dice = train_record.get('train/decode.dice_seg')
+    train_dice = best.get('train/decode.dice_seg')
     if train_dice is not None and dice is not None:
         gap = train_dice - dice
-        window = f'mean over {train_window}, ' if train_window else ''
         out.append(
             f'**Train vs validation**: training Dice {train_dice:.4f} '
-            f'({window}batch-pooled, augmented) vs validation {dice:.4f}: '
-            f'a gap of {gap:.4f}' + (', a sign of over-fitting.'
-                                     if gap > 0.1 else '.'))
+            f'({train_window}batch-pooled, augmented) vs validation '
+            f'{dice:.4f}: a gap of {gap:.4f}'
+            + (', a sign of over-fitting.' if gap > 0.1 else '.'))
     if stats.get('imbalance_ratio'):
         answer = ('answered by class weights '
                   f'{[round(w, 4) for w in class_weight]} in the loss\'s '
@@ -584,17 +583,18 @@ def write_performance_summary(work_dir: str,
     return out
 
 
-def _train_window(val: List[dict], train_record: dict, key: str) -> str:
-    """The epochs (iterations) whose training scalars the validation
-    record ``train_record`` holds: PRCurveHook records their mean since
-    the previous validation (or since a resume, which may make the window
-    shorter)."""
-    end = train_record.get(key)
+def _train_window(val: List[dict], record: dict, key: str) -> str:
+    """``'mean over epochs 6-10, '`` (iterations, for an iteration-based
+    run): the window whose training scalars the validation ``record``
+    holds, PRCurveHook's mean since the previous validation (or since a
+    resume, which may make the window shorter); ``''`` where unknown."""
+    end = record.get(key)
     if not end:
         return ''
     start = max((h[key] for h in val if h[key] < end), default=0) + 1
     unit = PROGRESS_UNITS[key]
-    return f'{unit} {end}' if start == end else f'{unit}s {start}-{end}'
+    span = f'{unit} {end}' if start == end else f'{unit}s {start}-{end}'
+    return f'mean over {span}, '
 
 
 def _metric_threshold(cfg: Optional[Config]) -> float:
@@ -681,12 +681,11 @@ def _segmentation_rows(cfg: Optional[Config], best: dict, best_metric: str,
             ('Validation competition Dice, post-processed (per-image mean, '
              'empty = 1)', best.get('kaggle_dice_pp')),
         ]
-    window = f'mean over {train_window}, ' if train_window else ''
     rows += [
-        (f'Training Dice at that {unit} ({window}batch-pooled, augmented)',
-         best.get('train/decode.dice_seg')),
-        (f'Training IoU at that {unit} ({window}batch-pooled, augmented)',
-         best.get('train/decode.iou_seg')),
+        (f'Training Dice at that {unit} ({train_window}batch-pooled, '
+         'augmented)', best.get('train/decode.dice_seg')),
+        (f'Training IoU at that {unit} ({train_window}batch-pooled, '
+         'augmented)', best.get('train/decode.iou_seg')),
     ]
     return rows
 
@@ -819,7 +818,7 @@ def _render_markdown(cfg, best, train_window, val, split,
         lines.append('')
     lines += ['## Key Findings', '']
     lines += [f'{i}. {t}' for i, t in enumerate(
-        _findings(best, best, val_desc, stats, key, class_weight,
+        _findings(best, val_desc, stats, key, class_weight,
                   _metric_threshold(cfg), train_window), 1)]
     lines.append('')
     return '\n'.join(lines)

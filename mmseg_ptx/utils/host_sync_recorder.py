@@ -155,7 +155,7 @@ class _FunctionRecorder(_Recording, TorchFunctionMode):
         read = _host_read(func, args) if self.cpu_as_device else None
         if read is not None and not _in_torch_optim():
             self.record(read)
-            return func(*args, **kwargs)
+        # The rest are the functions that make tensors from host data.
         if func is torch.Tensor.new_tensor:
             device = kwargs.get('device') or _device_of(args[0])
         elif func in (torch.tensor, torch.as_tensor):

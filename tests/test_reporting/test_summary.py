@@ -226,11 +226,11 @@ def test_findings_name_the_loss_class_weights(tmp_path):
     assert _loss_class_weight(cfg) is None
 
     stats = dict(imbalance_ratio=80.0, class_weights=[9.0, 9.0])
-    text = ' '.join(_findings({}, {}, 'the split', stats, 'epoch',
+    text = ' '.join(_findings({}, 'the split', stats, 'epoch',
                               [0.5, 20.0]))
     assert 'class weights [0.5, 20.0] in the loss\'s cross-entropy' in text
     assert '9.0' not in text and 'Dice term' not in text
-    text = ' '.join(_findings({}, {}, 'the split', stats, 'epoch', None))
+    text = ' '.join(_findings({}, 'the split', stats, 'epoch', None))
     assert 'with no class weights in the loss' in text
 
 
