@@ -292,3 +292,91 @@ def test_train_says_when_the_work_dir_holds_an_earlier_run(monkeypatch,
         ] + ['--resume'] * resume)
         train.main()
     assert logged == [warning]
+
+
+@pytest.mark.parametrize('argv,expected', [
+    ([], []),
+    (['--compile'], [dict(type='CompileModulesHook')]),
+    (['--compile', '--compile-scope', 'modules'],
+     [dict(type='CompileModulesHook')]),
+    (['--compile', '--compile-scope', 'blocks'],
+     [dict(type='CompileModulesHook', blocks=['SwinBlock'])]),
+])
+def test_test_compile_flags(monkeypatch, tmp_path, argv, expected):
+    test_tool = load_tool('test')
+    built = []
+    monkeypatch.setattr(test_tool.Runner, 'from_cfg',
+                        lambda cfg: built.append(cfg) or SimpleNamespace(
+                            test=lambda: {}))
+    monkeypatch.setattr(test_tool, 'load_runner_checkpoints_strictly',
+                        lambda runner: None)
+    monkeypatch.setattr(sys, 'argv', [
+        'test.py', 'configs/upernet_swin-b_ptx-512.py', 'ckpt.pth',
+        '--work-dir', str(tmp_path)] + argv)
+    test_tool.main()
+    hooks = [h for h in built[0].custom_hooks
+             if h['type'] == 'CompileModulesHook']
+    assert hooks == expected
+
+
+def test_test_compile_scope_needs_compile(monkeypatch, capsys):
+    test_tool = load_tool('test')
+    monkeypatch.setattr(sys, 'argv', ['test.py', 'cfg.py', 'ckpt.pth',
+                                      '--compile-scope', 'blocks'])
+    with pytest.raises(SystemExit):
+        test_tool.parse_args()
+    assert '--compile-scope needs --compile' in capsys.readouterr().err
+
+
+def test_test_compile_refuses_a_config_that_compiles(monkeypatch,
+                                                     tmp_path):
+    """Both would wrap the compiled forwards in another compilation."""
+    test_tool = load_tool('test')
+    cfg = tmp_path / 'cfg.py'
+    cfg.write_text(
+        "_base_ = ['" + str(ROOT / 'configs/upernet_swin-b_ptx-512.py') +
+        "']\ncustom_hooks = [dict(type='CompileModulesHook')]\n")
+    monkeypatch.setattr(sys, 'argv', ['test.py', str(cfg), 'ckpt.pth',
+                                      '--compile'])
+    with pytest.raises(RuntimeError, match='compiles already'):
+        test_tool.main()
+
+
+def test_test_compiled_gives_the_same_metrics(monkeypatch, tmp_path,
+                                              demo_root, capsys):
+    """tools/test.py --compile --fuse-conv-bn on a checkpoint: the
+    BatchNorms are folded after the forwards are wrapped, before they are
+    traced; dynamo's eager backend (traced, no C++ build on CI) gives the
+    metrics of the same run without --compile."""
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+    cfg = write_tiny_run_config(tmp_path / 'cfg.py', demo_root)
+    init_default_scope('mmseg')
+    torch.manual_seed(0)
+    ckpt = tmp_path / 'model.pth'
+    torch.save({'state_dict': MODELS.build(
+        Config.fromfile(cfg).model).state_dict()}, ckpt)
+    eager_compile = torch.compile
+    monkeypatch.setattr(torch, 'compile', lambda *args, **kwargs:
+                        eager_compile(*args, **{**kwargs,
+                                                'backend': 'eager'}))
+    torch._dynamo.reset()
+    counters = torch._dynamo.utils.counters
+    counters.clear()
+    tables, graphs = [], []
+    for name, argv in (('plain', []), ('compiled', ['--compile'])):
+        # Runners named apart: mmengine names them by config and second.
+        run_cfg = tmp_path / f'{name}.py'
+        run_cfg.write_text(cfg.read_text())
+        test_tool = load_tool('test')
+        monkeypatch.setattr(sys, 'argv', [
+            'test.py', str(run_cfg), str(ckpt), '--work-dir',
+            str(tmp_path / name), '--fuse-conv-bn'] + argv)
+        test_tool.main()
+        tables.append(metric_table(capsys.readouterr().out))
+        graphs.append(counters['stats']['unique_graphs'])
+    torch._dynamo.reset()
+    log = next((tmp_path / 'compiled').rglob('*.log')).read_text()
+    assert 'torch.compile: backbone, decode_head, auxiliary_head' in log
+    assert graphs[0] == 0 and graphs[1] > 0  # traced, the plain run not
+    assert 'dice' in tables[0] and tables[1] == tables[0]
