@@ -30,7 +30,15 @@
 #                default 2 iterations);
 #   compile      all switches plus torch.compile of the whole modules, and
 #   compile_blocks  ... of each Swin block (both bounded by
-#                COMPILE_TIMEOUT: compilation takes minutes).
+#                COMPILE_TIMEOUT: compilation takes minutes);
+#   ptx_compile_infer  this project's config, all switches and non-blocking
+#                copies, inference with its whole modules compiled (the
+#                fastest inference on an H200, 2026-11-28: about 35 s to
+#                compile), at batch BATCH;
+#   ptx_compile_step  the same config's train step with each Swin block
+#                compiled (about 130 s to compile at batch 16 there); both
+#                timed with one wait at the end and bounded by
+#                COMPILE_TIMEOUT.
 # Each part writes a JSON file (each row as soon as it is measured) and a log;
 # every row also gets the TFLOP/s it sustained (benchmark.py --flops), and
 # the run ends with one table of every row. On an H200 (2026-11-27) the
@@ -56,7 +64,7 @@ OUT_DIR=$(mkdir -p "$OUT_DIR" && cd "$OUT_DIR" && pwd)
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1  # a part killed by a timeout keeps its log
-ALL_PARTS="window_tokens sweep ablate big_batches sdpa ptx_sdpa loader sync profile compile compile_blocks"
+ALL_PARTS="window_tokens sweep ablate big_batches sdpa ptx_sdpa loader sync profile compile compile_blocks ptx_compile_infer ptx_compile_step"
 PARTS=${PARTS:-$ALL_PARTS}
 for part in $PARTS; do
     case " $ALL_PARTS " in
@@ -214,6 +222,17 @@ for part in compile compile_blocks; do
         --mode all --batch-size "$BATCH" "${SWITCHES[@]}" \
         "${COMPILE_OPTIONS[@]}" --compile-scope $scope \
         --cfg-options "${TWO_CLASSES[@]}"
+done
+for part in ptx_compile_infer ptx_compile_step; do
+    want $part || continue
+    options=(--mode infer --compile-scope modules)
+    if [ $part = ptx_compile_step ]; then
+        options=(--mode step --compile-scope blocks)
+    fi
+    PYTHON="timeout $COMPILE_TIMEOUT $PYTHON" bench $part "$PTX_CONFIG" \
+        "${options[@]}" --batch-size "$BATCH" "${SWITCHES[@]}" \
+        "${COMPILE_OPTIONS[@]}" --sync end \
+        --cfg-options model.data_preprocessor.non_blocking=True
 done
 
 # Every row of every tools/benchmark.py part in one table.

@@ -54,7 +54,8 @@ def test_every_part_runs_and_is_summarised(tmp_path):
     # The compile parts fail (too short a timeout): after every other part
     # and the closing table, the exit status says so.
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert 'failed parts: compile compile_blocks' in proc.stderr
+    assert ('failed parts: compile compile_blocks ptx_compile_infer '
+            'ptx_compile_step') in proc.stderr
     parts = {p.stem for p in out.glob('*.json')}
     assert parts == {
         'window_tokens', 'sweep', 'ablate', 'big_batches', 'sdpa_math',
@@ -126,3 +127,28 @@ def test_compile_mode_reaches_the_benchmark(tmp_path):
     assert proc.returncode == 1
     assert "--compile-mode: invalid choice: 'warp-speed'" in proc.stdout
     assert 'failed parts: compile' in proc.stderr
+
+
+@needs_cpu_fused_adamw
+def test_ptx_compile_parts_time_this_projects_config(tmp_path):
+    """The ptx_compile parts: this project's config, compiled inference
+    (whole modules) and train step (blocks), non-blocking copies, one wait
+    at the end. TORCH_COMPILE_DISABLE runs the compiled code eagerly (no
+    C++ build on CI): this checks what the parts ask for."""
+    out = tmp_path / 'bench'
+    env = dry_run_env(PARTS='ptx_compile_infer ptx_compile_step',
+                      TORCH_COMPILE_DISABLE='1')
+    env['COMPILE_TIMEOUT'] = '600'
+    proc = run_script(out, env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for part, mode, variant_end in (
+            ('ptx_compile_infer', 'infer', '+compile'),
+            ('ptx_compile_step', 'step', '+compile_blocks')):
+        run = json.loads((out / f'{part}.json').read_text())
+        assert run['settings']['config'] == env['PTX_CONFIG']
+        assert run['settings']['cfg_options'] == {
+            'model.data_preprocessor.non_blocking': True}
+        [row] = run['results']
+        assert (row['mode'], row['sync']) == (mode, 'end')
+        assert row['variant'].startswith('SwinTransformerSDPA+bf16+')
+        assert row['variant'].endswith(variant_end)
