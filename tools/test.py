@@ -48,8 +48,8 @@ def parse_args() -> argparse.Namespace:
         '--compile',
         action='store_true',
         help='torch.compile the network before testing (CompileModulesHook; '
-        'the first batches wait while it compiles, about half a minute for '
-        'Swin-B on a GPU)')
+        'the first batch waits while it compiles, about half a minute for '
+        'Swin-B on an H200: worth it for large test sets only)')
     parser.add_argument(
         '--compile-scope',
         choices=['modules', 'blocks'],
