@@ -56,7 +56,8 @@ def parse_args() -> argparse.Namespace:
         default=None,
         help='with --compile: the backbone, neck and heads each compiled '
         'whole (modules, the default; the faster inference on an H200) or '
-        'each Swin block on its own (blocks: less to compile)')
+        'each Swin block on its own (blocks: smaller graphs, about as long '
+        'to compile)')
     parser.add_argument(
         '--extra-model', nargs=2, action='append', default=[],
         metavar=('CONFIG', 'CHECKPOINT'),
