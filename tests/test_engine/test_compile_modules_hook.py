@@ -1,4 +1,5 @@
 """CompileModulesHook / compile_modules compile the network's forwards."""
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -144,13 +145,18 @@ def test_hook_warns_when_nothing_compiles():
 
 
 def test_training_run_compiles_sdpa_blocks(tmp_path, demo_root):
-    """tools/train.py with the hook: one epoch and a validation through the
-    compiled blocks (dynamo's eager backend: traced, no C++ build)."""
+    """tools/train.py with the hook, as docs/training.md adds it to the
+    fast config (with ChannelsLastHook, DeferredRuntimeInfoHook and
+    non-blocking copies): one epoch and a validation through the compiled
+    blocks (dynamo's eager backend: traced, no C++ build)."""
     work_dir = tmp_path / 'work'
     cfg = write_tiny_run_config(tmp_path / 'cfg.py', demo_root, extra="""
-model = dict(backbone=dict(type='SwinTransformerSDPA'))
+model = dict(backbone=dict(type='SwinTransformerSDPA'),
+             data_preprocessor=dict(non_blocking=True))
+default_hooks = dict(runtime_info=dict(type='DeferredRuntimeInfoHook'))
 custom_hooks = [
     dict(type='TrainSegMetricsHook'),
+    dict(type='ChannelsLastHook'),
     dict(type='CompileModulesHook', blocks=['SwinBlock'], backend='eager'),
 ]
 """)
@@ -158,5 +164,6 @@ custom_hooks = [
                      str(work_dir)])
     log = proc.stdout + proc.stderr
     assert 'torch.compile: decode_head, auxiliary_head, 8 blocks' in log
+    assert re.search(r'ChannelsLastHook: [1-9]\d* convolution weights', log)
     assert 'Epoch(val) [1]' in log and 'dice' in log
     assert (work_dir / 'epoch_1.pth').is_file()
