@@ -31,6 +31,7 @@ from torch import nn
 
 from ..datasets.files import list_files
 from ..datasets.rle import rle_encode
+from ..engine.hooks.channels_last_hook import to_channels_last
 from ..models.postprocessors import TripletThresholdPostProcessor
 from ..models.segmentors import foreground_probability
 from ..models.utils import cast_for_inference, init_model_strict
@@ -86,7 +87,10 @@ def find_images(path: str) -> List[str]:
 
 
 def _type_name(transform: dict) -> str:
-    return str(transform['type']).split('.')[-1]
+    """The class name of a config entry's ``type``: a registered name
+    (scoped or not) or the class itself (new-style configs)."""
+    type_ = transform['type']
+    return getattr(type_, '__name__', str(type_)).split('.')[-1]
 
 
 def _config_pipeline(cfg: Config) -> List[dict]:
@@ -144,6 +148,12 @@ def load_models(specs: Sequence[ModelSpec],
             (:func:`~mmseg_ptx.models.fuse_conv_bn`; before the cast to
             ``dtype``). Defaults to False.
 
+    The configs' settings for speed that a test run through mmengine's
+    Runner would apply are applied too: a ``ChannelsLastHook`` in
+    ``custom_hooks`` puts the model's convolution weights in channels_last,
+    and ``env_cfg.cudnn_benchmark`` turns on
+    ``torch.backends.cudnn.benchmark`` (process-wide, as the Runner does).
+
     Returns:
         list[nn.Module]: Segmentors in eval mode, each with ``.cfg``.
         They must load images the same way (same loading transform; a
@@ -165,6 +175,11 @@ def load_models(specs: Sequence[ModelSpec],
             _fuse_conv_bn(model)
         if dtype is not None:
             cast_for_inference(model, dtype)
+        if any(_type_name(hook) == 'ChannelsLastHook'
+               for hook in model.cfg.get('custom_hooks') or []):
+            to_channels_last(model)
+        if (model.cfg.get('env_cfg') or {}).get('cudnn_benchmark'):
+            torch.backends.cudnn.benchmark = True
         models.append(model)
     loaders = {_loader_key(build_inference_pipeline(m.cfg)[0])
                for m in models}

@@ -249,3 +249,44 @@ def test_runner_loads_strictly_in_its_own_place():
         runner.load_checkpoint('b.pth', revise_keys=[('x', '')])
     assert runner.calls == [('a.pth', True, None),
                             ('b.pth', True, [('x', '')])]
+
+
+def test_load_models_applies_the_configs_speed_settings(tmp_path,
+                                                        monkeypatch):
+    """What a test run through mmengine's Runner would apply: the config's
+    ChannelsLastHook (convolution weights in channels_last) and
+    env_cfg.cudnn_benchmark; the same probabilities."""
+    import torch
+    from mmengine.config import Config
+    from mmseg_ptx.engine.hooks import ChannelsLastHook
+
+    def layouts(model):
+        """channels_last-only for each convolution weight wider than 1x1."""
+        return {n: p.is_contiguous(memory_format=torch.channels_last)
+                and not p.is_contiguous()
+                for n, p in model.named_parameters()
+                if p.dim() == 4 and p.shape[-1] > 1}
+
+    ckpt = str(save_tiny_checkpoint(build_tiny_model(), tmp_path / 't.pth'))
+    plain = Config.fromfile(TINY_CONFIG)
+    plain.env_cfg = dict(cudnn_benchmark=False)
+    fast = Config.fromfile(TINY_CONFIG)
+    fast.custom_hooks = [dict(type='ChannelsLastHook')]
+    # New-style configs give the class itself.
+    fast_class = Config.fromfile(TINY_CONFIG)
+    fast_class.custom_hooks = [dict(type=ChannelsLastHook)]
+    monkeypatch.setattr(torch.backends.cudnn, 'benchmark', False)
+
+    (plain_model, ) = load_models([(plain, ckpt)], device='cpu')
+    assert layouts(plain_model) and not any(layouts(plain_model).values())
+    assert torch.backends.cudnn.benchmark is False
+    img = np.random.default_rng(0).integers(0, 256, (96, 96), np.uint8)
+    (expected, ) = predict_probabilities([plain_model], [img])
+    for cfg in (fast, fast_class):
+        (model, ) = load_models([(cfg, ckpt)], device='cpu',
+                                fuse_conv_bn=True)
+        assert all(layouts(model).values()), layouts(model)
+        # The tiny config inherits cudnn_benchmark=True (mmseg's runtime).
+        assert torch.backends.cudnn.benchmark is True
+        (prob, ) = predict_probabilities([model], [img])
+        np.testing.assert_allclose(prob, expected, atol=1e-5)
