@@ -6,7 +6,7 @@ from mmengine.runner import Runner
 
 import mmseg_ptx  # noqa: F401  (stack fixes + registration)
 from mmseg_ptx.apis import (add_runner_args, format_metrics_table,
-                            load_config)
+                            has_custom_hook, load_config)
 from mmseg_ptx.models import INFERENCE_DTYPES
 from mmseg_ptx.models.utils import load_runner_checkpoints_strictly
 
@@ -115,9 +115,7 @@ def main() -> None:
     if args.dtype != 'float32':
         extra_hooks.append(dict(type='InferenceDtypeHook', dtype=args.dtype))
     if args.compile:
-        # A type given as the class itself (new-style configs) too.
-        if any(getattr(hook.get('type'), '__name__', hook.get('type')) ==
-               'CompileModulesHook' for hook in cfg.get('custom_hooks', [])):
+        if has_custom_hook(cfg, 'CompileModulesHook'):
             raise RuntimeError(
                 f'--compile: the config {args.config} compiles already '
                 '(a CompileModulesHook in custom_hooks); leave out --compile '

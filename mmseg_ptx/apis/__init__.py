@@ -1,6 +1,7 @@
 """Helpers shared by the command-line tools in ``tools/``."""
-from .cli import (add_cfg_options_arg, add_runner_args, format_metrics_table,
-                  load_config, merge_cfg_options, read_config)
+from .cli import (add_cfg_options_arg, add_runner_args, config_type_name,
+                  format_metrics_table, has_custom_hook, load_config,
+                  merge_cfg_options, read_config)
 from .inference import (IMAGE_SUFFIXES, build_inference_pipeline,
                         build_postprocessor, default_device, draw_overlay,
                         find_images, image_reader, load_models,
@@ -8,8 +9,9 @@ from .inference import (IMAGE_SUFFIXES, build_inference_pipeline,
                         write_submission)
 
 __all__ = [
-    'add_cfg_options_arg', 'add_runner_args', 'format_metrics_table',
-    'load_config', 'merge_cfg_options', 'read_config',
+    'add_cfg_options_arg', 'add_runner_args', 'config_type_name',
+    'format_metrics_table', 'has_custom_hook', 'load_config',
+    'merge_cfg_options', 'read_config',
     'IMAGE_SUFFIXES',
     'build_inference_pipeline', 'build_postprocessor', 'default_device',
     'draw_overlay', 'find_images', 'image_reader', 'load_models',

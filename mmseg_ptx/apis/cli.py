@@ -10,7 +10,7 @@ import argparse
 import inspect
 import os
 import os.path as osp
-from typing import Any, List, Optional
+from typing import Any, List, Mapping, Optional
 
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
@@ -45,6 +45,27 @@ def read_config(path: str) -> Config:
         raise FileNotFoundError(f'Config file not found: {path}')
     check_pkg_resources()
     return Config.fromfile(path)
+
+
+def config_type_name(entry: Mapping) -> str:
+    """The class name a config entry's ``type`` names.
+
+    Args:
+        entry (Mapping): A config dict with a ``type``: a registered name,
+            scoped (``'mmseg.ChannelsLastHook'``) or not, or the class
+            itself (new-style configs).
+
+    Returns:
+        str: The name without its scope (``'ChannelsLastHook'``).
+    """
+    type_ = entry['type']
+    return getattr(type_, '__name__', str(type_)).rpartition('.')[2]
+
+
+def has_custom_hook(cfg: Config, name: str) -> bool:
+    """Whether ``cfg.custom_hooks`` holds a hook of class ``name``."""
+    return any(config_type_name(hook) == name
+               for hook in cfg.get('custom_hooks') or [])
 
 
 def _paths_holding(node: Any, value: Any, prefix: str = '') -> List[str]:

@@ -37,6 +37,7 @@ from ..models.segmentors import foreground_probability
 from ..models.utils import cast_for_inference, init_model_strict
 # (the name load_models' argument takes)
 from ..models.utils import fuse_conv_bn as _fuse_conv_bn
+from .cli import config_type_name, has_custom_hook
 
 __all__ = [
     'IMAGE_SUFFIXES', 'default_device', 'find_images', 'load_models',
@@ -86,13 +87,6 @@ def find_images(path: str) -> List[str]:
     return [osp.join(path, rel) for rel in list_files(path, IMAGE_SUFFIXES)]
 
 
-def _type_name(transform: dict) -> str:
-    """The class name of a config entry's ``type``: a registered name
-    (scoped or not) or the class itself (new-style configs)."""
-    type_ = transform['type']
-    return getattr(type_, '__name__', str(type_)).split('.')[-1]
-
-
 def _config_pipeline(cfg: Config) -> List[dict]:
     if cfg.get('test_pipeline') is not None:
         return list(cfg.test_pipeline)
@@ -112,13 +106,13 @@ def build_inference_pipeline(cfg: Config) -> Tuple[dict, Compose]:
         remaining transforms without any annotation loading.
     """
     steps = _config_pipeline(cfg)
-    if any(_type_name(t) == 'TestTimeAug' for t in steps):
+    if any(config_type_name(t) == 'TestTimeAug' for t in steps):
         raise ValueError('Use the plain test pipeline for inference; '
                          'predict_probabilities(tta=True) flips itself')
     loader = dict(type='LoadDicomImageFromFile')
     rest = []
     for step in steps:
-        name = _type_name(step)
+        name = config_type_name(step)
         if name == 'LoadImageFromNDArray':
             # What mmseg's inferencer swaps in for in-memory arrays; here
             # the images are files, which its parent class reads.
@@ -175,8 +169,7 @@ def load_models(specs: Sequence[ModelSpec],
             _fuse_conv_bn(model)
         if dtype is not None:
             cast_for_inference(model, dtype)
-        if any(_type_name(hook) == 'ChannelsLastHook'
-               for hook in model.cfg.get('custom_hooks') or []):
+        if has_custom_hook(model.cfg, 'ChannelsLastHook'):
             to_channels_last(model)
         if (model.cfg.get('env_cfg') or {}).get('cudnn_benchmark'):
             torch.backends.cudnn.benchmark = True
@@ -193,7 +186,7 @@ def load_models(specs: Sequence[ModelSpec],
 def _loader_key(loader_cfg: dict) -> str:
     """What must match for an ensemble to share one read image."""
     cfg = dict(loader_cfg)
-    if _type_name(cfg) == 'LoadDicomImageFromFile':
+    if config_type_name(cfg) == 'LoadDicomImageFromFile':
         # Both colour types read the same grey pixels; predict_probabilities
         # gives each model the layout its own loader would.
         cfg.pop('color_type', None)
@@ -208,7 +201,7 @@ def _as_loaded(img: np.ndarray, loader_cfg: dict) -> np.ndarray:
     (OpenCV's BGR-to-grey, exact on such images). Images for other loaders
     are returned as they are.
     """
-    if _type_name(loader_cfg) != 'LoadDicomImageFromFile':
+    if config_type_name(loader_cfg) != 'LoadDicomImageFromFile':
         return img
     if loader_cfg.get('color_type', 'color') == 'color':
         return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR) if img.ndim == 2 \

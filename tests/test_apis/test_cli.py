@@ -6,7 +6,8 @@ import os.path as osp
 import pytest
 from mmengine.config import Config
 
-from mmseg_ptx.apis import load_config, merge_cfg_options, read_config
+from mmseg_ptx.apis import (config_type_name, has_custom_hook, load_config,
+                            merge_cfg_options, read_config)
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 RECIPE = osp.join(ROOT, 'configs', 'upernet_swin-b_ptx-512.py')
@@ -90,3 +91,17 @@ def test_load_config_refuses_variable_overrides(tmp_path):
         cfg_options={'crop_size': (256, 256)})
     with pytest.raises(ValueError, match='model.data_preprocessor.size=...'):
         load_config(args)
+
+
+def test_config_type_names_and_custom_hooks():
+    from mmseg_ptx.engine.hooks import ChannelsLastHook
+    for type_ in ('ChannelsLastHook', 'mmseg.ChannelsLastHook',
+                  'mmseg_ptx.ChannelsLastHook', ChannelsLastHook):
+        assert config_type_name(dict(type=type_)) == 'ChannelsLastHook'
+        cfg = Config(dict(custom_hooks=[dict(type='PRCurveHook'),
+                                        dict(type=type_)]))
+        assert has_custom_hook(cfg, 'ChannelsLastHook')
+        assert not has_custom_hook(cfg, 'CompileModulesHook')
+    assert not has_custom_hook(Config(dict(custom_hooks=None)),
+                               'ChannelsLastHook')
+    assert not has_custom_hook(Config(), 'ChannelsLastHook')

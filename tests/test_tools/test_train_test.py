@@ -311,7 +311,7 @@ def test_test_compile_flags(monkeypatch, tmp_path, argv, expected):
     monkeypatch.setattr(test_tool, 'load_runner_checkpoints_strictly',
                         lambda runner: None)
     monkeypatch.setattr(sys, 'argv', [
-        'test.py', 'configs/upernet_swin-b_ptx-512.py', 'ckpt.pth',
+        'test.py', str(ROOT / 'configs/upernet_swin-b_ptx-512.py'), 'ckpt.pth',
         '--work-dir', str(tmp_path)] + argv)
     test_tool.main()
     hooks = [h for h in built[0].custom_hooks
@@ -328,14 +328,16 @@ def test_test_compile_scope_needs_compile(monkeypatch, capsys):
     assert '--compile-scope needs --compile' in capsys.readouterr().err
 
 
-def test_test_compile_refuses_a_config_that_compiles(monkeypatch,
-                                                     tmp_path):
+@pytest.mark.parametrize('hook_type', ['CompileModulesHook',
+                                       'mmseg.CompileModulesHook'])
+def test_test_compile_refuses_a_config_that_compiles(monkeypatch, tmp_path,
+                                                     hook_type):
     """Both would wrap the compiled forwards in another compilation."""
     test_tool = load_tool('test')
     cfg = tmp_path / 'cfg.py'
     cfg.write_text(
         "_base_ = ['" + str(ROOT / 'configs/upernet_swin-b_ptx-512.py') +
-        "']\ncustom_hooks = [dict(type='CompileModulesHook')]\n")
+        f"']\ncustom_hooks = [dict(type={hook_type!r})]\n")
     monkeypatch.setattr(sys, 'argv', ['test.py', str(cfg), 'ckpt.pth',
                                       '--compile'])
     with pytest.raises(RuntimeError, match='compiles already'):
