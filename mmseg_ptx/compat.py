@@ -50,7 +50,8 @@ Fixes:
    ``torch._dynamo.is_compiling``, :func:`math_sdpa` uses the older
    ``torch.backends.cuda.sdp_kernel``, and :func:`autocast_dtype` the
    per-device autocast queries that ``torch.get_autocast_dtype``
-   (torch 2.4) replaced.
+   (torch 2.4) replaced. :data:`flex_attention` is None before torch 2.5,
+   which has no FlexAttention (``attn_impl='flex'`` then says so).
 6. ``SegDataPreProcessor(non_blocking=True)``. mmengine's
    ``BaseDataPreprocessor`` takes ``non_blocking`` (copy the batch to the
    GPU without the host waiting for the copy), but mmseg 1.2.2's
@@ -83,7 +84,7 @@ import torch.nn.functional as F
 __all__ = [
     'apply_all', 'compiled_mmcv_ops_available', 'sigmoid_focal_loss',
     'check_pkg_resources', 'top1_accuracy', 'SDPBackend', 'sdpa_kernel',
-    'is_compiling', 'math_sdpa', 'autocast_dtype'
+    'is_compiling', 'math_sdpa', 'autocast_dtype', 'flex_attention'
 ]
 
 
@@ -330,6 +331,11 @@ try:
     from torch.nn.attention import SDPBackend, sdpa_kernel
 except ImportError:  # SDPA picks its kernel itself
     SDPBackend = sdpa_kernel = None
+
+try:
+    from torch.nn.attention.flex_attention import flex_attention
+except ImportError:  # torch < 2.5
+    flex_attention = None
 
 #: Whether dynamo is tracing the caller (constant-folded under tracing).
 is_compiling = getattr(torch.compiler, 'is_compiling', None)

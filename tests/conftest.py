@@ -47,6 +47,8 @@ needs_cpu_fused_adamw = pytest.mark.skipif(
 needs_sdpa_kernel = pytest.mark.skipif(
     compat.sdpa_kernel is None,
     reason='choosing SDPA kernels needs torch.nn.attention.sdpa_kernel')
+needs_flex_attention = pytest.mark.skipif(
+    compat.flex_attention is None, reason='FlexAttention needs torch >= 2.5')
 needs_recent_dynamo = pytest.mark.skipif(
     not hasattr(torch.compiler, 'is_compiling'),
     reason="torch < 2.3's dynamo breaks graphs in mmcv/mmseg code")

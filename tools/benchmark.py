@@ -52,6 +52,7 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
+import inspect
 import json
 import os
 import platform
@@ -70,6 +71,7 @@ import mmseg_ptx  # noqa: F401  (stack fixes + plugin registration)
 from mmseg_ptx.apis import merge_cfg_options
 from mmseg_ptx.compat import math_sdpa
 from mmseg_ptx.engine.hooks import compile_modules, to_channels_last
+from mmseg_ptx.models import SwinTransformerSDPA
 from mmseg_ptx.models.utils import cast_for_inference, fuse_conv_bn
 from mmseg_ptx.reporting.json_io import write_json
 from mmseg_ptx.utils import HostSyncRecorder
@@ -81,6 +83,7 @@ from mmengine.optim import OptimWrapper, build_optim_wrapper
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 from mmengine.structures import PixelData
+from mmseg.models.backbones import SwinTransformer
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
@@ -92,6 +95,13 @@ SWITCHES = ('backbone_type', 'amp', 'bf16_weights', 'fuse_conv_bn',
             'cudnn_benchmark', 'compile')
 # Compiled one by one with --compile-scope blocks.
 COMPILE_BLOCKS = ('SwinBlock', )
+# The arguments SwinTransformerSDPA takes beyond mmseg's SwinTransformer's
+# (its own are keyword-only; the rest it passes on).
+SDPA_ONLY_OPTIONS = tuple(
+    name
+    for name, p in inspect.signature(SwinTransformerSDPA).parameters.items()
+    if p.kind is p.KEYWORD_ONLY
+    and name not in inspect.signature(SwinTransformer).parameters)
 # Used when the config has no optim_wrapper: mmseg's Swin UPerNet setting.
 DEFAULT_OPTIM_WRAPPER = dict(
     type='OptimWrapper',
@@ -361,8 +371,11 @@ def build_model(cfg: Config, switches: Dict[str, Any],
     if switches.get('backbone_type'):
         model_cfg.backbone.type = switches['backbone_type']
     elif str(model_cfg.backbone.get('type')).endswith('SwinTransformerSDPA'):
-        # The stock backbone unless the variant asks for this one.
+        # The stock backbone unless the variant asks for this one, without
+        # the options only this one takes.
         model_cfg.backbone.type = 'SwinTransformer'
+        for name in SDPA_ONLY_OPTIONS:
+            model_cfg.backbone.pop(name, None)
     model = MODELS.build(model_cfg)
     model.init_weights()
     # SyncBN needs an initialised process group; one process is plain BN.
@@ -496,10 +509,16 @@ def count_flops(cfg: Config,
     matmuls it does count. The optimizer's elementwise update is not
     counted. The figures do not depend on the speed switches;
     ``backbone_type`` (``--backbone-type``) only lets a config whose
-    backbone options need that type build.
+    backbone options need that type build. A backbone with
+    ``attn_impl='flex'`` is counted with SDPA: the same scores, and
+    FlexAttention's backward has no CPU kernel.
     """
     from torch.utils.flop_counter import FlopCounterMode
 
+    if cfg.model.backbone.get('attn_impl') == 'flex':
+        cfg = copy.deepcopy(cfg)
+        del cfg.model.backbone.attn_impl  # the default: SDPA
+        cfg.model.backbone.pop('flex_kernel_options', None)
     batch_size = 2
     model = build_model(cfg, dict(backbone_type=backbone_type), device)
     batch = random_batch(cfg, batch_size, img_size, device)

@@ -38,7 +38,13 @@
 #   ptx_compile_step  the same config's train step with each Swin block
 #                compiled (about 130 s to compile at batch 16 there); both
 #                timed with one wait at the end and bounded by
-#                COMPILE_TIMEOUT.
+#                COMPILE_TIMEOUT;
+#   ptx_flex_infer, ptx_flex_step  the two ptx_compile parts with the window
+#                attention through FlexAttention
+#                (model.backbone.attn_impl=flex, plus the cfg-options in
+#                FLEX_OPTIONS, e.g. its tile sizes:
+#                "model.backbone.flex_kernel_options.BLOCK_M=64
+#                model.backbone.flex_kernel_options.BLOCK_N=64").
 # Each part writes a JSON file (each row as soon as it is measured) and a log;
 # every row also gets the TFLOP/s it sustained (benchmark.py --flops), and
 # the run ends with one table of every row. On an H200 (2026-11-27) the
@@ -51,7 +57,8 @@
 # with tiny settings only checks the script), ITERS, WARMUP, IMG,
 # SWEEP_BATCHES, BIG_BATCHES, BATCH, PROFILE_ITERS, LOADER_WORKERS,
 # DEMO_NUM, DEMO_SIZE, DEMO_DATA, SWINB_CONFIG, PTX_CONFIG, SDPA_KERNELS,
-# COMPILE_TIMEOUT, COMPILE_MODE (the compile parts' torch.compile mode, e.g.
+# FLEX_OPTIONS, COMPILE_TIMEOUT, COMPILE_MODE (the compile parts'
+# torch.compile mode, e.g.
 # reduce-overhead: CUDA graphs, against the launch overhead of small
 # batches, with BATCH=4).
 set -euo pipefail
@@ -64,7 +71,7 @@ OUT_DIR=$(mkdir -p "$OUT_DIR" && cd "$OUT_DIR" && pwd)
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1  # a part killed by a timeout keeps its log
-ALL_PARTS="window_tokens sweep ablate big_batches sdpa ptx_sdpa loader sync profile compile compile_blocks ptx_compile_infer ptx_compile_step"
+ALL_PARTS="window_tokens sweep ablate big_batches sdpa ptx_sdpa loader sync profile compile compile_blocks ptx_compile_infer ptx_compile_step ptx_flex_infer ptx_flex_step"
 PARTS=${PARTS:-$ALL_PARTS}
 for part in $PARTS; do
     case " $ALL_PARTS " in
@@ -223,16 +230,21 @@ for part in compile compile_blocks; do
         "${COMPILE_OPTIONS[@]}" --compile-scope $scope \
         --cfg-options "${TWO_CLASSES[@]}"
 done
-for part in ptx_compile_infer ptx_compile_step; do
+for part in ptx_compile_infer ptx_compile_step ptx_flex_infer ptx_flex_step; do
     want $part || continue
     options=(--mode infer --compile-scope modules)
-    if [ $part = ptx_compile_step ]; then
-        options=(--mode step --compile-scope blocks)
-    fi
+    case $part in
+        *_step) options=(--mode step --compile-scope blocks) ;;
+    esac
+    cfg_options=(model.data_preprocessor.non_blocking=True)
+    case $part in
+        # shellcheck disable=SC2206  # FLEX_OPTIONS holds several words
+        ptx_flex_*) cfg_options+=(model.backbone.attn_impl=flex
+                                  ${FLEX_OPTIONS:-}) ;;
+    esac
     PYTHON="timeout $COMPILE_TIMEOUT $PYTHON" bench $part "$PTX_CONFIG" \
         "${options[@]}" --batch-size "$BATCH" "${SWITCHES[@]}" \
-        "${COMPILE_OPTIONS[@]}" --sync end \
-        --cfg-options model.data_preprocessor.non_blocking=True
+        "${COMPILE_OPTIONS[@]}" --sync end --cfg-options "${cfg_options[@]}"
 done
 
 # Every row of every tools/benchmark.py part in one table.

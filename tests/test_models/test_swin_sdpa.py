@@ -1,7 +1,8 @@
 """SwinTransformerSDPA computes what mmseg's SwinTransformer computes."""
 import pytest
 import torch
-from conftest import needs_recent_dynamo, needs_sdpa_kernel
+from conftest import (needs_flex_attention, needs_recent_dynamo,
+                      needs_sdpa_kernel)
 
 import mmseg_ptx  # noqa: F401  (registers the backbone)
 from mmseg.models.backbones import SwinTransformer
@@ -426,3 +427,82 @@ def test_cache_filled_in_inference_mode_then_training():
     sum(o.sum() for o in outs).backward()
     for a, b in zip(expected, outs):
         torch.testing.assert_close(a, b.detach())
+
+
+def stock_and_flex(**overrides):
+    stock = randomise(SwinTransformer(**tiny_cfg()))
+    flex = SwinTransformerSDPA(**tiny_cfg(), attn_impl='flex', **overrides)
+    flex.load_state_dict(stock.state_dict(), strict=True)
+    return stock, flex
+
+
+@needs_flex_attention
+@pytest.mark.parametrize('size', [(70, 90), (56, 56)])
+def test_flex_outputs_match(size):
+    """attn_impl='flex': stock's outputs, shifted and unshifted blocks,
+    padded and unpadded maps (inference: its backward needs a GPU)."""
+    stock, flex = stock_and_flex()
+    assert all(b.attn.w_msa.attn_impl == 'flex' for s in flex.stages
+               for b in s.blocks)
+    stock.eval()
+    flex.eval()
+    x = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        for a, b in zip(stock(x), flex(x)):
+            assert max_diff(a, b) < TOL
+
+
+@needs_flex_attention
+@needs_recent_dynamo
+def test_flex_traces_without_graph_breaks():
+    """Dynamo traces the backbone with FlexAttention whole (fullgraph), as
+    CompileModulesHook compiles it."""
+    torch._dynamo.reset()  # see test_sdpa_backends_trace_without_graph_breaks
+    stock, flex = stock_and_flex(flex_kernel_options=dict(BLOCK_M=16))
+    stock.eval()
+    flex.eval()
+    x = torch.randn(1, 3, 56, 56)
+    compiled = torch.compile(flex, backend='eager', fullgraph=True)
+    with torch.no_grad():
+        for a, b in zip(stock(x), compiled(x)):
+            assert max_diff(a, b) < TOL
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a GPU')
+@needs_flex_attention
+@pytest.mark.parametrize('compiled', [False, True])
+def test_flex_outputs_and_gradients_match_on_cuda(compiled):
+    """Training with attn_impl='flex' on a GPU, eager and compiled by
+    Inductor (the fused kernels): stock's outputs and gradients."""
+    stock, flex = (m.cuda() for m in stock_and_flex())
+    run = torch.compile(flex) if compiled else flex
+    x = torch.randn(2, 3, 70, 90, device='cuda')
+    out_stock, out_flex = stock(x), run(x)
+    for a, b in zip(out_stock, out_flex):
+        assert max_diff(a, b) < TOL
+    weights = [torch.randn_like(o) for o in out_stock]
+    sum((o * w).sum() for o, w in zip(out_stock, weights)).backward()
+    sum((o * w).sum() for o, w in zip(out_flex, weights)).backward()
+    grads_flex = dict(flex.named_parameters())
+    for name, p in stock.named_parameters():
+        g = grads_flex[name].grad
+        assert g is not None, name
+        scale = max(1.0, p.grad.abs().max().item())
+        assert max_diff(p.grad, g) / scale < TOL, name
+
+
+def test_attn_impl_checked(monkeypatch):
+    with pytest.raises(ValueError, match="'fast' is not one of"):
+        SwinTransformerSDPA(**tiny_cfg(), attn_impl='fast')
+    with pytest.raises(ValueError, match="needs attn_impl='flex'"):
+        SwinTransformerSDPA(
+            **tiny_cfg(), flex_kernel_options=dict(BLOCK_M=64))
+    with pytest.raises(ValueError, match='SDPA does not run'):
+        SwinTransformerSDPA(
+            **tiny_cfg(), attn_impl='flex', sdpa_backends=['math'])
+    with pytest.raises(ValueError, match='attn_drop_rate is 0.1'):
+        SwinTransformerSDPA(
+            **tiny_cfg(attn_drop_rate=0.1), attn_impl='flex')
+    monkeypatch.setattr('mmseg_ptx.compat.flex_attention', None)
+    with pytest.raises(ValueError, match='torch >= 2.5'):
+        SwinTransformerSDPA(**tiny_cfg(), attn_impl='flex')

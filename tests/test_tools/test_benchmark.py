@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import load_tool, needs_cpu_fused_adamw
+from conftest import load_tool, needs_cpu_fused_adamw, needs_flex_attention
+
+from mmseg_ptx.models import SwinTransformerSDPA
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOL = ROOT / 'tools' / 'benchmark.py'
@@ -121,6 +123,40 @@ def test_flops_and_sustained_tflops(tmp_path):
     assert sdpa['flops']['step_gflop_per_img'] == pytest.approx(step)
     assert ('pads its training batches to --img-size (64, 64), not to the '
             "config's data_preprocessor size=[128, 128]") in stdout
+
+
+@needs_flex_attention
+def test_flops_of_flex_attention_counted_as_sdpa():
+    """A backbone with attn_impl='flex' counts the FLOPs of the same
+    maths with SDPA (FlexAttention's backward has no CPU kernel), and the
+    caller's config is left as it was."""
+    from mmengine.config import Config
+    tool = load_tool('benchmark')
+    cfg = Config.fromfile(str(CONFIG))
+    sdpa = tool.count_flops(cfg, (64, 64), 'cpu', 'SwinTransformerSDPA')
+    cfg.model.backbone.attn_impl = 'flex'
+    cfg.model.backbone.flex_kernel_options = dict(BLOCK_M=16)
+    flex = tool.count_flops(cfg, (64, 64), 'cpu', 'SwinTransformerSDPA')
+    assert flex == sdpa
+    assert sdpa['step_gflop_per_img'] > 0
+    assert cfg.model.backbone.attn_impl == 'flex'
+    assert cfg.model.backbone.flex_kernel_options == dict(BLOCK_M=16)
+
+
+def test_stock_variant_drops_the_options_of_swin_sdpa():
+    """A config with SwinTransformerSDPA and its own options builds the
+    stock variant: mmseg's SwinTransformer, without those options."""
+    from mmengine.config import Config
+    tool = load_tool('benchmark')
+    cfg = Config.fromfile(str(CONFIG))
+    cfg.model.backbone.update(
+        type='SwinTransformerSDPA', sdpa_backends=['math'])
+    assert 'sdpa_backends' in tool.SDPA_ONLY_OPTIONS
+    stock = tool.build_model(cfg, {}, 'cpu')
+    assert type(stock.backbone).__name__ == 'SwinTransformer'
+    fast = tool.build_model(
+        cfg, dict(backbone_type='SwinTransformerSDPA'), 'cpu')
+    assert type(fast.backbone) is SwinTransformerSDPA
 
 
 def test_several_batch_sizes_one_model(tmp_path):

@@ -55,7 +55,7 @@ def test_every_part_runs_and_is_summarised(tmp_path):
     # and the closing table, the exit status says so.
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert ('failed parts: compile compile_blocks ptx_compile_infer '
-            'ptx_compile_step') in proc.stderr
+            'ptx_compile_step ptx_flex_infer ptx_flex_step') in proc.stderr
     parts = {p.stem for p in out.glob('*.json')}
     assert parts == {
         'window_tokens', 'sweep', 'ablate', 'big_batches', 'sdpa_math',
@@ -152,3 +152,31 @@ def test_ptx_compile_parts_time_this_projects_config(tmp_path):
         assert (row['mode'], row['sync']) == (mode, 'end')
         assert row['variant'].startswith('SwinTransformerSDPA+bf16+')
         assert row['variant'].endswith(variant_end)
+
+
+def test_ptx_flex_parts_ask_for_flex_attention(tmp_path):
+    """The ptx_flex parts run the ptx_compile parts' benchmarks with
+    attn_impl='flex' and FLEX_OPTIONS. FlexAttention runs nowhere here (it
+    compiles itself, which TORCH_COMPILE_DISABLE forbids, and its backward
+    needs a GPU), so both parts fail after saying what they ran."""
+    out = tmp_path / 'bench'
+    env = dry_run_env(
+        PARTS='ptx_flex_infer ptx_flex_step',
+        TORCH_COMPILE_DISABLE='1',
+        FLEX_OPTIONS='model.backbone.flex_kernel_options.BLOCK_M=64 '
+        'model.backbone.flex_kernel_options.BLOCK_N=64')
+    env['COMPILE_TIMEOUT'] = '600'
+    proc = run_script(out, env)
+    assert proc.returncode == 1
+    assert 'failed parts: ptx_flex_infer ptx_flex_step' in proc.stderr
+    for part in ('ptx_flex_infer', 'ptx_flex_step'):
+        log = (out / f'{part}.log').read_text()
+        settings = next(line for line in log.splitlines()
+                        if line.startswith('Settings: '))
+        assert f"config={env['PTX_CONFIG']}," in settings
+        assert ("cfg_options={'model.data_preprocessor.non_blocking': True, "
+                "'model.backbone.attn_impl': 'flex', "
+                "'model.backbone.flex_kernel_options.BLOCK_M': 64, "
+                "'model.backbone.flex_kernel_options.BLOCK_N': 64}"
+                ) in settings
+        assert "sync=['end']" in settings

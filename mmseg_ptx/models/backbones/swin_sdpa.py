@@ -31,6 +31,10 @@ Why it is faster (same maths):
 * Stochastic depth is :class:`~mmseg_ptx.models.utils.TensorDropPath`, so
   under ``torch.compile`` blocks that differ only in their drop rate share
   one compiled graph.
+
+``attn_impl='flex'`` swaps SDPA for PyTorch's FlexAttention
+(:func:`~mmseg_ptx.models.utils.flex_window_attention`), which reads the
+bias inside its kernel instead of taking it materialised per window.
 """
 from __future__ import annotations
 
@@ -47,8 +51,10 @@ from mmseg.models.backbones.swin import (ShiftWindowMSA, SwinTransformer,
 from mmseg.registry import MODELS
 from torch import Tensor
 
+from ... import compat
 from ...compat import SDPBackend, autocast_dtype, is_compiling, sdpa_kernel
 from ..utils.drop_path import TensorDropPath
+from ..utils.flex_window_attention import flex_window_attention
 from ..utils.window_tokens import (partition_windows, reverse_windows,
                                    window_token_index)
 
@@ -60,6 +66,9 @@ __all__ = ['WindowMSASDPA', 'ShiftWindowMSASDPA', 'SwinTransformerSDPA']
 _SHIFT_MASK_VALUE = -100.0
 
 T = TypeVar('T')
+
+#: Values of ``SwinTransformerSDPA(attn_impl=...)``.
+ATTN_IMPLS = ('sdpa', 'flex')
 
 #: Names accepted by ``SwinTransformerSDPA(sdpa_backends=...)``: those of
 #: the installed torch's SDPA kernels (none before torch's ``sdpa_kernel``).
@@ -158,6 +167,11 @@ class WindowMSASDPA(WindowMSA):
     #: SDPA kernels allowed for this module (None: PyTorch's choice); set
     #: by :class:`SwinTransformerSDPA`.
     sdpa_backends: Optional[List['SDPBackend']] = None
+    #: 'sdpa', or 'flex' for :func:`~mmseg_ptx.models.utils.
+    #: flex_window_attention` (no attention dropout); set by
+    #: :class:`SwinTransformerSDPA`, as is ``flex_kernel_options``.
+    attn_impl: str = 'sdpa'
+    flex_kernel_options: Optional[dict] = None
 
     @classmethod
     def from_stock(cls, stock: WindowMSA) -> 'WindowMSASDPA':
@@ -207,6 +221,29 @@ class WindowMSASDPA(WindowMSA):
         return table[:, self.relative_position_index.view(-1)].view(
             self.num_heads, n, n)
 
+    def _sdpa(self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor,
+              mask: Optional[Tensor]) -> Tensor:
+        """Attention of (B, nH, N, hd) windows through SDPA, the bias and
+        mask passed as its float ``attn_mask``."""
+        B, num_heads, N, _ = q.shape
+        if mask is not None:
+            nW = mask.shape[0]
+            # Fused kernels need 4-D inputs, and a mask that repeats with
+            # period nW along the batch axis has no strided 4-D view, so it
+            # is expanded over the B // nW images (a view when B == nW).
+            bias = (bias.unsqueeze(0) + mask.unsqueeze(1)).to(q.dtype)
+            bias = bias.unsqueeze(0).expand(B // nW, -1, -1, -1, -1).reshape(
+                B, num_heads, N, N)
+        else:
+            bias = bias.to(q.dtype).unsqueeze(0)
+
+        dropout_p = self.attn_drop.p if self.training else 0.0
+        with (nullcontext() if self.sdpa_backends is None else
+              sdpa_kernel(self.sdpa_backends)):
+            return F.scaled_dot_product_attention(
+                q, k, v, attn_mask=bias, dropout_p=dropout_p,
+                scale=self.scale)
+
     def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
         """Window attention.
 
@@ -229,23 +266,14 @@ class WindowMSASDPA(WindowMSA):
         q, k, v = qkv.unbind(0)
 
         bias = self.relative_position_bias()  # nH, N, N
-        if mask is not None:
-            nW = mask.shape[0]
-            # Fused kernels need 4-D inputs, and a mask that repeats with
-            # period nW along the batch axis has no strided 4-D view, so it
-            # is expanded over the B // nW images (a view when B == nW).
-            bias = (bias.unsqueeze(0) + mask.unsqueeze(1)).to(q.dtype)
-            bias = bias.unsqueeze(0).expand(B // nW, -1, -1, -1, -1).reshape(
-                B, self.num_heads, N, N)
+        if self.attn_impl == 'flex':
+            # The bias stays in the parameters' dtype: FlexAttention adds
+            # it to float32 scores inside its kernel.
+            x = flex_window_attention(
+                q, k, v, bias, mask=mask, scale=self.scale,
+                kernel_options=self.flex_kernel_options)
         else:
-            bias = bias.to(q.dtype).unsqueeze(0)
-
-        dropout_p = self.attn_drop.p if self.training else 0.0
-        with (nullcontext() if self.sdpa_backends is None else
-              sdpa_kernel(self.sdpa_backends)):
-            x = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=bias, dropout_p=dropout_p,
-                scale=self.scale)
+            x = self._sdpa(q, k, v, bias, mask)
         x = x.transpose(1, 2).reshape(B, N, C)
         x = self.proj(x)
         x = self.proj_drop(x)
@@ -419,14 +447,29 @@ class SwinTransformerSDPA(SwinTransformer):
             flash attention takes no bias, so it never runs there
             (``['flash']`` alone finds no kernel; the CPU's flash kernel
             takes one). Default: None.
+        attn_impl (str): ``'sdpa'``, or ``'flex'`` for PyTorch's
+            FlexAttention (torch >= 2.5; see
+            :func:`~mmseg_ptx.models.utils.flex_window_attention`): the
+            bias read inside a generated flash-attention kernel instead of
+            materialised per window, its gradient summed in the kernel.
+            Fused only under ``torch.compile`` (``CompileModulesHook``);
+            eagerly it computes the same values slowly. Its backward needs
+            a GPU, and it has no attention dropout (``attn_drop_rate``
+            must be 0). Default: 'sdpa'.
+        flex_kernel_options (dict | None): FlexAttention's
+            ``kernel_options`` (tile sizes and the like), with
+            ``attn_impl='flex'`` only. Default: None.
         **kwargs: Keyword arguments of ``SwinTransformer``.
     """
 
     def __init__(self,
                  *args,
                  sdpa_backends: Optional[Sequence[str]] = None,
+                 attn_impl: str = 'sdpa',
+                 flex_kernel_options: Optional[dict] = None,
                  **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self._check_attn_impl(attn_impl, sdpa_backends, flex_kernel_options)
         backends = None
         if sdpa_backends is not None:
             unknown = [b for b in sdpa_backends if b not in SDPA_BACKENDS]
@@ -440,6 +483,8 @@ class SwinTransformerSDPA(SwinTransformer):
             for block in stage.blocks:
                 block.attn = ShiftWindowMSASDPA.from_stock(block.attn)
                 block.attn.w_msa.sdpa_backends = backends
+                block.attn.w_msa.attn_impl = attn_impl
+                block.attn.w_msa.flex_kernel_options = flex_kernel_options
                 if isinstance(block.attn.drop, DropPath):
                     block.attn.drop = TensorDropPath.from_stock(
                         block.attn.drop)
@@ -453,3 +498,28 @@ class SwinTransformerSDPA(SwinTransformer):
         if meta:  # a WindowMSA attribute that from_stock did not take over
             raise RuntimeError('SwinTransformerSDPA: tensors left on the meta '
                                f'device after conversion: {meta}')
+
+    def _check_attn_impl(self, attn_impl: str,
+                         sdpa_backends: Optional[Sequence[str]],
+                         flex_kernel_options: Optional[dict]) -> None:
+        """Refuse ``attn_impl`` settings that could not run as asked."""
+        if attn_impl not in ATTN_IMPLS:
+            raise ValueError(f'attn_impl: {attn_impl!r} is not one of '
+                             f'{ATTN_IMPLS}')
+        if attn_impl != 'flex':
+            if flex_kernel_options is not None:
+                raise ValueError("flex_kernel_options needs attn_impl='flex'")
+            return
+        if compat.flex_attention is None:
+            raise ValueError("attn_impl='flex' needs FlexAttention (torch >= "
+                             f'2.5); this is torch {torch.__version__}')
+        if sdpa_backends is not None:
+            raise ValueError("sdpa_backends chooses SDPA kernels; with "
+                             "attn_impl='flex' SDPA does not run")
+        dropout = {
+            block.attn.w_msa.attn_drop.p
+            for stage in self.stages for block in stage.blocks
+        }
+        if dropout != {0.0}:
+            raise ValueError("attn_impl='flex' has no attention dropout; "
+                             f'attn_drop_rate is {max(dropout)}, not 0')

@@ -1,15 +1,17 @@
 """Model utilities: inference in bfloat16 weights, BatchNorm folding,
-compile-friendly stochastic depth, Swin window gathers, strict checkpoint
-loading."""
+compile-friendly stochastic depth, Swin window gathers and FlexAttention
+window attention, strict checkpoint loading."""
 from .checkpoint import (init_model_strict, load_checkpoint_strict,
                          load_runner_checkpoints_strictly)
 from .drop_path import TensorDropPath
+from .flex_window_attention import flex_window_attention
 from .fuse_conv_bn import fuse_conv_bn
 from .inference_dtype import (INFERENCE_DTYPES, cast_for_inference,
                               resolve_inference_dtype)
 
 __all__ = [
     'INFERENCE_DTYPES', 'TensorDropPath', 'cast_for_inference',
-    'fuse_conv_bn', 'init_model_strict', 'load_checkpoint_strict',
-    'load_runner_checkpoints_strictly', 'resolve_inference_dtype'
+    'flex_window_attention', 'fuse_conv_bn', 'init_model_strict',
+    'load_checkpoint_strict', 'load_runner_checkpoints_strictly',
+    'resolve_inference_dtype'
 ]
