@@ -70,7 +70,8 @@ from tqdm import tqdm
 import mmseg_ptx  # noqa: F401  (stack fixes + plugin registration)
 from mmseg_ptx.apis import merge_cfg_options
 from mmseg_ptx.compat import math_sdpa
-from mmseg_ptx.engine.hooks import compile_modules, to_channels_last
+from mmseg_ptx.engine.hooks import (SWIN_BLOCKS, compile_modules,
+                                    to_channels_last)
 from mmseg_ptx.models import SwinTransformerSDPA
 from mmseg_ptx.models.utils import cast_for_inference, fuse_conv_bn
 from mmseg_ptx.reporting.json_io import write_json
@@ -93,8 +94,6 @@ EXTRA_MODES = ('eval', )
 SWITCHES = ('backbone_type', 'amp', 'bf16_weights', 'fuse_conv_bn',
             'channels_last', 'fused_adamw', 'merge_param_groups', 'tf32',
             'cudnn_benchmark', 'compile')
-# Compiled one by one with --compile-scope blocks.
-COMPILE_BLOCKS = ('SwinBlock', )
 # The arguments SwinTransformerSDPA takes beyond mmseg's SwinTransformer's
 # (its own are keyword-only; the rest it passes on).
 SDPA_ONLY_OPTIONS = tuple(
@@ -794,7 +793,7 @@ def run_variant(cfg: Config,
         train_step = torch.compile(train_step, mode=args.compile_mode)
         test_step = torch.compile(test_step, mode=args.compile_mode)
     elif scope:
-        blocks = COMPILE_BLOCKS if scope == 'blocks' else ()
+        blocks = SWIN_BLOCKS if scope == 'blocks' else ()
         compile_modules(model, blocks=blocks, mode=args.compile_mode)
         if infer_model is not model:
             compile_modules(infer_model, blocks=blocks, mode=args.compile_mode)

@@ -92,9 +92,9 @@ def earlier_image_ids(out: str) -> Set[str]:
     of its submission.csv, and the names it wrote both a mask and an
     overlay for (a run stopped before its submission)."""
     def stems(folder: str) -> Set[str]:
-        path = osp.join(out, folder)
-        return {name[:-len('.png')] for name in os.listdir(path)
-                if name.endswith('.png')} if osp.isdir(path) else set()
+        path, suffix = osp.join(out, folder), OUTPUT_SUFFIXES[folder]
+        return {name[:-len(suffix)] for name in os.listdir(path)
+                if name.endswith(suffix)} if osp.isdir(path) else set()
 
     ids = stems('masks') & stems('overlays')
     submission = osp.join(out, 'submission.csv')

@@ -7,6 +7,7 @@ from mmengine.runner import Runner
 import mmseg_ptx  # noqa: F401  (stack fixes + registration)
 from mmseg_ptx.apis import (add_runner_args, format_metrics_table,
                             has_custom_hook, load_config)
+from mmseg_ptx.engine.hooks import SWIN_BLOCKS
 from mmseg_ptx.models import INFERENCE_DTYPES
 from mmseg_ptx.models.utils import load_runner_checkpoints_strictly
 
@@ -121,7 +122,7 @@ def main() -> None:
                 '(a CompileModulesHook in custom_hooks); leave out --compile '
                 'or that hook')
         extra_hooks.append(
-            dict(type='CompileModulesHook', blocks=['SwinBlock'])
+            dict(type='CompileModulesHook', blocks=list(SWIN_BLOCKS))
             if args.compile_scope == 'blocks' else
             dict(type='CompileModulesHook'))
     if args.out is not None or args.show_dir is not None:

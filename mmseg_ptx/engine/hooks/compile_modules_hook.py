@@ -11,6 +11,9 @@ from mmseg_ptx.models.segmentors import segmentors_of
 
 #: The parts of an mmseg EncoderDecoder that hold nearly all of its compute.
 DEFAULT_MODULES = ('backbone', 'neck', 'decode_head', 'auxiliary_head')
+#: The blocks of mmseg's Swin backbones (``SwinTransformerSDPA`` included),
+#: for ``blocks``: what ``--compile-scope blocks`` compiles one by one.
+SWIN_BLOCKS = ('SwinBlock', )
 
 
 def compile_modules(model: torch.nn.Module,
