@@ -50,8 +50,10 @@ Fixes:
    ``torch._dynamo.is_compiling``, :func:`math_sdpa` uses the older
    ``torch.backends.cuda.sdp_kernel``, and :func:`autocast_dtype` the
    per-device autocast queries that ``torch.get_autocast_dtype``
-   (torch 2.4) replaced. :data:`flex_attention` is None before torch 2.5,
-   which has no FlexAttention (``attn_impl='flex'`` then says so).
+   (torch 2.4) replaced. :data:`flex_attention` is None before torch 2.6:
+   FlexAttention came in 2.5, but only 2.6 takes a ``score_mod`` tensor
+   that needs a gradient, as Swin's learned bias does (2.5 fails in the
+   first training forward; ``attn_impl='flex'`` says so at once).
 6. ``SegDataPreProcessor(non_blocking=True)``. mmengine's
    ``BaseDataPreprocessor`` takes ``non_blocking`` (copy the batch to the
    GPU without the host waiting for the copy), but mmseg 1.2.2's
@@ -332,10 +334,9 @@ try:
 except ImportError:  # SDPA picks its kernel itself
     SDPBackend = sdpa_kernel = None
 
-try:
+flex_attention = None
+if torch.torch_version.TorchVersion(torch.__version__) >= (2, 6):
     from torch.nn.attention.flex_attention import flex_attention
-except ImportError:  # torch < 2.5
-    flex_attention = None
 
 #: Whether dynamo is tracing the caller (constant-folded under tracing).
 is_compiling = getattr(torch.compiler, 'is_compiling', None)

@@ -48,13 +48,26 @@ needs_sdpa_kernel = pytest.mark.skipif(
     compat.sdpa_kernel is None,
     reason='choosing SDPA kernels needs torch.nn.attention.sdpa_kernel')
 needs_flex_attention = pytest.mark.skipif(
-    compat.flex_attention is None, reason='FlexAttention needs torch >= 2.5')
+    compat.flex_attention is None,
+    reason='FlexAttention with a learned bias needs torch >= 2.6')
 needs_recent_dynamo = pytest.mark.skipif(
     not hasattr(torch.compiler, 'is_compiling'),
     reason="torch < 2.3's dynamo breaks graphs in mmcv/mmseg code")
 needs_safe_globals = pytest.mark.skipif(
     not hasattr(torch.serialization, 'safe_globals'),
     reason='torch.load allow-lists (compat fix 2) need torch >= 2.5')
+
+
+@pytest.fixture
+def exact_cuda_float32():
+    """Compare float32 with float32 on CUDA: no TF32 matmuls or convs."""
+    matmul, cudnn = (torch.backends.cuda.matmul.allow_tf32,
+                     torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32 = matmul
+    torch.backends.cudnn.allow_tf32 = cudnn
 
 
 @pytest.fixture(scope='session')

@@ -42,9 +42,10 @@
 #   ptx_flex_infer, ptx_flex_step  the two ptx_compile parts with the window
 #                attention through FlexAttention
 #                (model.backbone.attn_impl=flex, plus the cfg-options in
-#                FLEX_OPTIONS, e.g. its tile sizes:
-#                "model.backbone.flex_kernel_options.BLOCK_M=64
-#                model.backbone.flex_kernel_options.BLOCK_N=64").
+#                FLEX_OPTIONS, e.g. its forward tiles:
+#                "model.backbone.flex_kernel_options.BLOCK_M=32
+#                model.backbone.flex_kernel_options.BLOCK_N=32"; backward
+#                ones are bwd_BLOCK_M1 ... bwd_BLOCK_N2).
 # Each part writes a JSON file (each row as soon as it is measured) and a log;
 # every row also gets the TFLOP/s it sustained (benchmark.py --flops), and
 # the run ends with one table of every row. On an H200 (2026-11-27) the
@@ -58,9 +59,8 @@
 # SWEEP_BATCHES, BIG_BATCHES, BATCH, PROFILE_ITERS, LOADER_WORKERS,
 # DEMO_NUM, DEMO_SIZE, DEMO_DATA, SWINB_CONFIG, PTX_CONFIG, SDPA_KERNELS,
 # FLEX_OPTIONS, COMPILE_TIMEOUT, COMPILE_MODE (the compile parts'
-# torch.compile mode, e.g.
-# reduce-overhead: CUDA graphs, against the launch overhead of small
-# batches, with BATCH=4).
+# torch.compile mode, e.g. reduce-overhead: CUDA graphs, against the
+# launch overhead of small batches, with BATCH=4).
 set -euo pipefail
 
 OUT_DIR=${1:?usage: bash tools/benchmark_gpu.sh OUT_DIR}
@@ -237,11 +237,11 @@ for part in ptx_compile_infer ptx_compile_step ptx_flex_infer ptx_flex_step; do
         *_step) options=(--mode step --compile-scope blocks) ;;
     esac
     cfg_options=(model.data_preprocessor.non_blocking=True)
-    case $part in
-        # shellcheck disable=SC2206  # FLEX_OPTIONS holds several words
-        ptx_flex_*) cfg_options+=(model.backbone.attn_impl=flex
-                                  ${FLEX_OPTIONS:-}) ;;
-    esac
+    if [[ $part = ptx_flex_* ]]; then
+        # Split into words, not expanded as file names.
+        read -ra flex_options <<<"${FLEX_OPTIONS:-}"
+        cfg_options+=(model.backbone.attn_impl=flex "${flex_options[@]}")
+    fi
     PYTHON="timeout $COMPILE_TIMEOUT $PYTHON" bench $part "$PTX_CONFIG" \
         "${options[@]}" --batch-size "$BATCH" "${SWITCHES[@]}" \
         "${COMPILE_OPTIONS[@]}" --sync end --cfg-options "${cfg_options[@]}"

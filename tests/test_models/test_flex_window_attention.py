@@ -8,15 +8,22 @@ import torch.nn.functional as F
 from conftest import needs_flex_attention
 
 from mmseg_ptx import compat
-from mmseg_ptx.models.utils import flex_window_attention
+from mmseg_ptx.models.utils import (check_flex_kernel_options,
+                                    flex_window_attention)
 
 # The module, which the package's function of the same name hides.
 MODULE = importlib.import_module(
     'mmseg_ptx.models.utils.flex_window_attention')
 
-pytestmark = needs_flex_attention
+pytestmark = [
+    needs_flex_attention,
+    pytest.mark.usefixtures('exact_cuda_float32')
+]
 
-IMAGES, WINDOWS, HEADS, N, HEAD_DIMS = 2, 3, 2, 16, 8
+# Windows of 12x12 tokens and heads of 32 channels, as in this project's
+# Swin-B: on CUDA, Inductor's main FlexAttention kernel (below 128 tokens
+# it takes its decoding kernel; below 16 channels it has none).
+IMAGES, WINDOWS, HEADS, N, HEAD_DIMS = 2, 3, 2, 144, 32
 
 
 def inputs(device='cpu', requires_grad=False):
@@ -101,8 +108,20 @@ def test_scale_and_kernel_options_reach_flex_attention(monkeypatch):
     assert seen['kernel_options'] == dict(BLOCK_M=16)
 
 
+def test_kernel_options_checked():
+    from torch.nn.attention import flex_attention as flex_module
+    check_flex_kernel_options(
+        dict(BLOCK_M=64, fwd_BLOCK_N=64, bwd_BLOCK_M1=32))
+    if not hasattr(flex_module, 'FlexKernelOptions'):
+        pytest.skip('this torch lists no FlexAttention kernel options')
+    with pytest.raises(ValueError, match="unknown \\['BLOCKM'\\]"):
+        check_flex_kernel_options(dict(BLOCK_M=64, BLOCKM=64))
+    with pytest.raises(ValueError, match="unknown \\['fwd_bwd_BLOCK_M'\\]"):
+        check_flex_kernel_options(dict(fwd_bwd_BLOCK_M=64))
+
+
 def test_without_flex_attention_says_which_torch(monkeypatch):
     monkeypatch.setattr(compat, 'flex_attention', None)
     q, k, v, bias, _ = inputs()
-    with pytest.raises(RuntimeError, match='torch >= 2.5'):
+    with pytest.raises(RuntimeError, match='torch >= 2.6'):
         flex_window_attention(q, k, v, bias)

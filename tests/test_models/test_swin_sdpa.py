@@ -9,7 +9,9 @@ from mmseg.models.backbones import SwinTransformer
 from mmseg.registry import MODELS
 from mmseg_ptx.models import (ShiftWindowMSASDPA, SwinTransformerSDPA,
                               WindowMSASDPA)
+from mmseg_ptx.models.backbones import swin_sdpa
 from mmseg_ptx.models.backbones.swin_sdpa import WINDOW_CACHE
+from mmseg_ptx.models.utils import flex_window_attention
 
 TOL = 1e-4
 #: CPU always; CUDA too where there is a GPU (SDPA dispatches to another
@@ -17,16 +19,7 @@ TOL = 1e-4
 DEVICES = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
 
 
-@pytest.fixture(autouse=True)
-def exact_cuda_float32():
-    """Compare float32 with float32 on CUDA: no TF32 matmuls or convs."""
-    matmul, cudnn = (torch.backends.cuda.matmul.allow_tf32,
-                     torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32 = matmul
-    torch.backends.cudnn.allow_tf32 = cudnn
+pytestmark = pytest.mark.usefixtures('exact_cuda_float32')
 
 
 def tiny_cfg(**overrides):
@@ -429,27 +422,42 @@ def test_cache_filled_in_inference_mode_then_training():
         torch.testing.assert_close(a, b.detach())
 
 
-def stock_and_flex(**overrides):
-    stock = randomise(SwinTransformer(**tiny_cfg()))
-    flex = SwinTransformerSDPA(**tiny_cfg(), attn_impl='flex', **overrides)
+def stock_and_flex(window_size=7, **overrides):
+    stock = randomise(SwinTransformer(**tiny_cfg(window_size=window_size)))
+    flex = SwinTransformerSDPA(
+        **tiny_cfg(window_size=window_size), attn_impl='flex', **overrides)
     flex.load_state_dict(stock.state_dict(), strict=True)
     return stock, flex
 
 
+def count_flex_calls(monkeypatch):
+    """Count the backbone's calls of flex_window_attention, by mask."""
+    calls = {'shifted': 0, 'unshifted': 0}
+
+    def counting(*args, mask=None, **kwargs):
+        calls['unshifted' if mask is None else 'shifted'] += 1
+        return flex_window_attention(*args, mask=mask, **kwargs)
+
+    monkeypatch.setattr(swin_sdpa, 'flex_window_attention', counting)
+    return calls
+
+
 @needs_flex_attention
-@pytest.mark.parametrize('size', [(70, 90), (56, 56)])
-def test_flex_outputs_match(size):
+@pytest.mark.parametrize('window_size,size', [(7, (70, 90)), (7, (56, 56)),
+                                              (12, (96, 96))])
+def test_flex_outputs_match(monkeypatch, window_size, size):
     """attn_impl='flex': stock's outputs, shifted and unshifted blocks,
-    padded and unpadded maps (inference: its backward needs a GPU)."""
-    stock, flex = stock_and_flex()
-    assert all(b.attn.w_msa.attn_impl == 'flex' for s in flex.stages
-               for b in s.blocks)
+    padded and unpadded maps, windows of 49 and 144 tokens (inference: its
+    backward needs a GPU), every block's attention through FlexAttention."""
+    stock, flex = stock_and_flex(window_size)
+    calls = count_flex_calls(monkeypatch)
     stock.eval()
     flex.eval()
     x = torch.randn(2, 3, *size)
     with torch.no_grad():
         for a, b in zip(stock(x), flex(x)):
             assert max_diff(a, b) < TOL
+    assert calls == {'shifted': 4, 'unshifted': 4}
 
 
 @needs_flex_attention
@@ -470,11 +478,15 @@ def test_flex_traces_without_graph_breaks():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a GPU')
 @needs_flex_attention
+@pytest.mark.parametrize('window_size', [7, 12])
 @pytest.mark.parametrize('compiled', [False, True])
-def test_flex_outputs_and_gradients_match_on_cuda(compiled):
+def test_flex_outputs_and_gradients_match_on_cuda(monkeypatch, compiled,
+                                                  window_size):
     """Training with attn_impl='flex' on a GPU, eager and compiled by
-    Inductor (the fused kernels): stock's outputs and gradients."""
-    stock, flex = (m.cuda() for m in stock_and_flex())
+    Inductor (the fused kernels; 144-token windows take its main kernel,
+    49-token ones its decoding kernel): stock's outputs and gradients."""
+    stock, flex = (m.cuda() for m in stock_and_flex(window_size))
+    calls = count_flex_calls(monkeypatch)
     run = torch.compile(flex) if compiled else flex
     x = torch.randn(2, 3, 70, 90, device='cuda')
     out_stock, out_flex = stock(x), run(x)
@@ -489,20 +501,35 @@ def test_flex_outputs_and_gradients_match_on_cuda(compiled):
         assert g is not None, name
         scale = max(1.0, p.grad.abs().max().item())
         assert max_diff(p.grad, g) / scale < TOL, name
+    assert calls['shifted'] > 0 and calls['unshifted'] > 0
 
 
-def test_attn_impl_checked(monkeypatch):
+def test_attn_impl_checked():
     with pytest.raises(ValueError, match="'fast' is not one of"):
         SwinTransformerSDPA(**tiny_cfg(), attn_impl='fast')
     with pytest.raises(ValueError, match="needs attn_impl='flex'"):
         SwinTransformerSDPA(
             **tiny_cfg(), flex_kernel_options=dict(BLOCK_M=64))
+
+
+@needs_flex_attention
+def test_flex_settings_checked():
     with pytest.raises(ValueError, match='SDPA does not run'):
         SwinTransformerSDPA(
             **tiny_cfg(), attn_impl='flex', sdpa_backends=['math'])
     with pytest.raises(ValueError, match='attn_drop_rate is 0.1'):
         SwinTransformerSDPA(
             **tiny_cfg(attn_drop_rate=0.1), attn_impl='flex')
+    # Unknown tile options are refused (where torch lists the known ones).
+    from torch.nn.attention import flex_attention as flex_module
+    if hasattr(flex_module, 'FlexKernelOptions'):
+        with pytest.raises(ValueError, match="unknown \\['BLOCKM'\\]"):
+            SwinTransformerSDPA(
+                **tiny_cfg(), attn_impl='flex',
+                flex_kernel_options=dict(BLOCKM=64))
+
+
+def test_flex_refused_without_flex_attention(monkeypatch):
     monkeypatch.setattr('mmseg_ptx.compat.flex_attention', None)
-    with pytest.raises(ValueError, match='torch >= 2.5'):
+    with pytest.raises(ValueError, match='torch >= 2.6'):
         SwinTransformerSDPA(**tiny_cfg(), attn_impl='flex')

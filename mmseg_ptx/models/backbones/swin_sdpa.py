@@ -41,7 +41,8 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from contextlib import nullcontext
-from typing import Callable, List, Optional, Sequence, Tuple, TypeVar
+from typing import (Any, Callable, Dict, List, Optional, Sequence, Tuple,
+                    TypeVar)
 
 import torch
 import torch.nn.functional as F
@@ -54,7 +55,8 @@ from torch import Tensor
 from ... import compat
 from ...compat import SDPBackend, autocast_dtype, is_compiling, sdpa_kernel
 from ..utils.drop_path import TensorDropPath
-from ..utils.flex_window_attention import flex_window_attention
+from ..utils.flex_window_attention import (check_flex_kernel_options,
+                                           flex_window_attention)
 from ..utils.window_tokens import (partition_windows, reverse_windows,
                                    window_token_index)
 
@@ -171,7 +173,7 @@ class WindowMSASDPA(WindowMSA):
     #: flex_window_attention` (no attention dropout); set by
     #: :class:`SwinTransformerSDPA`, as is ``flex_kernel_options``.
     attn_impl: str = 'sdpa'
-    flex_kernel_options: Optional[dict] = None
+    flex_kernel_options: Optional[Dict[str, Any]] = None
 
     @classmethod
     def from_stock(cls, stock: WindowMSA) -> 'WindowMSASDPA':
@@ -448,7 +450,7 @@ class SwinTransformerSDPA(SwinTransformer):
             (``['flash']`` alone finds no kernel; the CPU's flash kernel
             takes one). Default: None.
         attn_impl (str): ``'sdpa'``, or ``'flex'`` for PyTorch's
-            FlexAttention (torch >= 2.5; see
+            FlexAttention (torch >= 2.6; see
             :func:`~mmseg_ptx.models.utils.flex_window_attention`): the
             bias read inside a generated flash-attention kernel instead of
             materialised per window, its gradient summed in the kernel.
@@ -457,8 +459,9 @@ class SwinTransformerSDPA(SwinTransformer):
             a GPU, and it has no attention dropout (``attn_drop_rate``
             must be 0). Default: 'sdpa'.
         flex_kernel_options (dict | None): FlexAttention's
-            ``kernel_options`` (tile sizes and the like), with
-            ``attn_impl='flex'`` only. Default: None.
+            ``kernel_options`` (tile sizes and the like; keys the installed
+            torch does not know are refused), with ``attn_impl='flex'``
+            only. Default: None.
         **kwargs: Keyword arguments of ``SwinTransformer``.
     """
 
@@ -466,7 +469,7 @@ class SwinTransformerSDPA(SwinTransformer):
                  *args,
                  sdpa_backends: Optional[Sequence[str]] = None,
                  attn_impl: str = 'sdpa',
-                 flex_kernel_options: Optional[dict] = None,
+                 flex_kernel_options: Optional[Dict[str, Any]] = None,
                  **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._check_attn_impl(attn_impl, sdpa_backends, flex_kernel_options)
@@ -501,7 +504,8 @@ class SwinTransformerSDPA(SwinTransformer):
 
     def _check_attn_impl(self, attn_impl: str,
                          sdpa_backends: Optional[Sequence[str]],
-                         flex_kernel_options: Optional[dict]) -> None:
+                         flex_kernel_options: Optional[Dict[str, Any]]
+                         ) -> None:
         """Refuse ``attn_impl`` settings that could not run as asked."""
         if attn_impl not in ATTN_IMPLS:
             raise ValueError(f'attn_impl: {attn_impl!r} is not one of '
@@ -511,11 +515,14 @@ class SwinTransformerSDPA(SwinTransformer):
                 raise ValueError("flex_kernel_options needs attn_impl='flex'")
             return
         if compat.flex_attention is None:
-            raise ValueError("attn_impl='flex' needs FlexAttention (torch >= "
-                             f'2.5); this is torch {torch.__version__}')
+            raise ValueError("attn_impl='flex' needs FlexAttention with a "
+                             'learned bias (torch >= 2.6); this is torch '
+                             f'{torch.__version__}')
         if sdpa_backends is not None:
             raise ValueError("sdpa_backends chooses SDPA kernels; with "
                              "attn_impl='flex' SDPA does not run")
+        if flex_kernel_options is not None:
+            check_flex_kernel_options(flex_kernel_options)
         dropout = {
             block.attn.w_msa.attn_drop.p
             for stage in self.stages for block in stage.blocks

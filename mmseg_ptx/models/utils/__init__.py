@@ -4,14 +4,15 @@ window attention, strict checkpoint loading."""
 from .checkpoint import (init_model_strict, load_checkpoint_strict,
                          load_runner_checkpoints_strictly)
 from .drop_path import TensorDropPath
-from .flex_window_attention import flex_window_attention
+from .flex_window_attention import (check_flex_kernel_options,
+                                    flex_window_attention)
 from .fuse_conv_bn import fuse_conv_bn
 from .inference_dtype import (INFERENCE_DTYPES, cast_for_inference,
                               resolve_inference_dtype)
 
 __all__ = [
     'INFERENCE_DTYPES', 'TensorDropPath', 'cast_for_inference',
-    'flex_window_attention', 'fuse_conv_bn', 'init_model_strict',
-    'load_checkpoint_strict', 'load_runner_checkpoints_strictly',
-    'resolve_inference_dtype'
+    'check_flex_kernel_options', 'flex_window_attention', 'fuse_conv_bn',
+    'init_model_strict', 'load_checkpoint_strict',
+    'load_runner_checkpoints_strictly', 'resolve_inference_dtype'
 ]

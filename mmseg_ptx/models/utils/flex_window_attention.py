@@ -8,14 +8,19 @@ training the memory-efficient kernel writes its gradient at that full
 size before autograd sums it back to (heads, N, N).
 :func:`torch.nn.attention.flex_attention.flex_attention` instead reads the
 bias inside a generated flash-attention kernel through a ``score_mod``
-function, and in the backward adds the bias gradient into a buffer of the
-bias's own size (with atomic adds, so the bias gradient is not bitwise
-deterministic).
+function, and in the backward adds the bias gradient into a buffer the
+size of the tensor it read (the bias, or in shifted blocks the bias plus
+mask per window) with atomic adds, so the bias gradient is not bitwise
+deterministic.
 
 FlexAttention is fused only under :func:`torch.compile` (the model compiled
 whole or block by block, e.g. by ``CompileModulesHook``); called eagerly it
 computes the same values through an unfused fallback that materialises all
-scores, and PyTorch warns once. Its backward needs a GPU.
+scores, and PyTorch warns once. PyTorch refuses its backward on the CPU.
+Compiled with a backend other than Inductor (``aot_eager``, the usual
+debugging one), the backward of a bias computed inside the graph fails in
+PyTorch (torch 2.13: "Expected a proper Tensor but got None"); Inductor
+generates that backward itself.
 """
 from __future__ import annotations
 
@@ -25,7 +30,36 @@ from torch import Tensor
 
 from ... import compat
 
-__all__ = ['flex_window_attention']
+__all__ = ['flex_window_attention', 'check_flex_kernel_options']
+
+
+def check_flex_kernel_options(options: Dict[str, Any]) -> None:
+    """Refuse keys the installed FlexAttention does not know.
+
+    FlexAttention ignores an unknown key (a mistyped ``BLOCKM``, say), so a
+    benchmark would time the defaults while its settings claim otherwise.
+    Keys may carry a ``fwd_`` or ``bwd_`` prefix. A torch without
+    ``FlexKernelOptions`` lists none: nothing is checked there.
+
+    Args:
+        options (dict): ``kernel_options`` for FlexAttention.
+
+    Raises:
+        ValueError: An unknown key, with the known ones.
+    """
+    from torch.nn.attention import flex_attention as flex_module
+    known_type = getattr(flex_module, 'FlexKernelOptions', None)
+    if known_type is None:
+        return
+    known = set(known_type.__annotations__)
+    unknown = [
+        key for key in options
+        if (key[4:] if key.startswith(('fwd_', 'bwd_')) else key) not in known
+    ]
+    if unknown:
+        raise ValueError(f'flex_kernel_options: unknown {unknown}; this '
+                         f'torch knows {sorted(known)}, each also with a '
+                         "'fwd_' or 'bwd_' prefix")
 
 
 def flex_window_attention(
@@ -54,19 +88,22 @@ def flex_window_attention(
             None for unshifted windows. Default: None.
         scale (float | None): Score scale; None for ``head_dims ** -0.5``.
             Default: None.
-        kernel_options (dict | None): FlexAttention's ``kernel_options``
-            (e.g. ``dict(BLOCK_M=64, BLOCK_N=64)``: 144-token windows fill
-            two 128-token tiles but three 64-token ones). Default: None.
+        kernel_options (dict | None): FlexAttention's ``kernel_options``:
+            tile sizes (``BLOCK_M``, ``BLOCK_N`` in the forward,
+            ``bwd_BLOCK_M1`` ... ``bwd_BLOCK_N2`` in the backward), warps,
+            stages. None: Inductor's defaults, which depend on the torch
+            version, GPU, dtype and head size. Default: None.
 
     Returns:
         Tensor: (num_windows*B, num_heads, N, head_dims).
     """
     if compat.flex_attention is None:
         raise RuntimeError('flex_window_attention needs FlexAttention '
-                           '(torch >= 2.5)')
+                           'with a learned bias (torch >= 2.6)')
     if mask is None:
 
-        def score_mod(score, b, h, q_idx, kv_idx):
+        def score_mod(score: Tensor, b: Tensor, h: Tensor, q_idx: Tensor,
+                      kv_idx: Tensor) -> Tensor:
             return score + bias[h, q_idx, kv_idx]
     else:
         num_windows = mask.shape[0]
@@ -78,7 +115,8 @@ def flex_window_attention(
         # every window of it.
         bias_and_mask = bias.unsqueeze(0) + mask.unsqueeze(1)
 
-        def score_mod(score, b, h, q_idx, kv_idx):
+        def score_mod(score: Tensor, b: Tensor, h: Tensor, q_idx: Tensor,
+                      kv_idx: Tensor) -> Tensor:
             return score + bias_and_mask[b % num_windows, h, q_idx, kv_idx]
 
     return compat.flex_attention(
