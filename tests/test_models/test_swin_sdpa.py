@@ -58,6 +58,20 @@ def max_diff(a, b):
     return (a - b).abs().max().item()
 
 
+def backward_and_compare_gradients(stock, other, out_stock, out_other):
+    """Backpropagate a loss that weights every output element differently
+    through both models; their parameter gradients must match."""
+    weights = [torch.randn_like(o) for o in out_stock]
+    sum((o * w).sum() for o, w in zip(out_stock, weights)).backward()
+    sum((o * w).sum() for o, w in zip(out_other, weights)).backward()
+    grads_other = dict(other.named_parameters())
+    for name, p in stock.named_parameters():
+        g = grads_other[name].grad
+        assert g is not None, name
+        scale = max(1.0, p.grad.abs().max().item())
+        assert max_diff(p.grad, g) / scale < TOL, name
+
+
 def test_all_blocks_converted():
     model = SwinTransformerSDPA(**tiny_cfg())
     attns = [b.attn for s in model.stages for b in s.blocks]
@@ -150,17 +164,8 @@ def test_outputs_and_gradients_match(size, train, device):
         assert a.shape == b.shape
         assert max_diff(a, b) < TOL
 
-    # A loss that weights every output element differently.
-    weights = [torch.randn_like(o) for o in out_stock]
-    sum((o * w).sum() for o, w in zip(out_stock, weights)).backward()
-    sum((o * w).sum() for o, w in zip(out_sdpa, weights)).backward()
+    backward_and_compare_gradients(stock, sdpa, out_stock, out_sdpa)
     assert max_diff(x_stock.grad, x_sdpa.grad) < TOL
-    grads_sdpa = dict(sdpa.named_parameters())
-    for name, p in stock.named_parameters():
-        g = grads_sdpa[name].grad
-        assert g is not None, name
-        scale = max(1.0, p.grad.abs().max().item())
-        assert max_diff(p.grad, g) / scale < TOL, name
 
 
 def test_window_cache_shared_by_blocks_and_bounded(monkeypatch):
@@ -492,15 +497,7 @@ def test_flex_outputs_and_gradients_match_on_cuda(monkeypatch, compiled,
     out_stock, out_flex = stock(x), run(x)
     for a, b in zip(out_stock, out_flex):
         assert max_diff(a, b) < TOL
-    weights = [torch.randn_like(o) for o in out_stock]
-    sum((o * w).sum() for o, w in zip(out_stock, weights)).backward()
-    sum((o * w).sum() for o, w in zip(out_flex, weights)).backward()
-    grads_flex = dict(flex.named_parameters())
-    for name, p in stock.named_parameters():
-        g = grads_flex[name].grad
-        assert g is not None, name
-        scale = max(1.0, p.grad.abs().max().item())
-        assert max_diff(p.grad, g) / scale < TOL, name
+    backward_and_compare_gradients(stock, flex, out_stock, out_flex)
     assert calls['shifted'] > 0 and calls['unshifted'] > 0
 
 
