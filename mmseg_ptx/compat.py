@@ -86,7 +86,8 @@ import torch.nn.functional as F
 __all__ = [
     'apply_all', 'compiled_mmcv_ops_available', 'sigmoid_focal_loss',
     'check_pkg_resources', 'top1_accuracy', 'SDPBackend', 'sdpa_kernel',
-    'is_compiling', 'math_sdpa', 'autocast_dtype', 'flex_attention'
+    'is_compiling', 'math_sdpa', 'autocast_dtype', 'flex_attention',
+    'flex_attention_learns_bias'
 ]
 
 
@@ -334,9 +335,19 @@ try:
 except ImportError:  # SDPA picks its kernel itself
     SDPBackend = sdpa_kernel = None
 
+
+def flex_attention_learns_bias(version: str) -> bool:
+    """Whether torch ``version``'s FlexAttention takes a ``score_mod``
+    tensor that needs a gradient (torch 2.6). Its pre-releases (NGC's
+    ``2.6.0a0+...``, release candidates, nightlies) count: compared with
+    (2, 6) they would sort below it."""
+    return torch.torch_version.TorchVersion(version) >= '2.6.0.dev0'
+
+
 flex_attention = None
-if torch.torch_version.TorchVersion(torch.__version__) >= (2, 6):
+if flex_attention_learns_bias(torch.__version__):
     from torch.nn.attention.flex_attention import flex_attention
+
 
 #: Whether dynamo is tracing the caller (constant-folded under tracing).
 is_compiling = getattr(torch.compiler, 'is_compiling', None)

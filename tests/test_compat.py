@@ -179,6 +179,17 @@ def test_decode_heads_use_top1_accuracy():
     assert decode_head.accuracy is compat.top1_accuracy
 
 
+@pytest.mark.parametrize('version,learns', [
+    ('2.5.1', False), ('2.5.1+cu124', False), ('2.6.0', True),
+    ('2.6.0a0+ecf3bae40a', True), ('2.6.0rc1', True),
+    ('2.6.0.dev20241201', True), ('2.10.0', True), ('2.13.0+cpu', True)
+])
+def test_flex_attention_learns_bias_from_2_6(version, learns):
+    """torch 2.6 and its pre-releases (NGC builds), compared as versions:
+    2.10 is after 2.6."""
+    assert compat.flex_attention_learns_bias(version) is learns
+
+
 def test_autocast_dtype_per_device():
     assert compat.autocast_dtype('cpu') is None
     with torch.autocast('cpu', dtype=torch.bfloat16):

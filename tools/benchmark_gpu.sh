@@ -238,8 +238,9 @@ for part in ptx_compile_infer ptx_compile_step ptx_flex_infer ptx_flex_step; do
     esac
     cfg_options=(model.data_preprocessor.non_blocking=True)
     if [[ $part = ptx_flex_* ]]; then
-        # Split into words, not expanded as file names.
-        read -ra flex_options <<<"${FLEX_OPTIONS:-}"
+        # Split into words at blanks and newlines, not expanded as file
+        # names (read stops at the end of input with status 1).
+        read -rd '' -a flex_options <<<"${FLEX_OPTIONS:-}" || true
         cfg_options+=(model.backbone.attn_impl=flex "${flex_options[@]}")
     fi
     PYTHON="timeout $COMPILE_TIMEOUT $PYTHON" bench $part "$PTX_CONFIG" \

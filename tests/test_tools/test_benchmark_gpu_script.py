@@ -163,7 +163,8 @@ def test_ptx_flex_parts_ask_for_flex_attention(tmp_path):
     env = dry_run_env(
         PARTS='ptx_flex_infer ptx_flex_step',
         TORCH_COMPILE_DISABLE='1',
-        FLEX_OPTIONS='model.backbone.flex_kernel_options.BLOCK_M=64 '
+        # Words on two lines, as a wrapped setting would be: both count.
+        FLEX_OPTIONS='model.backbone.flex_kernel_options.BLOCK_M=64\n '
         'model.backbone.flex_kernel_options.BLOCK_N=64')
     env['COMPILE_TIMEOUT'] = '600'
     proc = run_script(out, env)

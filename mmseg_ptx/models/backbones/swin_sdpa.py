@@ -453,15 +453,16 @@ class SwinTransformerSDPA(SwinTransformer):
             FlexAttention (torch >= 2.6; see
             :func:`~mmseg_ptx.models.utils.flex_window_attention`): the
             bias read inside a generated flash-attention kernel instead of
-            materialised per window, its gradient summed in the kernel.
-            Fused only under ``torch.compile`` (``CompileModulesHook``);
-            eagerly it computes the same values slowly. Its backward needs
-            a GPU, and it has no attention dropout (``attn_drop_rate``
-            must be 0). Default: 'sdpa'.
+            materialised per window, its gradient added up there with
+            atomic adds. Fused only under ``torch.compile`` with Inductor
+            (``CompileModulesHook``); eagerly it computes the same values
+            slowly. PyTorch refuses its training backward on the CPU, and
+            it has no attention dropout (``attn_drop_rate`` must be 0).
+            Default: 'sdpa'.
         flex_kernel_options (dict | None): FlexAttention's
             ``kernel_options`` (tile sizes and the like; keys the installed
-            torch does not know are refused), with ``attn_impl='flex'``
-            only. Default: None.
+            torch does not list are warned about), with
+            ``attn_impl='flex'`` only. Default: None.
         **kwargs: Keyword arguments of ``SwinTransformer``.
     """
 

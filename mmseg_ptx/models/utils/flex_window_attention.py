@@ -16,7 +16,8 @@ deterministic.
 FlexAttention is fused only under :func:`torch.compile` (the model compiled
 whole or block by block, e.g. by ``CompileModulesHook``); called eagerly it
 computes the same values through an unfused fallback that materialises all
-scores, and PyTorch warns once. PyTorch refuses its backward on the CPU.
+scores, and PyTorch warns once. On the CPU PyTorch refuses its backward
+when the query, key or value need a gradient (always in training).
 Compiled with a backend other than Inductor (``aot_eager``, the usual
 debugging one), the backward of a bias computed inside the graph fails in
 PyTorch (torch 2.13: "Expected a proper Tensor but got None"); Inductor
@@ -24,8 +25,10 @@ generates that backward itself.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Dict, Optional
 
+import torch
 from torch import Tensor
 
 from ... import compat
@@ -34,32 +37,34 @@ __all__ = ['flex_window_attention', 'check_flex_kernel_options']
 
 
 def check_flex_kernel_options(options: Dict[str, Any]) -> None:
-    """Refuse keys the installed FlexAttention does not know.
+    """Warn about keys the installed FlexAttention does not list.
 
-    FlexAttention ignores an unknown key (a mistyped ``BLOCKM``, say), so a
-    benchmark would time the defaults while its settings claim otherwise.
-    Keys may carry a ``fwd_`` or ``bwd_`` prefix. A torch without
-    ``FlexKernelOptions`` lists none: nothing is checked there.
+    FlexAttention ignores a key it does not read (a mistyped ``BLOCKM``,
+    say), so a benchmark would time the defaults while its settings claim
+    otherwise. Its list (``FlexKernelOptions``) is not complete, though
+    (torch 2.13's Inductor also reads ``SPLIT_KV`` for short sequences), so
+    an unlisted key is warned about, not refused. Keys may carry a ``fwd_``
+    or ``bwd_`` prefix. A torch without ``FlexKernelOptions`` lists none:
+    nothing is checked there.
 
     Args:
         options (dict): ``kernel_options`` for FlexAttention.
-
-    Raises:
-        ValueError: An unknown key, with the known ones.
     """
     from torch.nn.attention import flex_attention as flex_module
     known_type = getattr(flex_module, 'FlexKernelOptions', None)
     if known_type is None:
         return
-    known = set(known_type.__annotations__)
+    known = set(known_type.__required_keys__ | known_type.__optional_keys__)
     unknown = [
         key for key in options
         if (key[4:] if key.startswith(('fwd_', 'bwd_')) else key) not in known
     ]
     if unknown:
-        raise ValueError(f'flex_kernel_options: unknown {unknown}; this '
-                         f'torch knows {sorted(known)}, each also with a '
-                         "'fwd_' or 'bwd_' prefix")
+        warnings.warn(
+            f'flex_kernel_options: {unknown} not among the options torch '
+            f'{torch.__version__} lists ({sorted(known)}, each also with a '
+            "'fwd_' or 'bwd_' prefix); FlexAttention ignores the keys it "
+            'does not read', stacklevel=2)
 
 
 def flex_window_attention(
