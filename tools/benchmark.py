@@ -367,12 +367,17 @@ def build_model(cfg: Config, switches: Dict[str, Any],
                 device: str) -> torch.nn.Module:
     model_cfg = copy.deepcopy(cfg.model)
     drop_pretrained(model_cfg)
+    sdpa_config = str(model_cfg.backbone.get('type')).endswith(
+        'SwinTransformerSDPA')
     if switches.get('backbone_type'):
         model_cfg.backbone.type = switches['backbone_type']
-    elif str(model_cfg.backbone.get('type')).endswith('SwinTransformerSDPA'):
-        # The stock backbone unless the variant asks for this one, without
-        # the options only this one takes.
+    elif sdpa_config:
+        # The stock backbone unless the variant asks for this one.
         model_cfg.backbone.type = 'SwinTransformer'
+    if sdpa_config and not str(model_cfg.backbone.type).endswith(
+            'SwinTransformerSDPA'):
+        # Another backbone than the config's: without the options only
+        # SwinTransformerSDPA takes.
         for name in SDPA_ONLY_OPTIONS:
             model_cfg.backbone.pop(name, None)
     model = MODELS.build(model_cfg)

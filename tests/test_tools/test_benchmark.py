@@ -145,7 +145,8 @@ def test_flops_of_flex_attention_counted_as_sdpa():
 
 def test_stock_variant_drops_the_options_of_swin_sdpa():
     """A config with SwinTransformerSDPA and its own options builds the
-    stock variant: mmseg's SwinTransformer, without those options."""
+    stock variant, or one asking for another backbone: mmseg's
+    SwinTransformer, without those options."""
     from mmengine.config import Config
     tool = load_tool('benchmark')
     cfg = Config.fromfile(str(CONFIG))
@@ -154,6 +155,10 @@ def test_stock_variant_drops_the_options_of_swin_sdpa():
     assert 'sdpa_backends' in tool.SDPA_ONLY_OPTIONS
     stock = tool.build_model(cfg, {}, 'cpu')
     assert type(stock.backbone).__name__ == 'SwinTransformer'
+    # Asked for by name too (--backbone-type SwinTransformer).
+    named = tool.build_model(cfg, dict(backbone_type='SwinTransformer'),
+                             'cpu')
+    assert type(named.backbone).__name__ == 'SwinTransformer'
     fast = tool.build_model(
         cfg, dict(backbone_type='SwinTransformerSDPA'), 'cpu')
     assert type(fast.backbone) is SwinTransformerSDPA
