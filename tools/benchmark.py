@@ -68,7 +68,7 @@ import torch
 from tqdm import tqdm
 
 import mmseg_ptx  # noqa: F401  (stack fixes + plugin registration)
-from mmseg_ptx.apis import merge_cfg_options
+from mmseg_ptx.apis import config_type_name, merge_cfg_options
 from mmseg_ptx.compat import math_sdpa
 from mmseg_ptx.engine.hooks import (SWIN_BLOCKS, compile_modules,
                                     to_channels_last)
@@ -367,15 +367,14 @@ def build_model(cfg: Config, switches: Dict[str, Any],
                 device: str) -> torch.nn.Module:
     model_cfg = copy.deepcopy(cfg.model)
     drop_pretrained(model_cfg)
-    sdpa_config = str(model_cfg.backbone.get('type')).endswith(
-        'SwinTransformerSDPA')
+    sdpa_config = config_type_name(model_cfg.backbone) == 'SwinTransformerSDPA'
     if switches.get('backbone_type'):
         model_cfg.backbone.type = switches['backbone_type']
     elif sdpa_config:
         # The stock backbone unless the variant asks for this one.
         model_cfg.backbone.type = 'SwinTransformer'
-    if sdpa_config and not str(model_cfg.backbone.type).endswith(
-            'SwinTransformerSDPA'):
+    if sdpa_config and config_type_name(
+            model_cfg.backbone) != 'SwinTransformerSDPA':
         # Another backbone than the config's: without the options only
         # SwinTransformerSDPA takes.
         for name in SDPA_ONLY_OPTIONS:
