@@ -47,9 +47,12 @@ def randomise(model):
     return model
 
 
-def stock_and_sdpa(**overrides):
-    stock = randomise(SwinTransformer(**tiny_cfg(**overrides)))
-    sdpa = SwinTransformerSDPA(**tiny_cfg(**overrides))
+def stock_and_sdpa(window_size=7, **sdpa_options):
+    """mmseg's Swin with random weights, and SwinTransformerSDPA (with its
+    own ``sdpa_options``) holding the same weights."""
+    stock = randomise(SwinTransformer(**tiny_cfg(window_size=window_size)))
+    sdpa = SwinTransformerSDPA(
+        **tiny_cfg(window_size=window_size), **sdpa_options)
     sdpa.load_state_dict(stock.state_dict(), strict=True)
     return stock, sdpa
 
@@ -377,9 +380,7 @@ def test_swin_b_at_512_matches_on_cuda():
 def test_sdpa_backends_same_outputs(backends):
     """Restricting the kernels changes nothing but speed (CPU: the math
     kernel runs where another is not available)."""
-    stock, _ = stock_and_sdpa()
-    sdpa = SwinTransformerSDPA(**tiny_cfg(), sdpa_backends=backends)
-    sdpa.load_state_dict(stock.state_dict(), strict=True)
+    stock, sdpa = stock_and_sdpa(sdpa_backends=backends)
     stock.eval()
     sdpa.eval()
     assert all(b.attn.w_msa.sdpa_backends for s in sdpa.stages
@@ -402,9 +403,7 @@ def test_sdpa_backends_trace_without_graph_breaks():
     # A fresh dynamo cache: a second input size for the same code would
     # trace again with symbolic shapes, which takes minutes here.
     torch._dynamo.reset()
-    stock, _ = stock_and_sdpa()
-    sdpa = SwinTransformerSDPA(**tiny_cfg(), sdpa_backends=['math'])
-    sdpa.load_state_dict(stock.state_dict(), strict=True)
+    stock, sdpa = stock_and_sdpa(sdpa_backends=['math'])
     x = torch.randn(1, 3, 56, 56)
     compiled = torch.compile(sdpa, backend='eager', fullgraph=True)
     with torch.no_grad():
@@ -427,14 +426,6 @@ def test_cache_filled_in_inference_mode_then_training():
         torch.testing.assert_close(a, b.detach())
 
 
-def stock_and_flex(window_size=7, **overrides):
-    stock = randomise(SwinTransformer(**tiny_cfg(window_size=window_size)))
-    flex = SwinTransformerSDPA(
-        **tiny_cfg(window_size=window_size), attn_impl='flex', **overrides)
-    flex.load_state_dict(stock.state_dict(), strict=True)
-    return stock, flex
-
-
 def count_flex_calls(monkeypatch):
     """Count the backbone's calls of flex_window_attention, by mask."""
     calls = {'shifted': 0, 'unshifted': 0}
@@ -454,7 +445,7 @@ def test_flex_outputs_match(monkeypatch, window_size, size):
     """attn_impl='flex': stock's outputs, shifted and unshifted blocks,
     padded and unpadded maps, windows of 49 and 144 tokens (inference: its
     backward needs a GPU), every block's attention through FlexAttention."""
-    stock, flex = stock_and_flex(window_size)
+    stock, flex = stock_and_sdpa(window_size, attn_impl='flex')
     calls = count_flex_calls(monkeypatch)
     stock.eval()
     flex.eval()
@@ -471,7 +462,8 @@ def test_flex_traces_without_graph_breaks():
     """Dynamo traces the backbone with FlexAttention whole (fullgraph), as
     CompileModulesHook compiles it."""
     torch._dynamo.reset()  # see test_sdpa_backends_trace_without_graph_breaks
-    stock, flex = stock_and_flex(flex_kernel_options=dict(BLOCK_M=16))
+    stock, flex = stock_and_sdpa(
+        attn_impl='flex', flex_kernel_options=dict(BLOCK_M=16))
     stock.eval()
     flex.eval()
     x = torch.randn(1, 3, 56, 56)
@@ -490,7 +482,8 @@ def test_flex_outputs_and_gradients_match_on_cuda(monkeypatch, compiled,
     """Training with attn_impl='flex' on a GPU, eager and compiled by
     Inductor (the fused kernels; 144-token windows take its main kernel,
     49-token ones its decoding kernel): stock's outputs and gradients."""
-    stock, flex = (m.cuda() for m in stock_and_flex(window_size))
+    stock, flex = (m.cuda()
+                   for m in stock_and_sdpa(window_size, attn_impl='flex'))
     calls = count_flex_calls(monkeypatch)
     run = torch.compile(flex) if compiled else flex
     x = torch.randn(2, 3, 70, 90, device='cuda')
