@@ -16,7 +16,10 @@ def list_files(root: str, suffixes: Union[str, Sequence[str]]) -> List[str]:
     Data folders on shared storage are often trees of symbolic links, so
     linked folders are followed; each real folder is listed once, so a
     link cycle ends and two links to one folder do not list its files
-    twice (which would give each image twice).
+    twice (which would give each image twice). A folder that cannot be
+    listed (no permission, a stale network mount) is an error naming it:
+    ``os.walk`` would skip it, and its images would look missing from the
+    data set rather than unreadable.
 
     Args:
         root (str): The folder to search recursively.
@@ -24,13 +27,19 @@ def list_files(root: str, suffixes: Union[str, Sequence[str]]) -> List[str]:
 
     Returns:
         list[str]: The relative paths.
+
+    Raises:
+        OSError: ``root`` or a folder under it cannot be listed; the
+            message names it.
     """
     if isinstance(suffixes, str):
         suffixes = (suffixes, )
     suffixes = tuple(s.lower() for s in suffixes)
     found = []
     seen = {osp.realpath(root)}
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+    for dirpath, dirnames, filenames in os.walk(root,
+                                                onerror=_raise_unlistable,
+                                                followlinks=True):
         # Pruning in place is how os.walk is told not to descend.
         keep = []
         for name in sorted(dirnames):
@@ -44,6 +53,11 @@ def list_files(root: str, suffixes: Union[str, Sequence[str]]) -> List[str]:
             for name in sorted(filenames) if name.lower().endswith(suffixes)
         ]
     return found
+
+
+def _raise_unlistable(err: OSError) -> None:
+    raise type(err)(err.errno, f'Cannot list the folder {err.filename}: '
+                    f'{err.strerror}') from err
 
 
 def remove_paths(root: str, names: Iterable[str]) -> None:

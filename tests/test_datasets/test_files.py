@@ -1,5 +1,7 @@
 import os
 
+import pytest
+
 from mmseg_ptx.datasets.files import list_files, remove_paths
 
 
@@ -40,3 +42,28 @@ def test_remove_paths_keeps_link_targets(tmp_path):
                  ['masks', 'submission.csv', 'probs', 'missing'])
     assert list((tmp_path / 'out').iterdir()) == []
     assert (tmp_path / 'elsewhere' / 'keep.png').is_file()
+
+
+def test_list_files_names_a_folder_it_cannot_list(tmp_path, monkeypatch):
+    # os.walk skips such a folder unless told otherwise: its images would
+    # look missing from the data set instead of unreadable. (Simulated:
+    # permissions do not stop root, which CI may run as.)
+    _touch(tmp_path / 'study_a' / '1.dcm')
+    _touch(tmp_path / 'study_b' / '2.dcm')
+    scandir = os.scandir
+
+    def refuse_study_b(path):
+        if os.path.basename(path) == 'study_b':
+            raise PermissionError(13, 'Permission denied', path)
+        return scandir(path)
+
+    monkeypatch.setattr(os, 'scandir', refuse_study_b)
+    with pytest.raises(PermissionError,
+                       match='Cannot list the folder .*study_b: '
+                       'Permission denied'):
+        list_files(str(tmp_path), '.dcm')
+
+
+def test_list_files_missing_root_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match='nowhere'):
+        list_files(str(tmp_path / 'nowhere'), '.dcm')
