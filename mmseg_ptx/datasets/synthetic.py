@@ -31,7 +31,7 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import (ExplicitVRLittleEndian, JPEGBaseline8Bit,
                          SecondaryCaptureImageStorage)
 
-from .files import remove_paths
+from .files import list_files, remove_paths
 from .rle import EMPTY_RLE, rle_encode
 
 __all__ = ['synthesize_radiograph', 'write_demo_dataset']
@@ -512,8 +512,10 @@ def write_demo_dataset(out_dir: str,
             layout's CSV and image folders, and the ``splits/`` made from
             them). Without it, existing ones are an error, so that a real
             data set is never mixed with or replaced by synthetic images,
-            unless ``out_dir`` holds :data:`SYNTHETIC_MARKER`: a set this
-            function wrote, complete or interrupted, is replaced.
+            unless :data:`SYNTHETIC_MARKER` in ``out_dir`` vouches for
+            them: a set this function wrote, complete or interrupted, is
+            replaced if its CSV is the one written and its image folders
+            hold only files named as it names them.
             Defaults to False.
 
     Returns:
@@ -534,9 +536,10 @@ def write_demo_dataset(out_dir: str,
 
     write_dicom = layout in ('dicom', 'both')
     write_png = layout in ('png', 'both')
-    targets = ((['train-rle.csv', 'dicom-images-train'] if write_dicom
-                else []) + (['stage_1_train_images.csv', 'png_images',
-                             'png_masks'] if write_png else []))
+    folders = ((['dicom-images-train'] if write_dicom else []) +
+               (['png_images', 'png_masks'] if write_png else []))
+    targets = ((['train-rle.csv'] if write_dicom else []) +
+               (['stage_1_train_images.csv'] if write_png else []) + folders)
     existing = [t for t in targets if osp.lexists(osp.join(out_dir, t))]
     marker = osp.join(out_dir, SYNTHETIC_MARKER)
     if existing:
@@ -551,12 +554,19 @@ def write_demo_dataset(out_dir: str,
         # and splits made from the old set would not match the new one.
         remove_paths(out_dir, existing + ['splits'])
     os.makedirs(out_dir, exist_ok=True)
+    # Before any image: each folder about to be written is recorded with
+    # the settings that name its files, so that a run stopped before its
+    # CSV can be told from images put there by someone else. Records of
+    # the other layout's set, if one is there, are kept.
     _write_text(marker, [
         'Synthetic radiographs written by mmseg_ptx (tools/make_demo_data.py)'
         ': no patient data.',
         f'num={num} seed={seed} size={size} layout={layout} '
         f'positive_fraction={positive_fraction}'
-    ])
+    ] + [
+        line for line in _marker_records(marker)
+        if line.split()[1] not in targets
+    ] + [f'folder {name} num={num} seed={seed}' for name in folders])
     if write_png:
         os.makedirs(osp.join(out_dir, 'png_images'), exist_ok=True)
         os.makedirs(osp.join(out_dir, 'png_masks'), exist_ok=True)
@@ -612,20 +622,55 @@ def _sha256(path: str) -> str:
         return hashlib.sha256(f.read()).hexdigest()
 
 
+def _marker_records(marker: str) -> list[str]:
+    """The ``folder`` and ``sha256`` lines of ``marker`` (none if absent)."""
+    if not osp.isfile(marker):
+        return []
+    with open(marker) as f:
+        return [
+            line.rstrip('\n') for line in f
+            if line.startswith(('folder ', 'sha256 '))
+        ]
+
+
 def _written_here(out_dir: str, existing: list[str]) -> bool:
     """Whether the data set files in ``out_dir`` are the ones this module
-    wrote there: the marker is present and every CSV among ``existing`` is
-    the one it recorded (image folders without their CSV are an
-    interrupted run's)."""
-    marker = osp.join(out_dir, SYNTHETIC_MARKER)
-    if not osp.isfile(marker):
-        return False
-    with open(marker) as f:
-        recorded = dict(line.split()[1:3] for line in f
-                        if line.startswith('sha256 '))
-    return all(
-        recorded.get(name) == _sha256(osp.join(out_dir, name))
-        for name in existing if name.endswith('.csv'))
+    wrote there: every CSV among ``existing`` is the one the marker
+    recorded, and every image folder holds only files named as the run
+    the marker recorded for it names them, or no file (a folder without
+    its CSV is then an interrupted run's, not real images put beside a
+    demo set)."""
+    csvs, folders = {}, {}
+    for line in _marker_records(osp.join(out_dir, SYNTHETIC_MARKER)):
+        kind, name, value = line.split(maxsplit=2)
+        (csvs if kind == 'sha256' else folders)[name] = value
+    for name in existing:
+        path = osp.join(out_dir, name)
+        if name.endswith('.csv'):
+            if csvs.get(name) != _sha256(path):
+                return False
+        elif not _holds_only(path, _file_names(name, folders.get(name))):
+            return False
+    return True
+
+
+def _file_names(folder: str, settings: str | None) -> set[str]:
+    """The names of the files that the run recorded with ``settings``
+    (``'num=3 seed=0'``; None: no run) writes in ``folder``."""
+    if settings is None:
+        return set()
+    values = dict(item.split('=') for item in settings.split())
+    num, seed = int(values['num']), int(values['seed'])
+    if folder == 'dicom-images-train':
+        return {f'{_uid(seed, i, "sop")}.dcm' for i in range(num)}
+    return {f'{i}_train_{p}_.png' for i in range(num) for p in (0, 1)}
+
+
+def _holds_only(folder: str, names: set[str]) -> bool:
+    """Whether every file under ``folder`` has one of ``names``."""
+    # list_files: a sub-folder that cannot be listed is an error, not
+    # skipped (and then deleted unseen).
+    return all(osp.basename(rel) in names for rel in list_files(folder, ''))
 
 
 def _write_text(path: str, rows: list[str]) -> None:

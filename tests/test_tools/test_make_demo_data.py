@@ -88,3 +88,36 @@ def test_interrupted_demo_set_is_written_anew(tmp_path):
     with pytest.raises(FileExistsError, match='already holds'):
         write_demo_dataset(str(tmp_path), 2, seed=0, size=32)
     assert 'x,-1' in (tmp_path / 'train-rle.csv').read_text()
+
+
+def test_real_images_beside_a_demo_marker_are_kept(tmp_path):
+    # A PNG demo set was written here, then real DICOMs were copied in
+    # (their labels under another name): the marker does not vouch for
+    # that folder, so it is not taken for an interrupted demo run.
+    from mmseg_ptx.datasets.synthetic import write_demo_dataset
+    write_demo_dataset(str(tmp_path), 2, seed=0, size=32, layout='png')
+    real = tmp_path / 'dicom-images-train' / '1.2.3' / '4.5.6' / 'real.dcm'
+    real.parent.mkdir(parents=True)
+    real.write_bytes(b'real')
+    with pytest.raises(FileExistsError, match='dicom-images-train'):
+        write_demo_dataset(str(tmp_path), 2, seed=0, size=32)
+    assert real.read_bytes() == b'real'
+
+    # A DICOM demo run stopped before its CSV, with a real image put into
+    # its folder afterwards: kept too.
+    real.unlink()
+    write_demo_dataset(str(tmp_path), 2, seed=0, size=32)
+    (tmp_path / 'train-rle.csv').unlink()
+    real.parent.mkdir(parents=True)
+    real.write_bytes(b'real')
+    with pytest.raises(FileExistsError, match='dicom-images-train'):
+        write_demo_dataset(str(tmp_path), 2, seed=0, size=32)
+    assert real.read_bytes() == b'real'
+
+    # Without it, the interrupted run is written anew, and the PNG set's
+    # records survive: that set is still replaced unasked.
+    real.unlink()
+    write_demo_dataset(str(tmp_path), 3, seed=1, size=32)
+    assert len(glob.glob(str(tmp_path / 'dicom-images-train/*/*/*.dcm'))) == 3
+    write_demo_dataset(str(tmp_path), 3, seed=1, size=32, layout='png')
+    assert len(os.listdir(tmp_path / 'png_images')) == 3
