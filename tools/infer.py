@@ -64,9 +64,10 @@ def earlier_outputs(out: str, overwrite: bool) -> List[str]:
     existing = [n for n in OUTPUTS if osp.lexists(osp.join(out, n))]
     if existing and not overwrite:
         raise SystemExit(
-            f'error: {out} holds the outputs of an earlier run '
-            f'({", ".join(existing)}); pass --overwrite to replace them or '
-            'choose another --out')
+            f'error: {out} already holds what this tool writes '
+            f'({", ".join(existing)}), an earlier run\'s outputs or '
+            'another\'s files; pass --overwrite to replace an earlier '
+            'run\'s outputs or choose another --out')
     return existing
 
 
@@ -132,6 +133,28 @@ def remove_earlier_outputs(out: str, earlier: List[str]) -> None:
         more = ', ...' if len(kept) > 5 else ''
         print(f'Kept {len(kept)} file(s) of {out} that this tool did not '
               f'write: {", ".join(kept[:5])}{more}', file=sys.stderr)
+
+
+def refuse_clashes(out: str, image_ids: List[str], save_prob: bool) -> None:
+    """Refuse a run that would write over files in ``out`` that are not an
+    earlier run's outputs (:func:`earlier_image_ids`), e.g. ground-truth
+    masks in a ``masks/`` beside the images: ``--overwrite`` replaces an
+    earlier run's outputs only."""
+    earlier = earlier_image_ids(out)
+    folders = [f for f in OUTPUT_SUFFIXES if f != 'probs' or save_prob]
+    clashes = [
+        osp.join(folder, image_id + OUTPUT_SUFFIXES[folder])
+        for image_id in image_ids if image_id not in earlier
+        for folder in folders if osp.lexists(
+            osp.join(out, folder, image_id + OUTPUT_SUFFIXES[folder]))
+    ]
+    if clashes:
+        more = ', ...' if len(clashes) > 5 else ''
+        raise SystemExit(
+            f'error: {len(clashes)} file(s) in {out} have the names of this '
+            f'run\'s outputs but are not an earlier run\'s: '
+            f'{", ".join(clashes[:5])}{more}; move them away or choose '
+            'another --out')
 
 
 def is_output(path: str) -> bool:
@@ -288,6 +311,7 @@ def main() -> int:
               f'under {args.input}', file=sys.stderr)
         return 1
     earlier = earlier_outputs(args.out, args.overwrite)
+    refuse_clashes(args.out, [image_id_of(p) for p in paths], args.save_prob)
     device = args.device or default_device()
     specs = [(args.config, args.checkpoint)] + [
         tuple(pair) for pair in args.extra_model

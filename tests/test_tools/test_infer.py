@@ -2,6 +2,7 @@
 import csv
 import glob
 import json
+import os
 import shutil
 import subprocess
 
@@ -210,6 +211,29 @@ def _env():
     return env
 
 
+def test_infer_keeps_files_named_like_its_outputs(tmp_path, demo_root):
+    # A data folder with its ground truth in masks/, given as --out: the
+    # masks are not an earlier run's, so even --overwrite writes nothing.
+    png = sorted((demo_root / 'png_images').glob('*.png'))[0]
+    out = tmp_path / 'ds'
+    (out / 'masks').mkdir(parents=True)
+    (out / 'masks' / png.name).write_bytes(b'ground truth')
+    cmd = [PYTHON, 'tools/infer.py', str(TINY_CONFIG), 'no_checkpoint.pth',
+           str(png), '--out', str(out), '--device', 'cpu']
+    refused = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                             timeout=600, env=_env())
+    assert refused.returncode == 1
+    assert 'already holds what this tool writes (masks)' in refused.stderr
+    refused = subprocess.run(cmd + ['--overwrite'], cwd=ROOT,
+                             capture_output=True, text=True, timeout=600,
+                             env=_env())
+    assert refused.returncode == 1
+    assert (f'1 file(s) in {out} have the names of this run\'s outputs but '
+            f'are not an earlier run\'s: masks/{png.name}') in refused.stderr
+    assert (out / 'masks' / png.name).read_bytes() == b'ground truth'
+    assert os.listdir(out) == ['masks']
+
+
 def test_infer_bfloat16_weights(tmp_path, demo_root):
     model = build_tiny_model()
     ckpt = save_tiny_checkpoint(model, tmp_path / 'tiny.pth')
@@ -234,8 +258,9 @@ def test_infer_bfloat16_weights(tmp_path, demo_root):
     refused = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
                              timeout=600, env=_env())
     assert refused.returncode == 1
-    assert ('(submission.csv, errors.txt, masks, overlays); pass '
-            '--overwrite' in refused.stderr)
+    assert ('(submission.csv, errors.txt, masks, overlays), an earlier '
+            "run's outputs or another's files; pass --overwrite"
+            in refused.stderr)
     assert (out / 'masks' / 'old.png').exists()
     # Removed only once the models load: a mistyped checkpoint keeps them.
     typo = [str(tmp_path / 'tiny.pht') if c == str(ckpt) else c for c in cmd]
