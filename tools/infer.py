@@ -28,8 +28,8 @@ import mmseg_ptx  # noqa: F401  (stack fixes + registration)
 from mmengine.config import Config
 from mmseg_ptx.apis import (IMAGE_SUFFIXES, build_postprocessor,
                             default_device, draw_overlay, find_images,
-                            image_reader, load_models, predict_probabilities,
-                            write_submission)
+                            image_reader, load_models, postprocess_mismatch,
+                            predict_probabilities, write_submission)
 from mmseg_ptx.datasets.files import remove_paths
 from mmseg_ptx.datasets.rle import EMPTY_RLE, rle_encode
 
@@ -318,9 +318,12 @@ def main() -> int:
     ]
     # Before the models load (minutes for Swin-B): a bad --postprocess-cfg
     # fails at once.
-    postprocess = build_postprocessor(
-        Config.fromfile(args.config), args.postprocess_cfg,
-        enabled=not args.no_postprocess)
+    cfg = Config.fromfile(args.config)
+    postprocess = build_postprocessor(cfg, args.postprocess_cfg,
+                                      enabled=not args.no_postprocess)
+    mismatch = postprocess_mismatch(cfg)
+    if mismatch and not args.no_postprocess:
+        print(f'Warning: {mismatch}', file=sys.stderr)
     models = load_models(specs, device=device, dtype=args.dtype,
                          fuse_conv_bn=args.fuse_conv_bn)
     print(f'{len(paths)} images, {len(models)} model(s) on {device} in '

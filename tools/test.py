@@ -1,12 +1,14 @@
 """Test (and evaluate) a trained segmentor (MMSeg's interface)."""
 import argparse
+import sys
 
 from mmengine.config import Config
 from mmengine.runner import Runner
 
 import mmseg_ptx  # noqa: F401  (stack fixes + registration)
 from mmseg_ptx.apis import (add_runner_args, format_metrics_table,
-                            has_custom_hook, load_config)
+                            has_custom_hook, load_config,
+                            postprocess_mismatch)
 from mmseg_ptx.engine.hooks import SWIN_BLOCKS
 from mmseg_ptx.models import INFERENCE_DTYPES
 from mmseg_ptx.models.utils import load_runner_checkpoints_strictly
@@ -75,6 +77,9 @@ def main() -> None:
     args = parse_args()
     cfg = load_config(args)
     cfg.load_from = args.checkpoint
+    mismatch = postprocess_mismatch(cfg)
+    if mismatch:
+        print(f'Warning: {mismatch}', file=sys.stderr)
 
     if args.show:
         dataset = cfg.test_dataloader.dataset

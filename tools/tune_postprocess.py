@@ -214,6 +214,10 @@ def main() -> int:
     # negatives) is NaN, written as null.
     write_json(result, args.out, indent=2)
     print(f'best: {snippet}  (kaggle_dice {best["kaggle_dice"]:.4f})')
+    print('Use it in val_evaluator, which tools/infer.py reads, and in '
+          'test_evaluator, which tools/test.py scores: a config that '
+          'inherits test_evaluator = val_evaluator and changes '
+          'val_evaluator must say test_evaluator = val_evaluator again.')
     in_sample = (f'The best kaggle_dice {best["kaggle_dice"]:.4f} is '
                  f'in-sample (the setting was chosen and scored on the same '
                  f'{num} images)')

@@ -4,9 +4,9 @@ from .cli import (add_cfg_options_arg, add_runner_args, config_type_name,
                   merge_cfg_options, read_config)
 from .inference import (IMAGE_SUFFIXES, build_inference_pipeline,
                         build_postprocessor, default_device, draw_overlay,
-                        find_images, image_reader, load_models,
-                        predict_packed, predict_probabilities, read_image,
-                        write_submission)
+                        evaluator_postprocess, find_images, image_reader,
+                        load_models, postprocess_mismatch, predict_packed,
+                        predict_probabilities, read_image, write_submission)
 
 __all__ = [
     'add_cfg_options_arg', 'add_runner_args', 'config_type_name',
@@ -14,7 +14,8 @@ __all__ = [
     'merge_cfg_options', 'read_config',
     'IMAGE_SUFFIXES',
     'build_inference_pipeline', 'build_postprocessor', 'default_device',
-    'draw_overlay', 'find_images', 'image_reader', 'load_models',
-    'predict_packed', 'predict_probabilities', 'read_image',
+    'draw_overlay', 'evaluator_postprocess', 'find_images', 'image_reader',
+    'load_models', 'postprocess_mismatch', 'predict_packed',
+    'predict_probabilities', 'read_image',
     'write_submission'
 ]

@@ -43,6 +43,7 @@ __all__ = [
     'IMAGE_SUFFIXES', 'default_device', 'find_images', 'load_models',
     'build_inference_pipeline', 'image_reader', 'read_image',
     'predict_packed', 'predict_probabilities', 'build_postprocessor',
+    'evaluator_postprocess', 'postprocess_mismatch',
     'draw_overlay', 'write_submission'
 ]
 
@@ -394,18 +395,61 @@ def build_postprocessor(cfg: Optional[Config] = None,
         post-processing, the plain 0.5 threshold (plus any overrides).
     """
     base = dict(PLAIN_THRESHOLD)
-    if enabled and cfg is not None:
-        evaluators = cfg.get('val_evaluator') or {}
-        if isinstance(evaluators, dict):
-            evaluators = [evaluators]
-        for evaluator in evaluators:
-            pp = evaluator.get('postprocess')
-            if isinstance(pp, dict):
-                base = dict(pp)
-                break
+    configured = evaluator_postprocess(cfg) if cfg is not None else None
+    if enabled and configured is not None:
+        base = configured
     if enabled and overrides:
         base.update(overrides)
     return MODELS.build(base)
+
+
+def evaluator_postprocess(cfg: Config,
+                          key: str = 'val_evaluator') -> Optional[dict]:
+    """The ``postprocess`` dict of the first evaluator under ``key`` that
+    has one, or None.
+
+    Args:
+        cfg (Config): A config.
+        key (str): ``'val_evaluator'`` or ``'test_evaluator'``. Defaults to
+            ``'val_evaluator'``.
+
+    Returns:
+        dict, optional: A copy of the evaluator's ``postprocess``.
+    """
+    evaluators = cfg.get(key) or {}
+    if isinstance(evaluators, dict):
+        evaluators = [evaluators]
+    for evaluator in evaluators:
+        pp = evaluator.get('postprocess')
+        if isinstance(pp, dict):
+            return dict(pp)
+    return None
+
+
+def postprocess_mismatch(cfg: Config) -> Optional[str]:
+    """A warning if ``val_evaluator`` and ``test_evaluator`` ask for
+    different post-processing, else None.
+
+    ``test_evaluator = val_evaluator`` in a base config is resolved there:
+    a child config that sets ``val_evaluator`` (say to the setting
+    ``tools/tune_postprocess.py`` found) leaves ``test_evaluator`` at the
+    base's. ``tools/test.py`` would then score another post-processing than
+    the one ``tools/infer.py`` (which reads ``val_evaluator``) writes.
+
+    Args:
+        cfg (Config): A config.
+
+    Returns:
+        str, optional: The warning, naming both settings.
+    """
+    val = evaluator_postprocess(cfg, 'val_evaluator')
+    test = evaluator_postprocess(cfg, 'test_evaluator')
+    if val == test:
+        return None
+    return (f'val_evaluator post-processes with {val} but test_evaluator '
+            f'with {test}: tools/test.py scores the latter, tools/infer.py '
+            'writes the former. Set test_evaluator = val_evaluator after '
+            'changing val_evaluator in a config that inherits it.')
 
 
 def draw_overlay(img: np.ndarray,

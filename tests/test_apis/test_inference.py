@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 from tiny_model import build_tiny_model, save_tiny_checkpoint
 
-from conftest import TINY_CONFIG
-from mmseg_ptx.apis import (build_postprocessor, draw_overlay, find_images,
-                            load_models, predict_probabilities, read_image,
-                            write_submission)
+from conftest import ROOT, TINY_CONFIG
+from mmseg_ptx.apis import (build_postprocessor, draw_overlay,
+                            evaluator_postprocess, find_images, load_models,
+                            postprocess_mismatch, predict_probabilities,
+                            read_image, write_submission)
 from mmseg_ptx.datasets.rle import rle_decode
 
 
@@ -96,6 +97,33 @@ def test_build_postprocessor_defaults_and_overrides():
     plain = build_postprocessor(model.cfg, enabled=False)
     assert (plain.top_threshold, plain.min_area) == (0.5, 0)
     assert build_postprocessor(None).bottom_threshold == 0.5
+
+
+def test_postprocess_mismatch_of_a_child_config(tmp_path):
+    # The base's `test_evaluator = val_evaluator` is resolved in the base:
+    # a child that sets val_evaluator (to a tuned triplet) leaves
+    # test_evaluator at the base's, which tools/test.py would score.
+    from mmengine.config import Config
+    base = 'configs/upernet_swin-b_ptx-512.py'
+    tuned = ("dict(type='PneumothoraxMetric', postprocess=dict("
+             "type='TripletThresholdPostProcessor', top_threshold=0.6, "
+             'min_area=500, bottom_threshold=0.4))')
+    child = tmp_path / 'child.py'
+    child.write_text(f"_base_ = ['{ROOT / base}']\nval_evaluator = {tuned}\n")
+    cfg = Config.fromfile(str(child))
+    assert evaluator_postprocess(cfg)['top_threshold'] == 0.6
+    assert evaluator_postprocess(cfg, 'test_evaluator')['top_threshold'] \
+        == 0.75
+    assert build_postprocessor(cfg).top_threshold == 0.6
+    warning = postprocess_mismatch(cfg)
+    assert "'top_threshold': 0.6" in warning
+    assert "'top_threshold': 0.75" in warning
+    assert 'Set test_evaluator = val_evaluator' in warning
+    # Said again in the child, as the warning asks: no warning.
+    child.write_text(f"_base_ = ['{ROOT / base}']\nval_evaluator = {tuned}\n"
+                     'test_evaluator = val_evaluator\n')
+    assert postprocess_mismatch(Config.fromfile(str(child))) is None
+    assert postprocess_mismatch(Config.fromfile(str(ROOT / base))) is None
 
 
 def test_write_submission_and_find_images(tmp_path):
