@@ -17,6 +17,7 @@ folds and is scored with it; the mean over all images so held out is an
 honest estimate of the tuned score (the JSON's ``held_out``).
 """
 import argparse
+import os
 import os.path as osp
 import sys
 from typing import Optional, Tuple
@@ -136,6 +137,11 @@ def print_folds(held_out: dict) -> None:
 
 def main() -> int:
     parser, args = parse_args()
+    if osp.isdir(args.out):
+        parser.error(f'--out {args.out} is a folder; give a file name')
+    # Before the model's pass over the images (minutes for Swin-B), not
+    # when the results are written.
+    os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
     cfg = read_config(args.config)
     merge_cfg_options(cfg, args.cfg_options)
     model = load_models([(cfg, args.checkpoint)],

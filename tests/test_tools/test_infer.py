@@ -104,7 +104,8 @@ def test_tune_postprocess_writes_json(tmp_path, demo_root):
     ckpt = save_tiny_checkpoint(build_tiny_model(), tmp_path / 'tiny.pth')
     # The data where --cfg-options says, as with tools/test.py.
     cfg = write_tiny_run_config(tmp_path / 'cfg.py', tmp_path / 'nowhere')
-    out = tmp_path / 'tuned.json'
+    # Its folder is made (before the model's pass, not after it).
+    out = tmp_path / 'new' / 'tuned.json'
     proc = run_tool([PYTHON, 'tools/tune_postprocess.py', str(cfg),
                      str(ckpt), '--out', str(out), '--device', 'cpu',
                      '--num-workers', '0', '--max-images', '1', '--top',
@@ -128,6 +129,7 @@ def test_tune_postprocess_writes_json(tmp_path, demo_root):
     assert result['config_snippet'].startswith(
         "postprocess=dict(type='TripletThresholdPostProcessor'")
     assert 'plain 0.5 threshold' in proc.stdout
+    assert 'must say test_evaluator = val_evaluator again' in proc.stdout
     # --folds 0: no held-out estimate, but the score is said in-sample.
     assert 'held_out' not in result
     assert (f'The best kaggle_dice {rows[0]["kaggle_dice"]:.4f} is '
@@ -200,6 +202,13 @@ def test_tune_postprocess_rejects_grid_without_settings(tmp_path):
     assert proc.returncode == 2
     assert 'error: --folds 3 needs at least 3 images, 2 are tuned on' \
         in proc.stderr
+    # And an --out that is a folder.
+    proc = subprocess.run(
+        [PYTHON, 'tools/tune_postprocess.py', 'cfg.py', 'ckpt.pth', '--out',
+         str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+        timeout=300, env=_env())
+    assert proc.returncode == 2
+    assert f'--out {tmp_path} is a folder' in proc.stderr
 
 
 def _env():
