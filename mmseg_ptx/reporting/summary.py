@@ -668,7 +668,7 @@ def _segmentation_rows(cfg: Optional[Config], best: dict, best_metric: str,
     dice_name = ('Best validation Dice' if best_metric == 'dice' else
                  f'Validation Dice at the best {unit}')
     rows += [
-        (f'{dice_name} (pooled over all pixels, raw: probability >= '
+        (f'{dice_name} (pooled over all pixels, raw: probability > '
          f'{_metric_threshold(cfg)})', best.get('dice')),
         (f'Validation IoU at that {unit} (pooled, raw)', best.get('iou')),
         ('Validation competition Dice (per-image mean, empty = 1, raw)',

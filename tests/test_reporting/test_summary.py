@@ -371,7 +371,7 @@ def test_rows_say_raw_post_processed_and_the_training_window(tmp_path):
     report = open(write_performance_summary(
         str(tmp_path), images=False, world_size=1)).read()
     assert ('| Best validation Dice (pooled over all pixels, raw: '
-            'probability >= 0.5) | 0.9000 |') in report
+            'probability > 0.5) | 0.9000 |') in report
     assert ('| Validation competition Dice (per-image mean, empty = 1, raw) '
             '| 0.5000 |') in report
     assert ('| Validation competition Dice, post-processed (per-image '
@@ -400,7 +400,7 @@ def test_best_by_another_metric_is_named_with_its_value(tmp_path):
     assert ('| Best epoch (by val post-processed competition Dice) | 10 |'
             in report)
     assert ('| Validation Dice at the best epoch (pooled over all pixels, '
-            'raw: probability >= 0.4) | 0.8000 |') in report
+            'raw: probability > 0.4) | 0.8000 |') in report
     assert 'Best validation Dice' not in report
     assert ('| Training Dice at that epoch (mean over epochs 6-10, '
             'batch-pooled, augmented) | 0.7000 |') in report
