@@ -1,5 +1,5 @@
 """docs/plugin_usage.md: what ``import mmseg_ptx`` registers, and its
-minimal config trains."""
+minimal config trains; docs/recipe_sampler_loss.md's config builds."""
 import re
 from pathlib import Path
 
@@ -75,3 +75,23 @@ def test_minimal_config_trains_with_stock_mmseg(tmp_path, demo_root):
         env={'PYTHONPATH': ''})
     assert 'kaggle_dice' in proc.stdout + proc.stderr
     assert (tmp_path / 'work' / 'iter_2.pth').is_file()
+
+
+def test_recipe_config_merges_over_an_mmseg_config(tmp_path):
+    """docs/recipe_sampler_loss.md's config, added to an ordinary MMSeg
+    config (UPerNet Swin on ADE20K): its losses and sampler build, with
+    none of the base's CrossEntropyLoss or DefaultSampler keys."""
+    from mmengine.config import Config
+    recipe = DOC.with_name('recipe_sampler_loss.md').read_text()
+    code = re.search(r'## Config\n+```python\n(.*?)```', recipe,
+                     re.DOTALL).group(1)
+    config = tmp_path / 'my_config.py'
+    config.write_text("_base_ = ['mmseg::_base_/models/upernet_swin.py', "
+                      "'mmseg::_base_/datasets/ade20k.py']\n" + code)
+    cfg = Config.fromfile(str(config))
+    assert cfg.train_dataloader.sampler == dict(
+        type='ClassBalancedSampler', pos_weight=1.5)
+    for head in ('decode_head', 'auxiliary_head'):
+        loss = registry.MODELS.build(cfg.model[head].loss_decode)
+        assert type(loss).__name__ == 'DiceCELoss'
+        assert loss.class_weight == [0.5047, 54.2225]
