@@ -62,6 +62,15 @@ Fixes:
    blocking copy: the host waits until the GPU has finished all the work
    queued before it. We accept the argument and set what mmengine's
    ``cast_data`` reads. Inactive when mmseg's signature has it.
+7. ``runner.val()`` without training, with ``save_best``. mmengine
+   0.10.7's ``CheckpointHook`` sets its ``file_backend`` in
+   ``before_train`` but uses it in ``after_val_epoch`` to save a best
+   checkpoint, so a validation alone (``runner.val()``) on a config with
+   ``save_best`` (every config here, and many of mmseg's) ended in
+   "'CheckpointHook' object has no attribute 'file_backend'" after its
+   metrics were computed. Outside training there is no checkpoint to
+   keep: we skip that step when ``before_train`` has not run. Inactive
+   when a new ``CheckpointHook`` has ``file_backend``.
 
 ``mmseg::`` config inheritance needs ``pkg_resources`` (removed in
 setuptools 82); that is handled by the ``setuptools<82`` requirement,
@@ -408,6 +417,25 @@ def _accept_seg_data_preprocessor_non_blocking() -> None:
     SegDataPreProcessor.__init__ = __init__
 
 
+# --------------------------------------------------------------------------
+# 7. CheckpointHook's save_best in a validation without training
+# --------------------------------------------------------------------------
+def _skip_best_checkpoint_outside_training() -> None:
+    from mmengine.hooks import CheckpointHook
+    after_val_epoch = CheckpointHook.after_val_epoch
+    if (hasattr(CheckpointHook(), 'file_backend')
+            or hasattr(after_val_epoch, '__wrapped__')):
+        return  # mmengine sets it up front, or this ran already
+
+    @functools.wraps(after_val_epoch)
+    def after_val_epoch_in_training(self, runner, metrics=None) -> None:
+        if not hasattr(self, 'file_backend'):
+            return  # before_train has not run: no training to checkpoint
+        after_val_epoch(self, runner, metrics)
+
+    CheckpointHook.after_val_epoch = after_val_epoch_in_training
+
+
 def apply_all() -> None:
     """Apply every fix that the installed stack needs (idempotent)."""
     warnings.filterwarnings(
@@ -422,3 +450,4 @@ def apply_all() -> None:
     _patch_cpu_distributed()
     _patch_decode_head_accuracy()
     _accept_seg_data_preprocessor_non_blocking()
+    _skip_best_checkpoint_outside_training()

@@ -151,3 +151,25 @@ def test_history_is_the_current_runs(tmp_path):
     hook.after_val_epoch(fresh, dict(metrics, dice=0.2))
     assert [(h['epoch'], h['dice']) for h in json.loads(path.read_text())
             ] == [(1, 0.2)]
+
+
+def test_validation_without_training(tmp_path, demo_root):
+    """runner.val() alone, with the demo config's hooks: CheckpointHook's
+    save_best (mmengine's bug, mmseg_ptx.compat fix 7) keeps nothing, and
+    this hook writes the curve as val.* without touching the training
+    run's val_latest.* and metrics_history.json."""
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+
+    from conftest import write_tiny_run_config
+    cfg = Config.fromfile(
+        str(write_tiny_run_config(tmp_path / 'val.py', demo_root)))
+    assert cfg.default_hooks.checkpoint.save_best == 'dice'
+    work = tmp_path / 'work'
+    cfg.work_dir = str(work)
+    metrics = Runner.from_cfg(cfg).val()
+    assert metrics['num_images'] > 0
+    assert (work / 'pr_curves' / 'val.json').is_file()
+    assert not list(work.glob('pr_curves/val_latest.*'))
+    assert not (work / 'metrics_history.json').exists()
+    assert not list(work.rglob('*.pth'))

@@ -457,8 +457,6 @@ def test_validation_iterations_wait_for_nothing(tmp_path, demo_root):
     config = write_tiny_run_config(tmp_path / 'val.py', demo_root)
     cfg = Config.fromfile(str(config))
     cfg.work_dir = str(tmp_path / 'work')
-    # (CheckpointHook's save_best needs a training run's set-up)
-    cfg.default_hooks.checkpoint.save_best = None
     assert cfg.val_evaluator.postprocess  # the triplet, on the device
     runner = Runner.from_cfg(cfg)
     syncs = HostSyncRecorder()

@@ -37,11 +37,14 @@ def _progress(runner) -> tuple:
 class PRCurveHook(Hook):
     """Save the PneumothoraxMetric PR curve and a per-epoch metrics history.
 
-    On the main process, after every validation epoch it writes
-    ``pr_curves/val_epoch_XXX.{png,json}`` (``val_iter_XXXXXX`` for
-    iteration-based training, ``val`` for a standalone validation) plus a
-    copy as ``val_latest.{png,json}``, and appends the epoch's metrics to
-    ``metrics_history.json``: a list of dicts with ``mode``, ``epoch``,
+    On the main process, after every validation epoch of a training run it
+    writes ``pr_curves/val_epoch_XXX.{png,json}`` (``val_iter_XXXXXX`` for
+    iteration-based training) plus a copy as ``val_latest.{png,json}``,
+    and appends the epoch's metrics to ``metrics_history.json``. A
+    validation without training (``runner.val()``) writes
+    ``pr_curves/val.{png,json}`` only: the latest curve and the history
+    stay the training run's. The history is a list of dicts with
+    ``mode``, ``epoch``,
     ``iter``, the validation metrics under their evaluator names and the
     rank-0 training scalars whose name contains loss/dice/iou/acc
     (``train/<name>``, averaged over the iterations since the previous
@@ -150,7 +153,7 @@ class PRCurveHook(Hook):
         return paths
 
     def _save_curves(self, runner, evaluator, mode: str,
-                     tag: Optional[str]) -> None:
+                     tag: Optional[str], latest: bool = False) -> None:
         curve_dir = osp.join(self._root(runner), 'pr_curves')
         epoch, iteration = _progress(runner)
         extra = dict(mode=mode, epoch=epoch, iter=iteration)
@@ -161,7 +164,7 @@ class PRCurveHook(Hook):
             title = f'Pixel PR curve ({mode}' + (f', {tag})' if tag else ')')
             paths = self._write_curve(metric.last_curve, curve_dir, stem,
                                       title, extra)
-            if mode == 'val':
+            if latest:
                 for path in paths:
                     ext = osp.splitext(path)[1]
                     shutil.copyfile(
@@ -213,9 +216,12 @@ class PRCurveHook(Hook):
         """
         if not is_main_process():
             return
+        epoch, iteration = _progress(runner)
+        training = iteration is not None
         self._save_curves(runner, runner.val_evaluator, 'val',
-                          curve_tag(*_progress(runner)))
-        self._append_history(runner, metrics)
+                          curve_tag(epoch, iteration), latest=training)
+        if training:
+            self._append_history(runner, metrics)
 
     def after_test_epoch(self,
                          runner,
