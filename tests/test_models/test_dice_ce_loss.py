@@ -397,8 +397,15 @@ def test_class_weight_from_json(tmp_path):
         DiceCELoss(class_weight=CLASS_WEIGHT)(logits, label))
 
     missing = tmp_path / 'nope.json'
-    with pytest.raises(FileNotFoundError, match='nope.json'):
+    with pytest.raises(FileNotFoundError, match='nope.json') as err:
         DiceCELoss(class_weight=str(missing))
+    assert 'relative path' not in str(err.value)
+    # A relative path (a saved config built from another folder) says
+    # where it was looked for.
+    with pytest.raises(FileNotFoundError,
+                       match='a relative path is read from the current '
+                       'folder, .*: run from the folder'):
+        DiceCELoss(class_weight='splits/nope.json')
     no_key = tmp_path / 'no_key.json'
     no_key.write_text(json.dumps({'pixel_counts': [1, 2]}))
     with pytest.raises(KeyError, match='no_key.json.*class_weights'):

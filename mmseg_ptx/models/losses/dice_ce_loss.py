@@ -62,9 +62,13 @@ def load_class_weight(
         return _check_class_weight(class_weight, 'the config')
     path = os.fspath(class_weight)
     if not os.path.isfile(path):
+        relative = '' if os.path.isabs(path) else (
+            f'; a relative path is read from the current folder, '
+            f'{os.getcwd()}: run from the folder the config was written '
+            f'for, or give the config an absolute path')
         raise FileNotFoundError(
             f'class_weight file {path} does not exist (expected the '
-            f'statistics JSON written by tools/dataset_stats.py).')
+            f'statistics JSON written by tools/dataset_stats.py{relative}).')
     try:
         with open(path, encoding='utf-8') as f:
             stats = json.load(f)
