@@ -175,7 +175,8 @@ def read_dicom(path: PathLike) -> np.ndarray:
     Steps: decode the pixel data (uncompressed or any compressed transfer
     syntax pydicom can decode; JPEG baseline goes through Pillow), apply the
     Modality LUT / rescale, then the VOI LUT or window if the file has one,
-    scale to 0..255 and invert MONOCHROME1 so that bright is always dense.
+    scale to 0..255 and invert MONOCHROME1 (and MONOCHROME2 whose
+    Presentation LUT Shape is INVERSE) so that bright is always dense.
 
     Scaling to 0..255: a VOI transform's full output range; without one,
     the full stored range for data of at most 8 bits (so an 8-bit image is
@@ -247,9 +248,19 @@ def _read_dicom(path: PathLike) -> np.ndarray:
         raise DicomReadError(
             f'Cannot apply the LUT/window of DICOM file {path}: '
             f'{_describe(err)}') from None
-    if photometric == 'MONOCHROME1':
+    if _shown_inverted(photometric, ds):
         img = 255 - img
     return img
+
+
+def _shown_inverted(photometric: str, ds: pydicom.Dataset) -> bool:
+    """Whether a viewer shows the lowest values white: MONOCHROME1, or a
+    Presentation LUT Shape of INVERSE (PS3.3 C.11.6), which some CR/DR
+    exports set on MONOCHROME2 data. The DX Image module asks for INVERSE
+    on every MONOCHROME1 image, where it names that same inversion: it is
+    applied once."""
+    shape = str(ds.get('PresentationLUTShape', '') or '').strip().upper()
+    return photometric == 'MONOCHROME1' or shape == 'INVERSE'
 
 
 def _to_uint8(arr: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:

@@ -75,6 +75,21 @@ def test_8bit_monochrome1_inverted(tmp_path, grey8):
     np.testing.assert_array_equal(read_dicom(path), 255 - grey8)
 
 
+def test_presentation_lut_shape_inverse(tmp_path, grey8):
+    # INVERSE on MONOCHROME2 (some CR/DR exports): shown inverted.
+    path = make_dicom(tmp_path / 'a.dcm', grey8,
+                      PresentationLUTShape='INVERSE')
+    np.testing.assert_array_equal(read_dicom(path), 255 - grey8)
+    # On MONOCHROME1 (as the DX module requires) it names the same
+    # inversion: applied once. IDENTITY changes nothing.
+    path = make_dicom(tmp_path / 'b.dcm', grey8, photometric='MONOCHROME1',
+                      PresentationLUTShape='INVERSE')
+    np.testing.assert_array_equal(read_dicom(path), 255 - grey8)
+    path = make_dicom(tmp_path / 'c.dcm', grey8,
+                      PresentationLUTShape='IDENTITY')
+    np.testing.assert_array_equal(read_dicom(path), grey8)
+
+
 def test_16bit_min_max_scaled(tmp_path):
     arr = np.linspace(100, 3000, 48 * 64).reshape(48, 64).astype(np.uint16)
     path = make_dicom(tmp_path / 'a.dcm', arr, BitsStored=12)
