@@ -402,6 +402,10 @@ def main() -> int:
     num_pos = sum(rle != EMPTY_RLE for rle in rles.values())
     print(f'{rows} images predicted ({num_pos} with pneumothorax, '
           f'{rows - num_pos} empty) -> {csv_path}')
+    if errors:
+        # Not '-1' rows: an image nobody looked at is not a negative one.
+        print(f'{csv_path} has no row for the {len(errors)} file(s) below; '
+              'Kaggle needs one for every test image', file=sys.stderr)
     return report_errors(errors, args.out)
 
 

@@ -59,6 +59,8 @@ def test_infer_folder_with_a_corrupt_file(tmp_path, demo_root):
     assert all('none of them is predicted' in e for e in errors[:2])
     assert errors[2].startswith(str(src / 'broken.dcm'))
     assert errors[3].startswith(f'{src / "strip.png"}\tprediction failed')
+    assert ('submission.csv has no row for the 4 file(s) below; Kaggle '
+            'needs one for every test image') in proc.stderr
 
     ids = sorted([dicoms[0].rsplit('/', 1)[-1][:-4], 'plain'])
     with open(out / 'submission.csv') as f:
