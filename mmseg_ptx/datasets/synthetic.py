@@ -593,12 +593,12 @@ def write_demo_dataset(out_dir: str,
             folder = osp.join(out_dir, 'dicom-images-train', uids['study'],
                               uids['series'])
             os.makedirs(folder, exist_ok=True)
-            _write_dicom(osp.join(folder, f'{image_id}.dcm'), img, uids,
+            _write_dicom(osp.join(folder, _dicom_name(seed, i)), img, uids,
                          _patient(rng, i), jpeg=i % 2 == 0)
             rles = [rle_encode(r) for r in regions] or [EMPTY_RLE]
             rle_rows += [f'{image_id}{sep}{rle}' for rle in rles]
         if write_png:
-            name = f'{i}_train_{int(bool(regions))}_.png'
+            name = _png_name(i, bool(regions))
             cv2.imwrite(osp.join(out_dir, 'png_images', name), img)
             cv2.imwrite(osp.join(out_dir, 'png_masks', name), mask * 255)
             png_rows.append(f'{image_id},{name},{int(bool(regions))}')
@@ -622,6 +622,16 @@ def _sha256(path: str) -> str:
         return hashlib.sha256(f.read()).hexdigest()
 
 
+def _dicom_name(seed: int, index: int) -> str:
+    """The file name of image ``index``'s DICOM: its SOPInstanceUID."""
+    return f'{_uid(seed, index, "sop")}.dcm'
+
+
+def _png_name(index: int, positive: bool) -> str:
+    """The PNG re-release's name of image ``index``."""
+    return f'{index}_train_{int(positive)}_.png'
+
+
 def _marker_records(marker: str) -> list[str]:
     """The ``folder`` and ``sha256`` lines of ``marker`` (none if absent)."""
     if not osp.isfile(marker):
@@ -635,23 +645,49 @@ def _marker_records(marker: str) -> list[str]:
 
 def _written_here(out_dir: str, existing: list[str]) -> bool:
     """Whether the data set files in ``out_dir`` are the ones this module
-    wrote there: every CSV among ``existing`` is the one the marker
-    recorded, and every image folder holds only files named as the run
-    the marker recorded for it names them, or no file (a folder without
-    its CSV is then an interrupted run's, not real images put beside a
-    demo set)."""
+    wrote there: the marker is present, every CSV among ``existing`` is
+    the one it recorded, and every image folder is a folder holding only
+    files named as the run the marker recorded for it names them, or no
+    file (a folder without its CSV is then an interrupted run's, not real
+    images put beside a demo set)."""
+    marker = osp.join(out_dir, SYNTHETIC_MARKER)
+    if not osp.isfile(marker):
+        return False
     csvs, folders = {}, {}
-    for line in _marker_records(osp.join(out_dir, SYNTHETIC_MARKER)):
+    for line in _marker_records(marker):
         kind, name, value = line.split(maxsplit=2)
         (csvs if kind == 'sha256' else folders)[name] = value
+    if not folders:
+        folders = _folders_of_old_marker(marker)
     for name in existing:
         path = osp.join(out_dir, name)
         if name.endswith('.csv'):
             if csvs.get(name) != _sha256(path):
                 return False
-        elif not _holds_only(path, _file_names(name, folders.get(name))):
+        elif osp.islink(path) or not osp.isdir(path) or not _holds_only(
+                path, _file_names(name, folders.get(name))):
             return False
     return True
+
+
+def _folders_of_old_marker(marker: str) -> dict[str, str]:
+    """``{folder: 'num=.. seed=..'}`` from the settings line of a marker
+    written before folders were recorded (one run's, of one layout)."""
+    with open(marker) as f:
+        lines = f.read().splitlines()
+    settings = dict(
+        item.split('=', 1) for item in (lines[1].split() if len(lines) > 1
+                                        else []) if '=' in item)
+    if not {'num', 'seed', 'layout'} <= settings.keys():
+        return {}
+    names = ((['dicom-images-train'] if settings['layout'] in
+              ('dicom', 'both') else []) +
+             (['png_images', 'png_masks'] if settings['layout'] in
+              ('png', 'both') else []))
+    return {
+        name: f'num={settings["num"]} seed={settings["seed"]}'
+        for name in names
+    }
 
 
 def _file_names(folder: str, settings: str | None) -> set[str]:
@@ -662,8 +698,8 @@ def _file_names(folder: str, settings: str | None) -> set[str]:
     values = dict(item.split('=') for item in settings.split())
     num, seed = int(values['num']), int(values['seed'])
     if folder == 'dicom-images-train':
-        return {f'{_uid(seed, i, "sop")}.dcm' for i in range(num)}
-    return {f'{i}_train_{p}_.png' for i in range(num) for p in (0, 1)}
+        return {_dicom_name(seed, i) for i in range(num)}
+    return {_png_name(i, p) for i in range(num) for p in (False, True)}
 
 
 def _holds_only(folder: str, names: set[str]) -> bool:

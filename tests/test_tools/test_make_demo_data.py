@@ -121,3 +121,24 @@ def test_real_images_beside_a_demo_marker_are_kept(tmp_path):
     assert len(glob.glob(str(tmp_path / 'dicom-images-train/*/*/*.dcm'))) == 3
     write_demo_dataset(str(tmp_path), 3, seed=1, size=32, layout='png')
     assert len(os.listdir(tmp_path / 'png_images')) == 3
+
+
+def test_marker_of_the_previous_version_and_none(tmp_path):
+    from mmseg_ptx.datasets.synthetic import (SYNTHETIC_MARKER,
+                                              write_demo_dataset)
+    # A set written before image folders were recorded: its marker's
+    # settings line names the files, so an interrupted one is replaced.
+    write_demo_dataset(str(tmp_path), 2, seed=0, size=32)
+    marker = tmp_path / SYNTHETIC_MARKER
+    marker.write_text(''.join(
+        line for line in marker.read_text().splitlines(keepends=True)
+        if not line.startswith('folder ')))
+    (tmp_path / 'train-rle.csv').unlink()
+    write_demo_dataset(str(tmp_path), 3, seed=1, size=32)
+    assert len(glob.glob(str(tmp_path / 'dicom-images-train/*/*/*.dcm'))) == 3
+
+    # No marker: even an empty image folder is not the tool's to replace.
+    other = tmp_path / 'other'
+    (other / 'dicom-images-train').mkdir(parents=True)
+    with pytest.raises(FileExistsError, match='dicom-images-train'):
+        write_demo_dataset(str(other), 2, seed=0, size=32)
