@@ -154,7 +154,8 @@ def refuse_clashes(out: str, image_ids: List[str], save_prob: bool) -> None:
             f'error: {len(clashes)} file(s) in {out} have the names of this '
             f'run\'s outputs but are not an earlier run\'s: '
             f'{", ".join(clashes[:5])}{more}; move them away or choose '
-            'another --out')
+            'another --out (a run stopped between writing an image\'s mask '
+            'and its overlay leaves such a mask: remove it)')
 
 
 def is_output(path: str) -> bool:

@@ -137,7 +137,7 @@ def print_folds(held_out: dict) -> None:
 
 def main() -> int:
     parser, args = parse_args()
-    if osp.isdir(args.out):
+    if osp.isdir(args.out) or args.out.endswith(('/', os.sep)):
         parser.error(f'--out {args.out} is a folder; give a file name')
     # Before the model's pass over the images (minutes for Swin-B), not
     # when the results are written.

@@ -205,12 +205,13 @@ def test_tune_postprocess_rejects_grid_without_settings(tmp_path):
     assert 'error: --folds 3 needs at least 3 images, 2 are tuned on' \
         in proc.stderr
     # And an --out that is a folder.
-    proc = subprocess.run(
-        [PYTHON, 'tools/tune_postprocess.py', 'cfg.py', 'ckpt.pth', '--out',
-         str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
-        timeout=300, env=_env())
-    assert proc.returncode == 2
-    assert f'--out {tmp_path} is a folder' in proc.stderr
+    for folder in (str(tmp_path), str(tmp_path / 'new') + '/'):
+        proc = subprocess.run(
+            [PYTHON, 'tools/tune_postprocess.py', 'cfg.py', 'ckpt.pth',
+             '--out', folder], cwd=ROOT, capture_output=True, text=True,
+            timeout=300, env=_env())
+        assert proc.returncode == 2
+        assert f'--out {folder} is a folder' in proc.stderr
 
 
 def _env():

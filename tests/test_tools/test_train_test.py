@@ -150,7 +150,12 @@ def test_checkpoint_of_another_model_is_refused(tmp_path, demo_root):
     """mmengine's Runner loads load_from non-strictly: tools/test.py would
     report the metrics of random weights."""
     import subprocess
-    cfg = write_tiny_run_config(tmp_path / 'cfg.py', demo_root)
+    # Also a child config that changes val_evaluator's post-processing
+    # only: the demo config's test_evaluator = val_evaluator was resolved
+    # there, so test.py warns that it scores another one.
+    cfg = write_tiny_run_config(
+        tmp_path / 'cfg.py', demo_root,
+        extra='val_evaluator = dict(postprocess=dict(min_area=7))')
     ckpt = tmp_path / 'other.pth'
     torch.save({'state_dict': {'0.weight': torch.zeros(3)}}, ckpt)
     proc = subprocess.run(
@@ -160,6 +165,8 @@ def test_checkpoint_of_another_model_is_refused(tmp_path, demo_root):
     assert proc.returncode != 0
     assert f'Checkpoint {ckpt} does not fit the model' in proc.stderr
     assert 'unexpected key in source state_dict: 0.weight' in proc.stderr
+    assert ("'min_area': 7" in proc.stderr and
+            'Set test_evaluator = val_evaluator' in proc.stderr)
 
 
 def test_show_on_dicom_data_is_a_clear_error(tmp_path, demo_root):

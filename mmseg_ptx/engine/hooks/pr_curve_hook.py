@@ -41,16 +41,16 @@ class PRCurveHook(Hook):
     writes ``pr_curves/val_epoch_XXX.{png,json}`` (``val_iter_XXXXXX`` for
     iteration-based training) plus a copy as ``val_latest.{png,json}``,
     and appends the epoch's metrics to ``metrics_history.json``. A
-    validation without training (``runner.val()``) writes
-    ``pr_curves/val.{png,json}`` only: the latest curve and the history
-    stay the training run's. The history is a list of dicts with
-    ``mode``, ``epoch``,
-    ``iter``, the validation metrics under their evaluator names and the
-    rank-0 training scalars whose name contains loss/dice/iou/acc
-    (``train/<name>``, averaged over the iterations since the previous
-    entry). After a test epoch it writes ``pr_curves/test.{png,json}``.
-    The JSON curve is thinned to about ``max_points`` points; its summary
-    numbers come from the full curve.
+    validation by a runner that has neither trained nor resumed (the
+    train loop is not built) writes ``pr_curves/val.{png,json}`` only: the
+    latest curve and the history stay the training run's. The history is
+    a list of dicts with ``mode``, ``epoch``, ``iter``, the validation
+    metrics under their evaluator names and the rank-0 training scalars
+    whose name contains loss/dice/iou/acc (``train/<name>``, averaged over
+    the iterations since the previous entry). After a test epoch it
+    writes ``pr_curves/test.{png,json}``. The JSON curve is thinned to
+    about ``max_points`` points; its summary numbers come from the full
+    curve.
 
     The history is the current run's: when training starts, records past
     the iteration it starts from (a new run in a used work dir, or a run
