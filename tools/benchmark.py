@@ -189,7 +189,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         '--tf32',
         action='store_true',
-        help='allow TF32 matmuls and convolutions (CUDA only)')
+        help='allow TF32 matmuls (CUDA only; cuDNN convolutions use TF32 '
+        'in every row, as PyTorch does by default)')
     parser.add_argument(
         '--cudnn-benchmark',
         action='store_true',
