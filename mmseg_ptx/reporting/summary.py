@@ -586,12 +586,16 @@ def write_performance_summary(work_dir: str,
 def _train_window(val: List[dict], record: dict, key: str) -> str:
     """``'mean over epochs 6-10, '`` (iterations, for an iteration-based
     run): the window whose training scalars the validation ``record``
-    holds, PRCurveHook's mean since the previous validation (or since a
-    resume, which may make the window shorter); ``''`` where unknown."""
+    holds, PRCurveHook's mean since the previous validation or since
+    training (re)started, as the record says (``train_from_<key>``;
+    histories written before it was recorded: from the previous record
+    in ``val``); ``''`` where unknown."""
     end = record.get(key)
     if not end:
         return ''
-    start = max((h[key] for h in val if h[key] < end), default=0) + 1
+    start = record.get(f'train_from_{key}')
+    if not isinstance(start, int):
+        start = max((h[key] for h in val if h[key] < end), default=0) + 1
     unit = PROGRESS_UNITS[key]
     span = f'{unit} {end}' if start == end else f'{unit}s {start}-{end}'
     return f'mean over {span}, '

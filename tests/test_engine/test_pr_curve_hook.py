@@ -133,6 +133,9 @@ def test_history_is_the_current_runs(tmp_path):
     history = json.loads(path.read_text())
     assert [(h['epoch'], h['train/loss']) for h in history] == [
         (1, 5.0), (2, 4.0), (3, 1.0)]
+    # Each record says which window its training scalars are the mean of.
+    assert [(h['train_from_epoch'], h['train_from_iter'])
+            for h in history] == [(1, 1), (2, 3), (3, 5)]
     backups = sorted(tmp_path.glob('metrics_history.*.json'))
     assert len(backups) == 1  # the crashed run's epoch 3, kept
     assert [h['epoch'] for h in json.loads(backups[0].read_text())] == [

@@ -385,6 +385,22 @@ def test_rows_say_raw_post_processed_and_the_training_window(tmp_path):
     assert '| Epochs run (to the last validation) | 10 |' in report
 
 
+def test_training_window_after_a_resume(tmp_path):
+    """Resumed at epoch 8: the record's training scores are the mean over
+    epochs 8-10 (PRCurveHook's train_from_epoch), not since the previous
+    validation at epoch 5."""
+    import json
+    from mmseg_ptx.reporting.summary import write_performance_summary
+    history = _epoch_history(tmp_path)
+    history[1]['dice'] = 0.95
+    history[1]['train_from_epoch'] = 8
+    (tmp_path / 'metrics_history.json').write_text(json.dumps(history))
+    report = open(write_performance_summary(
+        str(tmp_path), images=False, world_size=1)).read()
+    assert ('| Training Dice at that epoch (mean over epochs 8-10, '
+            'batch-pooled, augmented) | 0.7000 |') in report
+
+
 def test_best_by_another_metric_is_named_with_its_value(tmp_path):
     """save_best='kaggle_dice_pp' picks epoch 10, whose pooled Dice is not
     the best one: the rows say so and give the selecting metric."""

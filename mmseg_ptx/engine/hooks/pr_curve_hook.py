@@ -47,7 +47,9 @@ class PRCurveHook(Hook):
     a list of dicts with ``mode``, ``epoch``, ``iter``, the validation
     metrics under their evaluator names and the rank-0 training scalars
     whose name contains loss/dice/iou/acc (``train/<name>``, averaged over
-    the iterations since the previous entry). After a test epoch it
+    the iterations since the previous entry or since training started or
+    resumed; ``train_from_epoch`` and ``train_from_iter`` are that
+    window's first epoch and iteration). After a test epoch it
     writes ``pr_curves/test.{png,json}``. The JSON curve is thinned to
     about ``max_points`` points; its summary numbers come from the full
     curve.
@@ -76,6 +78,7 @@ class PRCurveHook(Hook):
         self.plot = plot
         self.max_points = max_points
         self._prev_iter = 0
+        self._prev_epoch = 0
 
     def _root(self, runner) -> str:
         return self.out_dir if self.out_dir is not None else runner.work_dir
@@ -92,6 +95,7 @@ class PRCurveHook(Hook):
         # A resumed run's message hub holds the buffers of every earlier
         # iteration: average the first record over this run's only.
         self._prev_iter = runner.iter
+        self._prev_epoch = runner.epoch
         path = self._history_path(runner)
         if not is_main_process() or not osp.exists(path):
             return
@@ -194,7 +198,13 @@ class PRCurveHook(Hook):
         epoch, iteration = _progress(runner)
         entry = dict(mode='val', epoch=epoch, iter=iteration)
         entry.update(metrics or {})
-        entry.update(self._train_scalars(runner))
+        scalars = self._train_scalars(runner)
+        if scalars:
+            # The window the training scalars are averaged over: since the
+            # previous validation, or since training (re)started.
+            entry.update(train_from_epoch=self._prev_epoch + 1,
+                         train_from_iter=self._prev_iter + 1)
+        entry.update(scalars)
         # A resumed run re-validates an epoch: keep the newest record.
         history = [
             h for h in history
@@ -204,6 +214,7 @@ class PRCurveHook(Hook):
         history.append(entry)
         write_json(history, path)
         self._prev_iter = iteration or 0
+        self._prev_epoch = epoch or 0
 
     def after_val_epoch(self,
                         runner,
