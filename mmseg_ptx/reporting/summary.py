@@ -395,7 +395,12 @@ def _findings(best: dict, val_desc: str, stats: dict, key: str,
             f'{PROGRESS_UNITS[key]} {best[key]} on the {val_desc}; the '
             'reference reported '
             f'{ref["dice"]:.4f} ({"+" if delta >= 0 else ""}{delta:.4f}). '
-            'The two are comparable only on the same data and split.')
+            'The two are comparable only on the same data and split, and '
+            'not one to one even there: the reference pooled each batch '
+            'and averaged over batches (its IoU '
+            f'{ref["iou"]:.4f} is not D/(2-D) = '
+            f'{ref["dice"] / (2 - ref["dice"]):.4f}, as it would be '
+            'pooled over the set).')
     if best.get('kaggle_dice') is not None:
         out.append(
             f'**Per-image (competition) Dice {best["kaggle_dice"]:.4f}**: '
@@ -418,11 +423,15 @@ def _findings(best: dict, val_desc: str, stats: dict, key: str,
     train_dice = best.get('train/decode.dice_seg')
     if train_dice is not None and dice is not None:
         gap = train_dice - dice
+        # No verdict on over-fitting: the two are not measured alike
+        # (rank 0's augmented crops, a batch empty in label and prediction
+        # scoring 1, against whole images pooled over the set).
         out.append(
             f'**Train vs validation**: training Dice {train_dice:.4f} '
-            f'({train_window}batch-pooled, augmented) vs validation '
-            f'{dice:.4f}: a gap of {gap:.4f}'
-            + (', a sign of over-fitting.' if gap > 0.1 else '.'))
+            f'({train_window}batch-pooled on rank 0, augmented crops) vs '
+            f'validation {dice:.4f} (pooled over whole images): a gap of '
+            f'{gap:.4f} between two differently measured numbers; the '
+            'validation curve\'s trend is what shows over-fitting.')
     if stats.get('imbalance_ratio'):
         answer = ('answered by class weights '
                   f'{[round(w, 4) for w in class_weight]} in the loss\'s '
@@ -686,10 +695,10 @@ def _segmentation_rows(cfg: Optional[Config], best: dict, best_metric: str,
              'empty = 1)', best.get('kaggle_dice_pp')),
         ]
     rows += [
-        (f'Training Dice at that {unit} ({train_window}batch-pooled, '
-         'augmented)', best.get('train/decode.dice_seg')),
-        (f'Training IoU at that {unit} ({train_window}batch-pooled, '
-         'augmented)', best.get('train/decode.iou_seg')),
+        (f'Training Dice at that {unit} ({train_window}batch-pooled on '
+         'rank 0, augmented)', best.get('train/decode.dice_seg')),
+        (f'Training IoU at that {unit} ({train_window}batch-pooled on '
+         'rank 0, augmented)', best.get('train/decode.iou_seg')),
     ]
     return rows
 

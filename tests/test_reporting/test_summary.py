@@ -380,8 +380,12 @@ def test_rows_say_raw_post_processed_and_the_training_window(tmp_path):
     # The training scores recorded with the best validation (epoch 5),
     # not the last ones: compared with it, they are of the same model.
     assert ('| Training Dice at that epoch (mean over epochs 1-5, '
-            'batch-pooled, augmented) | 0.6000 |') in report
+            'batch-pooled on rank 0, augmented) | 0.6000 |') in report
     assert 'training Dice 0.6000 (mean over epochs 1-5,' in report
+    assert 'a sign of over-fitting' not in report
+    # The reference's Dice is another protocol, and the report says so.
+    assert ('the reference pooled each batch and averaged over batches '
+            '(its IoU 0.4648 is not D/(2-D) = 0.4383') in report
     assert '| Epochs run (to the last validation) | 10 |' in report
 
 
@@ -398,7 +402,7 @@ def test_training_window_after_a_resume(tmp_path):
     report = open(write_performance_summary(
         str(tmp_path), images=False, world_size=1)).read()
     assert ('| Training Dice at that epoch (mean over epochs 8-10, '
-            'batch-pooled, augmented) | 0.7000 |') in report
+            'batch-pooled on rank 0, augmented) | 0.7000 |') in report
 
 
 def test_best_by_another_metric_is_named_with_its_value(tmp_path):
@@ -419,7 +423,7 @@ def test_best_by_another_metric_is_named_with_its_value(tmp_path):
             'raw: probability > 0.4) | 0.8000 |') in report
     assert 'Best validation Dice' not in report
     assert ('| Training Dice at that epoch (mean over epochs 6-10, '
-            'batch-pooled, augmented) | 0.7000 |') in report
+            'batch-pooled on rank 0, augmented) | 0.7000 |') in report
 
 
 def test_a_history_that_is_not_a_list_is_named(tmp_path):
