@@ -240,8 +240,19 @@ def _stats(cfg: Optional[Config], stats_path: Optional[str],
     if not stats_path:
         return {}
     stats = read_json(stats_path)
+    if not isinstance(stats, dict):
+        raise ValueError(
+            f'{stats_path} is not the statistics JSON tools/dataset_stats.py '
+            f'writes (an object): it holds a {type(stats).__name__}')
+    theirs = stats.get('settings')
+    if not isinstance(theirs, dict):
+        print_log(
+            f'{stats_path} does not say the split settings it was computed '
+            'for (no "settings" object, which tools/dataset_stats.py '
+            'writes): left out of the report', logger='current',
+            level=logging.WARNING)
+        return {}
     ours = split.get('settings') or _configured_split_settings(cfg)
-    theirs = stats.get('settings') or {}
     differ = [(name, theirs[name], ours[split_name])
               for name, split_name in _SPLIT_SETTINGS
               if name in theirs and split_name in ours

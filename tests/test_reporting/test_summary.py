@@ -210,6 +210,15 @@ def test_statistics_of_other_split_settings_are_left_out(tmp_path):
     path.write_text('{not json')
     with pytest.raises(ValueError, match=r'stats\.json is not valid JSON'):
         _stats(None, str(path), split)
+    # Not the tool's object, or one that does not say its split: named,
+    # or left out.
+    path.write_text('[1, 2]')
+    with pytest.raises(ValueError,
+                       match=r'stats\.json is not the statistics JSON .* '
+                       'holds a list'):
+        _stats(None, str(path), split)
+    path.write_text(json.dumps(dict(imbalance_ratio=45.6)))
+    assert _stats(None, str(path), split) == {}
 
 
 def test_findings_name_the_loss_class_weights(tmp_path):
