@@ -15,7 +15,7 @@ import math
 import os
 import os.path as osp
 import re
-from typing import Any, List, Optional, Tuple, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from mmengine.config import Config
@@ -647,6 +647,35 @@ def _segmentor_cfg(model: dict) -> dict:
             return model
 
 
+def _val_resize(cfg: Config) -> Optional[Tuple[tuple, bool]]:
+    """The ``scale`` and ``keep_ratio`` of the validation pipeline's
+    ``Resize``, if it has one with a size."""
+    pipeline = _dataset_cfg(cfg, 'val_dataloader').get('pipeline') or []
+    for step in pipeline:
+        if isinstance(step, dict) and step.get('type') == 'Resize':
+            scale = step.get('scale')
+            if isinstance(scale, (list, tuple)):
+                return tuple(scale), bool(step.get('keep_ratio'))
+    return None
+
+
+def _input_size(train: Optional[Sequence[int]],
+                val: Optional[Tuple[tuple, bool]]) -> str:
+    """``'512 x 512'``, or the training crop and the validation size where
+    they differ."""
+    def text(size) -> str:
+        return f'{size[0]} x {size[1]}'
+
+    if not train:
+        return 'n/a'
+    if not val or val[0] == tuple(train):
+        return text(train)
+    scale, keep_ratio = val
+    how = (f'to fit {text(scale)} (aspect kept)' if keep_ratio else
+           f'to {text(scale)}')
+    return f'{text(train)} training crops; validation images resized {how}'
+
+
 def _model_rows(cfg: Optional[Config]) -> List[tuple]:
     if cfg is None:
         return []
@@ -668,7 +697,7 @@ def _model_rows(cfg: Optional[Config]) -> List[tuple]:
         ('Backbone', f'{bb.type} (embed_dims {bb.get("embed_dims")}, '
          f'depths {bb.get("depths")}, window {bb.get("window_size")})'),
         ('Decode head channels', head.get('channels')),
-        ('Input size', f'{size[0]} x {size[1]}' if size else 'n/a'),
+        ('Input size', _input_size(size, _val_resize(cfg))),
         ('Number of classes', f'{head.num_classes} (background, '
          'pneumothorax)'),
         ('Loss function', loss_desc),

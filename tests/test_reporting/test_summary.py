@@ -21,6 +21,15 @@ def test_loss_row_names_every_loss(loss, expected):
     assert rows['Architecture'] == 'EncoderDecoder + UPerHead'
 
 
+def test_input_size_row_of_a_config_that_validates_larger():
+    # The demo config trains on 128 px crops and validates 256 px images.
+    rows = dict(_model_rows(
+        Config.fromfile('configs/upernet_swin-nano_ptx-demo-128.py')))
+    assert rows['Input size'] == ('128 x 128 training crops; validation '
+                                  'images resized to fit 256 x 256 (aspect '
+                                  'kept)')
+
+
 def test_model_rows_see_through_test_time_wrappers():
     """tools/test.py --tta / --extra-model dump a wrapped model config over
     the training run's."""
