@@ -80,6 +80,7 @@ is silenced (it is what the requirement already answers).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import inspect
@@ -87,14 +88,15 @@ import os
 import sys
 import types
 import warnings
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 import torch.nn.functional as F
 
 __all__ = [
     'apply_all', 'compiled_mmcv_ops_available', 'sigmoid_focal_loss',
-    'check_pkg_resources', 'top1_accuracy', 'SDPBackend', 'sdpa_kernel',
+    'check_pkg_resources', 'top1_accuracy', 'mmseg_accuracy', 'SDPBackend',
+    'sdpa_kernel',
     'is_compiling', 'math_sdpa', 'autocast_dtype', 'flex_attention',
     'flex_attention_learns_bias'
 ]
@@ -316,6 +318,21 @@ def top1_accuracy(pred: torch.Tensor,
 def _patch_decode_head_accuracy() -> None:
     import mmseg.models.decode_heads.decode_head as decode_head
     decode_head.accuracy = top1_accuracy
+
+
+@contextlib.contextmanager
+def mmseg_accuracy() -> Iterator[None]:
+    """mmseg's own ``acc_seg`` (``topk``, boolean indexing) in the block,
+    instead of :func:`top1_accuracy`: what a stock mmseg run computes, for
+    ``tools/benchmark.py``'s variants without ``--top1-accuracy``."""
+    import mmseg.models.decode_heads.decode_head as decode_head
+    from mmseg.models.losses import accuracy
+    patched = decode_head.accuracy
+    decode_head.accuracy = accuracy
+    try:
+        yield
+    finally:
+        decode_head.accuracy = patched
 
 
 # --------------------------------------------------------------------------

@@ -117,7 +117,8 @@ mkdir -p "$OUT_DIR"
 DEMO_DATA=${DEMO_DATA:-$OUT_DIR/demo_data}
 
 SWITCHES=(--backbone-type SwinTransformerSDPA --amp bf16 --bf16-weights
-          --fuse-conv-bn --channels-last --fused-adamw --merge-param-groups)
+          --fuse-conv-bn --channels-last --fused-adamw --merge-param-groups
+          --top1-accuracy)
 if [ "$DEVICE" = cuda ]; then
     SWITCHES+=(--tf32 --cudnn-benchmark)
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv \

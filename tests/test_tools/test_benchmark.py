@@ -385,7 +385,7 @@ def test_host_syncs_and_sync_at_the_end(tmp_path):
     tool = load_tool('benchmark')
     report = tool.main([str(demo), *BASE_ARGS, '--mode', 'all', 'eval',
                         '--sync', 'iteration', 'end', '--host-syncs',
-                        '--json', str(out)])
+                        '--top1-accuracy', '--json', str(out)])
     assert report['settings']['sync'] == ['iteration', 'end']
     rows = {(r['mode'], r['sync']): r for r in report['results']}
     # (loader too where `make demo` has written its data)
@@ -395,9 +395,9 @@ def test_host_syncs_and_sync_at_the_end(tmp_path):
     for (mode, sync), row in rows.items():
         if sync == 'end':  # timed as one block: each iteration gets the mean
             assert row['s_per_iter_min'] == row['s_per_iter'] > 0
-        # DiceCELoss, mmseg's UPerNet, the optimizer, and the config's
-        # PneumothoraxMetric with its triplet post-processor wait for
-        # nothing.
+        # DiceCELoss, mmseg's UPerNet (with mmseg_ptx's acc_seg), the
+        # optimizer, and the config's PneumothoraxMetric with its triplet
+        # post-processor wait for nothing.
         assert row['host_syncs'] == 0
     table = tool.format_table(report['results']).splitlines()
     assert table[0].split(' | ')[3].strip() == 'sync'
@@ -434,11 +434,13 @@ def test_host_syncs_name_the_line(capsys, monkeypatch):
     monkeypatch.setattr(CrossEntropyLoss, 'forward', reading_forward)
     tool = load_tool('benchmark')
     report = tool.main([str(CONFIG), *BASE_ARGS, '--mode', 'step',
-                        '--host-syncs'])
-    # The decode and the auxiliary head's loss.
-    assert report['results'][0]['host_syncs'] == 2
+                        '--host-syncs', '--sweep', '--top1-accuracy'])
+    # The decode and the auxiliary head's loss; stock adds mmseg's
+    # acc_seg, two more per head.
+    assert [(r['variant'], r['host_syncs']) for r in report['results']] == [
+        ('stock', 6), ('top1_accuracy', 2)]
     stdout = capsys.readouterr().out
-    assert '== host syncs: stock step b2: 2' in stdout
+    assert '== host syncs: top1_accuracy step b2: 2' in stdout
     assert 'test_benchmark.py' in stdout and 'reading_forward' in stdout
     assert any('img/s' in line and line.rstrip().endswith('host syncs')
                for line in stdout.splitlines())  # the table's column
@@ -477,3 +479,34 @@ def test_no_padding_note_where_the_sizes_agree(tmp_path, capsys):
                str(tmp_path / 'bench.json'), '--cfg-options',
                'model.data_preprocessor.size=[64,64]'])
     assert 'pads its training batches' not in capsys.readouterr().out
+
+
+def test_stock_rows_compute_mmseg_accuracy(tmp_path, monkeypatch):
+    """``import mmseg_ptx`` replaces mmseg's training acc_seg; the stock
+    row (and any variant without --top1-accuracy) times mmseg's own."""
+    import mmseg.models.decode_heads.decode_head as decode_head
+    import mmseg.models.losses as losses
+    tool = load_tool('benchmark')
+    calls = []
+
+    def spy(name, fn):
+        def counted(*args, **kwargs):
+            calls.append((variant[0], name))
+            return fn(*args, **kwargs)
+        return counted
+
+    variant = ['']
+    monkeypatch.setattr(losses, 'accuracy', spy('mmseg', losses.accuracy))
+    monkeypatch.setattr(decode_head, 'accuracy',
+                        spy('top1', decode_head.accuracy))
+    real_run_variant = tool.run_variant
+
+    def run_variant(cfg, args, switches, *rest):
+        variant[0] = tool.variant_name(switches)
+        return real_run_variant(cfg, args, switches, *rest)
+
+    monkeypatch.setattr(tool, 'run_variant', run_variant)
+    tool.main([str(CONFIG), *BASE_ARGS, '--mode', 'step', '--sweep',
+               '--top1-accuracy'])
+    assert set(calls) == {('stock', 'mmseg'), ('top1_accuracy', 'top1')}
+    assert decode_head.accuracy.__name__ == 'counted'  # restored after

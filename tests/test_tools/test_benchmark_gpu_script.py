@@ -65,11 +65,12 @@ def test_every_part_runs_and_is_summarised(tmp_path):
     }
     sweep = json.loads((out / 'sweep.json').read_text())['results']
     all_switches = ('SwinTransformerSDPA+bf16+bf16_weights+fuse_conv_bn+'
-                    'channels_last+fused_adamw+merge_param_groups')
+                    'channels_last+fused_adamw+merge_param_groups+'
+                    'top1_accuracy')
     assert [r['variant'] for r in sweep if r['mode'] == 'step'] == [
         'stock', 'SwinTransformerSDPA', 'bf16', 'bf16_weights',
         'fuse_conv_bn', 'channels_last', 'fused_adamw', 'merge_param_groups',
-        all_switches
+        'top1_accuracy', all_switches
     ]
     ablate = json.loads((out / 'ablate.json').read_text())['results']
     assert [r['variant'] for r in ablate if r['mode'] == 'infer'][:2] == [
