@@ -803,14 +803,22 @@ def run_variant(cfg: Config,
             cast_for_inference(infer_model)
     train_step, test_step = model.train_step, infer_model.test_step
     scope = switches.get('compile')
+    if scope:
+        # As a new process would: an earlier variant's graphs would count
+        # towards dynamo's recompile limit of the same code (past it,
+        # dynamo runs the code eagerly). Static shapes: each batch size
+        # gets its own graph, as a run at that size would, instead of the
+        # shape-generic one dynamo makes when the batch size changes.
+        torch._dynamo.reset()
+        options = dict(mode=args.compile_mode, dynamic=False)
     if scope == 'step':
-        train_step = torch.compile(train_step, mode=args.compile_mode)
-        test_step = torch.compile(test_step, mode=args.compile_mode)
+        train_step = torch.compile(train_step, **options)
+        test_step = torch.compile(test_step, **options)
     elif scope:
         blocks = SWIN_BLOCKS if scope == 'blocks' else ()
-        compile_modules(model, blocks=blocks, mode=args.compile_mode)
+        compile_modules(model, blocks=blocks, **options)
         if infer_model is not model:
-            compile_modules(infer_model, blocks=blocks, mode=args.compile_mode)
+            compile_modules(infer_model, blocks=blocks, **options)
     trains = 'step' in modes or 'loader' in modes
     optim_wrapper = build_optim(model, cfg, switches,
                                 device) if trains else None

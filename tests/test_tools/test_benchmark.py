@@ -340,12 +340,18 @@ def test_compile_scope_blocks(monkeypatch):
     calls = []
     monkeypatch.setattr(
         tool, 'compile_modules',
-        lambda model, blocks, mode: calls.append((blocks, mode)))
+        lambda model, blocks, **options: calls.append((blocks, options)))
+    resets = []
+    monkeypatch.setattr(torch._dynamo, 'reset', lambda: resets.append(1))
     report = tool.main([
         str(CONFIG), *BASE_ARGS, '--mode', 'infer', '--compile',
         '--compile-scope', 'blocks', '--compile-mode', 'reduce-overhead'
     ])
-    assert calls == [(('SwinBlock', ), 'reduce-overhead')]
+    # Static shapes (a graph per batch size), after dynamo's caches of
+    # any earlier variant are cleared.
+    assert calls == [(('SwinBlock', ),
+                      dict(mode='reduce-overhead', dynamic=False))]
+    assert resets == [1]
     assert report['results'][0]['variant'] == 'compile_blocks'
     assert report['settings']['compile_mode'] == 'reduce-overhead'
     assert tool.variant_name(dict(compile='modules')) == 'compile'
