@@ -58,6 +58,7 @@ import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from contextlib import contextmanager, nullcontext
@@ -576,26 +577,32 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def reset_peak_memory(device: str) -> None:
+def reset_peak_memory(device: str) -> bool:
+    """Start a new peak; whether that worked (False: the CPU figure stays
+    the process-lifetime peak)."""
     if device == 'cuda':
         torch.cuda.reset_peak_memory_stats()
-        return
+        return True
     try:  # Linux: "5" resets the peak resident set size (VmHWM).
         with open('/proc/self/clear_refs', 'w') as f:
             f.write('5')
     except OSError:
-        pass  # peak_memory() then reports the process-lifetime peak
+        return False
+    return True
 
 
-def peak_memory(device: str) -> Tuple[float, str]:
-    """Peak memory in MiB and what was measured."""
+def peak_memory(device: str, since_reset: bool = True) -> Tuple[float, str]:
+    """Peak memory in MiB and what was measured; ``since_reset``: whether
+    :func:`reset_peak_memory` worked."""
     if device == 'cuda':
         return torch.cuda.max_memory_allocated() / 2**20, 'cuda_max_allocated'
     try:
         with open('/proc/self/status') as f:
             for line in f:
                 if line.startswith('VmHWM:'):
-                    return int(line.split()[1]) / 1024, 'cpu_peak_rss'
+                    return int(line.split()[1]) / 1024, (
+                        'cpu_peak_rss'
+                        if since_reset else 'cpu_lifetime_peak_rss')
     except OSError:
         pass
     # ru_maxrss is in KiB on Linux, bytes on macOS; lifetime peak.
@@ -635,7 +642,7 @@ def time_iterations(step: Callable[[], int],
     synchronize(device)
     warmup_s = time.perf_counter() - start
     warmup_mem, _ = peak_memory(device)
-    reset_peak_memory(device)
+    since_reset = reset_peak_memory(device)
     images, times = 0, []
     if sync_each_iteration:
         for _ in tqdm(range(iters), desc=desc, leave=False):
@@ -649,7 +656,7 @@ def time_iterations(step: Callable[[], int],
             images += step()
         synchronize(device)
         times = [(time.perf_counter() - start) / iters] * iters
-    mem, mem_kind = peak_memory(device)
+    mem, mem_kind = peak_memory(device, since_reset)
     return dict(
         img_per_s=images / sum(times),
         s_per_iter=sum(times) / iters,
@@ -822,6 +829,9 @@ def run_variant(cfg: Config,
     trains = 'step' in modes or 'loader' in modes
     optim_wrapper = build_optim(model, cfg, switches,
                                 device) if trains else None
+    # What the data preprocessor pads the loader's batches to.
+    pad_size = cfg.model.get('data_preprocessor', {}).get('size')
+    loader_size = tuple(pad_size) if pad_size else None
 
     def measure(mode: str, batch_size: int, step: Callable[[], int]) -> None:
         desc = f'{name} {mode} b{batch_size}'
@@ -836,7 +846,10 @@ def run_variant(cfg: Config,
                 row.update(time_iterations(step, args.warmup, args.iters,
                                            device, desc,
                                            sync == 'iteration'))
-                if flops:
+                # The FLOPs are counted at --img-size; the loader's batches
+                # have the config's size, which may differ.
+                if flops and (mode != 'loader' or loader_size == tuple(
+                        args.img_size)):
                     per_img = flops['step_gflop_per_img' if mode in (
                         'step', 'loader') else 'infer_gflop_per_img']
                     row['tflop_per_s'] = row['img_per_s'] * per_img / 1e3
@@ -953,11 +966,21 @@ def environment(args: argparse.Namespace) -> Dict[str, Any]:
     else:
         device_name = (f'{platform.processor() or platform.machine()}, '
                        f'{torch.get_num_threads()} threads')
+    import mmengine
+    import mmseg
     return dict(
         config=args.config,
         device=args.device,
         device_name=device_name,
         torch=torch.__version__,
+        cuda=torch.version.cuda,
+        cudnn=(torch.backends.cudnn.version()
+               if torch.backends.cudnn.is_available() else None),
+        mmseg=mmseg.__version__,
+        mmengine=mmengine.__version__,
+        python=platform.python_version(),
+        commit=_git_commit(),
+        mode=args.mode,
         batch_size=args.batch_size,
         img_size=list(args.img_size),
         iters=args.iters,
@@ -966,6 +989,23 @@ def environment(args: argparse.Namespace) -> Dict[str, Any]:
         seed=args.seed,
         compile_mode=args.compile_mode,
         cfg_options=args.cfg_options)
+
+
+def _git_commit() -> Optional[str]:
+    """This checkout's commit (with ``+dirty`` for local changes), or None
+    outside a git checkout."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        commit = subprocess.run(
+            ['git', 'rev-parse', 'HEAD'], cwd=root, capture_output=True,
+            text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(
+            ['git', 'status', '--porcelain', '--untracked-files=no'],
+            cwd=root, capture_output=True, text=True, timeout=10,
+            check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ('+dirty' if dirty else '')
 
 
 def format_table(results: List[dict]) -> str:

@@ -59,6 +59,13 @@ def test_step_and_infer_modes(tmp_path):
         'stock loader: skipped, the config has no train_dataloader'
     ]
     assert report['settings']['img_size'] == [64, 64]
+    # What a figure needs to be repeated: versions, commit, modes.
+    settings = report['settings']
+    assert settings['mode'] == ['all']
+    assert settings['mmseg'] and settings['mmengine'] and settings['python']
+    assert settings['commit'].split('+')[0] == subprocess.run(
+        ['git', 'rev-parse', 'HEAD'], cwd=ROOT, capture_output=True,
+        text=True).stdout.strip()
     # The table is printed too.
     assert 'img/s' in stdout and 'stock' in stdout
 
@@ -472,9 +479,12 @@ def test_loader_mode_keeps_the_config_padding(tmp_path, demo_root):
         f'train_dataloader.dataset.data_root={demo_root}',
         'train_dataloader.num_workers=0',
         'train_dataloader.persistent_workers=False',
-        'train_dataloader.dataset.pipeline.2.scale=(128,128)'])
+        'train_dataloader.dataset.pipeline.2.scale=(128,128)', '--flops'])
     assert [(r['mode'], 'error' in r) for r in report['results']] == [
         ('step', False), ('loader', False)]
+    # FLOPs are counted at --img-size (64 px): no TFLOP/s for the loader's
+    # 128 px batches.
+    assert ['tflop_per_s' in r for r in report['results']] == [True, False]
 
 
 def test_no_padding_note_where_the_sizes_agree(tmp_path, capsys):
@@ -516,3 +526,20 @@ def test_stock_rows_compute_mmseg_accuracy(tmp_path, monkeypatch):
                '--top1-accuracy'])
     assert set(calls) == {('stock', 'mmseg'), ('top1_accuracy', 'top1')}
     assert decode_head.accuracy.__name__ == 'counted'  # restored after
+
+
+def test_cpu_peak_without_a_reset_is_labelled_lifetime(monkeypatch):
+    tool = load_tool('benchmark')
+    assert tool.time_iterations(lambda: 1, 1, 1, 'cpu', 'x')['mem_kind'] \
+        == 'cpu_peak_rss'
+    real_open = open
+
+    def no_clear_refs(path, *args, **kwargs):
+        if path == '/proc/self/clear_refs':
+            raise PermissionError(13, 'Permission denied', path)
+        return real_open(path, *args, **kwargs)
+
+    # (a container without write access to /proc)
+    monkeypatch.setattr(tool, 'open', no_clear_refs, raising=False)
+    assert tool.time_iterations(lambda: 1, 1, 1, 'cpu', 'x')['mem_kind'] \
+        == 'cpu_lifetime_peak_rss'
