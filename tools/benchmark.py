@@ -792,23 +792,6 @@ def run_variant(cfg: Config,
             matmul_tf32=torch.backends.cuda.matmul.allow_tf32,
             cudnn_tf32=torch.backends.cudnn.allow_tf32,
             cudnn_benchmark=torch.backends.cudnn.benchmark)
-    torch.manual_seed(args.seed)
-    model = build_model(cfg, switches, device)
-    infer_model = model
-    fold, cast = switches.get('fuse_conv_bn'), switches.get('bf16_weights')
-    infers = 'infer' in modes or 'eval' in modes
-    if (fold or cast) and infers:
-        if 'step' in modes or 'loader' in modes:
-            # Folding and casting change the weights in place; the train
-            # step keeps its float32 ones and its BatchNorms.
-            infer_model = copy.deepcopy(model)
-        # Folded in float32, then cast, as FuseConvBNHook and
-        # InferenceDtypeHook do it.
-        if fold:
-            fuse_conv_bn(infer_model)
-        if cast:
-            cast_for_inference(infer_model)
-    train_step, test_step = model.train_step, infer_model.test_step
     scope = switches.get('compile')
     if scope:
         # As a new process would: an earlier variant's graphs would count
@@ -818,15 +801,40 @@ def run_variant(cfg: Config,
         # shape-generic one dynamo makes when the batch size changes.
         torch._dynamo.reset()
         options = dict(mode=args.compile_mode, dynamic=False)
-    if scope == 'step':
-        train_step = torch.compile(train_step, **options)
-        test_step = torch.compile(test_step, **options)
-    elif scope:
-        blocks = SWIN_BLOCKS if scope == 'blocks' else ()
-        compile_modules(model, blocks=blocks, **options)
-        if infer_model is not model:
-            compile_modules(infer_model, blocks=blocks, **options)
+
+    def compiled(model: torch.nn.Module) -> Tuple[Callable, Callable]:
+        """The model's train_step and test_step, compiled as asked."""
+        if scope == 'step':
+            return (torch.compile(model.train_step, **options),
+                    torch.compile(model.test_step, **options))
+        if scope:
+            compile_modules(model,
+                            blocks=SWIN_BLOCKS if scope == 'blocks' else (),
+                            **options)
+        return model.train_step, model.test_step
+
+    fold, cast = switches.get('fuse_conv_bn'), switches.get('bf16_weights')
+
+    def for_inference(model: torch.nn.Module) -> torch.nn.Module:
+        # Folded in float32, then cast, as FuseConvBNHook and
+        # InferenceDtypeHook do it.
+        if fold:
+            fuse_conv_bn(model)
+        if cast:
+            cast_for_inference(model)
+        return model
+
     trains = 'step' in modes or 'loader' in modes
+    infers = 'infer' in modes or 'eval' in modes
+    # Folding and casting change the weights in place: with training rows,
+    # inference gets a model of its own, built after them (a copy made
+    # before would add to their peak memory).
+    own_infer_model = trains and infers and bool(fold or cast)
+    torch.manual_seed(args.seed)
+    model = build_model(cfg, switches, device)
+    if infers and not own_infer_model:
+        for_inference(model)
+    train_step, test_step = compiled(model)
     optim_wrapper = build_optim(model, cfg, switches,
                                 device) if trains else None
     # What the data preprocessor pads the loader's batches to.
@@ -912,11 +920,16 @@ def run_variant(cfg: Config,
                 batches = None
         batch = None
     optim_wrapper = train_step = None
-    if infer_model is not model:
-        model = None
+    infer_model = model
+    if own_infer_model:
+        model = infer_model = test_step = None
     gc.collect()
     if device == 'cuda':
         torch.cuda.empty_cache()
+    if own_infer_model:
+        torch.manual_seed(args.seed)
+        infer_model = for_inference(build_model(cfg, switches, device))
+        _, test_step = compiled(infer_model)
     evaluates = 'eval' in modes and bool(cfg.get('val_evaluator'))
     if 'eval' in modes and not evaluates:
         skipped.append(f'{name} eval: skipped, the config has no '

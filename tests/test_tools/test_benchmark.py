@@ -543,3 +543,30 @@ def test_cpu_peak_without_a_reset_is_labelled_lifetime(monkeypatch):
     monkeypatch.setattr(tool, 'open', no_clear_refs, raising=False)
     assert tool.time_iterations(lambda: 1, 1, 1, 'cpu', 'x')['mem_kind'] \
         == 'cpu_lifetime_peak_rss'
+
+
+def test_folded_inference_model_is_built_after_the_train_rows(monkeypatch):
+    """--fuse-conv-bn / --bf16-weights change weights in place: inference
+    gets a model of its own, built once the train rows are done, so that
+    it is not in their peak memory."""
+    tool = load_tool('benchmark')
+    events = []
+    build, time_iterations = tool.build_model, tool.time_iterations
+
+    def built(cfg, switches, device):
+        model = build(cfg, switches, device)
+        events.append(('build', any(
+            isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+            for m in model.modules())))
+        return model
+
+    def timed(step, *args, **kwargs):
+        events.append(('time', args[-2].split()[1]))  # desc: "name mode b2"
+        return time_iterations(step, *args, **kwargs)
+
+    monkeypatch.setattr(tool, 'build_model', built)
+    monkeypatch.setattr(tool, 'time_iterations', timed)
+    tool.main([str(CONFIG), *BASE_ARGS, '--mode', 'all', '--fuse-conv-bn'])
+    # The second build had BatchNorms when built; folded before timing.
+    assert events == [('build', True), ('time', 'step'), ('build', True),
+                      ('time', 'infer')]
