@@ -91,28 +91,27 @@ def test_interrupted_demo_set_is_written_anew(tmp_path):
 
 
 def test_real_images_beside_a_demo_marker_are_kept(tmp_path):
+    from mmseg_ptx.datasets.synthetic import write_demo_dataset
+    real = tmp_path / 'dicom-images-train' / '1.2.3' / '4.5.6' / 'real.dcm'
+
+    def real_image_is_kept():
+        real.parent.mkdir(parents=True, exist_ok=True)
+        real.write_bytes(b'real')
+        with pytest.raises(FileExistsError, match='dicom-images-train'):
+            write_demo_dataset(str(tmp_path), 2, seed=0, size=32)
+        assert real.read_bytes() == b'real'
+
     # A PNG demo set was written here, then real DICOMs were copied in
     # (their labels under another name): the marker does not vouch for
     # that folder, so it is not taken for an interrupted demo run.
-    from mmseg_ptx.datasets.synthetic import write_demo_dataset
     write_demo_dataset(str(tmp_path), 2, seed=0, size=32, layout='png')
-    real = tmp_path / 'dicom-images-train' / '1.2.3' / '4.5.6' / 'real.dcm'
-    real.parent.mkdir(parents=True)
-    real.write_bytes(b'real')
-    with pytest.raises(FileExistsError, match='dicom-images-train'):
-        write_demo_dataset(str(tmp_path), 2, seed=0, size=32)
-    assert real.read_bytes() == b'real'
-
+    real_image_is_kept()
     # A DICOM demo run stopped before its CSV, with a real image put into
     # its folder afterwards: kept too.
     real.unlink()
     write_demo_dataset(str(tmp_path), 2, seed=0, size=32)
     (tmp_path / 'train-rle.csv').unlink()
-    real.parent.mkdir(parents=True)
-    real.write_bytes(b'real')
-    with pytest.raises(FileExistsError, match='dicom-images-train'):
-        write_demo_dataset(str(tmp_path), 2, seed=0, size=32)
-    assert real.read_bytes() == b'real'
+    real_image_is_kept()
 
     # Without it, the interrupted run is written anew, and the PNG set's
     # records survive: that set is still replaced unasked.
