@@ -262,7 +262,7 @@ for path in sorted(glob.glob(os.path.join(sys.argv[1], '*.json'))):
                    f"{r['img_per_s']:8.1f} {r['peak_mem_mib']:9.0f} "
                    f"{r['warmup_s']:9.1f} "
                    f"{r.get('warmup_peak_mem_mib', float('nan')):9.0f} "
-                   f"{r['tflop_per_s']:8.1f}")
+                   f"{r.get('tflop_per_s', float('nan')):8.1f}")
         variant = r['variant']
         if r.get('sync', 'iteration') != 'iteration':
             variant += f" (sync {r['sync']})"

@@ -33,7 +33,10 @@ def test_options_reach_the_report(tmp_path):
     (tmp_path / 'metrics_history.json').write_text(json.dumps(
         [dict(mode='val', epoch=1, iter=10, dice=0.5, iou=1 / 3)]))
     stats = tmp_path / 'elsewhere.json'
-    stats.write_text(json.dumps(dict(imbalance_ratio=107.45)))
+    stats.write_text(json.dumps(dict(
+        imbalance_ratio=107.45,
+        settings=dict(neg_keep_ratio=0.15, val_ratio=0.2, seed=42,
+                      split_order='balance_first'))))
     proc = subprocess.run(
         [PYTHON, 'tools/summarize.py', str(tmp_path), '--no-images',
          '--stats', str(stats), '--config',
