@@ -536,8 +536,7 @@ def write_demo_dataset(out_dir: str,
 
     write_dicom = layout in ('dicom', 'both')
     write_png = layout in ('png', 'both')
-    folders = ((['dicom-images-train'] if write_dicom else []) +
-               (['png_images', 'png_masks'] if write_png else []))
+    folders = _image_folders(layout)
     targets = ((['train-rle.csv'] if write_dicom else []) +
                (['stage_1_train_images.csv'] if write_png else []) + folders)
     existing = [t for t in targets if osp.lexists(osp.join(out_dir, t))]
@@ -643,6 +642,17 @@ def _marker_records(marker: str) -> list[str]:
         ]
 
 
+def _image_folders(layout: str) -> list[str]:
+    """The image folders a data set of ``layout`` has."""
+    return ((['dicom-images-train'] if layout in ('dicom', 'both') else []) +
+            (['png_images', 'png_masks'] if layout in ('png', 'both') else []))
+
+
+def _settings(text: str) -> dict[str, str]:
+    """``{'num': '3', 'seed': '0'}`` from ``'num=3 seed=0'``."""
+    return dict(item.split('=', 1) for item in text.split() if '=' in item)
+
+
 def _written_here(out_dir: str, existing: list[str]) -> bool:
     """Whether the data set files in ``out_dir`` are the ones this module
     wrote there: the marker is present, every CSV among ``existing`` is
@@ -656,7 +666,10 @@ def _written_here(out_dir: str, existing: list[str]) -> bool:
     csvs, folders = {}, {}
     for line in _marker_records(marker):
         kind, name, value = line.split(maxsplit=2)
-        (csvs if kind == 'sha256' else folders)[name] = value
+        if kind == 'sha256':
+            csvs[name] = value
+        else:
+            folders[name] = _settings(value)
     if not folders:
         folders = _folders_of_old_marker(marker)
     for name in existing:
@@ -670,33 +683,23 @@ def _written_here(out_dir: str, existing: list[str]) -> bool:
     return True
 
 
-def _folders_of_old_marker(marker: str) -> dict[str, str]:
-    """``{folder: 'num=.. seed=..'}`` from the settings line of a marker
+def _folders_of_old_marker(marker: str) -> dict[str, dict[str, str]]:
+    """``{folder: run settings}`` from the settings line of a marker
     written before folders were recorded (one run's, of one layout)."""
     with open(marker) as f:
         lines = f.read().splitlines()
-    settings = dict(
-        item.split('=', 1) for item in (lines[1].split() if len(lines) > 1
-                                        else []) if '=' in item)
+    settings = _settings(lines[1] if len(lines) > 1 else '')
     if not {'num', 'seed', 'layout'} <= settings.keys():
         return {}
-    names = ((['dicom-images-train'] if settings['layout'] in
-              ('dicom', 'both') else []) +
-             (['png_images', 'png_masks'] if settings['layout'] in
-              ('png', 'both') else []))
-    return {
-        name: f'num={settings["num"]} seed={settings["seed"]}'
-        for name in names
-    }
+    return {name: settings for name in _image_folders(settings['layout'])}
 
 
-def _file_names(folder: str, settings: str | None) -> set[str]:
+def _file_names(folder: str, settings: dict[str, str] | None) -> set[str]:
     """The names of the files that the run recorded with ``settings``
-    (``'num=3 seed=0'``; None: no run) writes in ``folder``."""
+    (its ``num`` and ``seed``; None: no run) writes in ``folder``."""
     if settings is None:
         return set()
-    values = dict(item.split('=') for item in settings.split())
-    num, seed = int(values['num']), int(values['seed'])
+    num, seed = int(settings['num']), int(settings['seed'])
     if folder == 'dicom-images-train':
         return {_dicom_name(seed, i) for i in range(num)}
     return {_png_name(i, p) for i in range(num) for p in (False, True)}
