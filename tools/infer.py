@@ -141,13 +141,13 @@ def refuse_clashes(out: str, image_ids: List[str], save_prob: bool) -> None:
     masks in a ``masks/`` beside the images: ``--overwrite`` replaces an
     earlier run's outputs only."""
     earlier = earlier_image_ids(out)
-    folders = [f for f in OUTPUT_SUFFIXES if f != 'probs' or save_prob]
-    clashes = [
-        osp.join(folder, image_id + OUTPUT_SUFFIXES[folder])
+    outputs = [
+        osp.join(folder, image_id + suffix)
         for image_id in image_ids if image_id not in earlier
-        for folder in folders if osp.lexists(
-            osp.join(out, folder, image_id + OUTPUT_SUFFIXES[folder]))
+        for folder, suffix in OUTPUT_SUFFIXES.items()
+        if folder != 'probs' or save_prob
     ]
+    clashes = [rel for rel in outputs if osp.lexists(osp.join(out, rel))]
     if clashes:
         more = ', ...' if len(clashes) > 5 else ''
         raise SystemExit(
