@@ -1,4 +1,5 @@
 """CompileModulesHook / compile_modules compile the network's forwards."""
+import copy
 import re
 from types import SimpleNamespace
 
@@ -40,6 +41,27 @@ def test_compile_modules_same_outputs():
     # The tiny UPerNet has no neck.
     assert names == ['backbone', 'decode_head', 'auxiliary_head']
     assert not any(is_plain(getattr(model, n)) for n in names)
+
+
+def test_copy_of_compiled_model_runs_its_own_weights():
+    """A deep copy (mmengine's EMAHook makes one) computes with the copy's
+    weights, not with those of the model it was copied from."""
+    model, _ = compile_tiny_model()
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        for param in twin.parameters():
+            param.mul_(0.5)
+        x = torch.randn(1, 3, 64, 64)
+        original = model(x, mode='tensor')
+        got = twin(x, mode='tensor')
+        eager = copy.deepcopy(twin)
+        for name in ('backbone', 'decode_head', 'auxiliary_head'):
+            del getattr(eager, name).forward  # back to the class's own
+        expected = eager(x, mode='tensor')
+    assert all(is_plain(getattr(eager, n)) for n in ('backbone',
+                                                     'decode_head'))
+    assert not torch.allclose(got, original)
+    torch.testing.assert_close(got, expected)
 
 
 def test_hook_compiles_once():

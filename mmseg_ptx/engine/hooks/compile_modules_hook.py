@@ -1,7 +1,8 @@
 """torch.compile of a segmentor's network modules."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from types import MethodType
+from typing import Any, Callable, Sequence
 
 import torch
 from mmengine.hooks import Hook
@@ -76,7 +77,7 @@ def compile_modules(model: torch.nn.Module,
             continue
         found = _find_blocks(module, tuple(blocks))
         if not found:
-            module.forward = torch.compile(module.forward, **compile_kwargs)
+            module.forward = _compiled_forward(module, compile_kwargs)
             compiled.append(name)
             continue
         for path, block in found:
@@ -95,6 +96,24 @@ def compile_modules(model: torch.nn.Module,
                  'cache_size_limit')
         setattr(config, limit, max(getattr(config, limit), 4 * num_blocks))
     return compiled
+
+
+def _compiled_forward(module: torch.nn.Module,
+                      compile_kwargs: dict) -> Callable:
+    """``module.forward`` compiled, bound to ``module`` as a method.
+
+    Compiling the bound ``module.forward`` would tie the compiled function
+    to this module: ``copy.deepcopy`` keeps a function as it is, so a copy
+    of the model (mmengine's ``EMAHook`` makes one) would run the original
+    module's weights. A method deep-copies to one bound to the copy.
+    """
+    forward = module.forward
+    if isinstance(forward, MethodType) and forward.__self__ is module:
+        return MethodType(
+            torch.compile(forward.__func__, **compile_kwargs), module)
+    # A forward set on the instance (a plain function or callable object):
+    # it holds its own references, and a copy holds the same ones.
+    return torch.compile(forward, **compile_kwargs)
 
 
 def _find_blocks(module: torch.nn.Module,
