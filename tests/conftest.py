@@ -134,6 +134,31 @@ def load_tool(name: str):
     return module
 
 
+@pytest.fixture
+def tool_main(monkeypatch, capsys):
+    """Call ``tools/<name>.py``'s ``main()`` in this process, from the
+    repository root, as ``python tools/<name>.py ARGS`` would: returns its
+    exit status, stdout and stderr. For the tools' own checks (usage
+    errors, refusals): a tool process costs seconds of imports; each tool
+    still has tests that start it as a process."""
+
+    def call(name: str, *args) -> tuple[int, str, str]:
+        tool = load_tool(name)
+        monkeypatch.chdir(ROOT)
+        monkeypatch.setattr(sys, 'argv', [f'{name}.py', *map(str, args)])
+        try:
+            status = tool.main()
+        except SystemExit as exit_:
+            status = exit_.code
+            if isinstance(status, str):  # sys.exit(message): status 1
+                print(status, file=sys.stderr)
+                status = 1
+        out, err = capsys.readouterr()
+        return status or 0, out, err
+
+    return call
+
+
 PYTHON = sys.executable
 __all__ = ['ROOT', 'TINY_CONFIG', 'PYTHON', 'load_tool',
            'write_tiny_run_config', 'free_port', 'run_tool', 'osp']

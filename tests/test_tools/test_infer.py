@@ -188,30 +188,23 @@ def _reject_constant(name):
     raise AssertionError(f'{name} in strict JSON')
 
 
-def test_tune_postprocess_rejects_grid_without_settings(tmp_path):
+def test_tune_postprocess_rejects_grid_without_settings(tmp_path, tool_main):
     # Checked before the model runs over the validation set.
-    proc = subprocess.run(
-        [PYTHON, 'tools/tune_postprocess.py', 'cfg.py', 'ckpt.pth', '--top',
-         '0.3', '--bottom', '0.4,0.5'], cwd=ROOT, capture_output=True,
-        text=True, timeout=300, env=_env())
-    assert proc.returncode == 2
-    assert 'no setting has --bottom <= --top' in proc.stderr
+    status, _, err = tool_main('tune_postprocess', 'cfg.py', 'ckpt.pth',
+                               '--top', '0.3', '--bottom', '0.4,0.5')
+    assert status == 2
+    assert 'no setting has --bottom <= --top' in err
     # As are more folds than --max-images gives images.
-    proc = subprocess.run(
-        [PYTHON, 'tools/tune_postprocess.py', 'cfg.py', 'ckpt.pth',
-         '--max-images', '2', '--folds', '3'], cwd=ROOT,
-        capture_output=True, text=True, timeout=300, env=_env())
-    assert proc.returncode == 2
-    assert 'error: --folds 3 needs at least 3 images, 2 are tuned on' \
-        in proc.stderr
+    status, _, err = tool_main('tune_postprocess', 'cfg.py', 'ckpt.pth',
+                               '--max-images', '2', '--folds', '3')
+    assert status == 2
+    assert 'error: --folds 3 needs at least 3 images, 2 are tuned on' in err
     # And an --out that is a folder.
     for folder in (str(tmp_path), str(tmp_path / 'new') + '/'):
-        proc = subprocess.run(
-            [PYTHON, 'tools/tune_postprocess.py', 'cfg.py', 'ckpt.pth',
-             '--out', folder], cwd=ROOT, capture_output=True, text=True,
-            timeout=300, env=_env())
-        assert proc.returncode == 2
-        assert f'--out {folder} is a folder' in proc.stderr
+        status, _, err = tool_main('tune_postprocess', 'cfg.py', 'ckpt.pth',
+                                   '--out', folder)
+        assert status == 2
+        assert f'--out {folder} is a folder' in err
 
 
 def _env():
