@@ -57,16 +57,21 @@ def parse_args():
 
 def main():
     args = parse_args()
-    stats = compute_dataset_statistics(
-        args.data_root,
-        layout=args.layout,
-        split_dir=args.split_dir,
-        neg_keep_ratio=args.neg_keep_ratio,
-        val_ratio=args.val_ratio,
-        seed=args.seed,
-        split_order=args.split_order,
-        workers=args.workers,
-        strict=args.strict)
+    try:
+        stats = compute_dataset_statistics(
+            args.data_root,
+            layout=args.layout,
+            split_dir=args.split_dir,
+            neg_keep_ratio=args.neg_keep_ratio,
+            val_ratio=args.val_ratio,
+            seed=args.seed,
+            split_order=args.split_order,
+            workers=args.workers,
+            strict=args.strict)
+    except OSError as err:
+        # A missing folder or CSV, an unreadable image: the message names
+        # it, a traceback would only bury it.
+        raise SystemExit(f'error: {err}') from None
     print(format_statistics(stats))
     out = args.out or osp.join(args.data_root, args.split_dir, 'stats.json')
     os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)

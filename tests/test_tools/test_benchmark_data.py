@@ -1,8 +1,7 @@
 """tools/benchmark_data.py prints its figures (no timing asserted)."""
 import re
-import subprocess
 
-from conftest import PYTHON, ROOT, run_tool
+from conftest import PYTHON, run_tool
 
 
 def test_benchmark_data_prints_its_tables():
@@ -31,9 +30,7 @@ def test_config_pipeline_and_its_transforms():
     assert abs(float(rows['all']) - parts) < 0.05
 
 
-def test_zero_workers_is_a_usage_error():
-    proc = subprocess.run(
-        [PYTHON, 'tools/benchmark_data.py', '--workers', '0'],
-        capture_output=True, text=True, cwd=ROOT)
-    assert proc.returncode == 2
-    assert '--workers and --threads must be >= 1' in proc.stderr
+def test_zero_workers_is_a_usage_error(tool_main):
+    status, _, err = tool_main('benchmark_data', '--workers', '0')
+    assert status == 2
+    assert '--workers and --threads must be >= 1' in err

@@ -56,17 +56,19 @@ def test_cli_png(tmp_path):
     assert (tmp_path / 'splits' / 'train.txt').exists()
 
 
-def test_cli_default_output_and_error(tmp_path):
+def test_cli_default_output_and_error(tmp_path, tool_main):
     _make_png_set(tmp_path)
-    proc = _run(str(tmp_path), '--layout', 'png', '--neg-keep-ratio', '1',
-                '--val-ratio', '0', '--split-dir', 'all')
-    assert proc.returncode == 0, proc.stderr
+    status, _, err = tool_main('dataset_stats', tmp_path, '--layout', 'png',
+                               '--neg-keep-ratio', '1', '--val-ratio', '0',
+                               '--split-dir', 'all')
+    assert status == 0, err
     assert json.loads(
         (tmp_path / 'all' / 'stats.json').read_text())['pixel_counts'] == [
             1008, 16]
-    proc = _run(str(tmp_path / 'missing'), '--layout', 'png')
-    assert proc.returncode != 0
-    assert 'missing is not a directory' in proc.stderr
+    status, _, err = tool_main('dataset_stats', tmp_path / 'missing',
+                               '--layout', 'png')
+    assert status == 1
+    assert f'error: data_root {tmp_path}/missing is not a directory' in err
 
 
 def test_cli_on_generated_demo_set(tmp_path):

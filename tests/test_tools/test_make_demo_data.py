@@ -31,29 +31,23 @@ def test_cli_writes_both_layouts(tmp_path):
         'ImageId,new_filename,has_pneumo')
 
 
-def test_cli_rejects_bad_layout(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, osp.join(REPO, 'tools', 'make_demo_data.py'),
-         '--out', str(tmp_path), '--num', '1', '--seed', '0',
-         '--layout', 'tiff'], capture_output=True, text=True, timeout=120)
-    assert proc.returncode != 0 and 'invalid choice' in proc.stderr
+def test_cli_rejects_bad_layout(tmp_path, tool_main):
+    status, _, err = tool_main('make_demo_data', '--out', tmp_path, '--num',
+                               '1', '--seed', '0', '--layout', 'tiff')
+    assert status == 2 and 'invalid choice' in err
 
 
-def test_cli_keeps_an_existing_data_set(tmp_path):
+def test_cli_keeps_an_existing_data_set(tmp_path, tool_main):
     def run(*extra):
-        return subprocess.run(
-            [sys.executable, osp.join(REPO, 'tools', 'make_demo_data.py'),
-             '--out', str(tmp_path), '--num', '2', '--seed', '0', '--size',
-             '32', *extra], capture_output=True, text=True, timeout=120,
-            env=dict(os.environ, PYTHONPATH=REPO + os.pathsep +
-                     os.environ.get('PYTHONPATH', '')))
+        return tool_main('make_demo_data', '--out', tmp_path, '--num', '2',
+                         '--seed', '0', '--size', '32', *extra)
 
     csv = tmp_path / 'train-rle.csv'
     csv.write_text('ImageId,EncodedPixels\nreal_image,-1\n')
-    proc = run()
-    assert proc.returncode == 1
-    assert 'already holds train-rle.csv' in proc.stderr
-    assert '--overwrite' in proc.stderr
+    status, _, err = run()
+    assert status == 1
+    assert 'already holds train-rle.csv' in err
+    assert '--overwrite' in err
     assert csv.read_text() == 'ImageId,EncodedPixels\nreal_image,-1\n'
     assert not (tmp_path / 'dicom-images-train').exists()
 
@@ -63,8 +57,8 @@ def test_cli_keeps_an_existing_data_set(tmp_path):
     stale.write_bytes(b'')
     (tmp_path / 'splits').mkdir()
     (tmp_path / 'splits' / 'train.txt').write_text('real_image\n')
-    proc = run('--overwrite')
-    assert proc.returncode == 0, proc.stderr
+    status, _, err = run('--overwrite')
+    assert status == 0, err
     assert 'real_image' not in csv.read_text()
     assert not stale.exists() and not (tmp_path / 'splits').exists()
     assert len(glob.glob(str(tmp_path / 'dicom-images-train/*/*/*.dcm'))) == 2

@@ -13,16 +13,13 @@ from conftest import PYTHON, ROOT
     ('{"a": 1}', 'error: {work_dir}/metrics_history.json is not a metrics '
      'history'),
 ])
-def test_usage_errors_are_one_line(tmp_path, history, message):
+def test_usage_errors_are_one_line(tmp_path, tool_main, history, message):
     if history is not None:
         (tmp_path / 'metrics_history.json').write_text(history)
-    proc = subprocess.run(
-        [PYTHON, 'tools/summarize.py', str(tmp_path), '--no-images'],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    assert proc.returncode == 1
-    assert 'Traceback' not in proc.stderr
-    assert message.format(work_dir=tmp_path) in proc.stderr
+    status, _, err = tool_main('summarize', tmp_path, '--no-images')
+    assert status == 1
+    assert 'Traceback' not in err
+    assert message.format(work_dir=tmp_path) in err
 
 
 def test_options_reach_the_report(tmp_path):
