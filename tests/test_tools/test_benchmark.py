@@ -20,7 +20,9 @@ BASE_ARGS = [
 ]
 
 
-def run_benchmark(tmp_path, *extra):
+def run_benchmark_process(tmp_path, *extra):
+    """``python tools/benchmark.py`` on the tiny config: its JSON report and
+    stdout."""
     out = tmp_path / 'bench.json'
     env = dict(os.environ)
     env['PYTHONPATH'] = os.pathsep.join(
@@ -39,9 +41,24 @@ def run_benchmark(tmp_path, *extra):
     return json.loads(out.read_text()), proc.stdout
 
 
+@pytest.fixture
+def run_benchmark(tmp_path, capsys, monkeypatch):
+    """The same in this process (a tool process costs seconds of imports):
+    ``run_benchmark(*extra)`` gives the JSON report and stdout."""
+    tool = load_tool('benchmark')
+    monkeypatch.chdir(tmp_path)
+
+    def run(*extra):
+        out = tmp_path / 'bench.json'
+        tool.main([str(CONFIG), *BASE_ARGS, '--json', str(out), *extra])
+        return json.loads(out.read_text()), capsys.readouterr().out
+
+    return run
+
+
 def test_step_and_infer_modes(tmp_path):
     """--mode all: step and infer measured, loader skipped (no data)."""
-    report, stdout = run_benchmark(tmp_path, '--mode', 'all')
+    report, stdout = run_benchmark_process(tmp_path, '--mode', 'all')
     results = {r['mode']: r for r in report['results']}
     assert set(results) == {'step', 'infer'}
     for result in results.values():
@@ -70,8 +87,8 @@ def test_step_and_infer_modes(tmp_path):
     assert 'img/s' in stdout and 'stock' in stdout
 
 
-def test_sweep_compares_stock_with_each_switch(tmp_path):
-    report, _ = run_benchmark(tmp_path, '--mode', 'infer', '--sweep',
+def test_sweep_compares_stock_with_each_switch(run_benchmark):
+    report, _ = run_benchmark('--mode', 'infer', '--sweep',
                               '--backbone-type', 'SwinTransformerSDPA',
                               '--amp', 'bf16')
     variants = [r['variant'] for r in report['results']]
@@ -84,8 +101,8 @@ def test_sweep_compares_stock_with_each_switch(tmp_path):
 
 
 @needs_cpu_fused_adamw
-def test_sdpa_step_with_fused_adamw_channels_last(tmp_path):
-    report, _ = run_benchmark(tmp_path, '--mode', 'step', '--backbone-type',
+def test_sdpa_step_with_fused_adamw_channels_last(run_benchmark):
+    report, _ = run_benchmark('--mode', 'step', '--backbone-type',
                               'SwinTransformerSDPA', '--fused-adamw',
                               '--channels-last')
     (result, ) = report['results']
@@ -101,8 +118,8 @@ def flop_counter_tracks_modules() -> bool:
     return 'Sequential.0' in counter.get_flop_counts()
 
 
-def test_flops_and_sustained_tflops(tmp_path):
-    report, stdout = run_benchmark(tmp_path, '--mode', 'all', '--flops')
+def test_flops_and_sustained_tflops(run_benchmark):
+    report, stdout = run_benchmark('--mode', 'all', '--flops')
     flops = report['flops']
     step, infer = flops['step_gflop_per_img'], flops['infer_gflop_per_img']
     # backward costs about twice the forward; training adds the aux head
@@ -122,10 +139,10 @@ def test_flops_and_sustained_tflops(tmp_path):
     # the counter has no formula for the CPU flash kernel). A config whose
     # data preprocessor pads training images to 128 px still has its train
     # step measured (and counted) at --img-size.
-    sdpa, stdout = run_benchmark(
-        tmp_path, '--mode', 'infer', '--flops', '--cfg-options',
-        'model.backbone.type=SwinTransformerSDPA',
-        'model.data_preprocessor.size=[128,128]')
+    sdpa, stdout = run_benchmark('--mode', 'infer', '--flops',
+                                 '--cfg-options',
+                                 'model.backbone.type=SwinTransformerSDPA',
+                                 'model.data_preprocessor.size=[128,128]')
     assert sdpa['flops']['infer_gflop_per_img'] == pytest.approx(infer)
     assert sdpa['flops']['step_gflop_per_img'] == pytest.approx(step)
     assert ('pads its training batches to --img-size (64, 64), not to the '
@@ -171,8 +188,8 @@ def test_stock_variant_drops_the_options_of_swin_sdpa():
     assert type(fast.backbone) is SwinTransformerSDPA
 
 
-def test_several_batch_sizes_one_model(tmp_path):
-    report, stdout = run_benchmark(tmp_path, '--mode', 'all',
+def test_several_batch_sizes_one_model(run_benchmark):
+    report, stdout = run_benchmark('--mode', 'all',
                                    '--batch-size', '2', '3')
     rows = [r for r in report['results'] if r['mode'] == 'infer']
     assert [(r['variant'], r['batch_size'])
@@ -380,8 +397,8 @@ def test_ablate_leaves_out_each_switch(capsys):
     assert 'exclude each other' in capsys.readouterr().err
 
 
-def test_profile_prints_operators_and_shapes(tmp_path):
-    _, stdout = run_benchmark(tmp_path, '--mode', 'infer', '--profile', '1')
+def test_profile_prints_operators_and_shapes(run_benchmark):
+    _, stdout = run_benchmark('--mode', 'infer', '--profile', '1')
     assert '== profile: stock infer b2' in stdout
     by_op, rest = stdout.split('By input shapes:')
     by_shape, by_caller = rest.split('By calling function:')
@@ -418,18 +435,17 @@ def test_host_syncs_and_sync_at_the_end(tmp_path):
         r['sync'] for r in report['results']]
 
 
-def test_eval_mode_is_asked_for_by_name(tmp_path):
+def test_eval_mode_is_asked_for_by_name(run_benchmark):
     tool = load_tool('benchmark')
     assert tool.parse_args([str(CONFIG)]).mode == ['all']  # without eval
     # Alone, it is the only mode measured: here with mmseg's IoUMetric,
     # which reads each batch back.
-    report, _ = run_benchmark(
-        tmp_path, '--mode', 'eval', '--host-syncs', '--cfg-options',
-        'val_evaluator.type=IoUMetric')
+    report, _ = run_benchmark('--mode', 'eval', '--host-syncs',
+                              '--cfg-options', 'val_evaluator.type=IoUMetric')
     assert [r['mode'] for r in report['results']] == ['eval']
     assert report['results'][0]['host_syncs'] > 0
     # A config without an evaluator (the tiny one) skips it.
-    report, stdout = run_benchmark(tmp_path, '--mode', 'eval', 'infer')
+    report, stdout = run_benchmark('--mode', 'eval', 'infer')
     assert [r['mode'] for r in report['results']] == ['infer']
     assert 'eval: skipped, the config has no val_evaluator' in stdout
 
