@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from tiny_model import build_tiny_model, save_tiny_checkpoint
 
-from conftest import (PYTHON, ROOT, TINY_CONFIG, load_tool, run_tool,
+from conftest import (PYTHON, ROOT, TINY_CONFIG, load_tool,
                       write_tiny_run_config)
 from mmseg_ptx.apis import (build_postprocessor, predict_probabilities,
                             read_image)
@@ -84,7 +84,7 @@ def test_infer_folder_with_a_corrupt_file(tmp_path, demo_root):
         np.testing.assert_array_equal((mask > 0)[~near], (prob > 0.3)[~near])
 
 
-def test_infer_stops_when_nothing_predicts(tmp_path):
+def test_infer_stops_when_nothing_predicts(tmp_path, tool_main, capsys):
     # Eight failures before any success point at the model, not the
     # images: the run stops with the error instead of listing every image.
     ckpt = save_tiny_checkpoint(build_tiny_model(), tmp_path / 'tiny.pth')
@@ -92,28 +92,27 @@ def test_infer_stops_when_nothing_predicts(tmp_path):
     src.mkdir()
     for i in range(10):
         cv2.imwrite(str(src / f'strip{i}.png'), np.zeros((1, 600), np.uint8))
-    proc = subprocess.run(
-        [PYTHON, 'tools/infer.py', str(TINY_CONFIG), str(ckpt), str(src),
-         '--out', str(tmp_path / 'out'), '--device', 'cpu'], cwd=ROOT,
-        capture_output=True, text=True, timeout=600, env=_env())
-    assert proc.returncode == 1
-    assert 'The first 8 images all failed in prediction' in proc.stderr
-    assert 'Traceback' in proc.stderr
+    # The last failure goes on, so a process ends with its traceback.
+    with pytest.raises(cv2.error, match='inv_scale_x > 0'):
+        tool_main('infer', TINY_CONFIG, ckpt, src, '--out', tmp_path / 'out',
+                  '--device', 'cpu')
+    assert ('The first 8 images all failed in prediction; stopping'
+            in capsys.readouterr().err)
     assert not (tmp_path / 'out' / 'submission.csv').exists()
 
 
-def test_tune_postprocess_writes_json(tmp_path, demo_root):
+def test_tune_postprocess_writes_json(tmp_path, demo_root, tool_main):
     ckpt = save_tiny_checkpoint(build_tiny_model(), tmp_path / 'tiny.pth')
     # The data where --cfg-options says, as with tools/test.py.
     cfg = write_tiny_run_config(tmp_path / 'cfg.py', tmp_path / 'nowhere')
     # Its folder is made (before the model's pass, not after it).
     out = tmp_path / 'new' / 'tuned.json'
-    proc = run_tool([PYTHON, 'tools/tune_postprocess.py', str(cfg),
-                     str(ckpt), '--out', str(out), '--device', 'cpu',
-                     '--num-workers', '0', '--max-images', '1', '--top',
-                     '0.5,0.7', '--min-area', '0,100', '--bottom', '0.3,0.6',
-                     '--folds', '0', '--cfg-options',
-                     f'val_dataloader.dataset.data_root={demo_root}'])
+    status, stdout, err = tool_main(
+        'tune_postprocess', cfg, ckpt, '--out', out, '--device', 'cpu',
+        '--num-workers', '0', '--max-images', '1', '--top', '0.5,0.7',
+        '--min-area', '0,100', '--bottom', '0.3,0.6', '--folds', '0',
+        '--cfg-options', f'val_dataloader.dataset.data_root={demo_root}')
+    assert status == 0, err
     # Strict JSON: one image leaves the Dice of positives or of negatives
     # undefined, written as null, not NaN.
     result = json.loads(out.read_text(), parse_constant=_reject_constant)
@@ -130,32 +129,29 @@ def test_tune_postprocess_writes_json(tmp_path, demo_root):
     assert result['best'] == rows[0]
     assert result['config_snippet'].startswith(
         "postprocess=dict(type='TripletThresholdPostProcessor'")
-    assert 'plain 0.5 threshold' in proc.stdout
-    assert 'must say test_evaluator = val_evaluator again' in proc.stdout
+    assert 'plain 0.5 threshold' in stdout
+    assert 'must say test_evaluator = val_evaluator again' in stdout
     # --folds 0: no held-out estimate, but the score is said in-sample.
     assert 'held_out' not in result
     assert (f'The best kaggle_dice {rows[0]["kaggle_dice"]:.4f} is '
-            'in-sample') in proc.stdout
+            'in-sample') in stdout
 
 
-def test_tune_postprocess_held_out_estimate(tmp_path, demo_root):
+def test_tune_postprocess_held_out_estimate(tmp_path, demo_root, tool_main):
     ckpt = save_tiny_checkpoint(build_tiny_model(), tmp_path / 'tiny.pth')
     cfg = write_tiny_run_config(tmp_path / 'cfg.py', demo_root)
     out = tmp_path / 'tuned.json'
-    cmd = [PYTHON, 'tools/tune_postprocess.py', str(cfg), str(ckpt), '--out',
-           str(out), '--device', 'cpu', '--num-workers', '0', '--top',
-           '0.5,0.7', '--min-area', '0,100', '--bottom', '0.3,0.6']
+    args = [cfg, ckpt, '--out', out, '--device', 'cpu', '--num-workers', '0',
+            '--top', '0.5,0.7', '--min-area', '0,100', '--bottom', '0.3,0.6']
     # The demo's validation set has 2 images, one positive: 5 folds asked
     # for are refused before the model runs over them.
-    refused = subprocess.run(cmd + ['--folds', '5'], cwd=ROOT,
-                             capture_output=True, text=True, timeout=600,
-                             env=_env())
-    assert refused.returncode == 2
-    assert 'error: --folds 5 needs at least 5 images, 2 are tuned on' \
-        in refused.stderr
+    status, _, err = tool_main('tune_postprocess', *args, '--folds', '5')
+    assert status == 2
+    assert 'error: --folds 5 needs at least 5 images, 2 are tuned on' in err
     assert not out.exists()
     # By default, 5 folds, or one per image where there are fewer: 2.
-    proc = run_tool(cmd)
+    status, stdout, err = tool_main('tune_postprocess', *args)
+    assert status == 0, err
     result = json.loads(out.read_text(), parse_constant=_reject_constant)
     held = result['held_out']
     assert held['num_folds'] == 2
@@ -179,9 +175,9 @@ def test_tune_postprocess_held_out_estimate(tmp_path, demo_root):
     assert held['num_same_as_all'] in (0, 1, 2)
     assert (f'2-fold cross-validated held-out estimate: '
             f'{held["kaggle_dice"]:.4f} ({held["num_same_as_all"]} of 2 '
-            'folds chose the same setting') in proc.stdout
+            'folds chose the same setting') in stdout
     assert (f'The best kaggle_dice {result["best"]["kaggle_dice"]:.4f} is '
-            'in-sample') in proc.stdout
+            'in-sample') in stdout
 
 
 def _reject_constant(name):
@@ -216,30 +212,28 @@ def _env():
     return env
 
 
-def test_infer_keeps_files_named_like_its_outputs(tmp_path, demo_root):
+def test_infer_keeps_files_named_like_its_outputs(tmp_path, demo_root,
+                                                  tool_main):
     # A data folder with its ground truth in masks/, given as --out: the
     # masks are not an earlier run's, so even --overwrite writes nothing.
     png = sorted((demo_root / 'png_images').glob('*.png'))[0]
     out = tmp_path / 'ds'
     (out / 'masks').mkdir(parents=True)
     (out / 'masks' / png.name).write_bytes(b'ground truth')
-    cmd = [PYTHON, 'tools/infer.py', str(TINY_CONFIG), 'no_checkpoint.pth',
-           str(png), '--out', str(out), '--device', 'cpu']
-    refused = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
-                             timeout=600, env=_env())
-    assert refused.returncode == 1
-    assert 'already holds what this tool writes (masks)' in refused.stderr
-    refused = subprocess.run(cmd + ['--overwrite'], cwd=ROOT,
-                             capture_output=True, text=True, timeout=600,
-                             env=_env())
-    assert refused.returncode == 1
+    args = [TINY_CONFIG, 'no_checkpoint.pth', png, '--out', out, '--device',
+            'cpu']
+    status, _, err = tool_main('infer', *args)
+    assert status == 1
+    assert 'already holds what this tool writes (masks)' in err
+    status, _, err = tool_main('infer', *args, '--overwrite')
+    assert status == 1
     assert (f'1 file(s) in {out} have the names of this run\'s outputs but '
-            f'are not an earlier run\'s: masks/{png.name}') in refused.stderr
+            f'are not an earlier run\'s: masks/{png.name}') in err
     assert (out / 'masks' / png.name).read_bytes() == b'ground truth'
     assert os.listdir(out) == ['masks']
 
 
-def test_infer_bfloat16_weights(tmp_path, demo_root):
+def test_infer_bfloat16_weights(tmp_path, demo_root, tool_main):
     model = build_tiny_model()
     ckpt = save_tiny_checkpoint(model, tmp_path / 'tiny.pth')
     png = sorted((demo_root / 'png_images').glob('*.png'))[0]
@@ -257,32 +251,29 @@ def test_infer_bfloat16_weights(tmp_path, demo_root):
     # What the tool did not write there is the user's, and stays.
     (out / 'overlays' / 'notes.txt').write_text('mine')
     (out / 'masks' / 'mine.png').write_bytes(b'mine')
-    cmd = [PYTHON, 'tools/infer.py', str(TINY_CONFIG), str(ckpt), str(png),
-           '--out', str(out), '--device', 'cpu', '--save-prob', '--dtype',
-           'bfloat16', '--fuse-conv-bn']
-    refused = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
-                             timeout=600, env=_env())
-    assert refused.returncode == 1
+    options = [png, '--out', out, '--device', 'cpu', '--save-prob',
+               '--dtype', 'bfloat16', '--fuse-conv-bn']
+    status, _, err = tool_main('infer', TINY_CONFIG, ckpt, *options)
+    assert status == 1
     assert ('(submission.csv, errors.txt, masks, overlays), an earlier '
-            "run's outputs or another's files; pass --overwrite"
-            in refused.stderr)
+            "run's outputs or another's files; pass --overwrite" in err)
     assert (out / 'masks' / 'old.png').exists()
     # Removed only once the models load: a mistyped checkpoint keeps them.
-    typo = [str(tmp_path / 'tiny.pht') if c == str(ckpt) else c for c in cmd]
-    failed = subprocess.run(typo + ['--overwrite'], cwd=ROOT,
-                            capture_output=True, text=True, timeout=600,
-                            env=_env())
-    assert failed.returncode != 0 and 'tiny.pht' in failed.stderr
+    with pytest.raises(FileNotFoundError, match='tiny.pht'):
+        tool_main('infer', TINY_CONFIG, tmp_path / 'tiny.pht', *options,
+                  '--overwrite')
     assert (out / 'masks' / 'old.png').exists()
-    proc = run_tool(cmd + ['--overwrite'])
-    assert 'on cpu in bfloat16, BatchNorm folded' in proc.stdout
+    status, stdout, err = tool_main('infer', TINY_CONFIG, ckpt, *options,
+                                    '--overwrite')
+    assert status == 0, err
+    assert 'on cpu in bfloat16, BatchNorm folded' in stdout
     assert not (out / 'errors.txt').exists()
     for path in ('masks/old.png', 'overlays/old.png', 'masks/listed.png'):
         assert not (out / path).exists(), path
     assert (out / 'overlays' / 'notes.txt').read_text() == 'mine'
     assert (out / 'masks' / 'mine.png').read_bytes() == b'mine'
     assert ('that this tool did not write: masks/mine.png, '
-            'overlays/notes.txt') in proc.stderr
+            'overlays/notes.txt') in err
     prob = np.load(out / 'probs' / f'{png.stem}.npy').astype(np.float32)
     img = read_image(str(png), [model])
     (expected, ) = predict_probabilities([model], [img])
