@@ -17,11 +17,25 @@ from conftest import (PYTHON, ROOT, free_port, load_tool, run_tool,
                       write_tiny_run_config)
 
 
-def test_train_resume_and_test(tmp_path, demo_root):
+def test_train_resume_and_test(tmp_path, demo_root, tool_main):
+    # The tools' main() in this process (test_dist_train_two_cpu_processes
+    # and test_training_loss_falls start them as processes).
+    def run(tool, config, *args):
+        status, stdout, stderr = tool_main(tool, config, *args)
+        assert status == 0, stderr[-3000:]
+        return stdout, stderr
+
+    def copy_of(config, name):
+        """``config`` under another name. mmengine names a run's logger and
+        visualizer by its config's name and the second it started: a
+        second run of that name in this process would find the first's."""
+        path = config.with_name(f'{name}.py')
+        path.write_text(config.read_text())
+        return path
+
     work_dir = tmp_path / 'work'
     cfg = write_tiny_run_config(tmp_path / 'cfg.py', demo_root, max_epochs=1)
-    run_tool([PYTHON, 'tools/train.py', str(cfg), '--work-dir',
-              str(work_dir)])
+    run('train', cfg, '--work-dir', work_dir)
     ckpt = work_dir / 'epoch_1.pth'
     assert ckpt.is_file()
     assert (work_dir / 'last_checkpoint').read_text().strip().endswith(
@@ -33,9 +47,8 @@ def test_train_resume_and_test(tmp_path, demo_root):
 
     cfg2 = write_tiny_run_config(tmp_path / 'cfg2.py', demo_root,
                                  max_epochs=2)
-    proc = run_tool([PYTHON, 'tools/train.py', str(cfg2), '--work-dir',
-                     str(work_dir), '--resume'])
-    assert 'resumed epoch: 1' in (proc.stdout + proc.stderr)
+    out = ''.join(run('train', cfg2, '--work-dir', work_dir, '--resume'))
+    assert 'resumed epoch: 1' in out
     assert (work_dir / 'epoch_2.pth').is_file()
 
     # PerformanceReportHook wrote the report when training ended.
@@ -58,16 +71,16 @@ def test_train_resume_and_test(tmp_path, demo_root):
     assert 'Demo^Patient' not in report
 
     masks, panels = tmp_path / 'masks', tmp_path / 'panels'
-    proc = run_tool([PYTHON, 'tools/test.py', str(cfg2),
-                     str(work_dir / 'epoch_2.pth'), '--work-dir',
-                     str(tmp_path / 'test'), '--out', str(masks),
-                     '--show-dir', str(panels), '--cfg-options',
-                     # Testing must not build the training data.
-                     'train_dataloader.dataset.data_root=/nonexistent'])
-    out = proc.stdout + proc.stderr
+    ckpt2 = work_dir / 'epoch_2.pth'
+    stdout, stderr = run('test', copy_of(cfg2, 'test_plain'), ckpt2,
+                         '--work-dir', tmp_path / 'test', '--out', masks,
+                         '--show-dir', panels, '--cfg-options',
+                         # Testing must not build the training data.
+                         'train_dataloader.dataset.data_root=/nonexistent')
+    out = stdout + stderr
     assert 'Load checkpoint from' in out
     assert 'dice' in out and 'kaggle_dice' in out
-    assert '| kaggle_dice |' in proc.stdout  # the printed metric table
+    assert '| kaggle_dice |' in stdout  # the printed metric table
     val_ids = (demo_root / 'splits' / 'val.txt').read_text().split()
     assert sorted(p.stem for p in masks.glob('*.png')) == sorted(val_ids)
     mask = np.array(Image.open(next(masks.glob('*.png'))))
@@ -76,25 +89,23 @@ def test_train_resume_and_test(tmp_path, demo_root):
 
     # --dtype bfloat16 --fuse-conv-bn: the network's BatchNorms folded,
     # then in bf16, about the same metrics.
-    proc = run_tool([PYTHON, 'tools/test.py', str(cfg2),
-                     str(work_dir / 'epoch_2.pth'), '--work-dir',
-                     str(tmp_path / 'test_bf16'), '--dtype', 'bfloat16',
-                     '--fuse-conv-bn'])
-    log = proc.stdout + proc.stderr
+    bf16_out, bf16_err = run('test', copy_of(cfg2, 'test_bf16'), ckpt2,
+                             '--work-dir', tmp_path / 'test_bf16', '--dtype',
+                             'bfloat16', '--fuse-conv-bn')
+    log = bf16_out + bf16_err
     assert 'InferenceDtypeHook: network in torch.bfloat16' in log
     assert re.search(r'FuseConvBNHook: [1-9]\d* BatchNorm layers folded',
                      log)
-    fp32, bf16 = metric_table(out), metric_table(proc.stdout)
+    fp32, bf16 = metric_table(out), metric_table(bf16_out)
     assert fp32.keys() == bf16.keys() and 'ap' in fp32
     for key in ('dice', 'ap'):
         assert abs(bf16[key] - fp32[key]) < 0.02, (key, fp32, bf16)
 
     # --tta: the config's flip TTA (grey until GreyToBGR) and
     # SegTTAModelWithLogits, scored by the same metric.
-    proc = run_tool([PYTHON, 'tools/test.py', str(cfg2),
-                     str(work_dir / 'epoch_2.pth'), '--work-dir',
-                     str(tmp_path / 'test_tta'), '--tta'])
-    tta = metric_table(proc.stdout)
+    tta_out, _ = run('test', copy_of(cfg2, 'test_tta'), ckpt2, '--work-dir',
+                     tmp_path / 'test_tta', '--tta')
+    tta = metric_table(tta_out)
     assert tta.keys() == fp32.keys()
     assert all(0 <= tta[k] <= 1 for k in ('dice', 'ap', 'kaggle_dice'))
     # The Runner dumps the config it ran, with the model tools/test.py
@@ -112,15 +123,14 @@ def test_train_resume_and_test(tmp_path, demo_root):
     # of two equal members averages the probabilities to the model's own,
     # so the metrics are the plain run's (to the printed rounding, as the
     # ensemble's logits are log-probabilities).
-    ckpt2 = str(work_dir / 'epoch_2.pth')
-    proc = run_tool([PYTHON, 'tools/test.py', str(cfg2), ckpt2,
-                     '--work-dir', str(tmp_path / 'test_ensemble'),
-                     '--extra-model', str(cfg2), ckpt2])
+    ensemble_out, _ = run('test', copy_of(cfg2, 'test_ensemble'), ckpt2,
+                          '--work-dir', tmp_path / 'test_ensemble',
+                          '--extra-model', cfg2, ckpt2)
     ensemble_model = run_model(tmp_path / 'test_ensemble')
     assert ensemble_model.type == 'EnsembleSegmentor'
-    assert ensemble_model.checkpoints == [ckpt2, ckpt2]
+    assert ensemble_model.checkpoints == [str(ckpt2)] * 2
     assert [m.type for m in ensemble_model.models] == ['EncoderDecoder'] * 2
-    ensemble = metric_table(proc.stdout)
+    ensemble = metric_table(ensemble_out)
     assert ensemble.keys() == fp32.keys()
     for key, value in fp32.items():
         assert abs(ensemble[key] - value) <= 1e-4, (key, fp32, ensemble)
@@ -146,10 +156,10 @@ def metric_table(output: str) -> dict:
     return rows
 
 
-def test_checkpoint_of_another_model_is_refused(tmp_path, demo_root):
+def test_checkpoint_of_another_model_is_refused(tmp_path, demo_root,
+                                                tool_main, capsys):
     """mmengine's Runner loads load_from non-strictly: tools/test.py would
     report the metrics of random weights."""
-    import subprocess
     # Also a child config that changes val_evaluator's post-processing
     # only: the demo config's test_evaluator = val_evaluator was resolved
     # there, so test.py warns that it scores another one.
@@ -158,29 +168,26 @@ def test_checkpoint_of_another_model_is_refused(tmp_path, demo_root):
         extra='val_evaluator = dict(postprocess=dict(min_area=7))')
     ckpt = tmp_path / 'other.pth'
     torch.save({'state_dict': {'0.weight': torch.zeros(3)}}, ckpt)
-    proc = subprocess.run(
-        [PYTHON, 'tools/test.py', str(cfg), str(ckpt), '--work-dir',
-         str(tmp_path / 'w')],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0
-    assert f'Checkpoint {ckpt} does not fit the model' in proc.stderr
-    assert 'unexpected key in source state_dict: 0.weight' in proc.stderr
-    assert ("'min_area': 7" in proc.stderr and
-            'Set test_evaluator = val_evaluator' in proc.stderr)
+    with pytest.raises(ValueError) as refused:
+        tool_main('test', cfg, ckpt, '--work-dir', tmp_path / 'w')
+    assert f'Checkpoint {ckpt} does not fit the model' in str(refused.value)
+    assert ('unexpected key in source state_dict: 0.weight'
+            in str(refused.value))
+    warning = capsys.readouterr().err
+    assert "'min_area': 7" in warning
+    assert 'Set test_evaluator = val_evaluator' in warning
 
 
-def test_show_on_dicom_data_is_a_clear_error(tmp_path, demo_root):
+def test_show_on_dicom_data_is_a_clear_error(tmp_path, demo_root,
+                                             tool_main):
     """MMSeg's visualizer reads images with mmcv, which cannot decode
     DICOM: --show would crash at its 50th batch."""
-    import subprocess
     cfg = write_tiny_run_config(tmp_path / 'cfg.py', demo_root)
-    proc = subprocess.run(
-        [PYTHON, 'tools/test.py', str(cfg), str(tmp_path / 'none.pth'),
-         '--show', '--work-dir', str(tmp_path / 'w')],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0
-    assert "cannot decode the DICOMs of this test set" in proc.stderr
-    assert '--show-dir' in proc.stderr
+    with pytest.raises(RuntimeError,
+                       match='cannot decode the DICOMs of this test set.*'
+                       '--show-dir'):
+        tool_main('test', cfg, tmp_path / 'none.pth', '--show',
+                  '--work-dir', tmp_path / 'w')
 
 
 def test_dist_train_two_cpu_processes(tmp_path, demo_root):
