@@ -131,17 +131,27 @@ def test_compile_mode_reaches_the_benchmark(tmp_path):
 
 
 @needs_cpu_fused_adamw
-def test_ptx_compile_parts_time_this_projects_config(tmp_path):
+def test_ptx_compile_and_flex_parts(tmp_path):
     """The ptx_compile parts: this project's config, compiled inference
     (whole modules) and train step (blocks), non-blocking copies, one wait
     at the end. TORCH_COMPILE_DISABLE runs the compiled code eagerly (no
-    C++ build on CI): this checks what the parts ask for."""
+    C++ build on CI): this checks what the parts ask for. The ptx_flex
+    parts run the same benchmarks with attn_impl='flex' and FLEX_OPTIONS.
+    FlexAttention runs nowhere here (it compiles itself, which
+    TORCH_COMPILE_DISABLE forbids, and its backward needs a GPU), so both
+    fail after saying what they ran."""
     out = tmp_path / 'bench'
-    env = dry_run_env(PARTS='ptx_compile_infer ptx_compile_step',
-                      TORCH_COMPILE_DISABLE='1')
+    env = dry_run_env(
+        PARTS='ptx_compile_infer ptx_compile_step ptx_flex_infer '
+        'ptx_flex_step',
+        TORCH_COMPILE_DISABLE='1',
+        # Words on two lines, as a wrapped setting would be: both count.
+        FLEX_OPTIONS='model.backbone.flex_kernel_options.BLOCK_M=64\n '
+        'model.backbone.flex_kernel_options.BLOCK_N=64')
     env['COMPILE_TIMEOUT'] = '600'
     proc = run_script(out, env)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert 'failed parts: ptx_flex_infer ptx_flex_step\n' in proc.stderr
     for part, mode, variant_end in (
             ('ptx_compile_infer', 'infer', '+compile'),
             ('ptx_compile_step', 'step', '+compile_blocks')):
@@ -153,24 +163,6 @@ def test_ptx_compile_parts_time_this_projects_config(tmp_path):
         assert (row['mode'], row['sync']) == (mode, 'end')
         assert row['variant'].startswith('SwinTransformerSDPA+bf16+')
         assert row['variant'].endswith(variant_end)
-
-
-def test_ptx_flex_parts_ask_for_flex_attention(tmp_path):
-    """The ptx_flex parts run the ptx_compile parts' benchmarks with
-    attn_impl='flex' and FLEX_OPTIONS. FlexAttention runs nowhere here (it
-    compiles itself, which TORCH_COMPILE_DISABLE forbids, and its backward
-    needs a GPU), so both parts fail after saying what they ran."""
-    out = tmp_path / 'bench'
-    env = dry_run_env(
-        PARTS='ptx_flex_infer ptx_flex_step',
-        TORCH_COMPILE_DISABLE='1',
-        # Words on two lines, as a wrapped setting would be: both count.
-        FLEX_OPTIONS='model.backbone.flex_kernel_options.BLOCK_M=64\n '
-        'model.backbone.flex_kernel_options.BLOCK_N=64')
-    env['COMPILE_TIMEOUT'] = '600'
-    proc = run_script(out, env)
-    assert proc.returncode == 1
-    assert 'failed parts: ptx_flex_infer ptx_flex_step' in proc.stderr
     for part in ('ptx_flex_infer', 'ptx_flex_step'):
         log = (out / f'{part}.log').read_text()
         settings = next(line for line in log.splitlines()
