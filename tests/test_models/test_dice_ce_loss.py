@@ -351,6 +351,34 @@ def test_all_pixels_ignored_gives_zero():
         assert torch.isfinite(logits.grad).all()
 
 
+def test_image_mode_leaves_out_images_without_pixels():
+    """Per-image Dice averages over the images that have non-ignored
+    pixels: a fully ignored image neither adds to it nor dilutes it."""
+    logits, label = make_batch(pad=False)
+    label[0] = 255
+    loss_fn = DiceCELoss(dice_weight=1, ce_weight=0, dice_mode='image')
+    torch.testing.assert_close(loss_fn(logits, label),
+                               loss_fn(logits[1:], label[1:]))
+
+
+@pytest.mark.parametrize('mode', ['batch', 'image'])
+def test_smooth_zero_without_pixels_counts_as_dice_one(mode):
+    """With smooth=0 an image (or batch) without non-ignored pixels has
+    0 / 0 for its Dice: it counts as 1 (no loss, finite gradients)."""
+    logits, label = make_batch(pad=False)
+    label[0] = 255
+    if mode == 'batch':
+        label[:] = 255
+    logits.requires_grad_()
+    loss_fn = DiceCELoss(dice_weight=1, ce_weight=0, dice_mode=mode,
+                         smooth=0)
+    loss = loss_fn(logits, label)
+    expected = 0.0 if mode == 'batch' else loss_fn(logits[1:], label[1:])
+    torch.testing.assert_close(loss, torch.as_tensor(expected))
+    loss.backward()
+    assert torch.isfinite(logits.grad).all()
+
+
 def test_avg_non_ignore_false_divides_by_all_pixels():
     logits, label = make_batch()
     loss_fn = DiceCELoss(class_weight=CLASS_WEIGHT, dice_weight=0,
