@@ -201,9 +201,17 @@ def test_built_by_mmengine_runner_dataloader():
     assert loader.sampler.pos_weight == 2.0
 
 
-def test_seed_none_uses_synced_seed():
+def test_seed_none_uses_synced_seed(monkeypatch):
+    """Without a seed every rank takes rank 0's random one (mmengine's
+    sync_random_seed), so the ranks shard the same permutation."""
+    from mmseg_ptx.datasets.samplers import class_balanced_sampler
+    monkeypatch.setattr(class_balanced_sampler, 'sync_random_seed',
+                        lambda: 12345)
     sampler = ClassBalancedSampler(make_dataset(), rank=0, world_size=1)
-    assert isinstance(sampler.seed, int)
+    assert sampler.seed == 12345
+    assert list(sampler) == list(
+        ClassBalancedSampler(make_dataset(), rank=0, world_size=1,
+                             seed=12345))
 
 
 def test_missing_key_error_names_key_and_dataset():
