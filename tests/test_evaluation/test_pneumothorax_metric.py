@@ -105,6 +105,25 @@ def test_compute_pr_curve_exact_on_bin_centres():
     assert 0 < curve.ap_error_bound < 1
 
 
+def test_ap_error_bound_is_the_widest_error_within_bins():
+    """Two bins: [0.5, 1) holds a positive and a negative, [0, 0.5) a
+    positive. The first bin's positive has an exact precision of 1 or
+    1/2, whichever way the two are ordered in it: the bound is that width
+    times its share of the positives, (1 - 1/2) / 2, and the ordering
+    with the positive first attains it."""
+    curve = compute_pr_curve(np.array([1, 1]), np.array([0, 1]),
+                             np.array([0.0, 0.5, 1.0]))
+    assert curve.ap == pytest.approx((1 / 2 + 2 / 3) / 2)
+    assert curve.ap_error_bound == pytest.approx(0.25)
+    exact = [
+        average_precision_score([1, 0, 1], scores)
+        for scores in ([0.9, 0.8, 0.1], [0.8, 0.9, 0.1])
+    ]
+    assert exact == pytest.approx([(1 + 2 / 3) / 2, curve.ap])
+    assert max(abs(a - curve.ap) for a in exact) == pytest.approx(
+        curve.ap_error_bound)
+
+
 def test_compute_pr_curve_without_positives_is_nan():
     edges = logit_bin_edges(8, (-1.0, 1.0))
     curve = compute_pr_curve(np.zeros(8), np.ones(8), edges)
