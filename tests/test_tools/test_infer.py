@@ -19,7 +19,9 @@ from mmseg_ptx.datasets.rle import rle_decode
 
 
 def test_infer_folder_with_a_corrupt_file(tmp_path, demo_root):
-    ckpt = save_tiny_checkpoint(build_tiny_model(), tmp_path / 'tiny.pth')
+    models = [build_tiny_model(seed) for seed in (0, 1)]
+    ckpt, ckpt2 = (save_tiny_checkpoint(model, tmp_path / f'tiny{i}.pth')
+                   for i, model in enumerate(models))
     src = tmp_path / 'in'
     (src / 'nested').mkdir(parents=True)
     dicoms = sorted(glob.glob(str(demo_root / 'dicom-images-train' / '**' /
@@ -45,7 +47,9 @@ def test_infer_folder_with_a_corrupt_file(tmp_path, demo_root):
     out = tmp_path / 'out'
     cmd = [PYTHON, 'tools/infer.py', str(TINY_CONFIG), str(ckpt), str(src),
            '--out', str(out), '--device', 'cpu', '--batch-size', '2',
-           '--save-prob', '--tta', '--postprocess-cfg', 'min_area=0']
+           '--save-prob', '--tta', '--extra-model', str(TINY_CONFIG),
+           str(ckpt2), '--postprocess-cfg', 'min_area=0',
+           'bottom_threshold=0.6']
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
                           timeout=600, env=_env())
     assert proc.returncode == 1, proc.stderr[-3000:]
@@ -62,11 +66,13 @@ def test_infer_folder_with_a_corrupt_file(tmp_path, demo_root):
     assert ('submission.csv has no row for the 4 file(s) below; Kaggle '
             'needs one for every test image') in proc.stderr
 
-    ids = sorted([dicoms[0].rsplit('/', 1)[-1][:-4], 'plain'])
+    sources = {dicoms[0].rsplit('/', 1)[-1][:-4]: dicoms[0],
+               'plain': str(src / 'plain.png')}
     with open(out / 'submission.csv') as f:
         rows = list(csv.reader(f))
     assert rows[0] == ['ImageId', 'EncodedPixels']
-    assert sorted(r[0] for r in rows[1:]) == ids
+    assert sorted(r[0] for r in rows[1:]) == sorted(sources)
+    between = 0
     for image_id, rle in rows[1:]:
         mask = cv2.imread(str(out / 'masks' / f'{image_id}.png'),
                           cv2.IMREAD_UNCHANGED)
@@ -78,10 +84,21 @@ def test_infer_folder_with_a_corrupt_file(tmp_path, demo_root):
         assert overlay.shape == (128, 128, 3)
         prob = np.load(out / 'probs' / f'{image_id}.npy')
         assert prob.dtype == np.float16 and prob.shape == (128, 128)
-        # min_area=0, bottom 0.3: the mask is the probability above 0.3
-        # (float16 rounding aside).
-        near = np.abs(prob.astype(np.float32) - 0.3) < 1e-3
-        np.testing.assert_array_equal((mask > 0)[~near], (prob > 0.3)[~near])
+        # Both models, each averaged with the flipped image (float16
+        # rounding aside); the flip and the second model do change it.
+        img = read_image(sources[image_id], models)
+        (expected, ) = predict_probabilities(models, [img], tta=True)
+        np.testing.assert_allclose(prob, expected, atol=1e-3)
+        for other in (predict_probabilities(models, [img])[0],
+                      predict_probabilities(models[:1], [img], tta=True)[0]):
+            assert np.abs(other - expected).max() > 1e-2
+        # min_area=0 (every image passes the top threshold's area test),
+        # bottom 0.6 (the config's is 0.3): the mask is the probability
+        # above 0.6 (float16 rounding aside).
+        near = np.abs(prob.astype(np.float32) - 0.6) < 1e-3
+        np.testing.assert_array_equal((mask > 0)[~near], (prob > 0.6)[~near])
+        between += int(((prob > 0.3) & (prob < 0.6)).sum())
+    assert between > 0  # where the config's bottom threshold would differ
 
 
 def test_infer_stops_when_nothing_predicts(tmp_path, tool_main, capsys):
