@@ -206,6 +206,27 @@ def test_split_for_other_data_is_refused(tmp_path):
         _build(tmp_path, split='train', neg_keep_ratio=1.0, val_ratio=0.5)
 
 
+def test_lists_of_another_rank_without_meta_are_ours(tmp_path,
+                                                     log_messages):
+    """DDP ranks build the dataset at once: one may find the lists that
+    another wrote and not yet its split_meta.json. Lists equal to the
+    computed split are that, not a hand-made split: no warning, and the
+    meta file is written."""
+    _make_balanced_root(tmp_path)
+    kwargs = dict(neg_keep_ratio=0.5, val_ratio=0.5, split_seed=3)
+    first = _build(tmp_path, split='train', **kwargs)
+    split_dir = tmp_path / 'splits'
+    meta = (split_dir / 'split_meta.json').read_text()
+    (split_dir / 'split_meta.json').unlink()
+    log_messages.clear()
+    again = _build(tmp_path, split='train', **kwargs)
+    assert [again.get_data_info(i)['image_id'] for i in range(len(again))
+            ] == [first.get_data_info(i)['image_id']
+                  for i in range(len(first))]
+    assert not any('hand-made split' in m for m in log_messages)
+    assert (split_dir / 'split_meta.json').read_text() == meta
+
+
 def test_hand_made_split(tmp_path, log_messages):
     _make_balanced_root(tmp_path)
     split_dir = tmp_path / 'splits'
