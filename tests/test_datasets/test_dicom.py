@@ -122,6 +122,22 @@ def test_voi_window_applied_after_rescale(tmp_path):
     assert mid.any() and (np.abs(img[mid] - 127.5) <= 3).all()
 
 
+def test_voi_lut_sequence_applied_over_its_used_range(tmp_path):
+    """A VOI LUT (here: clip at 2047, output 0..4094 in 16-bit entries)
+    is applied, and scaled from the values it uses, not its 16 bits."""
+    arr = np.linspace(0, 4095, 48 * 64).reshape(48, 64).astype(np.uint16)
+    lut = pydicom.Dataset()
+    lut.add_new(0x00283002, 'US', [4096, 0, 16])  # LUTDescriptor
+    lut.add_new(0x00283006, 'US',  # LUTData
+                (2 * np.minimum(np.arange(4096), 2047)).tolist())
+    path = make_dicom(tmp_path / 'a.dcm', arr, BitsStored=12,
+                      VOILUTSequence=pydicom.Sequence([lut]))
+    img = read_dicom(path)
+    expected = np.round(2 * np.minimum(arr, 2047) / 4094 * 255)
+    np.testing.assert_array_equal(img, expected.astype(np.uint8))
+    assert (img[arr >= 2047] == 255).all() and img.min() == 0
+
+
 def test_8bit_rescale_uses_stored_range(tmp_path, grey8):
     # slope 2: output range 0..510 maps back to 0..255, no stretching.
     path = make_dicom(tmp_path / 'a.dcm', grey8 // 2, RescaleSlope=2,
