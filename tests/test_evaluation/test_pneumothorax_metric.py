@@ -198,6 +198,26 @@ def test_ignore_index_pixels_are_excluded():
     assert res_ign['num_pixels'] == base['num_pixels'] - 3 * 2 * 64
 
 
+def test_more_channels_score_class_1_against_all_others():
+    """A head with more classes: the pneumothorax score is class 1's
+    softmax over all channels. Channel 0 of the 2-channel samples is split
+    in two, 0 and 2, whose softmax mass is the same (log u and
+    log(1 - u))."""
+    samples, _, _ = realistic_samples(num=3, seed=7)
+    _, ref = evaluate(samples)
+    g = torch.Generator().manual_seed(0)
+    three = []
+    for s in samples:
+        logits = s['seg_logits']['data']
+        u = torch.rand(logits.shape[1:], generator=g) * 0.8 + 0.1
+        three.append(make_sample(
+            s['gt_sem_seg']['data'][0],
+            torch.stack([u.log(), logits[1], (1 - u).log()])))
+    _, res = evaluate(three)
+    for key in ('dice', 'kaggle_dice', 'num_pixels', 'ap', 'best_f1'):
+        assert res[key] == pytest.approx(ref[key], abs=1e-4), key
+
+
 def test_single_channel_inputs():
     samples, _, _ = realistic_samples(num=3, seed=7)
     _, ref = evaluate(samples)
