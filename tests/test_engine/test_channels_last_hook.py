@@ -199,19 +199,21 @@ def test_refuses_gradient_as_bucket_view():
     assert all(is_channels_last(w) for w in conv_weights(model))
 
 
-def test_training_run_and_resume_without_the_hook(tmp_path, demo_root):
+def test_training_run_and_resume_without_the_hook(tmp_path, demo_root,
+                                                  tool_main):
     """tools/train.py with the hook and fused AdamW for an epoch (train,
     validation, checkpoint), then a resume of its checkpoint without the
     hook for a second epoch."""
-    from conftest import PYTHON, run_tool, write_tiny_run_config
+    from conftest import write_tiny_run_config
     fused = "optim_wrapper = dict(optimizer=dict(fused=True))\n"
     hook = ("custom_hooks = _base_.custom_hooks + "
             "[dict(type='ChannelsLastHook')]\n")
     work_dir = tmp_path / 'work'
-    proc = run_tool([PYTHON, 'tools/train.py', str(write_tiny_run_config(
-        tmp_path / 'hook.py', demo_root, extra=fused + hook)),
-        '--work-dir', str(work_dir)])
-    log = proc.stdout + proc.stderr
+    status, out, err = tool_main('train', write_tiny_run_config(
+        tmp_path / 'hook.py', demo_root, extra=fused + hook),
+        '--work-dir', work_dir)
+    assert status == 0, err[-3000:]
+    log = out + err
     assert log.count('convolution weights in channels_last') == 1
     assert 'Epoch(val) [1]' in log
     checkpoint = torch.load(work_dir / 'epoch_1.pth', map_location='cpu',
@@ -221,8 +223,9 @@ def test_training_run_and_resume_without_the_hook(tmp_path, demo_root):
                and s['exp_avg'].shape[-1] > 1]
     assert moments and all(m.is_contiguous() for m in moments)
     assert all(t.is_contiguous() for t in checkpoint['state_dict'].values())
-    proc = run_tool([PYTHON, 'tools/train.py', str(write_tiny_run_config(
-        tmp_path / 'plain.py', demo_root, max_epochs=2, extra=fused)),
-        '--work-dir', str(work_dir), '--resume'])
-    assert 'resumed epoch: 1' in (proc.stdout + proc.stderr)
+    status, out, err = tool_main('train', write_tiny_run_config(
+        tmp_path / 'plain.py', demo_root, max_epochs=2, extra=fused),
+        '--work-dir', work_dir, '--resume')
+    assert status == 0, err[-3000:]
+    assert 'resumed epoch: 1' in (out + err)
     assert (work_dir / 'epoch_2.pth').is_file()
