@@ -26,14 +26,13 @@ HAS_TORCH = -c "import sys, torch; sys.exit(tuple(int(v) for v in \
 	torch.__version__.split('.')[:2]) < (2, 1))" 2>/dev/null
 
 # A new .venv sees the packages of $(PYTHON)'s installation where that has
-# a torch >= 2.1 (a CUDA build in a conda env or the system's, say). Its pip
-# comes with the install step below, which upgrades it anyway.
+# a torch >= 2.1 (a CUDA build in a conda env or the system's, say).
 $(PY):
-	$(PYTHON) -m venv --without-pip $$($(PYTHON) $(HAS_TORCH) && \
+	$(PYTHON) -m venv $$($(PYTHON) $(HAS_TORCH) && \
 		echo --system-site-packages) $(VENV)
 
 $(STAMP): setup.cfg pyproject.toml | $(PY)
-	# Without pip: the .venv made above, or uv's or a distribution's.
+	# uv and some distributions make virtualenvs without pip.
 	$(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip --upgrade
 	$(PY) -m pip install -q --upgrade pip
 	# PyPI's Linux torch is a multi-GB CUDA build: take the CPU build unless
