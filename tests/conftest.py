@@ -1,7 +1,9 @@
 """Shared fixtures: a tiny generated SIIM data set and tiny run configs."""
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import logging
 import os
 import os.path as osp
 import socket
@@ -134,25 +136,80 @@ def load_tool(name: str):
     return module
 
 
+def _manager_classes(cls=None) -> list:
+    """mmengine's ManagerMixin and its subclasses: each keeps its own
+    named instances (loggers, message hubs, visualizers, scopes)."""
+    from mmengine.utils import ManagerMixin
+    cls = cls or ManagerMixin
+    return [cls] + [sub for child in cls.__subclasses__()
+                    for sub in _manager_classes(child)]
+
+
+@contextlib.contextmanager
+def process_state_kept():
+    """Put back what a tool's ``main()`` changes for the rest of its
+    process, so that it does not reach later runs and tests in the same
+    pytest worker: mmengine's named instances (a second Runner would find
+    the first's visualizer, named ``'visualizer'`` by the configs, and
+    write into its folder) and the handlers of its loggers (streams to
+    captured output that is closed afterwards), the environment
+    (``LOCAL_RANK``), the random generators the Runner seeds, and torch's,
+    cuDNN's and OpenCV's settings it makes."""
+    import random
+
+    import cv2
+    import numpy as np
+    managers = {cls: dict(cls._instance_dict) for cls in _manager_classes()}
+    environ = dict(os.environ)
+    rng = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    threads = torch.get_num_threads(), cv2.getNumThreads()
+    cudnn = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
+    try:
+        yield
+    finally:
+        # Classes first imported by the run (mmseg's visualizer, say) had
+        # no instances before it.
+        for cls in _manager_classes():
+            kept = managers.get(cls, {})
+            for name, instance in cls._instance_dict.items():
+                if name not in kept and isinstance(instance, logging.Logger):
+                    for handler in instance.handlers[:]:
+                        handler.close()
+                        instance.removeHandler(handler)
+            cls._instance_dict.clear()
+            cls._instance_dict.update(kept)
+        os.environ.clear()
+        os.environ.update(environ)
+        random.setstate(rng[0])
+        np.random.set_state(rng[1])
+        torch.set_rng_state(rng[2])
+        torch.set_num_threads(threads[0])
+        cv2.setNumThreads(threads[1])
+        (torch.backends.cudnn.benchmark,
+         torch.backends.cudnn.deterministic) = cudnn
+
+
 @pytest.fixture
 def tool_main(monkeypatch, capsys):
     """Call ``tools/<name>.py``'s ``main()`` in this process, from the
     repository root, as ``python tools/<name>.py ARGS`` would: returns its
-    exit status, stdout and stderr. For the tools' own checks (usage
-    errors, refusals): a tool process costs seconds of imports; each tool
-    still has tests that start it as a process."""
+    exit status, stdout and stderr; what the run changes for the rest of
+    the process is put back (:func:`process_state_kept`). A tool process
+    costs seconds of imports; each tool still has a test that starts it
+    as a process."""
 
     def call(name: str, *args) -> tuple[int, str, str]:
         tool = load_tool(name)
         monkeypatch.chdir(ROOT)
         monkeypatch.setattr(sys, 'argv', [f'{name}.py', *map(str, args)])
-        try:
-            status = tool.main()
-        except SystemExit as exit_:
-            status = exit_.code
-            if isinstance(status, str):  # sys.exit(message): status 1
-                print(status, file=sys.stderr)
-                status = 1
+        with process_state_kept():
+            try:
+                status = tool.main()
+            except SystemExit as exit_:
+                status = exit_.code
+                if isinstance(status, str):  # sys.exit(message): status 1
+                    print(status, file=sys.stderr)
+                    status = 1
         out, err = capsys.readouterr()
         return status or 0, out, err
 

@@ -363,8 +363,10 @@ def test_image_mode_leaves_out_images_without_pixels():
 
 @pytest.mark.parametrize('mode', ['batch', 'image'])
 def test_smooth_zero_without_pixels_counts_as_dice_one(mode):
-    """With smooth=0 an image (or batch) without non-ignored pixels has
-    0 / 0 for its Dice: it counts as 1 (no loss, finite gradients)."""
+    """With smooth=0 a batch (or image) without non-ignored pixels has
+    0 / 0 for its Dice: it counts as 1, so the batch has no loss and an
+    image, left out of the mean, brings no NaN into it; the gradients are
+    finite."""
     logits, label = make_batch(pad=False)
     label[0] = 255
     if mode == 'batch':

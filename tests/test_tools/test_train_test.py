@@ -25,14 +25,6 @@ def test_train_resume_and_test(tmp_path, demo_root, tool_main):
         assert status == 0, stderr[-3000:]
         return stdout, stderr
 
-    def copy_of(config, name):
-        """``config`` under another name. mmengine names a run's logger and
-        visualizer by its config's name and the second it started: a
-        second run of that name in this process would find the first's."""
-        path = config.with_name(f'{name}.py')
-        path.write_text(config.read_text())
-        return path
-
     work_dir = tmp_path / 'work'
     cfg = write_tiny_run_config(tmp_path / 'cfg.py', demo_root, max_epochs=1)
     run('train', cfg, '--work-dir', work_dir)
@@ -50,6 +42,9 @@ def test_train_resume_and_test(tmp_path, demo_root, tool_main):
     out = ''.join(run('train', cfg2, '--work-dir', work_dir, '--resume'))
     assert 'resumed epoch: 1' in out
     assert (work_dir / 'epoch_2.pth').is_file()
+    # Each run logged into a folder of its own, as a process would (not
+    # into the first run's visualizer, which is named as every run's).
+    assert len(list(work_dir.glob('*/vis_data/scalars.json'))) == 2
 
     # PerformanceReportHook wrote the report when training ended.
     report = (work_dir / 'PERFORMANCE_SUMMARY.md').read_text()
@@ -72,7 +67,7 @@ def test_train_resume_and_test(tmp_path, demo_root, tool_main):
 
     masks, panels = tmp_path / 'masks', tmp_path / 'panels'
     ckpt2 = work_dir / 'epoch_2.pth'
-    stdout, stderr = run('test', copy_of(cfg2, 'test_plain'), ckpt2,
+    stdout, stderr = run('test', cfg2, ckpt2,
                          '--work-dir', tmp_path / 'test', '--out', masks,
                          '--show-dir', panels, '--cfg-options',
                          # Testing must not build the training data.
@@ -89,7 +84,7 @@ def test_train_resume_and_test(tmp_path, demo_root, tool_main):
 
     # --dtype bfloat16 --fuse-conv-bn: the network's BatchNorms folded,
     # then in bf16, about the same metrics.
-    bf16_out, bf16_err = run('test', copy_of(cfg2, 'test_bf16'), ckpt2,
+    bf16_out, bf16_err = run('test', cfg2, ckpt2,
                              '--work-dir', tmp_path / 'test_bf16', '--dtype',
                              'bfloat16', '--fuse-conv-bn')
     log = bf16_out + bf16_err
@@ -103,7 +98,7 @@ def test_train_resume_and_test(tmp_path, demo_root, tool_main):
 
     # --tta: the config's flip TTA (grey until GreyToBGR) and
     # SegTTAModelWithLogits, scored by the same metric.
-    tta_out, _ = run('test', copy_of(cfg2, 'test_tta'), ckpt2, '--work-dir',
+    tta_out, _ = run('test', cfg2, ckpt2, '--work-dir',
                      tmp_path / 'test_tta', '--tta')
     tta = metric_table(tta_out)
     assert tta.keys() == fp32.keys()
@@ -123,7 +118,7 @@ def test_train_resume_and_test(tmp_path, demo_root, tool_main):
     # of two equal members averages the probabilities to the model's own,
     # so the metrics are the plain run's (to the printed rounding, as the
     # ensemble's logits are log-probabilities).
-    ensemble_out, _ = run('test', copy_of(cfg2, 'test_ensemble'), ckpt2,
+    ensemble_out, _ = run('test', cfg2, ckpt2,
                           '--work-dir', tmp_path / 'test_ensemble',
                           '--extra-model', cfg2, ckpt2)
     ensemble_model = run_model(tmp_path / 'test_ensemble')
@@ -359,7 +354,7 @@ def test_test_compile_refuses_a_config_that_compiles(monkeypatch, tmp_path,
 
 
 def test_test_compiled_gives_the_same_metrics(monkeypatch, tmp_path,
-                                              demo_root, capsys):
+                                              demo_root, tool_main):
     """tools/test.py --compile --fuse-conv-bn --dtype bfloat16 (the
     fastest inference measured) on a checkpoint: the BatchNorms are folded
     and the weights cast after the forwards are wrapped, before they are
@@ -382,16 +377,11 @@ def test_test_compiled_gives_the_same_metrics(monkeypatch, tmp_path,
     counters.clear()
     tables, graphs = [], []
     for name, argv in (('plain', []), ('compiled', ['--compile'])):
-        # Runners named apart: mmengine names them by config and second.
-        run_cfg = tmp_path / f'{name}.py'
-        run_cfg.write_text(cfg.read_text())
-        test_tool = load_tool('test')
-        monkeypatch.setattr(sys, 'argv', [
-            'test.py', str(run_cfg), str(ckpt), '--work-dir',
-            str(tmp_path / name), '--fuse-conv-bn', '--dtype', 'bfloat16'
-        ] + argv)
-        test_tool.main()
-        tables.append(metric_table(capsys.readouterr().out))
+        status, out, err = tool_main('test', cfg, ckpt, '--work-dir',
+                                     tmp_path / name, '--fuse-conv-bn',
+                                     '--dtype', 'bfloat16', *argv)
+        assert status == 0, err[-3000:]
+        tables.append(metric_table(out))
         graphs.append(counters['stats']['unique_graphs'])
     torch._dynamo.reset()
     log = next((tmp_path / 'compiled').rglob('*.log')).read_text()
