@@ -147,19 +147,23 @@ def _manager_classes(cls=None) -> list:
 
 @contextlib.contextmanager
 def process_state_kept():
-    """Put back what a tool's ``main()`` changes for the rest of its
-    process, so that it does not reach later runs and tests in the same
-    pytest worker: mmengine's named instances (a second Runner would find
-    the first's visualizer, named ``'visualizer'`` by the configs, and
-    write into its folder) and the handlers of its loggers (streams to
-    captured output that is closed afterwards), the environment
-    (``LOCAL_RANK``), the random generators the Runner seeds, and torch's,
-    cuDNN's and OpenCV's settings it makes."""
+    """Run the body as in a process of its own, as far as a tool's
+    ``main()`` sees, and put back what it changes for the rest of the
+    process. mmengine's named instances (loggers, message hubs,
+    visualizers, scopes) start empty, as in a new process: otherwise a
+    Runner would take the visualizer an earlier one made, named
+    ``'visualizer'`` by the configs, and log into that run's folder. The
+    loggers the body makes have their handlers closed (they hold streams
+    of captured output and log files). The environment (``LOCAL_RANK``),
+    the random generators the Runner seeds, and torch's, cuDNN's and
+    OpenCV's settings are put back too."""
     import random
 
     import cv2
     import numpy as np
     managers = {cls: dict(cls._instance_dict) for cls in _manager_classes()}
+    for cls in managers:
+        cls._instance_dict.clear()
     environ = dict(os.environ)
     rng = random.getstate(), np.random.get_state(), torch.get_rng_state()
     threads = torch.get_num_threads(), cv2.getNumThreads()
@@ -167,17 +171,16 @@ def process_state_kept():
     try:
         yield
     finally:
-        # Classes first imported by the run (mmseg's visualizer, say) had
+        # Classes first imported by the body (mmseg's visualizer, say) had
         # no instances before it.
         for cls in _manager_classes():
-            kept = managers.get(cls, {})
-            for name, instance in cls._instance_dict.items():
-                if name not in kept and isinstance(instance, logging.Logger):
+            for instance in cls._instance_dict.values():
+                if isinstance(instance, logging.Logger):
                     for handler in instance.handlers[:]:
                         handler.close()
                         instance.removeHandler(handler)
             cls._instance_dict.clear()
-            cls._instance_dict.update(kept)
+            cls._instance_dict.update(managers.get(cls, {}))
         os.environ.clear()
         os.environ.update(environ)
         random.setstate(rng[0])
