@@ -193,6 +193,17 @@ def process_state_kept():
 
 
 @pytest.fixture
+def own_process_state():
+    """For a test that builds an mmengine Runner in this process: it
+    starts without the named instances earlier tests made and puts back
+    what it changes (:func:`process_state_kept`). Otherwise its Runner
+    takes the visualizer an earlier test's Runner made and logs into that
+    test's folder."""
+    with process_state_kept():
+        yield
+
+
+@pytest.fixture
 def tool_main(monkeypatch, capsys):
     """Call ``tools/<name>.py``'s ``main()`` in this process, from the
     repository root, as ``python tools/<name>.py ARGS`` would: returns its

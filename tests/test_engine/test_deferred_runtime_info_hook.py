@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import write_tiny_run_config
+from conftest import process_state_kept, write_tiny_run_config
 from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.runner import Runner
@@ -44,10 +44,13 @@ default_hooks = dict(logger=dict(interval=2),
     cfg = Config.fromfile(str(config))
     cfg.work_dir = str(tmp_path / name)
     cfg.experiment_name = name
-    runner = Runner.from_cfg(cfg)
-    syncs = HostSyncRecorder()
-    runner.register_hook(RecordTraining(syncs), priority='HIGHEST')
-    runner.train()
+    # Its own visualizer and logger, not those of the run before.
+    with process_state_kept():
+        runner = Runner.from_cfg(cfg)
+        syncs = HostSyncRecorder()
+        runner.register_hook(RecordTraining(syncs), priority='HIGHEST')
+        runner.train()
+    assert len(list((tmp_path / name).glob('*/vis_data'))) == 1
     checkpoint = torch.load(tmp_path / name / 'epoch_2.pth',
                             weights_only=False)
     return runner, syncs, checkpoint

@@ -156,6 +156,7 @@ def test_history_is_the_current_runs(tmp_path):
             ] == [(1, 0.2)]
 
 
+@pytest.mark.usefixtures('own_process_state')
 def test_validation_without_training(tmp_path, demo_root):
     """runner.val() alone, with the demo config's hooks: CheckpointHook's
     save_best (mmengine's bug, mmseg_ptx.compat fix 7) keeps nothing, and
@@ -173,6 +174,7 @@ def test_validation_without_training(tmp_path, demo_root):
     metrics = Runner.from_cfg(cfg).val()
     assert metrics['num_images'] > 0
     assert (work / 'pr_curves' / 'val.json').is_file()
+    assert len(list(work.glob('*/vis_data'))) == 1
     assert not list(work.glob('pr_curves/val_latest.*'))
     assert not (work / 'metrics_history.json').exists()
     assert not list(work.rglob('*.pth'))

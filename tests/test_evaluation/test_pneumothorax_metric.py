@@ -490,6 +490,7 @@ class _RecordValIterations(Hook):
         self.recorder.__exit__(None, None, None)
 
 
+@pytest.mark.usefixtures('own_process_state')
 def test_validation_iterations_wait_for_nothing(tmp_path, demo_root):
     """The demo config's validation: predict, then the metric with its
     triplet post-processor, without a read of the device per iteration."""
