@@ -17,6 +17,7 @@ import mmseg_ptx  # noqa: F401  (registers the metric)
 from mmseg.registry import METRICS, MODELS
 from mmseg_ptx.evaluation import (PneumothoraxMetric, compute_pr_curve,
                                   logit_bin_edges)
+from mmseg_ptx.models.postprocessors import TripletThresholdPostProcessor
 from mmseg_ptx.utils import AsyncReadback, HostSyncRecorder
 
 
@@ -238,6 +239,22 @@ def test_single_channel_inputs():
     assert res_prob['ap'] == pytest.approx(ref['ap'], abs=1e-4)
     with pytest.raises(ValueError, match="single_channel='logit'"):
         evaluate(logit_only)
+
+
+@pytest.mark.parametrize('prob', [0.35, 0.75])
+def test_single_channel_probability_cut_as_the_post_processor_cuts(prob):
+    """A probability exactly at a threshold is not above it: neither the
+    plain threshold nor the post-processing decides through the logit,
+    which rounds (sigmoid(logit(0.75)) > 0.75 in float32)."""
+    gt = torch.tensor([[1, 1, 0, 0]])
+    probs = torch.tensor([[prob, prob, 0.2, 0.2]])[None]
+    _, res = evaluate([make_sample(gt, probs)], threshold=prob)
+    assert res['dice'] == 0 and res['kaggle_dice'] == 0
+    postprocess = TripletThresholdPostProcessor(
+        top_threshold=prob, min_area=2, bottom_threshold=0.1)
+    assert not postprocess(probs[0]).any()
+    _, res = evaluate([make_sample(gt, probs)], postprocess=postprocess)
+    assert res['kaggle_dice_pp'] == 0
 
 
 def test_bad_inputs_raise_with_the_image_name():

@@ -387,23 +387,33 @@ class PneumothoraxMetric(BaseMetric):
         return self.__dict__.copy()
 
     def _score_logit(self, seg_logits: torch.Tensor
-                     ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(C, H, W) head output -> (H, W) logit of the pneumothorax class,
-        and the number of values outside [0, 1] of a 1-channel probability
-        (0 otherwise), both on the head output's device."""
+                     ) -> Tuple[torch.Tensor, Optional[torch.Tensor],
+                                torch.Tensor]:
+        """(C, H, W) head output -> (H, W) logit of the pneumothorax class;
+        its (H, W) probability where the head gives one (a 1-channel
+        probability; None otherwise); and the number of values outside
+        [0, 1] of such a probability (0 otherwise). All on the head
+        output's device.
+
+        The probability is kept because ``logit`` and ``sigmoid`` round:
+        ``sigmoid(logit(p))`` can land one float step above ``p``, and
+        ``logit(p) > logit(threshold)`` can disagree with ``p >
+        threshold``, so thresholds would cut otherwise than in
+        TripletThresholdPostProcessor and tools/infer.py.
+        """
         x = seg_logits.float()
         num_channels = x.shape[0]
         outside = x.new_zeros((), dtype=torch.long)
         if num_channels == 1:
             if self.single_channel == 'logit':
-                return x[0], outside
+                return x[0], None, outside
             outside = ((x < 0) | (x > 1)).sum()
-            return torch.logit(x[0]), outside
+            return torch.logit(x[0]), x[0], outside
         if num_channels == 2:
-            return x[1] - x[0], outside
+            return x[1] - x[0], None, outside
         # softmax_1 = sigmoid(x_1 - logsumexp(others)) for any C.
         others = torch.cat((x[:1], x[2:]))
-        return x[1] - torch.logsumexp(others, dim=0), outside
+        return x[1] - torch.logsumexp(others, dim=0), None, outside
 
     def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
         """Histogram the scores and count overlaps of each sample.
@@ -459,7 +469,7 @@ class PneumothoraxMetric(BaseMetric):
                     f'{name}: seg_logits shape {tuple(seg_logits.shape)} '
                     f'does not match gt_sem_seg {tuple(gt.shape)}')
             valid, gt_pos, invalid = _label_masks(gt, self.ignore_index)
-            logit, outside = self._score_logit(seg_logits)
+            logit, prob, outside = self._score_logit(seg_logits)
             nan = torch.isnan(logit)
 
             # One scatter-add (a bincount would read its maximum back),
@@ -475,11 +485,13 @@ class PneumothoraxMetric(BaseMetric):
                 device=code.device).scatter_add_(0, code,
                                                  torch.ones_like(code))
 
-            pred = (logit > thr_logit) & valid
+            pred = (logit > thr_logit if prob is None else
+                    prob > self.threshold) & valid
             counts = [invalid.sum(), outside,
                       nan.sum(), (pred & gt_pos).sum(), pred.sum()]
             if self.postprocess is not None:
-                prob = torch.sigmoid(logit)
+                if prob is None:
+                    prob = torch.sigmoid(logit)
                 mask_tensor = getattr(self.postprocess, 'mask_tensor', None)
                 if mask_tensor is not None:
                     mask = mask_tensor(prob)
