@@ -131,7 +131,8 @@ def _grid_dice(stats: Sequence[TripletImageStats], tops: Sequence[float],
                         min_area=int(area),
                         bottom_threshold=float(bottom)))
                 dice.append(np.where(emptied, dice_empty, dice_kept[:, bi]))
-                empty.append(emptied)
+                # Emptied by min_area, or no pixel above the bottom.
+                empty.append(emptied | (pred[:, bi] == 0))
     if not settings:
         raise ValueError('No grid point has bottom <= top')
     return settings, np.stack(dice), np.stack(empty), gt[:, 0] > 0

@@ -54,6 +54,18 @@ def test_search_equals_post_processor_dice():
         assert row['num_empty'] == empty
 
 
+def test_image_with_nothing_above_the_bottom_is_predicted_empty():
+    """num_empty counts images whose mask is empty, also where min_area
+    (0 here) keeps the image but no pixel is above the bottom."""
+    low = np.full((4, 4), 0.1, np.float32)
+    high = np.full((4, 4), 0.9, np.float32)
+    gt = np.zeros((4, 4), np.int64)
+    stats = [triplet_image_stats(p, gt, [0.75], [0.3]) for p in (low, high)]
+    row, = search_triplet(stats, [0.75], [0], [0.3])
+    assert row['num_empty'] == 1
+    assert row['kaggle_dice'] == 0.5
+
+
 def test_search_agrees_with_metric_on_ignored_pixels():
     # Ignored pixels leave the scores but not the decision to empty an
     # image, in both the search and PneumothoraxMetric's post-processing.
@@ -158,7 +170,8 @@ def test_cross_validation_by_hand():
     assert result['kaggle_dice'] == pytest.approx(2.5 / 6)
     assert result['kaggle_dice_pos'] == pytest.approx(0.5 / 3)
     assert result['kaggle_dice_neg'] == pytest.approx(2 / 3)
-    assert result['num_empty'] == 3  # B empties images 0, 3 and 4
+    # B empties images 0, 3 and 4; A predicts no pixel on image 5.
+    assert result['num_empty'] == 4
     assert result['num_same_as_all'] == 1
 
 
