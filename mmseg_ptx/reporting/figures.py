@@ -48,7 +48,7 @@ def plot_detailed_metrics(history: Sequence[dict], out_path: str,
     axes = fig.subplots(2, 2)
     panels = [
         (axes[0, 0], 'Training loss', [('train/loss', 'train: total loss')]),
-        (axes[0, 1], 'Dice (foreground, pooled)',
+        (axes[0, 1], 'Dice (foreground)',
          [('train/decode.dice_seg', _TRAIN_LABEL),
           ('dice', 'val (set-pooled)'),
           ('kaggle_dice', 'val (per-image, competition)')]),

@@ -272,7 +272,7 @@ def _val_set_description(split: dict) -> str:
     settings = split.get('settings') or {}
     n_val, n_pos = counts.get('val'), counts.get('val_positive')
     if not n_val:
-        return 'the validation split'
+        return 'validation split'
     order = settings.get('split_order') or settings.get('order')
     kind = ('negatives undersampled before the split, as in the reference'
             if order == 'balance_first' else 'natural class distribution')

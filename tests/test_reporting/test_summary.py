@@ -112,6 +112,8 @@ def test_iteration_based_run(tmp_path):
     assert '| Iterations run (to the last validation) | 3,000 |' in report
     assert '| Best iteration (by val pooled Dice) | 2,000 |' in report
     assert 'at iteration 2000' in report
+    # No split_meta.json: the split is not described.
+    assert 'at iteration 2000 on the validation split;' in report
     assert '| 2000 | 0.6000 | 2000 |\n| 3000 | 0.5500 | 3000 |' in report
     assert (tmp_path / 'precision_recall_curve.png').is_file()
 
