@@ -71,6 +71,14 @@ Fixes:
    metrics were computed. Outside training there is no checkpoint to
    keep: we skip that step when ``before_train`` has not run. Inactive
    when a new ``CheckpointHook`` has ``file_backend``.
+8. VOI LUTs with 8 bits per entry. pydicom 3.0's ``apply_voi``
+   (``pixels/processing.py``) builds the table's index array in the LUT's
+   own dtype, ``uint8`` for 8-bit entries, so a stored value above 255
+   wraps modulo 256 before the lookup: a 12-bit image with such a LUT
+   (allowed by PS3.3 C.11.2.1.1) came out as a flat grey image, without
+   an error. :func:`voi_lut_dataset` hands pydicom a copy whose LUT
+   declares 16 bits per entry: the same entries, indexed as ``uint16``.
+   Inactive where pydicom's lookup does not wrap.
 
 ``mmseg::`` config inheritance needs ``pkg_resources`` (removed in
 setuptools 82); that is handled by the ``setuptools<82`` requirement,
@@ -98,7 +106,7 @@ __all__ = [
     'check_pkg_resources', 'top1_accuracy', 'mmseg_accuracy', 'SDPBackend',
     'sdpa_kernel',
     'is_compiling', 'math_sdpa', 'autocast_dtype', 'flex_attention',
-    'flex_attention_learns_bias'
+    'flex_attention_learns_bias', 'voi_lut_dataset'
 ]
 
 
@@ -451,6 +459,49 @@ def _skip_best_checkpoint_outside_training() -> None:
         after_val_epoch(self, runner, metrics)
 
     CheckpointHook.after_val_epoch = after_val_epoch_in_training
+
+
+# --------------------------------------------------------------------------
+# 8. pydicom's VOI LUT lookup with 8 bits per entry
+# --------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def _pydicom_wraps_8bit_voi_lut() -> bool:
+    """Whether pydicom's ``apply_voi`` wraps input values above 255 when
+    the LUT has 8 bits per entry (found by looking one up)."""
+    import numpy as np
+    import pydicom
+    from pydicom.pixels import apply_voi
+    item = pydicom.Dataset()
+    item.add_new(0x00283002, 'US', [512, 0, 8])  # LUTDescriptor
+    item.add_new(0x00283006, 'US', [i // 2 for i in range(512)])  # LUTData
+    ds = pydicom.Dataset()
+    ds.VOILUTSequence = pydicom.Sequence([item])
+    return int(apply_voi(np.array([300]), ds)[0]) != 150
+
+
+def voi_lut_dataset(ds):
+    """``ds`` for pydicom's VOI LUT functions (fix 8).
+
+    Args:
+        ds (pydicom.Dataset): A DICOM data set.
+
+    Returns:
+        pydicom.Dataset: ``ds`` itself, or, where its first VOI LUT has 8
+        bits per entry and pydicom wraps such a lookup, a copy whose
+        first VOI LUT declares 16 bits per entry.
+    """
+    import copy
+    seq = ds.get('VOILUTSequence')
+    if not seq or 'LUTDescriptor' not in seq[0]:
+        return ds
+    descriptor = list(seq[0].LUTDescriptor)
+    if len(descriptor) != 3 or descriptor[2] != 8 or \
+            not _pydicom_wraps_8bit_voi_lut():
+        return ds
+    # Deep: a shallow copy of a pydicom Dataset shares its elements.
+    view = copy.deepcopy(ds)
+    view.VOILUTSequence[0].LUTDescriptor = descriptor[:2] + [16]
+    return view
 
 
 def apply_all() -> None:

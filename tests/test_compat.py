@@ -234,3 +234,21 @@ def test_seg_data_preprocessor_fix_applies_once():
     compat.apply_all()
     assert SegDataPreProcessor.__init__ is init
     assert list(inspect.signature(init).parameters).count('non_blocking') == 1
+
+
+@pytest.mark.parametrize('bits', [8, 16])
+def test_voi_lut_dataset_leaves_the_data_set_alone(bits):
+    """Fix 8 changes a copy, and only for 8-bit entries; the lookup then
+    reaches entries past 255."""
+    import pydicom
+    from pydicom.pixels import apply_voi
+    lut = pydicom.Dataset()
+    lut.add_new(0x00283002, 'US', [1024, 0, bits])  # LUTDescriptor
+    lut.add_new(0x00283006, 'US', [i // 4 for i in range(1024)])  # LUTData
+    ds = pydicom.Dataset()
+    ds.VOILUTSequence = pydicom.Sequence([lut])
+    view = compat.voi_lut_dataset(ds)
+    assert list(ds.VOILUTSequence[0].LUTDescriptor) == [1024, 0, bits]
+    assert (view is ds) == (bits == 16 or
+                            not compat._pydicom_wraps_8bit_voi_lut())
+    assert apply_voi(np.array([1000]), view).tolist() == [250]

@@ -23,6 +23,7 @@ import pydicom
 from pydicom.pixels import (apply_modality_lut, apply_voi, apply_voi_lut,
                             apply_windowing)
 
+from mmseg_ptx.compat import voi_lut_dataset
 from .dicom_messages import pydicom_values_withheld, redact, redact_lines
 
 __all__ = [
@@ -138,15 +139,22 @@ def _read_dicom_shape(path: PathLike) -> tuple[int, int]:
     return int(ds.Rows), int(ds.Columns)
 
 
+def _has_voi_lut(ds: pydicom.Dataset) -> bool:
+    """Whether the VOI transform is a LUT (which pydicom prefers to a
+    window where a file has both)."""
+    seq = ds.get('VOILUTSequence')
+    return bool(seq and seq[0].get('LUTDescriptor')
+                and seq[0].get('LUTData'))
+
+
 def _voi_output_range(ds: pydicom.Dataset) -> tuple[float, float] | None:
     """Output range of the dataset's VOI transform, None without one.
 
     The range is found by pushing probe values through pydicom's own VOI
     functions rather than restating their rules here.
     """
-    seq = ds.get('VOILUTSequence')
-    if seq and seq[0].get('LUTDescriptor') and seq[0].get('LUTData'):
-        n_entries, first_map = seq[0].LUTDescriptor[:2]
+    if _has_voi_lut(ds):
+        n_entries, first_map = ds.VOILUTSequence[0].LUTDescriptor[:2]
         probe = np.arange(first_map, first_map + (n_entries or 2**16))
         lut = apply_voi(probe, ds)
         # The LUT's actual values, not its nominal bit depth: many files
@@ -267,7 +275,9 @@ def _to_uint8(arr: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
     has_modality = bool(ds.get('ModalityLUTSequence')) or (
         float(ds.get('RescaleSlope', 1) or 1) != 1
         or float(ds.get('RescaleIntercept', 0) or 0) != 0)
-    voi_range = _voi_output_range(ds)
+    # What pydicom's VOI functions get: a data set they look up correctly.
+    voi_ds = voi_lut_dataset(ds)
+    voi_range = _voi_output_range(voi_ds)
     bits = int(ds.BitsStored)
     if (arr.dtype == np.uint8 and bits == 8 and not has_modality
             and voi_range is None):
@@ -276,7 +286,11 @@ def _to_uint8(arr: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
 
     values = apply_modality_lut(arr, ds)
     if voi_range is not None:
-        values = apply_voi_lut(values, ds)
+        if _has_voi_lut(ds) and values.dtype.kind == 'f':
+            # A rescale's output: a LUT is indexed by integers, and pydicom
+            # would truncate (and warn on every image), not round.
+            values = np.rint(values).astype(np.int64)
+        values = apply_voi_lut(values, voi_ds)
         lo, hi = voi_range
     elif bits <= 8:
         full = apply_modality_lut(_stored_range(ds), ds)

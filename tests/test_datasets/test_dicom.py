@@ -138,6 +138,41 @@ def test_voi_lut_sequence_applied_over_its_used_range(tmp_path):
     assert (img[arr >= 2047] == 255).all() and img.min() == 0
 
 
+@pytest.mark.parametrize('vr', ['US', 'OW'])
+def test_voi_lut_of_8bit_entries_indexes_every_stored_value(tmp_path, vr):
+    """A LUT of 4096 entries of 8 bits: stored values above 255 are looked
+    up, not wrapped to value % 256 (pydicom's bug, mmseg_ptx.compat fix
+    8)."""
+    arr = np.tile(np.arange(100, 4096, 256), (4, 1)).astype(np.uint16)
+    entries = np.arange(4096) // 16
+    lut = pydicom.Dataset()
+    lut.add_new(0x00283002, 'US', [4096, 0, 8])  # LUTDescriptor
+    lut.add_new(0x00283006, vr, entries.tolist() if vr == 'US' else
+                entries.astype('<u2').tobytes())  # LUTData
+    path = make_dicom(tmp_path / 'a.dcm', arr, BitsStored=12,
+                      VOILUTSequence=pydicom.Sequence([lut]))
+    np.testing.assert_array_equal(read_dicom(path), arr // 16)
+
+
+def test_voi_lut_after_rescale_rounds_without_warning(tmp_path):
+    """The rescale's float output is rounded to the LUT's integer inputs
+    (pydicom truncates, and warns on every image)."""
+    arr = np.tile(np.arange(0, 48), (4, 1)).astype(np.uint16)
+    lut = pydicom.Dataset()
+    lut.add_new(0x00283002, 'US', [24, 0, 16])  # LUTDescriptor
+    lut.add_new(0x00283006, 'US', list(range(0, 240, 10)))  # LUTData
+    # Slope 0.5: stored 2k + 1 -> k + 0.5, rounded half to even.
+    path = make_dicom(tmp_path / 'a.dcm', arr, BitsStored=12,
+                      RescaleSlope=0.5, RescaleIntercept=0,
+                      VOILUTSequence=pydicom.Sequence([lut]))
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        img = read_dicom(path)
+    index = np.minimum(np.rint(arr * 0.5), 23)
+    np.testing.assert_array_equal(
+        img, np.rint(index * 10 / 230 * 255).astype(np.uint8))
+
+
 def test_8bit_rescale_uses_stored_range(tmp_path, grey8):
     # slope 2: output range 0..510 maps back to 0..255, no stretching.
     path = make_dicom(tmp_path / 'a.dcm', grey8 // 2, RescaleSlope=2,
