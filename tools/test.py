@@ -138,7 +138,10 @@ def main() -> None:
     if extra_hooks:
         cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + extra_hooks
 
-    runner = Runner.from_cfg(cfg)
+    # The Runner dumps its config as <work_dir>/<config file name>, which
+    # in a training run's work dir is that run's config: without a file
+    # name it is dumped as <work_dir>/<timestamp>.py.
+    runner = Runner.from_cfg(Config(cfg.to_dict()))
     # Runner.test() would load it non-strictly: a checkpoint that does not
     # fit the config would be tested at random weights.
     load_runner_checkpoints_strictly(runner)

@@ -57,15 +57,24 @@ def _training_log(work_dir: str) -> Optional[str]:
     return None
 
 
+#: The name tools/test.py's runs dump their configs under.
+_TIMESTAMP_PY = re.compile(r'\d{8}_\d{6}\.py')
+
+
 def _find_config(work_dir: str, log: Optional[str]) -> Optional[str]:
     """The training run's config: the copy its visualizer saved beside its
     log (``<timestamp>/vis_data/config.py``), else the newest config
-    mmengine dumped as ``<work_dir>/<name>.py``."""
+    mmengine dumped as ``<work_dir>/<name>.py`` (not a ``tools/test.py``
+    run's ``<timestamp>.py``)."""
     if log is not None:
         saved = osp.join(osp.dirname(log), 'vis_data', 'config.py')
         if osp.isfile(saved):
             return saved
-    return _latest(osp.join(work_dir, '*.py'))
+    dumped = [
+        path for path in glob.glob(osp.join(work_dir, '*.py'))
+        if not _TIMESTAMP_PY.fullmatch(osp.basename(path))
+    ]
+    return max(dumped, key=osp.getmtime) if dumped else None
 
 
 def _find_best_checkpoint(work_dir: str, best: dict,

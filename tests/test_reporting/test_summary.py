@@ -189,6 +189,12 @@ def test_training_run_files_after_tests_in_the_same_work_dir(tmp_path):
     write('other_test_config.py', 'a = 2\n', 4)
     log = _training_log(str(tmp_path))
     assert _find_config(str(tmp_path), log) == str(train_cfg)
+    # Without the visualizer's copy: the training run's dumped config, not
+    # a newer test run's <timestamp>.py.
+    train_cfg.unlink()
+    dumped = write('cfg.py', 'a = 3\n', 5)
+    write('20260102_000000.py', 'a = 4\n', 6)
+    assert _find_config(str(tmp_path), log) == str(dumped)
     assert _world_size(log) == 3
 
     # A resumed run left its earlier attempt's best checkpoint, newer.

@@ -67,11 +67,18 @@ def test_train_resume_and_test(tmp_path, demo_root, tool_main):
 
     masks, panels = tmp_path / 'masks', tmp_path / 'panels'
     ckpt2 = work_dir / 'epoch_2.pth'
+    # Into the training run's work dir (the README's way): the training
+    # run's dumped config stays, the test run's is <timestamp>.py.
+    trained = {path: path.read_text() for path in work_dir.glob('*.py')}
     stdout, stderr = run('test', cfg2, ckpt2,
-                         '--work-dir', tmp_path / 'test', '--out', masks,
+                         '--work-dir', work_dir, '--out', masks,
                          '--show-dir', panels, '--cfg-options',
                          # Testing must not build the training data.
                          'train_dataloader.dataset.data_root=/nonexistent')
+    assert {path: path.read_text() for path in trained} == trained
+    (tested, ) = set(work_dir.glob('*.py')) - set(trained)
+    assert Config.fromfile(tested).train_dataloader.dataset.data_root == \
+        '/nonexistent'
     out = stdout + stderr
     assert 'Load checkpoint from' in out
     assert 'dice' in out and 'kaggle_dice' in out
@@ -106,7 +113,7 @@ def test_train_resume_and_test(tmp_path, demo_root, tool_main):
     # The Runner dumps the config it ran, with the model tools/test.py
     # built: the config names tta_model in every run, so only this shows
     # that TTA ran.
-    assert run_model(tmp_path / 'test').type == 'EncoderDecoder'
+    assert Config.fromfile(tested).model.type == 'EncoderDecoder'
     tta_model = run_model(tmp_path / 'test_tta')
     assert tta_model.type == 'SegTTAModelWithLogits'
     assert tta_model.module.type == 'EncoderDecoder'
