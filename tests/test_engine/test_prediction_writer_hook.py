@@ -1,4 +1,6 @@
 """PredictionWriterHook: the masks and pictures of tools/test.py."""
+from types import SimpleNamespace
+
 import cv2
 import numpy as np
 import pytest
@@ -16,6 +18,18 @@ def _sample(img_path, pred, gt=None):
     if gt is not None:
         sample.gt_sem_seg = PixelData(data=torch.from_numpy(gt)[None])
     return sample
+
+
+def _runner(data_infos=()):
+    """What the hook reads of a Runner: the test set's data infos."""
+
+    class Dataset(list):
+
+        def get_data_info(self, index):
+            return self[index]
+
+    return SimpleNamespace(test_dataloader=SimpleNamespace(
+        dataset=Dataset(data_infos)))
 
 
 @pytest.fixture
@@ -41,7 +55,7 @@ def test_masks_and_pictures_by_file_stem(tmp_path, titles):
     gt[4:12, 5:9] = 1
     hook = PredictionWriterHook(mask_dir=str(tmp_path / 'masks'),
                                 panel_dir=str(tmp_path / 'panels'))
-    hook.before_test(None)
+    hook.before_test(_runner())
     hook.after_test_iter(None, 0, outputs=[
         _sample(tmp_path / '1.2.3.png', pred, gt),
         # No ground truth (a pipeline without LoadAnnotations): its panel
@@ -58,7 +72,7 @@ def test_masks_and_pictures_by_file_stem(tmp_path, titles):
 def test_a_failed_write_names_the_mask(tmp_path):
     cv2.imwrite(str(tmp_path / 'a.png'), np.zeros((8, 8), np.uint8))
     hook = PredictionWriterHook(mask_dir=str(tmp_path / 'masks'))
-    hook.before_test(None)
+    hook.before_test(_runner())
     (tmp_path / 'masks/a.png').mkdir()  # a folder where the mask goes
     with pytest.raises(OSError, match='Could not write the mask .*a.png'):
         hook.after_test_iter(None, 0, outputs=[
@@ -102,3 +116,20 @@ def test_the_test_sets_own_files_are_never_written_over(tmp_path):
         kept = cv2.imread(str(tmp_path / folder / 'a.png'),
                           cv2.IMREAD_UNCHANGED)
         assert (kept == 7).all()
+
+
+def test_files_are_named_by_the_image_id_of_the_data_info(tmp_path):
+    """The PNG layout's files are named by new_filename: the outputs take
+    the data info's ImageId; an image without one keeps its stem."""
+    cv2.imwrite(str(tmp_path / '5_train_1_.png'), np.zeros((8, 8), np.uint8))
+    cv2.imwrite(str(tmp_path / 'other.png'), np.zeros((8, 8), np.uint8))
+    hook = PredictionWriterHook(mask_dir=str(tmp_path / 'masks'))
+    hook.before_test(_runner([
+        dict(img_path=str(tmp_path / '5_train_1_.png'), image_id='1.2.3'),
+        dict(img_path=str(tmp_path / 'other.png'))]))
+    pred = np.zeros((8, 8), np.int64)
+    hook.after_test_iter(None, 0, outputs=[
+        _sample(tmp_path / '5_train_1_.png', pred),
+        _sample(tmp_path / 'other.png', pred)])
+    assert sorted(p.name for p in (tmp_path / 'masks').iterdir()) == [
+        '1.2.3.png', 'other.png']

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import os.path as osp
-from typing import Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -27,6 +27,23 @@ def _output_path(folder: str, stem: str, sample) -> str:
     return path
 
 
+def _image_ids(dataset) -> Dict[str, str]:
+    """``img_path`` -> ImageId of the data infos that name one.
+
+    SIIMPneumothoraxDataset's ``image_id``: in the PNG layout the file is
+    named by the re-release's ``new_filename``, not by its ImageId.
+    """
+    get_info = getattr(dataset, 'get_data_info', None)
+    if get_info is None:
+        return {}
+    ids = {}
+    for i in range(len(dataset)):
+        info = get_info(i)
+        if info.get('image_id'):
+            ids[info['img_path']] = info['image_id']
+    return ids
+
+
 @HOOKS.register_module()
 class PredictionWriterHook(Hook):
     """Write each test prediction as a mask and/or a picture.
@@ -34,7 +51,8 @@ class PredictionWriterHook(Hook):
     MMSeg's ``SegVisualizationHook`` reads images with mmcv, which cannot
     open DICOM files; this hook reads them with :func:`read_dicom`.
     ``tools/test.py`` adds it for ``--out`` (masks) and ``--show-dir``
-    (pictures). Files are named by the image's file stem; every rank
+    (pictures). Files are named ``<ImageId>.png`` by the test set's data
+    infos (``image_id``), else by the image's file stem; every rank
     writes its own images. A file of the test set itself (an image, a
     ground-truth mask of the PNG layout) is never written over.
 
@@ -62,6 +80,7 @@ class PredictionWriterHook(Hook):
                 'would replace the masks, which have the same names')
         self.mask_dir = mask_dir
         self.panel_dir = panel_dir
+        self._names: Dict[str, str] = {}
         # The dataset's own loader: DICOM or PNG/JPEG, as grey.
         self._load_image = LoadDicomImageFromFile(color_type='grayscale')
 
@@ -69,6 +88,7 @@ class PredictionWriterHook(Hook):
         for folder in (self.mask_dir, self.panel_dir):
             if folder is not None:
                 os.makedirs(folder, exist_ok=True)
+        self._names = _image_ids(runner.test_dataloader.dataset)
 
     def after_test_iter(self,
                         runner,
@@ -76,7 +96,8 @@ class PredictionWriterHook(Hook):
                         data_batch: Optional[dict] = None,
                         outputs: Optional[Sequence] = None) -> None:
         for sample in outputs or []:
-            stem = osp.splitext(osp.basename(sample.img_path))[0]
+            stem = self._names.get(sample.img_path) or osp.splitext(
+                osp.basename(sample.img_path))[0]
             pred = sample.pred_sem_seg.data[0].cpu().numpy() == 1
             if self.mask_dir is not None:
                 path = _output_path(self.mask_dir, stem, sample)
