@@ -35,17 +35,24 @@ from mmseg_ptx.datasets.rle import EMPTY_RLE, rle_encode
 
 
 def parse_postprocess_cfg(values):
-    """``['{"min_area": 500}']`` or ``['min_area=500', ...]`` -> dict."""
+    """``['{"min_area": 500}']`` or ``['min_area=500', ...]`` -> dict.
+
+    Raises:
+        ValueError: Neither a JSON object nor key=value pairs.
+    """
     if values is None:
         return None
     if len(values) == 1 and values[0].lstrip().startswith('{'):
-        return json.loads(values[0])
+        try:
+            return json.loads(values[0])
+        except json.JSONDecodeError as err:
+            raise ValueError(f'{values[0]!r} is not a JSON object '
+                             f'({err}); or give key=value pairs') from None
     out = {}
     for item in values:
         key, sep, value = item.partition('=')
         if not sep:
-            raise argparse.ArgumentTypeError(
-                f'--postprocess-cfg expects key=value, got {item!r}')
+            raise ValueError(f'expects key=value, got {item!r}')
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -288,7 +295,10 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     if args.batch_size < 1 or args.workers < 1:
         parser.error('--batch-size and --workers must be positive')
-    args.postprocess_cfg = parse_postprocess_cfg(args.postprocess_cfg)
+    try:
+        args.postprocess_cfg = parse_postprocess_cfg(args.postprocess_cfg)
+    except ValueError as err:
+        parser.error(f'--postprocess-cfg {err}')
     if args.no_postprocess and args.postprocess_cfg:
         parser.error('--no-postprocess and --postprocess-cfg exclude each '
                      'other')
@@ -297,7 +307,11 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    paths = find_images(args.input)
+    try:
+        paths = find_images(args.input)
+    except FileNotFoundError as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
     outputs = {p for p in paths if is_output(p)}
     if outputs:
         print(f'Leaving out {len(outputs)} mask/overlay PNG(s) of this '
@@ -320,8 +334,15 @@ def main() -> int:
     # Before the models load (minutes for Swin-B): a bad --postprocess-cfg
     # fails at once.
     cfg = Config.fromfile(args.config)
-    postprocess = build_postprocessor(cfg, args.postprocess_cfg,
-                                      enabled=not args.no_postprocess)
+    try:
+        postprocess = build_postprocessor(cfg, args.postprocess_cfg,
+                                          enabled=not args.no_postprocess)
+    except (TypeError, ValueError) as err:
+        given = (f' with --postprocess-cfg {args.postprocess_cfg}'
+                 if args.postprocess_cfg else '')
+        print(f'error: the post-processing of {args.config}{given}: {err}',
+              file=sys.stderr)
+        return 2
     mismatch = postprocess_mismatch(cfg)
     if mismatch and not args.no_postprocess:
         print(f'Warning: {mismatch}', file=sys.stderr)

@@ -253,6 +253,33 @@ def test_infer_keeps_files_named_like_its_outputs(tmp_path, demo_root,
     assert os.listdir(out) == ['masks']
 
 
+def test_infer_usage_errors_are_one_line(tmp_path, demo_root, tool_main):
+    """Bad --postprocess-cfg values and a missing INPUT: exit status 2 and
+    a line saying what is wrong, before any model loads."""
+    png = sorted((demo_root / 'png_images').glob('*.png'))[0]
+    args = [TINY_CONFIG, 'no_checkpoint.pth', png, '--out', tmp_path / 'o']
+    for value, message in (
+            ('min_area', "--postprocess-cfg expects key=value, got "
+             "'min_area'"),
+            ('{min_area: 5}', "--postprocess-cfg '{min_area: 5}' is not a "
+             'JSON object')):
+        status, _, err = tool_main('infer', *args, '--postprocess-cfg',
+                                   value)
+        assert (status, err.count('Traceback')) == (2, 0), err
+        assert message in err
+    status, _, err = tool_main('infer', *args, '--postprocess-cfg',
+                               'min_areaa=5')
+    assert status == 2
+    assert (f"error: the post-processing of {TINY_CONFIG} with "
+            "--postprocess-cfg {'min_areaa': 5}: ") in err
+    assert "unexpected keyword argument 'min_areaa'" in err
+    status, _, err = tool_main('infer', TINY_CONFIG, 'no_checkpoint.pth',
+                               tmp_path / 'missing', '--out', tmp_path / 'o')
+    assert status == 2
+    assert f'error: Input not found: {tmp_path / "missing"}' in err
+    assert not (tmp_path / 'o').exists()
+
+
 def test_infer_bfloat16_weights(tmp_path, demo_root, tool_main):
     model = build_tiny_model()
     ckpt = save_tiny_checkpoint(model, tmp_path / 'tiny.pth')
