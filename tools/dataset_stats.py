@@ -68,9 +68,10 @@ def main():
             split_order=args.split_order,
             workers=args.workers,
             strict=args.strict)
-    except OSError as err:
-        # A missing folder or CSV, an unreadable image: the message names
-        # it, a traceback would only bury it.
+    except (OSError, ValueError) as err:
+        # A missing folder or CSV, an unreadable image, a malformed CSV row
+        # or RLE, bad split settings: the message names the file and the
+        # problem, a traceback would only bury it.
         raise SystemExit(f'error: {err}') from None
     print(format_statistics(stats))
     out = args.out or osp.join(args.data_root, args.split_dir, 'stats.json')

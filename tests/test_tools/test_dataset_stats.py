@@ -69,6 +69,13 @@ def test_cli_default_output_and_error(tmp_path, tool_main):
                                '--layout', 'png')
     assert status == 1
     assert f'error: data_root {tmp_path}/missing is not a directory' in err
+    # A malformed CSV row: the line it is on, without a traceback.
+    with open(tmp_path / 'stage_1_train_images.csv', 'a') as f:
+        f.write('1.2.4.9,9_train_.png\n')
+    status, _, err = tool_main('dataset_stats', tmp_path, '--layout', 'png')
+    assert status == 1
+    assert err.startswith(f'error: {tmp_path}/stage_1_train_images.csv, '
+                          'line 6: ')
 
 
 def test_cli_on_generated_demo_set(tmp_path):
