@@ -1,5 +1,6 @@
 """Write PERFORMANCE_SUMMARY.md, its plots and prediction pictures."""
 import argparse
+import os.path as osp
 import sys
 
 import mmseg_ptx  # noqa: F401  (stack fixes + registration)
@@ -27,7 +28,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--max-images', type=int,
                         help='validation images scanned for the pictures')
     parser.add_argument('--device', help='e.g. cuda:0 or cpu')
-    return parser.parse_args()
+    args = parser.parse_args()
+    for flag in ('config', 'checkpoint', 'stats'):
+        path = getattr(args, flag)
+        # A checkpoint may be a URL, as mmengine loads them.
+        if path is not None and '://' not in path and not osp.isfile(path):
+            parser.error(f'--{flag} {path} is not a file')
+    return args
 
 
 def main() -> int:

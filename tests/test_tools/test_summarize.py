@@ -22,6 +22,14 @@ def test_usage_errors_are_one_line(tmp_path, tool_main, history, message):
     assert message.format(work_dir=tmp_path) in err
 
 
+@pytest.mark.parametrize('flag', ['--config', '--checkpoint', '--stats'])
+def test_a_missing_file_is_a_usage_error(tmp_path, tool_main, flag):
+    missing = tmp_path / 'missing'
+    status, _, err = tool_main('summarize', tmp_path, flag, missing)
+    assert status == 2
+    assert f'error: {flag} {missing} is not a file' in err
+
+
 def test_options_reach_the_report(tmp_path):
     """--stats and --config are passed on: the statistics file's imbalance
     and the given config's model are in the report (neither is found
