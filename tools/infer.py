@@ -25,11 +25,11 @@ import numpy as np
 from tqdm import tqdm
 
 import mmseg_ptx  # noqa: F401  (stack fixes + registration)
-from mmengine.config import Config
 from mmseg_ptx.apis import (IMAGE_SUFFIXES, build_postprocessor,
                             default_device, draw_overlay, find_images,
                             image_reader, load_models, postprocess_mismatch,
-                            predict_probabilities, write_submission)
+                            predict_probabilities, read_config,
+                            reports_usage_errors, write_submission)
 from mmseg_ptx.datasets.files import remove_paths
 from mmseg_ptx.datasets.rle import EMPTY_RLE, rle_encode
 
@@ -305,6 +305,7 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+@reports_usage_errors
 def main() -> int:
     args = parse_args()
     try:
@@ -333,7 +334,7 @@ def main() -> int:
     ]
     # Before the models load (minutes for Swin-B): a bad --postprocess-cfg
     # fails at once.
-    cfg = Config.fromfile(args.config)
+    cfg = read_config(args.config)
     try:
         postprocess = build_postprocessor(cfg, args.postprocess_cfg,
                                           enabled=not args.no_postprocess)

@@ -6,9 +6,10 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 import mmseg_ptx  # noqa: F401  (stack fixes + registration)
-from mmseg_ptx.apis import (add_runner_args, format_metrics_table,
-                            has_custom_hook, load_config,
-                            postprocess_mismatch)
+from mmseg_ptx.apis import (UsageError, add_runner_args,
+                            format_metrics_table, has_custom_hook,
+                            load_config, postprocess_mismatch,
+                            reports_usage_errors)
 from mmseg_ptx.engine.hooks import SWIN_BLOCKS
 from mmseg_ptx.models import INFERENCE_DTYPES
 from mmseg_ptx.models.utils import load_runner_checkpoints_strictly
@@ -73,6 +74,7 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+@reports_usage_errors
 def main() -> None:
     args = parse_args()
     cfg = load_config(args)
@@ -85,14 +87,14 @@ def main() -> None:
         dataset = cfg.test_dataloader.dataset
         if (dataset.get('type') == 'SIIMPneumothoraxDataset'
                 and dataset.get('layout', 'dicom') == 'dicom'):
-            raise RuntimeError(
+            raise UsageError(
                 "--show displays through MMSeg's SegVisualizationHook, "
                 'which reads each image with mmcv and cannot decode the '
                 "DICOMs of this test set (layout='dicom'); use --show-dir "
                 'DIR for input | ground truth | prediction pictures')
         vis_hook = cfg.default_hooks.get('visualization')
         if vis_hook is None:
-            raise RuntimeError(
+            raise UsageError(
                 '--show needs default_hooks.visualization '
                 "(dict(type='SegVisualizationHook'))")
         vis_hook.update(draw=True, show=True, wait_time=args.wait_time)
@@ -109,8 +111,8 @@ def main() -> None:
 
     if args.tta:
         if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
-            raise RuntimeError('--tta needs tta_model and tta_pipeline in '
-                               f'the config {args.config}')
+            raise UsageError('--tta needs tta_model and tta_pipeline in '
+                             f'the config {args.config}')
         cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
         cfg.tta_model.module = cfg.model
         cfg.model = cfg.tta_model
@@ -122,7 +124,7 @@ def main() -> None:
         extra_hooks.append(dict(type='InferenceDtypeHook', dtype=args.dtype))
     if args.compile:
         if has_custom_hook(cfg, 'CompileModulesHook'):
-            raise RuntimeError(
+            raise UsageError(
                 f'--compile: the config {args.config} compiles already '
                 '(a CompileModulesHook in custom_hooks); leave out --compile '
                 'or that hook')
@@ -151,4 +153,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

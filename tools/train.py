@@ -3,6 +3,7 @@ import argparse
 import logging
 import os
 import os.path as osp
+import sys
 from typing import Optional
 
 from mmengine.logging import print_log
@@ -10,7 +11,8 @@ from mmengine.runner import Runner
 
 import mmseg_ptx  # noqa: F401  (stack fixes + registration)
 from mmseg.registry import RUNNERS
-from mmseg_ptx.apis import add_runner_args, load_config
+from mmseg_ptx.apis import (UsageError, add_runner_args, load_config,
+                            reports_usage_errors)
 
 
 def parse_args() -> argparse.Namespace:
@@ -61,6 +63,7 @@ def earlier_run_warning(work_dir: str) -> Optional[str]:
             'another --work-dir to keep it.')
 
 
+@reports_usage_errors
 def main() -> None:
     args = parse_args()
     cfg = load_config(args)
@@ -79,7 +82,7 @@ def main() -> None:
                           level=logging.WARNING)
                 _set_amp_dtype(wrapper, args.amp_dtype)
         elif wrapper.type != 'OptimWrapper':
-            raise ValueError('--amp needs optim_wrapper.type OptimWrapper, '
+            raise UsageError('--amp needs optim_wrapper.type OptimWrapper, '
                              f'got {wrapper.type}')
         else:
             _set_amp_dtype(wrapper, args.amp_dtype or 'float16')
@@ -97,4 +100,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

@@ -28,7 +28,8 @@ from tqdm import tqdm
 import mmseg_ptx  # noqa: F401  (stack fixes + registration)
 from mmseg.registry import DATASETS
 from mmseg_ptx.apis import (add_cfg_options_arg, default_device, load_models,
-                            merge_cfg_options, predict_packed, read_config)
+                            merge_cfg_options, predict_packed, read_config,
+                            reports_usage_errors)
 from mmseg_ptx.evaluation import (cross_validate_triplet, search_triplet,
                                   triplet_folds, triplet_image_stats)
 from mmseg_ptx.reporting import write_json
@@ -135,6 +136,7 @@ def print_folds(held_out: dict) -> None:
               f'{fold["held_out"]["kaggle_dice"]:>8.4f}')
 
 
+@reports_usage_errors
 def main() -> int:
     parser, args = parse_args()
     if osp.isdir(args.out) or args.out.endswith(('/', os.sep)):

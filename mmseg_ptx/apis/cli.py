@@ -7,10 +7,12 @@ both need so the scripts stay thin.
 from __future__ import annotations
 
 import argparse
+import functools
 import inspect
 import os
 import os.path as osp
-from typing import Any, List, Mapping, Optional
+import sys
+from typing import Any, Callable, List, Mapping, Optional
 
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
@@ -38,11 +40,40 @@ def add_cfg_options_arg(parser: argparse.ArgumentParser) -> None:
         '(e.g. train_dataloader.batch_size=2 or key="[a,b]")')
 
 
+class UsageError(ValueError):
+    """A command line, or a config it names, that the tool cannot run.
+
+    :func:`reports_usage_errors` reports it as one line, not as a
+    traceback: the message says what to change.
+    """
+
+
+def reports_usage_errors(main: Callable[..., Optional[int]]
+                         ) -> Callable[..., Optional[int]]:
+    """Wrap a tool's ``main``: a :class:`UsageError` is printed as
+    ``error: <message>`` on stderr and the exit status is 2, as argparse
+    reports a bad argument."""
+
+    @functools.wraps(main)
+    def wrapped(*args, **kwargs) -> Optional[int]:
+        try:
+            return main(*args, **kwargs)
+        except UsageError as err:
+            print(f'error: {err}', file=sys.stderr)
+            return 2
+
+    return wrapped
+
+
 def read_config(path: str) -> Config:
     """The config file at ``path``; a missing file (or a setuptools that
-    cannot resolve ``mmseg::`` inheritance) is an error saying so."""
+    cannot resolve ``mmseg::`` inheritance) is an error saying so.
+
+    Raises:
+        UsageError: No file at ``path``.
+    """
     if not osp.isfile(path):
-        raise FileNotFoundError(f'Config file not found: {path}')
+        raise UsageError(f'Config file not found: {path}')
     check_pkg_resources()
     return Config.fromfile(path)
 
@@ -109,6 +140,9 @@ def merge_cfg_options(cfg: Config, options: Optional[dict]) -> None:
     Args:
         cfg (Config): The config, changed in place.
         options (dict, optional): The parsed ``--cfg-options``.
+
+    Raises:
+        UsageError: An option that would set only a config variable.
     """
     if not options:
         return
@@ -125,7 +159,7 @@ def merge_cfg_options(cfg: Config, options: Optional[dict]) -> None:
         users = [p for p in _paths_holding(plain, old) if p != key]
         # Harmless where the same options set every such setting too.
         if users and not set(users) <= set(options):
-            raise ValueError(
+            raise UsageError(
                 f'--cfg-options {key}=... would change the config variable '
                 f'{key!r} only: its value {old!r} was filled in where the '
                 'config file uses it when the file was read. Set the '

@@ -185,11 +185,11 @@ def test_show_on_dicom_data_is_a_clear_error(tmp_path, demo_root,
     """MMSeg's visualizer reads images with mmcv, which cannot decode
     DICOM: --show would crash at its 50th batch."""
     cfg = write_tiny_run_config(tmp_path / 'cfg.py', demo_root)
-    with pytest.raises(RuntimeError,
-                       match='cannot decode the DICOMs of this test set.*'
-                       '--show-dir'):
-        tool_main('test', cfg, tmp_path / 'none.pth', '--show',
-                  '--work-dir', tmp_path / 'w')
+    status, _, err = tool_main('test', cfg, tmp_path / 'none.pth', '--show',
+                               '--work-dir', tmp_path / 'w')
+    assert status == 2
+    assert re.match('error: .*cannot decode the DICOMs of this test set.*'
+                    '--show-dir', err)
 
 
 def test_dist_train_two_cpu_processes(tmp_path, demo_root):
@@ -344,20 +344,40 @@ def test_test_compile_scope_needs_compile(monkeypatch, capsys):
     assert '--compile-scope needs --compile' in capsys.readouterr().err
 
 
+def test_usage_errors_are_one_line(tmp_path, demo_root, tool_main):
+    """A missing config, and --cfg-options that would set only a config
+    variable: exit status 2 and the message, before anything runs."""
+    missing = tmp_path / 'missing.py'
+    for tool, args in (('train', [missing]), ('test', [missing, 'c.pth']),
+                       ('tune_postprocess', [missing, 'c.pth']),
+                       ('infer', [missing, 'c.pth', demo_root / 'png_images',
+                                  '--out', tmp_path / 'out'])):
+        status, _, err = tool_main(tool, *args)
+        assert (status, err) == (
+            2, f'error: Config file not found: {missing}\n'), tool
+    status, _, err = tool_main(
+        'train', ROOT / 'configs/upernet_swin-b_ptx-512.py',
+        '--work-dir', tmp_path / 'work', '--cfg-options', 'class_weight=[1,2]')
+    assert status == 2
+    assert err.startswith("error: --cfg-options class_weight=... would "
+                          "change the config variable 'class_weight' only")
+    assert not (tmp_path / 'work').exists()
+
+
 @pytest.mark.parametrize('hook_type', ['CompileModulesHook',
                                        'mmseg.CompileModulesHook'])
-def test_test_compile_refuses_a_config_that_compiles(monkeypatch, tmp_path,
+def test_test_compile_refuses_a_config_that_compiles(tmp_path, tool_main,
                                                      hook_type):
-    """Both would wrap the compiled forwards in another compilation."""
-    test_tool = load_tool('test')
+    """Both would wrap the compiled forwards in another compilation: a
+    usage error, one line and exit status 2."""
     cfg = tmp_path / 'cfg.py'
     cfg.write_text(
         "_base_ = ['" + str(ROOT / 'configs/upernet_swin-b_ptx-512.py') +
         f"']\ncustom_hooks = [dict(type={hook_type!r})]\n")
-    monkeypatch.setattr(sys, 'argv', ['test.py', str(cfg), 'ckpt.pth',
-                                      '--compile'])
-    with pytest.raises(RuntimeError, match='compiles already'):
-        test_tool.main()
+    status, _, err = tool_main('test', cfg, 'ckpt.pth', '--compile')
+    assert status == 2
+    assert err.startswith(f'error: --compile: the config {cfg} compiles '
+                          'already')
 
 
 def test_test_compiled_gives_the_same_metrics(monkeypatch, tmp_path,
