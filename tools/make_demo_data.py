@@ -55,8 +55,9 @@ def main() -> None:
     except FileExistsError as err:
         raise SystemExit(f'error: {err}') from None
     seconds = time.perf_counter() - start
-    n_pos = sum(int(m.any()) for m in masks.values())
-    fg = sum(int(m.sum()) for m in masks.values())
+    # One decode per mask (they are kept as RLE).
+    fg_counts = [int(m.sum()) for m in masks.values()]
+    n_pos, fg = sum(c > 0 for c in fg_counts), sum(fg_counts)
     print(f'Wrote {len(masks)} images ({args.size}x{args.size}, layout '
           f'{args.layout}) to {osp.abspath(args.out)}')
     print(f'  positive images: {n_pos} ({n_pos / len(masks):.1%})')

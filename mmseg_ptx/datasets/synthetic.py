@@ -22,6 +22,9 @@ import io
 import os
 import os.path as osp
 import uuid
+from collections.abc import Mapping
+from typing import Dict, Iterator
+
 import cv2
 import numpy as np
 import pydicom
@@ -32,9 +35,9 @@ from pydicom.uid import (ExplicitVRLittleEndian, JPEGBaseline8Bit,
                          SecondaryCaptureImageStorage)
 
 from .files import list_files, remove_paths
-from .rle import EMPTY_RLE, rle_encode
+from .rle import EMPTY_RLE, rle_decode, rle_encode
 
-__all__ = ['synthesize_radiograph', 'write_demo_dataset']
+__all__ = ['EncodedMasks', 'synthesize_radiograph', 'write_demo_dataset']
 
 LAYOUTS = ('dicom', 'png', 'both')
 #: Written into a folder before its synthetic images: such a folder is
@@ -471,6 +474,38 @@ def _patient(rng: np.random.Generator, index: int) -> dict:
         view='PA' if rng.random() < 0.6 else 'AP')
 
 
+class EncodedMasks(Mapping):
+    """Masks by ImageId, kept as competition RLE and decoded when read.
+
+    A Kaggle-sized set at 1024 px (10,675 images) would hold 10 GiB of
+    masks as arrays; as RLE strings it holds a few MiB.
+
+    Args:
+        height (int): Mask height.
+        width (int): Mask width.
+    """
+
+    def __init__(self, height: int, width: int) -> None:
+        self._shape = (height, width)
+        self._rles: Dict[str, str] = {}
+
+    def add(self, image_id: str, mask: np.ndarray) -> None:
+        """Keep ``mask`` (0/1, of the shape given) as ``image_id``'s."""
+        if mask.shape != self._shape:
+            raise ValueError(f'mask of {image_id} has shape {mask.shape}, '
+                             f'expected {self._shape}')
+        self._rles[image_id] = rle_encode(mask)
+
+    def __getitem__(self, image_id: str) -> np.ndarray:
+        return rle_decode(self._rles[image_id], *self._shape)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._rles)
+
+    def __len__(self) -> int:
+        return len(self._rles)
+
+
 def write_demo_dataset(out_dir: str,
                        num: int,
                        seed: int,
@@ -479,7 +514,7 @@ def write_demo_dataset(out_dir: str,
                        positive_fraction: float = 0.22,
                        stage1_header: bool = False,
                        progress: bool = False,
-                       overwrite: bool = False) -> dict[str, np.ndarray]:
+                       overwrite: bool = False) -> EncodedMasks:
     """Write a synthetic SIIM-ACR data set in the Kaggle layout(s).
 
     ``layout='dicom'``: ``dicom-images-train/<StudyInstanceUID>/
@@ -519,8 +554,8 @@ def write_demo_dataset(out_dir: str,
             Defaults to False.
 
     Returns:
-        dict[str, np.ndarray]: The ground-truth mask (``uint8`` 0/1,
-        union of the regions) per ImageId (= SOPInstanceUID).
+        EncodedMasks: The ground-truth mask (``uint8`` 0/1, union of the
+        regions) per ImageId (= SOPInstanceUID), decoded when read.
     """
     if layout not in LAYOUTS:
         raise ValueError(f'layout must be one of {LAYOUTS}, got {layout!r}')
@@ -572,7 +607,7 @@ def write_demo_dataset(out_dir: str,
     sep = ', ' if stage1_header else ','
     rle_rows = [f'ImageId{sep}EncodedPixels']
     png_rows = ['ImageId,new_filename,has_pneumo']
-    masks: dict[str, np.ndarray] = {}
+    masks = EncodedMasks(size, size)
 
     indices = range(num)
     if progress:
@@ -586,7 +621,7 @@ def write_demo_dataset(out_dir: str,
         mask = np.zeros((size, size), np.uint8)
         for region in regions:
             mask |= region
-        masks[image_id] = mask
+        masks.add(image_id, mask)
 
         if write_dicom:
             folder = osp.join(out_dir, 'dicom-images-train', uids['study'],

@@ -183,3 +183,18 @@ def test_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match='positive_fraction'):
         write_demo_dataset(str(tmp_path), 1, 0, size=64,
                            positive_fraction=1.5)
+
+
+def test_encoded_masks_give_back_the_masks_kept():
+    from mmseg_ptx.datasets.synthetic import EncodedMasks
+    rng = np.random.default_rng(0)
+    masks = EncodedMasks(5, 7)
+    kept = {'a': (rng.random((5, 7)) < 0.3).astype(np.uint8),
+            'b': np.zeros((5, 7), np.uint8)}
+    for image_id, mask in kept.items():
+        masks.add(image_id, mask)
+    assert len(masks) == 2 and list(masks) == ['a', 'b']
+    for image_id, mask in kept.items():
+        np.testing.assert_array_equal(masks[image_id], mask)
+    with pytest.raises(ValueError, match=r'mask of c has shape \(7, 5\)'):
+        masks.add('c', np.zeros((7, 5), np.uint8))
