@@ -25,11 +25,12 @@ import numpy as np
 from tqdm import tqdm
 
 import mmseg_ptx  # noqa: F401  (stack fixes + registration)
-from mmseg_ptx.apis import (IMAGE_SUFFIXES, build_postprocessor,
+from mmseg_ptx.apis import (IMAGE_SUFFIXES, UsageError, build_postprocessor,
                             default_device, draw_overlay, find_images,
                             image_reader, load_models, postprocess_mismatch,
                             predict_probabilities, read_config,
                             reports_usage_errors, write_submission)
+from mmseg_ptx.datasets import read_image_ids
 from mmseg_ptx.datasets.files import remove_paths
 from mmseg_ptx.datasets.rle import EMPTY_RLE, rle_encode
 
@@ -178,25 +179,52 @@ def is_output(path: str) -> bool:
                     for d in ('masks', 'overlays')))
 
 
-def drop_duplicate_ids(paths: List[str],
+def image_ids(paths: List[str], listed: Optional[Dict[str, str]],
+              errors: List[Tuple[str, str]]) -> Dict[str, str]:
+    """The ImageId of each file: :func:`image_id_of`, or, with a CSV of
+    ``--image-ids``, the one it lists for the file name. A file the CSV
+    does not list gets none and is added to ``errors``.
+
+    Args:
+        paths (list[str]): The images.
+        listed (dict, optional): ``--image-ids``' file name -> ImageId.
+        errors (list): Gets ``(path, reason)`` of each file left out.
+
+    Returns:
+        dict[str, str]: path -> ImageId of the files that have one.
+    """
+    if listed is None:
+        return {path: image_id_of(path) for path in paths}
+    ids = {}
+    for path in paths:
+        image_id = listed.get(osp.basename(path))
+        if image_id is None:
+            errors.append((path, 'not listed in --image-ids: no ImageId'))
+        else:
+            ids[path] = image_id
+    return ids
+
+
+def drop_duplicate_ids(ids: Dict[str, str],
                        errors: List[Tuple[str, str]]) -> List[str]:
-    """``paths`` without the files whose ImageId another file has too.
+    """The files of ``ids`` (path -> ImageId) but those whose ImageId
+    another file has too.
 
     Which of them the submission's row should come from is unknown, so
     none is predicted; each is added to ``errors``.
     """
     by_id: Dict[str, List[str]] = {}
-    for path in paths:
-        by_id.setdefault(image_id_of(path), []).append(path)
+    for path, image_id in ids.items():
+        by_id.setdefault(image_id, []).append(path)
     kept = []
-    for path in paths:
-        same = by_id[image_id_of(path)]
+    for path, image_id in ids.items():
+        same = by_id[image_id]
         if len(same) == 1:
             kept.append(path)
             continue
         others = ', '.join(p for p in same if p != path)
-        errors.append((path, f'ImageId {image_id_of(path)!r} is also the '
-                       f'name of {others}: none of them is predicted'))
+        errors.append((path, f'ImageId {image_id!r} is also the ImageId of '
+                       f'{others}: none of them is predicted'))
     return kept
 
 
@@ -292,6 +320,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--overwrite', action='store_true',
         help='replace the outputs of an earlier run in --out')
+    parser.add_argument(
+        '--image-ids', metavar='CSV',
+        help='a CSV with the columns ImageId and new_filename (as the PNG '
+        're-release\'s stage_1_train_images.csv) giving the ImageId of '
+        'each file, for images not named by their ImageId; files it does '
+        'not list are errors')
     args = parser.parse_args()
     if args.batch_size < 1 or args.workers < 1:
         parser.error('--batch-size and --workers must be positive')
@@ -319,7 +353,14 @@ def main() -> int:
               'tool\'s runs under INPUT', file=sys.stderr)
         paths = [p for p in paths if p not in outputs]
     errors: List[Tuple[str, str]] = []
-    paths = drop_duplicate_ids(paths, errors)
+    listed = None
+    if args.image_ids is not None:
+        try:
+            listed = read_image_ids(args.image_ids)
+        except (OSError, ValueError) as err:
+            raise UsageError(f'--image-ids: {err}') from None
+    ids = image_ids(paths, listed, errors)
+    paths = drop_duplicate_ids(ids, errors)
     if not paths and errors:
         return report_errors(errors, None)
     if not paths:
@@ -327,7 +368,7 @@ def main() -> int:
               f'under {args.input}', file=sys.stderr)
         return 1
     earlier = earlier_outputs(args.out, args.overwrite)
-    refuse_clashes(args.out, [image_id_of(p) for p in paths], args.save_prob)
+    refuse_clashes(args.out, [ids[p] for p in paths], args.save_prob)
     device = args.device or default_device()
     specs = [(args.config, args.checkpoint)] + [
         tuple(pair) for pair in args.extra_model
@@ -384,18 +425,19 @@ def main() -> int:
             reads = upcoming
             if index + 1 < len(batches):
                 upcoming = [pool.submit(read, p) for p in batches[index + 1]]
-            ids, images, sources = [], [], {}
+            batch_ids, images, sources = [], [], {}
             for path, future in zip(batch, reads):
                 try:
                     img = future.result()
                 except (OSError, ValueError) as err:
                     errors.append((path, str(err)))
                     continue
-                sources[image_id_of(path)] = path
-                ids.append(image_id_of(path))
+                sources[ids[path]] = path
+                batch_ids.append(ids[path])
                 images.append(img)
-            probs, failures = predict_each(models, ids, images, args.tta)
-            for image_id, img, prob, err in zip(ids, images, probs,
+            probs, failures = predict_each(models, batch_ids, images,
+                                           args.tta)
+            for image_id, img, prob, err in zip(batch_ids, images, probs,
                                                 failures):
                 if err is not None:
                     errors.append((sources[image_id], 'prediction failed: '

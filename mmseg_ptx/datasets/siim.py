@@ -16,7 +16,7 @@ from .rle import EMPTY_RLE, rle_validate
 from .split import (SPLIT_ORDERS, SplitResult, balance_and_split, count_split,
                     read_split, write_split)
 
-__all__ = ['SIIMPneumothoraxDataset']
+__all__ = ['SIIMPneumothoraxDataset', 'read_image_ids']
 
 # Default image directory and annotation file of each layout, relative to
 # ``data_root`` (Kaggle's names).
@@ -49,6 +49,39 @@ def _read_csv(path: str, required: Sequence[str]) -> List[Dict[str, str]]:
         raise ValueError(f'{path} is not UTF-8 text: {err}') from None
     finally:
         csv.field_size_limit(limit)
+
+
+def read_image_ids(path: str) -> Dict[str, str]:
+    """The ImageId of each file a CSV names: the PNG re-release's
+    ``stage_1_train_images.csv`` (or a test list with the same columns),
+    whose files are named by ``new_filename``, not by their ImageId.
+
+    Args:
+        path (str): A CSV with the columns ``ImageId`` and
+            ``new_filename`` (others are ignored).
+
+    Returns:
+        dict[str, str]: ``new_filename`` -> ``ImageId``.
+
+    Raises:
+        ValueError: The CSV is malformed, or names a file or an ImageId
+            twice (naming the line).
+    """
+    ids: Dict[str, str] = {}
+    files: Dict[str, str] = {}  # ImageId -> its new_filename
+    for row in _read_csv(path, ('ImageId', 'new_filename')):
+        where = f'{path}, line {row["_line"]}'
+        name, image_id = row['new_filename'], row['ImageId']
+        if not name or not image_id:
+            raise ValueError(f'{where}: an empty ImageId or new_filename')
+        if ids.setdefault(name, image_id) != image_id:
+            raise ValueError(f'{where}: new_filename {name} is listed for '
+                             f'ImageId {image_id} and ImageId {ids[name]}')
+        if files.setdefault(image_id, name) != name:
+            raise ValueError(f'{where}: ImageId {image_id} is listed for '
+                             f'new_filename {name} and new_filename '
+                             f'{files[image_id]}')
+    return ids
 
 
 def _read_rows(path: str, reader, required: Sequence[str]

@@ -7,7 +7,8 @@ from mmengine.logging import MMLogger
 from mmseg.registry import DATASETS
 from siim_testdata import SECRET_PATIENT, make_dicom_root, make_png_root
 
-from mmseg_ptx.datasets import SIIMPneumothoraxDataset, read_split
+from mmseg_ptx.datasets import (SIIMPneumothoraxDataset, read_image_ids,
+                                read_split)
 
 POS1, POS2, NEG1, NEG2 = '1.2.3.10', '1.2.3.11', '1.2.3.20', '1.2.3.21'
 ROWS = [
@@ -320,6 +321,25 @@ def test_png_file_listed_for_two_image_ids(tmp_path):
              r'1\.2\.7\.3 and ImageId 1\.2\.7')
     with pytest.raises(ValueError, match=match):
         _build(tmp_path, layout='png')
+
+
+def test_read_image_ids(tmp_path):
+    """The PNG re-release's file -> ImageId list: stage-1 spellings (a BOM,
+    spaces after the commas), other columns ignored; a file or an ImageId
+    listed twice is an error naming the line."""
+    path = tmp_path / 'ids.csv'
+    path.write_text('\ufeffImageId, new_filename, has_pneumo\n'
+                    '1.2.1, 0_test_.png, 0\n1.2.2, 1_test_.png, 1\n')
+    assert read_image_ids(str(path)) == {'0_test_.png': '1.2.1',
+                                         '1_test_.png': '1.2.2'}
+    path.write_text('ImageId,new_filename\n1.2.1,a.png\n1.2.1,b.png\n')
+    with pytest.raises(ValueError, match=r'line 3: ImageId 1\.2\.1 is listed '
+                       'for new_filename b.png and new_filename a.png'):
+        read_image_ids(str(path))
+    path.write_text('ImageId\n1.2.1\n')
+    with pytest.raises(ValueError, match=r"lacks the column\(s\) "
+                       r"\['new_filename'\]"):
+        read_image_ids(str(path))
 
 
 @pytest.mark.parametrize('row, match', [

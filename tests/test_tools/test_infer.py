@@ -280,6 +280,40 @@ def test_infer_usage_errors_are_one_line(tmp_path, demo_root, tool_main):
     assert not (tmp_path / 'o').exists()
 
 
+def test_infer_image_ids_from_a_csv(tmp_path, demo_root, tool_main):
+    """--image-ids: the PNG re-release's files are named by new_filename;
+    the submission and the outputs take the ImageIds its CSV lists, and a
+    file it does not list is an error of that file."""
+    ckpt = save_tiny_checkpoint(build_tiny_model(), tmp_path / 'tiny.pth')
+    listing = demo_root / 'stage_1_train_images.csv'
+    with open(listing) as f:
+        rows = list(csv.DictReader(f))[:2]
+    src = tmp_path / 'in'
+    src.mkdir()
+    for row in rows:
+        shutil.copy(demo_root / 'png_images' / row['new_filename'], src)
+    shutil.copy(src / rows[0]['new_filename'], src / 'unlisted.png')
+    out = tmp_path / 'out'
+    status, _, err = tool_main('infer', TINY_CONFIG, ckpt, src, '--out', out,
+                               '--device', 'cpu', '--image-ids', listing)
+    assert status == 1, err
+    assert (out / 'errors.txt').read_text() == (
+        f'{src / "unlisted.png"}\tnot listed in --image-ids: no ImageId\n')
+    with open(out / 'submission.csv') as f:
+        submitted = [r['ImageId'] for r in csv.DictReader(f)]
+    assert sorted(submitted) == sorted(r['ImageId'] for r in rows)
+    assert sorted(p.stem for p in (out / 'masks').iterdir()) == sorted(
+        submitted)
+    # A CSV that names one file for two ImageIds: a usage error.
+    bad = tmp_path / 'bad.csv'
+    bad.write_text('ImageId,new_filename\n1.2.3,a.png\n1.2.4,a.png\n')
+    status, _, err = tool_main('infer', TINY_CONFIG, ckpt, src, '--out',
+                               tmp_path / 'out2', '--image-ids', bad)
+    assert status == 2
+    assert err == (f'error: --image-ids: {bad}, line 3: new_filename a.png '
+                   'is listed for ImageId 1.2.4 and ImageId 1.2.3\n')
+
+
 def test_infer_bfloat16_weights(tmp_path, demo_root, tool_main):
     model = build_tiny_model()
     ckpt = save_tiny_checkpoint(model, tmp_path / 'tiny.pth')
