@@ -99,13 +99,41 @@ def test_predictions_agree(logits):
     assert (margin[differ] <= 2 * (bf16 - fp32).abs().max()).all()
 
 
+def test_copies_run_their_own_weights(logits):
+    """A deep copy of a cast model (one per device, an EMA) runs its own
+    layers in bf16 with float32 logits, and a pickled one loads and gives
+    the same logits."""
+    import copy
+    import pickle
+    model = cast_for_inference(build_tiny_model(size=SIZE))
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        twin.decode_head.conv_seg.weight.zero_()
+        twin.decode_head.conv_seg.bias.fill_(5)
+    copied = seg_logits(twin)
+    assert copied.dtype == torch.float32
+    assert (copied == 5).all()
+    assert torch.equal(seg_logits(model), logits['bf16'])
+    loaded = pickle.loads(pickle.dumps(model))
+    assert torch.equal(seg_logits(loaded), logits['bf16'])
+
+
+def test_a_head_without_conv_seg_is_refused_before_any_cast():
+    model = build_tiny_model(size=SIZE)
+    del model.decode_head.conv_seg
+    with pytest.raises(TypeError, match='UPerHead has none'):
+        cast_for_inference(model)
+    assert {t.dtype for _, t in network_tensors(model)
+            if t.is_floating_point()} == {torch.float32}
+
+
 def test_second_call_is_noop_and_casting_back_refused():
     model = build_tiny_model(size=SIZE)
     cast_for_inference(model)
-    forward = model.decode_head.forward
+    head_hooks = dict(model.decode_head.conv_seg._forward_hooks)
     hooks = dict(model.backbone._forward_pre_hooks)
     cast_for_inference(model, 'bfloat16')
-    assert model.decode_head.forward is forward
+    assert dict(model.decode_head.conv_seg._forward_hooks) == head_hooks
     assert dict(model.backbone._forward_pre_hooks) == hooks
     with pytest.raises(ValueError, match='cannot recover'):
         cast_for_inference(model, 'float32')
@@ -115,11 +143,10 @@ def test_second_call_is_noop_and_casting_back_refused():
 
 def test_float32_leaves_model_unchanged():
     model = build_tiny_model(size=SIZE)
-    forward = model.decode_head.forward
     cast_for_inference(model, 'float32')
     assert {t.dtype for _, t in network_tensors(model)
             if t.is_floating_point()} == {torch.float32}
-    assert model.decode_head.forward == forward
+    assert not model.decode_head.conv_seg._forward_hooks
     assert not model.backbone._forward_pre_hooks
     # Not a cast: bf16 afterwards is still allowed.
     cast_for_inference(model, 'bfloat16')

@@ -1,8 +1,7 @@
 """Hold a segmentor's weights in bfloat16 (or float16) for inference."""
 from __future__ import annotations
 
-import functools
-from typing import Any, Callable, List, Union
+from typing import Any, List, Union
 
 import torch
 from mmseg.models.backbones.swin import WindowMSA
@@ -51,25 +50,18 @@ def _to_float32(out: Any) -> Any:
     return out
 
 
-def _float32_outputs(forward: Callable) -> Callable:
-    """``forward`` with its floating-point outputs cast to float32."""
-
-    @functools.wraps(forward)
-    def wrapped(*args, **kwargs):
-        return _to_float32(forward(*args, **kwargs))
-
-    return wrapped
+def _float32_output(module: nn.Module, args: tuple, output: Any) -> Any:
+    """A forward hook: the floating-point outputs in float32."""
+    return _to_float32(output)
 
 
-def _cast_inputs(dtype: torch.dtype) -> Callable:
-    """A forward pre-hook casting the floating-point inputs to ``dtype``."""
-
-    def hook(module: nn.Module, args: tuple) -> tuple:
-        return tuple(
-            a.to(dtype) if isinstance(a, torch.Tensor)
-            and a.is_floating_point() else a for a in args)
-
-    return hook
+def _inputs_like_weights(module: nn.Module, args: tuple) -> tuple:
+    """A forward pre-hook: the floating-point inputs in the dtype of the
+    module's weights."""
+    dtype = next(module.parameters()).dtype
+    return tuple(
+        a.to(dtype) if isinstance(a, torch.Tensor)
+        and a.is_floating_point() else a for a in args)
 
 
 def _shift_mask_like_input(module: nn.Module, args: tuple,
@@ -113,7 +105,26 @@ def _network_tensors(model: EncoderDecoder) -> List[torch.Tensor]:
             for t in list(child.parameters()) + list(child.buffers())]
 
 
+def _last_heads(model: EncoderDecoder) -> List[nn.Module]:
+    """The decode and auxiliary heads (the last of a cascade), each
+    checked to end in a ``conv_seg`` layer."""
+    heads = []
+    for head in (model.decode_head, getattr(model, 'auxiliary_head', None)):
+        if isinstance(head, nn.ModuleList):
+            head = head[-1]
+        if head is None:
+            continue
+        if not isinstance(getattr(head, 'conv_seg', None), nn.Module):
+            raise TypeError(
+                'cast_for_inference needs heads whose last layer is a '
+                'conv_seg module (mmseg\'s BaseDecodeHead); '
+                f'{type(head).__name__} has none')
+        heads.append(head)
+    return heads
+
+
 def _cast_segmentor(model: EncoderDecoder, dtype: torch.dtype) -> None:
+    heads = _last_heads(model)  # before anything is cast
     for child in _network(model):
         # Module.to(dtype) casts floating-point tensors only: BatchNorm's
         # integer num_batches_tracked and Swin's position index stay.
@@ -124,16 +135,15 @@ def _cast_segmentor(model: EncoderDecoder, dtype: torch.dtype) -> None:
                 _shift_mask_like_input, with_kwargs=True)
     # SegDataPreProcessor returns float32 images; extract_feat calls
     # self.backbone(inputs), so a pre-hook sees them.
-    model.backbone.register_forward_pre_hook(_cast_inputs(dtype))
+    model.backbone.register_forward_pre_hook(_inputs_like_weights)
     # The heads' predict()/loss() call self.forward() directly, which skips
-    # module hooks: replace the forward attribute instead.
-    # CascadeEncoderDecoder feeds each head's output to the next one, so
-    # only its last head returns float32.
-    for head in (model.decode_head, getattr(model, 'auxiliary_head', None)):
-        if isinstance(head, nn.ModuleList):
-            head = head[-1]
-        if head is not None:
-            head.forward = _float32_outputs(head.forward)
+    # the head's own hooks; its last layer, conv_seg, is called as a
+    # module. CascadeEncoderDecoder feeds each head's output to the next
+    # one, so only its last head returns float32. Hooks of module-level
+    # functions, unlike a replaced forward, go with a copy (deepcopy,
+    # pickle) of the model and act on the copy's own layers.
+    for head in heads:
+        head.conv_seg.register_forward_hook(_float32_output)
     setattr(model, _MARK, dtype)
 
 
