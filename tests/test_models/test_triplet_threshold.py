@@ -39,6 +39,16 @@ def test_tensor_input_and_plain_threshold():
     np.testing.assert_array_equal(mask, (prob > 0.5).numpy())
 
 
+def test_float64_maps_are_cut_in_float32_as_tensors_are():
+    """0.75 + 1e-12 is 0.75 in float32: not above a 0.75 threshold, for a
+    numpy map as for the same map as a tensor (and on the device)."""
+    prob = np.full((4, 4), 0.75 + 1e-12)
+    pp = TripletThresholdPostProcessor(0.75, 0, 0.75)
+    for given in (prob, torch.from_numpy(prob)):
+        assert not pp(given).any()
+    assert not pp.mask_tensor(torch.from_numpy(prob)).any()
+
+
 def test_component_removal():
     prob = blob_map(halo=0.05)
     prob[50:53, 50:53] = 0.9  # 9-pixel speck

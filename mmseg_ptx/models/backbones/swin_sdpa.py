@@ -3,10 +3,13 @@
 :class:`SwinTransformerSDPA` is mmseg's :class:`~mmseg.models.backbones.
 SwinTransformer` with the window attention computed by
 :func:`torch.nn.functional.scaled_dot_product_attention` (SDPA). Everything
-else -- patch embedding, blocks, FFNs, norms, ``init_weights`` (including the
-conversion of official Swin checkpoints) -- is inherited, and the module tree
-and ``state_dict`` keys are exactly mmseg's, so the two load each other's
-checkpoints.
+else -- patch embedding, blocks, FFNs, norms, ``init_weights`` -- is
+inherited, and the module tree and ``state_dict`` keys are exactly mmseg's,
+so the two load each other's checkpoints. Pretrained weights are
+OpenMMLab's (the URLs of mmseg's Swin configs): like mmseg's, the backbone
+does not convert Microsoft's original Swin checkpoints, whose keys it
+would not find (mmseg's ``tools/model_converters/swin2mmseg.py`` converts
+them).
 
 Why it is faster (same maths):
 
@@ -432,7 +435,7 @@ class SwinTransformerSDPA(SwinTransformer):
     function (to float rounding); only the window attention modules and
     the stochastic depth modules differ (see the module docstring). Module
     names, parameters, persistent buffers and ``init_weights`` (including
-    ``init_cfg=dict(type='Pretrained', ...)`` with official Swin
+    ``init_cfg=dict(type='Pretrained', ...)`` with OpenMMLab's Swin
     checkpoints) are inherited unchanged.
 
     Example:

@@ -100,7 +100,9 @@ class TripletThresholdPostProcessor:
         """
         if isinstance(prob, torch.Tensor):
             prob = prob.detach().float().cpu().numpy()
-        prob = np.asarray(prob)
+        # float32 for every input, as mask_tensor: a float64 map would
+        # otherwise be cut otherwise than the same map as a tensor.
+        prob = np.asarray(prob, dtype=np.float32)
         if prob.ndim != 2:
             raise ValueError('TripletThresholdPostProcessor expects an '
                              f'(H, W) probability map, got shape '
