@@ -30,8 +30,10 @@ def evaluated_metric(seed=0, num=4, size=48):
 
 
 def make_runner(work_dir, metric, name):
+    """What the hook reads of a training run's Runner."""
     evaluator = SimpleNamespace(metrics=[metric])
     return SimpleNamespace(
+        _train_loop=SimpleNamespace(),  # built, as in training
         work_dir=str(work_dir),
         epoch=0,
         iter=0,
@@ -178,3 +180,16 @@ def test_validation_without_training(tmp_path, demo_root):
     assert not list(work.glob('pr_curves/val_latest.*'))
     assert not (work / 'metrics_history.json').exists()
     assert not list(work.rglob('*.pth'))
+
+
+def test_a_runner_without_a_train_loop_is_not_training():
+    """A config without train_cfg (evaluation only) leaves mmengine's
+    Runner no train loop, and runner.epoch 0: its validation must not be
+    written as the training run's (val_latest.*, the history)."""
+    from mmseg_ptx.engine.hooks.pr_curve_hook import _progress
+    for loop in (None, dict(type='EpochBasedTrainLoop')):
+        assert _progress(
+            SimpleNamespace(_train_loop=loop, epoch=0, iter=0)) == (None,
+                                                                    None)
+    assert _progress(SimpleNamespace(_train_loop=SimpleNamespace(), epoch=3,
+                                     iter=30)) == (3, 30)

@@ -26,9 +26,12 @@ _TRAIN_KEYWORDS = ('loss', 'dice', 'iou', 'acc')
 
 def _progress(runner) -> tuple:
     """(epoch, iter) of the training loop, or (None, None) outside
-    training: ``runner.epoch`` would build the train loop -- and its
-    dataset -- in a test-only run."""
-    if isinstance(getattr(runner, '_train_loop', None), dict):
+    training: a loop not built (its config, a dict; ``runner.epoch`` would
+    build it and its dataset) or none at all (a config without
+    ``train_cfg``, whose ``runner.epoch`` is 0), as mmengine's
+    ``LogProcessor`` tells them."""
+    loop = getattr(runner, '_train_loop', None)
+    if loop is None or isinstance(loop, dict):
         return None, None
     return runner.epoch, runner.iter
 
