@@ -8,7 +8,7 @@ from mmengine.runner import Runner
 import mmseg_ptx  # noqa: F401  (stack fixes + registration)
 from mmseg_ptx.apis import (UsageError, add_runner_args,
                             format_metrics_table, has_custom_hook,
-                            load_config, postprocess_mismatch,
+                            load_config, postprocess_mismatch, read_config,
                             reports_usage_errors)
 from mmseg_ptx.engine.hooks import SWIN_BLOCKS
 from mmseg_ptx.models import INFERENCE_DTYPES
@@ -104,7 +104,7 @@ def main() -> None:
         cfg.model = dict(
             type='EnsembleSegmentor',
             models=[cfg.model] +
-            [Config.fromfile(c).model for c, _ in args.extra_model],
+            [read_config(c).model for c, _ in args.extra_model],
             checkpoints=[args.checkpoint] +
             [ckpt for _, ckpt in args.extra_model])
         cfg.load_from = None

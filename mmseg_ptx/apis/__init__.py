@@ -1,8 +1,8 @@
 """Helpers shared by the command-line tools in ``tools/``."""
-from .cli import (UsageError, add_cfg_options_arg, add_runner_args,
-                  config_type_name, format_metrics_table, has_custom_hook,
-                  load_config, merge_cfg_options, read_config,
-                  reports_usage_errors)
+from .cli import (MissingFileError, UsageError, add_cfg_options_arg,
+                  add_runner_args, config_type_name, format_metrics_table,
+                  has_custom_hook, load_config, merge_cfg_options,
+                  read_config, reports_usage_errors)
 from .inference import (IMAGE_SUFFIXES, build_inference_pipeline,
                         build_postprocessor, default_device, draw_overlay,
                         evaluator_postprocess, find_images, image_reader,
@@ -13,6 +13,7 @@ __all__ = [
     'add_cfg_options_arg', 'add_runner_args', 'config_type_name',
     'format_metrics_table', 'has_custom_hook', 'load_config',
     'merge_cfg_options', 'read_config', 'reports_usage_errors', 'UsageError',
+    'MissingFileError',
     'IMAGE_SUFFIXES',
     'build_inference_pipeline', 'build_postprocessor', 'default_device',
     'draw_overlay', 'evaluator_postprocess', 'find_images', 'image_reader',

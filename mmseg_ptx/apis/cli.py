@@ -48,6 +48,11 @@ class UsageError(ValueError):
     """
 
 
+class MissingFileError(UsageError, FileNotFoundError):
+    """A file that a command line names (a config, a checkpoint) is not
+    there."""
+
+
 def reports_usage_errors(main: Callable[..., Optional[int]]
                          ) -> Callable[..., Optional[int]]:
     """Wrap a tool's ``main``: a :class:`UsageError` is printed as
@@ -70,10 +75,10 @@ def read_config(path: str) -> Config:
     cannot resolve ``mmseg::`` inheritance) is an error saying so.
 
     Raises:
-        UsageError: No file at ``path``.
+        MissingFileError: No file at ``path``.
     """
     if not osp.isfile(path):
-        raise UsageError(f'Config file not found: {path}')
+        raise MissingFileError(f'Config file not found: {path}')
     check_pkg_resources()
     return Config.fromfile(path)
 

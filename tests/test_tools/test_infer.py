@@ -340,9 +340,10 @@ def test_infer_bfloat16_weights(tmp_path, demo_root, tool_main):
             "run's outputs or another's files; pass --overwrite" in err)
     assert (out / 'masks' / 'old.png').exists()
     # Removed only once the models load: a mistyped checkpoint keeps them.
-    with pytest.raises(FileNotFoundError, match='tiny.pht'):
-        tool_main('infer', TINY_CONFIG, tmp_path / 'tiny.pht', *options,
-                  '--overwrite')
+    status, _, err = tool_main('infer', TINY_CONFIG, tmp_path / 'tiny.pht',
+                               *options, '--overwrite')
+    assert (status, err) == (
+        2, f'error: Checkpoint file not found: {tmp_path / "tiny.pht"}\n')
     assert (out / 'masks' / 'old.png').exists()
     status, stdout, err = tool_main('infer', TINY_CONFIG, ckpt, *options,
                                     '--overwrite')
