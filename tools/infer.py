@@ -345,8 +345,7 @@ def main() -> int:
     try:
         paths = find_images(args.input)
     except FileNotFoundError as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 2
+        raise UsageError(str(err)) from None
     outputs = {p for p in paths if is_output(p)}
     if outputs:
         print(f'Leaving out {len(outputs)} mask/overlay PNG(s) of this '
@@ -382,9 +381,8 @@ def main() -> int:
     except (TypeError, ValueError) as err:
         given = (f' with --postprocess-cfg {args.postprocess_cfg}'
                  if args.postprocess_cfg else '')
-        print(f'error: the post-processing of {args.config}{given}: {err}',
-              file=sys.stderr)
-        return 2
+        raise UsageError(f'the post-processing of {args.config}{given}: '
+                         f'{err}') from None
     mismatch = postprocess_mismatch(cfg)
     if mismatch and not args.no_postprocess:
         print(f'Warning: {mismatch}', file=sys.stderr)
