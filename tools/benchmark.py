@@ -257,6 +257,17 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         "mode pads its batches to it, not to the config's "
         'data_preprocessor size)')
     parser.add_argument(
+        '--ori-size',
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=('H', 'W'),
+        help='original image size of the infer and eval modes: the logits '
+        'are resized back to it and the eval mode\'s label maps have it, '
+        'as in tools/test.py on the SIIM radiographs (1024 1024: four '
+        'times the pixels of a 512 input). Default: --img-size, random '
+        'data at the input size, as the reference throughput figures')
+    parser.add_argument(
         '--mode',
         nargs='+',
         choices=list(MODES) + list(EXTRA_MODES) + ['all'],
@@ -286,6 +297,15 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                      'without --compile')
     if min(args.batch_size) < 1 or args.iters < 1 or args.warmup < 0:
         parser.error('--batch-size and --iters must be >= 1, --warmup >= 0')
+    if args.ori_size is None:
+        args.ori_size = list(args.img_size)
+    if min(args.img_size + args.ori_size) < 1 or args.profile < 0:
+        parser.error('--img-size and --ori-size must be >= 1, --profile >= 0')
+    if not args.compile:
+        for flag, default in (('compile_mode', None),
+                              ('compile_scope', 'modules')):
+            if getattr(args, flag) != default:
+                parser.error(f'--{flag.replace("_", "-")} needs --compile')
     if args.device is None:
         args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
     if args.device == 'cuda' and not torch.cuda.is_available():
@@ -446,10 +466,16 @@ def amp_context(switches: Dict[str, Any], device: str, infer: bool):
 
 
 def random_batch(cfg: Config, batch_size: int, img_size: Tuple[int, int],
-                 device: str) -> Dict[str, list]:
+                 device: str,
+                 ori_size: Optional[Tuple[int, int]] = None
+                 ) -> Dict[str, list]:
     """A batch as PackSegInputs + pseudo_collate make it, already on the
-    device: uint8 images and int64 label maps of random classes."""
+    device: uint8 images of ``img_size`` and int64 label maps of random
+    classes, of ``ori_size`` (default ``img_size``), the original size
+    that inference resizes the logits back to (a training batch's labels
+    must have the input's size)."""
     h, w = img_size
+    oh, ow = ori_size or img_size
     in_channels = cfg.model.backbone.get('in_channels', 3)
     num_classes = cfg.model.decode_head.get('num_classes', 2)
     gen = torch.Generator().manual_seed(0)
@@ -458,9 +484,9 @@ def random_batch(cfg: Config, batch_size: int, img_size: Tuple[int, int],
         img = torch.randint(
             0, 256, (in_channels, h, w), dtype=torch.uint8, generator=gen)
         seg = torch.randint(
-            0, num_classes, (1, h, w), dtype=torch.int64, generator=gen)
+            0, num_classes, (1, oh, ow), dtype=torch.int64, generator=gen)
         sample = SegDataSample(
-            metainfo=dict(img_shape=(h, w), ori_shape=(h, w),
+            metainfo=dict(img_shape=(h, w), ori_shape=(oh, ow),
                           pad_shape=(h, w), flip=False))
         sample.gt_sem_seg = PixelData(data=seg.to(device))
         inputs.append(img.to(device))
@@ -490,6 +516,15 @@ def loader_batches(cfg: Config, batch_size: int,
             yield from loader
 
     return endless(), ''
+
+
+def prefetched_batches(cfg: Config) -> int:
+    """How many batches the train loader's workers hold ready: the loader
+    mode warms up for at least that many iterations, so that its timed
+    window starts at the rate they keep up, not with a full queue."""
+    loader_cfg = cfg.get('train_dataloader') or {}
+    workers = loader_cfg.get('num_workers', 0)
+    return workers * (loader_cfg.get('prefetch_factor') or 2)
 
 
 @contextmanager
@@ -841,8 +876,10 @@ def run_variant(cfg: Config,
     pad_size = cfg.model.get('data_preprocessor', {}).get('size')
     loader_size = tuple(pad_size) if pad_size else None
 
-    def measure(mode: str, batch_size: int, step: Callable[[], int]) -> None:
+    def measure(mode: str, batch_size: int, step: Callable[[], int],
+                warmup: Optional[int] = None) -> None:
         desc = f'{name} {mode} b{batch_size}'
+        warmup = args.warmup if warmup is None else warmup
         rows = []
         for sync in args.sync:
             row = dict(variant=name, mode=mode, switches=switches,
@@ -851,9 +888,10 @@ def run_variant(cfg: Config,
                 row['backend'] = backend
             rows.append(row)
             try:
-                row.update(time_iterations(step, args.warmup, args.iters,
+                row.update(time_iterations(step, warmup, args.iters,
                                            device, desc,
                                            sync == 'iteration'))
+                row['warmup_iters'] = warmup
                 # The FLOPs are counted at --img-size; the loader's batches
                 # have the config's size, which may differ.
                 if flops and (mode != 'loader' or loader_size == tuple(
@@ -916,7 +954,10 @@ def run_variant(cfg: Config,
                         train_step(data, optim_wrapper)
                     return len(data['inputs'])
 
-                measure('loader', batch_size, loader_step)
+                # The batches the workers queued while the model built
+                # and warmed up would come at no cost in the timed window.
+                measure('loader', batch_size, loader_step,
+                        max(args.warmup, prefetched_batches(cfg)))
                 batches = None
         batch = None
     optim_wrapper = train_step = None
@@ -935,7 +976,8 @@ def run_variant(cfg: Config,
         skipped.append(f'{name} eval: skipped, the config has no '
                        'val_evaluator')
     for batch_size in args.batch_size if infers else []:
-        batch = random_batch(cfg, batch_size, tuple(args.img_size), device)
+        batch = random_batch(cfg, batch_size, tuple(args.img_size), device,
+                             tuple(args.ori_size))
         infer_model.eval()
 
         def infer() -> list:
@@ -996,6 +1038,7 @@ def environment(args: argparse.Namespace) -> Dict[str, Any]:
         mode=args.mode,
         batch_size=args.batch_size,
         img_size=list(args.img_size),
+        ori_size=list(args.ori_size),
         iters=args.iters,
         warmup=args.warmup,
         sync=args.sync,

@@ -23,7 +23,11 @@
 #                with the operations that make the host wait
 #                (--host-syncs); fed by the loader part's data when that
 #                part runs; with the eval mode too (inference plus the
-#                config's PneumothoraxMetric: a validation iteration);
+#                config's PneumothoraxMetric: a validation iteration); its
+#                inference resizes the logits back to VAL_ORI x VAL_ORI
+#                (default 1024, the SIIM radiographs'), as tools/test.py
+#                does, where the other parts keep the input size (random
+#                data at 512, as the reference's figures);
 #   profile      this project's config, all switches, batch BATCH: the
 #                operators that take the GPU's time in its train step and
 #                in inference (benchmark.py --profile PROFILE_ITERS,
@@ -56,7 +60,7 @@
 # Usage: bash tools/benchmark_gpu.sh OUT_DIR
 # Environment: PARTS, PYTHON (default python), DEVICE (default cuda; cpu
 # with tiny settings only checks the script), ITERS, WARMUP, IMG,
-# SWEEP_BATCHES, BIG_BATCHES, BATCH, PROFILE_ITERS, LOADER_WORKERS,
+# SWEEP_BATCHES, BIG_BATCHES, BATCH, PROFILE_ITERS, LOADER_WORKERS, VAL_ORI,
 # DEMO_NUM, DEMO_SIZE, DEMO_DATA, SWINB_CONFIG, PTX_CONFIG, SDPA_KERNELS,
 # FLEX_OPTIONS, COMPILE_TIMEOUT, COMPILE_MODE (the compile parts'
 # torch.compile mode, e.g. reduce-overhead: CUDA graphs, against the
@@ -91,6 +95,7 @@ BIG_BATCHES=${BIG_BATCHES:-32 64}
 # The batch of the kernel, loader and compile parts.
 BATCH=${BATCH:-16}
 PROFILE_ITERS=${PROFILE_ITERS:-2}
+VAL_ORI=${VAL_ORI:-1024}
 LOADER_WORKERS=${LOADER_WORKERS:-12}
 DEMO_NUM=${DEMO_NUM:-240}
 DEMO_SIZE=${DEMO_SIZE:-1024}
@@ -129,6 +134,9 @@ bench() {  # bench NAME CONFIG ARGS...: one tools/benchmark.py run, logged
     local name=$1 config=$2
     shift 2
     echo "== $name"
+    # An earlier run's rows must not pass for this run's if this one fails
+    # before its first.
+    rm -f "$OUT_DIR/$name.json"
     # $PYTHON unquoted: it may carry words ("timeout 200 python").
     $PYTHON tools/benchmark.py "$config" --device "$DEVICE" \
         --img-size "$IMG" "$IMG" --iters "$ITERS" --warmup "$WARMUP" \
@@ -210,7 +218,7 @@ if want sync; then
     fi
     bench ptx_sync "$PTX_CONFIG" --mode all eval --batch-size "$BATCH" \
         "${SWITCHES[@]}" --sync iteration end --host-syncs \
-        --cfg-options "${options[@]}"
+        --ori-size "$VAL_ORI" "$VAL_ORI" --cfg-options "${options[@]}"
 fi
 
 if want profile; then

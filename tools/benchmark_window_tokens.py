@@ -155,9 +155,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                   for row in rows) / args.batch_size
         for name in ('stock', 'gather')
     }
-    device = (torch.cuda.get_device_name()
-              if args.device == 'cuda' else f'cpu ({torch.get_num_threads()}'
-              ' threads)')
+    device = (torch.cuda.get_device_name(args.device)
+              if torch.device(args.device).type == 'cuda' else
+              f'cpu ({torch.get_num_threads()} threads)')
     print(f'{device}, torch {torch.__version__}, batch {args.batch_size}, '
           f'{args.img_size} px, window {args.window_size}, amp {args.amp}; '
           f'forward + backward, min ms over {args.iters} iterations')

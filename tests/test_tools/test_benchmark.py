@@ -413,10 +413,14 @@ def test_host_syncs_and_sync_at_the_end(tmp_path):
     demo = ROOT / 'configs' / 'upernet_swin-nano_ptx-demo-128.py'
     out = tmp_path / 'bench.json'
     tool = load_tool('benchmark')
+    # Inference resizes the logits back to 96 px, as tools/test.py to the
+    # radiographs' size; the metric gets label maps of that size.
     report = tool.main([str(demo), *BASE_ARGS, '--mode', 'all', 'eval',
                         '--sync', 'iteration', 'end', '--host-syncs',
-                        '--top1-accuracy', '--json', str(out)])
+                        '--top1-accuracy', '--ori-size', '96', '96',
+                        '--json', str(out)])
     assert report['settings']['sync'] == ['iteration', 'end']
+    assert report['settings']['ori_size'] == [96, 96]
     rows = {(r['mode'], r['sync']): r for r in report['results']}
     # (loader too where `make demo` has written its data)
     assert {(mode, sync)
@@ -498,6 +502,8 @@ def test_loader_mode_keeps_the_config_padding(tmp_path, demo_root):
         'train_dataloader.dataset.pipeline.2.scale=(128,128)', '--flops'])
     assert [(r['mode'], 'error' in r) for r in report['results']] == [
         ('step', False), ('loader', False)]
+    # No workers: nothing queued, the loader warms up as the step.
+    assert [r['warmup_iters'] for r in report['results']] == [1, 1]
     # FLOPs are counted at --img-size (64 px): no TFLOP/s for the loader's
     # 128 px batches.
     assert ['tflop_per_s' in r for r in report['results']] == [True, False]
@@ -586,3 +592,44 @@ def test_folded_inference_model_is_built_after_the_train_rows(monkeypatch):
     # The second build had BatchNorms when built; folded before timing.
     assert events == [('build', True), ('time', 'step'), ('build', True),
                       ('time', 'infer')]
+
+
+def test_inference_batches_have_the_original_size():
+    """--ori-size: the images have the input size, the label maps and
+    ori_shape the original size inference resizes back to."""
+    from mmengine.config import Config
+    tool = load_tool('benchmark')
+    cfg = Config.fromfile(str(CONFIG))
+    batch = tool.random_batch(cfg, 2, (64, 64), 'cpu', (96, 80))
+    for img, sample in zip(batch['inputs'], batch['data_samples']):
+        assert img.shape[1:] == (64, 64)
+        assert sample.img_shape == (64, 64)
+        assert sample.ori_shape == (96, 80)
+        assert sample.gt_sem_seg.data.shape == (1, 96, 80)
+    assert tool.parse_args([str(CONFIG), '--img-size', '64', '48']
+                           ).ori_size == [64, 48]
+
+
+def test_loader_warms_up_past_the_queued_batches():
+    from mmengine.config import Config
+    tool = load_tool('benchmark')
+    cfg = Config(dict(train_dataloader=dict(num_workers=4)))
+    assert tool.prefetched_batches(cfg) == 8  # torch's prefetch_factor 2
+    cfg.train_dataloader.prefetch_factor = 3
+    assert tool.prefetched_batches(cfg) == 12
+    cfg.train_dataloader.num_workers = 0
+    assert tool.prefetched_batches(cfg) == 0
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--compile-mode', 'max-autotune'], '--compile-mode needs --compile'),
+    (['--compile-scope', 'blocks'], '--compile-scope needs --compile'),
+    (['--img-size', '0', '64'], '--img-size and --ori-size must be >= 1'),
+    (['--profile', '-1'], '--profile >= 0'),
+])
+def test_arguments_ignored_or_failing_later_are_refused(capsys, args,
+                                                        message):
+    tool = load_tool('benchmark')
+    with pytest.raises(SystemExit):
+        tool.parse_args([str(CONFIG), '--device', 'cpu', *args])
+    assert message in capsys.readouterr().err

@@ -30,6 +30,7 @@ def dry_run_env(**extra) -> dict:
         LOADER_WORKERS='1',
         DEMO_NUM='12',
         DEMO_SIZE='64',
+        VAL_ORI='96',
         SWINB_CONFIG=str(ROOT / 'tests/data/configs/tiny_upernet_swin.py'),
         PTX_CONFIG=str(ROOT / 'configs/upernet_swin-nano_ptx-demo-128.py'),
         # Too short to compile: the part must fail without ending the run.
@@ -50,7 +51,13 @@ def run_script(out, env):
 @needs_cpu_fused_adamw
 def test_every_part_runs_and_is_summarised(tmp_path):
     out = tmp_path / 'bench'
+    # An earlier run's rows of a part that fails this time are not shown
+    # as this run's.
+    out.mkdir()
+    (out / 'compile.json').write_text(json.dumps(dict(results=[dict(
+        variant='earlier run', mode='step', img_per_s=999.0)])))
     proc = run_script(out, dry_run_env())
+    assert 'earlier run' not in proc.stdout
     # The compile parts fail (too short a timeout): after every other part
     # and the closing table, the exit status says so.
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -81,6 +88,7 @@ def test_every_part_runs_and_is_summarised(tmp_path):
     assert {r['mode'] for r in loader} == {'step', 'loader', 'infer'}
     result = json.loads((out / 'ptx_sync.json').read_text())
     assert result['settings']['sync'] == ['iteration', 'end']
+    assert result['settings']['ori_size'] == [96, 96]
     # Fed by the loader part's data; the train step waits for nothing.
     rows = {(r['mode'], r['sync']): r for r in result['results']}
     assert set(rows) == {(mode, sync)
