@@ -30,6 +30,24 @@ def test_input_size_row_of_a_config_that_validates_larger():
                                   'kept)')
 
 
+def test_rows_and_title_of_another_mmseg_model():
+    """A plugin user's OCRNet (a cascade of heads) on a ResNet: named as
+    it is, not as this project's UPerNet + Swin."""
+    from mmseg_ptx.reporting.summary import _architecture
+    cfg = Config.fromfile('configs/upernet_swin-b_ptx-512.py')
+    assert _architecture(cfg) == 'UPerNet'
+    head = cfg.model.decode_head
+    cfg.model.backbone = dict(type='ResNetV1c', depth=50)
+    cfg.model.decode_head = [dict(type='FCNHead', num_classes=2),
+                             dict(head, type='OCRHead', channels=512)]
+    rows = dict(_model_rows(cfg))
+    assert rows['Backbone'] == 'ResNetV1c'
+    assert rows['Architecture'] == 'EncoderDecoder + OCRHead'
+    assert rows['Decode head channels'] == 512
+    assert _architecture(cfg) == 'OCRHead'
+    assert _architecture(None) == 'Segmentation model'
+
+
 def test_model_rows_see_through_test_time_wrappers():
     """tools/test.py --tta / --extra-model dump a wrapped model config over
     the training run's."""
