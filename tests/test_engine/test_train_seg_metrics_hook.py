@@ -1,4 +1,5 @@
 """batch_dice_iou and TrainSegMetricsHook: pooled training Dice/IoU."""
+import copy
 from types import SimpleNamespace
 
 import pytest
@@ -100,6 +101,21 @@ def test_hook_adds_dice_and_iou_to_the_head_losses():
     assert 0 < losses['dice_seg'].item() < 1
     assert losses['iou_seg'].item() == pytest.approx(
         losses['dice_seg'].item() / (2 - losses['dice_seg'].item()))
+
+
+def test_cascade_of_heads_gets_them_on_its_last_head():
+    """OCRNet's CascadeEncoderDecoder holds its heads in a ModuleList:
+    the last one predicts, and its losses get the metrics."""
+    model = build_tiny_model(size=64)
+    first = model.decode_head
+    model.decode_head = torch.nn.ModuleList([copy.deepcopy(first), first])
+    TrainSegMetricsHook().before_train(SimpleNamespace(model=model))
+    label = torch.zeros(1, 64, 64, dtype=torch.long)
+    sample = SegDataSample(gt_sem_seg=PixelData(data=label))
+    logits = torch.randn(1, 2, 16, 16)
+    assert 'dice_seg' in model.decode_head[1].loss_by_feat(logits, [sample])
+    assert 'dice_seg' not in model.decode_head[0].loss_by_feat(logits,
+                                                               [sample])
 
 
 @pytest.mark.parametrize('head_threshold, hook_threshold, expected', [

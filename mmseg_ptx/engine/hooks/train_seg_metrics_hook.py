@@ -60,7 +60,8 @@ class TrainSegMetricsHook(Hook):
     little at a 1:100 class imbalance. This hook wraps the decode head's
     ``loss_by_feat`` so that every training iteration also reports
     ``decode.dice_seg`` and ``decode.iou_seg`` (no gradient; keys without
-    "loss" are logged but not added to the loss).
+    "loss" are logged but not added to the loss). Of a cascade of decode
+    heads (OCRNet), the last one's, which predicts.
 
     Args:
         threshold (float, optional): Sigmoid threshold for a one-channel
@@ -81,6 +82,9 @@ class TrainSegMetricsHook(Hook):
         if head is None:
             raise TypeError(f'{type(model).__name__} has no decode_head: '
                             'TrainSegMetricsHook needs an MMSeg segmentor')
+        if isinstance(head, torch.nn.ModuleList):
+            # CascadeEncoderDecoder (OCRNet): the last head predicts.
+            head = head[-1]
         self._wrap(head)
 
     def _wrap(self, head) -> None:
