@@ -79,6 +79,23 @@ def test_ensemble_of_model_with_itself_equals_model(model, tmp_path):
 
 
 @torch.no_grad()
+def test_ensemble_through_mmseg_init_model(model, tmp_path):
+    """mmseg's init_model sets train_cfg and pretrained (to None) on any
+    model config: an ensemble config loads through it too, and refuses
+    other values."""
+    from mmengine.config import Config
+    from mmseg.apis import init_model
+    ckpt = str(save_tiny_checkpoint(model, tmp_path / 'tiny.pth'))
+    cfg = Config(dict(model.cfg))
+    cfg.model = dict(type='EnsembleSegmentor',
+                     models=[model.cfg.model, model.cfg.model],
+                     checkpoints=[ckpt, ckpt])
+    ensemble = init_model(cfg, device='cpu')
+    assert isinstance(ensemble, EnsembleSegmentor)
+    with pytest.raises(ValueError, match='only predicts'):
+        EnsembleSegmentor(models=[model.cfg.model], train_cfg=dict())
+
+
 def test_ensemble_weights_average_members(model):
     other = build_tiny_model(seed=1, size=SIZE)
     data = pseudo_collate(packed_inputs(num=1))

@@ -45,6 +45,12 @@ class EnsembleSegmentor(BaseModel):
         data_preprocessor (dict, optional): Unused by the members, which
             keep their own; kept for ``BaseModel``. Defaults to None.
         init_cfg (dict, optional): Defaults to None.
+        train_cfg (dict, optional): Must be None: an ensemble only
+            predicts. Taken because mmseg's ``init_model`` sets it (to
+            None) on every model config. Defaults to None.
+        pretrained (str, optional): Must be None (the members load their
+            own weights); set to None by ``init_model`` too. Defaults to
+            None.
     """
 
     def __init__(self,
@@ -52,9 +58,15 @@ class EnsembleSegmentor(BaseModel):
                  checkpoints: Optional[Sequence[Optional[str]]] = None,
                  weights: Optional[Sequence[float]] = None,
                  data_preprocessor: Optional[dict] = None,
-                 init_cfg: Optional[dict] = None) -> None:
+                 init_cfg: Optional[dict] = None,
+                 train_cfg: Optional[dict] = None,
+                 pretrained: Optional[str] = None) -> None:
         super().__init__(
             data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        if train_cfg is not None or pretrained is not None:
+            raise ValueError(
+                'EnsembleSegmentor only predicts: train_cfg and pretrained '
+                'must be None (its members load their checkpoints)')
         if len(models) < 1:
             raise ValueError('EnsembleSegmentor needs at least one model')
         if checkpoints is not None and len(checkpoints) != len(models):
