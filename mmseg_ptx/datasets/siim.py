@@ -149,7 +149,8 @@ class SIIMPneumothoraxDataset(BaseSegDataset):
     ``reduce_zero_label`` and either ``rle`` (DICOM layout: the image's
     RLE strings, one per region; ``[]`` for an image without
     pneumothorax, ``-1`` rows are dropped) or ``seg_map_path`` (PNG
-    layout). Label values are 0 (background) and 1 (pneumothorax).
+    layout, with ``label_map={255: 1}`` for mmseg's ``LoadAnnotations``).
+    Label values are 0 (background) and 1 (pneumothorax).
 
     With ``split='train'`` or ``'val'`` the images listed in
     ``<data_root>/<split_dir>/{train,val}.txt`` are used. When these files
@@ -460,6 +461,11 @@ class SIIMPneumothoraxDataset(BaseSegDataset):
                                    osp.join(img_dir, row['filename']),
                                    row['positive'])
             info['seg_map_path'] = osp.join(mask_dir, row['filename'])
+            # The masks are 0/255. LoadBinaryMaskFromFile reads any
+            # non-zero pixel as 1; mmseg's own LoadAnnotations, which a
+            # user's pipeline may hold instead, would keep 255, its ignore
+            # index, and train and score no pneumothorax at all.
+            info['label_map'] = {255: 1}
             data_list.append(info)
         return data_list
 

@@ -300,6 +300,18 @@ def test_png_layout(tmp_path, log_messages):
         _build(tmp_path, layout='png', strict=True)
 
 
+def test_png_masks_through_mmseg_load_annotations(tmp_path):
+    """A user's pipeline with mmseg's LoadAnnotations instead of
+    LoadBinaryMaskFromFile: the 0/255 masks give labels 0/1, not 255
+    (mmseg's ignore index, which would drop every pneumothorax pixel)."""
+    pos = np.zeros((16, 16), np.uint8)
+    pos[2:5, 3:9] = 1
+    make_png_root(tmp_path, {'1.2.7.1': pos})
+    ds = _build(tmp_path, layout='png',
+                pipeline=[dict(type='mmseg.LoadAnnotations')])
+    np.testing.assert_array_equal(ds[0]['gt_seg_map'], pos)
+
+
 def test_png_bad_flag(tmp_path):
     make_png_root(tmp_path, {'1.2.7.1': np.zeros((4, 4), np.uint8)})
     csv_path = tmp_path / 'stage_1_train_images.csv'
