@@ -287,7 +287,9 @@ class PneumothoraxMetric(BaseMetric):
     Args:
         threshold (float): Probability above which a pixel is predicted
             pneumothorax for the Dice/IoU numbers. 0.5 reproduces the argmax
-            of a 2-channel head. Defaults to 0.5.
+            of a 2-channel head. A 1-channel (sigmoid) head predicts with
+            its own ``threshold`` (mmseg's default 0.3): set this one to
+            the same to score the masks the model writes. Defaults to 0.5.
         num_bins (int): Score histogram bins, uniform in logit over
             ``logit_range``. With the default 65536 bins over (-20, 20) a
             bin spans 6.1e-4 in logit, i.e. a 0.06% relative change of the
