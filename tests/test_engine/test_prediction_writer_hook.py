@@ -118,6 +118,26 @@ def test_the_test_sets_own_files_are_never_written_over(tmp_path):
         assert (kept == 7).all()
 
 
+def test_the_test_sets_folders_are_refused_before_testing(tmp_path):
+    """Named by ImageId, predictions no longer clash with the PNG layout's
+    new_filename masks: the folders of the test set's images and masks
+    are refused as a whole, before anything is written."""
+    infos = [dict(img_path=str(tmp_path / 'png_images' / 'a.png'),
+                  seg_map_path=str(tmp_path / 'png_masks' / 'a.png'),
+                  image_id='1.2.3')]
+    for folder in ('png_images', 'png_masks'):
+        for kwargs, flag in ((dict(mask_dir=str(tmp_path / folder)),
+                              'mask_dir'),
+                             (dict(panel_dir=str(tmp_path / folder) + '/'),
+                              'panel_dir')):
+            with pytest.raises(OSError, match=f'{flag} .* holds the test '
+                               "set's own images or masks"):
+                PredictionWriterHook(**kwargs).before_test(_runner(infos))
+    assert not list(tmp_path.iterdir())
+    PredictionWriterHook(mask_dir=str(tmp_path / 'out')).before_test(
+        _runner(infos))
+
+
 def test_files_are_named_by_the_image_id_of_the_data_info(tmp_path):
     """The PNG layout's files are named by new_filename: the outputs take
     the data info's ImageId; an image without one keeps its stem."""

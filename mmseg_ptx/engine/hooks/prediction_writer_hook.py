@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import os.path as osp
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Set, Tuple
 
 import cv2
 import numpy as np
@@ -27,21 +27,25 @@ def _output_path(folder: str, stem: str, sample) -> str:
     return path
 
 
-def _image_ids(dataset) -> Dict[str, str]:
-    """``img_path`` -> ImageId of the data infos that name one.
+def _test_set_files(dataset) -> Tuple[Dict[str, str], Set[str]]:
+    """``img_path`` -> ImageId of the data infos that name one, and the
+    folders of the test set's images and ground-truth masks.
 
     SIIMPneumothoraxDataset's ``image_id``: in the PNG layout the file is
     named by the re-release's ``new_filename``, not by its ImageId.
     """
     get_info = getattr(dataset, 'get_data_info', None)
     if get_info is None:
-        return {}
-    ids = {}
+        return {}, set()
+    ids, folders = {}, set()
     for i in range(len(dataset)):
         info = get_info(i)
         if info.get('image_id'):
             ids[info['img_path']] = info['image_id']
-    return ids
+        for key in ('img_path', 'seg_map_path'):
+            if info.get(key):
+                folders.add(osp.realpath(osp.dirname(info[key])))
+    return ids, folders
 
 
 @HOOKS.register_module()
@@ -53,8 +57,9 @@ class PredictionWriterHook(Hook):
     ``tools/test.py`` adds it for ``--out`` (masks) and ``--show-dir``
     (pictures). Files are named ``<ImageId>.png`` by the test set's data
     infos (``image_id``), else by the image's file stem; every rank
-    writes its own images. A file of the test set itself (an image, a
-    ground-truth mask of the PNG layout) is never written over.
+    writes its own images. Nothing is written into a folder of the test
+    set's images or ground-truth masks, and a file of the test set itself
+    is never written over.
 
     Args:
         mask_dir (str, optional): Folder for 0/255 mask PNGs at the
@@ -85,10 +90,18 @@ class PredictionWriterHook(Hook):
         self._load_image = LoadDicomImageFromFile(color_type='grayscale')
 
     def before_test(self, runner) -> None:
+        self._names, data_folders = _test_set_files(
+            runner.test_dataloader.dataset)
+        for flag, folder in (('mask_dir (--out)', self.mask_dir),
+                             ('panel_dir (--show-dir)', self.panel_dir)):
+            if folder is not None and osp.realpath(folder) in data_folders:
+                raise OSError(
+                    f'PredictionWriterHook: {flag} {folder} holds the test '
+                    'set\'s own images or masks; write the predictions to '
+                    'another folder')
         for folder in (self.mask_dir, self.panel_dir):
             if folder is not None:
                 os.makedirs(folder, exist_ok=True)
-        self._names = _image_ids(runner.test_dataloader.dataset)
 
     def after_test_iter(self,
                         runner,
