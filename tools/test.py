@@ -1,5 +1,6 @@
 """Test (and evaluate) a trained segmentor (MMSeg's interface)."""
 import argparse
+import os.path as osp
 import sys
 
 from mmengine.config import Config
@@ -142,8 +143,12 @@ def main() -> None:
 
     # The Runner dumps its config as <work_dir>/<config file name>, which
     # in a training run's work dir is that run's config: without a file
-    # name it is dumped as <work_dir>/<timestamp>.py.
-    runner = Runner.from_cfg(Config(cfg.to_dict()))
+    # name it is dumped as <work_dir>/<timestamp>.py. The experiment keeps
+    # the config's name (<config>_<timestamp>, as mmengine names it).
+    plain = cfg.to_dict()
+    plain.setdefault('experiment_name',
+                     osp.splitext(osp.basename(args.config))[0])
+    runner = Runner.from_cfg(Config(plain))
     # Runner.test() would load it non-strictly: a checkpoint that does not
     # fit the config would be tested at random weights.
     load_runner_checkpoints_strictly(runner)

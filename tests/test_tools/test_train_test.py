@@ -79,6 +79,8 @@ def test_train_resume_and_test(tmp_path, demo_root, tool_main):
     (tested, ) = set(work_dir.glob('*.py')) - set(trained)
     assert Config.fromfile(tested).train_dataloader.dataset.data_root == \
         '/nonexistent'
+    # Still named after its config (the logger, a vis backend's run).
+    assert Config.fromfile(tested).experiment_name == 'cfg2'
     out = stdout + stderr
     assert 'Load checkpoint from' in out
     assert 'dice' in out and 'kaggle_dice' in out
