@@ -264,6 +264,16 @@ def test_invalid_labels_read_back_later_are_still_reported():
     assert len(loss_fn._label_checks) == 0
     loss_fn(logits, label)
     loss_fn.eval()  # nothing pending that is bad
+    # A checkpoint (the state dict of the model) after the run's last,
+    # bad step, with no validation after it: reported before it is saved.
+    loss_fn.train()
+    loss_fn._label_checks = _BusyDeviceReadback()
+    loss_fn(logits, bad)
+    model = torch.nn.Sequential(loss_fn)
+    with pytest.raises(ValueError, match='got 1 pixels'):
+        model.state_dict()
+    assert len(loss_fn._label_checks) == 0
+    model.state_dict()
 
 
 @pytest.mark.parametrize('channels', [1, 2])

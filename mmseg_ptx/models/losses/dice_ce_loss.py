@@ -345,10 +345,10 @@ class DiceCELoss(nn.Module):
         the host wait for the GPU twice per train step (decode and
         auxiliary head), so the count and range of such labels are read
         back with :class:`AsyncReadback`: on the CPU in this call, on a GPU
-        in a later call (usually the next head's or step's), or when the
-        loss is switched to eval mode (e.g. for validation). On a GPU, bad
-        labels in only the last step or two of a run that ends without
-        validation go unreported.
+        in a later call (usually the next head's or step's), when the loss
+        is switched to eval mode (e.g. for validation), or when its state
+        dict is taken (a checkpoint): the last steps of a run that ends
+        without validation are reported before its last checkpoint.
         """
         if seg_label.numel() == 0:
             return
@@ -381,6 +381,13 @@ class DiceCELoss(nn.Module):
         if not mode:
             self._raise_for_invalid_labels(self._label_checks.drain())
         return super().train(mode)
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars) -> None:
+        # A checkpoint holds the steps before it: their bad labels are
+        # reported first (see _check_labels), also those of a run's last
+        # steps, which no later call or validation reads back.
+        self._raise_for_invalid_labels(self._label_checks.drain())
+        super()._save_to_state_dict(destination, prefix, keep_vars)
 
     def _dice_loss(self, prob: Tensor, target: Tensor,
                    pixel_weight: Tensor) -> Tensor:
