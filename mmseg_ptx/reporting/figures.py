@@ -9,7 +9,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .history import PROGRESS_UNITS, progress_key
+from .history import PROGRESS_UNITS, progress_key, train_head_key
 
 __all__ = ['plot_detailed_metrics', 'save_prediction_panel']
 
@@ -49,11 +49,11 @@ def plot_detailed_metrics(history: Sequence[dict], out_path: str,
     panels = [
         (axes[0, 0], 'Training loss', [('train/loss', 'train: total loss')]),
         (axes[0, 1], 'Dice (foreground)',
-         [('train/decode.dice_seg', _TRAIN_LABEL),
+         [(train_head_key(history, 'dice_seg'), _TRAIN_LABEL),
           ('dice', 'val (set-pooled)'),
           ('kaggle_dice', 'val (per-image, competition)')]),
         (axes[1, 0], 'IoU (foreground, pooled)',
-         [('train/decode.iou_seg', _TRAIN_LABEL),
+         [(train_head_key(history, 'iou_seg'), _TRAIN_LABEL),
           ('iou', 'val (set-pooled)')]),
         (axes[1, 1], 'Validation pixel PR',
          [('ap', 'average precision'), ('best_f1', 'best F1')]),

@@ -22,7 +22,8 @@ from mmengine.config import Config
 from mmengine.logging import print_log
 
 from .figures import plot_detailed_metrics, save_prediction_panel
-from .history import PROGRESS_UNITS, curve_tag, progress_key
+from .history import (PROGRESS_UNITS, curve_tag, progress_key,
+                      train_head_key)
 from .json_io import read_json
 from .plots import plot_pr_curve
 
@@ -440,7 +441,7 @@ def _findings(best: dict, val_desc: str, stats: dict, key: str,
             f'{best["ap"]:.4f}. The metric\'s threshold {threshold} '
             + ('is close to' if abs(best['best_threshold'] - threshold) < 0.1
                else 'differs from') + ' the F1-optimal one.')
-    train_dice = best.get('train/decode.dice_seg')
+    train_dice = best.get(train_head_key([best], 'dice_seg'))
     if train_dice is not None and dice is not None:
         gap = train_dice - dice
         # No verdict on over-fitting: the two are not measured alike
@@ -769,9 +770,9 @@ def _segmentation_rows(cfg: Optional[Config], best: dict, best_metric: str,
         ]
     rows += [
         (f'Training Dice at that {unit} ({train_window}batch-pooled on '
-         'rank 0, augmented)', best.get('train/decode.dice_seg')),
+         'rank 0, augmented)', best.get(train_head_key([best], 'dice_seg'))),
         (f'Training IoU at that {unit} ({train_window}batch-pooled on '
-         'rank 0, augmented)', best.get('train/decode.iou_seg')),
+         'rank 0, augmented)', best.get(train_head_key([best], 'iou_seg'))),
     ]
     return rows
 

@@ -61,7 +61,9 @@ class TrainSegMetricsHook(Hook):
     ``loss_by_feat`` so that every training iteration also reports
     ``decode.dice_seg`` and ``decode.iou_seg`` (no gradient; keys without
     "loss" are logged but not added to the loss). Of a cascade of decode
-    heads (OCRNet), the last one's, which predicts.
+    heads (OCRNet), the last one's, which predicts: mmseg names its losses
+    ``decode_<i>.``, so they are ``decode_<i>.dice_seg`` and
+    ``decode_<i>.iou_seg`` (the report finds them).
 
     Args:
         threshold (float, optional): Sigmoid threshold for a one-channel
