@@ -7,7 +7,7 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 import mmseg_ptx  # noqa: F401  (stack fixes + registration)
-from mmseg_ptx.apis import (UsageError, add_runner_args,
+from mmseg_ptx.apis import (MissingFileError, UsageError, add_runner_args,
                             format_metrics_table, has_custom_hook,
                             load_config, postprocess_mismatch, read_config,
                             reports_usage_errors)
@@ -73,6 +73,24 @@ def parse_args() -> argparse.Namespace:
     if args.compile_scope is not None and not args.compile:
         parser.error('--compile-scope needs --compile')
     return args
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """What the command line names, before anything is built.
+
+    Raises:
+        MissingFileError: A checkpoint (not a URL) that is not a file.
+        UsageError: ``--out`` and ``--show-dir`` are one folder (the
+            pictures would replace the masks, which have the same names).
+    """
+    for checkpoint in [args.checkpoint] + [c for _, c in args.extra_model]:
+        if '://' not in checkpoint and not osp.isfile(checkpoint):
+            raise MissingFileError(f'Checkpoint file not found: {checkpoint}')
+    if (args.out is not None and args.show_dir is not None
+            and osp.realpath(args.out) == osp.realpath(args.show_dir)):
+        raise UsageError(f'--out and --show-dir are the same folder, '
+                         f'{args.out}; the pictures would replace the '
+                         'masks, which have the same names')
 
 
 @reports_usage_errors
@@ -141,6 +159,7 @@ def main() -> None:
     if extra_hooks:
         cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + extra_hooks
 
+    check_arguments(args)  # the last check before anything is built
     # The Runner dumps its config as <work_dir>/<config file name>, which
     # in a training run's work dir is that run's config: without a file
     # name it is dumped as <work_dir>/<timestamp>.py. The experiment keeps

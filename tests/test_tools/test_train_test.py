@@ -357,6 +357,22 @@ def test_usage_errors_are_one_line(tmp_path, demo_root, tool_main):
         status, _, err = tool_main(tool, *args)
         assert (status, err) == (
             2, f'error: Config file not found: {missing}\n'), tool
+    # tools/test.py: missing checkpoints (an ensemble member's too) and one
+    # folder for masks and pictures, before the Runner makes its work dir.
+    config = ROOT / 'configs/upernet_swin-nano_ptx-demo-128.py'
+    ckpt = tmp_path / 'c.pth'
+    ckpt.write_bytes(b'')
+    for args, message in (
+            ([missing.with_suffix('.pth')],
+             f'Checkpoint file not found: {missing.with_suffix(".pth")}'),
+            ([ckpt, '--extra-model', config, missing.with_suffix('.pth')],
+             f'Checkpoint file not found: {missing.with_suffix(".pth")}'),
+            ([ckpt, '--out', tmp_path / 'o', '--show-dir', tmp_path / 'o/'],
+             f'--out and --show-dir are the same folder, {tmp_path / "o"}')):
+        status, _, err = tool_main('test', config, *args, '--work-dir',
+                                   tmp_path / 'work')
+        assert (status, err.startswith(f'error: {message}')) == (2, True), err
+    assert not (tmp_path / 'work').exists()
     status, _, err = tool_main(
         'train', ROOT / 'configs/upernet_swin-b_ptx-512.py',
         '--work-dir', tmp_path / 'work', '--cfg-options', 'class_weight=[1,2]')
