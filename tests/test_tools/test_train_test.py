@@ -328,10 +328,12 @@ def test_test_compile_flags(monkeypatch, tmp_path, argv, expected):
                             test=lambda: {}))
     monkeypatch.setattr(test_tool, 'load_runner_checkpoints_strictly',
                         lambda runner: None)
+    ckpt = tmp_path / 'ckpt.pth'
+    ckpt.write_bytes(b'')  # never loaded here
     monkeypatch.setattr(sys, 'argv', [
-        'test.py', str(ROOT / 'configs/upernet_swin-b_ptx-512.py'), 'ckpt.pth',
+        'test.py', str(ROOT / 'configs/upernet_swin-b_ptx-512.py'), str(ckpt),
         '--work-dir', str(tmp_path)] + argv)
-    test_tool.main()
+    assert test_tool.main() is None
     hooks = [h for h in built[0].custom_hooks
              if h['type'] == 'CompileModulesHook']
     assert hooks == expected
