@@ -7,10 +7,10 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 import mmseg_ptx  # noqa: F401  (stack fixes + registration)
-from mmseg_ptx.apis import (MissingFileError, UsageError, add_runner_args,
+from mmseg_ptx.apis import (UsageError, add_runner_args,
                             format_metrics_table, has_custom_hook,
                             load_config, postprocess_mismatch, read_config,
-                            reports_usage_errors)
+                            reports_usage_errors, require_file)
 from mmseg_ptx.engine.hooks import SWIN_BLOCKS
 from mmseg_ptx.models import INFERENCE_DTYPES
 from mmseg_ptx.models.utils import load_runner_checkpoints_strictly
@@ -84,8 +84,7 @@ def check_arguments(args: argparse.Namespace) -> None:
             pictures would replace the masks, which have the same names).
     """
     for checkpoint in [args.checkpoint] + [c for _, c in args.extra_model]:
-        if '://' not in checkpoint and not osp.isfile(checkpoint):
-            raise MissingFileError(f'Checkpoint file not found: {checkpoint}')
+        require_file(checkpoint, 'Checkpoint', urls=True)
     if (args.out is not None and args.show_dir is not None
             and osp.realpath(args.out) == osp.realpath(args.show_dir)):
         raise UsageError(f'--out and --show-dir are the same folder, '

@@ -2,7 +2,7 @@
 from .cli import (MissingFileError, UsageError, add_cfg_options_arg,
                   add_runner_args, config_type_name, format_metrics_table,
                   has_custom_hook, load_config, merge_cfg_options,
-                  read_config, reports_usage_errors)
+                  read_config, reports_usage_errors, require_file)
 from .inference import (IMAGE_SUFFIXES, build_inference_pipeline,
                         build_postprocessor, default_device, draw_overlay,
                         evaluator_postprocess, find_images, image_reader,
@@ -13,7 +13,7 @@ __all__ = [
     'add_cfg_options_arg', 'add_runner_args', 'config_type_name',
     'format_metrics_table', 'has_custom_hook', 'load_config',
     'merge_cfg_options', 'read_config', 'reports_usage_errors', 'UsageError',
-    'MissingFileError',
+    'MissingFileError', 'require_file',
     'IMAGE_SUFFIXES',
     'build_inference_pipeline', 'build_postprocessor', 'default_device',
     'draw_overlay', 'evaluator_postprocess', 'find_images', 'image_reader',

@@ -53,6 +53,22 @@ class MissingFileError(UsageError, FileNotFoundError):
     there."""
 
 
+def require_file(path: str, what: str, urls: bool = False) -> None:
+    """Refuse a file that a command line names but that is not there.
+
+    Args:
+        path (str): The path.
+        what (str): What it is, for the message (``'Config'``).
+        urls (bool): Accept a URL (mmengine downloads checkpoints).
+            Defaults to False.
+
+    Raises:
+        MissingFileError: ``'<what> file not found: <path>'``.
+    """
+    if not (urls and '://' in path) and not osp.isfile(path):
+        raise MissingFileError(f'{what} file not found: {path}')
+
+
 def reports_usage_errors(main: Callable[..., Optional[int]]
                          ) -> Callable[..., Optional[int]]:
     """Wrap a tool's ``main``: a :class:`UsageError` is printed as
@@ -77,8 +93,7 @@ def read_config(path: str) -> Config:
     Raises:
         MissingFileError: No file at ``path``.
     """
-    if not osp.isfile(path):
-        raise MissingFileError(f'Config file not found: {path}')
+    require_file(path, 'Config')
     check_pkg_resources()
     return Config.fromfile(path)
 

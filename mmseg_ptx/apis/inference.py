@@ -37,7 +37,7 @@ from ..models.segmentors import foreground_probability
 from ..models.utils import cast_for_inference, init_model_strict
 # (the name load_models' argument takes)
 from ..models.utils import fuse_conv_bn as _fuse_conv_bn
-from .cli import MissingFileError, config_type_name, has_custom_hook
+from .cli import config_type_name, has_custom_hook, require_file
 
 __all__ = [
     'IMAGE_SUFFIXES', 'default_device', 'find_images', 'load_models',
@@ -161,8 +161,8 @@ def load_models(specs: Sequence[ModelSpec],
     models = []
     for config, checkpoint in specs:
         for path, what in ((config, 'Config'), (checkpoint, 'Checkpoint')):
-            if not isinstance(path, Config) and not osp.isfile(path):
-                raise MissingFileError(f'{what} file not found: {path}')
+            if not isinstance(path, Config):
+                require_file(path, what)
         # mmseg's init_model would load the weights non-strictly: a
         # checkpoint of another model would predict from random weights.
         model = init_model_strict(config, checkpoint, device)
