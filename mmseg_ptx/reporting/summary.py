@@ -36,8 +36,8 @@ __all__ = [
 REFERENCE_RESULTS = dict(dice=0.6095, iou=0.4648, ap=0.7030)
 
 
-def _latest(pattern: str) -> Optional[str]:
-    paths = glob.glob(pattern)
+def _newest(paths: Sequence[str]) -> Optional[str]:
+    """The last modified of ``paths``; None for none."""
     return max(paths, key=osp.getmtime) if paths else None
 
 
@@ -71,11 +71,10 @@ def _find_config(work_dir: str, log: Optional[str]) -> Optional[str]:
         saved = osp.join(osp.dirname(log), 'vis_data', 'config.py')
         if osp.isfile(saved):
             return saved
-    dumped = [
+    return _newest([
         path for path in glob.glob(osp.join(work_dir, '*.py'))
         if not _TIMESTAMP_PY.fullmatch(osp.basename(path))
-    ]
-    return max(dumped, key=osp.getmtime) if dumped else None
+    ])
 
 
 def _find_best_checkpoint(work_dir: str, best: dict,
@@ -87,7 +86,7 @@ def _find_best_checkpoint(work_dir: str, best: dict,
     exact = glob.glob(osp.join(work_dir, f'best_*_{key}_{best[key]}.pth'))
     if exact:
         return exact[0]
-    newest = _latest(osp.join(work_dir, 'best_*.pth'))
+    newest = _newest(glob.glob(osp.join(work_dir, 'best_*.pth')))
     if newest:
         print_log(
             f'No best_*_{key}_{best[key]}.pth for the best validation '
