@@ -1,6 +1,7 @@
 """Model utilities: inference in bfloat16 weights, BatchNorm folding,
 compile-friendly stochastic depth, Swin window gathers and FlexAttention
-window attention, strict checkpoint loading."""
+window attention, strict checkpoint loading, checkpoint averaging."""
+from .average_checkpoints import average_checkpoints
 from .checkpoint import (init_model_strict, load_checkpoint_strict,
                          load_runner_checkpoints_strictly)
 from .drop_path import TensorDropPath
@@ -11,7 +12,8 @@ from .inference_dtype import (INFERENCE_DTYPES, cast_for_inference,
                               resolve_inference_dtype)
 
 __all__ = [
-    'INFERENCE_DTYPES', 'TensorDropPath', 'cast_for_inference',
+    'INFERENCE_DTYPES', 'TensorDropPath', 'average_checkpoints',
+    'cast_for_inference',
     'check_flex_kernel_options', 'flex_window_attention', 'fuse_conv_bn',
     'init_model_strict', 'load_checkpoint_strict',
     'load_runner_checkpoints_strictly', 'resolve_inference_dtype'

@@ -1,0 +1,68 @@
+"""Average the weights of several checkpoints into one.
+
+    python tools/average_checkpoints.py CKPT CKPT [CKPT ...] --out FILE
+
+The last few checkpoints of a run (``epoch_180.pth epoch_190.pth
+epoch_200.pth`` with this project's schedule, which keeps the last three),
+or those of runs of one config, averaged into one model for
+``tools/test.py`` and ``tools/infer.py``
+(mmseg_ptx.models.utils.average_checkpoints says what is averaged). The
+output keeps the newest checkpoint's ``meta``; it has no optimizer state,
+so no run resumes from it.
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+import torch
+from tqdm import tqdm
+
+import mmseg_ptx  # noqa: F401  (stack fixes + registration)
+from mmseg_ptx.apis import UsageError, reports_usage_errors, require_file
+from mmseg_ptx.models.utils import average_checkpoints
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='Average the weights of checkpoints of one model')
+    parser.add_argument('checkpoints', nargs='+',
+                        help='two or more checkpoint files (or URLs)')
+    parser.add_argument('--out', required=True,
+                        help='the averaged checkpoint (a new file)')
+    return parser.parse_args()
+
+
+@reports_usage_errors
+def main() -> int:
+    args = parse_args()
+    for path in args.checkpoints:
+        require_file(path, 'Checkpoint', urls=True)
+    if len(args.checkpoints) < 2:
+        raise UsageError('give two or more checkpoints to average')
+    # Nothing a user made is overwritten, an input least of all.
+    if osp.lexists(args.out):
+        raise UsageError(f'--out {args.out} exists; choose a new file name')
+    with tqdm(total=len(args.checkpoints), desc='checkpoints',
+              unit='file') as bar:
+        try:
+            checkpoint = average_checkpoints(
+                args.checkpoints, progress=lambda _: bar.update())
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+    os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
+    # Written under a temporary name and renamed: an interrupted save
+    # leaves no truncated checkpoint under the name asked for.
+    partial = f'{args.out}.partial'
+    torch.save(checkpoint, partial)
+    os.replace(partial, args.out)
+    meta = checkpoint['meta']
+    newest = (f' (meta of epoch {meta["epoch"]}, iteration {meta["iter"]})'
+              if 'epoch' in meta and 'iter' in meta else '')
+    print(f'Averaged {len(args.checkpoints)} checkpoints into '
+          f'{args.out}{newest}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
