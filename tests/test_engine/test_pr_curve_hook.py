@@ -82,11 +82,17 @@ def test_hook_writes_curves_and_history(tmp_path):
     assert history[1]['train/loss'] == pytest.approx(0.7)
     assert 'train/lr' not in history[1]
 
-    # Validating the same epoch again (a resume) replaces its record.
+    # Validating the same epoch again (runner.val() after training)
+    # replaces its validation metrics; with no training in between, its
+    # training scalars stay the epoch's (not the last iteration's loss,
+    # over a window starting after the epoch).
     hook.after_val_epoch(runner, metrics)
     history = json.loads((tmp_path / 'metrics_history.json').read_text())
     assert len(history) == 2
     assert history[1]['dice'] == pytest.approx(metrics['dice'])
+    assert history[1]['train/loss'] == pytest.approx(0.7)
+    assert (history[1]['train_from_epoch'],
+            history[1]['train_from_iter']) == (2, 3)
 
 
 def test_hook_after_test_and_nan_metrics(tmp_path):

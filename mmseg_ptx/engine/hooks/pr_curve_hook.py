@@ -183,6 +183,8 @@ class PRCurveHook(Hook):
         if hub is None or iteration is None:
             return {}
         window = iteration - self._prev_iter
+        if window <= 0:  # no training since the previous record
+            return {}
         out = {}
         for key, buffer in hub.log_scalars.items():
             name = key[len('train/'):] if key.startswith('train/') else None
@@ -190,8 +192,7 @@ class PRCurveHook(Hook):
                 continue
             if len(buffer.data[0]) == 0:
                 continue
-            value = buffer.mean(window) if window > 0 else buffer.current()
-            out[key] = float(value)
+            out[key] = float(buffer.mean(window))
         return out
 
     def _append_history(self, runner, metrics: Dict[str, Any]) -> None:
@@ -208,11 +209,18 @@ class PRCurveHook(Hook):
             entry.update(train_from_epoch=self._prev_epoch + 1,
                          train_from_iter=self._prev_iter + 1)
         entry.update(scalars)
-        # A resumed run re-validates an epoch: keep the newest record.
+        # A resumed run, or a runner.val() after training, validates an
+        # epoch again: keep the newest validation, and the training
+        # scalars of the record it replaces when no training came between.
+        same = ('val', epoch, iteration)
+        for record in history:
+            if (record.get('mode'), record.get('epoch'),
+                    record.get('iter')) == same and not scalars:
+                entry.update((k, v) for k, v in record.items()
+                             if k.startswith('train'))
         history = [
             h for h in history
-            if (h.get('mode'), h.get('epoch'), h.get('iter')) != (
-                'val', epoch, iteration)
+            if (h.get('mode'), h.get('epoch'), h.get('iter')) != same
         ]
         history.append(entry)
         write_json(history, path)
