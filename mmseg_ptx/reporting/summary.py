@@ -79,25 +79,41 @@ def _find_config(work_dir: str, log: Optional[str]) -> Optional[str]:
 
 def _find_best_checkpoint(work_dir: str, best: dict,
                           key: str) -> Optional[str]:
-    """The checkpoint CheckpointHook kept for the best validation
-    (``best_<metric>_<epoch|iter>_<N>.pth``); else the newest best one,
-    with a warning (a resumed run may have left one of its earlier
-    attempt), else the last checkpoint."""
-    exact = glob.glob(osp.join(work_dir, f'best_*_{key}_{best[key]}.pth'))
+    """The checkpoint of the best validation: the one CheckpointHook kept
+    for it (``best_<metric>_<epoch|iter>_<N>.pth``), else the regular
+    checkpoint of that step (``<epoch|iter>_<N>.pth``, a run without
+    ``save_best``); failing both, with a warning, the newest best one (a
+    resumed run may have left one of its earlier attempt), else the last
+    checkpoint."""
+    step = f'{key}_{best[key]}.pth'
+    exact = (glob.glob(osp.join(work_dir, f'best_*_{step}')) +
+             glob.glob(osp.join(work_dir, step)))
     if exact:
         return exact[0]
-    newest = _newest(glob.glob(osp.join(work_dir, 'best_*.pth')))
-    if newest:
+    fallback = _newest(glob.glob(osp.join(work_dir, 'best_*.pth')))
+    if fallback is None:
+        fallback = _last_checkpoint(work_dir)
+    if fallback is not None:
         print_log(
-            f'No best_*_{key}_{best[key]}.pth for the best validation '
-            f'({key} {best[key]}); pictures from {osp.basename(newest)}',
+            f'No checkpoint of the best validation ({key} {best[key]}) in '
+            f'{work_dir}; pictures from {osp.basename(fallback)}',
             logger='current', level=logging.WARNING)
-        return newest
+    return fallback
+
+
+def _last_checkpoint(work_dir: str) -> Optional[str]:
+    """The checkpoint mmengine's ``last_checkpoint`` file names. A relative
+    path there (a relative ``work_dir``) is relative to the training's
+    working directory, which may not be this one: then the file of that
+    name in ``work_dir`` is taken."""
     last = osp.join(work_dir, 'last_checkpoint')
-    if osp.isfile(last):
-        with open(last) as f:
-            path = f.read().strip()
-        return path if osp.isfile(path) else None
+    if not osp.isfile(last):
+        return None
+    with open(last) as f:
+        path = f.read().strip()
+    for candidate in (path, osp.join(work_dir, osp.basename(path))):
+        if path and osp.isfile(candidate):
+            return candidate
     return None
 
 

@@ -222,6 +222,26 @@ def test_training_run_files_after_tests_in_the_same_work_dir(tmp_path):
                                  'epoch') == str(best)
 
 
+def test_pictures_come_from_the_best_validations_checkpoint(
+        tmp_path, monkeypatch):
+    """Without save_best the best step's regular checkpoint is taken, not
+    the last; a relative path in last_checkpoint (a relative work_dir) is
+    found from another directory."""
+    from mmseg_ptx.reporting.summary import _find_best_checkpoint
+    work_dir = tmp_path / 'work_dirs' / 'run'
+    work_dir.mkdir(parents=True)
+    for name in ('iter_3.pth', 'iter_6.pth'):
+        (work_dir / name).write_text('')
+    (work_dir / 'last_checkpoint').write_text('./work_dirs/run/iter_6.pth')
+    monkeypatch.chdir(tmp_path / 'work_dirs')  # not the training's folder
+    best = dict(epoch=0, iter=3)
+    assert _find_best_checkpoint(str(work_dir), best, 'iter') == str(
+        work_dir / 'iter_3.pth')
+    (work_dir / 'iter_3.pth').unlink()
+    assert _find_best_checkpoint(str(work_dir), best, 'iter') == str(
+        work_dir / 'iter_6.pth')
+
+
 def test_statistics_of_other_split_settings_are_left_out(tmp_path):
     import json
 
