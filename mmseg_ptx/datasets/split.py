@@ -88,9 +88,14 @@ def balance_and_split(image_ids: Sequence[str],
     images ``val_ratio`` to validation within positives and within
     negatives (so validation has the balanced, positive-heavy ratio; on
     2,379 positives + 8,296 negatives: 2,379 + 1,244 -> 2,898 train / 725
-    val). ``order='split_first'`` splits all images first, so validation
-    keeps the natural distribution, then undersamples the training
-    negatives only. Counts are rounded to the nearest integer per group.
+    val). ``order='split_first'`` sends ``val_ratio`` of all images of
+    each class to validation first, so validation keeps the natural
+    distribution, then undersamples the training negatives only. Counts
+    are rounded to the nearest integer per group. The two orders, with
+    the same settings, nest: positives are split alike, and
+    ``split_first``'s validation negatives are ``balance_first``'s plus
+    some of those it left out, so neither order's training images are in
+    the other's validation set.
 
     Args:
         image_ids (Sequence[str]): ImageIds, unique. Their order is
@@ -127,14 +132,23 @@ def balance_and_split(image_ids: Sequence[str],
     # Positives are never undersampled, so both orders split them alike.
     train_pos, val_pos = _split_group(positives, val_ratio, seed,
                                       'val_positive')
-    if order == 'balance_first':
-        kept_neg = _undersample(negatives, neg_keep_ratio, seed)
-        train_neg, val_neg = _split_group(kept_neg, val_ratio, seed,
-                                          'val_negative')
-    else:
-        all_train_neg, val_neg = _split_group(negatives, val_ratio, seed,
-                                              'val_negative')
-        train_neg = _undersample(all_train_neg, neg_keep_ratio, seed)
+    kept_neg = _undersample(negatives, neg_keep_ratio, seed)
+    train_neg, val_neg = _split_group(kept_neg, val_ratio, seed,
+                                      'val_negative')
+    if order == 'split_first':
+        # The natural validation set is balance_first's validation
+        # negatives plus negatives balance_first left out, never one it
+        # trains on (and split_first trains on none of balance_first's
+        # validation): a model trained on either split can be validated,
+        # or have its post-processing tuned, on the other's validation.
+        kept = set(kept_neg)
+        left_out = [i for i in negatives if i not in kept]
+        num_val = round(val_ratio * len(negatives))
+        val_neg = val_neg + _rank(left_out, seed,
+                                  'val_negative')[:num_val - len(val_neg)]
+        in_val = set(val_neg)
+        train_neg = _undersample([i for i in negatives if i not in in_val],
+                                 neg_keep_ratio, seed)
 
     train = sorted(train_pos + train_neg)
     val = sorted(val_pos + val_neg)

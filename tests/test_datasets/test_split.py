@@ -85,6 +85,30 @@ def test_split_first_keeps_natural_ratio_in_val():
     assert ref['val_positive'] / ref['val'] > 0.6
 
 
+@pytest.mark.parametrize('neg_keep_ratio, val_ratio',
+                         [(0.15, 0.2), (0.5, 0.3), (0.0, 0.2), (1.0, 0.2),
+                          (0.15, 0.0)])
+@pytest.mark.parametrize('seed', [0, 1, 2, 3, 42])
+def test_the_orders_nest(neg_keep_ratio, val_ratio, seed):
+    """A model trained on one order's split can be validated on the
+    other's validation set: neither order trains on the other's
+    validation images (with the reference counts, independent rankings
+    put up to tens of balance_first's training negatives into
+    split_first's validation)."""
+    ids, pos = _index(238, 830)
+    kwargs = dict(neg_keep_ratio=neg_keep_ratio, val_ratio=val_ratio,
+                  seed=seed)
+    balanced = balance_and_split(ids, pos, **kwargs)
+    natural = balance_and_split(ids, pos, order='split_first', **kwargs)
+    assert not set(balanced.train) & set(natural.val)
+    assert not set(natural.train) & set(balanced.val)
+    assert set(balanced.val) <= set(natural.val)
+    c = natural.counts
+    assert c['val_negative'] == round(val_ratio * 830)
+    assert c['train_negative'] == round(neg_keep_ratio *
+                                        (830 - c['val_negative']))
+
+
 def test_no_undersampling():
     ids, pos = _index(10, 90)
     result = balance_and_split(ids, pos, neg_keep_ratio=1.0)
