@@ -77,6 +77,18 @@ def _find_config(work_dir: str, log: Optional[str]) -> Optional[str]:
     ])
 
 
+def _history_dir(cfg: Optional[Config], work_dir: str) -> str:
+    """Where the run's PRCurveHook wrote ``metrics_history.json`` and
+    ``pr_curves/``: the ``out_dir`` its config gives it, else
+    ``work_dir``."""
+    for hook in (cfg.get('custom_hooks') if cfg is not None else None) or []:
+        type_ = hook.get('type')
+        name = getattr(type_, '__name__', str(type_)).rpartition('.')[2]
+        if name == 'PRCurveHook' and hook.get('out_dir'):
+            return hook['out_dir']
+    return work_dir
+
+
 def _find_best_checkpoint(work_dir: str, best: dict,
                           key: str) -> Optional[str]:
     """The checkpoint of the best validation: the one CheckpointHook kept
@@ -528,6 +540,10 @@ def write_performance_summary(work_dir: str,
                               world_size: Optional[int] = None) -> str:
     """Write ``PERFORMANCE_SUMMARY.md`` and its pictures into ``work_dir``.
 
+    The run's ``metrics_history.json`` and ``pr_curves/`` are read from
+    the ``out_dir`` of the config's ``PRCurveHook`` where it sets one, else
+    from ``work_dir``.
+
     Args:
         work_dir (str): A training run's work dir.
         config (str | Config, optional): Config file (or the config);
@@ -553,13 +569,22 @@ def write_performance_summary(work_dir: str,
     Returns:
         str: Path of the written report.
     """
-    history_path = osp.join(work_dir, 'metrics_history.json')
+    # Scanned once, and only for what the caller did not give.
+    log = None if config and world_size else _training_log(work_dir)
+    cfg = config or _find_config(work_dir, log)
+    if isinstance(cfg, (str, os.PathLike)):
+        cfg = Config.fromfile(cfg)
+    history_dir = _history_dir(cfg, work_dir)
+    history_path = osp.join(history_dir, 'metrics_history.json')
     if not osp.isfile(history_path):
         raise NoValidationRecords(
             f'{history_path} not found: the report needs a run that '
             'validated, with PRCurveHook in custom_hooks (configs/ here '
             'have it)')
-    history = read_json(history_path)
+    try:
+        history = read_json(history_path)
+    except ValueError as err:  # not JSON
+        raise InvalidMetricsHistory(str(err)) from None
     if not isinstance(history, list) or not all(
             isinstance(h, dict) for h in history):
         raise InvalidMetricsHistory(
@@ -574,11 +599,6 @@ def write_performance_summary(work_dir: str,
             f'{history_path} has no validation record with a pooled Dice '
             "(key 'dice' of PneumothoraxMetric without a prefix)")
 
-    # Scanned once, and only for what the caller did not give.
-    log = None if config and world_size else _training_log(work_dir)
-    cfg = config or _find_config(work_dir, log)
-    if isinstance(cfg, (str, os.PathLike)):
-        cfg = Config.fromfile(cfg)
     best, best_metric = _best_validation(val, *_best_metric_rule(cfg))
     # The training scalars recorded with the best validation: compared
     # with it, they are of the same model.
@@ -591,10 +611,10 @@ def write_performance_summary(work_dir: str,
 
     # PRCurveHook's name for the best validation's curve; the latest
     # curve stands in only if it is that validation's.
-    curve_path = osp.join(work_dir, 'pr_curves',
+    curve_path = osp.join(history_dir, 'pr_curves',
                           f'val_{curve_tag(best["epoch"], best["iter"])}.json')
     if not osp.isfile(curve_path) and best is max(val, key=lambda h: h[key]):
-        curve_path = osp.join(work_dir, 'pr_curves', 'val_latest.json')
+        curve_path = osp.join(history_dir, 'pr_curves', 'val_latest.json')
     pr_png = None
     if osp.isfile(curve_path):
         pr_png = plot_pr_curve(

@@ -498,3 +498,50 @@ def test_a_history_that_is_not_a_list_is_named(tmp_path):
                        match='metrics_history.json is not a metrics '
                        'history .* got a dict'):
         write_performance_summary(str(tmp_path), images=False)
+
+
+def test_a_history_that_is_not_json_is_named(tmp_path):
+    from mmseg_ptx.reporting.summary import (InvalidMetricsHistory,
+                                             write_performance_summary)
+    (tmp_path / 'metrics_history.json').write_text('[{"mode": ')
+    with pytest.raises(InvalidMetricsHistory,
+                       match='metrics_history.json is not valid JSON'):
+        write_performance_summary(str(tmp_path), images=False)
+
+
+def test_history_and_curves_from_the_pr_curve_hooks_out_dir(tmp_path):
+    """PRCurveHook(out_dir=...) writes the history and curves there; the
+    report (hook or tools/summarize.py, which finds the run's config) reads
+    them there and still writes into the work dir."""
+    import torch
+    from mmengine.config import Config
+
+    from mmseg_ptx.evaluation import PneumothoraxMetric
+    from mmseg_ptx.reporting.json_io import write_json
+    from mmseg_ptx.reporting.summary import write_performance_summary
+    metric = PneumothoraxMetric()
+    gt = torch.zeros(1, 32, 32, dtype=torch.uint8)
+    gt[0, 8:16, 8:16] = 1
+    metric.process({}, [dict(seg_logits=dict(data=torch.randn(2, 32, 32)),
+                             gt_sem_seg=dict(data=gt))])
+    metrics = metric.evaluate(1)
+    out_dir = tmp_path / 'elsewhere'
+    (out_dir / 'pr_curves').mkdir(parents=True)
+    write_json(metric.last_curve.to_dict(max_points=100),
+               str(out_dir / 'pr_curves' / 'val_epoch_001.json'))
+    write_json([dict(mode='val', epoch=1, iter=10, **metrics)],
+               str(out_dir / 'metrics_history.json'))
+    work_dir = tmp_path / 'work_dir'
+    work_dir.mkdir()
+    from conftest import TINY_CONFIG
+    cfg = Config.fromfile(TINY_CONFIG)
+    hooks = [h for h in cfg.custom_hooks if h.type == 'PRCurveHook']
+    assert len(hooks) == 1
+    hooks[0].out_dir = str(out_dir)
+    cfg.dump(str(work_dir / 'run.py'))
+    for config in (cfg, None):  # given (the hook), found (summarize.py)
+        report = write_performance_summary(str(work_dir), config=config,
+                                           images=False, world_size=1)
+        assert report == str(work_dir / 'PERFORMANCE_SUMMARY.md')
+        assert (work_dir / 'precision_recall_curve.png').is_file()
+        (work_dir / 'precision_recall_curve.png').unlink()
