@@ -199,3 +199,50 @@ def test_cross_validation_chooses_as_the_search():
     with pytest.raises(ValueError, match='each image in exactly one'):
         cross_validate_triplet(stats, TOPS, AREAS, BOTTOMS,
                                [folds[0], folds[0] + folds[1]])
+
+
+def test_positive_share_reweights_the_ranking():
+    """On a positive-heavy set the plain mean keeps every prediction; at a
+    test set's share of positives, emptying small predictions wins."""
+    # min_area 0 (A) keeps each prediction, 10 (B) empties images with
+    # fewer than 10 pixels above the top. Dice with A / with B:
+    stats = ([image_counts(5, 10, 5, 10)] * 6 +  # positive: 0.5 / 0
+             [image_counts(5, 5, 0, 0)] * 2)  # negative: 0 / 1
+    plain = search_triplet(stats, [0.5], [0, 10], [0.5])
+    assert plain[0]['min_area'] == 0 and 'kaggle_dice_reweighted' not in \
+        plain[0]
+    rows = search_triplet(stats, [0.5], [0, 10], [0.5], positive_share=0.25)
+    assert rows[0]['min_area'] == 10
+    # B: 0.25 x 0 + 0.75 x 1; A: 0.25 x 0.5 + 0.75 x 0.
+    assert rows[0]['kaggle_dice_reweighted'] == pytest.approx(0.75)
+    assert rows[1]['kaggle_dice_reweighted'] == pytest.approx(0.125)
+    assert rows[0]['kaggle_dice'] == pytest.approx(0.25)  # still the mean
+    assert plain[0]['kaggle_dice'] == pytest.approx(0.375)
+    # The share of the set itself ranks as the plain mean.
+    same = search_triplet(stats, [0.5], [0, 10], [0.5], positive_share=0.75)
+    assert [r['kaggle_dice_reweighted'] for r in same] == pytest.approx(
+        [r['kaggle_dice'] for r in plain])
+    held = cross_validate_triplet(stats, [0.5], [0, 10], [0.5],
+                                  [[0, 1, 2, 6], [3, 4, 5, 7]],
+                                  positive_share=0.25)
+    assert [fold['min_area'] for fold in held['folds']] == [10, 10]
+    assert 'kaggle_dice_reweighted' in held['folds'][1]['held_out']
+
+
+@pytest.mark.parametrize('share, stats, message', [
+    (1.5, [image_counts(0, 0, 0, 0)], r'must be in \[0, 1\], got 1.5'),
+    (0.2, [image_counts(0, 0, 0, 0)], 'have only negative ones'),
+    (0.2, [image_counts(4, 4, 4, 4)], 'have only positive ones'),
+])
+def test_positive_share_needs_both_classes(share, stats, message):
+    with pytest.raises(ValueError, match=message):
+        search_triplet(stats, [0.5], [0], [0.5], positive_share=share)
+
+
+def test_positive_share_needs_both_classes_outside_every_fold():
+    stats = [image_counts(4, 4, 4, 4), image_counts(0, 0, 0, 0),
+             image_counts(0, 0, 0, 0)]
+    with pytest.raises(ValueError, match='images outside a fold have only '
+                       'negative ones'):
+        cross_validate_triplet(stats, [0.5], [0], [0.5], [[0, 1], [2]],
+                               positive_share=0.2)

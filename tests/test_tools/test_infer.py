@@ -195,6 +195,34 @@ def test_tune_postprocess_held_out_estimate(tmp_path, demo_root, tool_main):
             'folds chose the same setting') in stdout
     assert (f'The best kaggle_dice {result["best"]["kaggle_dice"]:.4f} is '
             'in-sample') in stdout
+    # One of the two images is positive: 50 %, against about 21 % in the
+    # Kaggle test set.
+    assert '2 validation images, 1 of them positive (50.0%)' in stdout
+    assert ('warning: 50% of the validation images are positive, against '
+            'about 21 % in the Kaggle test set') in err
+
+    # Ranked at the test set's share of positives: no warning.
+    status, stdout, err = tool_main('tune_postprocess', *args, '--folds', '0',
+                                    '--positive-share', '0.21')
+    assert status == 0, err
+    assert 'warning' not in err
+    result = json.loads(out.read_text(), parse_constant=_reject_constant)
+    assert (result['num_positive'], result['positive_share']) == (1, 0.21)
+    rows = result['results']
+    scores = [r['kaggle_dice_reweighted'] for r in rows]
+    assert scores == sorted(scores, reverse=True)
+    for row in rows:
+        assert row['kaggle_dice_reweighted'] == pytest.approx(
+            0.21 * row['kaggle_dice_pos'] + 0.79 * row['kaggle_dice_neg'])
+    assert (f'The best kaggle_dice_reweighted {scores[0]:.4f} is '
+            'in-sample') in stdout
+    # Held-out folds of one image each cannot be weighed: a usage error.
+    status, _, err = tool_main('tune_postprocess', *args,
+                               '--positive-share', '0.21')
+    assert status == 2
+    assert ('error: --positive-share: positive_share 0.21 weighs positive '
+            'and negative images, but the images outside a fold have only'
+            in err)
 
 
 def _reject_constant(name):
