@@ -199,6 +199,31 @@ def test_png_images_8_and_16_bit(tmp_path):
                                atol=0.5)
 
 
+@pytest.mark.parametrize('ext', ['png', 'jpg'])
+def test_exif_orientation_keeps_the_image_on_its_mask(tmp_path, ext):
+    """An EXIF orientation tag (a re-exported PNG or JPEG) rotates neither
+    the image nor the mask: both keep the stored pixel grid, so they stay
+    aligned (OpenCV would turn the image only)."""
+    from PIL import Image
+    img = np.full((64, 48), 40, np.uint8)
+    img[:16, :16] = 220  # the pneumothorax: a bright top-left square
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    for name, array in (('img', img), ('mask', (img > 100) * 255)):
+        Image.fromarray(array.astype(np.uint8)).save(
+            tmp_path / f'{name}.{ext}', exif=exif.tobytes(), quality=100)
+    pipeline = Compose([
+        LoadDicomImageFromFile(color_type='grayscale'),
+        LoadBinaryMaskFromFile()
+    ])
+    results = pipeline(dict(img_path=str(tmp_path / f'img.{ext}'),
+                            seg_map_path=str(tmp_path / f'mask.{ext}'),
+                            seg_fields=[]))
+    assert results['img'].shape == results['gt_seg_map'].shape == (64, 48)
+    np.testing.assert_array_equal(results['img'] > 100,
+                                  results['gt_seg_map'] == 1)
+
+
 def test_empty_files_are_decode_errors(tmp_path):
     # OpenCV raises its own error type on an empty buffer.
     path = tmp_path / 'empty.png'

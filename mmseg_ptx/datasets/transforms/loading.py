@@ -43,7 +43,10 @@ def read_grey_image(path: str) -> np.ndarray:
     in 16 bits) are scaled from their own min..max to 0..255, as
     :func:`~mmseg_ptx.datasets.dicom.read_dicom` scales deep DICOM data;
     OpenCV's plain grey conversion divides by 256, which leaves such an
-    image almost black.
+    image almost black. The pixels are taken as stored: an EXIF
+    orientation tag is ignored, as :func:`read_binary_mask` ignores it
+    (OpenCV would rotate the image, and only the image, so it would no
+    longer lie on its mask or its RLE's pixel grid).
 
     Args:
         path (str): The image file.
@@ -55,7 +58,9 @@ def read_grey_image(path: str) -> np.ndarray:
         FileNotFoundError: The file is missing.
         OSError: The file cannot be decoded.
     """
-    img = _imread(path, 'Image', cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
+    img = _imread(
+        path, 'Image', cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH
+        | cv2.IMREAD_IGNORE_ORIENTATION)
     if img.dtype != np.uint8:
         img = scale_to_uint8(img)
     return img
