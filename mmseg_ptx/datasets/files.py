@@ -50,9 +50,9 @@ def list_files(root: str, suffixes: Union[str, Sequence[str]]) -> List[str]:
         dirnames[:] = keep
         found += [
             osp.relpath(osp.join(dirpath, name), root)
-            for name in sorted(filenames) if name.lower().endswith(suffixes)
+            for name in filenames if name.lower().endswith(suffixes)
         ]
-    return found
+    return sorted(found)
 
 
 def _raise_unlistable(err: OSError) -> None:

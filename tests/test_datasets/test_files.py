@@ -11,11 +11,14 @@ def _touch(path):
 
 
 def test_list_files_sorted_relative_case_insensitive(tmp_path):
-    for rel in ['b/2.dcm', 'b/1.DCM', 'a/z/3.dcm', 'a/notes.txt', '0.dcm']:
+    for rel in ['b/2.dcm', 'b/1.DCM', 'a/z/3.dcm', 'a/notes.txt', '0.dcm',
+                'c.dcm']:
         _touch(tmp_path / rel)
+    # Sorted as paths (os.walk gives a folder's files before its
+    # subfolders').
     assert list_files(str(tmp_path), '.dcm') == [
         '0.dcm', os.path.join('a', 'z', '3.dcm'),
-        os.path.join('b', '1.DCM'), os.path.join('b', '2.dcm')]
+        os.path.join('b', '1.DCM'), os.path.join('b', '2.dcm'), 'c.dcm']
     assert list_files(str(tmp_path), ('.txt', '.nothing')) == [
         os.path.join('a', 'notes.txt')]
 
