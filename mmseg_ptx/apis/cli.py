@@ -142,7 +142,30 @@ def _same(a: Any, b: Any) -> bool:
     # them (a variable [1, 2] used as (1, 2) after a tuple() is rare).
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         return len(a) == len(b) and all(map(_same, a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        # mmengine tags a dict variable with its scope, not its copies.
+        return _unscoped(a) == _unscoped(b)
     return type(a) is type(b) and a == b
+
+
+def _unscoped(node: dict) -> dict:
+    return {k: v for k, v in node.items() if k != '_scope_'}
+
+
+def _paths_spreading(node: Any, items: dict, prefix: str = '') -> List[str]:
+    """The dotted paths under ``node`` of dicts that hold every item of
+    ``items`` (where a config spread a dict variable with ``**``)."""
+    if isinstance(node, dict):
+        children = node.items()
+        if items and all(k in node and _same(node[k], v)
+                         for k, v in items.items()):
+            return [prefix.rstrip('.')]
+    elif isinstance(node, (list, tuple)):
+        children = enumerate(node)
+    else:
+        return []
+    return [path for key, child in children
+            for path in _paths_spreading(child, items, f'{prefix}{key}.')]
 
 
 def merge_cfg_options(cfg: Config, options: Optional[dict]) -> None:
@@ -153,9 +176,11 @@ def merge_cfg_options(cfg: Config, options: Optional[dict]) -> None:
     ``crop_size``...) where the file uses it while it reads the file, so
     ``--cfg-options class_weight=...`` sets the variable and nothing that
     used it: the run would go on with the old value. Such an option is an
-    error naming the settings that hold the variable's value. Top-level
-    keys the Runner reads (``work_dir``, ``load_from``, ...) are settings,
-    not variables, and merge as always.
+    error naming the settings that hold the variable's value; so is one
+    that sets a dict variable (``norm_cfg``, ``split_settings``) or a key
+    inside it (``norm_cfg.type=BN``). Top-level keys the Runner reads
+    (``work_dir``, ``load_from``, ``model``, ...) are settings, not
+    variables, and merge as always, and so do new top-level keys.
 
     Args:
         cfg (Config): The config, changed in place.
@@ -168,24 +193,40 @@ def merge_cfg_options(cfg: Config, options: Optional[dict]) -> None:
         return
     plain = cfg.to_dict()  # ConfigDicts as dicts, as _same compares them
     for key, value in options.items():
-        if '.' in key or key in _RUNNER_KEYS or key not in plain:
+        head = key.split('.', 1)[0]
+        if head in _RUNNER_KEYS or head not in plain:
             continue
-        old = plain[key]
+        old = plain[head]
+        inside = '.' in key or isinstance(old, dict)
         # True, False and None hold too many unrelated settings to tell a
         # variable's uses from them.
-        if (isinstance(old, (dict, bool)) or old is None
+        if (not inside and (isinstance(old, bool) or old is None)
                 or _same(old, value)):
             continue
-        users = [p for p in _paths_holding(plain, old) if p != key]
+        users = [p for p in _paths_holding(plain, old) if p != head]
+        suffix = key[len(head):]
+        where = 'these hold its value'
+        if not users and isinstance(old, dict):
+            # Spread with ** into other dicts: they hold its items.
+            users = [p for p in _paths_spreading(plain, _unscoped(old))
+                     if p != head]
+            where = 'the file spread its items into these'
+            suffix = suffix or '.<item>'
         # Harmless where the same options set every such setting too.
-        if users and not set(users) <= set(options):
-            raise UsageError(
-                f'--cfg-options {key}=... would change the config variable '
-                f'{key!r} only: its value {old!r} was filled in where the '
-                'config file uses it when the file was read. Set the '
-                'settings it was filled into instead; these hold its value '
-                '(a number may be held by unrelated ones too): ' + ' '.join(
-                    f'{path}=...' for path in users))
+        if users and all(
+                any(o == u or o.startswith(f'{u}.') for o in options)
+                for u in users):
+            continue
+        if not users:
+            continue  # a variable nothing holds (or code of its own reads)
+        if not inside:
+            where += ' (a number may be held by unrelated ones too)'
+        raise UsageError(
+            f'--cfg-options {key}=... would change the config variable '
+            f'{head!r} only: its value' + ('' if inside else f' {old!r}') +
+            ' was filled in where the config file uses it when the file '
+            f'was read. Set the settings it was filled into instead; '
+            f'{where}: ' + ' '.join(f'{path}{suffix}=...' for path in users))
     cfg.merge_from_dict(options)
 
 

@@ -36,6 +36,37 @@ def test_variable_override_names_the_settings_that_hold_it(recipe):
         merge_cfg_options(cfg, {'train_pipeline': []})
 
 
+@pytest.mark.parametrize('options, message', [
+    ({'norm_cfg.type': 'BN'}, "variable 'norm_cfg' only: its value was "
+     'filled in where the config file uses it when the file was read. Set '
+     'the settings it was filled into instead; these hold its value: model.decode_head.norm_cfg.type=... '
+     'model.auxiliary_head.norm_cfg.type=...'),
+    ({'norm_cfg': dict(type='BN', requires_grad=True)}, 'these hold its '
+     'value: model.decode_head.norm_cfg=... model.auxiliary_head.norm_cfg='
+     '...'),
+    # Spread into the data sets with **: its items are there.
+    ({'split_settings.neg_keep_ratio': 0.3}, 'the file spread its items '
+     'into these: train_dataloader.dataset.neg_keep_ratio=... '
+     'val_dataloader.dataset.neg_keep_ratio=... '
+     'test_dataloader.dataset.neg_keep_ratio=...'),
+    ({'split_settings': {}}, 'train_dataloader.dataset.<item>=...'),
+    # A list variable's item.
+    ({'train_pipeline.1.type': 'X'}, 'train_dataloader.dataset.pipeline.1.'
+     'type=...'),
+])
+def test_dict_variables_and_keys_inside_variables(recipe, options,
+                                                  message):
+    """A dict (or list) variable, or a key inside one: mmengine copied
+    (or spread) it where the file uses it, so the option would change
+    nothing the run reads."""
+    cfg = recipe.copy()
+    with pytest.raises(ValueError) as err:
+        merge_cfg_options(cfg, options)
+    assert message in str(err.value)
+    assert cfg.split_settings.neg_keep_ratio == 0.15
+    assert cfg.norm_cfg.type == 'SyncBN'
+
+
 def test_settings_merge(recipe):
     cfg = recipe.copy()
     merge_cfg_options(cfg, {
@@ -54,6 +85,13 @@ def test_settings_merge(recipe):
         **{f'{split}_dataloader.dataset.data_root': '/elsewhere'
            for split in ('train', 'val', 'test')}
     })
+    # A key inside a dict variable, with every setting that holds it.
+    merge_cfg_options(cfg, {
+        'split_settings.val_ratio': 0.25,
+        **{f'{split}_dataloader.dataset.val_ratio': 0.25
+           for split in ('train', 'val', 'test')}
+    })
+    assert cfg.train_dataloader.dataset.val_ratio == 0.25
     assert cfg.val_dataloader.dataset.data_root == '/elsewhere'
     assert cfg.model.decode_head.loss_decode.class_weight == 'stats.json'
     assert cfg.model.auxiliary_head.loss_decode.class_weight == 'stats.json'

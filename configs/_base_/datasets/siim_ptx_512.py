@@ -75,7 +75,8 @@ train_dataloader = dict(
     # A last batch of one image breaks BatchNorm in the decode head's
     # pooling branch (1x1 features); the sampler redraws every epoch.
     drop_last=True,
-    # Positives weighted 1.5x a negative's 1.0, a disjoint shard per rank.
+    # Positives weighted 1.5x a negative's 1.0, drawn with replacement;
+    # each rank takes its own positions of the one draw all ranks share.
     sampler=dict(type='ClassBalancedSampler', pos_weight=1.5),
     dataset=dict(
         type=dataset_type,
