@@ -39,7 +39,8 @@ def test_variable_override_names_the_settings_that_hold_it(recipe):
 @pytest.mark.parametrize('options, message', [
     ({'norm_cfg.type': 'BN'}, "variable 'norm_cfg' only: its value was "
      'filled in where the config file uses it when the file was read. Set '
-     'the settings it was filled into instead; these hold its value: model.decode_head.norm_cfg.type=... '
+     'the settings it was filled into instead; these hold its value: '
+     'model.decode_head.norm_cfg.type=... '
      'model.auxiliary_head.norm_cfg.type=...'),
     ({'norm_cfg': dict(type='BN', requires_grad=True)}, 'these hold its '
      'value: model.decode_head.norm_cfg=... model.auxiliary_head.norm_cfg='
