@@ -251,6 +251,8 @@ def write_outputs(image_id: str, img: np.ndarray, prob: np.ndarray,
 
 #: Prediction failures before any success that end the run.
 FAIL_FAST = 8
+#: (H, W) of the SIIM radiographs, the grid Kaggle's RLE is scored on.
+KAGGLE_SHAPE = (1024, 1024)
 
 
 def predict_each(models, ids: List[str], images: list, tta: bool
@@ -413,6 +415,8 @@ def main() -> int:
                            f'{type(err).__name__}: {err}'))
 
     predicted = failed_first = 0
+    # Images not of the Kaggle size: (path, shape).
+    other_sizes: List[Tuple[str, Tuple[int, ...]]] = []
     bar = tqdm(total=len(paths), unit='img', desc='infer')
     # Reading, post-processing and writing (PNG encoding above all) take
     # the host longer than a GPU takes to predict: threads do them while
@@ -449,6 +453,8 @@ def main() -> int:
                         raise err
                     continue
                 predicted += 1
+                if prob.shape != KAGGLE_SHAPE:
+                    other_sizes.append((sources[image_id], prob.shape))
                 writes.append((image_id, sources[image_id], pool.submit(
                     write_outputs, image_id, img, prob, postprocess, dirs,
                     args.save_prob)))
@@ -465,6 +471,14 @@ def main() -> int:
     num_pos = sum(rle != EMPTY_RLE for rle in rles.values())
     print(f'{rows} images predicted ({num_pos} with pneumothorax, '
           f'{rows - num_pos} empty) -> {csv_path}')
+    if other_sizes:
+        path, (height, width) = other_sizes[0]
+        print(f'warning: {len(other_sizes)} of the {predicted} images are '
+              f'not {KAGGLE_SHAPE[0]} x {KAGGLE_SHAPE[1]} (first: {path}, '
+              f'{height} x {width}): their masks and RLE rows are at their '
+              'own size, and min_area counts their pixels. Kaggle scores '
+              'RLE on the 1024 x 1024 DICOMs: predict those, not a '
+              'resized copy.', file=sys.stderr)
     if errors:
         # Not '-1' rows: an image nobody looked at is not a negative one.
         print(f'{csv_path} has no row for the {len(errors)} file(s) below; '

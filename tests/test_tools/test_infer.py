@@ -332,6 +332,8 @@ def test_infer_image_ids_from_a_csv(tmp_path, demo_root, tool_main):
     assert sorted(submitted) == sorted(r['ImageId'] for r in rows)
     assert sorted(p.stem for p in (out / 'masks').iterdir()) == sorted(
         submitted)
+    # The demo's images are smaller than Kaggle's: said, not refused.
+    assert 'warning: 2 of the 2 images are not 1024 x 1024 (first: ' in err
     # A CSV that names one file for two ImageIds: a usage error.
     bad = tmp_path / 'bad.csv'
     bad.write_text('ImageId,new_filename\n1.2.3,a.png\n1.2.4,a.png\n')
