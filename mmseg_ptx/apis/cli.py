@@ -148,6 +148,13 @@ def _same(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
+def _set_by(options: Mapping, path: str, parts: bool) -> bool:
+    """Whether ``options`` set the setting at ``path``: the setting
+    itself, a dict holding it or, with ``parts``, keys inside it."""
+    return any(o == path or path.startswith(f'{o}.') or (
+        parts and o.startswith(f'{path}.')) for o in options)
+
+
 def _unscoped(node: dict) -> dict:
     return {k: v for k, v in node.items() if k != '_scope_'}
 
@@ -204,21 +211,23 @@ def merge_cfg_options(cfg: Config, options: Optional[dict]) -> None:
                 or _same(old, value)):
             continue
         users = [p for p in _paths_holding(plain, old) if p != head]
-        suffix = key[len(head):]
-        where = 'these hold its value'
-        if not users and isinstance(old, dict):
+        suffix = key[len(head):]  # the part inside the variable
+        spread = not users and isinstance(old, dict)
+        if spread:
             # Spread with ** into other dicts: they hold its items.
             users = [p for p in _paths_spreading(plain, _unscoped(old))
                      if p != head]
-            where = 'the file spread its items into these'
-            suffix = suffix or '.<item>'
-        # Harmless where the same options set every such setting too.
-        if users and all(
-                any(o == u or o.startswith(f'{u}.') for o in options)
-                for u in users):
-            continue
         if not users:
             continue  # a variable nothing holds (or code of its own reads)
+        # Harmless where the same options set every such setting too.
+        if all(_set_by(options, f'{u}{suffix}', parts=not spread)
+               for u in users):
+            continue
+        if spread:
+            where = 'the file spread its items into these'
+            suffix = suffix or '.<item>'
+        else:
+            where = 'these hold its value'
         if not inside:
             where += ' (a number may be held by unrelated ones too)'
         raise UsageError(

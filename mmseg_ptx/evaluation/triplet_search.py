@@ -153,9 +153,11 @@ def _summary(dice: np.ndarray, empty: np.ndarray, pos: np.ndarray,
         kaggle_dice_neg=mean(dice[~pos]),
         num_empty=int(empty.sum()))
     if positive_share is not None:
-        out['kaggle_dice_reweighted'] = (
-            positive_share * out['kaggle_dice_pos'] +
-            (1 - positive_share) * out['kaggle_dice_neg'])
+        # A class of weight 0 does not count, even where it has no images
+        # (NaN): a share of 0 on negative images is their mean.
+        terms = [(positive_share, out['kaggle_dice_pos']),
+                 (1 - positive_share, out['kaggle_dice_neg'])]
+        out['kaggle_dice_reweighted'] = sum(w * d for w, d in terms if w)
     return out
 
 

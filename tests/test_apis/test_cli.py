@@ -51,6 +51,16 @@ def test_variable_override_names_the_settings_that_hold_it(recipe):
      'val_dataloader.dataset.neg_keep_ratio=... '
      'test_dataloader.dataset.neg_keep_ratio=...'),
     ({'split_settings': {}}, 'train_dataloader.dataset.<item>=...'),
+    # Other keys of the same settings (make demo's data_root) do not set
+    # the one the variable's key would.
+    ({'split_settings.neg_keep_ratio': 0.3,
+      **{f'{split}_dataloader.dataset.data_root': 'data/demo'
+         for split in ('train', 'val', 'test')}},
+     'train_dataloader.dataset.neg_keep_ratio=...'),
+    ({'split_settings': {},
+      **{f'{split}_dataloader.dataset.data_root': 'data/demo'
+         for split in ('train', 'val', 'test')}},
+     'train_dataloader.dataset.<item>=...'),
     # A list variable's item.
     ({'train_pipeline.1.type': 'X'}, 'train_dataloader.dataset.pipeline.1.'
      'type=...'),

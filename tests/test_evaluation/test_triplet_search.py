@@ -246,3 +246,16 @@ def test_positive_share_needs_both_classes_outside_every_fold():
                        'negative ones'):
         cross_validate_triplet(stats, [0.5], [0], [0.5], [[0, 1], [2]],
                                positive_share=0.2)
+
+
+@pytest.mark.parametrize('share, gt', [(0.0, 0), (1.0, 4)])
+def test_a_share_of_0_or_1_weighs_one_class(share, gt):
+    """A share of 0 (1) on images of negatives (positives) only is their
+    plain mean, not NaN (which would rank the settings at random)."""
+    stats = [image_counts(4, 4, 4 if gt else 0, gt)] * 2 + [
+        image_counts(20, 20, 20 if gt else 0, gt)]
+    rows = search_triplet(stats, [0.5], [0, 10], [0.5],
+                          positive_share=share)
+    for row in rows:
+        assert row['kaggle_dice_reweighted'] == row['kaggle_dice']
+    assert rows[0]['kaggle_dice'] == max(r['kaggle_dice'] for r in rows)
