@@ -264,9 +264,15 @@ def write_split(split_dir: str, result: SplitResult, meta: dict) -> None:
     for name, text in texts.items():
         path = osp.join(split_dir, name)
         if osp.isfile(path) and _read_text(path) != text:
+            # The same settings, other ids: edited lists, or a split_first
+            # split of a version that drew it apart from balance_first's.
+            older = (' (split_first splits written before 2026-11-28 drew '
+                     'their validation set apart from balance_first\'s; '
+                     'see docs/data_preparation.md)'
+                     if meta.get('order') == 'split_first' else '')
             raise FileExistsError(
                 f'{path} exists and holds a different split than the one '
-                f'requested. {hint}')
+                f'requested{older}. {hint}')
     for name, text in texts.items():
         path = osp.join(split_dir, name)
         if not osp.isfile(path):

@@ -192,6 +192,12 @@ def test_refuses_to_overwrite_hand_made_lists(tmp_path):
     assert not (tmp_path / 'split_meta.json').exists()
     back = read_split(str(tmp_path))
     assert (back.train, back.val, back.counts) == (['x', 'y'], ['z'], {})
+    # A split_first split with the same settings but other ids: most
+    # likely one of a version that drew it apart from balance_first's.
+    with pytest.raises(FileExistsError, match=r'train.txt exists and holds '
+                       r'a different split than the one requested \(split_'
+                       r'first splits written before 2026-11-28'):
+        write_split(str(tmp_path), result, dict(order='split_first'))
 
 
 def test_read_split_errors(tmp_path):
