@@ -80,12 +80,23 @@ def _find_config(work_dir: str, log: Optional[str]) -> Optional[str]:
 def _history_dir(cfg: Optional[Config], work_dir: str) -> str:
     """Where the run's PRCurveHook wrote ``metrics_history.json`` and
     ``pr_curves/``: the ``out_dir`` its config gives it, else
-    ``work_dir``."""
+    ``work_dir``. A relative ``out_dir`` is relative to the training's
+    working directory: where the config's ``work_dir`` is relative too,
+    that directory is ``work_dir`` less the config's, so the report finds
+    it from any directory."""
     for hook in (cfg.get('custom_hooks') if cfg is not None else None) or []:
         type_ = hook.get('type')
         name = getattr(type_, '__name__', str(type_)).rpartition('.')[2]
         if name == 'PRCurveHook' and hook.get('out_dir'):
-            return hook['out_dir']
+            out_dir = hook['out_dir']
+            run_dir = cfg.get('work_dir')
+            if (osp.isabs(out_dir) or osp.isdir(out_dir) or not run_dir
+                    or osp.isabs(run_dir)):
+                return out_dir
+            here, rel = osp.abspath(work_dir), osp.normpath(run_dir)
+            if here.endswith(os.sep + rel):
+                return osp.join(here[:-len(rel)], out_dir)
+            return out_dir
     return work_dir
 
 

@@ -509,7 +509,8 @@ def test_a_history_that_is_not_json_is_named(tmp_path):
         write_performance_summary(str(tmp_path), images=False)
 
 
-def test_history_and_curves_from_the_pr_curve_hooks_out_dir(tmp_path):
+def test_history_and_curves_from_the_pr_curve_hooks_out_dir(tmp_path,
+                                                            monkeypatch):
     """PRCurveHook(out_dir=...) writes the history and curves there; the
     report (hook or tools/summarize.py, which finds the run's config) reads
     them there and still writes into the work dir."""
@@ -545,3 +546,11 @@ def test_history_and_curves_from_the_pr_curve_hooks_out_dir(tmp_path):
         assert report == str(work_dir / 'PERFORMANCE_SUMMARY.md')
         assert (work_dir / 'precision_recall_curve.png').is_file()
         (work_dir / 'precision_recall_curve.png').unlink()
+    # Trained from tmp_path with relative folders; reported from another.
+    hooks[0].out_dir = 'elsewhere'
+    cfg.work_dir = './work_dir'
+    cfg.dump(str(work_dir / 'run.py'))
+    (tmp_path / 'other').mkdir()
+    monkeypatch.chdir(tmp_path / 'other')
+    write_performance_summary(str(work_dir), images=False, world_size=1)
+    assert (work_dir / 'precision_recall_curve.png').is_file()
