@@ -47,7 +47,11 @@ def compile_modules(model: torch.nn.Module,
     the stages' different shapes would otherwise make dynamo recompile the
     block with symbolic shapes, which takes minutes and gives slower
     kernels. Dynamo's recompile limit is raised to fit every block, mode
-    and a few input sizes.
+    and a few input sizes. A compiled block keeps torch's
+    ``Module.compile`` binding to itself, so a deep copy of a model with
+    compiled blocks would run the original blocks' weights: copy first,
+    then compile (mmengine's ``EMAHook`` copies the model but never calls
+    the copy; whole modules are compiled copy-safe).
 
     Args:
         model (torch.nn.Module): The segmentor (unwrapped from DDP).
