@@ -145,7 +145,7 @@ def test_write_submission_and_find_images(tmp_path):
         (tmp_path / name).write_bytes(b'')
     found = [p[len(str(tmp_path)) + 1:] for p in find_images(
         str(tmp_path / 'd'))]
-    assert found == ['d/w.jpg', 'd/x.DCM', 'd/e/y.png']
+    assert found == ['d/e/y.png', 'd/w.jpg', 'd/x.DCM']  # sorted paths
     with pytest.raises(FileNotFoundError, match='nowhere'):
         find_images(str(tmp_path / 'nowhere'))
 
