@@ -54,8 +54,13 @@ def main() -> int:
     # Written under a temporary name and renamed: an interrupted save
     # leaves no truncated checkpoint under the name asked for.
     partial = f'{args.out}.partial'
-    torch.save(checkpoint, partial)
-    os.replace(partial, args.out)
+    try:
+        torch.save(checkpoint, partial)
+        os.replace(partial, args.out)
+    except BaseException:
+        if osp.exists(partial):
+            os.remove(partial)
+        raise
     meta = checkpoint['meta']
     newest = (f' (meta of epoch {meta["epoch"]}, iteration {meta["iter"]})'
               if 'epoch' in meta and 'iter' in meta else '')
