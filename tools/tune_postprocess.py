@@ -15,6 +15,11 @@ cross-validated: each of K folds of the images (stratified by positive and
 negative, the same on every run) gets the setting chosen on the other
 folds and is scored with it; the mean over all images so held out is an
 honest estimate of the tuned score (the JSON's ``held_out``).
+
+With --extra-model CONFIG CHECKPOINT (repeatable) the counts are those of
+the models' averaged probabilities, as ``tools/infer.py --extra-model``
+thresholds them: the first model predicts the validation items, each
+extra one the same image through its own test pipeline.
 """
 import argparse
 import os
@@ -22,13 +27,15 @@ import os.path as osp
 import sys
 from typing import Optional, Tuple
 
+import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 import mmseg_ptx  # noqa: F401  (stack fixes + registration)
 from mmseg.registry import DATASETS
 from mmseg_ptx.apis import (UsageError, add_cfg_options_arg, default_device,
-                            load_models, merge_cfg_options, predict_packed,
+                            image_reader, load_models, merge_cfg_options,
+                            predict_packed, predict_probabilities,
                             read_config, reports_usage_errors)
 from mmseg_ptx.evaluation import (cross_validate_triplet, search_triplet,
                                   triplet_folds, triplet_image_stats)
@@ -82,6 +89,11 @@ def parse_args() -> Tuple[argparse.ArgumentParser, argparse.Namespace]:
     parser.add_argument('--device', default=None)
     parser.add_argument('--tta', action='store_true',
                         help='horizontal-flip TTA while predicting')
+    parser.add_argument(
+        '--extra-model', nargs=2, action='append', default=[],
+        metavar=('CONFIG', 'CHECKPOINT'),
+        help='another model whose probabilities are averaged in, as '
+        'tools/infer.py --extra-model averages them (repeatable)')
     add_cfg_options_arg(parser)
     parser.add_argument('--show', type=int, default=10,
                         help='how many of the best settings to print')
@@ -157,8 +169,11 @@ def main() -> int:
     os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
     cfg = read_config(args.config)
     merge_cfg_options(cfg, args.cfg_options)
-    model = load_models([(cfg, args.checkpoint)],
-                        device=args.device or default_device())[0]
+    models = load_models([(cfg, args.checkpoint)] +
+                         [tuple(pair) for pair in args.extra_model],
+                         device=args.device or default_device())
+    model, extras = models[0], models[1:]
+    read = image_reader(models)
     dataset = DATASETS.build(model.cfg.val_dataloader.dataset)
     num = len(dataset) if args.max_images is None else min(
         args.max_images, len(dataset))
@@ -178,6 +193,13 @@ def main() -> int:
             sample = packed['data_samples']
             gt = sample.gt_sem_seg.data[0]
             name = sample.metainfo.get('img_path')
+            if extras:
+                # Each extra model through its own test pipeline, as
+                # tools/infer.py gives it the image; equal weights.
+                others = predict_probabilities(extras, [read(name)],
+                                               tta=args.tta, names=[name])[0]
+                prob = (prob + len(extras) * torch.from_numpy(others)) / len(
+                    models)
             stats.append(
                 triplet_image_stats(prob, gt, args.top, args.bottom,
                                     name=name))
@@ -241,6 +263,8 @@ def main() -> int:
         config=osp.abspath(args.config),
         cfg_options=args.cfg_options,
         checkpoint=osp.abspath(args.checkpoint),
+        extra_models=[[osp.abspath(c), osp.abspath(k)]
+                      for c, k in args.extra_model],
         num_images=num,
         num_positive=num_positive,
         positive_share=share,

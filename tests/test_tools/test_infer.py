@@ -225,6 +225,32 @@ def test_tune_postprocess_held_out_estimate(tmp_path, demo_root, tool_main):
             in err)
 
 
+def test_tune_postprocess_extra_models(tmp_path, demo_root, tool_main):
+    """--extra-model: the counts of the averaged probabilities. A member
+    with the same weights averages to the model's own map (the same
+    rows); another one changes the map."""
+    models = [build_tiny_model(seed) for seed in (0, 1)]
+    ckpt, other = (save_tiny_checkpoint(m, tmp_path / f'tiny{i}.pth')
+                   for i, m in enumerate(models))
+    twin = tmp_path / 'twin.pth'
+    shutil.copy(ckpt, twin)
+    cfg = write_tiny_run_config(tmp_path / 'cfg.py', demo_root)
+    args = [cfg, ckpt, '--device', 'cpu', '--num-workers', '0', '--folds',
+            '0', '--top', '0.5,0.52', '--min-area', '0,10', '--bottom',
+            '0.48,0.5']
+    results = {}
+    for name, extra in (('alone', []), ('twin', ['--extra-model', cfg, twin]),
+                        ('other', ['--extra-model', cfg, other])):
+        out = tmp_path / f'{name}.json'
+        status, _, err = tool_main('tune_postprocess', *args, '--out', out,
+                                   *extra)
+        assert status == 0, err
+        results[name] = json.loads(out.read_text())
+    assert results['twin']['extra_models'] == [[str(cfg), str(twin)]]
+    assert results['twin']['results'] == results['alone']['results']
+    assert results['other']['results'] != results['alone']['results']
+
+
 def _reject_constant(name):
     raise AssertionError(f'{name} in strict JSON')
 
