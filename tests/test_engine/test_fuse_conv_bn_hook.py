@@ -34,6 +34,10 @@ def test_test_run_folds_training_run_does_not():
         if not trains:
             assert f'{before} BatchNorm layers folded' in \
                 logger.info.call_args.args[0]
+            # A second test of the runner: nothing left to fold, and no
+            # "0 BatchNorm layers folded".
+            hook.before_test(runner)
+            assert logger.info.call_count == 1
 
 
 def test_refused_with_ema():

@@ -28,6 +28,10 @@ class FuseConvBNHook(InferenceOnlyHook):
     priority = 'VERY_HIGH'
     kept_in_training = 'its BatchNorms stay as they are'
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._folded = False
+
     def prepare_for_test(self, runner) -> None:
         # EMAHook swaps its averaged weights in and out by position, from
         # a copy it made before the folding: the folded model's parameters
@@ -41,5 +45,8 @@ class FuseConvBNHook(InferenceOnlyHook):
                 f'{ema[0]} swaps its averaged weights in for the test; test '
                 'without --fuse-conv-bn')
         folded = fuse_conv_bn(runner.model)
-        runner.logger.info(f'FuseConvBNHook: {folded} BatchNorm layers '
-                           'folded into their convolutions')
+        if folded or not self._folded:
+            runner.logger.info(f'FuseConvBNHook: {folded} BatchNorm layers '
+                               'folded into their convolutions')
+        # A second test of the same runner finds them folded already.
+        self._folded = self._folded or folded > 0
