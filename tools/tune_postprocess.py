@@ -230,7 +230,10 @@ def main() -> int:
                                               args.min_area, args.bottom,
                                               triplet_folds(stats, folds),
                                               positive_share=share)
-    except ValueError as err:  # a share the images cannot weigh
+    except ValueError as err:
+        if share is None:
+            raise
+        # A share that needs a class the images (or a fold's rest) lack.
         raise UsageError(f'--positive-share: {err}') from None
     best = rows[0]
     score = 'kaggle_dice' if share is None else 'kaggle_dice_reweighted'
