@@ -32,7 +32,7 @@ __all__ = [
     'InvalidMetricsHistory', 'REFERENCE_RESULTS'
 ]
 
-#: The run this project reproduces (shared/seed/PERFORMANCE_SUMMARY.md).
+#: The run this project reproduces (docs/reference_run.md).
 REFERENCE_RESULTS = dict(dice=0.6095, iou=0.4648, ap=0.7030)
 
 
