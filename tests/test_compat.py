@@ -137,6 +137,26 @@ def test_cpu_distributed_init_uses_gloo():
     assert out.stdout.strip().endswith('gloo')
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason='CPU-only fix')
+def test_cpu_distributed_fix_leaves_other_accelerators_alone():
+    """On an Ascend (or Cambricon, Moore Threads) host CUDA is absent too;
+    mmengine's own launcher, which sets the NPU and picks hccl, stays."""
+    code = (
+        'import mmengine.dist.utils as utils\n'
+        'from mmengine.model import MMDistributedDataParallel as DDP\n'
+        'launcher, ddp_init = utils._init_dist_pytorch, DDP.__init__\n'
+        # After mmengine's imports, which would import torch_npu.
+        'import mmengine.device as device\n'
+        'device.is_npu_available = lambda: True\n'
+        'import mmseg_ptx\n'
+        'print(utils._init_dist_pytorch is launcher, '
+        'DDP.__init__ is ddp_init)\n')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith('True True')
+
+
 def test_check_pkg_resources_passes_with_pinned_setuptools():
     compat.check_pkg_resources()
 
