@@ -23,7 +23,7 @@ import os
 import os.path as osp
 import uuid
 from collections.abc import Mapping
-from typing import Dict, Iterator
+from typing import Dict, Iterator, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -415,12 +415,23 @@ def _uid(seed: int, index: int, kind: str) -> str:
     return f'2.25.{uuid.uuid5(uuid.NAMESPACE_OID, name).int}'
 
 
+def _jpeg(img: np.ndarray) -> Tuple[bytes, np.ndarray]:
+    """``img`` as baseline JPEG, and the pixels that JPEG decodes to."""
+    buf = io.BytesIO()
+    Image.fromarray(img, mode='L').save(buf, format='JPEG',
+                                        quality=_JPEG_QUALITY)
+    encoded = buf.getvalue()
+    return encoded, np.asarray(Image.open(io.BytesIO(encoded)))
+
+
 def _write_dicom(path: str, img: np.ndarray, uids: dict, patient: dict,
-                 jpeg: bool) -> None:
+                 jpeg: Optional[bytes]) -> None:
+    """A Secondary Capture DICOM of ``img``, its pixel data the baseline
+    JPEG ``jpeg`` where given, else uncompressed."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
     meta.MediaStorageSOPInstanceUID = uids['sop']
-    meta.TransferSyntaxUID = JPEGBaseline8Bit if jpeg \
+    meta.TransferSyntaxUID = JPEGBaseline8Bit if jpeg is not None \
         else ExplicitVRLittleEndian
     ds = pydicom.Dataset()
     ds.file_meta = meta
@@ -436,6 +447,14 @@ def _write_dicom(path: str, img: np.ndarray, uids: dict, patient: dict,
     ds.PatientBirthDate = patient['birth_date']
     ds.PatientSex = patient['sex']
     ds.StudyDate = patient['study_date']
+    # Secondary Capture's required attributes, as the SIIM files carry
+    # them (type 2: present, may be empty).
+    ds.ConversionType = 'WSD'
+    ds.StudyTime = ''
+    ds.ReferringPhysicianName = ''
+    ds.AccessionNumber = ''
+    ds.StudyID = ''
+    ds.PatientOrientation = ''
     ds.SeriesNumber = 1
     ds.InstanceNumber = 1
     ds.Rows, ds.Columns = img.shape
@@ -445,16 +464,12 @@ def _write_dicom(path: str, img: np.ndarray, uids: dict, patient: dict,
     ds.BitsStored = 8
     ds.HighBit = 7
     ds.PixelRepresentation = 0
-    if jpeg:
-        buf = io.BytesIO()
-        Image.fromarray(img, mode='L').save(buf, format='JPEG',
-                                            quality=_JPEG_QUALITY)
-        ds.PixelData = encapsulate([buf.getvalue()])
+    if jpeg is not None:
+        ds.PixelData = encapsulate([jpeg])
         ds['PixelData'].VR = 'OB'
         ds.LossyImageCompression = '01'
         ds.LossyImageCompressionMethod = 'ISO_10918_1'
-        ds.LossyImageCompressionRatio = round(
-            img.size / len(buf.getvalue()), 2)
+        ds.LossyImageCompressionRatio = round(img.size / len(jpeg), 2)
     else:
         ds.PixelData = np.ascontiguousarray(img).tobytes()
         ds['PixelData'].VR = 'OB'
@@ -622,13 +637,18 @@ def write_demo_dataset(out_dir: str,
         for region in regions:
             mask |= region
         masks.add(image_id, mask)
+        # Every other image is stored as lossy JPEG; the PNG re-release's
+        # images are what the DICOMs decode to, as in the real one.
+        jpeg = None
+        if i % 2 == 0:
+            jpeg, img = _jpeg(img)
 
         if write_dicom:
             folder = osp.join(out_dir, 'dicom-images-train', uids['study'],
                               uids['series'])
             os.makedirs(folder, exist_ok=True)
             _write_dicom(osp.join(folder, _dicom_name(seed, i)), img, uids,
-                         _patient(rng, i), jpeg=i % 2 == 0)
+                         _patient(rng, i), jpeg=jpeg)
             rles = [rle_encode(r) for r in regions] or [EMPTY_RLE]
             rle_rows += [f'{image_id}{sep}{rle}' for rle in rles]
         if write_png:

@@ -54,6 +54,11 @@ def test_dicom_layout(dicom_set):
             (8, 8, 1)
         assert str(ds.PatientName).startswith('Demo^Patient')
         assert ds.PatientID and ds.PatientBirthDate and ds.StudyDate
+        # Secondary Capture's required attributes (type 2 may be empty).
+        assert ds.ConversionType == 'WSD'
+        for keyword in ('StudyTime', 'ReferringPhysicianName',
+                        'AccessionNumber', 'StudyID', 'PatientOrientation'):
+            assert keyword in ds
         syntaxes.add(ds.file_meta.TransferSyntaxUID)
         assert read_dicom(osp.join(root, rel)).shape == (64, 64)
     # A mix of compressed and uncompressed files, like re-exported data.
@@ -110,6 +115,26 @@ def test_png_layout(tmp_path):
         assert set(np.unique(mask)) <= {0, 255}
         np.testing.assert_array_equal(mask // 255, masks[image_id])
         assert has == str(int(masks[image_id].any()))
+
+
+def test_both_layouts_hold_the_same_pixels(tmp_path):
+    """The PNG images are what the DICOMs decode to, lossy JPEG ones
+    included, as in the real re-release; a PNG-only set has the same."""
+    write_demo_dataset(str(tmp_path / 'both'), 4, seed=3, size=64,
+                       layout='both', positive_fraction=0.5)
+    write_demo_dataset(str(tmp_path / 'png'), 4, seed=3, size=64,
+                       layout='png', positive_fraction=0.5)
+    rows = read_rows(tmp_path / 'both' / 'stage_1_train_images.csv')[1:]
+    dicoms = {osp.basename(p)[:-4]: p for p in tree(str(tmp_path / 'both'))
+              if p.endswith('.dcm')}
+    for image_id, name, _ in rows:
+        png = cv2.imread(str(tmp_path / 'both' / 'png_images' / name),
+                         cv2.IMREAD_UNCHANGED)
+        np.testing.assert_array_equal(
+            png, read_dicom(str(tmp_path / 'both' / dicoms[image_id])))
+        np.testing.assert_array_equal(png, cv2.imread(
+            str(tmp_path / 'png' / 'png_images' / name),
+            cv2.IMREAD_UNCHANGED))
 
 
 def test_deterministic(tmp_path):
