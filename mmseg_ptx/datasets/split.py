@@ -23,7 +23,7 @@ from typing import Dict, List, Sequence
 
 __all__ = [
     'SplitResult', 'balance_and_split', 'count_split', 'write_split',
-    'read_split', 'SPLIT_ORDERS', 'SPLIT_FILES'
+    'read_split', 'ids_sha256', 'SPLIT_ORDERS', 'SPLIT_FILES'
 ]
 
 #: Accepted values of ``order`` in :func:`balance_and_split`.
@@ -51,6 +51,19 @@ class SplitResult:
     train: List[str]
     val: List[str]
     counts: Dict[str, int] = field(default_factory=dict)
+
+
+def ids_sha256(ids: Sequence[str]) -> str:
+    """A fingerprint of a set of ImageIds (a split's ``train.txt``, say),
+    independent of their order.
+
+    Args:
+        ids (Sequence[str]): ImageIds.
+
+    Returns:
+        str: The sha256 hex digest of the sorted ids, one per line.
+    """
+    return hashlib.sha256(_ids_text(sorted(ids)).encode('utf-8')).hexdigest()
 
 
 def _rank(ids: Sequence[str], seed: int, stage: str) -> List[str]:

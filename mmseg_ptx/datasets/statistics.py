@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from .rle import rle_decode_union
 from .siim import SIIMPneumothoraxDataset
+from .split import ids_sha256
 from .transforms.loading import read_binary_mask
 
 __all__ = [
@@ -178,7 +179,11 @@ def compute_dataset_statistics(data_root: str,
             val_ratio=val_ratio,
             seed=seed,
             split_order=split_order,
-            pixel_split='train'))
+            pixel_split='train',
+            # The training images counted: a report checks its run's
+            # train.txt against it (a hand-made split ignores the
+            # settings above; data may change under a kept stats.json).
+            train_ids_sha256=ids_sha256(split.train)))
 
 
 def format_statistics(stats: dict) -> str:

@@ -300,6 +300,15 @@ def _stats(cfg: Optional[Config], stats_path: Optional[str],
             'writes): left out of the report', logger='current',
             level=logging.WARNING)
         return {}
+    trained = _train_ids_sha256(cfg)
+    if theirs.get('train_ids_sha256') and trained:
+        if theirs['train_ids_sha256'] == trained:
+            return stats
+        print_log(
+            f'{stats_path} was computed for other training images than '
+            'the run\'s train.txt (data or split changed since): left out '
+            'of the report', logger='current', level=logging.WARNING)
+        return {}
     ours = split.get('settings') or _configured_split_settings(cfg)
     differ = [(name, theirs[name], ours[split_name])
               for name, split_name in _SPLIT_SETTINGS
@@ -313,6 +322,21 @@ def _stats(cfg: Optional[Config], stats_path: Optional[str],
             level=logging.WARNING)
         return {}
     return stats
+
+
+def _train_ids_sha256(cfg: Optional[Config]) -> Optional[str]:
+    """The fingerprint (:func:`~mmseg_ptx.datasets.split.ids_sha256`)
+    of the run's training split file, where it can be read."""
+    from mmseg_ptx.datasets.split import ids_sha256, read_split
+    ds = _dataset_cfg(cfg, 'train_dataloader')
+    if not ds.get('data_root'):
+        return None
+    try:
+        split = read_split(osp.join(ds['data_root'],
+                                    ds.get('split_dir', 'splits')))
+    except (OSError, ValueError):
+        return None
+    return ids_sha256(split.train)
 
 
 def _val_set_description(split: dict) -> str:

@@ -37,6 +37,11 @@ def test_png_exact_counts(tmp_path, workers):
     assert stats['label_mismatches'] == 0
     assert stats['settings']['layout'] == 'png'
     assert stats['classes'] == ['background', 'pneumothorax']
+    # The training images counted (all four here), for the report's check.
+    from mmseg_ptx.datasets.split import ids_sha256, read_split
+    train = read_split(str(tmp_path / 'splits')).train
+    assert len(train) == 4
+    assert stats['settings']['train_ids_sha256'] == ids_sha256(train)
 
 
 def test_reference_weight_formula(tmp_path):

@@ -276,6 +276,31 @@ def test_statistics_of_other_split_settings_are_left_out(tmp_path):
     assert _stats(None, str(path), split) == {}
 
 
+def test_statistics_of_other_training_images_are_left_out(tmp_path):
+    """tools/dataset_stats.py records which training images it counted:
+    the run's train.txt decides (a hand-made split ignores the settings;
+    the data may have changed under a kept stats.json)."""
+    import json
+
+    from mmseg_ptx.datasets.split import ids_sha256
+    from mmseg_ptx.reporting.summary import _stats
+    split_dir = tmp_path / 'splits'
+    split_dir.mkdir()
+    (split_dir / 'train.txt').write_text('b\na\n')
+    (split_dir / 'val.txt').write_text('c\n')
+    cfg = Config.fromfile('configs/upernet_swin-b_ptx-512.py')
+    cfg.train_dataloader.dataset.data_root = str(tmp_path)
+    # Settings the hand-made split ignored: not held against the file.
+    stats = dict(settings=dict(neg_keep_ratio=0.7, val_ratio=0.2, seed=42,
+                               split_order='balance_first',
+                               train_ids_sha256=ids_sha256(['a', 'b'])))
+    path = tmp_path / 'stats.json'
+    path.write_text(json.dumps(stats))
+    assert _stats(cfg, str(path), {}) == stats
+    (split_dir / 'train.txt').write_text('a\nd\n')
+    assert _stats(cfg, str(path), {}) == {}
+
+
 def test_findings_name_the_loss_class_weights(tmp_path):
     import json
 
