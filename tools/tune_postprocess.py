@@ -189,17 +189,16 @@ def main() -> int:
     stats, plain = [], []
     for batch in tqdm(loader, desc='predict', unit='batch'):
         probs = predict_packed(model, batch, tta=args.tta)
-        for packed, prob in zip(batch, probs):
-            sample = packed['data_samples']
-            gt = sample.gt_sem_seg.data[0]
-            name = sample.metainfo.get('img_path')
-            if extras:
-                # Each extra model through its own test pipeline, as
-                # tools/infer.py gives it the image; equal weights.
-                others = predict_probabilities(extras, [read(name)],
-                                               tta=args.tta, names=[name])[0]
-                prob = (prob + len(extras) * torch.from_numpy(others)) / len(
-                    models)
+        names = [p['data_samples'].metainfo.get('img_path') for p in batch]
+        if extras:
+            # Each extra model through its own test pipeline, as
+            # tools/infer.py gives it the images; equal weights.
+            others = predict_probabilities(extras, [read(n) for n in names],
+                                           tta=args.tta, names=names)
+            probs = [(p + len(extras) * torch.from_numpy(o)) / len(models)
+                     for p, o in zip(probs, others)]
+        for packed, prob, name in zip(batch, probs, names):
+            gt = packed['data_samples'].gt_sem_seg.data[0]
             stats.append(
                 triplet_image_stats(prob, gt, args.top, args.bottom,
                                     name=name))

@@ -182,7 +182,8 @@ def compute_dataset_statistics(data_root: str,
             pixel_split='train',
             # The training images counted: a report checks its run's
             # train.txt against it (a hand-made split ignores the
-            # settings above; data may change under a kept stats.json).
+            # settings above; images may be added or removed under a
+            # kept stats.json). Their ids, not their pixels or masks.
             train_ids_sha256=ids_sha256(split.train)))
 
 

@@ -306,8 +306,8 @@ def _stats(cfg: Optional[Config], stats_path: Optional[str],
             return stats
         print_log(
             f'{stats_path} was computed for other training images than '
-            'the run\'s train.txt (data or split changed since): left out '
-            'of the report', logger='current', level=logging.WARNING)
+            'the run\'s train.txt (images or split changed since): left '
+            'out of the report', logger='current', level=logging.WARNING)
         return {}
     ours = split.get('settings') or _configured_split_settings(cfg)
     differ = [(name, theirs[name], ours[split_name])

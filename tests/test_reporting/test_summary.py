@@ -297,6 +297,11 @@ def test_statistics_of_other_training_images_are_left_out(tmp_path):
     path = tmp_path / 'stats.json'
     path.write_text(json.dumps(stats))
     assert _stats(cfg, str(path), {}) == stats
+    # The run's own settings, other training images: only the
+    # fingerprint can tell.
+    stats['settings']['neg_keep_ratio'] = 0.15
+    path.write_text(json.dumps(stats))
+    assert _stats(cfg, str(path), {}) == stats
     (split_dir / 'train.txt').write_text('a\nd\n')
     assert _stats(cfg, str(path), {}) == {}
 
