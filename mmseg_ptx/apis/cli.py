@@ -119,8 +119,10 @@ def has_custom_hook(cfg: Config, name: str) -> bool:
                for hook in cfg.get('custom_hooks') or [])
 
 
-def _paths_holding(node: Any, value: Any, prefix: str = '') -> List[str]:
-    """The dotted paths under ``node`` whose value equals ``value``."""
+def _paths_where(node: Any, matches: Callable[[Any], bool],
+                 prefix: str = '') -> List[str]:
+    """The dotted paths under ``node`` of the outermost values that
+    ``matches`` accepts."""
     if isinstance(node, dict):
         items = node.items()
     elif isinstance(node, (list, tuple)):
@@ -130,11 +132,18 @@ def _paths_holding(node: Any, value: Any, prefix: str = '') -> List[str]:
     paths = []
     for key, child in items:
         path = f'{prefix}{key}'
-        if _same(child, value):
+        if matches(child):
             paths.append(path)
         else:
-            paths += _paths_holding(child, value, f'{path}.')
+            paths += _paths_where(child, matches, f'{path}.')
     return paths
+
+
+def _holds_items(node: Any, items: dict) -> bool:
+    """Whether ``node`` is a dict holding every item of ``items`` (where
+    a config spread a dict variable with ``**``)."""
+    return bool(items) and isinstance(node, dict) and all(
+        k in node and _same(node[k], v) for k, v in items.items())
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -157,22 +166,6 @@ def _set_by(options: Mapping, path: str, parts: bool) -> bool:
 
 def _unscoped(node: dict) -> dict:
     return {k: v for k, v in node.items() if k != '_scope_'}
-
-
-def _paths_spreading(node: Any, items: dict, prefix: str = '') -> List[str]:
-    """The dotted paths under ``node`` of dicts that hold every item of
-    ``items`` (where a config spread a dict variable with ``**``)."""
-    if isinstance(node, dict):
-        children = node.items()
-        if items and all(k in node and _same(node[k], v)
-                         for k, v in items.items()):
-            return [prefix.rstrip('.')]
-    elif isinstance(node, (list, tuple)):
-        children = enumerate(node)
-    else:
-        return []
-    return [path for key, child in children
-            for path in _paths_spreading(child, items, f'{prefix}{key}.')]
 
 
 def merge_cfg_options(cfg: Config, options: Optional[dict]) -> None:
@@ -210,13 +203,15 @@ def merge_cfg_options(cfg: Config, options: Optional[dict]) -> None:
         if (not inside and (isinstance(old, bool) or old is None)
                 or _same(old, value)):
             continue
-        users = [p for p in _paths_holding(plain, old) if p != head]
+        users = [p for p in _paths_where(plain, lambda v: _same(v, old))
+                 if p != head]
         suffix = key[len(head):]  # the part inside the variable
         spread = not users and isinstance(old, dict)
         if spread:
             # Spread with ** into other dicts: they hold its items.
-            users = [p for p in _paths_spreading(plain, _unscoped(old))
-                     if p != head]
+            items = _unscoped(old)
+            users = [p for p in _paths_where(
+                plain, lambda v: _holds_items(v, items)) if p != head]
         if not users:
             continue  # a variable nothing holds (or code of its own reads)
         # Harmless where the same options set every such setting too.

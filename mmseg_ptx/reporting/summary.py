@@ -84,10 +84,9 @@ def _history_dir(cfg: Optional[Config], work_dir: str) -> str:
     working directory: where the config's ``work_dir`` is relative too,
     that directory is ``work_dir`` less the config's, so the report finds
     it from any directory."""
+    from mmseg_ptx.apis.cli import config_type_name
     for hook in (cfg.get('custom_hooks') if cfg is not None else None) or []:
-        type_ = hook.get('type')
-        name = getattr(type_, '__name__', str(type_)).rpartition('.')[2]
-        if name == 'PRCurveHook' and hook.get('out_dir'):
+        if config_type_name(hook) == 'PRCurveHook' and hook.get('out_dir'):
             out_dir = hook['out_dir']
             run_dir = cfg.get('work_dir')
             if (osp.isabs(out_dir) or osp.isdir(out_dir) or not run_dir
