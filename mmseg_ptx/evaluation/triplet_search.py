@@ -302,11 +302,6 @@ def cross_validate_triplet(stats: Sequence[TripletImageStats],
                          'non-empty folds, each image in exactly one')
 
     _check_positive_share(positive_share, pos)
-    for fold in folds:
-        others = np.ones(num, bool)
-        others[list(fold)] = False
-        _check_positive_share(positive_share, pos[others],
-                              ' outside a fold')
 
     def best(images: np.ndarray) -> Tuple[int, dict]:
         rows = [
@@ -322,6 +317,7 @@ def cross_validate_triplet(stats: Sequence[TripletImageStats],
     for fold in folds:
         held = np.zeros(num, bool)
         held[list(fold)] = True
+        _check_positive_share(positive_share, pos[~held], ' outside a fold')
         index, in_sample = best(~held)
         num_same += int(index == chosen_by_all)
         held_dice[held] = dice[index, held]
