@@ -2,15 +2,17 @@
 import argparse
 import os.path as osp
 import sys
+from typing import Optional, Sequence
 
 from mmengine.config import Config
 from mmengine.runner import Runner
 
 import mmseg_ptx  # noqa: F401  (stack fixes + registration)
-from mmseg_ptx.apis import (UsageError, add_runner_args,
+from mmseg_ptx.apis import (UsageError, add_runner_args, config_type_name,
                             format_metrics_table, has_custom_hook,
                             load_config, postprocess_mismatch, read_config,
                             reports_usage_errors, require_file)
+from mmseg_ptx.apis.inference import ANNOTATION_LOADERS
 from mmseg_ptx.engine.hooks import SWIN_BLOCKS
 from mmseg_ptx.models import INFERENCE_DTYPES
 from mmseg_ptx.models.utils import load_runner_checkpoints_strictly
@@ -67,7 +69,8 @@ def parse_args() -> argparse.Namespace:
         '--extra-model', nargs=2, action='append', default=[],
         metavar=('CONFIG', 'CHECKPOINT'),
         help='another model averaged in (EnsembleSegmentor); repeatable. '
-        'All models see the first config\'s test pipeline')
+        'All models see the first config\'s test pipeline (a warning names '
+        'a model whose config has another)')
     add_runner_args(parser)
     args = parser.parse_args()
     if args.compile_scope is not None and not args.compile:
@@ -90,6 +93,26 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise UsageError(f'--out and --show-dir are the same folder, '
                          f'{args.out}; the pictures would replace the '
                          'masks, which have the same names')
+
+
+def pipeline_difference(first: Sequence[dict],
+                        other: Sequence[dict]) -> Optional[str]:
+    """The first step where two test pipelines give the model a different
+    input, in words; None where they give the same.
+
+    Ground-truth loading is left out: it changes the labels the metric
+    reads (the first config's), not what a model sees.
+    """
+    first, other = ([
+        dict(step) for step in steps
+        if config_type_name(step) not in ANNOTATION_LOADERS
+    ] for steps in (first, other))
+    for step, (a, b) in enumerate(zip(first, other)):
+        if a != b:
+            return f'step {step}: {b} instead of {a}'
+    if len(first) != len(other):
+        return f'{len(other)} steps instead of {len(first)}'
+    return None
 
 
 @reports_usage_errors
@@ -118,11 +141,21 @@ def main() -> None:
         vis_hook.update(draw=True, show=True, wait_time=args.wait_time)
 
     if args.extra_model:
+        extra_cfgs = [read_config(c) for c, _ in args.extra_model]
+        for (path, _), extra_cfg in zip(args.extra_model, extra_cfgs):
+            difference = pipeline_difference(
+                cfg.test_dataloader.dataset.pipeline,
+                extra_cfg.test_dataloader.dataset.pipeline)
+            if difference:
+                print(f'Warning: --extra-model {path} tests through '
+                      f'another pipeline than {args.config} ({difference}); '
+                      "here it sees the first config's: tools/infer.py and "
+                      'tools/tune_postprocess.py give each model its own',
+                      file=sys.stderr)
         # The members load their own checkpoints.
         cfg.model = dict(
             type='EnsembleSegmentor',
-            models=[cfg.model] +
-            [read_config(c).model for c, _ in args.extra_model],
+            models=[cfg.model] + [c.model for c in extra_cfgs],
             checkpoints=[args.checkpoint] +
             [ckpt for _, ckpt in args.extra_model])
         cfg.load_from = None

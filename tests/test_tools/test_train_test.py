@@ -435,3 +435,44 @@ def test_test_compiled_gives_the_same_metrics(monkeypatch, tmp_path,
     assert 'torch.compile: backbone, decode_head, auxiliary_head' in log
     assert graphs[0] == 0 and graphs[1] > 0  # traced, the plain run not
     assert 'dice' in tables[0] and tables[1] == tables[0]
+
+
+@pytest.mark.parametrize('scale,warned', [(None, False), ((512, 512), False),
+                                          ((768, 768), True)])
+def test_test_warns_of_an_extra_model_with_another_pipeline(
+        monkeypatch, capsys, tmp_path, scale, warned):
+    """The ensemble's members all see the first config's batch: a member
+    whose config resizes to another scale is tested on inputs its own
+    config would not give it. Another label loader (the PNG config's)
+    changes nothing a model sees."""
+    test_tool = load_tool('test')
+    built = []
+    monkeypatch.setattr(test_tool.Runner, 'from_cfg',
+                        lambda cfg: built.append(cfg) or SimpleNamespace(
+                            test=lambda: {}))
+    monkeypatch.setattr(test_tool, 'load_runner_checkpoints_strictly',
+                        lambda runner: None)
+    ckpt = tmp_path / 'ckpt.pth'
+    ckpt.write_bytes(b'')  # never loaded here
+    first = ROOT / 'configs/upernet_swin-b_ptx-512.py'
+    extra = ROOT / 'configs/upernet_swin-b_ptx-512_png.py'
+    if scale is not None:
+        pipeline = Config.fromfile(extra).test_dataloader.dataset.pipeline
+        assert pipeline[1].type == 'Resize'
+        pipeline[1].scale = scale
+        extra = tmp_path / 'extra.py'
+        extra.write_text(
+            f"_base_ = ['{ROOT}/configs/upernet_swin-b_ptx-512_png.py']\n"
+            f'test_dataloader = dict(dataset=dict(pipeline={pipeline!r}))\n')
+    monkeypatch.setattr(sys, 'argv', [
+        'test.py', str(first), str(ckpt), '--work-dir', str(tmp_path),
+        '--extra-model', str(extra), str(ckpt)])
+    assert test_tool.main() is None
+    assert built[0].model.type == 'EnsembleSegmentor'
+    err = capsys.readouterr().err
+    assert ('tests through another pipeline' in err) == warned, err
+    if warned:
+        assert f'--extra-model {extra} tests through' in err
+        assert ("step 1: {'type': 'Resize', 'scale': (768, 768), "
+                "'keep_ratio': True} instead of {'type': 'Resize', "
+                "'scale': (512, 512)" in err), err
