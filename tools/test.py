@@ -5,6 +5,7 @@ import sys
 from typing import Optional, Sequence
 
 from mmengine.config import Config
+from mmengine.dist import is_main_process
 from mmengine.runner import Runner
 
 import mmseg_ptx  # noqa: F401  (stack fixes + registration)
@@ -120,9 +121,11 @@ def main() -> None:
     args = parse_args()
     cfg = load_config(args)
     cfg.load_from = args.checkpoint
+    # Printed once the Runner has set up the processes: by the first only.
+    warnings = []
     mismatch = postprocess_mismatch(cfg)
     if mismatch:
-        print(f'Warning: {mismatch}', file=sys.stderr)
+        warnings.append(mismatch)
 
     if args.show:
         dataset = cfg.test_dataloader.dataset
@@ -147,11 +150,11 @@ def main() -> None:
                 cfg.test_dataloader.dataset.pipeline,
                 extra_cfg.test_dataloader.dataset.pipeline)
             if difference:
-                print(f'Warning: --extra-model {path} tests through '
-                      f'another pipeline than {args.config} ({difference}); '
-                      "here it sees the first config's: tools/infer.py and "
-                      'tools/tune_postprocess.py give each model its own',
-                      file=sys.stderr)
+                warnings.append(
+                    f'--extra-model {path} tests through another pipeline '
+                    f'than {args.config} ({difference}); here it sees the '
+                    "first config's: tools/infer.py and "
+                    'tools/tune_postprocess.py give each model its own')
         # The members load their own checkpoints.
         cfg.model = dict(
             type='EnsembleSegmentor',
@@ -200,11 +203,14 @@ def main() -> None:
     plain.setdefault('experiment_name',
                      osp.splitext(osp.basename(args.config))[0])
     runner = Runner.from_cfg(Config(plain))
+    if is_main_process():
+        for warning in warnings:
+            print(f'Warning: {warning}', file=sys.stderr)
     # Runner.test() would load it non-strictly: a checkpoint that does not
     # fit the config would be tested at random weights.
     load_runner_checkpoints_strictly(runner)
     metrics = runner.test()
-    if metrics:
+    if metrics and is_main_process():
         print(format_metrics_table(metrics))
 
 

@@ -153,3 +153,26 @@ def test_files_are_named_by_the_image_id_of_the_data_info(tmp_path):
         _sample(tmp_path / 'other.png', pred)])
     assert sorted(p.name for p in (tmp_path / 'masks').iterdir()) == [
         '1.2.3.png', 'other.png']
+
+
+def test_a_distributed_samplers_padding_is_not_written(tmp_path,
+                                                       monkeypatch):
+    """Three images on two ranks: mmengine's DefaultSampler gives rank 1
+    positions 1 and 3 of [a, b, c, a], and rank 0 writes ``a`` too."""
+    from mmseg_ptx.engine.hooks import prediction_writer_hook
+    for name in 'abc':
+        cv2.imwrite(str(tmp_path / f'{name}.png'), np.zeros((8, 8),
+                                                            np.uint8))
+    monkeypatch.setattr(prediction_writer_hook, 'get_dist_info',
+                        lambda: (1, 2))
+    hook = PredictionWriterHook(mask_dir=str(tmp_path / 'masks'))
+    infos = [dict(img_path=str(tmp_path / f'{n}.png')) for n in 'abc']
+    hook.before_test(_runner(infos))
+    pred = np.ones((8, 8), np.int64)
+    hook.after_test_iter(None, 0, outputs=[_sample(tmp_path / 'b.png', pred)])
+    hook.after_test_iter(None, 1, outputs=[_sample(tmp_path / 'a.png', pred)])
+    assert sorted(p.name for p in (tmp_path / 'masks').iterdir()) == ['b.png']
+    # A new test run starts counting again.
+    hook.before_test(_runner(infos))
+    hook.after_test_iter(None, 0, outputs=[_sample(tmp_path / 'c.png', pred)])
+    assert (tmp_path / 'masks/c.png').is_file()

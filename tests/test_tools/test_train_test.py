@@ -224,6 +224,31 @@ def test_dist_train_two_cpu_processes(tmp_path, demo_root):
     for key in ('ap', 'pr_auc', 'best_f1'):
         assert round(validated[key], 4) == tested[key], (key, validated,
                                                          tested)
+    # Five images tested on two processes (the sampler pads rank 1's share
+    # with a copy of one of rank 0's): the same metrics as on one (up to
+    # the float rounding that thread count and batch make-up change),
+    # printed once, and one mask per image.
+    five_images = ['--cfg-options', 'test_dataloader.dataset.split=train',
+                   'test_dataloader.dataset.indices=5']
+    proc = run_tool([PYTHON, 'tools/test.py', str(cfg),
+                     str(work_dir / 'epoch_1.pth'), '--work-dir',
+                     str(tmp_path / 'test5')] + five_images)
+    tested = metric_table(proc.stdout)
+    assert tested['num_images'] == 5
+    masks = tmp_path / 'masks'
+    proc = run_tool(['bash', 'tools/dist_test.sh', str(cfg),
+                     str(work_dir / 'epoch_1.pth'), '2', '--work-dir',
+                     str(tmp_path / 'dist_test'), '--out', str(masks)] +
+                    five_images,
+                    env={'PORT': str(free_port()), 'OMP_NUM_THREADS': '1',
+                         'PYTHON': PYTHON})
+    assert proc.stdout.count('| num_images') == 1, proc.stdout
+    dist_tested = metric_table(proc.stdout)
+    assert dist_tested.keys() == tested.keys()
+    for key, value in tested.items():
+        assert abs(dist_tested[key] - value) <= 1e-4, (key, tested,
+                                                       dist_tested)
+    assert len(list(masks.iterdir())) == 5
 
 
 def test_training_loss_falls(tmp_path, demo_root):

@@ -7,6 +7,7 @@ from typing import Dict, Optional, Sequence, Set, Tuple
 
 import cv2
 import numpy as np
+from mmengine.dist import get_dist_info
 from mmengine.hooks import Hook
 from mmseg.registry import HOOKS
 
@@ -57,7 +58,9 @@ class PredictionWriterHook(Hook):
     ``tools/test.py`` adds it for ``--out`` (masks) and ``--show-dir``
     (pictures). Files are named ``<ImageId>.png`` by the test set's data
     infos (``image_id``), else by the image's file stem; every rank
-    writes its own images. Nothing is written into a folder of the test
+    writes its own images, but not the copies a distributed sampler adds
+    to even out the ranks' shares (which another rank writes too, at the
+    same time). Nothing is written into a folder of the test
     set's images or ground-truth masks, and a file of the test set itself
     is never written over.
 
@@ -86,12 +89,16 @@ class PredictionWriterHook(Hook):
         self.mask_dir = mask_dir
         self.panel_dir = panel_dir
         self._names: Dict[str, str] = {}
+        # Where this rank's samples sit in the sampler's padded order.
+        self._seen = 0
+        self._num_images = 0
         # The dataset's own loader: DICOM or PNG/JPEG, as grey.
         self._load_image = LoadDicomImageFromFile(color_type='grayscale')
 
     def before_test(self, runner) -> None:
-        self._names, data_folders = _test_set_files(
-            runner.test_dataloader.dataset)
+        dataset = runner.test_dataloader.dataset
+        self._names, data_folders = _test_set_files(dataset)
+        self._seen, self._num_images = 0, len(dataset)
         for flag, folder in (('mask_dir (--out)', self.mask_dir),
                              ('panel_dir (--show-dir)', self.panel_dir)):
             if folder is not None and osp.realpath(folder) in data_folders:
@@ -108,7 +115,16 @@ class PredictionWriterHook(Hook):
                         batch_idx: int,
                         data_batch: Optional[dict] = None,
                         outputs: Optional[Sequence] = None) -> None:
+        rank, world_size = get_dist_info()
         for sample in outputs or []:
+            # mmengine's samplers deal the padded index list out in turn,
+            # rank r taking positions r, r + world_size, ... (the order
+            # collect_results undoes): positions past the data set are
+            # the padding.
+            position = self._seen * world_size + rank
+            self._seen += 1
+            if world_size > 1 and position >= self._num_images:
+                continue
             stem = self._names.get(sample.img_path) or osp.splitext(
                 osp.basename(sample.img_path))[0]
             pred = sample.pred_sem_seg.data[0].cpu().numpy() == 1
