@@ -126,7 +126,8 @@ class DiceCELoss(nn.Module):
       the reference run.
     - ``avg_non_ignore=False``: ``sum(w * loss) / (number of pixels,
       ignored ones included)``, like MMSeg's ``CrossEntropyLoss`` with
-      ``avg_non_ignore=False``.
+      ``avg_non_ignore=False`` and no class weights (with them, MMSeg
+      1.2.2 divides by their sum in either mode).
 
     The focal term is ``(1 - p_t) ** focal_gamma * CE`` per pixel, with the
     same class weights (as the focal loss's alpha) and normalisation as CE,
