@@ -1,4 +1,5 @@
 import copy
+import math
 import pickle
 
 import numpy as np
@@ -268,6 +269,12 @@ def test_bad_inputs_raise_with_the_image_name():
         evaluate([bad_shape])
     with pytest.raises(ValueError, match='threshold'):
         PneumothoraxMetric(threshold=1.0)
+    # An infinite end gives every pixel one bin (or NaN bin codes).
+    for logit_range in ((-20, math.inf), (-math.inf, 20), (5, 5)):
+        with pytest.raises(ValueError, match='two finite, increasing'):
+            PneumothoraxMetric(logit_range=logit_range)
+    with pytest.raises(ValueError, match='an integer in'):
+        PneumothoraxMetric(num_bins=65536.5)
     # Found in the batch's one read-back, named by their own sample.
     good = make_sample(np.zeros((4, 4)), two_channel(np.zeros((4, 4))))
     nan = make_sample(np.zeros((4, 4)),
