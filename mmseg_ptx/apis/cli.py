@@ -18,6 +18,7 @@ from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 from ..compat import check_pkg_resources
+from ..models.utils import CheckpointError
 
 #: Top-level config keys that are settings, not variables: the Runner's
 #: arguments, what it reads from the config beside them (mmengine 0.10),
@@ -71,7 +72,9 @@ def require_file(path: str, what: str, urls: bool = False) -> None:
 
 def reports_usage_errors(main: Callable[..., Optional[int]]
                          ) -> Callable[..., Optional[int]]:
-    """Wrap a tool's ``main``: a :class:`UsageError` is printed as
+    """Wrap a tool's ``main``: a :class:`UsageError` (or a
+    :class:`~mmseg_ptx.models.utils.CheckpointError`: the command line
+    named a file that is no checkpoint of the model) is printed as
     ``error: <message>`` on stderr and the exit status is 2, as argparse
     reports a bad argument."""
 
@@ -79,7 +82,7 @@ def reports_usage_errors(main: Callable[..., Optional[int]]
     def wrapped(*args, **kwargs) -> Optional[int]:
         try:
             return main(*args, **kwargs)
-        except UsageError as err:
+        except (UsageError, CheckpointError) as err:
             print(f'error: {err}', file=sys.stderr)
             return 2
 

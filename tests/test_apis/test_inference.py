@@ -250,8 +250,9 @@ def test_read_image_with_mmcv_loaders(tmp_path):
 
 def test_runner_loads_strictly_in_its_own_place():
     """tools/test.py keeps mmengine's order (load_or_resume after the
-    before_run hooks) and only makes the load strict: a mismatch is a
-    ValueError naming the file, other errors (a corrupt file) stay."""
+    before_run hooks) and only makes the load strict: a mismatch or a
+    file that is no checkpoint is a ValueError naming the file, other
+    errors stay."""
     import torch
 
     from mmseg_ptx.models.utils import load_runner_checkpoints_strictly
@@ -273,10 +274,15 @@ def test_runner_loads_strictly_in_its_own_place():
                        r'\(Linear\).*missing keys in source state_dict'):
         runner.load_checkpoint('a.pth')
     runner.error = 'PytorchStreamReader failed reading zip archive'
-    with pytest.raises(RuntimeError, match='PytorchStreamReader'):
+    with pytest.raises(ValueError, match='Checkpoint b.pth could not be '
+                       'read: not a complete PyTorch checkpoint'):
         runner.load_checkpoint('b.pth', revise_keys=[('x', '')])
+    runner.error = 'some other failure'
+    with pytest.raises(RuntimeError, match='^some other failure$'):
+        runner.load_checkpoint('c.pth')
     assert runner.calls == [('a.pth', True, None),
-                            ('b.pth', True, [('x', '')])]
+                            ('b.pth', True, [('x', '')]),
+                            ('c.pth', True, None)]
 
 
 def test_load_models_applies_the_configs_speed_settings(tmp_path,

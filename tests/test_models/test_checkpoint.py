@@ -1,5 +1,6 @@
 """Strict checkpoint loading (mmseg_ptx.models.utils.checkpoint)."""
 import json
+import re
 
 import pytest
 import torch
@@ -7,6 +8,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from conftest import free_port
 from mmengine.runner import load_checkpoint
+from mmengine.utils import digit_version
 
 from mmseg_ptx.models.utils import (load_checkpoint_strict,
                                     load_runner_checkpoints_strictly)
@@ -61,7 +63,7 @@ def test_every_rank_stops_on_a_mismatch(tmp_path):
             for r in range(2)]
     assert outcomes['good'] == ['loaded', 'loaded']
     rank0, rank1 = outcomes['bad']
-    assert rank0.startswith(f'ValueError: Checkpoint {bad} does not fit '
+    assert rank0.startswith(f'CheckpointError: Checkpoint {bad} does not fit '
                             'the model (Linear)'), rank0
     assert 'size mismatch for weight' in rank0
     assert rank1 == (f'RuntimeError: Checkpoint {bad} could not be loaded '
@@ -79,6 +81,44 @@ def test_single_process_mismatch_and_match(tmp_path):
     assert torch.equal(other.weight, model.weight)
     with pytest.raises(ValueError, match='missing keys in source'):
         load_checkpoint_strict(torch.nn.Sequential(model), str(path))
+
+
+class Unlisted:
+    """A class torch.load(weights_only=True) does not allow."""
+
+
+def test_a_file_that_is_no_checkpoint_is_named(tmp_path):
+    """torch's own errors name neither the file nor the problem (a cut
+    zip archive: 'failed finding central directory'; a CSV: 'Weights
+    only load failed ... weights_only=False will likely succeed')."""
+    good = tmp_path / 'good.pth'
+    torch.save({'state_dict': torch.nn.Linear(2, 1).state_dict()}, good)
+    data = good.read_bytes()
+    cases = {
+        'empty.pth': (b'', 'the file is empty or cut short'),
+        'cut.pth': (data[:len(data) // 2],
+                    'not a complete PyTorch checkpoint.*PytorchStreamReader'
+                    ' failed reading zip archive'),
+        'labels.csv': (b'ImageId,EncodedPixels\n1.2.3,-1\n',
+                       r'not a PyTorch checkpoint \(torch.load: '),
+    }
+    for name, (content, why) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(ValueError,
+                           match=f'^{re.escape(f"Checkpoint {path}")} '
+                           f'could not be read: {why}'):
+            load_checkpoint_strict(torch.nn.Linear(2, 1), str(path))
+    # A real checkpoint that holds another class's object keeps torch's
+    # advice on allowing it (torch >= 2.6 loads with weights_only=True).
+    if digit_version(torch.__version__) < digit_version('2.6'):
+        return
+    custom = tmp_path / 'custom.pth'
+    torch.save({'state_dict': {}, 'extra': Unlisted()}, custom)
+    with pytest.raises(ValueError) as refused:
+        load_checkpoint_strict(torch.nn.Linear(2, 1), str(custom))
+    assert str(refused.value).startswith(f'Checkpoint {custom} could not')
+    assert 'add_safe_globals' in str(refused.value)
 
 
 def test_init_model_strict_refuses_a_checkpoint_that_does_not_fit(tmp_path):

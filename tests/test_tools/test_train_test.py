@@ -161,7 +161,7 @@ def metric_table(output: str) -> dict:
 
 
 def test_checkpoint_of_another_model_is_refused(tmp_path, demo_root,
-                                                tool_main, capsys):
+                                                tool_main):
     """mmengine's Runner loads load_from non-strictly: tools/test.py would
     report the metrics of random weights."""
     # Also a child config that changes val_evaluator's post-processing
@@ -172,14 +172,20 @@ def test_checkpoint_of_another_model_is_refused(tmp_path, demo_root,
         extra='val_evaluator = dict(postprocess=dict(min_area=7))')
     ckpt = tmp_path / 'other.pth'
     torch.save({'state_dict': {'0.weight': torch.zeros(3)}}, ckpt)
-    with pytest.raises(ValueError) as refused:
-        tool_main('test', cfg, ckpt, '--work-dir', tmp_path / 'w')
-    assert f'Checkpoint {ckpt} does not fit the model' in str(refused.value)
-    assert ('unexpected key in source state_dict: 0.weight'
-            in str(refused.value))
-    warning = capsys.readouterr().err
-    assert "'min_area': 7" in warning
-    assert 'Set test_evaluator = val_evaluator' in warning
+    status, _, err = tool_main('test', cfg, ckpt, '--work-dir',
+                               tmp_path / 'w')
+    assert status == 2
+    assert f'error: Checkpoint {ckpt} does not fit the model' in err
+    assert 'unexpected key in source state_dict: 0.weight' in err
+    assert "'min_area': 7" in err
+    assert 'Set test_evaluator = val_evaluator' in err
+    # A file that is no checkpoint at all: one line naming it too.
+    ckpt.write_bytes(b'ImageId,EncodedPixels\n')
+    status, _, err = tool_main('test', cfg, ckpt, '--work-dir',
+                               tmp_path / 'w')
+    assert status == 2
+    assert (f'error: Checkpoint {ckpt} could not be read: not a PyTorch '
+            'checkpoint') in err
 
 
 def test_show_on_dicom_data_is_a_clear_error(tmp_path, demo_root,

@@ -7,7 +7,8 @@ import re
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import torch
-from mmengine.runner import CheckpointLoader
+
+from .checkpoint import read_checkpoint
 
 #: Integer buffers that count, rather than describe, the model: they may
 #: differ between checkpoints and the newest one's value is kept.
@@ -71,8 +72,7 @@ def average_checkpoints(
     metas: List[dict] = []
     counters: List[Dict[str, torch.Tensor]] = []
     for filename in filenames:
-        checkpoint = CheckpointLoader.load_checkpoint(
-            filename, map_location=map_location)
+        checkpoint = read_checkpoint(filename, map_location=map_location)
         state_dict = _state_dict(checkpoint, filename)
         if not reference:
             reference = {

@@ -1,17 +1,29 @@
 """Loading a checkpoint that must fit the model exactly."""
 from __future__ import annotations
 
+import pickle
 from typing import Callable, Union
 
 import torch
 from mmengine.dist import all_reduce
-from mmengine.runner import load_checkpoint
+from mmengine.runner import CheckpointLoader, load_checkpoint
 from torch import nn
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded into the model: no PyTorch
+    checkpoint, or the weights of another model. The tools report it as
+    one ``error:`` line, like a bad command line."""
+
 
 #: How much of mmengine's list of mismatched keys an error quotes.
 _MAX_DETAIL = 1000
 #: How mmengine's strict load_state_dict starts its error (on rank 0).
 _MISMATCH = 'The model and loaded state dict do not match exactly'
+#: How torch.load starts its error on a file that is no complete zip.
+_NOT_A_ZIP = 'PytorchStreamReader failed'
+#: What precedes the reason in torch.load's weights_only errors.
+_UNPICKLER = 'WeightsUnpickler error:'
 
 
 def load_checkpoint_strict(model: nn.Module,
@@ -39,8 +51,10 @@ def load_checkpoint_strict(model: nn.Module,
         dict: The checkpoint (``state_dict``, ``meta``, ...).
 
     Raises:
-        ValueError: The checkpoint's weights do not fit the model; the
-            message names the checkpoint and the first mismatched keys.
+        CheckpointError: The checkpoint's weights do not fit the model (the
+            message names the checkpoint and the first mismatched keys), or
+            the file is no PyTorch checkpoint (empty, truncated, another
+            kind of file).
     """
     return _strictly(
         lambda: load_checkpoint(
@@ -115,22 +129,74 @@ def _failed_on_any_rank(failed: bool) -> bool:
     return bool(flag.item())
 
 
+def read_checkpoint(filename: str,
+                    map_location: Union[str, torch.device] = 'cpu') -> dict:
+    """mmengine's ``CheckpointLoader.load_checkpoint``, with a file that is
+    no PyTorch checkpoint an error that names it and says why.
+
+    Args:
+        filename (str): Checkpoint path or URL.
+        map_location (str | torch.device): Defaults to ``'cpu'``.
+
+    Returns:
+        dict: The checkpoint as saved.
+
+    Raises:
+        CheckpointError: The file is empty, truncated or of another kind.
+    """
+    try:
+        return CheckpointLoader.load_checkpoint(
+            filename, map_location=map_location)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as err:
+        _raise_if_unreadable(filename, err)
+        raise
+
+
+def _raise_if_unreadable(filename: str, err: Exception) -> None:
+    """Raise a :class:`CheckpointError` saying why ``torch.load`` could not
+    read ``filename`` where ``err`` says the file is no (complete) PyTorch
+    checkpoint; otherwise return."""
+    message = str(err).strip()
+    if isinstance(err, EOFError):
+        why = 'the file is empty or cut short'
+    elif isinstance(err, RuntimeError) and message.startswith(_NOT_A_ZIP):
+        why = ('not a complete PyTorch checkpoint, a truncated or damaged '
+               f'file? (torch: {message.split(". ")[0]})')
+    elif isinstance(err, pickle.UnpicklingError):
+        detail = message.partition(_UNPICKLER)[2].strip()
+        if detail.startswith('Unsupported global'):
+            # A checkpoint holding objects of other classes: torch's own
+            # message says how to allow them.
+            why = f'torch.load(weights_only=True) refused it: {message}'
+        else:
+            why = ('not a PyTorch checkpoint (torch.load: '
+                   f'{(detail or message).splitlines()[0]})')
+    else:
+        return
+    raise CheckpointError(
+        f'Checkpoint {filename} could not be read: {why}') from None
+
+
 def _strictly(load: Callable[[], dict], filename: str,
               model: nn.Module) -> dict:
     """``load()``, with mmengine's strict-loading ``RuntimeError`` as a
-    ValueError naming the checkpoint and the start of mmengine's list of
-    mismatched keys; other errors (a corrupt file, say) as they are."""
+    :class:`CheckpointError` naming the checkpoint and the start of
+    mmengine's list of mismatched keys, and a file that is no checkpoint
+    (empty, truncated, another kind of file) as one naming it; other errors
+    as they are."""
     try:
         return load()
-    except RuntimeError as err:
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as err:
+        _raise_if_unreadable(filename, err)
         detail = str(err).strip()
-        if not detail.startswith(_MISMATCH):
+        if not isinstance(err, RuntimeError) or \
+                not detail.startswith(_MISMATCH):
             raise
         detail = detail[len(_MISMATCH):].strip()
         if len(detail) > _MAX_DETAIL:
             detail = (f'{detail[:_MAX_DETAIL]} ... '
                       f'({len(detail) - _MAX_DETAIL} more characters)')
-        raise ValueError(
+        raise CheckpointError(
             f'Checkpoint {filename} does not fit the model '
             f'({type(model).__name__}) built from the config: is it the '
             f'checkpoint of this config? {detail}') from None
