@@ -71,8 +71,8 @@ from tqdm import tqdm
 import mmseg_ptx  # noqa: F401  (stack fixes + plugin registration)
 from mmseg_ptx.apis import config_type_name, merge_cfg_options
 from mmseg_ptx.compat import math_sdpa, mmseg_accuracy
-from mmseg_ptx.engine.hooks import (SWIN_BLOCKS, compile_modules,
-                                    to_channels_last)
+from mmseg_ptx.engine.hooks import (SWIN_BLOCKS, allow_recompiles,
+                                    compile_modules, to_channels_last)
 from mmseg_ptx.models import SwinTransformerSDPA
 from mmseg_ptx.models.utils import cast_for_inference, fuse_conv_bn
 from mmseg_ptx.reporting.json_io import write_json
@@ -440,8 +440,11 @@ def build_optim(model: torch.nn.Module, cfg: Config, switches: Dict[str, Any],
             'MergedParamGroupsOptimWrapperConstructor':
         optim_cfg.pop('constructor')
     if switches.get('amp') == 'bf16' and device == 'cuda':
+        # As configs/*_bf16.py and tools/train.py --amp-dtype bfloat16 set
+        # it: bf16 has float32's range, the loss needs no scaling.
         optim_cfg.type = 'AmpOptimWrapper'
         optim_cfg.dtype = 'bfloat16'
+        optim_cfg.loss_scale = 1.0
     if switches.get('fused_adamw'):
         opt_type = optim_cfg.optimizer.get('type')
         if opt_type not in ('Adam', 'AdamW'):
@@ -840,12 +843,18 @@ def run_variant(cfg: Config,
     def compiled(model: torch.nn.Module) -> Tuple[Callable, Callable]:
         """The model's train_step and test_step, compiled as asked."""
         if scope == 'step':
+            allow_recompiles(2 * len(args.batch_size))
             return (torch.compile(model.train_step, **options),
                     torch.compile(model.test_step, **options))
         if scope:
-            compile_modules(model,
-                            blocks=SWIN_BLOCKS if scope == 'blocks' else (),
-                            **options)
+            names = compile_modules(
+                model,
+                blocks=SWIN_BLOCKS if scope == 'blocks' else (),
+                **options)
+            # A graph per batch size and mode (train, eval) of each
+            # compiled module's code (the blocks share one): past dynamo's
+            # limit the rest of the rows would run uncompiled.
+            allow_recompiles(2 * len(args.batch_size) * len(names))
         return model.train_step, model.test_step
 
     fold, cast = switches.get('fuse_conv_bn'), switches.get('bf16_weights')
@@ -927,8 +936,9 @@ def run_variant(cfg: Config,
     # (and, with bf16 weights, the float32 model) is freed: inference's
     # peak memory is its own.
     for batch_size in args.batch_size if trains else []:
-        batch = random_batch(cfg, batch_size, tuple(args.img_size), device)
         if 'step' in modes:
+            batch = random_batch(cfg, batch_size, tuple(args.img_size),
+                                 device)
             model.train()
 
             def step() -> int:
@@ -938,6 +948,8 @@ def run_variant(cfg: Config,
 
             with padded_to(model, args.img_size):
                 measure('step', batch_size, step)
+            # Freed before the loader rows: their peak memory is their own.
+            batch = None
         if 'loader' in modes:
             batches, reason = loader_batches(cfg, batch_size, args.seed)
             if batches is None:
@@ -959,7 +971,6 @@ def run_variant(cfg: Config,
                 measure('loader', batch_size, loader_step,
                         max(args.warmup, prefetched_batches(cfg)))
                 batches = None
-        batch = None
     optim_wrapper = train_step = None
     infer_model = model
     if own_infer_model:

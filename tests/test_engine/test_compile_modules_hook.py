@@ -96,6 +96,21 @@ def test_compile_blocks_one_by_one():
     assert torch._dynamo.config.recompile_limit >= 4 * 8
 
 
+@needs_recent_dynamo
+def test_allow_recompiles_raises_both_limits_only():
+    from mmseg_ptx.engine.hooks import allow_recompiles
+    config = torch._dynamo.config
+    with config.patch(recompile_limit=8, accumulated_recompile_limit=256):
+        allow_recompiles(96)
+        assert config.recompile_limit == 96
+        assert config.accumulated_recompile_limit == 256
+        allow_recompiles(300)
+        assert config.recompile_limit == 300
+        assert config.accumulated_recompile_limit == 300
+        allow_recompiles(10)  # lower limits never
+        assert config.recompile_limit == 300
+
+
 def test_blocks_need_module_compile(monkeypatch):
     """nn.Module.compile arrived in torch 2.2; setup.cfg admits 2.1."""
     monkeypatch.delattr(torch.nn.Module, 'compile')

@@ -324,7 +324,7 @@ def test_inference_switches_on_a_copy_merged_groups(monkeypatch):
 
 
 @needs_cpu_fused_adamw
-def test_stock_is_stock_whatever_the_config_sets():
+def test_stock_is_stock_whatever_the_config_sets(monkeypatch):
     """A config with SwinTransformerSDPA, fused AdamW, merged groups and
     AMP (this project's fast config sets all four) still measures mmseg's
     stock setting as 'stock'; each switch turns its own back on."""
@@ -357,24 +357,39 @@ def test_stock_is_stock_whatever_the_config_sets():
     optim = tool.build_optim(fast, cfg, switches, 'cpu')
     assert len(optim.optimizer.param_groups) == 2
     assert optim.optimizer.defaults['fused']
+    # bf16 on a GPU: the AmpOptimWrapper of the bf16 config and of
+    # tools/train.py --amp, without loss scaling (built on CUDA only).
+    built = []
+    monkeypatch.setattr(tool, 'build_optim_wrapper',
+                        lambda model, optim_cfg: built.append(optim_cfg))
+    tool.build_optim(stock, cfg, dict(amp='bf16'), 'cuda')
+    assert (built[0].type, built[0].dtype, built[0].loss_scale) == (
+        'AmpOptimWrapper', 'bfloat16', 1.0)
 
 
 def test_compile_scope_blocks(monkeypatch):
     tool = load_tool('benchmark')
-    calls = []
+    calls, limits = [], []
     monkeypatch.setattr(
         tool, 'compile_modules',
-        lambda model, blocks, **options: calls.append((blocks, options)))
+        lambda model, blocks, **options: calls.append(
+            (blocks, options)) or ['backbone.stages.0.blocks.0',
+                                   'backbone.stages.0.blocks.1', 'neck'])
+    monkeypatch.setattr(tool, 'allow_recompiles', limits.append)
     resets = []
     monkeypatch.setattr(torch._dynamo, 'reset', lambda: resets.append(1))
     report = tool.main([
         str(CONFIG), *BASE_ARGS, '--mode', 'infer', '--compile',
-        '--compile-scope', 'blocks', '--compile-mode', 'reduce-overhead'
+        '--compile-scope', 'blocks', '--compile-mode', 'reduce-overhead',
+        '--batch-size', '1', '2'
     ])
     # Static shapes (a graph per batch size), after dynamo's caches of
-    # any earlier variant are cleared.
+    # any earlier variant are cleared; room for a graph of each of the 3
+    # compiled modules per batch size and mode (past dynamo's limit, the
+    # rows of the last batch sizes would run uncompiled).
     assert calls == [(('SwinBlock', ),
                       dict(mode='reduce-overhead', dynamic=False))]
+    assert limits == [2 * 2 * 3]
     assert resets == [1]
     assert report['results'][0]['variant'] == 'compile_blocks'
     assert report['settings']['compile_mode'] == 'reduce-overhead'

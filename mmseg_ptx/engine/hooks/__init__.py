@@ -1,7 +1,7 @@
 """Hooks registered in MMSeg's HOOKS registry."""
 from .channels_last_hook import ChannelsLastHook, to_channels_last
 from .compile_modules_hook import (SWIN_BLOCKS, CompileModulesHook,
-                                   compile_modules)
+                                   allow_recompiles, compile_modules)
 from .deferred_runtime_info_hook import DeferredRuntimeInfoHook
 from .fuse_conv_bn_hook import FuseConvBNHook
 from .inference_dtype_hook import InferenceDtypeHook
@@ -12,7 +12,8 @@ from .train_seg_metrics_hook import TrainSegMetricsHook, batch_dice_iou
 
 __all__ = [
     'ChannelsLastHook', 'to_channels_last', 'CompileModulesHook',
-    'SWIN_BLOCKS', 'compile_modules', 'DeferredRuntimeInfoHook',
+    'SWIN_BLOCKS', 'allow_recompiles', 'compile_modules',
+    'DeferredRuntimeInfoHook',
     'FuseConvBNHook', 'InferenceDtypeHook', 'PerformanceReportHook',
     'PRCurveHook', 'PredictionWriterHook', 'TrainSegMetricsHook',
     'batch_dice_iou'

@@ -93,13 +93,33 @@ def compile_modules(model: torch.nn.Module,
     if num_blocks:
         # All blocks share one compiled code object (Module._call_impl):
         # room for each block in train and eval mode at two input sizes.
-        config = torch._dynamo.config
-        # 'cache_size_limit' before torch 2.6, whose config module raises
-        # KeyError (not AttributeError) for unknown names, so no hasattr.
-        limit = ('recompile_limit' if 'recompile_limit' in dir(config) else
-                 'cache_size_limit')
-        setattr(config, limit, max(getattr(config, limit), 4 * num_blocks))
+        allow_recompiles(4 * num_blocks)
     return compiled
+
+
+def allow_recompiles(graphs: int) -> None:
+    """Let dynamo compile one code object into at least ``graphs``
+    graphs (one per input shape, train/eval mode, module it runs for).
+
+    Past its limit (8 by default) dynamo runs that code eagerly, with a
+    warning only: the run goes on uncompiled.
+
+    Args:
+        graphs (int): The number of graphs to make room for; limits that
+            are higher already stay.
+    """
+    config = torch._dynamo.config
+    for name, before_2_6 in (('recompile_limit', 'cache_size_limit'),
+                             ('accumulated_recompile_limit',
+                              'accumulated_cache_size_limit')):
+        # Renamed in torch 2.6, whose config module raises KeyError (not
+        # AttributeError) for unknown names: no hasattr.
+        try:
+            current = getattr(config, name)
+        except (AttributeError, KeyError):
+            name = before_2_6
+            current = getattr(config, name)
+        setattr(config, name, max(current, graphs))
 
 
 def _compiled_forward(module: torch.nn.Module,

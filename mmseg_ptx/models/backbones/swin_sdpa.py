@@ -451,7 +451,8 @@ class SwinTransformerSDPA(SwinTransformer):
             (docs/performance.md); this lets a config measure them. CUDA's
             flash attention takes no bias, so it never runs there
             (``['flash']`` alone finds no kernel; the CPU's flash kernel
-            takes one). Default: None.
+            takes one in inference, but not one that needs a gradient, as
+            in training). Default: None.
         attn_impl (str): ``'sdpa'``, or ``'flex'`` for PyTorch's
             FlexAttention (torch >= 2.6; see
             :func:`~mmseg_ptx.models.utils.flex_window_attention`): the
