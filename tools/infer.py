@@ -31,7 +31,7 @@ from mmseg_ptx.apis import (IMAGE_SUFFIXES, UsageError, build_postprocessor,
                             predict_probabilities, read_config,
                             reports_usage_errors, write_submission)
 from mmseg_ptx.datasets import read_image_ids
-from mmseg_ptx.datasets.files import remove_paths
+from mmseg_ptx.datasets.files import list_files, remove_paths
 from mmseg_ptx.datasets.rle import EMPTY_RLE, rle_encode
 
 
@@ -348,6 +348,13 @@ def main() -> int:
         paths = find_images(args.input)
     except FileNotFoundError as err:
         raise UsageError(str(err)) from None
+    if osp.isdir(args.input):
+        others = len(list_files(args.input, '')) - len(paths)
+        if others:
+            print(f'Leaving out {others} file(s) under INPUT that do not '
+                  f'end in {", ".join(IMAGE_SUFFIXES)} (a DICOM without '
+                  'the suffix is read when named on its own)',
+                  file=sys.stderr)
     outputs = {p for p in paths if is_output(p)}
     if outputs:
         print(f'Leaving out {len(outputs)} mask/overlay PNG(s) of this '

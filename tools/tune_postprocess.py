@@ -211,12 +211,16 @@ def main() -> int:
     print(f'{num} validation images, {num_positive} of them positive '
           f'({num_positive / num:.1%})')
     if share is None and num_positive > POSITIVE_SHARE_WARNING * num:
+        # A split_first validation set has the data's own share already.
+        natural = getattr(dataset, 'split_order', None) == 'split_first'
         print(f'warning: {num_positive / num:.0%} of the validation images '
               'are positive, against about 21 % in the Kaggle test set: '
               'the setting chosen here empties fewer images than one for '
-              'that set. Pass --positive-share 0.21, or tune on a natural '
-              'validation set (configs/upernet_swin-b_ptx-512_natural-val.py'
-              ').', file=sys.stderr)
+              'that set. Pass --positive-share 0.21' +
+              ('.' if natural else
+               ', or tune on a natural validation set '
+               '(configs/upernet_swin-b_ptx-512_natural-val.py).'),
+              file=sys.stderr)
     try:
         rows = search_triplet(stats, args.top, args.min_area, args.bottom,
                               positive_share=share)

@@ -44,6 +44,8 @@ def test_infer_folder_with_a_corrupt_file(tmp_path, demo_root):
     # Reads, but resizes to height 0: its batch fails in the pipeline and
     # is predicted image by image, so only this one is lost.
     cv2.imwrite(str(src / 'strip.png'), np.full((1, 600), 90, np.uint8))
+    # A DICOM without the suffix is not an image of the folder, but said.
+    shutil.copy(dicoms[0], src / 'no_suffix')
     out = tmp_path / 'out'
     cmd = [PYTHON, 'tools/infer.py', str(TINY_CONFIG), str(ckpt), str(src),
            '--out', str(out), '--device', 'cpu', '--batch-size', '2',
@@ -55,6 +57,8 @@ def test_infer_folder_with_a_corrupt_file(tmp_path, demo_root):
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert 'broken.dcm' in proc.stderr
     assert 'Leaving out 1 mask/overlay PNG(s)' in proc.stderr
+    assert ('Leaving out 1 file(s) under INPUT that do not end in .dcm'
+            in proc.stderr)
     errors = (out / 'errors.txt').read_text().splitlines()
     assert len(errors) == 4
     duplicate = dicoms[1].rsplit('/', 1)[-1]
@@ -200,6 +204,7 @@ def test_tune_postprocess_held_out_estimate(tmp_path, demo_root, tool_main):
     assert '2 validation images, 1 of them positive (50.0%)' in stdout
     assert ('warning: 50% of the validation images are positive, against '
             'about 21 % in the Kaggle test set') in err
+    assert 'or tune on a natural validation set' in err
 
     # Ranked at the test set's share of positives: no warning.
     status, stdout, err = tool_main('tune_postprocess', *args, '--folds', '0',
@@ -223,6 +228,29 @@ def test_tune_postprocess_held_out_estimate(tmp_path, demo_root, tool_main):
     assert ('error: --positive-share: positive_share 0.21 weighs positive '
             'and negative images, but the images outside a fold have only'
             in err)
+
+
+def test_tune_postprocess_on_a_natural_split_says_only_the_share(
+        tmp_path, tool_main):
+    """Data with more positives than Kaggle's test set: a natural
+    (split_first) validation set has their share, and the warning does
+    not send the user to the natural-val config they are using."""
+    from mmseg_ptx.datasets.synthetic import write_demo_dataset
+    data = tmp_path / 'data'
+    write_demo_dataset(data, num=12, seed=0, size=64, positive_fraction=0.75)
+    ckpt = save_tiny_checkpoint(build_tiny_model(), tmp_path / 'tiny.pth')
+    cfg = write_tiny_run_config(tmp_path / 'cfg.py', data)
+    status, stdout, err = tool_main(
+        'tune_postprocess', cfg, ckpt, '--out', tmp_path / 'tuned.json',
+        '--device', 'cpu', '--num-workers', '0', '--folds', '0', '--top',
+        '0.5', '--min-area', '0', '--bottom', '0.3', '--cfg-options',
+        'val_dataloader.dataset.split_order=split_first',
+        'val_dataloader.dataset.split_dir=splits_natural',
+        'val_dataloader.dataset.neg_keep_ratio=1.0',
+        'val_dataloader.dataset.val_ratio=0.5')
+    assert status == 0, err
+    assert 'Pass --positive-share 0.21.' in err, (stdout, err)
+    assert 'natural validation set' not in err
 
 
 def test_tune_postprocess_extra_models(tmp_path, demo_root, tool_main):
