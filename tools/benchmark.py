@@ -842,8 +842,12 @@ def run_variant(cfg: Config,
 
     def compiled(model: torch.nn.Module) -> Tuple[Callable, Callable]:
         """The model's train_step and test_step, compiled as asked."""
+        # A graph per batch size and row kind: train step, loader (its
+        # crops may differ from --img-size) and inference, with room for
+        # one more.
+        graphs = 4 * len(args.batch_size)
         if scope == 'step':
-            allow_recompiles(2 * len(args.batch_size))
+            allow_recompiles(graphs)
             return (torch.compile(model.train_step, **options),
                     torch.compile(model.test_step, **options))
         if scope:
@@ -851,10 +855,10 @@ def run_variant(cfg: Config,
                 model,
                 blocks=SWIN_BLOCKS if scope == 'blocks' else (),
                 **options)
-            # A graph per batch size and mode (train, eval) of each
-            # compiled module's code (the blocks share one): past dynamo's
-            # limit the rest of the rows would run uncompiled.
-            allow_recompiles(2 * len(args.batch_size) * len(names))
+            # ... of each compiled module's code (the blocks share one):
+            # past dynamo's limit the rest of the rows would run
+            # uncompiled.
+            allow_recompiles(graphs * len(names))
         return model.train_step, model.test_step
 
     fold, cast = switches.get('fuse_conv_bn'), switches.get('bf16_weights')

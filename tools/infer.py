@@ -179,6 +179,20 @@ def is_output(path: str) -> bool:
                     for d in ('masks', 'overlays')))
 
 
+def is_run_file(path: str) -> bool:
+    """Whether a file that is no image is one this tool wrote:
+    ``submission.csv``, ``errors.txt`` or ``probs/*.npy`` of a folder with
+    ``masks/`` and ``overlays/`` (an ``--out``, as for :func:`is_output`).
+    """
+    folder = osp.dirname(osp.realpath(path))
+    name = osp.basename(path)
+    if osp.basename(folder) == 'probs' and name.endswith('.npy'):
+        folder = osp.dirname(folder)
+    elif name not in ('submission.csv', 'errors.txt'):
+        return False
+    return all(osp.isdir(osp.join(folder, d)) for d in ('masks', 'overlays'))
+
+
 def image_ids(paths: List[str], listed: Optional[Dict[str, str]],
               errors: List[Tuple[str, str]]) -> Dict[str, str]:
     """The ImageId of each file: :func:`image_id_of`, or, with a CSV of
@@ -349,7 +363,10 @@ def main() -> int:
     except FileNotFoundError as err:
         raise UsageError(str(err)) from None
     if osp.isdir(args.input):
-        others = len(list_files(args.input, '')) - len(paths)
+        others = sum(
+            not name.lower().endswith(IMAGE_SUFFIXES)
+            and not is_run_file(osp.join(args.input, name))
+            for name in list_files(args.input, ''))
         if others:
             print(f'Leaving out {others} file(s) under INPUT that do not '
                   f'end in {", ".join(IMAGE_SUFFIXES)} (a DICOM without '

@@ -2,7 +2,7 @@
 import argparse
 import os.path as osp
 import sys
-from typing import Optional, Sequence
+from typing import Any, List, Mapping, Optional, Sequence
 
 from mmengine.config import Config
 from mmengine.dist import is_main_process
@@ -99,13 +99,22 @@ def check_arguments(args: argparse.Namespace) -> None:
 def pipeline_difference(first: Sequence[dict],
                         other: Sequence[dict]) -> Optional[str]:
     """The first step where two test pipelines give the model a different
-    input, in words; None where they give the same.
+    input, in words.
 
     Ground-truth loading is left out: it changes the labels the metric
-    reads (the first config's), not what a model sees.
+    reads (the first config's), not what a model sees. Scoped type names
+    (``mmseg.Resize``) and tuples against lists are no difference.
+
+    Args:
+        first (Sequence[dict]): The pipeline the test runs.
+        other (Sequence[dict]): A member model's own.
+
+    Returns:
+        str | None: ``'step N: <other> instead of <first>'``, or None where
+        the pipelines give the same input.
     """
     first, other = ([
-        dict(step) for step in steps
+        _comparable(step) for step in steps
         if config_type_name(step) not in ANNOTATION_LOADERS
     ] for steps in (first, other))
     for step, (a, b) in enumerate(zip(first, other)):
@@ -116,16 +125,36 @@ def pipeline_difference(first: Sequence[dict],
     return None
 
 
+def _comparable(value: Any) -> Any:
+    """A pipeline step as plain dicts and lists, its types unscoped."""
+    if isinstance(value, Mapping):
+        return {
+            key: config_type_name(value) if key == 'type' else
+            _comparable(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, (list, tuple)):
+        return [_comparable(item) for item in value]
+    return value
+
+
+def _own_test_pipeline(cfg: Config) -> Optional[List[dict]]:
+    """The test pipeline a config gives its model: its test set's, or
+    its ``test_pipeline`` (a model config without a test set)."""
+    dataset = (cfg.get('test_dataloader') or {}).get('dataset') or {}
+    return dataset.get('pipeline', cfg.get('test_pipeline'))
+
+
 @reports_usage_errors
 def main() -> None:
     args = parse_args()
     cfg = load_config(args)
     cfg.load_from = args.checkpoint
     # Printed once the Runner has set up the processes: by the first only.
-    warnings = []
+    notes: List[str] = []
     mismatch = postprocess_mismatch(cfg)
     if mismatch:
-        warnings.append(mismatch)
+        notes.append(mismatch)
 
     if args.show:
         dataset = cfg.test_dataloader.dataset
@@ -145,12 +174,16 @@ def main() -> None:
 
     if args.extra_model:
         extra_cfgs = [read_config(c) for c, _ in args.extra_model]
+        tested = _own_test_pipeline(cfg)
         for (path, _), extra_cfg in zip(args.extra_model, extra_cfgs):
-            difference = pipeline_difference(
-                cfg.test_dataloader.dataset.pipeline,
-                extra_cfg.test_dataloader.dataset.pipeline)
+            own = _own_test_pipeline(extra_cfg)
+            # Wrapped data sets (ConcatDataset, ...) keep their pipelines
+            # inside: nothing to compare.
+            difference = (pipeline_difference(tested, own)
+                          if tested is not None and own is not None else
+                          None)
             if difference:
-                warnings.append(
+                notes.append(
                     f'--extra-model {path} tests through another pipeline '
                     f'than {args.config} ({difference}); here it sees the '
                     "first config's: tools/infer.py and "
@@ -202,10 +235,14 @@ def main() -> None:
     plain = cfg.to_dict()
     plain.setdefault('experiment_name',
                      osp.splitext(osp.basename(args.config))[0])
-    runner = Runner.from_cfg(Config(plain))
-    if is_main_process():
-        for warning in warnings:
-            print(f'Warning: {warning}', file=sys.stderr)
+    try:
+        runner = Runner.from_cfg(Config(plain))
+    finally:
+        # Also where building fails (an ensemble member's checkpoint,
+        # loaded there): the notes may explain it.
+        if is_main_process():
+            for note in notes:
+                print(f'Warning: {note}', file=sys.stderr)
     # Runner.test() would load it non-strictly: a checkpoint that does not
     # fit the config would be tested at random weights.
     load_runner_checkpoints_strictly(runner)

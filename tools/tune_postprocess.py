@@ -211,8 +211,11 @@ def main() -> int:
     print(f'{num} validation images, {num_positive} of them positive '
           f'({num_positive / num:.1%})')
     if share is None and num_positive > POSITIVE_SHARE_WARNING * num:
-        # A split_first validation set has the data's own share already.
-        natural = getattr(dataset, 'split_order', None) == 'split_first'
+        # A split_first validation set has the data's own share already
+        # (a hand-made split, without split_meta.json, ignores the order).
+        natural = (getattr(dataset, 'split_order', None) == 'split_first'
+                   and osp.isfile(osp.join(dataset.split_dir,
+                                           'split_meta.json')))
         print(f'warning: {num_positive / num:.0%} of the validation images '
               'are positive, against about 21 % in the Kaggle test set: '
               'the setting chosen here empties fewer images than one for '

@@ -270,11 +270,13 @@ def test_bad_inputs_raise_with_the_image_name():
     with pytest.raises(ValueError, match='threshold'):
         PneumothoraxMetric(threshold=1.0)
     # An infinite end gives every pixel one bin (or NaN bin codes).
-    for logit_range in ((-20, math.inf), (-math.inf, 20), (5, 5)):
+    for logit_range in ((-20, math.inf), (-math.inf, 20), (5, 5),
+                        (-1e308, 1e308), (math.nan, 1)):
         with pytest.raises(ValueError, match='two finite, increasing'):
             PneumothoraxMetric(logit_range=logit_range)
-    with pytest.raises(ValueError, match='an integer in'):
-        PneumothoraxMetric(num_bins=65536.5)
+    for num_bins in (65536.5, math.inf, math.nan, 1):
+        with pytest.raises(ValueError, match='an integer in'):
+            PneumothoraxMetric(num_bins=num_bins)
     # Found in the batch's one read-back, named by their own sample.
     good = make_sample(np.zeros((4, 4)), two_channel(np.zeros((4, 4))))
     nan = make_sample(np.zeros((4, 4)),

@@ -10,7 +10,7 @@ from conftest import free_port
 from mmengine.runner import load_checkpoint
 from mmengine.utils import digit_version
 
-from mmseg_ptx.models.utils import (load_checkpoint_strict,
+from mmseg_ptx.models.utils import (CheckpointError, load_checkpoint_strict,
                                     load_runner_checkpoints_strictly)
 
 
@@ -87,35 +87,54 @@ class Unlisted:
     """A class torch.load(weights_only=True) does not allow."""
 
 
-def test_a_file_that_is_no_checkpoint_is_named(tmp_path):
+def test_a_file_that_is_no_checkpoint_is_named(tmp_path, monkeypatch):
     """torch's own errors name neither the file nor the problem (a cut
     zip archive: 'failed finding central directory'; a CSV: 'Weights
-    only load failed ... weights_only=False will likely succeed')."""
+    only load failed ... weights_only=False will likely succeed', or
+    before torch 2.6 'could not convert string to int')."""
+    import pickle
+    import zipfile
     good = tmp_path / 'good.pth'
     torch.save({'state_dict': torch.nn.Linear(2, 1).state_dict()}, good)
     data = good.read_bytes()
+    other_zip = tmp_path / 'other.zip'
+    with zipfile.ZipFile(other_zip, 'w') as archive:
+        archive.writestr('notes.txt', 'not a checkpoint')
     cases = {
-        'empty.pth': (b'', 'the file is empty or cut short'),
+        'empty.pth': (b'', 'the file is empty$'),
         'cut.pth': (data[:len(data) // 2],
-                    'not a complete PyTorch checkpoint.*PytorchStreamReader'
-                    ' failed reading zip archive'),
+                    'not a complete PyTorch checkpoint: a truncated or '
+                    'damaged file, or a zip archive of another kind'),
+        'other.pth': (other_zip.read_bytes(),
+                      'not a complete PyTorch checkpoint'),
         'labels.csv': (b'ImageId,EncodedPixels\n1.2.3,-1\n',
-                       r'not a PyTorch checkpoint \(torch.load: '),
+                       r'not a PyTorch checkpoint \(neither a zip archive '
+                       r'nor a pickle\)'),
+        'plain.pkl': (pickle.dumps({'a': 1}, protocol=4),
+                      '(a pickle, but )?not a PyTorch checkpoint'),
     }
-    for name, (content, why) in cases.items():
-        path = tmp_path / name
-        path.write_bytes(content)
-        with pytest.raises(ValueError,
-                           match=f'^{re.escape(f"Checkpoint {path}")} '
-                           f'could not be read: {why}'):
-            load_checkpoint_strict(torch.nn.Linear(2, 1), str(path))
+    load = torch.load
+    # As before torch 2.6 too, where torch.load unpickles anything.
+    for weights_only in (None, False):
+        if weights_only is False:
+            monkeypatch.setattr(
+                torch, 'load', lambda *args, **kwargs: load(
+                    *args, **dict(kwargs, weights_only=False)))
+        for name, (content, why) in cases.items():
+            path = tmp_path / name
+            path.write_bytes(content)
+            with pytest.raises(CheckpointError,
+                               match=f'^{re.escape(f"Checkpoint {path}")} '
+                               f'could not be read: {why}'):
+                load_checkpoint_strict(torch.nn.Linear(2, 1), str(path))
+    monkeypatch.undo()
     # A real checkpoint that holds another class's object keeps torch's
     # advice on allowing it (torch >= 2.6 loads with weights_only=True).
     if digit_version(torch.__version__) < digit_version('2.6'):
         return
     custom = tmp_path / 'custom.pth'
     torch.save({'state_dict': {}, 'extra': Unlisted()}, custom)
-    with pytest.raises(ValueError) as refused:
+    with pytest.raises(CheckpointError) as refused:
         load_checkpoint_strict(torch.nn.Linear(2, 1), str(custom))
     assert str(refused.value).startswith(f'Checkpoint {custom} could not')
     assert 'add_safe_globals' in str(refused.value)

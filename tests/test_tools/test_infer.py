@@ -531,3 +531,18 @@ def test_is_output(tmp_path):
     assert infer.is_output(str(tmp_path / 'run' / 'overlays' / 'a.PNG'))
     assert not infer.is_output(str(tmp_path / 'run' / 'masks' / 'a.dcm'))
     assert not infer.is_output(str(tmp_path / 'run' / 'a.png'))
+
+
+def test_is_run_file(tmp_path):
+    """submission.csv, errors.txt and probs/*.npy of a folder with masks/
+    and overlays/: not counted as files left out of an INPUT folder."""
+    infer = load_tool('infer')
+    (tmp_path / 'run' / 'masks').mkdir(parents=True)
+    (tmp_path / 'run' / 'overlays').mkdir()
+    (tmp_path / 'data').mkdir()
+    run, data = tmp_path / 'run', tmp_path / 'data'
+    for name in ('submission.csv', 'errors.txt', 'probs/a.npy'):
+        assert infer.is_run_file(str(run / name)), name
+        assert not infer.is_run_file(str(data / name)), name
+    assert not infer.is_run_file(str(run / 'notes.txt'))
+    assert not infer.is_run_file(str(run / 'probs' / 'a.txt'))

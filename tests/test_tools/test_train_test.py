@@ -186,6 +186,13 @@ def test_checkpoint_of_another_model_is_refused(tmp_path, demo_root,
     assert status == 2
     assert (f'error: Checkpoint {ckpt} could not be read: not a PyTorch '
             'checkpoint') in err
+    # An ensemble's members load while the Runner is built: the warnings
+    # still come.
+    status, _, err = tool_main('test', cfg, ckpt, '--work-dir',
+                               tmp_path / 'w', '--extra-model', cfg, ckpt)
+    assert status == 2
+    assert f'error: Checkpoint {ckpt} could not be read' in err
+    assert "'min_area': 7" in err
 
 
 def test_show_on_dicom_data_is_a_clear_error(tmp_path, demo_root,
@@ -468,8 +475,25 @@ def test_test_compiled_gives_the_same_metrics(monkeypatch, tmp_path,
     assert 'dice' in tables[0] and tables[1] == tables[0]
 
 
+def test_pipeline_difference_ignores_scopes_and_tuples():
+    pipeline_difference = load_tool('test').pipeline_difference
+    first = [dict(type='LoadDicomImageFromFile'),
+             dict(type='Resize', scale=(512, 512)),
+             dict(type='LoadRLEAnnotations'), dict(type='PackSegInputs')]
+    same = [dict(type='mmseg.LoadDicomImageFromFile'),
+            dict(type='mmseg.Resize', scale=[512, 512]),
+            dict(type='PackSegInputs')]
+    assert pipeline_difference(first, same) is None
+    assert pipeline_difference(first, same[:2]) == '2 steps instead of 3'
+    assert pipeline_difference(first, [same[0], dict(type='Resize',
+                                                     scale=[768, 768])]) == (
+        "step 1: {'type': 'Resize', 'scale': [768, 768]} instead of "
+        "{'type': 'Resize', 'scale': [512, 512]}")
+
+
 @pytest.mark.parametrize('scale,warned', [(None, False), ((512, 512), False),
-                                          ((768, 768), True)])
+                                          ((768, 768), True),
+                                          ('model only', False)])
 def test_test_warns_of_an_extra_model_with_another_pipeline(
         monkeypatch, capsys, tmp_path, scale, warned):
     """The ensemble's members all see the first config's batch: a member
@@ -487,7 +511,13 @@ def test_test_warns_of_an_extra_model_with_another_pipeline(
     ckpt.write_bytes(b'')  # never loaded here
     first = ROOT / 'configs/upernet_swin-b_ptx-512.py'
     extra = ROOT / 'configs/upernet_swin-b_ptx-512_png.py'
-    if scale is not None:
+    if scale == 'model only':
+        # A model config without a test set (as tools/infer.py takes).
+        extra_cfg = Config.fromfile(extra)
+        extra = tmp_path / 'extra.py'
+        extra.write_text(f'model = {extra_cfg.model.to_dict()!r}\n'
+                         f'test_pipeline = {extra_cfg.test_pipeline!r}\n')
+    elif scale is not None:
         pipeline = Config.fromfile(extra).test_dataloader.dataset.pipeline
         assert pipeline[1].type == 'Resize'
         pipeline[1].scale = scale
@@ -504,6 +534,6 @@ def test_test_warns_of_an_extra_model_with_another_pipeline(
     assert ('tests through another pipeline' in err) == warned, err
     if warned:
         assert f'--extra-model {extra} tests through' in err
-        assert ("step 1: {'type': 'Resize', 'scale': (768, 768), "
+        assert ("step 1: {'type': 'Resize', 'scale': [768, 768], "
                 "'keep_ratio': True} instead of {'type': 'Resize', "
-                "'scale': (512, 512)" in err), err
+                "'scale': [512, 512]" in err), err

@@ -114,12 +114,13 @@ def allow_recompiles(graphs: int) -> None:
                               'accumulated_cache_size_limit')):
         # Renamed in torch 2.6, whose config module raises KeyError (not
         # AttributeError) for unknown names: no hasattr.
-        try:
-            current = getattr(config, name)
-        except (AttributeError, KeyError):
-            name = before_2_6
-            current = getattr(config, name)
-        setattr(config, name, max(current, graphs))
+        for key in (name, before_2_6):
+            try:
+                current = getattr(config, key)
+            except (AttributeError, KeyError):
+                continue
+            setattr(config, key, max(current, graphs))
+            break
 
 
 def _compiled_forward(module: torch.nn.Module,

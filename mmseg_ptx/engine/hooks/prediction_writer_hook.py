@@ -60,9 +60,10 @@ class PredictionWriterHook(Hook):
     infos (``image_id``), else by the image's file stem; every rank
     writes its own images, but not the copies a distributed sampler adds
     to even out the ranks' shares (which another rank writes too, at the
-    same time). Nothing is written into a folder of the test
-    set's images or ground-truth masks, and a file of the test set itself
-    is never written over.
+    same time): for a sampler that deals the positions out in turn, as
+    mmengine's do (and its ``collect_results`` assumes). Nothing is
+    written into a folder of the test set's images or ground-truth masks,
+    and a file of the test set itself is never written over.
 
     Args:
         mask_dir (str, optional): Folder for 0/255 mask PNGs at the

@@ -339,13 +339,13 @@ class PneumothoraxMetric(BaseMetric):
             raise ValueError(f'threshold must be in (0, 1), got {threshold}')
         # process() builds bin codes up to 2 * num_bins in float32, exact
         # only below 2**24.
-        if num_bins != int(num_bins) or not 2 <= num_bins <= 2**22:
+        if not 2 <= num_bins <= 2**22 or num_bins != int(num_bins):
             raise ValueError(
                 f'num_bins must be an integer in [2, 2**22], got {num_bins}')
         lo, hi = logit_range
-        # Infinite ends would make the bin width infinite: every pixel in
-        # one bin, or NaN bin codes.
-        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        # An infinite width would put every pixel in one bin, or give NaN
+        # bin codes.
+        if not (math.isfinite(hi - lo) and lo < hi):
             raise ValueError(f'logit_range must be two finite, increasing '
                              f'logits, got {logit_range}')
         if single_channel not in ('probability', 'logit'):

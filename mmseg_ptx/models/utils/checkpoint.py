@@ -1,6 +1,7 @@
 """Loading a checkpoint that must fit the model exactly."""
 from __future__ import annotations
 
+import os.path as osp
 import pickle
 from typing import Callable, Union
 
@@ -20,8 +21,16 @@ class CheckpointError(ValueError):
 _MAX_DETAIL = 1000
 #: How mmengine's strict load_state_dict starts its error (on rank 0).
 _MISMATCH = 'The model and loaded state dict do not match exactly'
-#: How torch.load starts its error on a file that is no complete zip.
-_NOT_A_ZIP = 'PytorchStreamReader failed'
+#: How torch.save's files start: a zip archive (torch >= 1.6), a pickle.
+_ZIP_MAGIC = b'PK\x03\x04'
+_PICKLE_PROTO = 0x80
+#: torch.load's errors on a zip archive that is no complete checkpoint:
+#: cut short, or of another kind.
+_ZIP_READER = 'PytorchStreamReader failed'
+_ZIP_CONTAINER = 'inline_container'
+#: torch.load (weights_only=False) on a pickle that torch.save did not
+#: write.
+_BAD_MAGIC = 'Invalid magic number'
 #: What precedes the reason in torch.load's weights_only errors.
 _UNPICKLER = 'WeightsUnpickler error:'
 
@@ -144,6 +153,7 @@ def read_checkpoint(filename: str,
     Raises:
         CheckpointError: The file is empty, truncated or of another kind.
     """
+    check_checkpoint_file(filename)
     try:
         return CheckpointLoader.load_checkpoint(
             filename, map_location=map_location)
@@ -152,16 +162,50 @@ def read_checkpoint(filename: str,
         raise
 
 
+def check_checkpoint_file(filename: str) -> None:
+    """Refuse a local file that cannot be a PyTorch checkpoint.
+
+    ``torch.save`` writes a zip archive (a pickle before torch 1.6); a
+    file that starts as neither gets errors from ``torch.load`` that name
+    neither the file nor the problem, and differ between torch versions
+    ("could not convert string to int" for a CSV before torch 2.6).
+    Paths that are no local file (URLs) are left to the loader.
+
+    Args:
+        filename (str): The checkpoint.
+
+    Raises:
+        CheckpointError: The file is empty or starts as neither a zip
+            archive nor a pickle.
+    """
+    if not osp.isfile(filename):
+        return
+    with open(filename, 'rb') as f:
+        head = f.read(4)
+    if not head:
+        why = 'the file is empty'
+    elif head == _ZIP_MAGIC or head[0] == _PICKLE_PROTO:
+        return
+    else:
+        why = 'not a PyTorch checkpoint (neither a zip archive nor a pickle)'
+    raise CheckpointError(f'Checkpoint {filename} could not be read: {why}')
+
+
 def _raise_if_unreadable(filename: str, err: Exception) -> None:
     """Raise a :class:`CheckpointError` saying why ``torch.load`` could not
     read ``filename`` where ``err`` says the file is no (complete) PyTorch
     checkpoint; otherwise return."""
     message = str(err).strip()
+    first_line = message.splitlines()[0] if message else ''
     if isinstance(err, EOFError):
-        why = 'the file is empty or cut short'
-    elif isinstance(err, RuntimeError) and message.startswith(_NOT_A_ZIP):
-        why = ('not a complete PyTorch checkpoint, a truncated or damaged '
-               f'file? (torch: {message.split(". ")[0]})')
+        why = 'the file is cut short'
+    elif isinstance(err, RuntimeError) and (
+            message.startswith(_ZIP_READER) or _ZIP_CONTAINER in message):
+        why = ('not a complete PyTorch checkpoint: a truncated or damaged '
+               f'file, or a zip archive of another kind? (torch: '
+               f'{first_line.split(". ")[0]})')
+    elif isinstance(err, RuntimeError) and message.startswith(_BAD_MAGIC):
+        why = f'a pickle, but not a PyTorch checkpoint (torch: {first_line})'
     elif isinstance(err, pickle.UnpicklingError):
         detail = message.partition(_UNPICKLER)[2].strip()
         if detail.startswith('Unsupported global'):
@@ -184,6 +228,7 @@ def _strictly(load: Callable[[], dict], filename: str,
     mmengine's list of mismatched keys, and a file that is no checkpoint
     (empty, truncated, another kind of file) as one naming it; other errors
     as they are."""
+    check_checkpoint_file(filename)
     try:
         return load()
     except (RuntimeError, EOFError, pickle.UnpicklingError) as err:
