@@ -350,6 +350,22 @@ def test_train_says_when_the_work_dir_holds_an_earlier_run(monkeypatch,
     assert logged == [warning]
 
 
+def stopped_test_py(monkeypatch, tmp_path):
+    """tools/test.py as a module whose main() stops at the Runner: the
+    module, the list that receives the config it would run, and a
+    checkpoint path that is never loaded."""
+    test_tool = load_tool('test')
+    built = []
+    monkeypatch.setattr(test_tool.Runner, 'from_cfg',
+                        lambda cfg: built.append(cfg) or SimpleNamespace(
+                            test=lambda: {}))
+    monkeypatch.setattr(test_tool, 'load_runner_checkpoints_strictly',
+                        lambda runner: None)
+    ckpt = tmp_path / 'ckpt.pth'
+    ckpt.write_bytes(b'')
+    return test_tool, built, ckpt
+
+
 @pytest.mark.parametrize('argv,expected', [
     ([], []),
     (['--compile'], [dict(type='CompileModulesHook')]),
@@ -359,15 +375,7 @@ def test_train_says_when_the_work_dir_holds_an_earlier_run(monkeypatch,
      [dict(type='CompileModulesHook', blocks=['SwinBlock'])]),
 ])
 def test_test_compile_flags(monkeypatch, tmp_path, argv, expected):
-    test_tool = load_tool('test')
-    built = []
-    monkeypatch.setattr(test_tool.Runner, 'from_cfg',
-                        lambda cfg: built.append(cfg) or SimpleNamespace(
-                            test=lambda: {}))
-    monkeypatch.setattr(test_tool, 'load_runner_checkpoints_strictly',
-                        lambda runner: None)
-    ckpt = tmp_path / 'ckpt.pth'
-    ckpt.write_bytes(b'')  # never loaded here
+    test_tool, built, ckpt = stopped_test_py(monkeypatch, tmp_path)
     monkeypatch.setattr(sys, 'argv', [
         'test.py', str(ROOT / 'configs/upernet_swin-b_ptx-512.py'), str(ckpt),
         '--work-dir', str(tmp_path)] + argv)
@@ -500,15 +508,7 @@ def test_test_warns_of_an_extra_model_with_another_pipeline(
     whose config resizes to another scale is tested on inputs its own
     config would not give it. Another label loader (the PNG config's)
     changes nothing a model sees."""
-    test_tool = load_tool('test')
-    built = []
-    monkeypatch.setattr(test_tool.Runner, 'from_cfg',
-                        lambda cfg: built.append(cfg) or SimpleNamespace(
-                            test=lambda: {}))
-    monkeypatch.setattr(test_tool, 'load_runner_checkpoints_strictly',
-                        lambda runner: None)
-    ckpt = tmp_path / 'ckpt.pth'
-    ckpt.write_bytes(b'')  # never loaded here
+    test_tool, built, ckpt = stopped_test_py(monkeypatch, tmp_path)
     first = ROOT / 'configs/upernet_swin-b_ptx-512.py'
     extra = ROOT / 'configs/upernet_swin-b_ptx-512_png.py'
     if scale == 'model only':
