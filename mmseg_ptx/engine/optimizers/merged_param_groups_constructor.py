@@ -45,9 +45,9 @@ class MergedParamGroupsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     parameter a group of its own: 376 groups for UPerNet + Swin-B. The
     optimizer then runs its Python bookkeeping and launches its (fused)
     kernel once per group. In an H200 profile at batch 16 (2026-11-26,
-    docs/performance.md) the optimizer
-    step took 22 ms of the 155 ms of GPU time in a 165 ms train step, of
-    which the fused AdamW kernels were 6 ms. This constructor builds the
+    docs/performance.md) the optimizer step took 22 ms of the 155 ms of
+    GPU time in a 165 ms train step, of which the fused AdamW kernels were
+    6 ms. This constructor builds the
     same per-parameter settings and then merges the groups with equal
     settings (two for Swin-B: with and without weight decay), so each
     update is one kernel launch per group. Every
