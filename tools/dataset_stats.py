@@ -10,12 +10,12 @@ prints Markdown tables and writes ``data/siim/splits/stats.json`` (keys:
 settings; it is written to ``--split-dir`` if it does not exist yet.
 """
 import argparse
-import json
 import os
 import os.path as osp
 
 import mmseg_ptx  # noqa: F401  (registers the plugin, applies stack fixes)
 from mmseg_ptx.datasets import compute_dataset_statistics, format_statistics
+from mmseg_ptx.reporting.json_io import write_json
 
 
 def parse_args():
@@ -76,9 +76,8 @@ def main():
     print(format_statistics(stats))
     out = args.out or osp.join(args.data_root, args.split_dir, 'stats.json')
     os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
-    with open(out, 'w', encoding='utf-8') as f:
-        json.dump(stats, f, indent=2)
-        f.write('\n')
+    # Atomic: an interrupted run leaves no half file for the report.
+    write_json(stats, out, indent=2)
     print(f'\nStatistics written to {out}')
 
 

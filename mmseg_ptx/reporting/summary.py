@@ -276,7 +276,8 @@ def _stats(cfg: Optional[Config], stats_path: Optional[str],
     <data_root>/stats.json. A file made for other split settings than the
     run's is left out, with a warning: its pixel counts are of another
     training split."""
-    if stats_path is None:
+    found = stats_path is None
+    if found:
         ds = _dataset_cfg(cfg, 'train_dataloader')
         root = ds.get('data_root')
         candidates = [
@@ -286,7 +287,18 @@ def _stats(cfg: Optional[Config], stats_path: Optional[str],
         stats_path = next((c for c in candidates if osp.isfile(c)), None)
     if not stats_path:
         return {}
-    stats = read_json(stats_path)
+    try:
+        stats = read_json(stats_path)
+    except ValueError as err:
+        if not found:
+            raise
+        # Optional, unlike a file the user named: a broken one (written
+        # by an interrupted older dataset_stats.py) costs the report only
+        # its statistics.
+        print_log(f'{err}: left out of the report (run '
+                  'tools/dataset_stats.py again)', logger='current',
+                  level=logging.WARNING)
+        return {}
     if not isinstance(stats, dict):
         raise ValueError(
             f'{stats_path} is not the statistics JSON tools/dataset_stats.py '

@@ -306,6 +306,21 @@ def test_statistics_of_other_training_images_are_left_out(tmp_path):
     assert _stats(cfg, str(path), {}) == {}
 
 
+def test_a_broken_statistics_file_found_by_default_is_left_out(tmp_path):
+    """The statistics are optional: a half-written stats.json (an
+    interrupted dataset_stats.py before it wrote atomically) costs the
+    report only them; one the user names is still an error."""
+    from mmseg_ptx.reporting.summary import _stats
+    (tmp_path / 'splits').mkdir()
+    path = tmp_path / 'splits' / 'stats.json'
+    path.write_text('{"settings": {"neg_keep')
+    cfg = Config.fromfile('configs/upernet_swin-b_ptx-512.py')
+    cfg.train_dataloader.dataset.data_root = str(tmp_path)
+    assert _stats(cfg, None, {}) == {}
+    with pytest.raises(ValueError, match='is not valid JSON'):
+        _stats(cfg, str(path), {})
+
+
 def test_findings_name_the_loss_class_weights(tmp_path):
     import json
 
