@@ -4,6 +4,7 @@ import os.path as osp
 import sys
 
 import mmseg_ptx  # noqa: F401  (stack fixes + registration)
+from mmseg_ptx.models.utils import CheckpointError
 from mmseg_ptx.reporting.summary import (InvalidMetricsHistory,
                                          NoValidationRecords,
                                          write_performance_summary)
@@ -46,7 +47,8 @@ def main() -> int:
             num_pos=args.num_pos, num_neg=args.num_neg,
             max_images=args.max_images, device=args.device)
     # Usage errors: one line, no traceback.
-    except (NoValidationRecords, InvalidMetricsHistory) as err:
+    except (NoValidationRecords, InvalidMetricsHistory,
+            CheckpointError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 1
     print(f'Report written: {path}')

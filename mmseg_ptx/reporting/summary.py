@@ -106,21 +106,39 @@ def _find_best_checkpoint(work_dir: str, best: dict,
     checkpoint of that step (``<epoch|iter>_<N>.pth``, a run without
     ``save_best``); failing both, with a warning, the newest best one (a
     resumed run may have left one of its earlier attempt), else the last
-    checkpoint."""
+    checkpoint. Files that cannot be checkpoints (a save cut short by a
+    killed job, say) are passed over, with a warning."""
     step = f'{key}_{best[key]}.pth'
-    exact = (glob.glob(osp.join(work_dir, f'best_*_{step}')) +
-             glob.glob(osp.join(work_dir, step)))
+    exact = [
+        c for c in (glob.glob(osp.join(work_dir, f'best_*_{step}')) +
+                    glob.glob(osp.join(work_dir, step))) if _readable(c)
+    ]
     if exact:
         return exact[0]
-    fallback = _newest(glob.glob(osp.join(work_dir, 'best_*.pth')))
-    if fallback is None:
-        fallback = _last_checkpoint(work_dir)
+    bests = sorted(glob.glob(osp.join(work_dir, 'best_*.pth')),
+                   key=osp.getmtime, reverse=True)
+    fallback = next((c for c in bests + [_last_checkpoint(work_dir)]
+                     if c is not None and _readable(c)), None)
     if fallback is not None:
         print_log(
             f'No checkpoint of the best validation ({key} {best[key]}) in '
             f'{work_dir}; pictures from {osp.basename(fallback)}',
             logger='current', level=logging.WARNING)
     return fallback
+
+
+def _readable(checkpoint: str) -> bool:
+    """Whether ``checkpoint`` can be a checkpoint by its first and last
+    bytes (:func:`~mmseg_ptx.models.utils.check_checkpoint_file`); if
+    not, a warning says why."""
+    from ..models.utils import CheckpointError, check_checkpoint_file
+    try:
+        check_checkpoint_file(checkpoint)
+    except CheckpointError as err:
+        print_log(f'{err}; not used for the pictures', logger='current',
+                  level=logging.WARNING)
+        return False
+    return True
 
 
 def _last_checkpoint(work_dir: str) -> Optional[str]:

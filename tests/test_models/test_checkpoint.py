@@ -103,8 +103,8 @@ def test_a_file_that_is_no_checkpoint_is_named(tmp_path, monkeypatch):
     cases = {
         'empty.pth': (b'', 'the file is empty$'),
         'cut.pth': (data[:len(data) // 2],
-                    'not a complete PyTorch checkpoint: a truncated or '
-                    'damaged file, or a zip archive of another kind'),
+                    r'a zip archive cut short \(an interrupted save or '
+                    r'copy\?\)'),
         'other.pth': (other_zip.read_bytes(),
                       'not a complete PyTorch checkpoint'),
         'labels.csv': (b'ImageId,EncodedPixels\n1.2.3,-1\n',

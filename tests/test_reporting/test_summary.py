@@ -1,5 +1,6 @@
 """reporting.summary: what the report reads and how it says it."""
 import pytest
+import torch
 from mmengine.config import Config
 
 from mmseg_ptx.reporting.summary import _model_rows
@@ -218,6 +219,10 @@ def test_training_run_files_after_tests_in_the_same_work_dir(tmp_path):
     # A resumed run left its earlier attempt's best checkpoint, newer.
     best = write('best_dice_epoch_1.pth', age=5)
     write('best_dice_epoch_2.pth', age=6)
+    for path in (best, tmp_path / 'best_dice_epoch_2.pth'):
+        stamp = path.stat().st_mtime
+        torch.save({}, path)
+        os.utime(path, (stamp, stamp))
     assert _find_best_checkpoint(str(tmp_path), dict(epoch=1, iter=50),
                                  'epoch') == str(best)
 
@@ -231,7 +236,7 @@ def test_pictures_come_from_the_best_validations_checkpoint(
     work_dir = tmp_path / 'work_dirs' / 'run'
     work_dir.mkdir(parents=True)
     for name in ('iter_3.pth', 'iter_6.pth'):
-        (work_dir / name).write_text('')
+        torch.save({}, work_dir / name)
     (work_dir / 'last_checkpoint').write_text('./work_dirs/run/iter_6.pth')
     monkeypatch.chdir(tmp_path / 'work_dirs')  # not the training's folder
     best = dict(epoch=0, iter=3)
@@ -240,6 +245,29 @@ def test_pictures_come_from_the_best_validations_checkpoint(
     (work_dir / 'iter_3.pth').unlink()
     assert _find_best_checkpoint(str(work_dir), best, 'iter') == str(
         work_dir / 'iter_6.pth')
+
+
+def test_a_checkpoint_cut_short_is_passed_over(tmp_path):
+    """A job killed while CheckpointHook wrote the new best (mmengine
+    removes the old one first) leaves a truncated best_*.pth: the pictures
+    come from another checkpoint, not from a failed load."""
+    import os
+
+    from mmseg_ptx.reporting.summary import _find_best_checkpoint
+    torch.save({'state_dict': {'w': torch.zeros(1000)}},
+               tmp_path / 'epoch_2.pth')
+    data = (tmp_path / 'epoch_2.pth').read_bytes()
+    (tmp_path / 'best_dice_epoch_2.pth').write_bytes(data[:len(data) // 2])
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'epoch_2.pth'))
+    best = dict(epoch=2, iter=10)
+    # The exact step's regular checkpoint.
+    assert _find_best_checkpoint(str(tmp_path), best, 'epoch') == str(
+        tmp_path / 'epoch_2.pth')
+    # Otherwise the last checkpoint, as without a best one.
+    os.rename(tmp_path / 'epoch_2.pth', tmp_path / 'epoch_3.pth')
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'epoch_3.pth'))
+    assert _find_best_checkpoint(str(tmp_path), best, 'epoch') == str(
+        tmp_path / 'epoch_3.pth')
 
 
 def test_statistics_of_other_split_settings_are_left_out(tmp_path):

@@ -52,3 +52,21 @@ def test_options_reach_the_report(tmp_path):
     report = (tmp_path / 'PERFORMANCE_SUMMARY.md').read_text()
     assert '107.45:1' in report
     assert 'embed_dims 128, depths [2, 2, 18, 2], window 12' in report
+
+
+def test_a_checkpoint_that_cannot_be_read_is_one_line(tmp_path, tool_main):
+    """--checkpoint naming a file cut short (a killed save): one line
+    naming it, before any picture is drawn."""
+    import json
+    (tmp_path / 'metrics_history.json').write_text(json.dumps(
+        [dict(mode='val', epoch=1, iter=10, dice=0.5, iou=1 / 3)]))
+    broken = tmp_path / 'best_dice_epoch_1.pth'
+    broken.write_bytes(b'PK\x03\x04' + b'\0' * 100)
+    status, _, err = tool_main(
+        'summarize', tmp_path, '--config',
+        ROOT / 'configs/upernet_swin-nano_ptx-demo-128.py', '--checkpoint',
+        broken, '--device', 'cpu')
+    assert status == 1
+    assert 'Traceback' not in err
+    assert (f'error: Checkpoint {broken} could not be read: a zip archive '
+            'cut short') in err

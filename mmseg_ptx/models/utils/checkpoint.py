@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os.path as osp
 import pickle
+import zipfile
 from typing import Callable, Union
 
 import torch
@@ -175,8 +176,8 @@ def check_checkpoint_file(filename: str) -> None:
         filename (str): The checkpoint.
 
     Raises:
-        CheckpointError: The file is empty or starts as neither a zip
-            archive nor a pickle.
+        CheckpointError: The file is empty, a zip archive cut short, or
+            starts as neither a zip archive nor a pickle.
     """
     if not osp.isfile(filename):
         return
@@ -184,6 +185,10 @@ def check_checkpoint_file(filename: str) -> None:
         head = f.read(4)
     if not head:
         why = 'the file is empty'
+    elif head == _ZIP_MAGIC and not zipfile.is_zipfile(filename):
+        # A zip archive's directory is at its end: a file cut short (an
+        # interrupted save or copy) has none.
+        why = 'a zip archive cut short (an interrupted save or copy?)'
     elif head == _ZIP_MAGIC or head[0] == _PICKLE_PROTO:
         return
     else:
