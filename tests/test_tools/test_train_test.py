@@ -139,6 +139,28 @@ def test_train_resume_and_test(tmp_path, demo_root, tool_main):
     for key, value in fp32.items():
         assert abs(ensemble[key] - value) <= 1e-4, (key, fp32, ensemble)
 
+    # A job killed while it validated epoch 2 (CheckpointHook saved
+    # epoch_2.pth before the validation): its resumed run validates epoch
+    # 2 first, here where training ends (no epoch is left) and then
+    # before the next epoch, each time with the same metrics.
+    history_path = work_dir / 'metrics_history.json'
+    validated = json.loads(history_path.read_text())
+    assert [h['epoch'] for h in validated] == [1, 2]
+    cfg3 = write_tiny_run_config(tmp_path / 'cfg3.py', demo_root,
+                                 max_epochs=3)
+    for config, epochs in ((cfg2, [1, 2]), (cfg3, [1, 2, 3])):
+        history_path.write_text(json.dumps(validated[:1]))
+        out = ''.join(run('train', config, '--work-dir', work_dir,
+                          '--resume'))
+        assert 'Validating epoch 2 now: the run was stopped during its ' \
+            'validation' in out
+        history = json.loads(history_path.read_text())
+        assert [h['epoch'] for h in history] == epochs
+        assert history[1]['ap'] == pytest.approx(validated[1]['ap'])
+    # Resumed where the history is whole: nothing validated twice.
+    out = ''.join(run('train', cfg3, '--work-dir', work_dir, '--resume'))
+    assert 'Validating epoch' not in out
+
 
 def run_model(work_dir: Path):
     """The model config of the run that tools/test.py made in

@@ -8,9 +8,10 @@ import shutil
 import time
 from typing import Any, Dict, List, Optional
 
-from mmengine.dist import is_main_process
+from mmengine.dist import broadcast_object_list, is_main_process
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
+from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
 
 from mmseg.registry import HOOKS
 from mmseg_ptx.evaluation.metrics import PneumothoraxMetric, PRCurve
@@ -22,6 +23,22 @@ __all__ = ['PRCurveHook']
 
 # Training scalars worth keeping next to the validation numbers.
 _TRAIN_KEYWORDS = ('loss', 'dice', 'iou', 'acc')
+
+
+def _validation_due(runner) -> bool:
+    """Whether mmengine's train loop validates where ``runner`` stands
+    (after ``runner.epoch`` epochs, or ``runner.iter`` iterations)."""
+    loop = getattr(runner, '_train_loop', None)
+    if getattr(runner, '_val_loop', None) is None:
+        return False
+    if isinstance(loop, EpochBasedTrainLoop):
+        done, last = runner.epoch, loop.max_epochs
+    elif isinstance(loop, IterBasedTrainLoop):
+        done, last = runner.iter, loop.max_iters
+    else:
+        return False
+    return done >= loop.val_begin and (done % loop.val_interval == 0
+                                       or done == last)
 
 
 def _progress(runner) -> tuple:
@@ -62,6 +79,14 @@ class PRCurveHook(Hook):
     resumed from an earlier checkpoint) are moved with the old file to
     ``metrics_history.<time of its last write>.json``.
 
+    mmengine's ``CheckpointHook`` saves an epoch's checkpoint before that
+    epoch is validated, so a job killed during the validation resumes
+    after it, and the epoch would never be validated (a gap in the
+    history, and a best checkpoint never considered). A resumed run whose
+    history lacks the validation due at its starting point validates it
+    first (before its first training epoch, or when training ends if none
+    is left).
+
     Args:
         out_dir (str, optional): Root of the outputs. Defaults to None
             (the runner's ``work_dir``).
@@ -82,6 +107,8 @@ class PRCurveHook(Hook):
         self.max_points = max_points
         self._prev_iter = 0
         self._prev_epoch = 0
+        # A resumed run's missing validation, to run before training on.
+        self._validate_first = False
 
     def _root(self, runner) -> str:
         return self.out_dir if self.out_dir is not None else runner.work_dir
@@ -100,15 +127,58 @@ class PRCurveHook(Hook):
         self._prev_iter = runner.iter
         self._prev_epoch = runner.epoch
         path = self._history_path(runner)
-        if not is_main_process() or not osp.exists(path):
-            return
+        missing = False
+        if is_main_process() and osp.exists(path):
+            keep = self._keep_history_to(runner, path)
+            missing = runner.iter > 0 and _validation_due(runner) and not any(
+                h.get('mode') == 'val' and h.get('iter') == runner.iter
+                for h in keep)
+        # Every process validates, or none.
+        flag = [missing]
+        broadcast_object_list(flag)
+        self._validate_first = flag[0]
+
+    def before_train_epoch(self, runner) -> None:
+        """Validate what a resumed run's history misses (see above).
+
+        Args:
+            runner (Runner): The runner.
+        """
+        if self._validate_first:
+            self._validate_missing(runner)
+
+    def after_train(self, runner) -> None:
+        """Validate what a run resumed at its end misses (no epoch ran).
+
+        Args:
+            runner (Runner): The runner.
+        """
+        if self._validate_first:
+            self._validate_missing(runner)
+
+    def _validate_missing(self, runner) -> None:
+        self._validate_first = False
+        unit, step = (('epoch', runner.epoch) if isinstance(
+            runner.train_loop, EpochBasedTrainLoop) else
+                      ('iteration', runner.iter))
+        print_log(
+            f'Validating {unit} {step} now: the run was stopped during its '
+            'validation (its checkpoint, which this run resumed from, is '
+            'saved first), so the metrics history has no record of it',
+            logger='current',
+            level=logging.WARNING)
+        runner.val_loop.run()
+
+    def _keep_history_to(self, runner, path: str) -> List[dict]:
+        """The records of ``path`` up to where ``runner`` starts; later
+        ones are moved aside with the old file."""
         history = self._load_history(path)
         keep = [
             h for h in history if isinstance(h.get('iter'), int)
             and 0 < h['iter'] <= runner.iter
         ]
         if len(keep) == len(history):
-            return
+            return keep
         stamp = time.strftime('%Y%m%d_%H%M%S',
                               time.localtime(osp.getmtime(path)))
         backup = osp.join(osp.dirname(path), f'metrics_history.{stamp}.json')
@@ -121,11 +191,13 @@ class PRCurveHook(Hook):
         if keep:
             write_json(keep, path)
         print_log(
-            f'{path} held {len(history) - len(keep)} record(s) of another '
-            f'run (not up to iteration {runner.iter}, where this one '
-            f'starts); the old file is now {backup}',
+            f'{path} held {len(history) - len(keep)} record(s) past '
+            f'iteration {runner.iter}, where this run starts (of another '
+            'run, or of a stopped attempt at this one); the old file is now '
+            f'{backup}',
             logger='current',
             level=logging.WARNING)
+        return keep
 
     @staticmethod
     def _load_history(path: str) -> List[dict]:
