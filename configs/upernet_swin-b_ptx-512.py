@@ -62,6 +62,9 @@ custom_hooks = [
     # keeps them equal on GPUs already; per-process BatchNorm (CPU runs,
     # where SyncBN cannot run) lets each rank's drift apart.
     dict(type='SyncBuffersHook'),
+    # A warning when --resume changes the batch size, the number of GPUs
+    # or the training images (the schedule resumes in saved iterations).
+    dict(type='ResumeConsistencyHook'),
 ]
 log_processor = dict(by_epoch=True)
 

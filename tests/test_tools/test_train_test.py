@@ -160,6 +160,13 @@ def test_train_resume_and_test(tmp_path, demo_root, tool_main):
     # Resumed where the history is whole: nothing validated twice.
     out = ''.join(run('train', cfg3, '--work-dir', work_dir, '--resume'))
     assert 'Validating epoch' not in out
+    assert 'Resuming with' not in out
+    # Resumed with another batch size: said (the schedule would resume in
+    # the saved run's iterations).
+    out = ''.join(run('train', cfg3, '--work-dir', work_dir, '--resume',
+                      '--cfg-options', 'train_dataloader.batch_size=1'))
+    assert ('Resuming with other batch size per process (2, now 1), '
+            'iterations per epoch') in out
 
 
 def run_model(work_dir: Path):

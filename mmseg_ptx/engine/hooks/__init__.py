@@ -8,6 +8,7 @@ from .inference_dtype_hook import InferenceDtypeHook
 from .performance_report_hook import PerformanceReportHook
 from .pr_curve_hook import PRCurveHook
 from .prediction_writer_hook import PredictionWriterHook
+from .resume_consistency_hook import ResumeConsistencyHook
 from .train_seg_metrics_hook import TrainSegMetricsHook, batch_dice_iou
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     'SWIN_BLOCKS', 'allow_recompiles', 'compile_modules',
     'DeferredRuntimeInfoHook',
     'FuseConvBNHook', 'InferenceDtypeHook', 'PerformanceReportHook',
-    'PRCurveHook', 'PredictionWriterHook', 'TrainSegMetricsHook',
+    'PRCurveHook', 'PredictionWriterHook', 'ResumeConsistencyHook',
+    'TrainSegMetricsHook',
     'batch_dice_iou'
 ]
