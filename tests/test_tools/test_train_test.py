@@ -157,6 +157,9 @@ def test_train_resume_and_test(tmp_path, demo_root, tool_main):
         history = json.loads(history_path.read_text())
         assert [h['epoch'] for h in history] == epochs
         assert history[1]['ap'] == pytest.approx(validated[1]['ap'])
+        # With epoch 2's training scalars, from the resumed message hub.
+        assert history[1]['train/loss'] == pytest.approx(
+            validated[1]['train/loss'])
     # Resumed where the history is whole: nothing validated twice.
     out = ''.join(run('train', cfg3, '--work-dir', work_dir, '--resume'))
     assert 'Validating epoch' not in out

@@ -1,6 +1,7 @@
 """Write PR curves and a metrics history after validation and test."""
 from __future__ import annotations
 
+import bisect
 import logging
 import os
 import os.path as osp
@@ -9,7 +10,7 @@ import time
 from typing import Any, Dict, List, Optional
 
 from mmengine.dist import broadcast_object_list, is_main_process
-from mmengine.hooks import Hook
+from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
 from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
 
@@ -37,8 +38,11 @@ def _validation_due(runner) -> bool:
         done, last = runner.iter, loop.max_iters
     else:
         return False
-    return done >= loop.val_begin and (done % loop.val_interval == 0
-                                       or done == last)
+    # The interval the loop would have used there (dynamic_intervals), as
+    # its _decide_current_val_interval picks it.
+    interval = loop.dynamic_intervals[
+        bisect.bisect(loop.dynamic_milestones, done + 1) - 1]
+    return done >= loop.val_begin and (done % interval == 0 or done == last)
 
 
 def _progress(runner) -> tuple:
@@ -130,9 +134,18 @@ class PRCurveHook(Hook):
         missing = False
         if is_main_process() and osp.exists(path):
             keep = self._keep_history_to(runner, path)
+            # An epoch loop's validation is the epoch's (a checkpoint saved
+            # by iteration may resume inside the next epoch).
+            key, step = (('epoch', runner.epoch) if isinstance(
+                getattr(runner, '_train_loop', None), EpochBasedTrainLoop)
+                         else ('iter', runner.iter))
             missing = runner.iter > 0 and _validation_due(runner) and not any(
-                h.get('mode') == 'val' and h.get('iter') == runner.iter
-                for h in keep)
+                h.get('mode') == 'val' and h.get(key) == step for h in keep)
+            if missing and keep:
+                # The resumed message hub holds the training scalars since
+                # the last record: the validation's record gets them.
+                self._prev_iter = keep[-1]['iter']
+                self._prev_epoch = keep[-1].get('epoch') or 0
         # Every process validates, or none.
         flag = [missing]
         broadcast_object_list(flag)
@@ -167,6 +180,13 @@ class PRCurveHook(Hook):
             'saved first), so the metrics history has no record of it',
             logger='current',
             level=logging.WARNING)
+        for hook in runner.hooks:
+            if isinstance(hook, CheckpointHook) and hook.last_ckpt is None:
+                # mmengine does not restore it on resume; without it a new
+                # best's score is not written back into this step's
+                # checkpoint (as CheckpointHook does after a validation),
+                # and a later resume from it would forget that best.
+                hook.last_ckpt = runner.message_hub.get_info('last_ckpt')
         runner.val_loop.run()
 
     def _keep_history_to(self, runner, path: str) -> List[dict]:
