@@ -109,16 +109,16 @@ def _find_best_checkpoint(work_dir: str, best: dict,
     checkpoint. Files that cannot be checkpoints (a save cut short by a
     killed job, say) are passed over, with a warning."""
     step = f'{key}_{best[key]}.pth'
-    exact = [
-        c for c in (glob.glob(osp.join(work_dir, f'best_*_{step}')) +
-                    glob.glob(osp.join(work_dir, step))) if _readable(c)
-    ]
-    if exact:
-        return exact[0]
+    exact = (glob.glob(osp.join(work_dir, f'best_*_{step}')) +
+             glob.glob(osp.join(work_dir, step)))
+    readable = [c for c in exact if _readable(c)]
+    if readable:
+        return readable[0]
     bests = sorted(glob.glob(osp.join(work_dir, 'best_*.pth')),
                    key=osp.getmtime, reverse=True)
     fallback = next((c for c in bests + [_last_checkpoint(work_dir)]
-                     if c is not None and _readable(c)), None)
+                     if c is not None and c not in exact and _readable(c)),
+                    None)
     if fallback is not None:
         print_log(
             f'No checkpoint of the best validation ({key} {best[key]}) in '
