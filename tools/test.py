@@ -11,7 +11,8 @@ from mmengine.runner import Runner
 import mmseg_ptx  # noqa: F401  (stack fixes + registration)
 from mmseg_ptx.apis import (UsageError, add_runner_args, config_type_name,
                             format_metrics_table, has_custom_hook,
-                            load_config, postprocess_mismatch, read_config,
+                            leave_process_group, load_config,
+                            postprocess_mismatch, read_config,
                             reports_usage_errors, require_file)
 from mmseg_ptx.apis.inference import ANNOTATION_LOADERS
 from mmseg_ptx.engine.hooks import SWIN_BLOCKS
@@ -249,6 +250,7 @@ def main() -> None:
     metrics = runner.test()
     if metrics and is_main_process():
         print(format_metrics_table(metrics))
+    leave_process_group()
 
 
 if __name__ == '__main__':

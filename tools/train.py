@@ -11,7 +11,8 @@ from mmengine.runner import Runner
 
 import mmseg_ptx  # noqa: F401  (stack fixes + registration)
 from mmseg.registry import RUNNERS
-from mmseg_ptx.apis import (UsageError, add_runner_args, load_config,
+from mmseg_ptx.apis import (UsageError, add_runner_args,
+                            leave_process_group, load_config,
                             reports_usage_errors)
 
 
@@ -97,6 +98,7 @@ def main() -> None:
     runner = (Runner.from_cfg(cfg)
               if 'runner_type' not in cfg else RUNNERS.build(cfg))
     runner.train()
+    leave_process_group()
 
 
 if __name__ == '__main__':

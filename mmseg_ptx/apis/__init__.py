@@ -1,8 +1,9 @@
 """Helpers shared by the command-line tools in ``tools/``."""
 from .cli import (MissingFileError, UsageError, add_cfg_options_arg,
                   add_runner_args, config_type_name, format_metrics_table,
-                  has_custom_hook, load_config, merge_cfg_options,
-                  read_config, reports_usage_errors, require_file)
+                  has_custom_hook, leave_process_group, load_config,
+                  merge_cfg_options, read_config, reports_usage_errors,
+                  require_file)
 from .inference import (IMAGE_SUFFIXES, build_inference_pipeline,
                         build_postprocessor, default_device, draw_overlay,
                         evaluator_postprocess, find_images, image_reader,
@@ -11,7 +12,8 @@ from .inference import (IMAGE_SUFFIXES, build_inference_pipeline,
 
 __all__ = [
     'add_cfg_options_arg', 'add_runner_args', 'config_type_name',
-    'format_metrics_table', 'has_custom_hook', 'load_config',
+    'format_metrics_table', 'has_custom_hook', 'leave_process_group',
+    'load_config',
     'merge_cfg_options', 'read_config', 'reports_usage_errors', 'UsageError',
     'MissingFileError', 'require_file',
     'IMAGE_SUFFIXES',

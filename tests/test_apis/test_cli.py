@@ -154,3 +154,21 @@ def test_config_type_names_and_custom_hooks():
     assert not has_custom_hook(Config(dict(custom_hooks=None)),
                                'ChannelsLastHook')
     assert not has_custom_hook(Config(), 'ChannelsLastHook')
+
+
+def test_leave_process_group_waits_then_closes(monkeypatch):
+    """The ranks of a run leave together, the group closed before the
+    interpreter's shutdown; without a group, nothing."""
+    import torch.distributed as dist
+
+    from mmseg_ptx.apis import leave_process_group
+    calls = []
+    monkeypatch.setattr(dist, 'barrier', lambda: calls.append('barrier'))
+    monkeypatch.setattr(dist, 'destroy_process_group',
+                        lambda: calls.append('destroy'))
+    monkeypatch.setattr(dist, 'is_initialized', lambda: False)
+    leave_process_group()
+    assert calls == []
+    monkeypatch.setattr(dist, 'is_initialized', lambda: True)
+    leave_process_group()
+    assert calls == ['barrier', 'destroy']
