@@ -7,7 +7,7 @@ import os
 import os.path as osp
 import shutil
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from mmengine.dist import broadcast_object_list, is_main_process
 from mmengine.hooks import CheckpointHook, Hook
@@ -26,18 +26,28 @@ __all__ = ['PRCurveHook']
 _TRAIN_KEYWORDS = ('loss', 'dice', 'iou', 'acc')
 
 
+def _loop_step(runner) -> Optional[Tuple[str, int]]:
+    """``('epoch', runner.epoch)`` for mmengine's epoch-based train loop,
+    ``('iter', runner.iter)`` for its iteration-based one: the unit the
+    loop validates by and where it stands; None for other loops (or none
+    built)."""
+    loop = getattr(runner, '_train_loop', None)
+    if isinstance(loop, EpochBasedTrainLoop):
+        return 'epoch', runner.epoch
+    if isinstance(loop, IterBasedTrainLoop):
+        return 'iter', runner.iter
+    return None
+
+
 def _validation_due(runner) -> bool:
     """Whether mmengine's train loop validates where ``runner`` stands
     (after ``runner.epoch`` epochs, or ``runner.iter`` iterations)."""
-    loop = getattr(runner, '_train_loop', None)
-    if getattr(runner, '_val_loop', None) is None:
+    step = _loop_step(runner)
+    if getattr(runner, '_val_loop', None) is None or step is None:
         return False
-    if isinstance(loop, EpochBasedTrainLoop):
-        done, last = runner.epoch, loop.max_epochs
-    elif isinstance(loop, IterBasedTrainLoop):
-        done, last = runner.iter, loop.max_iters
-    else:
-        return False
+    unit, done = step
+    loop = runner._train_loop
+    last = loop.max_epochs if unit == 'epoch' else loop.max_iters
     # The interval the loop would have used there (dynamic_intervals), as
     # its _decide_current_val_interval picks it.
     interval = loop.dynamic_intervals[
@@ -136,9 +146,7 @@ class PRCurveHook(Hook):
             keep = self._keep_history_to(runner, path)
             # An epoch loop's validation is the epoch's (a checkpoint saved
             # by iteration may resume inside the next epoch).
-            key, step = (('epoch', runner.epoch) if isinstance(
-                getattr(runner, '_train_loop', None), EpochBasedTrainLoop)
-                         else ('iter', runner.iter))
+            key, step = _loop_step(runner) or ('iter', runner.iter)
             missing = runner.iter > 0 and _validation_due(runner) and not any(
                 h.get('mode') == 'val' and h.get(key) == step for h in keep)
             if missing and keep:
@@ -171,9 +179,8 @@ class PRCurveHook(Hook):
 
     def _validate_missing(self, runner) -> None:
         self._validate_first = False
-        unit, step = (('epoch', runner.epoch) if isinstance(
-            runner.train_loop, EpochBasedTrainLoop) else
-                      ('iteration', runner.iter))
+        key, step = _loop_step(runner)
+        unit = 'epoch' if key == 'epoch' else 'iteration'
         print_log(
             f'Validating {unit} {step} now: the run was stopped during its '
             'validation (its checkpoint, which this run resumed from, is '
