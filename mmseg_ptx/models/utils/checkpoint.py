@@ -4,7 +4,8 @@ from __future__ import annotations
 import os.path as osp
 import pickle
 import zipfile
-from typing import Callable, Union
+from contextlib import contextmanager
+from typing import Callable, Iterator, Union
 
 import torch
 from mmengine.dist import all_reduce
@@ -154,10 +155,20 @@ def read_checkpoint(filename: str,
     Raises:
         CheckpointError: The file is empty, truncated or of another kind.
     """
-    check_checkpoint_file(filename)
-    try:
+    with _unreadable_named(filename):
         return CheckpointLoader.load_checkpoint(
             filename, map_location=map_location)
+
+
+@contextmanager
+def _unreadable_named(filename: str) -> Iterator[None]:
+    """Around a load of ``filename``: the file checked first
+    (:func:`check_checkpoint_file`), and ``torch.load``'s errors on a file
+    that is no complete checkpoint raised as a :class:`CheckpointError`
+    naming it; other errors as they are."""
+    check_checkpoint_file(filename)
+    try:
+        yield
     except (RuntimeError, EOFError, pickle.UnpicklingError) as err:
         _raise_if_unreadable(filename, err)
         raise
@@ -233,14 +244,12 @@ def _strictly(load: Callable[[], dict], filename: str,
     mmengine's list of mismatched keys, and a file that is no checkpoint
     (empty, truncated, another kind of file) as one naming it; other errors
     as they are."""
-    check_checkpoint_file(filename)
     try:
-        return load()
-    except (RuntimeError, EOFError, pickle.UnpicklingError) as err:
-        _raise_if_unreadable(filename, err)
+        with _unreadable_named(filename):
+            return load()
+    except RuntimeError as err:
         detail = str(err).strip()
-        if not isinstance(err, RuntimeError) or \
-                not detail.startswith(_MISMATCH):
+        if not detail.startswith(_MISMATCH):
             raise
         detail = detail[len(_MISMATCH):].strip()
         if len(detail) > _MAX_DETAIL:
