@@ -172,11 +172,15 @@ def is_output(path: str) -> bool:
     the current one or an earlier or interrupted run's). Such PNGs are
     named like the images they were made from."""
     folder = osp.dirname(osp.realpath(path))
-    parent = osp.dirname(folder)
     return (osp.basename(folder) in ('masks', 'overlays')
             and path.lower().endswith('.png')
-            and all(osp.isdir(osp.join(parent, d))
-                    for d in ('masks', 'overlays')))
+            and _is_out_folder(osp.dirname(folder)))
+
+
+def _is_out_folder(folder: str) -> bool:
+    """Whether ``folder`` looks like an ``--out`` of this tool: it has
+    both ``masks/`` and ``overlays/``."""
+    return all(osp.isdir(osp.join(folder, d)) for d in ('masks', 'overlays'))
 
 
 def is_run_file(path: str) -> bool:
@@ -190,7 +194,7 @@ def is_run_file(path: str) -> bool:
         folder = osp.dirname(folder)
     elif name not in ('submission.csv', 'errors.txt'):
         return False
-    return all(osp.isdir(osp.join(folder, d)) for d in ('masks', 'overlays'))
+    return _is_out_folder(folder)
 
 
 def image_ids(paths: List[str], listed: Optional[Dict[str, str]],
