@@ -47,12 +47,11 @@ class MergedParamGroupsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     kernel once per group. In an H200 profile at batch 16 (2026-11-26,
     docs/performance.md) the optimizer step took 22 ms of the 155 ms of
     GPU time in a 165 ms train step, of which the fused AdamW kernels were
-    6 ms. This constructor builds the
-    same per-parameter settings and then merges the groups with equal
-    settings (two for Swin-B: with and without weight decay), so each
-    update is one kernel launch per group. Every
-    parameter gets the same learning rate, weight decay and update as
-    before, and LR schedulers scale every group as before.
+    6 ms. This constructor builds the same per-parameter settings and then
+    merges the groups with equal settings (two for Swin-B: with and
+    without weight decay), so each update is one kernel launch per group.
+    Every parameter gets the same learning rate, weight decay and update
+    as before, and LR schedulers scale every group as before.
 
     An optimizer state saved with one group per parameter (by the default
     constructor) is merged the same way when it is loaded, so such runs
