@@ -64,6 +64,32 @@ def earlier_run_warning(work_dir: str) -> Optional[str]:
             'another --work-dir to keep it.')
 
 
+def require_train_batches(runner: Runner) -> None:
+    """Refuse a training loader that gives no batch: mmengine would stop on
+    an assertion naming neither data nor batch size (with a parameter
+    scheduler), train nothing (epoch-based loop without one) or restart
+    the empty loader forever (iteration-based loop).
+
+    Raises:
+        UsageError: The split, the batch size and how to fix it.
+    """
+    loop = runner.train_loop
+    loader = getattr(loop, 'dataloader', None)
+    try:
+        batches = len(loader)
+    except TypeError:  # no loop, or a loader of unknown length
+        return
+    if batches:
+        return
+    per_process = len(loader.sampler)
+    raise UsageError(
+        f'the training loader gives no batch: {len(loader.dataset)} '
+        f'training image(s), {per_process} per process with '
+        f'{runner.world_size} process(es), batch_size {loader.batch_size}'
+        f'{" and drop_last=True" if loader.drop_last else ""}; set a '
+        'smaller train_dataloader.batch_size or use more training images')
+
+
 @reports_usage_errors
 def main() -> None:
     args = parse_args()
@@ -97,6 +123,7 @@ def main() -> None:
 
     runner = (Runner.from_cfg(cfg)
               if 'runner_type' not in cfg else RUNNERS.build(cfg))
+    require_train_batches(runner)
     runner.train()
     leave_process_group()
 

@@ -462,6 +462,23 @@ def test_usage_errors_are_one_line(tmp_path, demo_root, tool_main):
     assert not (tmp_path / 'work').exists()
 
 
+def test_train_refuses_a_loader_without_a_batch(tmp_path, demo_root,
+                                                tool_main):
+    """A batch larger than the training split (drop_last=True): one line
+    naming the split and the batch size, not mmengine's assertion on the
+    scheduler's epoch length."""
+    cfg = write_tiny_run_config(
+        tmp_path / 'cfg.py', demo_root,
+        extra='train_dataloader.update(batch_size=64)')
+    status, _, err = tool_main('train', cfg, '--work-dir', tmp_path / 'w')
+    assert status == 2, err[-3000:]
+    assert re.fullmatch(
+        r'error: the training loader gives no batch: (\d+) training '
+        r'image\(s\), \1 per process with 1 process\(es\), batch_size 64 '
+        r'and drop_last=True; set a smaller train_dataloader.batch_size or '
+        r'use more training images\n', err.splitlines(True)[-1]), err
+
+
 @pytest.mark.parametrize('hook_type', ['CompileModulesHook',
                                        'mmseg.CompileModulesHook'])
 def test_test_compile_refuses_a_config_that_compiles(tmp_path, tool_main,
