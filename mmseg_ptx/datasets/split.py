@@ -23,7 +23,8 @@ from typing import Dict, List, Sequence
 
 __all__ = [
     'SplitResult', 'balance_and_split', 'count_split', 'write_split',
-    'read_split', 'ids_sha256', 'SPLIT_ORDERS', 'SPLIT_FILES'
+    'read_split', 'ids_sha256', 'kept_images_label', 'SPLIT_ORDERS',
+    'SPLIT_FILES'
 ]
 
 #: Accepted values of ``order`` in :func:`balance_and_split`.
@@ -205,6 +206,23 @@ def count_split(train: Sequence[str], val: Sequence[str],
         train_negative=len(train) - train_pos,
         val_positive=val_pos,
         val_negative=len(val) - val_pos)
+
+
+def kept_images_label(order: str) -> str:
+    """How a table names the ``balanced_*`` counts of a split made in
+    ``order``: the reference's "After balancing" where both subsets were
+    undersampled (``balance_first``); with ``split_first`` they add the
+    undersampled training subset's images to the natural validation set's.
+
+    Args:
+        order (str): One of :data:`SPLIT_ORDERS`.
+
+    Returns:
+        str: The label, without the class.
+    """
+    if order == 'split_first':
+        return 'Kept (training subset undersampled)'
+    return 'After balancing'
 
 
 def _normalise(meta: dict) -> dict:

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from .rle import rle_decode_union
 from .siim import SIIMPneumothoraxDataset
-from .split import ids_sha256
+from .split import ids_sha256, kept_images_label
 from .transforms.loading import read_binary_mask
 
 __all__ = [
@@ -198,13 +198,15 @@ def format_statistics(stats: dict) -> str:
     """
     n = stats['num_images']
     bg, fg = stats['pixel_counts']
+    s = stats['settings']
+    kept = kept_images_label(s['split_order']).title()
     lines = [
         '## Dataset Statistics', '', '| Metric | Value |',
         '|--------|-------|',
         f'| **Original Positive Samples** | {n["original_positive"]:,} |',
         f'| **Original Negative Samples** | {n["original_negative"]:,} |',
-        f'| **After Balancing - Positive** | {n["balanced_positive"]:,} |',
-        f'| **After Balancing - Negative** | {n["balanced_negative"]:,} |',
+        f'| **{kept} - Positive** | {n["balanced_positive"]:,} |',
+        f'| **{kept} - Negative** | {n["balanced_negative"]:,} |',
         f'| **Training Images** | {n["train"]:,} |',
         f'| **Validation Images** | {n["val"]:,} |',
         f'| **Class Imbalance (Pixel-level)** | '
@@ -224,7 +226,6 @@ def format_statistics(stats: dict) -> str:
                                          stats['pixel_fractions'],
                                          stats['class_weights']):
         lines.append(f'| {name} | {count:,} | {frac:.2%} | {weight:.4f} |')
-    s = stats['settings']
     lines += [
         '', f'Split: order={s["split_order"]}, '
         f'neg_keep_ratio={s["neg_keep_ratio"]}, '

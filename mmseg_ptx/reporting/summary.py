@@ -932,11 +932,13 @@ def _render_markdown(cfg, best, train_window, val, split,
     counts = dict(split.get('counts') or {})
     for name, value in (stats.get('num_images') or {}).items():
         counts.setdefault(name, value)
+    from mmseg_ptx.datasets.split import kept_images_label
+    kept = kept_images_label(order)
     ds_rows = [
         ('Original positive images', counts.get('original_positive')),
         ('Original negative images', counts.get('original_negative')),
-        ('After balancing - positive', counts.get('balanced_positive')),
-        ('After balancing - negative', counts.get('balanced_negative')),
+        (f'{kept} - positive', counts.get('balanced_positive')),
+        (f'{kept} - negative', counts.get('balanced_negative')),
         ('Training images', counts.get('train')),
         ('Validation images', counts.get('val')),
         ('Validation positives', counts.get('val_positive')),

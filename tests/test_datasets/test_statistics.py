@@ -152,3 +152,18 @@ def test_format_statistics(tmp_path):
     assert '| **Original Positive Samples** | 3 |' in text
     assert '41.67:1 (Background:Pneumothorax)' in text
     assert '| pneumothorax | 24 | 2.34% | 21.3333 |' in text
+    assert '| **After Balancing - Positive** | 3 |' in text
+
+
+def test_format_statistics_names_split_first_counts(tmp_path):
+    """split_first undersamples the training subset only: the kept counts
+    add the natural validation set's negatives, not "after balancing"."""
+    make_png_root(tmp_path, _png_masks())
+    stats = compute_dataset_statistics(
+        str(tmp_path), layout='png', neg_keep_ratio=0.5, val_ratio=0.5,
+        split_order='split_first', progress=False)
+    text = format_statistics(stats)
+    assert 'After Balancing' not in text
+    kept = stats['num_images']['balanced_negative']
+    assert (f'| **Kept (Training Subset Undersampled) - Negative** | '
+            f'{kept} |') in text

@@ -433,7 +433,8 @@ def test_split_settings_are_read_from_split_meta(tmp_path):
     (root / 'splits').mkdir(parents=True)
     write_json(dict(settings=dict(neg_keep_ratio=0.15, val_ratio=0.2, seed=7,
                                   order='split_first'),
-                    counts=dict(train=80, val=20, val_positive=5)),
+                    counts=dict(train=80, val=20, val_positive=5,
+                                balanced_positive=30, balanced_negative=70)),
                str(root / 'splits' / 'split_meta.json'))
     cfg = Config.fromfile('configs/upernet_swin-nano_ptx-demo-128.py')
     for loader in ('train_dataloader', 'val_dataloader'):
@@ -448,6 +449,9 @@ def test_split_settings_are_read_from_split_meta(tmp_path):
         str(work_dir), config=cfg, images=False, world_size=1)).read()
     assert ('**Negative undersampling**: keep ratio 0.15 (split_first; '
             'seed 7)') in report
+    # The kept negatives include the natural validation set's.
+    assert '| Kept (training subset undersampled) - negative | 70 |' in report
+    assert 'After balancing' not in report
 
 
 def test_pictures_count_pixels_at_the_original_resolution(
