@@ -44,6 +44,20 @@ def test_registered_types_are_documented():
     assert documented() == registered()
 
 
+def test_registered_types_are_exported_by_their_subpackage():
+    """``from mmseg_ptx.engine import FuseConvBNHook`` and the like: each
+    registered type is in its subpackage's ``__all__`` (as mmseg's are)."""
+    import importlib
+    missing = []
+    for registry_name, types in registered().items():
+        for name in types:
+            obj = getattr(registry, registry_name).module_dict[name]
+            package = '.'.join(obj.__module__.split('.')[:2])
+            if name not in importlib.import_module(package).__all__:
+                missing.append(f'{package}.{name}')
+    assert not missing
+
+
 def test_minimal_config_trains_with_stock_mmseg(tmp_path, demo_root):
     """The doc's config, outside this repository, trained and validated by
     MMSeg's own tools/train.py: only its custom_imports brings mmseg_ptx

@@ -381,8 +381,8 @@ class ShiftWindowMSASDPA(ShiftWindowMSA):
 
     def window_token_index(self, H: int, W: int,
                            device: torch.device) -> Tuple[Tensor, Tensor]:
-        """:func:`~mmseg_ptx.models.utils.window_token_index` for this
-        block's window and shift, cached per (H, W, device) in
+        """:func:`~mmseg_ptx.models.utils.window_tokens.window_token_index`
+        for this block's window and shift, cached per (H, W, device) in
         ``WINDOW_CACHE`` like :meth:`shift_mask`."""
         ws, s = self.window_size, self.shift_size
         return WINDOW_CACHE.get(
