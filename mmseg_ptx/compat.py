@@ -98,10 +98,13 @@ import os
 import sys
 import types
 import warnings
-from typing import Iterator, Optional
+from typing import TYPE_CHECKING, Iterator, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    import pydicom
 
 __all__ = [
     'apply_all', 'compiled_mmcv_ops_available', 'sigmoid_focal_loss',
@@ -305,15 +308,28 @@ def _patch_cpu_distributed() -> None:
 # --------------------------------------------------------------------------
 def top1_accuracy(pred: torch.Tensor,
                   target: torch.Tensor,
-                  topk=1,
+                  topk: Union[int, Tuple[int, ...]] = 1,
                   thresh: Optional[float] = None,
-                  ignore_index: Optional[int] = None):
+                  ignore_index: Optional[int] = None
+                  ) -> Union[torch.Tensor, List[torch.Tensor]]:
     """mmseg's ``accuracy`` (percent of correct pixels), top-1 by ``max``.
 
     Same arguments and result as ``mmseg.models.losses.accuracy``, including
     its ``eps`` terms and result shape ``(1,)``; for ``topk`` other than 1
     or with ``thresh``, mmseg's function is called. Where two classes tie
     for the top score, ``max`` and ``topk`` may pick different ones.
+
+    Args:
+        pred (torch.Tensor): Scores, (N, C, ...).
+        target (torch.Tensor): Labels, (N, ...).
+        topk (int | tuple[int]): As mmseg's. Defaults to 1.
+        thresh (float, optional): As mmseg's. Defaults to None.
+        ignore_index (int, optional): Label left out of the count.
+            Defaults to None.
+
+    Returns:
+        torch.Tensor | list[torch.Tensor]: The accuracy in percent, shape
+        (1,); a list of it where ``topk`` is a tuple.
     """
     from mmseg.models.losses.accuracy import accuracy
     if topk not in (1, (1, )) or thresh is not None or pred.size(0) == 0:
@@ -383,7 +399,14 @@ def flex_attention_learns_bias(version: str) -> bool:
     """Whether torch ``version``'s FlexAttention takes a ``score_mod``
     tensor that needs a gradient (torch 2.6). Its pre-releases (NGC's
     ``2.6.0a0+...``, release candidates, nightlies) count: compared with
-    (2, 6) they would sort below it."""
+    (2, 6) they would sort below it.
+
+    Args:
+        version (str): A torch version string.
+
+    Returns:
+        bool: Whether it is 2.6 or later, pre-releases included.
+    """
     return torch.torch_version.TorchVersion(version) >= '2.6.0.dev0'
 
 
@@ -488,7 +511,7 @@ def _pydicom_wraps_8bit_voi_lut() -> bool:
     return int(apply_voi(np.array([300]), ds)[0]) != 150
 
 
-def voi_lut_dataset(ds):
+def voi_lut_dataset(ds: pydicom.Dataset) -> pydicom.Dataset:
     """``ds`` for pydicom's VOI LUT functions (fix 8).
 
     Args:

@@ -32,7 +32,11 @@ _RUNNER_KEYS = frozenset(inspect.signature(Runner.__init__).parameters) | {
 
 
 def add_cfg_options_arg(parser: argparse.ArgumentParser) -> None:
-    """Add MMSeg's ``--cfg-options`` (config overrides as key=value)."""
+    """Add MMSeg's ``--cfg-options`` (config overrides as key=value).
+
+    Args:
+        parser (argparse.ArgumentParser): The tool's parser.
+    """
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -76,7 +80,14 @@ def reports_usage_errors(main: Callable[..., Optional[int]]
     :class:`~mmseg_ptx.models.utils.CheckpointError`: the command line
     named a file that is no checkpoint of the model) is printed as
     ``error: <message>`` on stderr and the exit status is 2, as argparse
-    reports a bad argument."""
+    reports a bad argument.
+
+    Args:
+        main (callable): The tool's ``main``; returns its exit status.
+
+    Returns:
+        callable: ``main``, with those errors reported.
+    """
 
     @functools.wraps(main)
     def wrapped(*args, **kwargs) -> Optional[int]:
@@ -92,6 +103,12 @@ def reports_usage_errors(main: Callable[..., Optional[int]]
 def read_config(path: str) -> Config:
     """The config file at ``path``; a missing file (or a setuptools that
     cannot resolve ``mmseg::`` inheritance) is an error saying so.
+
+    Args:
+        path (str): The config file.
+
+    Returns:
+        Config: The config, its ``_base_`` files merged.
 
     Raises:
         MissingFileError: No file at ``path``.
@@ -117,7 +134,15 @@ def config_type_name(entry: Mapping) -> str:
 
 
 def has_custom_hook(cfg: Config, name: str) -> bool:
-    """Whether ``cfg.custom_hooks`` holds a hook of class ``name``."""
+    """Whether ``cfg.custom_hooks`` holds a hook of class ``name``.
+
+    Args:
+        cfg (Config): The config.
+        name (str): The hook's class name, without a scope.
+
+    Returns:
+        bool: Whether one of the custom hooks is of that class.
+    """
     return any(config_type_name(hook) == name
                for hook in cfg.get('custom_hooks') or [])
 
@@ -254,7 +279,11 @@ def leave_process_group() -> None:
 
 
 def add_runner_args(parser: argparse.ArgumentParser) -> None:
-    """Add the arguments MMSeg's train and test tools share."""
+    """Add the arguments MMSeg's train and test tools share.
+
+    Args:
+        parser (argparse.ArgumentParser): The tool's parser.
+    """
     parser.add_argument('--work-dir', help='the dir to save logs and models')
     add_cfg_options_arg(parser)
     parser.add_argument(
@@ -271,6 +300,14 @@ def load_config(args: argparse.Namespace) -> Config:
 
     The work dir is chosen like MMSeg's tools: ``--work-dir``, else the
     config's ``work_dir``, else ``./work_dirs/<config name>``.
+
+    Args:
+        args (argparse.Namespace): Parsed arguments with ``config``,
+            ``launcher``, ``cfg_options``, ``work_dir`` and ``local_rank``
+            (:func:`add_runner_args`).
+
+    Returns:
+        Config: The config with the arguments applied.
     """
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
@@ -286,7 +323,15 @@ def load_config(args: argparse.Namespace) -> Config:
 
 
 def format_metrics_table(metrics: dict) -> str:
-    """The test metrics as a Markdown table, in the order they came."""
+    """The test metrics as a Markdown table, in the order they came.
+
+    Args:
+        metrics (dict): Metric name -> value (floats get 4 decimals,
+            integers thousands separators).
+
+    Returns:
+        str: The table.
+    """
     lines = ['| metric | value |', '|---|---|']
     for key, value in metrics.items():
         if isinstance(value, float):

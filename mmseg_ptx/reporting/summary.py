@@ -395,17 +395,32 @@ def render_predictions(cfg: Config,
     ``prediction_XX_*.png`` (positives from 01, negatives from 11, as in the
     reference report).
 
+    Args:
+        cfg (Config): The run's config; its ``val_dataloader`` dataset is
+            predicted.
+        checkpoint (str): The checkpoint, loaded strictly.
+        out_dir (str): Folder of the pictures; an earlier report's
+            pictures in it are removed.
+        num_pos (int): Positive images drawn. Defaults to 5.
+        num_neg (int): Negative images drawn. Defaults to 2.
+        max_images (int, optional): Predict only the first so many
+            validation images. Defaults to None (all).
+        device (str, optional): Defaults to None (the first GPU, else the
+            CPU).
+
     Returns:
-        list[dict]: One record per picture: file, kind, dice, pixels.
+        list[dict]: One record per picture: ``file``, ``kind``, ``dice``,
+        ``gt_pixels``, ``pred_pixels``.
     """
     import torch
     from mmengine.dataset import pseudo_collate
     from mmengine.utils import ProgressBar
     from mmseg.registry import DATASETS
 
+    from ..apis import default_device
     from ..models.utils import init_model_strict
 
-    device = device or ('cuda:0' if torch.cuda.is_available() else 'cpu')
+    device = device or default_device()
     cfg = copy.deepcopy(cfg)  # init_model edits the model config
     cfg.model = _segmentor_cfg(cfg.model)  # the checkpoint's segmentor
     # Strictly: init_model would draw from random weights where the

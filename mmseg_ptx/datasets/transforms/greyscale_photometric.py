@@ -15,7 +15,15 @@ _GREY_LEVELS.setflags(write=False)
 
 
 def is_grey_bgr(img: np.ndarray) -> bool:
-    """Whether ``img`` is an 8-bit, 3-channel image with equal channels."""
+    """Whether ``img`` is an 8-bit, 3-channel image with equal channels.
+
+    Args:
+        img (np.ndarray): An image, (H, W) or (H, W, C).
+
+    Returns:
+        bool: Whether it is grey in BGR (one lookup table serves all three
+        channels).
+    """
     return (img.ndim == 3 and img.shape[2] == 3 and img.dtype == np.uint8
             and np.array_equal(img[..., 0], img[..., 1])
             and np.array_equal(img[..., 0], img[..., 2]))

@@ -69,6 +69,13 @@ def contiguous_tensors(obj: Any) -> Any:
     Containers are copied, not changed: an optimizer's ``state_dict``
     shares its per-parameter dicts with the live optimizer. Tensors already
     contiguous are kept, not copied.
+
+    Args:
+        obj: A tensor, or a dict, list or tuple holding them; anything else
+            is returned as it is.
+
+    Returns:
+        The same structure with contiguous tensors.
     """
     if isinstance(obj, torch.Tensor):
         return obj.contiguous()

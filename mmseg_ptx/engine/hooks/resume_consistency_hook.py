@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Dict, Optional
+from typing import TYPE_CHECKING, Dict, Optional
 
 from mmengine.dist import get_world_size
 from mmengine.hooks import Hook
@@ -10,6 +10,9 @@ from mmengine.logging import print_log
 from mmseg.registry import HOOKS
 
 from mmseg_ptx.datasets.split import ids_sha256
+
+if TYPE_CHECKING:
+    from mmengine.runner import Runner
 
 #: The checkpoint ``meta`` key this hook writes.
 META_KEY = 'train_shape'
@@ -22,7 +25,7 @@ _NAMES = {
 }
 
 
-def train_shape(runner) -> Dict[str, object]:
+def train_shape(runner: Runner) -> Dict[str, object]:
     """What a resumed run must share with the saved one for its schedule
     and history to mean what they say.
 
@@ -102,9 +105,16 @@ class ResumeConsistencyHook(Hook):
 
 
 def shape_difference(saved: dict, current: dict) -> Optional[str]:
-    """What differs between two :func:`train_shape` records, in words
-    (``'another batch size per process (2, now 4)'``); None where they
-    agree on every entry both have."""
+    """What differs between two :func:`train_shape` records, in words.
+
+    Args:
+        saved (dict): The checkpoint's record.
+        current (dict): This run's.
+
+    Returns:
+        str, optional: ``'other batch size per process (2, now 4)'`` and
+        the like; None where they agree on every entry both have.
+    """
     differ = [
         f'{_NAMES.get(key, key)} ({saved[key]}, now {current[key]})'
         if key != 'train_ids_sha256' else _NAMES[key]

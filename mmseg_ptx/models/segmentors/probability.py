@@ -40,6 +40,13 @@ def probability_to_seg_logits(prob: torch.Tensor) -> torch.Tensor:
     float rounding), so metrics that read ``seg_logits`` through a softmax
     see ``prob``. Probabilities are clamped to float32's smallest normal
     number so that no log is infinite.
+
+    Args:
+        prob (torch.Tensor): Pneumothorax probability, (H, W).
+
+    Returns:
+        torch.Tensor: float32 log-probabilities of background and
+        pneumothorax, (2, H, W).
     """
     tiny = torch.finfo(torch.float32).tiny
     prob = prob.float()

@@ -28,6 +28,13 @@ _MARK = '_ptx_inference_dtype'
 def resolve_inference_dtype(dtype: Union[str, torch.dtype]) -> torch.dtype:
     """The torch dtype of a name in :data:`INFERENCE_DTYPES` (or a dtype).
 
+    Args:
+        dtype (str | torch.dtype): ``'float32'``, ``'bfloat16'`` or
+            ``'float16'`` (``'torch.'`` prefix allowed), or the dtype.
+
+    Returns:
+        torch.dtype: The dtype.
+
     Raises:
         ValueError: Not float32, bfloat16 or float16.
     """
