@@ -24,12 +24,18 @@ def parse_args() -> argparse.Namespace:
                         '<data_root>/stats.json)')
     parser.add_argument('--no-images', action='store_true',
                         help='skip the prediction pictures')
-    parser.add_argument('--num-pos', type=int, default=5)
-    parser.add_argument('--num-neg', type=int, default=2)
+    parser.add_argument('--num-pos', type=int, default=5,
+                        help='positive validation images drawn')
+    parser.add_argument('--num-neg', type=int, default=2,
+                        help='negative validation images drawn')
     parser.add_argument('--max-images', type=int,
                         help='validation images scanned for the pictures')
     parser.add_argument('--device', help='e.g. cuda:0 or cpu')
     args = parser.parse_args()
+    if args.num_pos < 0 or args.num_neg < 0:
+        parser.error('--num-pos and --num-neg must be >= 0')
+    if args.max_images is not None and args.max_images < 1:
+        parser.error('--max-images must be >= 1')
     for flag in ('config', 'checkpoint', 'stats'):
         path = getattr(args, flag)
         # A checkpoint may be a URL, as mmengine loads them.

@@ -8,6 +8,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from .history import PROGRESS_UNITS, progress_key, train_head_key
 
@@ -29,7 +30,7 @@ _TRAIN_LABEL = 'train (batch-pooled, mean since the last val)'
 
 
 def plot_detailed_metrics(history: Sequence[dict], out_path: str,
-                          dpi: int = 110) -> str:
+                          dpi: int = 110, best: Optional[int] = None) -> str:
     """Loss, Dice, IoU and PR numbers over epochs (iterations for
     iteration-based training), training vs validation.
 
@@ -38,11 +39,15 @@ def plot_detailed_metrics(history: Sequence[dict], out_path: str,
             (PRCurveHook): validation metrics plus ``train/...`` scalars.
         out_path (str): PNG to write.
         dpi (int): Resolution. Defaults to 110.
+        best (int, optional): The epoch (iteration) of the validation the
+            report's tables and pictures are of, marked in every panel.
+            Defaults to None (no mark).
 
     Returns:
         str: ``out_path``.
     """
     step = progress_key(history)
+    unit = PROGRESS_UNITS[step]
     fig = Figure(figsize=(12, 8))
     FigureCanvasAgg(fig)
     axes = fig.subplots(2, 2)
@@ -65,8 +70,13 @@ def plot_detailed_metrics(history: Sequence[dict], out_path: str,
             if series is not None:
                 ax.plot(*series, marker='.', label=label)
                 drawn = True
+        if drawn and best is not None:
+            ax.axvline(best, color='grey', linestyle='--', linewidth=1,
+                       label=f'best {unit} ({best})')
         ax.set_title(title)
-        ax.set_xlabel(PROGRESS_UNITS[step])
+        ax.set_xlabel(unit)
+        # Records are at whole epochs (iterations).
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if drawn:
             ax.legend(fontsize=8)

@@ -122,9 +122,17 @@ def _find_best_checkpoint(work_dir: str, best: dict,
     if fallback is not None:
         print_log(
             f'No checkpoint of the best validation ({key} {best[key]}) in '
-            f'{work_dir}; pictures from {osp.basename(fallback)}',
+            f'{work_dir}; pictures from '
+            f'{_checkpoint_name(fallback, work_dir)}',
             logger='current', level=logging.WARNING)
     return fallback
+
+
+def _checkpoint_name(checkpoint: str, work_dir: str) -> str:
+    """How the report names a checkpoint: its file name in ``work_dir``,
+    else its whole path (another run's folder may hold another model)."""
+    inside = osp.dirname(osp.realpath(checkpoint)) == osp.realpath(work_dir)
+    return osp.basename(checkpoint) if inside else checkpoint
 
 
 def _readable(checkpoint: str) -> bool:
@@ -142,16 +150,17 @@ def _readable(checkpoint: str) -> bool:
 
 
 def _last_checkpoint(work_dir: str) -> Optional[str]:
-    """The checkpoint mmengine's ``last_checkpoint`` file names. A relative
-    path there (a relative ``work_dir``) is relative to the training's
-    working directory, which may not be this one: then the file of that
-    name in ``work_dir`` is taken."""
+    """The checkpoint mmengine's ``last_checkpoint`` file names: the file
+    of that name in ``work_dir`` where there is one (the path written
+    there is the training's: relative to its working directory, or in a
+    folder the work dir was copied from), else that path (a
+    ``CheckpointHook`` with an ``out_dir``)."""
     last = osp.join(work_dir, 'last_checkpoint')
     if not osp.isfile(last):
         return None
     with open(last) as f:
         path = f.read().strip()
-    for candidate in (path, osp.join(work_dir, osp.basename(path))):
+    for candidate in (osp.join(work_dir, osp.basename(path)), path):
         if path and osp.isfile(candidate):
             return candidate
     return None
@@ -368,12 +377,19 @@ def _train_ids_sha256(cfg: Optional[Config]) -> Optional[str]:
     return ids_sha256(split.train)
 
 
-def _val_set_description(split: dict) -> str:
+def _val_set_description(split: dict, best: dict) -> str:
+    """The validation set: its size, how it was drawn and its share of
+    positives, from the split file, else (the data gone, say) from the
+    best validation record's counts."""
     counts = split.get('counts') or {}
     settings = split.get('settings') or {}
     n_val, n_pos = counts.get('val'), counts.get('val_positive')
     if not n_val:
-        return 'validation split'
+        n_val, n_pos = best.get('num_images'), best.get('num_pos_images')
+        if not n_val:
+            return 'validation split'
+        share = f', {100 * n_pos / n_val:.0f}% positive' if n_pos else ''
+        return f'validation split of {n_val:,} images{share}'
     order = settings.get('split_order') or settings.get('order')
     kind = ('negatives undersampled before the split, as in the reference'
             if order == 'balance_first' else 'natural class distribution')
@@ -685,7 +701,7 @@ def write_performance_summary(work_dir: str,
     checkpoint = checkpoint or _find_best_checkpoint(work_dir, best, key)
     split = _split_meta(cfg)
     stats_data = _stats(cfg, stats, split)
-    val_desc = _val_set_description(split)
+    val_desc = _val_set_description(split, best)
     world_size = world_size or _world_size(log)
 
     # PRCurveHook's name for the best validation's curve; the latest
@@ -705,22 +721,43 @@ def write_performance_summary(work_dir: str,
         print_log(f'No PR curve of the best validation ({curve_path}): '
                   'report without precision_recall_curve.png',
                   logger='current')
+        # An earlier report's, of another validation perhaps.
+        stale = osp.join(work_dir, 'precision_recall_curve.png')
+        if osp.isfile(stale):
+            os.remove(stale)
     metrics_png = plot_detailed_metrics(
-        history, osp.join(work_dir, 'detailed_metrics.png'))
+        history, osp.join(work_dir, 'detailed_metrics.png'), best=best[key])
 
+    from ..models.utils import CheckpointError
+    if cfg is None:
+        print_log(f'No config found in {work_dir}: the report has no model '
+                  'or training configuration (pass the config)',
+                  logger='current', level=logging.WARNING)
     pictures: List[dict] = []
     if images and cfg is not None and checkpoint:
-        pictures = render_predictions(cfg, checkpoint,
-                                      osp.join(work_dir, 'images'), num_pos,
-                                      num_neg, max_images, device)
+        try:
+            pictures = render_predictions(cfg, checkpoint,
+                                          osp.join(work_dir, 'images'),
+                                          num_pos, num_neg, max_images,
+                                          device)
+        except CheckpointError:
+            raise  # a --checkpoint that is none: the caller's mistake
+        except (OSError, ValueError) as err:
+            # The data moved, say: the numbers come from the history
+            # alone, and are still worth writing.
+            print_log(f'Prediction pictures not drawn: {err}',
+                      logger='current', level=logging.WARNING)
     elif images:
         print_log('No config or checkpoint found: report without '
                   'prediction pictures.', logger='current')
 
+    drawn_from = (_checkpoint_name(checkpoint, work_dir) if pictures
+                  else None)
+    has_curves = osp.isdir(osp.join(history_dir, 'pr_curves'))
     text = _render_markdown(cfg, best, train_window, val,
                             split, stats_data, val_desc, world_size,
-                            checkpoint, pr_png, metrics_png, pictures, key,
-                            best_metric)
+                            drawn_from, pr_png, has_curves, metrics_png,
+                            pictures, key, best_metric)
     out = osp.join(work_dir, 'PERFORMANCE_SUMMARY.md')
     with open(out, 'w') as f:
         f.write(text)
@@ -825,22 +862,36 @@ def _decode_head(model: dict) -> dict:
     return head[-1] if isinstance(head, (list, tuple)) else head
 
 
+def _loss_desc(loss: Union[dict, Sequence[dict]]) -> str:
+    """A head's loss in words: DiceCELoss's terms with their weights (those
+    of weight 0 left out), another loss's type."""
+    if not isinstance(loss, dict):
+        return ', '.join(_loss_desc(item) for item in loss)
+    from mmseg_ptx.apis.cli import config_type_name
+    if config_type_name(loss) != 'DiceCELoss':
+        return loss.get('type', 'n/a')
+    weighted = (' (class-weighted)'
+                if loss.get('class_weight') is not None else '')
+    per_image = (', one per image' if loss.get('dice_mode') == 'image'
+                 else '')
+    terms = [(loss.get('ce_weight', 0.5), f'CE{weighted}'),
+             (loss.get('dice_weight', 0.5), f'soft Dice{per_image}'),
+             (loss.get('focal_weight', 0.0),
+              f'focal (gamma {loss.get("focal_gamma", 2.0)})')]
+    return 'DiceCELoss: ' + ' + '.join(
+        f'{weight} x {term}' for weight, term in terms if weight)
+
+
 def _model_rows(cfg: Optional[Config]) -> List[tuple]:
     if cfg is None:
         return []
     model = _segmentor_cfg(cfg.model)
     bb, head = model.backbone, _decode_head(model)
     size = model.get('data_preprocessor', {}).get('size')
-    loss = head.get('loss_decode', {})
-    if not isinstance(loss, dict):
-        loss_desc = ', '.join(item.get('type') for item in loss)
-    elif loss.get('type') == 'DiceCELoss':
-        loss_desc = (f'DiceCELoss: {loss.get("ce_weight", 0.5)} x '
-                     f'class-weighted CE + {loss.get("dice_weight", 0.5)} x '
-                     'soft Dice')
-    else:
-        loss_desc = loss.get('type', 'n/a')
     opt = cfg.optim_wrapper.optimizer
+    aux = model.get('auxiliary_head')
+    if isinstance(aux, (list, tuple)):
+        aux = aux[0] if len(aux) == 1 else None
     return [
         ('Architecture', f'{model.type} + {head.type}'),
         ('Backbone', _backbone_desc(bb)),
@@ -848,7 +899,9 @@ def _model_rows(cfg: Optional[Config]) -> List[tuple]:
         ('Input size', _input_size(size, _val_resize(cfg))),
         ('Number of classes', f'{head.num_classes} (background, '
          'pneumothorax)'),
-        ('Loss function', loss_desc),
+        ('Loss function', _loss_desc(head.get('loss_decode', {}))),
+    ] + ([(f'Auxiliary head loss ({aux.type})',
+           _loss_desc(aux.get('loss_decode', {})))] if aux else []) + [
         ('Optimizer', f'{opt.type}, lr {opt.lr}, weight decay '
          f'{opt.get("weight_decay")}'),
         ('Mixed precision', cfg.optim_wrapper.get('dtype', 'fp16')
@@ -892,8 +945,9 @@ def _segmentation_rows(cfg: Optional[Config], best: dict, best_metric: str,
 
 
 def _render_markdown(cfg, best, train_window, val, split,
-                     stats, val_desc, world_size, checkpoint, pr_png,
-                     metrics_png, pictures, key, best_metric) -> str:
+                     stats, val_desc, world_size, drawn_from, pr_png,
+                     has_curves, metrics_png, pictures, key,
+                     best_metric) -> str:
     unit = PROGRESS_UNITS[key]
     class_weight = _loss_class_weight(cfg)
     lines = [f'# {_architecture(cfg)} Pneumothorax Segmentation - '
@@ -914,9 +968,9 @@ def _render_markdown(cfg, best, train_window, val, split,
          cfg.train_cfg.get(f'max_{key}s') if cfg else None),
         (f'Best {unit} (by val '
          f'{_METRIC_NAMES.get(best_metric, best_metric)})', best[key]),
-        ('Checkpoint used for pictures',
-         osp.basename(checkpoint) if checkpoint else None),
     ]
+    if drawn_from:
+        train_rows.append(('Checkpoint used for pictures', drawn_from))
     lines += ['## Training Configuration', '', _table(train_rows), '']
 
     settings = split.get('settings') or {}
@@ -999,9 +1053,10 @@ def _render_markdown(cfg, best, train_window, val, split,
     lines += ['', '## Files in This Results Folder', '', '```',
               'PERFORMANCE_SUMMARY.md      # this file',
               'metrics_history.json        # metrics per validation '
-              '(PRCurveHook)',
-              'pr_curves/                  # PR curve plot + data per '
-              'validation']
+              '(PRCurveHook)']
+    if has_curves:
+        lines.append('pr_curves/                  # PR curve plot + data '
+                     'per validation')
     if pr_png:
         lines.append(
             f'precision_recall_curve.png  # PR curve of the best {unit}')

@@ -7,8 +7,16 @@ from mmseg_ptx.reporting.summary import _model_rows
 
 
 @pytest.mark.parametrize('loss, expected', [
-    (dict(type='DiceCELoss', ce_weight=0.5, dice_weight=0.5),
-     'DiceCELoss: 0.5 x class-weighted CE + 0.5 x soft Dice'),
+    (dict(type='DiceCELoss', ce_weight=0.5, dice_weight=0.5,
+          class_weight=[1.0, 2.0]),
+     'DiceCELoss: 0.5 x CE (class-weighted) + 0.5 x soft Dice'),
+    # The terms it has, weighted or not, as configured.
+    (dict(type='mmseg.DiceCELoss', ce_weight=0.3, focal_weight=0.5,
+          dice_mode='image'),
+     'DiceCELoss: 0.3 x CE + 0.5 x soft Dice, one per image + 0.5 x focal '
+     '(gamma 2.0)'),
+    (dict(type='DiceCELoss', ce_weight=0.0, dice_weight=1.0),
+     'DiceCELoss: 1.0 x soft Dice'),
     (dict(type='CrossEntropyLoss'), 'CrossEntropyLoss'),
     ([dict(type='CrossEntropyLoss'), dict(type='DiceLoss')],
      'CrossEntropyLoss, DiceLoss'),
@@ -18,6 +26,9 @@ def test_loss_row_names_every_loss(loss, expected):
     cfg.model.decode_head.loss_decode = loss
     rows = dict(_model_rows(cfg))
     assert rows['Loss function'] == expected
+    # The auxiliary head's loss is in the total loss the report plots.
+    assert rows['Auxiliary head loss (FCNHead)'] == (
+        'DiceCELoss: 0.2 x CE (class-weighted) + 0.2 x soft Dice')
     assert rows['Input size'] == '512 x 512'
     assert rows['Architecture'] == 'EncoderDecoder + UPerHead'
 
@@ -631,3 +642,55 @@ def test_history_and_curves_from_the_pr_curve_hooks_out_dir(tmp_path,
     monkeypatch.chdir(tmp_path / 'other')
     write_performance_summary(str(work_dir), images=False, world_size=1)
     assert (work_dir / 'precision_recall_curve.png').is_file()
+
+
+def test_a_report_when_the_data_is_gone(tmp_path, monkeypatch):
+    """Re-summarized after the data moved: the pictures cannot be drawn,
+    the report is still written (with a warning), its validation set
+    described from the history, and it names no checkpoint for pictures
+    it does not have, nor curves that are not there."""
+    from tiny_model import build_tiny_model, save_tiny_checkpoint
+
+    from conftest import write_tiny_run_config
+    from mmseg_ptx.reporting import summary
+    logged = []
+    monkeypatch.setattr(summary, 'print_log',
+                        lambda msg, **kwargs: logged.append(msg))
+    _epoch_history(tmp_path, num_images=20, num_pos_images=5)
+    save_tiny_checkpoint(build_tiny_model(seed=3), tmp_path / 'epoch_10.pth')
+    cfg = Config.fromfile(str(write_tiny_run_config(
+        tmp_path / 'cfg.py', tmp_path / 'gone')))
+    cfg.default_hooks.checkpoint.save_best = 'kaggle_dice'  # epoch 10
+    (tmp_path / 'precision_recall_curve.png').write_bytes(b'earlier')
+    report = open(summary.write_performance_summary(
+        str(tmp_path), config=cfg, world_size=1, device='cpu')).read()
+    assert any(msg.startswith('Prediction pictures not drawn: data_root')
+               for msg in logged), logged
+    assert 'validation split of 20 images, 25% positive' in report
+    assert 'Checkpoint used for pictures' not in report
+    assert 'Sample predictions' not in report
+    assert 'pr_curves/' not in report
+    # An earlier report's curve, of another validation perhaps, is gone.
+    assert not (tmp_path / 'precision_recall_curve.png').exists()
+
+
+def test_the_work_dirs_own_checkpoint_before_last_checkpoints_path(
+        tmp_path):
+    """A copied work dir: last_checkpoint still names the original's
+    file. The copy's own is taken; without one, the original, named in
+    full (it may hold another run's model by now)."""
+    from mmseg_ptx.reporting.summary import (_checkpoint_name,
+                                             _find_best_checkpoint)
+    original, copy = tmp_path / 'run', tmp_path / 'copy'
+    for folder in (original, copy):
+        folder.mkdir()
+        torch.save({}, folder / 'epoch_3.pth')
+        (folder / 'last_checkpoint').write_text(
+            str(original / 'epoch_3.pth'))
+    best = dict(epoch=2, iter=10)  # no checkpoint of its own
+    found = _find_best_checkpoint(str(copy), best, 'epoch')
+    assert found == str(copy / 'epoch_3.pth')
+    assert _checkpoint_name(found, str(copy)) == 'epoch_3.pth'
+    (copy / 'epoch_3.pth').unlink()
+    found = _find_best_checkpoint(str(copy), best, 'epoch')
+    assert _checkpoint_name(found, str(copy)) == str(original / 'epoch_3.pth')

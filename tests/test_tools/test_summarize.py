@@ -30,6 +30,17 @@ def test_a_missing_file_is_a_usage_error(tmp_path, tool_main, flag):
     assert f'error: {flag} {missing} is not a file' in err
 
 
+@pytest.mark.parametrize('args, message', [
+    (['--num-pos', '-1'], '--num-pos and --num-neg must be >= 0'),
+    (['--num-neg', '-2'], '--num-pos and --num-neg must be >= 0'),
+    (['--max-images', '0'], '--max-images must be >= 1'),
+])
+def test_counts_must_not_be_negative(tmp_path, tool_main, args, message):
+    status, _, err = tool_main('summarize', tmp_path, *args)
+    assert status == 2
+    assert err.endswith(f'error: {message}\n')
+
+
 def test_options_reach_the_report(tmp_path):
     """--stats and --config are passed on: the statistics file's imbalance
     and the given config's model are in the report (neither is found
