@@ -25,11 +25,13 @@ import numpy as np
 from tqdm import tqdm
 
 import mmseg_ptx  # noqa: F401  (stack fixes + registration)
-from mmseg_ptx.apis import (IMAGE_SUFFIXES, UsageError, build_postprocessor,
-                            default_device, draw_overlay, find_images,
-                            image_reader, load_models, postprocess_mismatch,
-                            predict_probabilities, read_config,
-                            reports_usage_errors, write_submission)
+from mmseg_ptx.apis import (IMAGE_SUFFIXES, UsageError, add_cfg_options_arg,
+                            build_postprocessor, default_device, draw_overlay,
+                            find_images, image_reader, load_models,
+                            merge_cfg_options, pipeline_mismatch,
+                            postprocess_mismatch, predict_probabilities,
+                            read_config, reports_usage_errors,
+                            write_submission)
 from mmseg_ptx.datasets import read_image_ids
 from mmseg_ptx.datasets.files import list_files, remove_paths
 from mmseg_ptx.datasets.rle import EMPTY_RLE, rle_encode
@@ -346,6 +348,8 @@ def parse_args() -> argparse.Namespace:
         're-release\'s stage_1_train_images.csv) giving the ImageId of '
         'each file, for images not named by their ImageId; files it does '
         'not list are errors')
+    # As tools/tune_postprocess.py's (tuned.json records them): CONFIG's.
+    add_cfg_options_arg(parser)
     args = parser.parse_args()
     if args.batch_size < 1 or args.workers < 1:
         parser.error('--batch-size and --workers must be positive')
@@ -399,12 +403,13 @@ def main() -> int:
     earlier = earlier_outputs(args.out, args.overwrite)
     refuse_clashes(args.out, [ids[p] for p in paths], args.save_prob)
     device = args.device or default_device()
-    specs = [(args.config, args.checkpoint)] + [
-        tuple(pair) for pair in args.extra_model
-    ]
     # Before the models load (minutes for Swin-B): a bad --postprocess-cfg
     # fails at once.
     cfg = read_config(args.config)
+    merge_cfg_options(cfg, args.cfg_options)
+    specs = [(cfg, args.checkpoint)] + [
+        tuple(pair) for pair in args.extra_model
+    ]
     try:
         postprocess = build_postprocessor(cfg, args.postprocess_cfg,
                                           enabled=not args.no_postprocess)
@@ -415,6 +420,9 @@ def main() -> int:
                          f'{err}') from None
     mismatch = postprocess_mismatch(cfg)
     if mismatch and not args.no_postprocess:
+        print(f'Warning: {mismatch}', file=sys.stderr)
+    mismatch = pipeline_mismatch(cfg)
+    if mismatch:
         print(f'Warning: {mismatch}', file=sys.stderr)
     models = load_models(specs, device=device, dtype=args.dtype,
                          fuse_conv_bn=args.fuse_conv_bn)

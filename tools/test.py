@@ -2,19 +2,19 @@
 import argparse
 import os.path as osp
 import sys
-from typing import Any, List, Mapping, Optional, Sequence
+from typing import List
 
 from mmengine.config import Config
 from mmengine.dist import is_main_process
 from mmengine.runner import Runner
 
 import mmseg_ptx  # noqa: F401  (stack fixes + registration)
-from mmseg_ptx.apis import (UsageError, add_runner_args, config_type_name,
-                            format_metrics_table, has_custom_hook,
-                            leave_process_group, load_config,
+from mmseg_ptx.apis import (UsageError, add_runner_args, format_metrics_table,
+                            has_custom_hook, leave_process_group, load_config,
+                            pipeline_difference, pipeline_mismatch,
                             postprocess_mismatch, read_config,
-                            reports_usage_errors, require_file)
-from mmseg_ptx.apis.inference import ANNOTATION_LOADERS
+                            reports_usage_errors, require_file,
+                            config_test_pipeline, tta_pipeline_difference)
 from mmseg_ptx.engine.hooks import SWIN_BLOCKS
 from mmseg_ptx.models import INFERENCE_DTYPES
 from mmseg_ptx.models.utils import load_runner_checkpoints_strictly
@@ -97,55 +97,6 @@ def check_arguments(args: argparse.Namespace) -> None:
                          'masks, which have the same names')
 
 
-def pipeline_difference(first: Sequence[dict],
-                        other: Sequence[dict]) -> Optional[str]:
-    """The first step where two test pipelines give the model a different
-    input, in words.
-
-    Ground-truth loading is left out: it changes the labels the metric
-    reads (the first config's), not what a model sees. Scoped type names
-    (``mmseg.Resize``) and tuples against lists are no difference.
-
-    Args:
-        first (Sequence[dict]): The pipeline the test runs.
-        other (Sequence[dict]): A member model's own.
-
-    Returns:
-        str | None: ``'step N: <other> instead of <first>'``, or None where
-        the pipelines give the same input.
-    """
-    first, other = ([
-        _comparable(step) for step in steps
-        if config_type_name(step) not in ANNOTATION_LOADERS
-    ] for steps in (first, other))
-    for step, (a, b) in enumerate(zip(first, other)):
-        if a != b:
-            return f'step {step}: {b} instead of {a}'
-    if len(first) != len(other):
-        return f'{len(other)} steps instead of {len(first)}'
-    return None
-
-
-def _comparable(value: Any) -> Any:
-    """A pipeline step as plain dicts and lists, its types unscoped."""
-    if isinstance(value, Mapping):
-        return {
-            key: config_type_name(value) if key == 'type' else
-            _comparable(item)
-            for key, item in value.items()
-        }
-    if isinstance(value, (list, tuple)):
-        return [_comparable(item) for item in value]
-    return value
-
-
-def _own_test_pipeline(cfg: Config) -> Optional[List[dict]]:
-    """The test pipeline a config gives its model: its test set's, or
-    its ``test_pipeline`` (a model config without a test set)."""
-    dataset = (cfg.get('test_dataloader') or {}).get('dataset') or {}
-    return dataset.get('pipeline', cfg.get('test_pipeline'))
-
-
 @reports_usage_errors
 def main() -> None:
     args = parse_args()
@@ -153,9 +104,9 @@ def main() -> None:
     cfg.load_from = args.checkpoint
     # Printed once the Runner has set up the processes: by the first only.
     notes: List[str] = []
-    mismatch = postprocess_mismatch(cfg)
-    if mismatch:
-        notes.append(mismatch)
+    for mismatch in (postprocess_mismatch(cfg), pipeline_mismatch(cfg)):
+        if mismatch:
+            notes.append(mismatch)
 
     if args.show:
         dataset = cfg.test_dataloader.dataset
@@ -175,9 +126,9 @@ def main() -> None:
 
     if args.extra_model:
         extra_cfgs = [read_config(c) for c, _ in args.extra_model]
-        tested = _own_test_pipeline(cfg)
+        tested = config_test_pipeline(cfg)
         for (path, _), extra_cfg in zip(args.extra_model, extra_cfgs):
-            own = _own_test_pipeline(extra_cfg)
+            own = config_test_pipeline(extra_cfg)
             # Wrapped data sets (ConcatDataset, ...) keep their pipelines
             # inside: nothing to compare.
             difference = (pipeline_difference(tested, own)
@@ -201,6 +152,14 @@ def main() -> None:
         if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
             raise UsageError('--tta needs tta_model and tta_pipeline in '
                              f'the config {args.config}')
+        difference = tta_pipeline_difference(cfg)
+        if difference:
+            notes.append(
+                f'--tta runs tta_pipeline, which gives the model another '
+                f'input than the test pipeline ({difference}), flips aside: '
+                'tools/infer.py and tools/tune_postprocess.py --tta flip '
+                'the test pipeline. A config that changes test_pipeline '
+                'must set tta_pipeline to match.')
         cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
         cfg.tta_model.module = cfg.model
         cfg.model = cfg.tta_model

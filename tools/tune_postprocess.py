@@ -35,8 +35,9 @@ import mmseg_ptx  # noqa: F401  (stack fixes + registration)
 from mmseg.registry import DATASETS
 from mmseg_ptx.apis import (UsageError, add_cfg_options_arg, default_device,
                             image_reader, load_models, merge_cfg_options,
-                            predict_packed, predict_probabilities,
-                            read_config, reports_usage_errors)
+                            pipeline_mismatch, predict_packed,
+                            predict_probabilities, read_config,
+                            reports_usage_errors)
 from mmseg_ptx.evaluation import (cross_validate_triplet, search_triplet,
                                   triplet_folds, triplet_image_stats)
 from mmseg_ptx.reporting import write_json
@@ -169,6 +170,9 @@ def main() -> int:
     os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
     cfg = read_config(args.config)
     merge_cfg_options(cfg, args.cfg_options)
+    mismatch = pipeline_mismatch(cfg)
+    if mismatch:
+        print(f'Warning: {mismatch}', file=sys.stderr)
     models = load_models([(cfg, args.checkpoint)] +
                          [tuple(pair) for pair in args.extra_model],
                          device=args.device or default_device())

@@ -9,6 +9,8 @@ from .inference import (IMAGE_SUFFIXES, build_inference_pipeline,
                         evaluator_postprocess, find_images, image_reader,
                         load_models, postprocess_mismatch, predict_packed,
                         predict_probabilities, read_image, write_submission)
+from .pipelines import (pipeline_difference, pipeline_mismatch,
+                        config_test_pipeline, tta_pipeline_difference)
 
 __all__ = [
     'add_cfg_options_arg', 'add_runner_args', 'config_type_name',
@@ -21,5 +23,6 @@ __all__ = [
     'draw_overlay', 'evaluator_postprocess', 'find_images', 'image_reader',
     'load_models', 'postprocess_mismatch', 'predict_packed',
     'predict_probabilities', 'read_image',
-    'write_submission'
+    'write_submission', 'pipeline_difference', 'pipeline_mismatch',
+    'config_test_pipeline', 'tta_pipeline_difference'
 ]

@@ -38,6 +38,7 @@ from ..models.utils import cast_for_inference, init_model_strict
 # (the name load_models' argument takes)
 from ..models.utils import fuse_conv_bn as _fuse_conv_bn
 from .cli import config_type_name, has_custom_hook, require_file
+from .pipelines import ANNOTATION_LOADERS, config_test_pipeline
 
 __all__ = [
     'IMAGE_SUFFIXES', 'default_device', 'find_images', 'load_models',
@@ -48,9 +49,6 @@ __all__ = [
 ]
 
 IMAGE_SUFFIXES = ('.dcm', '.dicom', '.png', '.jpg', '.jpeg')
-# Test pipelines load the ground truth for evaluation; inference has none.
-ANNOTATION_LOADERS = ('LoadRLEAnnotations', 'LoadBinaryMaskFromFile',
-                      'LoadAnnotations')
 # The image is read once by read_image() and shared by all models.
 IMAGE_LOADERS = ('LoadDicomImageFromFile', 'LoadImageFromFile',
                  'LoadImageFromNDArray')
@@ -88,25 +86,23 @@ def find_images(path: str) -> List[str]:
     return [osp.join(path, rel) for rel in list_files(path, IMAGE_SUFFIXES)]
 
 
-def _config_pipeline(cfg: Config) -> List[dict]:
-    if cfg.get('test_pipeline') is not None:
-        return list(cfg.test_pipeline)
-    return list(cfg.test_dataloader.dataset.pipeline)
-
-
 def build_inference_pipeline(cfg: Config) -> Tuple[dict, Compose]:
     """Split a config's test pipeline into image loading and the rest.
 
     Args:
-        cfg (Config): A model config with ``test_pipeline`` or
-            ``test_dataloader.dataset.pipeline``.
+        cfg (Config): A model config with ``test_dataloader.dataset.pipeline``
+            (:func:`~mmseg_ptx.apis.pipelines.config_test_pipeline`: what
+            ``tools/test.py`` runs) or ``test_pipeline``.
 
     Returns:
         tuple[dict, Compose]: The image-loading transform's config
         (``LoadDicomImageFromFile`` if the pipeline has none) and the
         remaining transforms without any annotation loading.
     """
-    steps = _config_pipeline(cfg)
+    steps = config_test_pipeline(cfg)
+    if steps is None:
+        raise ValueError('the config has no test pipeline '
+                         '(test_dataloader.dataset.pipeline or test_pipeline)')
     if any(config_type_name(t) == 'TestTimeAug' for t in steps):
         raise ValueError('Use the plain test pipeline for inference; '
                          'predict_probabilities(tta=True) flips itself')

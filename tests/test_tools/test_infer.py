@@ -546,3 +546,35 @@ def test_is_run_file(tmp_path):
         assert not infer.is_run_file(str(data / name)), name
     assert not infer.is_run_file(str(run / 'notes.txt'))
     assert not infer.is_run_file(str(run / 'probs' / 'a.txt'))
+
+
+def test_infer_cfg_options_and_a_pipeline_warning(tmp_path, demo_root,
+                                                  tool_main):
+    """--cfg-options changes CONFIG as tools/tune_postprocess.py's do (the
+    tuned.json records them); a config whose test_pipeline is not its
+    data loaders' gets a warning, and the data loaders' pipeline, which
+    tools/test.py runs, is the one used."""
+    model = build_tiny_model()
+    ckpt = save_tiny_checkpoint(model, tmp_path / 'tiny.pth')
+    png = sorted((demo_root / 'png_images').glob('*.png'))[0]
+    config = tmp_path / 'child.py'
+    config.write_text(f"""_base_ = ['{TINY_CONFIG}']
+test_pipeline = [
+    dict(type='LoadImageFromFile', color_type='grayscale'),
+    dict(type='Resize', scale=(64, 64), keep_ratio=True),
+    dict(type='GreyToBGR'),
+    dict(type='PackSegInputs'),
+]
+""")
+    out = tmp_path / 'out'
+    status, stdout, err = tool_main(
+        'infer', config, ckpt, png, '--out', out, '--device', 'cpu',
+        '--save-prob', '--cfg-options', 'val_evaluator.postprocess.min_area=7')
+    assert status == 0, err
+    assert 'min_area=7' in stdout
+    assert ("Warning: the config's test_pipeline differs from "
+            "test_dataloader's pipeline") in err
+    prob = np.load(out / 'probs' / f'{png.stem}.npy').astype(np.float32)
+    (expected, ) = predict_probabilities([model], [read_image(str(png),
+                                                              [model])])
+    np.testing.assert_allclose(prob, expected, atol=1e-3)

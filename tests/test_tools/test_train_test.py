@@ -532,22 +532,6 @@ def test_test_compiled_gives_the_same_metrics(monkeypatch, tmp_path,
     assert 'dice' in tables[0] and tables[1] == tables[0]
 
 
-def test_pipeline_difference_ignores_scopes_and_tuples():
-    pipeline_difference = load_tool('test').pipeline_difference
-    first = [dict(type='LoadDicomImageFromFile'),
-             dict(type='Resize', scale=(512, 512)),
-             dict(type='LoadRLEAnnotations'), dict(type='PackSegInputs')]
-    same = [dict(type='mmseg.LoadDicomImageFromFile'),
-            dict(type='mmseg.Resize', scale=[512, 512]),
-            dict(type='PackSegInputs')]
-    assert pipeline_difference(first, same) is None
-    assert pipeline_difference(first, same[:2]) == '2 steps instead of 3'
-    assert pipeline_difference(first, [same[0], dict(type='Resize',
-                                                     scale=[768, 768])]) == (
-        "step 1: {'type': 'Resize', 'scale': [768, 768]} instead of "
-        "{'type': 'Resize', 'scale': [512, 512]}")
-
-
 @pytest.mark.parametrize('scale,warned', [(None, False), ((512, 512), False),
                                           ((768, 768), True),
                                           ('model only', False)])
@@ -586,3 +570,42 @@ def test_test_warns_of_an_extra_model_with_another_pipeline(
         assert ("step 1: {'type': 'Resize', 'scale': [768, 768], "
                 "'keep_ratio': True} instead of {'type': 'Resize', "
                 "'scale': [512, 512]" in err), err
+
+
+def test_test_warns_of_pipelines_that_disagree(monkeypatch, capsys,
+                                               tmp_path):
+    """A child config that moved test_pipeline to another size but left
+    the data loaders (and tta_pipeline) at the base's: tools/test.py says
+    which pipeline it runs; with --tta, that the TTA pipeline differs."""
+    test_tool, built, ckpt = stopped_test_py(monkeypatch, tmp_path)
+    tiny = ROOT / 'configs/upernet_swin-nano_ptx-demo-128.py'
+    config = tmp_path / 'child.py'
+    config.write_text(f"""_base_ = ['{tiny}']
+test_pipeline = [
+    dict(type='LoadDicomImageFromFile', color_type='grayscale'),
+    dict(type='Resize', scale=(128, 128), keep_ratio=True),
+    dict(type='LoadRLEAnnotations'),
+    dict(type='GreyToBGR'),
+    dict(type='PackSegInputs'),
+]
+""")
+    monkeypatch.setattr(sys, 'argv', [
+        'test.py', str(config), str(ckpt), '--work-dir', str(tmp_path)])
+    assert test_tool.main() is None
+    err = capsys.readouterr().err
+    assert "the config's test_pipeline differs from test_dataloader's" in err
+    assert '--tta runs tta_pipeline' not in err
+    # Set right for the data loaders, not for TTA.
+    with open(config, 'a') as f:
+        f.write('val_dataloader = dict(dataset=dict(pipeline=test_pipeline))'
+                '\ntest_dataloader = val_dataloader\n')
+    monkeypatch.setattr(sys, 'argv', [
+        'test.py', str(config), str(ckpt), '--work-dir', str(tmp_path),
+        '--tta'])
+    assert test_tool.main() is None
+    err = capsys.readouterr().err
+    assert "test_pipeline differs" not in err
+    assert ("--tta runs tta_pipeline, which gives the model another input "
+            "than the test pipeline (step 1: {'type': 'Resize', 'scale': "
+            "[256, 256]") in err
+    assert built[-1].model.type == 'SegTTAModelWithLogits'

@@ -1,0 +1,114 @@
+"""mmseg_ptx.apis.pipelines: which pipeline a config gives its model, and
+where its pipelines disagree."""
+from pathlib import Path
+
+import pytest
+from mmengine.config import Config
+
+from conftest import ROOT, TINY_CONFIG
+from mmseg_ptx.apis import (build_inference_pipeline, pipeline_difference,
+                            pipeline_mismatch, config_test_pipeline,
+                            tta_pipeline_difference)
+
+
+def child_config(tmp_path: Path, text: str) -> Config:
+    """A config inheriting the tiny one, as a user's child config does."""
+    path = tmp_path / 'child.py'
+    path.write_text(f'_base_ = [{str(TINY_CONFIG)!r}]\n{text}')
+    return Config.fromfile(str(path))
+
+
+# The usual OpenMMLab idiom: only test_pipeline is redefined, and the data
+# loaders keep the base's (mmengine resolved the variable in the base).
+ONLY_TEST_PIPELINE = '''
+test_pipeline = [
+    dict(type='LoadDicomImageFromFile', color_type='grayscale'),
+    dict(type='Resize', scale=(128, 128), keep_ratio=True),
+    dict(type='LoadRLEAnnotations'),
+    dict(type='GreyToBGR'),
+    dict(type='PackSegInputs'),
+]
+'''
+
+
+def test_pipeline_difference_ignores_scopes_and_tuples():
+    first = [dict(type='LoadDicomImageFromFile'),
+             dict(type='Resize', scale=(512, 512)),
+             dict(type='LoadRLEAnnotations'), dict(type='PackSegInputs')]
+    same = [dict(type='mmseg.LoadDicomImageFromFile'),
+            dict(type='mmseg.Resize', scale=[512, 512]),
+            dict(type='PackSegInputs')]
+    assert pipeline_difference(first, same) is None
+    assert pipeline_difference(first, same[:2]) == '2 steps instead of 3'
+    assert pipeline_difference(first, [same[0], dict(type='Resize',
+                                                     scale=[768, 768])]) == (
+        "step 1: {'type': 'Resize', 'scale': [768, 768]} instead of "
+        "{'type': 'Resize', 'scale': [512, 512]}")
+
+
+@pytest.mark.parametrize('config', sorted((ROOT / 'configs').glob('*.py')),
+                         ids=lambda p: p.stem)
+def test_this_repositorys_configs_agree(config):
+    cfg = Config.fromfile(str(config))
+    assert pipeline_mismatch(cfg) is None
+    assert tta_pipeline_difference(cfg) is None
+
+
+def test_a_child_that_sets_only_test_pipeline(tmp_path):
+    """Every tool runs test_dataloader's pipeline (what tools/test.py
+    runs; tools/infer.py took test_pipeline first), and says the two
+    differ."""
+    cfg = child_config(tmp_path, ONLY_TEST_PIPELINE)
+    assert config_test_pipeline(cfg) == list(
+        cfg.test_dataloader.dataset.pipeline)
+    _, steps = build_inference_pipeline(cfg)
+    assert steps.transforms[0].scale == (256, 256)  # the data loader's
+    assert pipeline_mismatch(cfg) == (
+        "the config's test_pipeline differs from test_dataloader's pipeline "
+        "(step 1: {'type': 'Resize', 'scale': [128, 128], 'keep_ratio': "
+        "True} instead of {'type': 'Resize', 'scale': [256, 256], "
+        "'keep_ratio': True}), which every tool runs: a config that sets "
+        'test_pipeline must set val_dataloader and test_dataloader to it '
+        'again')
+    # A model config without data loaders: its test_pipeline.
+    model_only = Config(dict(model=cfg.model,
+                             test_pipeline=cfg.test_pipeline))
+    assert config_test_pipeline(model_only)[1]['scale'] == (128, 128)
+    assert pipeline_mismatch(model_only) is None
+
+
+def test_validation_and_test_pipelines_that_differ(tmp_path):
+    cfg = child_config(tmp_path, ONLY_TEST_PIPELINE + '''
+val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+''')
+    mismatch = pipeline_mismatch(cfg)
+    # test_dataloader = val_dataloader was resolved in the base.
+    assert mismatch.startswith("the config's test_pipeline differs")
+    assert mismatch.endswith(
+        "; val_dataloader's pipeline differs from test_dataloader's "
+        "(step 1: {'type': 'Resize', 'scale': [128, 128], 'keep_ratio': "
+        "True} instead of {'type': 'Resize', 'scale': [256, 256], "
+        "'keep_ratio': True}): tools/tune_postprocess.py tunes through the "
+        'former, tools/test.py and tools/infer.py predict through the '
+        'latter')
+
+
+def test_tta_pipeline_of_another_size(tmp_path):
+    """A child that moves its test pipeline to another size, correctly,
+    but not its tta_pipeline: tools/test.py --tta would test the base's
+    size. A TestTimeAug with several scales is a difference too."""
+    cfg = child_config(tmp_path, ONLY_TEST_PIPELINE + '''
+val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+test_dataloader = val_dataloader
+''')
+    assert pipeline_mismatch(cfg) is None
+    assert tta_pipeline_difference(cfg) == (
+        "step 1: {'type': 'Resize', 'scale': [256, 256], 'keep_ratio': "
+        "True} instead of {'type': 'Resize', 'scale': [128, 128], "
+        "'keep_ratio': True}")
+    resize = cfg.tta_pipeline[1]['transforms'][0]
+    resize[0]['scale'] = (128, 128)
+    assert tta_pipeline_difference(cfg) is None
+    resize.append(dict(type='Resize', scale=(192, 192), keep_ratio=True))
+    assert tta_pipeline_difference(cfg) == (
+        'TestTimeAug has 2 choices of Resize, Resize')
