@@ -58,7 +58,8 @@ def test_grey_and_colour_loading_configs_ensemble(tmp_path, demo_root):
         'test_pipeline = [\n'
         "    dict(type='LoadDicomImageFromFile'),\n"
         "    dict(type='Resize', scale=(256, 256), keep_ratio=True),\n"
-        "    dict(type='PackSegInputs')]\n")
+        "    dict(type='PackSegInputs')]\n"
+        'test_dataloader = dict(dataset=dict(pipeline=test_pipeline))\n')
     grey = (str(TINY_CONFIG), str(ckpt))
     colour = (str(colour_cfg), str(ckpt))
     dicom = str(sorted((demo_root / 'dicom-images-train').rglob('*.dcm'))[0])
@@ -80,7 +81,8 @@ def test_grey_and_colour_loading_configs_ensemble(tmp_path, demo_root):
         f'_base_ = [{str(TINY_CONFIG)!r}]\n'
         'test_pipeline = [\n'
         "    dict(type='LoadDicomImageFromFile', to_float32=True),\n"
-        "    dict(type='PackSegInputs')]\n")
+        "    dict(type='PackSegInputs')]\n"
+        'test_dataloader = dict(dataset=dict(pipeline=test_pipeline))\n')
     with pytest.raises(ValueError, match='load images differently'):
         load_models([grey, (str(other_cfg), str(ckpt))], device='cpu')
 
@@ -241,7 +243,7 @@ def test_read_image_with_mmcv_loaders(tmp_path):
     broken.write_bytes(b'not a png')
     model = build_tiny_model()
     for loader in ('LoadImageFromFile', 'LoadImageFromNDArray'):
-        model.cfg.test_pipeline = [
+        model.cfg.test_dataloader.dataset.pipeline = [
             dict(type=loader), dict(type='PackSegInputs')]
         np.testing.assert_array_equal(read_image(str(good), [model]), img)
         with pytest.raises(OSError, match='broken.png'):

@@ -335,7 +335,7 @@ def test_train_amp_flags(monkeypatch, tmp_path, config, argv, expected):
     built = []
     monkeypatch.setattr(train.Runner, 'from_cfg',
                         lambda cfg: built.append(cfg) or SimpleNamespace(
-                            train=lambda: None))
+                            train=lambda: None, train_loop=None))
     monkeypatch.setattr(sys, 'argv', ['train.py', config, '--work-dir',
                                       str(tmp_path)] + argv)
     train.main()
@@ -372,7 +372,8 @@ def test_train_says_when_the_work_dir_holds_an_earlier_run(monkeypatch,
     monkeypatch.setattr(train, 'print_log',
                         lambda message, **kwargs: logged.append(message))
     monkeypatch.setattr(train.Runner, 'from_cfg',
-                        lambda cfg: SimpleNamespace(train=lambda: None))
+                        lambda cfg: SimpleNamespace(train=lambda: None,
+                                                    train_loop=None))
     for resume in (False, True):
         monkeypatch.setattr(sys, 'argv', [
             'train.py', 'configs/upernet_swin-b_ptx-512.py', '--work-dir',
