@@ -18,7 +18,8 @@ from typing import List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from .metrics.pneumothorax_metric import binary_label_masks
+from .metrics.pneumothorax_metric import (binary_label_masks,
+                                          competition_dice)
 
 __all__ = [
     'TripletImageStats', 'triplet_image_stats', 'search_triplet',
@@ -115,8 +116,7 @@ def _grid_dice(stats: Sequence[TripletImageStats], tops: Sequence[float],
     gt = np.array([s.gt for s in stats])[:, None]  # (N, 1)
     if count_top.shape[1] != len(tops) or pred.shape[1] != len(bottoms):
         raise ValueError('stats were counted with other thresholds')
-    total = pred + gt
-    dice_kept = np.where(total > 0, 2 * inter / np.maximum(total, 1), 1.0)
+    dice_kept = competition_dice(inter, pred, gt)
     dice_empty = (gt[:, 0] == 0).astype(np.float64)
     settings, dice, empty = [], [], []
     for ti, top in enumerate(tops):

@@ -434,6 +434,7 @@ def render_predictions(cfg: Config,
     from mmseg.registry import DATASETS
 
     from ..apis import default_device
+    from ..evaluation.metrics import competition_dice
     from ..models.utils import init_model_strict
 
     device = device or default_device()
@@ -451,8 +452,8 @@ def render_predictions(cfg: Config,
             sample = model.test_step(pseudo_collate([dataset[idx]]))[0]
         gt = sample.gt_sem_seg.data[0].cpu().numpy() == 1
         pred = sample.pred_sem_seg.data[0].cpu().numpy() == 1
-        inter, total = np.logical_and(gt, pred).sum(), gt.sum() + pred.sum()
-        dice = 1.0 if total == 0 else 2.0 * inter / total
+        dice = competition_dice(np.logical_and(gt, pred).sum(), pred.sum(),
+                                gt.sum())
         scored.append((idx, bool(gt.any()), float(dice)))
         bar.update()
     positives = sorted((s for s in scored if s[1]), key=lambda s: -s[2])

@@ -67,6 +67,17 @@ def evaluate(samples, size=None, **kwargs):
     return metric, metric.evaluate(len(samples) if size is None else size)
 
 
+def test_competition_dice_rule():
+    """Both masks empty: 1; an empty truth with any prediction, or the
+    reverse: 0; otherwise 2|A & B| / (|A| + |B|), per image."""
+    from mmseg_ptx.evaluation.metrics import competition_dice
+    np.testing.assert_array_equal(
+        competition_dice(np.array([0, 0, 0, 3]), np.array([0, 5, 0, 4]),
+                         np.array([0, 0, 7, 6])),
+        [1.0, 0.0, 0.0, 0.6])
+    assert float(competition_dice(0, 0, 0)) == 1.0
+
+
 def test_pr_numbers_match_sklearn():
     samples, y, p = realistic_samples()
     metric, res = evaluate(samples)

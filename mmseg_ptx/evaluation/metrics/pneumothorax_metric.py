@@ -24,7 +24,7 @@ from mmseg.registry import METRICS, MODELS
 from mmseg_ptx.utils import AsyncReadback
 
 __all__ = ['PneumothoraxMetric', 'PRCurve', 'binary_label_masks',
-           'compute_pr_curve', 'logit_bin_edges']
+           'competition_dice', 'compute_pr_curve', 'logit_bin_edges']
 
 # Probability-to-mask post-processor: (H, W) float probabilities in, an
 # (H, W) binary mask (bool or 0/1, tensor or ndarray) out.
@@ -117,6 +117,24 @@ def _label_masks(gt: torch.Tensor, ignore_index: int
     valid = gt != ignore_index
     pos = gt == 1
     return valid, pos, valid & ~pos & (gt != 0)
+
+
+def competition_dice(inter: Union[int, np.ndarray],
+                     pred: Union[int, np.ndarray],
+                     gt: Union[int, np.ndarray]) -> np.ndarray:
+    """Per-image Dice with the competition's rule: an image whose ground
+    truth and prediction are both empty scores 1.
+
+    Args:
+        inter (int | np.ndarray): Pixels in both masks, per image.
+        pred (int | np.ndarray): Predicted pixels, per image.
+        gt (int | np.ndarray): Ground-truth pixels, per image.
+
+    Returns:
+        np.ndarray: float64 Dice of each image (a 0-d array for scalars).
+    """
+    inter, total = np.asarray(inter), np.asarray(pred) + np.asarray(gt)
+    return np.where(total > 0, 2 * inter / np.maximum(total, 1), 1.0)
 
 
 def binary_label_masks(gt: torch.Tensor, ignore_index: int,
@@ -582,8 +600,7 @@ class PneumothoraxMetric(BaseMetric):
         s_inter, s_pred, s_gt = int(inter.sum()), int(pred.sum()), int(
             gt.sum())
         s_union = s_pred + s_gt - s_inter
-        per_image = np.where(pred + gt > 0,
-                             2 * inter / np.maximum(pred + gt, 1), 1.0)
+        per_image = competition_dice(inter, pred, gt)
         pos_img, pred_img = gt > 0, pred > 0
 
         def mean(values: np.ndarray) -> float:
