@@ -157,9 +157,10 @@ def main() -> None:
             notes.append(
                 f'--tta runs tta_pipeline, which gives the model another '
                 f'input than the test pipeline ({difference}), flips aside: '
-                'tools/infer.py and tools/tune_postprocess.py --tta flip '
-                'the test pipeline. A config that changes test_pipeline '
-                'must set tta_pipeline to match.')
+                'tools/infer.py --tta and tools/tune_postprocess.py --tta '
+                'only flip the images of the test and the validation '
+                'pipeline, so their results are not this one\'s (where the '
+                'test pipeline was changed, change tta_pipeline too)')
         cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
         cfg.tta_model.module = cfg.model
         cfg.model = cfg.tta_model

@@ -6,6 +6,7 @@ import os.path as osp
 import sys
 from typing import Optional
 
+from mmengine.dataset import InfiniteSampler
 from mmengine.logging import print_log
 from mmengine.runner import Runner
 
@@ -75,6 +76,10 @@ def require_train_batches(runner: Runner) -> None:
     """
     loop = runner.train_loop
     loader = getattr(loop, 'dataloader', None)
+    # An InfiniteSampler (mmseg's iteration-based configs) yields batches
+    # forever, whatever the loader's length says.
+    if isinstance(getattr(loader, 'sampler', None), InfiniteSampler):
+        return
     try:
         batches = len(loader)
     except TypeError:  # no loop, or a loader of unknown length

@@ -37,7 +37,7 @@ from mmseg_ptx.apis import (UsageError, add_cfg_options_arg, default_device,
                             image_reader, load_models, merge_cfg_options,
                             pipeline_mismatch, predict_packed,
                             predict_probabilities, read_config,
-                            reports_usage_errors)
+                            reports_usage_errors, val_pipeline_difference)
 from mmseg_ptx.evaluation import (cross_validate_triplet, search_triplet,
                                   triplet_folds, triplet_image_stats)
 from mmseg_ptx.reporting import write_json
@@ -173,6 +173,12 @@ def main() -> int:
     mismatch = pipeline_mismatch(cfg)
     if mismatch:
         print(f'Warning: {mismatch}', file=sys.stderr)
+    difference = val_pipeline_difference(cfg)
+    if difference:
+        print("Warning: val_dataloader's pipeline, which this tool tunes "
+              "through, differs from test_dataloader's, which tools/test.py "
+              f'and tools/infer.py predict through ({difference})',
+              file=sys.stderr)
     models = load_models([(cfg, args.checkpoint)] +
                          [tuple(pair) for pair in args.extra_model],
                          device=args.device or default_device())

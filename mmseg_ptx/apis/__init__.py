@@ -9,8 +9,9 @@ from .inference import (IMAGE_SUFFIXES, build_inference_pipeline,
                         evaluator_postprocess, find_images, image_reader,
                         load_models, postprocess_mismatch, predict_packed,
                         predict_probabilities, read_image, write_submission)
-from .pipelines import (pipeline_difference, pipeline_mismatch,
-                        config_test_pipeline, tta_pipeline_difference)
+from .pipelines import (config_test_pipeline, pipeline_difference,
+                        pipeline_mismatch, tta_pipeline_difference,
+                        val_pipeline_difference)
 
 __all__ = [
     'add_cfg_options_arg', 'add_runner_args', 'config_type_name',
@@ -24,5 +25,6 @@ __all__ = [
     'load_models', 'postprocess_mismatch', 'predict_packed',
     'predict_probabilities', 'read_image',
     'write_submission', 'pipeline_difference', 'pipeline_mismatch',
-    'config_test_pipeline', 'tta_pipeline_difference'
+    'config_test_pipeline', 'tta_pipeline_difference',
+    'val_pipeline_difference'
 ]

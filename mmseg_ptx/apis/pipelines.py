@@ -19,7 +19,7 @@ from .cli import config_type_name
 
 __all__ = [
     'ANNOTATION_LOADERS', 'config_test_pipeline', 'pipeline_difference',
-    'pipeline_mismatch', 'tta_pipeline_difference'
+    'pipeline_mismatch', 'val_pipeline_difference', 'tta_pipeline_difference'
 ]
 
 # Test pipelines load the ground truth for evaluation; inference has none.
@@ -27,23 +27,37 @@ ANNOTATION_LOADERS = ('LoadRLEAnnotations', 'LoadBinaryMaskFromFile',
                       'LoadAnnotations')
 
 
+def _pipeline_inside(dataset: Mapping) -> Optional[List[dict]]:
+    """A data set config's pipeline; a wrapper's (``RepeatDataset``,
+    ``ClassBalancedDataset``) is its data set's, a ``ConcatDataset``'s that
+    of its members where they share one. None where there is none."""
+    if dataset.get('pipeline') is not None:
+        return list(dataset['pipeline'])
+    if dataset.get('dataset') is not None:
+        return _pipeline_inside(dataset['dataset'])
+    members = [_pipeline_inside(d) for d in dataset.get('datasets') or []]
+    if members and all(m is not None and pipeline_difference(members[0], m)
+                       is None for m in members):
+        return members[0]
+    return None
+
+
 def _dataset_pipeline(cfg: Config, loader: str) -> Optional[List[dict]]:
-    dataset = (cfg.get(loader) or {}).get('dataset') or {}
-    pipeline = dataset.get('pipeline')
-    return None if pipeline is None else list(pipeline)
+    return _pipeline_inside((cfg.get(loader) or {}).get('dataset') or {})
 
 
 def config_test_pipeline(cfg: Config) -> Optional[List[dict]]:
     """The test pipeline a config gives its model: its test set's (what
-    ``tools/test.py`` runs), else its ``test_pipeline`` (a model config
-    without a test set).
+    ``tools/test.py`` runs; inside a data set wrapper, or the one the
+    members of a ``ConcatDataset`` share), else its ``test_pipeline`` (a
+    model config without a test set).
 
     Args:
         cfg (Config): A config.
 
     Returns:
         list[dict], optional: The pipeline; None where the config has
-        neither (a wrapped data set keeps its pipelines inside).
+        neither.
     """
     pipeline = _dataset_pipeline(cfg, 'test_dataloader')
     if pipeline is None and cfg.get('test_pipeline') is not None:
@@ -94,39 +108,52 @@ def pipeline_difference(first: Sequence[dict],
 
 
 def pipeline_mismatch(cfg: Config) -> Optional[str]:
-    """A warning where a config's ``test_pipeline``, validation pipeline
-    and test pipeline would give the model different inputs, else None.
+    """A warning where a config's ``test_pipeline`` would give the model
+    another input than its test set's pipeline, which the tools run, else
+    None.
+
+    Which of the two the config's author meant cannot be told: a child
+    config that redefined only ``test_pipeline`` left the data loaders at
+    the base's (mmengine resolved the variable in the base file); one that
+    set the test set's pipeline left ``test_pipeline`` unused.
 
     Args:
         cfg (Config): A config.
 
     Returns:
-        str, optional: The warning, naming the first differing step of
-        each pair that differs.
+        str, optional: The warning, naming the first differing step.
     """
     test = _dataset_pipeline(cfg, 'test_dataloader')
-    if test is None:
-        return None
-    notes = []
     variable = cfg.get('test_pipeline')
-    difference = (pipeline_difference(test, variable)
-                  if variable is not None else None)
-    if difference:
-        notes.append(
-            "the config's test_pipeline differs from test_dataloader's "
-            f'pipeline ({difference}), which every tool runs: a config '
-            'that sets test_pipeline must set val_dataloader and '
-            'test_dataloader to it again')
+    if test is None or variable is None:
+        return None
+    difference = pipeline_difference(test, variable)
+    if difference is None:
+        return None
+    return ("the tools run test_dataloader's pipeline, which differs from "
+            f"the config's test_pipeline ({difference}): where "
+            'test_pipeline was changed, set val_dataloader and '
+            'test_dataloader to it as well')
+
+
+def val_pipeline_difference(cfg: Config) -> Optional[str]:
+    """Where the validation set's pipeline (what
+    ``tools/tune_postprocess.py`` tunes through) gives the model another
+    input than the test set's (what ``tools/test.py`` and
+    ``tools/infer.py`` predict through).
+
+    Args:
+        cfg (Config): A config.
+
+    Returns:
+        str, optional: The first difference in words; None where they
+        agree or either is missing.
+    """
+    test = _dataset_pipeline(cfg, 'test_dataloader')
     val = _dataset_pipeline(cfg, 'val_dataloader')
-    difference = (pipeline_difference(test, val)
-                  if val is not None else None)
-    if difference:
-        notes.append(
-            "val_dataloader's pipeline differs from test_dataloader's "
-            f'({difference}): tools/tune_postprocess.py tunes through the '
-            'former, tools/test.py and tools/infer.py predict through the '
-            'latter')
-    return '; '.join(notes) or None
+    if test is None or val is None:
+        return None
+    return pipeline_difference(test, val)
 
 
 def tta_pipeline_difference(cfg: Config) -> Optional[str]:

@@ -871,14 +871,16 @@ def _loss_desc(loss: Union[dict, Sequence[dict]]) -> str:
     from mmseg_ptx.apis.cli import config_type_name
     if config_type_name(loss) != 'DiceCELoss':
         return loss.get('type', 'n/a')
-    weighted = (' (class-weighted)'
-                if loss.get('class_weight') is not None else '')
+    # The class weights weigh the CE and the focal term's pixels.
+    weighted = loss.get('class_weight') is not None
     per_image = (', one per image' if loss.get('dice_mode') == 'image'
                  else '')
-    terms = [(loss.get('ce_weight', 0.5), f'CE{weighted}'),
+    gamma = loss.get('focal_gamma', 2.0)
+    terms = [(loss.get('ce_weight', 0.5),
+              'CE (class-weighted)' if weighted else 'CE'),
              (loss.get('dice_weight', 0.5), f'soft Dice{per_image}'),
              (loss.get('focal_weight', 0.0),
-              f'focal (gamma {loss.get("focal_gamma", 2.0)})')]
+              f'focal (gamma {gamma}{", class-weighted" * weighted})')]
     return 'DiceCELoss: ' + ' + '.join(
         f'{weight} x {term}' for weight, term in terms if weight)
 

@@ -17,6 +17,9 @@ from mmseg_ptx.reporting.summary import _model_rows
      '(gamma 2.0)'),
     (dict(type='DiceCELoss', ce_weight=0.0, dice_weight=1.0),
      'DiceCELoss: 1.0 x soft Dice'),
+    (dict(type='DiceCELoss', class_weight=[1.0, 2.0], focal_weight=0.5),
+     'DiceCELoss: 0.5 x CE (class-weighted) + 0.5 x soft Dice + 0.5 x focal '
+     '(gamma 2.0, class-weighted)'),
     (dict(type='CrossEntropyLoss'), 'CrossEntropyLoss'),
     ([dict(type='CrossEntropyLoss'), dict(type='DiceLoss')],
      'CrossEntropyLoss, DiceLoss'),

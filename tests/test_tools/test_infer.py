@@ -573,9 +573,34 @@ test_pipeline = [
         '--save-prob', '--cfg-options', 'val_evaluator.postprocess.min_area=7')
     assert status == 0, err
     assert 'min_area=7' in stdout
-    assert ("Warning: the config's test_pipeline differs from "
-            "test_dataloader's pipeline") in err
+    assert ("Warning: the tools run test_dataloader's pipeline, which "
+            "differs from the config's test_pipeline") in err
     prob = np.load(out / 'probs' / f'{png.stem}.npy').astype(np.float32)
     (expected, ) = predict_probabilities([model], [read_image(str(png),
                                                               [model])])
     np.testing.assert_allclose(prob, expected, atol=1e-3)
+
+
+def test_tune_postprocess_warns_of_another_validation_pipeline(
+        tmp_path, demo_root, tool_main):
+    """Tuned through val_dataloader's pipeline, applied through
+    test_dataloader's: where they differ, the tool says so."""
+    ckpt = save_tiny_checkpoint(build_tiny_model(), tmp_path / 'tiny.pth')
+    cfg = write_tiny_run_config(tmp_path / 'cfg.py', demo_root, extra='''
+val_dataloader = dict(val_dataloader, dataset=dict(
+    val_dataloader['dataset'], pipeline=[
+        dict(type='LoadDicomImageFromFile', color_type='grayscale'),
+        dict(type='Resize', scale=(64, 64), keep_ratio=True),
+        dict(type='LoadRLEAnnotations'),
+        dict(type='GreyToBGR'),
+        dict(type='PackSegInputs')]))
+''')
+    status, _, err = tool_main(
+        'tune_postprocess', cfg, ckpt, '--out', tmp_path / 'tuned.json',
+        '--device', 'cpu', '--num-workers', '0', '--folds', '0',
+        '--top', '0.5', '--min-area', '0', '--bottom', '0.5')
+    assert status == 0, err
+    assert ("Warning: val_dataloader's pipeline, which this tool tunes "
+            "through, differs from test_dataloader's, which tools/test.py "
+            "and tools/infer.py predict through (step 1: {'type': 'Resize', "
+            "'scale': [64, 64]") in err

@@ -463,6 +463,26 @@ def test_usage_errors_are_one_line(tmp_path, demo_root, tool_main):
     assert not (tmp_path / 'work').exists()
 
 
+def test_an_infinite_sampler_needs_no_full_epoch():
+    """mmseg's iteration-based configs: an InfiniteSampler's loader has
+    length 0 for a set smaller than a batch, yet yields batches."""
+    from mmengine.dataset import DefaultSampler, InfiniteSampler
+    from torch.utils.data import DataLoader
+    from mmseg_ptx.apis import UsageError
+    train = load_tool('train')
+    for sampler, refused in ((InfiniteSampler, False),
+                             (DefaultSampler, True)):
+        loader = DataLoader(range(3), batch_size=4, drop_last=True,
+                            sampler=sampler(range(3)))
+        runner = SimpleNamespace(world_size=1, train_loop=SimpleNamespace(
+            dataloader=loader))
+        if refused:
+            with pytest.raises(UsageError, match='gives no batch'):
+                train.require_train_batches(runner)
+        else:
+            train.require_train_batches(runner)
+
+
 def test_train_refuses_a_loader_without_a_batch(tmp_path, demo_root,
                                                 tool_main):
     """A batch larger than the training split (drop_last=True): one line
@@ -594,7 +614,8 @@ test_pipeline = [
         'test.py', str(config), str(ckpt), '--work-dir', str(tmp_path)])
     assert test_tool.main() is None
     err = capsys.readouterr().err
-    assert "the config's test_pipeline differs from test_dataloader's" in err
+    assert ("the tools run test_dataloader's pipeline, which differs from "
+            "the config's test_pipeline") in err
     assert '--tta runs tta_pipeline' not in err
     # Set right for the data loaders, not for TTA.
     with open(config, 'a') as f:
@@ -605,7 +626,7 @@ test_pipeline = [
         '--tta'])
     assert test_tool.main() is None
     err = capsys.readouterr().err
-    assert "test_pipeline differs" not in err
+    assert "which differs from the config's test_pipeline" not in err
     assert ("--tta runs tta_pipeline, which gives the model another input "
             "than the test pipeline (step 1: {'type': 'Resize', 'scale': "
             "[256, 256]") in err
