@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import os.path as osp
 import uuid
@@ -28,6 +29,7 @@ from typing import Dict, Iterator, Optional, Tuple
 import cv2
 import numpy as np
 import pydicom
+from mmengine.logging import print_log
 from PIL import Image
 from pydicom.dataset import FileMetaDataset
 from pydicom.encaps import encapsulate
@@ -36,6 +38,7 @@ from pydicom.uid import (ExplicitVRLittleEndian, JPEGBaseline8Bit,
 
 from .files import list_files, remove_paths
 from .rle import EMPTY_RLE, rle_decode, rle_encode
+from .split import SPLIT_FILES
 
 __all__ = ['EncodedMasks', 'synthesize_radiograph', 'write_demo_dataset']
 
@@ -521,6 +524,22 @@ class EncodedMasks(Mapping):
         return len(self._rles)
 
 
+def _remove_split_files(split_dir: str) -> None:
+    """Remove what the data set and ``tools/dataset_stats.py`` wrote to
+    ``split_dir`` (the split files, ``stats.json``); other files there are
+    the user's: they stay, named in a warning, and so does the folder."""
+    if not osp.isdir(split_dir):
+        return
+    remove_paths(split_dir, SPLIT_FILES + ('stats.json', ))
+    kept = sorted(os.listdir(split_dir))
+    if not kept:
+        os.rmdir(split_dir)
+        return
+    print_log(f'{split_dir}: the old split files were removed; kept what '
+              f'this tool did not write: {", ".join(kept)}',
+              logger='current', level=logging.WARNING)
+
+
 def write_demo_dataset(out_dir: str,
                        num: int,
                        seed: int,
@@ -559,8 +578,9 @@ def write_demo_dataset(out_dir: str,
             Defaults to False.
         progress (bool): Show a tqdm progress bar. Defaults to False.
         overwrite (bool): Replace a data set already in ``out_dir`` (the
-            layout's CSV and image folders, and the ``splits/`` made from
-            them). Without it, existing ones are an error, so that a real
+            layout's CSV and image folders, and the split files and
+            ``stats.json`` in ``splits/`` made from them; other files in
+            ``splits/`` stay). Without it, existing ones are an error, so that a real
             data set is never mixed with or replaced by synthetic images,
             unless :data:`SYNTHETIC_MARKER` in ``out_dir`` vouches for
             them: a set this function wrote, complete or interrupted, is
@@ -601,7 +621,8 @@ def write_demo_dataset(out_dir: str,
                 'replace that data set')
         # Old images left beside new ones would be images without labels,
         # and splits made from the old set would not match the new one.
-        remove_paths(out_dir, existing + ['splits'])
+        remove_paths(out_dir, existing)
+        _remove_split_files(osp.join(out_dir, 'splits'))
     os.makedirs(out_dir, exist_ok=True)
     # Before any image: each folder about to be written is recorded with
     # the settings that name its files, so that a run stopped before its

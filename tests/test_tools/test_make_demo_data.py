@@ -63,6 +63,17 @@ def test_cli_keeps_an_existing_data_set(tmp_path, tool_main):
     assert not stale.exists() and not (tmp_path / 'splits').exists()
     assert len(glob.glob(str(tmp_path / 'dicom-images-train/*/*/*.dcm'))) == 2
 
+    # Written anew (the tool's own set): the split files and the
+    # statistics go, a file of the user's in splits/ stays.
+    splits = tmp_path / 'splits'
+    splits.mkdir()
+    for name in ('train.txt', 'val.txt', 'split_meta.json', 'stats.json',
+                 'my_notes.txt'):
+        (splits / name).write_text('x')
+    status, _, err = run()
+    assert status == 0, err
+    assert [p.name for p in splits.iterdir()] == ['my_notes.txt']
+
 
 def test_interrupted_demo_set_is_written_anew(tmp_path):
     # The CSV is written last: a run stopped before it leaves images and
