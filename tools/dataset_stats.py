@@ -12,8 +12,10 @@ settings; it is written to ``--split-dir`` if it does not exist yet.
 import argparse
 import os
 import os.path as osp
+import sys
 
 import mmseg_ptx  # noqa: F401  (registers the plugin, applies stack fixes)
+from mmseg_ptx.apis import reports_usage_errors, require_replaceable_json
 from mmseg_ptx.datasets import compute_dataset_statistics, format_statistics
 from mmseg_ptx.reporting.json_io import write_json
 
@@ -55,8 +57,13 @@ def parse_args():
     return parser.parse_args()
 
 
-def main():
+@reports_usage_errors
+def main() -> None:
     args = parse_args()
+    out = args.out or osp.join(args.data_root, args.split_dir, 'stats.json')
+    # Before the pixels are counted (minutes on the Kaggle set): an
+    # earlier run's statistics are replaced, any other file is kept.
+    require_replaceable_json(out, '--out', ('num_images', 'class_weights'))
     try:
         stats = compute_dataset_statistics(
             args.data_root,
@@ -74,7 +81,6 @@ def main():
         # problem, a traceback would only bury it.
         raise SystemExit(f'error: {err}') from None
     print(format_statistics(stats))
-    out = args.out or osp.join(args.data_root, args.split_dir, 'stats.json')
     os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
     # Atomic: an interrupted run leaves no half file for the report.
     write_json(stats, out, indent=2)
@@ -82,4 +88,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

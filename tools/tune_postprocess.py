@@ -37,7 +37,8 @@ from mmseg_ptx.apis import (UsageError, add_cfg_options_arg, default_device,
                             image_reader, load_models, merge_cfg_options,
                             pipeline_mismatch, predict_packed,
                             predict_probabilities, read_config,
-                            reports_usage_errors, val_pipeline_difference)
+                            reports_usage_errors, require_replaceable_json,
+                            val_pipeline_difference)
 from mmseg_ptx.evaluation import (cross_validate_triplet, search_triplet,
                                   triplet_folds, triplet_image_stats)
 from mmseg_ptx.reporting import write_json
@@ -165,6 +166,8 @@ def main() -> int:
     parser, args = parse_args()
     if osp.isdir(args.out) or args.out.endswith(('/', os.sep)):
         parser.error(f'--out {args.out} is a folder; give a file name')
+    # An earlier tuned.json is replaced; any other file is kept.
+    require_replaceable_json(args.out, '--out', ('best', 'results'))
     # Before the model's pass over the images (minutes for Swin-B), not
     # when the results are written.
     os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)

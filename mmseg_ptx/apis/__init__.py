@@ -3,7 +3,7 @@ from .cli import (MissingFileError, UsageError, add_cfg_options_arg,
                   add_runner_args, config_type_name, format_metrics_table,
                   has_custom_hook, leave_process_group, load_config,
                   merge_cfg_options, read_config, reports_usage_errors,
-                  require_file)
+                  require_file, require_replaceable_json)
 from .inference import (IMAGE_SUFFIXES, build_inference_pipeline,
                         build_postprocessor, default_device, draw_overlay,
                         evaluator_postprocess, find_images, image_reader,
@@ -18,7 +18,7 @@ __all__ = [
     'format_metrics_table', 'has_custom_hook', 'leave_process_group',
     'load_config',
     'merge_cfg_options', 'read_config', 'reports_usage_errors', 'UsageError',
-    'MissingFileError', 'require_file',
+    'MissingFileError', 'require_file', 'require_replaceable_json',
     'IMAGE_SUFFIXES',
     'build_inference_pipeline', 'build_postprocessor', 'default_device',
     'draw_overlay', 'evaluator_postprocess', 'find_images', 'image_reader',

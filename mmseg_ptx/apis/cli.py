@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import functools
 import inspect
+import json
 import os
 import os.path as osp
 import sys
-from typing import Any, Callable, List, Mapping, Optional
+from typing import Any, Callable, List, Mapping, Optional, Sequence
 
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
@@ -72,6 +73,34 @@ def require_file(path: str, what: str, urls: bool = False) -> None:
     """
     if not (urls and '://' in path) and not osp.isfile(path):
         raise MissingFileError(f'{what} file not found: {path}')
+
+
+def require_replaceable_json(path: str, flag: str,
+                             keys: Sequence[str]) -> None:
+    """Refuse an output path where writing would destroy a file this tool
+    did not write: a folder, or a file that is not a JSON object with
+    ``keys`` (an earlier run's output, which is replaced).
+
+    Args:
+        path (str): The output file.
+        flag (str): Its option, for the message (``'--out'``).
+        keys (Sequence[str]): Keys every output of the tool has.
+
+    Raises:
+        UsageError: Naming the path and what is there.
+    """
+    if osp.isdir(path):
+        raise UsageError(f'{flag} {path} is a folder; give a file name')
+    if not osp.lexists(path):
+        return
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError):
+        data = None
+    if not (isinstance(data, dict) and all(k in data for k in keys)):
+        raise UsageError(f'{flag} {path} exists and is not an output of '
+                         'this tool; choose another name or remove it')
 
 
 def reports_usage_errors(main: Callable[..., Optional[int]]

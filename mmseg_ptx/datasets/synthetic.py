@@ -580,12 +580,13 @@ def write_demo_dataset(out_dir: str,
         overwrite (bool): Replace a data set already in ``out_dir`` (the
             layout's CSV and image folders, and the split files and
             ``stats.json`` in ``splits/`` made from them; other files in
-            ``splits/`` stay). Without it, existing ones are an error, so that a real
-            data set is never mixed with or replaced by synthetic images,
-            unless :data:`SYNTHETIC_MARKER` in ``out_dir`` vouches for
-            them: a set this function wrote, complete or interrupted, is
-            replaced if its CSV is the one written and its image folders
-            hold only files named as it names them.
+            ``splits/`` stay). Without it, existing ones are an error, so
+            that a real data set is never mixed with or replaced by
+            synthetic images, unless :data:`SYNTHETIC_MARKER` in
+            ``out_dir`` vouches for them: a set this function wrote,
+            complete or interrupted, is replaced if its CSV is the one
+            written and its image folders hold only files named as it names
+            them.
             Defaults to False.
 
     Returns:

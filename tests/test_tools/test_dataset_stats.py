@@ -102,3 +102,25 @@ def test_cli_on_generated_demo_set(tmp_path):
         pytest.approx(total / (2 * (total - fg))),
         pytest.approx(total / (2 * fg))
     ]
+
+
+def test_out_replaces_only_its_own_statistics(tmp_path, tool_main):
+    """--out naming a file the tool did not write (the labels' CSV, say)
+    is refused before anything is counted; an earlier run's statistics
+    are replaced."""
+    _make_png_set(tmp_path)
+    args = ['--layout', 'png', '--neg-keep-ratio', '1', '--val-ratio', '0']
+    labels = tmp_path / 'stage_1_train_images.csv'
+    before = labels.read_text()
+    status, _, err = tool_main('dataset_stats', tmp_path, *args, '--out',
+                               labels)
+    assert status == 2
+    assert err == (f'error: --out {labels} exists and is not an output of '
+                   'this tool; choose another name or remove it\n')
+    assert labels.read_text() == before
+    out = tmp_path / 'stats_copy.json'
+    for _ in range(2):
+        status, _, err = tool_main('dataset_stats', tmp_path, *args,
+                                   '--out', out)
+        assert status == 0, err
+    assert 'class_weights' in json.loads(out.read_text())

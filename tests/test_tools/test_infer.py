@@ -604,3 +604,15 @@ val_dataloader = dict(val_dataloader, dataset=dict(
             "through, differs from test_dataloader's, which tools/test.py "
             "and tools/infer.py predict through (step 1: {'type': 'Resize', "
             "'scale': [64, 64]") in err
+
+
+def test_tune_postprocess_keeps_a_file_it_did_not_write(tmp_path,
+                                                        tool_main):
+    mine = tmp_path / 'mine.json'
+    mine.write_text('{"mine": 1}')
+    status, _, err = tool_main('tune_postprocess', TINY_CONFIG,
+                               tmp_path / 'c.pth', '--out', mine)
+    assert (status, err) == (2, f'error: --out {mine} exists and is not an '
+                             'output of this tool; choose another name or '
+                             'remove it\n')
+    assert mine.read_text() == '{"mine": 1}'
