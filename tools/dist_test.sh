@@ -3,6 +3,10 @@
 # Multi-node: set NNODES, NODE_RANK, MASTER_ADDR and PORT on every node.
 # Without CUDA the processes run on CPU with the gloo backend.
 set -euo pipefail
+if [ $# -lt 3 ]; then
+    echo "usage: tools/dist_test.sh CONFIG CHECKPOINT GPUS [ARGS...]" >&2
+    exit 2
+fi
 CONFIG=$1
 CHECKPOINT=$2
 GPUS=$3

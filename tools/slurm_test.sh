@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Testing under Slurm: tools/slurm_test.sh PARTITION JOB_NAME CONFIG CHECKPOINT [ARGS...]
 set -euo pipefail
+if [ $# -lt 4 ]; then
+    echo "usage: tools/slurm_test.sh PARTITION JOB_NAME CONFIG CHECKPOINT [ARGS...]" >&2
+    exit 2
+fi
 PARTITION=$1
 JOB_NAME=$2
 CONFIG=$3

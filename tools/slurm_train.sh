@@ -2,6 +2,10 @@
 # Training under Slurm: tools/slurm_train.sh PARTITION JOB_NAME CONFIG [ARGS...]
 # GPUS (total), GPUS_PER_NODE, CPUS_PER_TASK and SRUN_ARGS tune the job.
 set -euo pipefail
+if [ $# -lt 3 ]; then
+    echo "usage: tools/slurm_train.sh PARTITION JOB_NAME CONFIG [ARGS...]" >&2
+    exit 2
+fi
 PARTITION=$1
 JOB_NAME=$2
 CONFIG=$3

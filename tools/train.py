@@ -65,6 +65,17 @@ def earlier_run_warning(work_dir: str) -> Optional[str]:
             'another --work-dir to keep it.')
 
 
+def nothing_to_resume_warning(work_dir: str) -> Optional[str]:
+    """What to say where ``--resume`` finds no checkpoint to resume in
+    ``work_dir`` (a mistyped one, say): mmengine then trains from the
+    start, which a requeued job's first run also wants, so it is not
+    refused."""
+    if osp.isfile(osp.join(work_dir, 'last_checkpoint')):
+        return None
+    return (f'--resume: {work_dir} has no last_checkpoint, so there is '
+            'nothing to resume: training starts from the first epoch')
+
+
 def require_train_batches(runner: Runner) -> None:
     """Refuse a training loader that gives no batch: mmengine would stop on
     an assertion naming neither data nor batch size (with a parameter
@@ -122,7 +133,10 @@ def main() -> None:
     # Once, not from every DDP process (torchrun sets RANK, Slurm
     # SLURM_PROCID).
     rank = int(os.environ.get('RANK', os.environ.get('SLURM_PROCID', 0)))
-    warning = None if args.resume else earlier_run_warning(cfg.work_dir)
+    if args.resume:
+        warning = nothing_to_resume_warning(cfg.work_dir)
+    else:
+        warning = earlier_run_warning(cfg.work_dir)
     if warning and rank == 0:
         print_log(warning, logger='current', level=logging.WARNING)
 

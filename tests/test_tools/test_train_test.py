@@ -381,6 +381,15 @@ def test_train_says_when_the_work_dir_holds_an_earlier_run(monkeypatch,
         ] + ['--resume'] * resume)
         train.main()
     assert logged == [warning]
+    # --resume into a work dir with nothing to resume (a typo, say): said.
+    empty = tmp_path / 'typo'
+    monkeypatch.setattr(sys, 'argv', [
+        'train.py', 'configs/upernet_swin-b_ptx-512.py', '--work-dir',
+        str(empty), '--resume'])
+    train.main()
+    assert logged[-1] == (f'--resume: {empty} has no last_checkpoint, so '
+                          'there is nothing to resume: training starts '
+                          'from the first epoch')
 
 
 def stopped_test_py(monkeypatch, tmp_path):
@@ -631,3 +640,16 @@ test_pipeline = [
             "than the test pipeline (step 1: {'type': 'Resize', 'scale': "
             "[256, 256]") in err
     assert built[-1].model.type == 'SegTTAModelWithLogits'
+
+
+@pytest.mark.parametrize('script', ['dist_train.sh', 'dist_test.sh',
+                                    'slurm_train.sh', 'slurm_test.sh'])
+def test_launch_scripts_say_their_usage(script):
+    """Too few arguments (or --help): the usage, exit status 2, not bash's
+    'unbound variable'."""
+    import subprocess
+    for args in ([], ['--help']):
+        proc = subprocess.run(['bash', f'tools/{script}', *args], cwd=ROOT,
+                              capture_output=True, text=True)
+        assert proc.returncode == 2
+        assert proc.stderr.startswith(f'usage: tools/{script} ')
