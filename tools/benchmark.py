@@ -295,6 +295,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                      'uncompiled (torch.compile skips code run under '
                      'HostSyncRecorder, also later): record them in a run '
                      'without --compile')
+    if not os.path.isfile(args.config):
+        parser.error(f'config {args.config} is not a file')
     if min(args.batch_size) < 1 or args.iters < 1 or args.warmup < 0:
         parser.error('--batch-size and --iters must be >= 1, --warmup >= 0')
     if args.ori_size is None:

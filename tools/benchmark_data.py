@@ -255,6 +255,8 @@ def main() -> None:
         # 1 worker means the main process; there is no 0.
         parser.error('--num, --repeats, --workers and --threads must be '
                      '>= 1')
+    if args.config is not None and not osp.isfile(args.config):
+        parser.error(f'--config {args.config} is not a file')
     pipeline = PIPELINE if args.config is None else config_pipeline(
         args.config)
 

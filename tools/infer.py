@@ -73,8 +73,8 @@ def earlier_outputs(out: str, overwrite: bool) -> List[str]:
     ``overwrite``."""
     existing = [n for n in OUTPUTS if osp.lexists(osp.join(out, n))]
     if existing and not overwrite:
-        raise SystemExit(
-            f'error: {out} already holds what this tool writes '
+        raise UsageError(
+            f'{out} already holds what this tool writes '
             f'({", ".join(existing)}), an earlier run\'s outputs or '
             'another\'s files; pass --overwrite to replace an earlier '
             'run\'s outputs or choose another --out')
@@ -160,8 +160,8 @@ def refuse_clashes(out: str, image_ids: List[str], save_prob: bool) -> None:
     clashes = [rel for rel in outputs if osp.lexists(osp.join(out, rel))]
     if clashes:
         more = ', ...' if len(clashes) > 5 else ''
-        raise SystemExit(
-            f'error: {len(clashes)} file(s) in {out} have the names of this '
+        raise UsageError(
+            f'{len(clashes)} file(s) in {out} have the names of this '
             f'run\'s outputs but are not an earlier run\'s: '
             f'{", ".join(clashes[:5])}{more}; move them away or choose '
             'another --out (a run stopped between writing an image\'s mask '
@@ -397,9 +397,8 @@ def main() -> int:
     if not paths and errors:
         return report_errors(errors, None)
     if not paths:
-        print(f'No image ({", ".join(IMAGE_SUFFIXES)}) '
-              f'under {args.input}', file=sys.stderr)
-        return 1
+        raise UsageError(f'no image ({", ".join(IMAGE_SUFFIXES)}) under '
+                         f'{args.input}')
     earlier = earlier_outputs(args.out, args.overwrite)
     refuse_clashes(args.out, [ids[p] for p in paths], args.save_prob)
     device = args.device or default_device()

@@ -8,8 +8,10 @@ See :func:`mmseg_ptx.datasets.synthetic.write_demo_dataset` for the layout.
 """
 import argparse
 import os.path as osp
+import sys
 import time
 
+from mmseg_ptx.apis import UsageError, reports_usage_errors
 from mmseg_ptx.datasets.synthetic import LAYOUTS, write_demo_dataset
 
 
@@ -43,6 +45,7 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+@reports_usage_errors
 def main() -> None:
     args = parse_args()
     start = time.perf_counter()
@@ -52,8 +55,10 @@ def main() -> None:
             layout=args.layout, positive_fraction=args.positive_fraction,
             stage1_header=args.stage1_header, progress=True,
             overwrite=args.overwrite)
-    except FileExistsError as err:
-        raise SystemExit(f'error: {err}') from None
+    except (FileExistsError, ValueError) as err:
+        # A data set already there, bad counts or sizes: before anything
+        # is written.
+        raise UsageError(str(err)) from None
     seconds = time.perf_counter() - start
     # One decode per mask (they are kept as RLE).
     fg_counts = [int(m.sum()) for m in masks.values()]
@@ -66,4 +71,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

@@ -597,6 +597,10 @@ def write_demo_dataset(out_dir: str,
         raise ValueError(f'layout must be one of {LAYOUTS}, got {layout!r}')
     if num < 1:
         raise ValueError(f'num must be positive, got {num}')
+    # Checked before anything is written (synthesize_radiograph checks it
+    # too, at the first image).
+    if size < 32:
+        raise ValueError(f'size must be at least 32 pixels, got {size}')
     if not 0 <= positive_fraction <= 1:
         raise ValueError('positive_fraction must be in [0, 1], got '
                          f'{positive_fraction}')

@@ -255,6 +255,14 @@ def test_cuda_only_switches_refused_on_cpu(capsys):
         assert 'only applies to --device cuda' in capsys.readouterr().err
 
 
+def test_a_missing_config_is_a_usage_error(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_:
+        load_tool('benchmark').parse_args([str(tmp_path / 'no.py')])
+    assert exit_.value.code == 2
+    assert f'config {tmp_path / "no.py"} is not a file' in capsys.readouterr(
+    ).err
+
+
 def test_drop_pretrained_removes_every_download():
     tool = load_tool('benchmark')
     cfg = dict(

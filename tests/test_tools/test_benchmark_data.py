@@ -34,3 +34,10 @@ def test_zero_workers_is_a_usage_error(tool_main):
     status, _, err = tool_main('benchmark_data', '--workers', '0')
     assert status == 2
     assert '--workers and --threads must be >= 1' in err
+
+
+def test_a_missing_config_is_a_usage_error(tool_main, tmp_path):
+    status, _, err = tool_main('benchmark_data', '--config',
+                               tmp_path / 'no.py')
+    assert status == 2
+    assert f'--config {tmp_path / "no.py"} is not a file' in err

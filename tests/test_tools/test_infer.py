@@ -326,10 +326,10 @@ def test_infer_keeps_files_named_like_its_outputs(tmp_path, demo_root,
     args = [TINY_CONFIG, 'no_checkpoint.pth', png, '--out', out, '--device',
             'cpu']
     status, _, err = tool_main('infer', *args)
-    assert status == 1
+    assert status == 2
     assert 'already holds what this tool writes (masks)' in err
     status, _, err = tool_main('infer', *args, '--overwrite')
-    assert status == 1
+    assert status == 2
     assert (f'1 file(s) in {out} have the names of this run\'s outputs but '
             f'are not an earlier run\'s: masks/{png.name}') in err
     assert (out / 'masks' / png.name).read_bytes() == b'ground truth'
@@ -420,7 +420,7 @@ def test_infer_bfloat16_weights(tmp_path, demo_root, tool_main):
     options = [png, '--out', out, '--device', 'cpu', '--save-prob',
                '--dtype', 'bfloat16', '--fuse-conv-bn']
     status, _, err = tool_main('infer', TINY_CONFIG, ckpt, *options)
-    assert status == 1
+    assert status == 2
     assert ('(submission.csv, errors.txt, masks, overlays), an earlier '
             "run's outputs or another's files; pass --overwrite" in err)
     assert (out / 'masks' / 'old.png').exists()
@@ -616,3 +616,13 @@ def test_tune_postprocess_keeps_a_file_it_did_not_write(tmp_path,
                              'output of this tool; choose another name or '
                              'remove it\n')
     assert mine.read_text() == '{"mine": 1}'
+
+
+def test_infer_an_input_without_images_is_a_usage_error(tmp_path,
+                                                        tool_main):
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    status, _, err = tool_main('infer', TINY_CONFIG, tmp_path / 'c.pth',
+                               empty, '--out', tmp_path / 'out')
+    assert (status, err) == (2, f'error: no image (.dcm, .dicom, .png, '
+                             f'.jpg, .jpeg) under {empty}\n')

@@ -45,7 +45,7 @@ def test_cli_keeps_an_existing_data_set(tmp_path, tool_main):
     csv = tmp_path / 'train-rle.csv'
     csv.write_text('ImageId,EncodedPixels\nreal_image,-1\n')
     status, _, err = run()
-    assert status == 1
+    assert status == 2
     assert 'already holds train-rle.csv' in err
     assert '--overwrite' in err
     assert csv.read_text() == 'ImageId,EncodedPixels\nreal_image,-1\n'
@@ -73,6 +73,25 @@ def test_cli_keeps_an_existing_data_set(tmp_path, tool_main):
     status, _, err = run()
     assert status == 0, err
     assert [p.name for p in splits.iterdir()] == ['my_notes.txt']
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--num', '0'], 'num must be positive, got 0'),
+    (['--size', '16'], 'size must be at least 32 pixels, got 16'),
+    (['--positive-fraction', '1.5'], 'positive_fraction must be in [0, 1]'),
+])
+def test_cli_bad_numbers_are_usage_errors(tmp_path, tool_main, args,
+                                          message):
+    """One line, exit status 2, and nothing written."""
+    base = {'--num': '2', '--size': '32'}
+    for flag, value in zip(args[::2], args[1::2]):
+        base[flag] = value
+    status, _, err = tool_main('make_demo_data', '--out', tmp_path / 'd',
+                               '--seed', '0',
+                               *[x for kv in base.items() for x in kv])
+    assert status == 2
+    assert err.startswith(f'error: {message}')
+    assert not (tmp_path / 'd').exists()
 
 
 def test_interrupted_demo_set_is_written_anew(tmp_path):
