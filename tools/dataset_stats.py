@@ -54,7 +54,10 @@ def parse_args():
     parser.add_argument(
         '--strict', action='store_true',
         help='fail on images without a label or file instead of skipping')
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.workers < 1:
+        parser.error('--workers must be >= 1')
+    return args
 
 
 @reports_usage_errors

@@ -26,7 +26,8 @@ from tqdm import tqdm
 
 import mmseg_ptx  # noqa: F401  (stack fixes + registration)
 from mmseg_ptx.apis import (IMAGE_SUFFIXES, UsageError, add_cfg_options_arg,
-                            build_postprocessor, default_device, draw_overlay,
+                            build_postprocessor, check_device,
+                            default_device, draw_overlay,
                             find_images, image_reader, load_models,
                             merge_cfg_options, pipeline_mismatch,
                             postprocess_mismatch, predict_probabilities,
@@ -304,7 +305,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('input', help='image file or folder (recursive)')
     parser.add_argument('--out', required=True, help='output directory')
-    parser.add_argument('--batch-size', type=int, default=8)
+    parser.add_argument('--batch-size', type=int, default=8,
+                        help='images per forward pass (default 8)')
     parser.add_argument(
         '--workers', type=int, default=min(8, os.cpu_count() or 1),
         help='threads that read images and write outputs while the model '
@@ -399,8 +401,11 @@ def main() -> int:
     if not paths:
         raise UsageError(f'no image ({", ".join(IMAGE_SUFFIXES)}) under '
                          f'{args.input}')
+    if osp.exists(args.out) and not osp.isdir(args.out):
+        raise UsageError(f'--out {args.out} is a file; give a folder')
     earlier = earlier_outputs(args.out, args.overwrite)
     refuse_clashes(args.out, [ids[p] for p in paths], args.save_prob)
+    check_device(args.device)
     device = args.device or default_device()
     # Before the models load (minutes for Swin-B): a bad --postprocess-cfg
     # fails at once.

@@ -4,6 +4,7 @@ import os.path as osp
 import sys
 
 import mmseg_ptx  # noqa: F401  (stack fixes + registration)
+from mmseg_ptx.apis import UsageError, check_device
 from mmseg_ptx.models.utils import CheckpointError
 from mmseg_ptx.reporting.summary import (InvalidMetricsHistory,
                                          NoValidationRecords,
@@ -46,6 +47,11 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
+    try:
+        check_device(args.device)
+    except UsageError as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
     try:
         path = write_performance_summary(
             args.work_dir, config=args.config, checkpoint=args.checkpoint,

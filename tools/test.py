@@ -86,7 +86,8 @@ def check_arguments(args: argparse.Namespace) -> None:
     Raises:
         MissingFileError: A checkpoint (not a URL) that is not a file.
         UsageError: ``--out`` and ``--show-dir`` are one folder (the
-            pictures would replace the masks, which have the same names).
+            pictures would replace the masks, which have the same names),
+            or either is a file.
     """
     for checkpoint in [args.checkpoint] + [c for _, c in args.extra_model]:
         require_file(checkpoint, 'Checkpoint', urls=True)
@@ -95,6 +96,10 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise UsageError(f'--out and --show-dir are the same folder, '
                          f'{args.out}; the pictures would replace the '
                          'masks, which have the same names')
+    for flag, folder in (('--out', args.out), ('--show-dir', args.show_dir)):
+        if folder is not None and osp.exists(folder) and not osp.isdir(
+                folder):
+            raise UsageError(f'{flag} {folder} is a file; give a folder')
 
 
 @reports_usage_errors

@@ -129,6 +129,9 @@ def main() -> None:
                              f'got {wrapper.type}')
         else:
             _set_amp_dtype(wrapper, args.amp_dtype or 'float16')
+    if osp.exists(cfg.work_dir) and not osp.isdir(cfg.work_dir):
+        raise UsageError(f'the work dir {cfg.work_dir} is a file; give a '
+                         'folder with --work-dir')
     cfg.resume = args.resume
     # Once, not from every DDP process (torchrun sets RANK, Slurm
     # SLURM_PROCID).

@@ -33,7 +33,8 @@ from tqdm import tqdm
 
 import mmseg_ptx  # noqa: F401  (stack fixes + registration)
 from mmseg.registry import DATASETS
-from mmseg_ptx.apis import (UsageError, add_cfg_options_arg, default_device,
+from mmseg_ptx.apis import (UsageError, add_cfg_options_arg, check_device,
+                            default_device,
                             image_reader, load_models, merge_cfg_options,
                             pipeline_mismatch, predict_packed,
                             predict_probabilities, read_config,
@@ -66,14 +67,21 @@ def parse_args() -> Tuple[argparse.ArgumentParser, argparse.Namespace]:
         'validation set')
     parser.add_argument('config', help='model config file')
     parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument('--out', default='tuned.json', help='output JSON')
+    parser.add_argument('--out', default='tuned.json',
+                        help='output JSON (default tuned.json; an earlier '
+                        'run\'s is replaced, another file refused)')
     parser.add_argument('--top', type=float_list,
-                        default='0.5,0.6,0.7,0.75,0.8,0.85,0.9')
+                        default='0.5,0.6,0.7,0.75,0.8,0.85,0.9',
+                        help='top thresholds, comma-separated (default '
+                        '%(default)s)')
     parser.add_argument('--min-area', type=int_list,
                         default='0,250,500,1000,1500,2000,3000,4000',
-                        help='pixels at the original resolution')
+                        help='pixels at the original resolution, '
+                        'comma-separated (default %(default)s)')
     parser.add_argument('--bottom', type=float_list,
-                        default='0.2,0.3,0.4,0.5')
+                        default='0.2,0.3,0.4,0.5',
+                        help='bottom thresholds, comma-separated (default '
+                        '%(default)s)')
     parser.add_argument('--max-images', type=int, default=None,
                         help='use only the first N validation images')
     parser.add_argument('--folds', type=int, default=None,
@@ -113,6 +121,8 @@ def parse_args() -> Tuple[argparse.ArgumentParser, argparse.Namespace]:
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f'--{name.replace("_", "-")} must be at least 1')
+    if args.num_workers < 0 or args.show < 0:
+        parser.error('--num-workers and --show must be >= 0')
     if args.positive_share is not None and not 0 <= args.positive_share <= 1:
         parser.error('--positive-share must be in [0, 1]')
     if args.folds is not None and args.folds < 0:
@@ -168,6 +178,7 @@ def main() -> int:
         parser.error(f'--out {args.out} is a folder; give a file name')
     # An earlier tuned.json is replaced; any other file is kept.
     require_replaceable_json(args.out, '--out', ('best', 'results'))
+    check_device(args.device)
     # Before the model's pass over the images (minutes for Swin-B), not
     # when the results are written.
     os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)

@@ -1,9 +1,10 @@
 """Helpers shared by the command-line tools in ``tools/``."""
 from .cli import (MissingFileError, UsageError, add_cfg_options_arg,
-                  add_runner_args, config_type_name, format_metrics_table,
-                  has_custom_hook, leave_process_group, load_config,
-                  merge_cfg_options, read_config, reports_usage_errors,
-                  require_file, require_replaceable_json)
+                  add_runner_args, check_device, config_type_name,
+                  format_metrics_table, has_custom_hook, leave_process_group,
+                  load_config, merge_cfg_options, read_config,
+                  reports_usage_errors, require_file,
+                  require_replaceable_json)
 from .inference import (IMAGE_SUFFIXES, build_inference_pipeline,
                         build_postprocessor, default_device, draw_overlay,
                         evaluator_postprocess, find_images, image_reader,
@@ -14,7 +15,8 @@ from .pipelines import (config_test_pipeline, pipeline_difference,
                         val_pipeline_difference)
 
 __all__ = [
-    'add_cfg_options_arg', 'add_runner_args', 'config_type_name',
+    'add_cfg_options_arg', 'add_runner_args', 'check_device',
+    'config_type_name',
     'format_metrics_table', 'has_custom_hook', 'leave_process_group',
     'load_config',
     'merge_cfg_options', 'read_config', 'reports_usage_errors', 'UsageError',

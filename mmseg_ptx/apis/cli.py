@@ -103,6 +103,29 @@ def require_replaceable_json(path: str, flag: str,
                          'this tool; choose another name or remove it')
 
 
+def check_device(device: Optional[str], flag: str = '--device') -> None:
+    """Refuse a device name torch does not know (``gpu``), or a CUDA
+    device where none is available, before anything loads.
+
+    Args:
+        device (str, optional): The name; None (the default device) passes.
+        flag (str): Its option, for the message. Defaults to '--device'.
+
+    Raises:
+        UsageError: Naming the device and the problem.
+    """
+    if device is None:
+        return
+    import torch
+    try:
+        kind = torch.device(device).type
+    except RuntimeError as err:
+        raise UsageError(f'{flag} {device}: {err}') from None
+    if kind == 'cuda' and not torch.cuda.is_available():
+        raise UsageError(f'{flag} {device}: no CUDA device is available '
+                         f'(torch {torch.__version__})')
+
+
 def reports_usage_errors(main: Callable[..., Optional[int]]
                          ) -> Callable[..., Optional[int]]:
     """Wrap a tool's ``main``: a :class:`UsageError` (or a

@@ -73,8 +73,8 @@ def write_json(obj: Any, path: str, indent: int = 1) -> None:
         with open(tmp, 'w', encoding='utf-8') as f:
             json.dump(to_jsonable(obj), f, indent=indent, allow_nan=False)
             f.write('\n')
+        os.replace(tmp, path)  # fails where path is a folder, say
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
-    os.replace(tmp, path)

@@ -172,3 +172,31 @@ def test_leave_process_group_waits_then_closes(monkeypatch):
     monkeypatch.setattr(dist, 'is_initialized', lambda: True)
     leave_process_group()
     assert calls == ['barrier', 'destroy']
+
+
+def test_check_device_refuses_unknown_and_absent_devices(monkeypatch):
+    import torch
+
+    from mmseg_ptx.apis import UsageError, check_device
+    check_device(None)
+    check_device('cpu')
+    with pytest.raises(UsageError, match=r'^--device gpu: .*gpu'):
+        check_device('gpu')
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    with pytest.raises(UsageError, match='^--device cuda:0: no CUDA device '
+                       'is available'):
+        check_device('cuda:0')
+
+
+def test_require_replaceable_json(tmp_path):
+    from mmseg_ptx.apis import UsageError, require_replaceable_json
+    path = tmp_path / 'out.json'
+    require_replaceable_json(str(path), '--out', ('a', ))  # not there
+    path.write_text('{"a": 1, "b": 2}')
+    require_replaceable_json(str(path), '--out', ('a', ))  # an earlier one
+    for text in ('{"b": 2}', '[1]', 'ImageId,EncodedPixels\n', '\xff'):
+        path.write_text(text)
+        with pytest.raises(UsageError, match='is not an output of this'):
+            require_replaceable_json(str(path), '--out', ('a', ))
+    with pytest.raises(UsageError, match='is a folder'):
+        require_replaceable_json(str(tmp_path), '--out', ('a', ))

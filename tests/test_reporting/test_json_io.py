@@ -34,3 +34,12 @@ def test_read_json_names_a_malformed_file(tmp_path):
         read_json(str(path))
     path.write_text('[1, 2]')
     assert read_json(str(path)) == [1, 2]
+
+
+def test_write_json_leaves_no_temporary_file_when_it_fails(tmp_path):
+    """Renaming onto a folder fails: no ``.tmp`` is left beside it."""
+    folder = tmp_path / 'stats.json'
+    (folder / 'inside').mkdir(parents=True)
+    with pytest.raises(OSError):
+        write_json({'a': 1}, str(folder))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['stats.json']

@@ -124,3 +124,9 @@ def test_out_replaces_only_its_own_statistics(tmp_path, tool_main):
                                    '--out', out)
         assert status == 0, err
     assert 'class_weights' in json.loads(out.read_text())
+
+
+def test_zero_workers_is_a_usage_error(tmp_path, tool_main):
+    status, _, err = tool_main('dataset_stats', tmp_path, '--workers', '0')
+    assert status == 2
+    assert '--workers must be >= 1' in err

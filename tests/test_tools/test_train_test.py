@@ -653,3 +653,23 @@ def test_launch_scripts_say_their_usage(script):
                               capture_output=True, text=True)
         assert proc.returncode == 2
         assert proc.stderr.startswith(f'usage: tools/{script} ')
+
+
+def test_output_folders_that_are_files(tmp_path, tool_main):
+    """A work dir, --out or --show-dir naming a file: one line, exit
+    status 2, before anything is built."""
+    config = ROOT / 'configs/upernet_swin-nano_ptx-demo-128.py'
+    afile = tmp_path / 'a_file'
+    afile.write_text('mine')
+    ckpt = tmp_path / 'c.pth'
+    ckpt.write_bytes(b'')
+    for tool, args, message in (
+            ('train', [config, '--work-dir', afile],
+             f'the work dir {afile} is a file'),
+            ('test', [config, ckpt, '--out', afile],
+             f'--out {afile} is a file'),
+            ('test', [config, ckpt, '--show-dir', afile],
+             f'--show-dir {afile} is a file')):
+        status, _, err = tool_main(tool, *args)
+        assert (status, err.startswith(f'error: {message}')) == (2, True), err
+    assert afile.read_text() == 'mine'
