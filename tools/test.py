@@ -16,6 +16,8 @@ from mmseg_ptx.apis import (UsageError, add_runner_args, format_metrics_table,
                             reports_usage_errors, require_file,
                             config_test_pipeline, tta_pipeline_difference)
 from mmseg_ptx.engine.hooks import SWIN_BLOCKS
+from mmseg_ptx.engine.hooks.prediction_writer_hook import \
+    check_prediction_folder
 from mmseg_ptx.models import INFERENCE_DTYPES
 from mmseg_ptx.models.utils import load_runner_checkpoints_strictly
 
@@ -87,7 +89,8 @@ def check_arguments(args: argparse.Namespace) -> None:
         MissingFileError: A checkpoint (not a URL) that is not a file.
         UsageError: ``--out`` and ``--show-dir`` are one folder (the
             pictures would replace the masks, which have the same names),
-            or either is a file.
+            or either is a file or a folder of files the tool did not
+            write.
     """
     for checkpoint in [args.checkpoint] + [c for _, c in args.extra_model]:
         require_file(checkpoint, 'Checkpoint', urls=True)
@@ -97,9 +100,14 @@ def check_arguments(args: argparse.Namespace) -> None:
                          f'{args.out}; the pictures would replace the '
                          'masks, which have the same names')
     for flag, folder in (('--out', args.out), ('--show-dir', args.show_dir)):
-        if folder is not None and osp.exists(folder) and not osp.isdir(
-                folder):
+        if folder is None:
+            continue
+        if osp.exists(folder) and not osp.isdir(folder):
             raise UsageError(f'{flag} {folder} is a file; give a folder')
+        try:
+            check_prediction_folder(folder)
+        except FileExistsError as err:
+            raise UsageError(f'{flag}: {err}') from None
 
 
 @reports_usage_errors

@@ -151,7 +151,7 @@ def test_files_are_named_by_the_image_id_of_the_data_info(tmp_path):
     hook.after_test_iter(None, 0, outputs=[
         _sample(tmp_path / '5_train_1_.png', pred),
         _sample(tmp_path / 'other.png', pred)])
-    assert sorted(p.name for p in (tmp_path / 'masks').iterdir()) == [
+    assert sorted(p.name for p in (tmp_path / 'masks').glob('*.png')) == [
         '1.2.3.png', 'other.png']
 
 
@@ -172,7 +172,31 @@ def test_a_distributed_samplers_padding_is_not_written(tmp_path,
     hook.after_test_iter(None, 0, outputs=[_sample(tmp_path / 'b.png', pred)])
     hook.after_test_iter(None, 1, outputs=[_sample(tmp_path / 'a.png', pred)])
     assert sorted(p.name for p in (tmp_path / 'masks').iterdir()) == ['b.png']
-    # A new test run starts counting again.
+    # A new test run starts counting again (in the folder rank 0 marked).
+    (tmp_path / 'masks' / prediction_writer_hook.MARKER).write_text('')
     hook.before_test(_runner(infos))
     hook.after_test_iter(None, 0, outputs=[_sample(tmp_path / 'c.png', pred)])
     assert (tmp_path / 'masks/c.png').is_file()
+
+
+def test_a_folder_of_someone_elses_files_is_refused(tmp_path):
+    """Ground-truth masks named by ImageId in the folder given: refused
+    before anything is written. A folder an earlier run wrote (its
+    marker) is written into again."""
+    from mmseg_ptx.engine.hooks.prediction_writer_hook import MARKER
+    theirs = tmp_path / 'gt_masks'
+    theirs.mkdir()
+    (theirs / '1.2.3.png').write_bytes(b'ground truth')
+    with pytest.raises(FileExistsError, match='gt_masks holds files that '
+                       r'are not predictions of an earlier test run '
+                       r'\(1\.2\.3\.png\)'):
+        PredictionWriterHook(mask_dir=str(theirs)).before_test(_runner())
+    assert [p.name for p in theirs.iterdir()] == ['1.2.3.png']
+    ours = tmp_path / 'out'
+    pred = np.zeros((8, 8), np.int64)
+    for _ in range(2):  # the second run writes over the first's
+        hook = PredictionWriterHook(mask_dir=str(ours))
+        hook.before_test(_runner())
+        hook.after_test_iter(None, 0, outputs=[
+            _sample(tmp_path / '1.2.3.png', pred)])
+    assert sorted(p.name for p in ours.iterdir()) == ['1.2.3.png', MARKER]

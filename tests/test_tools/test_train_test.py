@@ -293,7 +293,7 @@ def test_dist_train_two_cpu_processes(tmp_path, demo_root):
     for key, value in tested.items():
         assert abs(dist_tested[key] - value) <= 1e-4, (key, tested,
                                                        dist_tested)
-    assert len(list(masks.iterdir())) == 5
+    assert len(list(masks.glob('*.png'))) == 5
 
 
 def test_training_loss_falls(tmp_path, demo_root):
@@ -673,3 +673,20 @@ def test_output_folders_that_are_files(tmp_path, tool_main):
         status, _, err = tool_main(tool, *args)
         assert (status, err.startswith(f'error: {message}')) == (2, True), err
     assert afile.read_text() == 'mine'
+
+
+def test_test_refuses_an_out_folder_of_other_files(tmp_path, tool_main):
+    """Ground-truth masks named by ImageId where --out points: one line,
+    exit status 2, the files untouched."""
+    config = ROOT / 'configs/upernet_swin-nano_ptx-demo-128.py'
+    ckpt = tmp_path / 'c.pth'
+    ckpt.write_bytes(b'')
+    theirs = tmp_path / 'gt'
+    theirs.mkdir()
+    (theirs / '1.2.3.png').write_bytes(b'mine')
+    status, _, err = tool_main('test', config, ckpt, '--out', theirs,
+                               '--work-dir', tmp_path / 'w')
+    assert status == 2
+    assert err.startswith(f'error: --out: {theirs} holds files that are not '
+                          'predictions of an earlier test run (1.2.3.png)')
+    assert (theirs / '1.2.3.png').read_bytes() == b'mine'

@@ -28,6 +28,35 @@ def _output_path(folder: str, stem: str, sample) -> str:
     return path
 
 
+#: Written into each folder the hook writes to. A later run may write
+#: over the predictions in a folder that has it; a folder without it that
+#: holds files is someone else's, and refused.
+MARKER = 'PREDICTIONS_BY_MMSEG_PTX.txt'
+
+
+def check_prediction_folder(folder: str) -> None:
+    """Refuse a folder for predictions that holds files this hook did not
+    write (ground-truth masks named by ImageId, another model's
+    predictions): they would be written over.
+
+    Args:
+        folder (str): A ``mask_dir`` or ``panel_dir``.
+
+    Raises:
+        FileExistsError: Naming the folder and some of its files.
+    """
+    if not osp.isdir(folder):
+        return
+    entries = sorted(os.listdir(folder))
+    if entries and MARKER not in entries:
+        more = ', ...' if len(entries) > 3 else ''
+        raise FileExistsError(
+            f'{folder} holds files that are not predictions of an earlier '
+            f'test run ({", ".join(entries[:3])}{more}), which files of the '
+            'same names would replace; write the predictions to a new or '
+            'empty folder')
+
+
 def _test_set_files(dataset) -> Tuple[Dict[str, str], Set[str]]:
     """``img_path`` -> ImageId of the data infos that name one, and the
     folders of the test set's images and ground-truth masks.
@@ -63,7 +92,9 @@ class PredictionWriterHook(Hook):
     same time): for a sampler that deals the positions out in turn, as
     mmengine's do (and its ``collect_results`` assumes). Nothing is
     written into a folder of the test set's images or ground-truth masks,
-    and a file of the test set itself is never written over.
+    and a file of the test set itself is never written over; a folder that
+    holds files is used only if an earlier run of the hook wrote there
+    (:data:`MARKER`, which it writes into each folder).
 
     Args:
         mask_dir (str, optional): Folder for 0/255 mask PNGs at the
@@ -107,9 +138,17 @@ class PredictionWriterHook(Hook):
                     f'PredictionWriterHook: {flag} {folder} holds the test '
                     'set\'s own images or masks; write the predictions to '
                     'another folder')
+        rank, _ = get_dist_info()
         for folder in (self.mask_dir, self.panel_dir):
-            if folder is not None:
-                os.makedirs(folder, exist_ok=True)
+            if folder is None:
+                continue
+            check_prediction_folder(folder)
+            os.makedirs(folder, exist_ok=True)
+            if rank == 0:
+                with open(osp.join(folder, MARKER), 'w') as f:
+                    f.write('Predictions written by mmseg_ptx '
+                            '(PredictionWriterHook, tools/test.py): files '
+                            'here may be replaced by a later test run.\n')
 
     def after_test_iter(self,
                         runner,
