@@ -66,6 +66,9 @@ demo: $(STAMP)
 	$(PY) tools/dataset_stats.py $(DEMO_DATA) --workers 2
 	$(PY) tools/train.py $(DEMO_CONFIG) --work-dir $(DEMO_WORK_DIR) \
 		--cfg-options randomness.seed=0 $(DEMO_DATA_OPTS)
+	# An earlier demo's pictures (perhaps of a version without the marker
+	# that lets test.py write over them).
+	rm -rf $(DEMO_WORK_DIR)/test/panels
 	$(PY) tools/test.py $(DEMO_CONFIG) \
 		$$(ls -t $(DEMO_WORK_DIR)/best_dice_*.pth | head -n 1) \
 		--work-dir $(DEMO_WORK_DIR)/test --show-dir $(DEMO_WORK_DIR)/test/panels \
