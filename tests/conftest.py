@@ -103,6 +103,24 @@ randomness = dict(seed=0)
     return path
 
 
+def write_test_pipeline_child(path: Path, scale: int,
+                              extra: str = '') -> Path:
+    """A config inheriting the tiny one that redefines only
+    ``test_pipeline``, resizing to ``scale``: the usual OpenMMLab idiom,
+    which leaves the data loaders at the base's pipeline (mmengine
+    resolved the variable in the base file). ``extra`` is appended."""
+    path.write_text(f"""_base_ = [{str(TINY_CONFIG)!r}]
+test_pipeline = [
+    dict(type='LoadDicomImageFromFile', color_type='grayscale'),
+    dict(type='Resize', scale=({scale}, {scale}), keep_ratio=True),
+    dict(type='LoadRLEAnnotations'),
+    dict(type='GreyToBGR'),
+    dict(type='PackSegInputs'),
+]
+{extra}""")
+    return path
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(('127.0.0.1', 0))

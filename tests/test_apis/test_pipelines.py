@@ -5,30 +5,17 @@ from pathlib import Path
 import pytest
 from mmengine.config import Config
 
-from conftest import ROOT, TINY_CONFIG
+from conftest import ROOT, TINY_CONFIG, write_test_pipeline_child
 from mmseg_ptx.apis import (build_inference_pipeline, config_test_pipeline,
                             pipeline_difference, pipeline_mismatch,
                             tta_pipeline_difference, val_pipeline_difference)
 
 
-def child_config(tmp_path: Path, text: str) -> Config:
-    """A config inheriting the tiny one, as a user's child config does."""
-    path = tmp_path / 'child.py'
-    path.write_text(f'_base_ = [{str(TINY_CONFIG)!r}]\n{text}')
-    return Config.fromfile(str(path))
-
-
-# The usual OpenMMLab idiom: only test_pipeline is redefined, and the data
-# loaders keep the base's (mmengine resolved the variable in the base).
-ONLY_TEST_PIPELINE = '''
-test_pipeline = [
-    dict(type='LoadDicomImageFromFile', color_type='grayscale'),
-    dict(type='Resize', scale=(128, 128), keep_ratio=True),
-    dict(type='LoadRLEAnnotations'),
-    dict(type='GreyToBGR'),
-    dict(type='PackSegInputs'),
-]
-'''
+def child_config(tmp_path: Path, extra: str = '') -> Config:
+    """A child of the tiny config that redefined only test_pipeline (128
+    px where the base's data loaders resize to 256), and ``extra``."""
+    return Config.fromfile(str(write_test_pipeline_child(
+        tmp_path / 'child.py', 128, extra)))
 
 
 def test_pipeline_difference_ignores_scopes_and_tuples():
@@ -58,7 +45,7 @@ def test_a_child_that_sets_only_test_pipeline(tmp_path):
     """Every tool runs test_dataloader's pipeline (what tools/test.py
     runs; tools/infer.py took test_pipeline first), and says the two
     differ."""
-    cfg = child_config(tmp_path, ONLY_TEST_PIPELINE)
+    cfg = child_config(tmp_path)
     assert config_test_pipeline(cfg) == list(
         cfg.test_dataloader.dataset.pipeline)
     _, steps = build_inference_pipeline(cfg)
@@ -77,7 +64,7 @@ def test_a_child_that_sets_only_test_pipeline(tmp_path):
 
 
 def test_validation_and_test_pipelines_that_differ(tmp_path):
-    cfg = child_config(tmp_path, ONLY_TEST_PIPELINE + '''
+    cfg = child_config(tmp_path, '''
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 ''')
     # test_dataloader = val_dataloader was resolved in the base.
@@ -114,7 +101,7 @@ def test_tta_pipeline_of_another_size(tmp_path):
     """A child that moves its test pipeline to another size, correctly,
     but not its tta_pipeline: tools/test.py --tta would test the base's
     size. A TestTimeAug with several scales is a difference too."""
-    cfg = child_config(tmp_path, ONLY_TEST_PIPELINE + '''
+    cfg = child_config(tmp_path, '''
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
 ''')

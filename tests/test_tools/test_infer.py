@@ -12,7 +12,7 @@ import pytest
 from tiny_model import build_tiny_model, save_tiny_checkpoint
 
 from conftest import (PYTHON, ROOT, TINY_CONFIG, load_tool,
-                      write_tiny_run_config)
+                      write_test_pipeline_child, write_tiny_run_config)
 from mmseg_ptx.apis import (build_postprocessor, predict_probabilities,
                             read_image)
 from mmseg_ptx.datasets.rle import rle_decode
@@ -558,15 +558,7 @@ def test_infer_cfg_options_and_a_pipeline_warning(tmp_path, demo_root,
     model = build_tiny_model()
     ckpt = save_tiny_checkpoint(model, tmp_path / 'tiny.pth')
     png = sorted((demo_root / 'png_images').glob('*.png'))[0]
-    config = tmp_path / 'child.py'
-    config.write_text(f"""_base_ = ['{TINY_CONFIG}']
-test_pipeline = [
-    dict(type='LoadImageFromFile', color_type='grayscale'),
-    dict(type='Resize', scale=(64, 64), keep_ratio=True),
-    dict(type='GreyToBGR'),
-    dict(type='PackSegInputs'),
-]
-""")
+    config = write_test_pipeline_child(tmp_path / 'child.py', 64)
     out = tmp_path / 'out'
     status, stdout, err = tool_main(
         'infer', config, ckpt, png, '--out', out, '--device', 'cpu',

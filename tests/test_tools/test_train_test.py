@@ -14,7 +14,7 @@ from mmengine.config import Config
 from PIL import Image
 
 from conftest import (PYTHON, ROOT, free_port, load_tool, run_tool,
-                      write_tiny_run_config)
+                      write_test_pipeline_child, write_tiny_run_config)
 
 
 def test_train_resume_and_test(tmp_path, demo_root, tool_main):
@@ -608,17 +608,7 @@ def test_test_warns_of_pipelines_that_disagree(monkeypatch, capsys,
     the data loaders (and tta_pipeline) at the base's: tools/test.py says
     which pipeline it runs; with --tta, that the TTA pipeline differs."""
     test_tool, built, ckpt = stopped_test_py(monkeypatch, tmp_path)
-    tiny = ROOT / 'configs/upernet_swin-nano_ptx-demo-128.py'
-    config = tmp_path / 'child.py'
-    config.write_text(f"""_base_ = ['{tiny}']
-test_pipeline = [
-    dict(type='LoadDicomImageFromFile', color_type='grayscale'),
-    dict(type='Resize', scale=(128, 128), keep_ratio=True),
-    dict(type='LoadRLEAnnotations'),
-    dict(type='GreyToBGR'),
-    dict(type='PackSegInputs'),
-]
-""")
+    config = write_test_pipeline_child(tmp_path / 'child.py', 128)
     monkeypatch.setattr(sys, 'argv', [
         'test.py', str(config), str(ckpt), '--work-dir', str(tmp_path)])
     assert test_tool.main() is None
