@@ -869,8 +869,10 @@ def _loss_desc(loss: Union[dict, Sequence[dict]]) -> str:
     if not isinstance(loss, dict):
         return ', '.join(_loss_desc(item) for item in loss)
     from mmseg_ptx.apis.cli import config_type_name
+    if 'type' not in loss:
+        return 'n/a'
     if config_type_name(loss) != 'DiceCELoss':
-        return loss.get('type', 'n/a')
+        return config_type_name(loss)
     # The class weights weigh the CE and the focal term's pixels.
     weighted = loss.get('class_weight') is not None
     per_image = (', one per image' if loss.get('dice_mode') == 'image'
