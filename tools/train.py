@@ -137,7 +137,9 @@ def main() -> None:
     # SLURM_PROCID).
     rank = int(os.environ.get('RANK', os.environ.get('SLURM_PROCID', 0)))
     if args.resume:
-        warning = nothing_to_resume_warning(cfg.work_dir)
+        # mmengine resumes from load_from where the config names one.
+        warning = (None if cfg.get('load_from') else
+                   nothing_to_resume_warning(cfg.work_dir))
     else:
         warning = earlier_run_warning(cfg.work_dir)
     if warning and rank == 0:

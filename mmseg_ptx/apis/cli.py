@@ -89,7 +89,7 @@ def require_replaceable_json(path: str, flag: str,
     Raises:
         UsageError: Naming the path and what is there.
     """
-    if osp.isdir(path):
+    if osp.isdir(path) or path.endswith(('/', os.sep)):
         raise UsageError(f'{flag} {path} is a folder; give a file name')
     if not osp.lexists(path):
         return

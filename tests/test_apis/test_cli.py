@@ -198,5 +198,6 @@ def test_require_replaceable_json(tmp_path):
         path.write_text(text)
         with pytest.raises(UsageError, match='is not an output of this'):
             require_replaceable_json(str(path), '--out', ('a', ))
-    with pytest.raises(UsageError, match='is a folder'):
-        require_replaceable_json(str(tmp_path), '--out', ('a', ))
+    for folder in (str(tmp_path), str(tmp_path / 'new') + '/'):
+        with pytest.raises(UsageError, match='is a folder'):
+            require_replaceable_json(folder, '--out', ('a', ))

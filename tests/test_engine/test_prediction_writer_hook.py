@@ -171,9 +171,11 @@ def test_a_distributed_samplers_padding_is_not_written(tmp_path,
     pred = np.ones((8, 8), np.int64)
     hook.after_test_iter(None, 0, outputs=[_sample(tmp_path / 'b.png', pred)])
     hook.after_test_iter(None, 1, outputs=[_sample(tmp_path / 'a.png', pred)])
-    assert sorted(p.name for p in (tmp_path / 'masks').iterdir()) == ['b.png']
-    # A new test run starts counting again (in the folder rank 0 marked).
-    (tmp_path / 'masks' / prediction_writer_hook.MARKER).write_text('')
+    # Rank 1 marked the folder too (before its first prediction: rank 0
+    # sees an empty folder or a marked one, on any node's disk).
+    assert sorted(p.name for p in (tmp_path / 'masks').iterdir()) == [
+        prediction_writer_hook.MARKER, 'b.png']
+    # A new test run starts counting again.
     hook.before_test(_runner(infos))
     hook.after_test_iter(None, 0, outputs=[_sample(tmp_path / 'c.png', pred)])
     assert (tmp_path / 'masks/c.png').is_file()
@@ -200,3 +202,22 @@ def test_a_folder_of_someone_elses_files_is_refused(tmp_path):
         hook.after_test_iter(None, 0, outputs=[
             _sample(tmp_path / '1.2.3.png', pred)])
     assert sorted(p.name for p in ours.iterdir()) == ['1.2.3.png', MARKER]
+
+
+def test_folders_inside_each_other_and_the_work_dir(tmp_path):
+    """--out inside --show-dir: both checked before either is made (making
+    the inner one makes the outer). --out the work dir: the log folder and
+    config mmengine made for this run are no one else's files."""
+    from mmseg_ptx.engine.hooks.prediction_writer_hook import MARKER
+    show = tmp_path / 'show'
+    for _ in range(2):
+        PredictionWriterHook(mask_dir=str(show / 'masks'),
+                             panel_dir=str(show)).before_test(_runner())
+    assert sorted(p.name for p in show.iterdir()) == [MARKER, 'masks']
+    work_dir = tmp_path / 'work'
+    (work_dir / '20261129_010203').mkdir(parents=True)
+    (work_dir / '20261129_010203.py').write_text('')
+    runner = _runner()
+    runner.timestamp = '20261129_010203'
+    PredictionWriterHook(mask_dir=str(work_dir)).before_test(runner)
+    assert (work_dir / MARKER).is_file()

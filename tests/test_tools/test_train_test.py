@@ -390,6 +390,12 @@ def test_train_says_when_the_work_dir_holds_an_earlier_run(monkeypatch,
     assert logged[-1] == (f'--resume: {empty} has no last_checkpoint, so '
                           'there is nothing to resume: training starts '
                           'from the first epoch')
+    # Unless load_from names a checkpoint, which mmengine resumes then.
+    monkeypatch.setattr(sys, 'argv', sys.argv + [
+        '--cfg-options', f'load_from={tmp_path / "epoch_1.pth"}'])
+    logged.clear()
+    train.main()
+    assert logged == []
 
 
 def stopped_test_py(monkeypatch, tmp_path):

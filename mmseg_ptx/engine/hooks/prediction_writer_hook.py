@@ -34,20 +34,24 @@ def _output_path(folder: str, stem: str, sample) -> str:
 MARKER = 'PREDICTIONS_BY_MMSEG_PTX.txt'
 
 
-def check_prediction_folder(folder: str) -> None:
+def check_prediction_folder(folder: str,
+                            ignore: Sequence[str] = ()) -> None:
     """Refuse a folder for predictions that holds files this hook did not
     write (ground-truth masks named by ImageId, another model's
     predictions): they would be written over.
 
     Args:
         folder (str): A ``mask_dir`` or ``panel_dir``.
+        ignore (Sequence[str]): Names in it that do not count: this run's
+            own (its log folder and config, where the folder is the work
+            dir). Defaults to ().
 
     Raises:
         FileExistsError: Naming the folder and some of its files.
     """
     if not osp.isdir(folder):
         return
-    entries = sorted(os.listdir(folder))
+    entries = sorted(set(os.listdir(folder)) - set(ignore))
     if entries and MARKER not in entries:
         more = ', ...' if len(entries) > 3 else ''
         raise FileExistsError(
@@ -94,7 +98,8 @@ class PredictionWriterHook(Hook):
     written into a folder of the test set's images or ground-truth masks,
     and a file of the test set itself is never written over; a folder that
     holds files is used only if an earlier run of the hook wrote there
-    (:data:`MARKER`, which it writes into each folder).
+    (:data:`MARKER`, which every rank writes into each folder before its
+    first prediction).
 
     Args:
         mask_dir (str, optional): Folder for 0/255 mask PNGs at the
@@ -138,17 +143,22 @@ class PredictionWriterHook(Hook):
                     f'PredictionWriterHook: {flag} {folder} holds the test '
                     'set\'s own images or masks; write the predictions to '
                     'another folder')
-        rank, _ = get_dist_info()
-        for folder in (self.mask_dir, self.panel_dir):
-            if folder is None:
-                continue
-            check_prediction_folder(folder)
+        folders = [f for f in (self.mask_dir, self.panel_dir)
+                   if f is not None]
+        # What mmengine made for this run where a folder is the work dir.
+        timestamp = getattr(runner, 'timestamp', None)
+        own = (timestamp, f'{timestamp}.py') if timestamp else ()
+        # Both checked before either is made: one may hold the other.
+        for folder in folders:
+            check_prediction_folder(folder, ignore=own)
+        for folder in folders:
             os.makedirs(folder, exist_ok=True)
-            if rank == 0:
-                with open(osp.join(folder, MARKER), 'w') as f:
-                    f.write('Predictions written by mmseg_ptx '
-                            '(PredictionWriterHook, tools/test.py): files '
-                            'here may be replaced by a later test run.\n')
+            # By every rank (every node's disk), before its first
+            # prediction: another rank sees an empty folder or the marker.
+            with open(osp.join(folder, MARKER), 'w') as f:
+                f.write('Predictions written by mmseg_ptx '
+                        '(PredictionWriterHook, tools/test.py): files here '
+                        'may be replaced by a later test run.\n')
 
     def after_test_iter(self,
                         runner,
