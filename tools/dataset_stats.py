@@ -50,7 +50,8 @@ def parse_args():
         help='processes counting pixels (default: 1, in this process)')
     parser.add_argument(
         '--out',
-        help='output JSON (default: DATA_ROOT/SPLIT_DIR/stats.json)')
+        help='output JSON (default: DATA_ROOT/SPLIT_DIR/stats.json; an '
+        'earlier run\'s is replaced, another file refused)')
     parser.add_argument(
         '--strict', action='store_true',
         help='fail on images without a label or file instead of skipping')

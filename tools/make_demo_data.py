@@ -40,8 +40,9 @@ def parse_args() -> argparse.Namespace:
                         "'ImageId, EncodedPixels' with ' -1' values")
     parser.add_argument('--overwrite', action='store_true',
                         help='replace a data set already in --out (its CSV, '
-                        'image folders and split files); without it, one is '
-                        'an error unless this tool wrote it')
+                        'image folders, split files and stats.json); '
+                        'without it, one is an error unless this tool wrote '
+                        'it')
     return parser.parse_args()
 
 

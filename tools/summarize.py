@@ -58,11 +58,15 @@ def main() -> int:
             stats=args.stats, images=not args.no_images,
             num_pos=args.num_pos, num_neg=args.num_neg,
             max_images=args.max_images, device=args.device)
-    # Usage errors: one line, no traceback.
-    except (NoValidationRecords, InvalidMetricsHistory,
-            CheckpointError) as err:
+    # One line, no traceback: a run without (readable) validation
+    # records, status 1; a --checkpoint that is none, status 2 as in the
+    # other tools.
+    except (NoValidationRecords, InvalidMetricsHistory) as err:
         print(f'error: {err}', file=sys.stderr)
         return 1
+    except CheckpointError as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
     print(f'Report written: {path}')
     return 0
 

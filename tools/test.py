@@ -32,13 +32,14 @@ def parse_args() -> argparse.Namespace:
         help='directory to save the predicted masks (0/255 PNG, original '
         'resolution; the model\'s own prediction, before the post-processing '
         'that the *_pp metrics and tools/infer.py apply) for offline '
-        'evaluation')
+        'evaluation; a folder holding other files is refused unless an '
+        'earlier test run wrote there (PREDICTIONS_BY_MMSEG_PTX.txt)')
     parser.add_argument(
         '--show', action='store_true', help='show prediction results')
     parser.add_argument(
         '--show-dir',
         help='directory where input | ground truth | prediction pictures '
-        'are saved')
+        'are saved (a folder of other files is refused, as for --out)')
     parser.add_argument(
         '--wait-time', type=float, default=2, help='the interval of show (s)')
     parser.add_argument(

@@ -23,7 +23,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--resume',
         action='store_true',
-        help='resume from the latest checkpoint in the work_dir')
+        help='resume from the config\'s load_from if it sets one, else '
+        'from the latest checkpoint in the work_dir')
     parser.add_argument(
         '--amp',
         action='store_true',

@@ -154,11 +154,13 @@ def load_models(specs: Sequence[ModelSpec],
     if not specs:
         raise ValueError('load_models needs at least one model')
     device = device or default_device()
-    models = []
+    # Every file before any model loads (minutes each for Swin-B).
     for config, checkpoint in specs:
         for path, what in ((config, 'Config'), (checkpoint, 'Checkpoint')):
             if not isinstance(path, Config):
                 require_file(path, what)
+    models = []
+    for config, checkpoint in specs:
         # mmseg's init_model would load the weights non-strictly: a
         # checkpoint of another model would predict from random weights.
         model = init_model_strict(config, checkpoint, device)

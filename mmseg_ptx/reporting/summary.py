@@ -528,7 +528,8 @@ def _progression(val: List[dict], key: str) -> List[tuple]:
 
 def _findings(best: dict, val_desc: str, stats: dict, key: str,
               class_weight: Optional[List[float]], threshold: float = 0.5,
-              train_window: str = '') -> List[str]:
+              train_window: str = '',
+              weighted_terms: str = 'cross-entropy') -> List[str]:
     out = []
     dice, iou = best.get('dice'), best.get('iou')
     ref = REFERENCE_RESULTS
@@ -579,13 +580,27 @@ def _findings(best: dict, val_desc: str, stats: dict, key: str,
     if stats.get('imbalance_ratio'):
         answer = ('answered by class weights '
                   f'{[round(w, 4) for w in class_weight]} in the loss\'s '
-                  'cross-entropy term' if class_weight else
+                  f'{weighted_terms} term'
+                  + ('s' if ' and ' in weighted_terms else '')
+                  if class_weight else
                   'with no class weights in the loss')
         out.append(
             f'**Class imbalance**: {stats["imbalance_ratio"]:.1f}:1 '
             'background:pneumothorax pixels in the training split, '
             f'{answer}.')
     return out
+
+
+def _class_weighted_terms(cfg: Optional[Config]) -> str:
+    """The decode head loss's terms its class weights weigh: DiceCELoss's
+    focal term too, where it has one."""
+    if cfg is None:
+        return 'cross-entropy'
+    loss = _decode_head(_segmentor_cfg(cfg.model)).get('loss_decode', {})
+    losses = loss if isinstance(loss, (list, tuple)) else [loss]
+    focal = any(item.get('class_weight') is not None
+                and item.get('focal_weight', 0) > 0 for item in losses)
+    return 'cross-entropy and focal' if focal else 'cross-entropy'
 
 
 def _configured_class_weight(cfg: Optional[Config]) -> Any:
@@ -996,7 +1011,8 @@ def _render_markdown(cfg, best, train_window, val, split,
     if class_weight:
         source = _configured_class_weight(cfg)
         weights = [round(w, 4) for w in class_weight]  # as in the findings
-        lines.append(f'- **Class weights** (cross-entropy): {weights}'
+        lines.append(f'- **Class weights** ({_class_weighted_terms(cfg)}): '
+                     f'{weights}'
                      + (f' (from {source})' if isinstance(source, str)
                         else ''))
     lines.append('')
@@ -1083,6 +1099,7 @@ def _render_markdown(cfg, best, train_window, val, split,
     lines += ['## Key Findings', '']
     lines += [f'{i}. {t}' for i, t in enumerate(
         _findings(best, val_desc, stats, key, class_weight,
-                  _metric_threshold(cfg), train_window), 1)]
+                  _metric_threshold(cfg), train_window,
+                  _class_weighted_terms(cfg)), 1)]
     lines.append('')
     return '\n'.join(lines)

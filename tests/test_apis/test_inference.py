@@ -186,7 +186,7 @@ def test_draw_overlay_fills_and_outlines_the_mask():
         draw_overlay(colour, np.zeros_like(mask)), colour)
 
 
-def test_a_checkpoint_of_another_model_is_refused(tmp_path):
+def test_a_checkpoint_of_another_model_is_refused(tmp_path, monkeypatch):
     """mmseg's init_model loads non-strictly: a checkpoint that does not
     fit would leave the model at random weights, silently."""
     import torch
@@ -223,6 +223,15 @@ def test_a_checkpoint_of_another_model_is_refused(tmp_path):
                        loaded.decode_head.conv_seg.weight)
     with pytest.raises(FileNotFoundError, match='Checkpoint file not found'):
         load_models([(TINY_CONFIG, tmp_path / 'missing.pth')], device='cpu')
+    # An ensemble member's missing file: before any model loads.
+    import mmseg_ptx.apis.inference as inference
+    built = []
+    monkeypatch.setattr(inference, 'init_model_strict',
+                        lambda *args: built.append(args))
+    with pytest.raises(FileNotFoundError, match='missing.pth'):
+        load_models([(TINY_CONFIG, str(good)),
+                     (TINY_CONFIG, tmp_path / 'missing.pth')], device='cpu')
+    assert built == []
     for key, value in loaded.state_dict().items():
         assert torch.equal(value, state[key]), key
     # A DDP checkpoint's 'module.' prefix is stripped, as in mmengine.

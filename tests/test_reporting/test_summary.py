@@ -383,6 +383,17 @@ def test_findings_name_the_loss_class_weights(tmp_path):
     assert '9.0' not in text and 'Dice term' not in text
     text = ' '.join(_findings({}, 'the split', stats, 'epoch', None))
     assert 'with no class weights in the loss' in text
+    # With a focal term, which DiceCELoss weighs with them too.
+    from mmseg_ptx.reporting.summary import _class_weighted_terms
+    assert _class_weighted_terms(cfg) == 'cross-entropy'
+    cfg.model.decode_head.loss_decode.update(class_weight=[0.5, 20.0],
+                                             focal_weight=0.5)
+    terms = _class_weighted_terms(cfg)
+    assert terms == 'cross-entropy and focal'
+    text = ' '.join(_findings({}, 'the split', stats, 'epoch', [0.5, 20.0],
+                              weighted_terms=terms))
+    assert ("[0.5, 20.0] in the loss's cross-entropy and focal terms."
+            in text)
 
 
 def test_best_validation_is_the_one_save_best_kept():

@@ -77,7 +77,7 @@ def test_a_checkpoint_that_cannot_be_read_is_one_line(tmp_path, tool_main):
         'summarize', tmp_path, '--config',
         ROOT / 'configs/upernet_swin-nano_ptx-demo-128.py', '--checkpoint',
         broken, '--device', 'cpu')
-    assert status == 1
+    assert status == 2
     assert 'Traceback' not in err
     assert (f'error: Checkpoint {broken} could not be read: a zip archive '
             'cut short') in err
