@@ -70,7 +70,14 @@ def nothing_to_resume_warning(work_dir: str) -> Optional[str]:
     """What to say where ``--resume`` finds no checkpoint to resume in
     ``work_dir`` (a mistyped one, say): mmengine then trains from the
     start, which a requeued job's first run also wants, so it is not
-    refused."""
+    refused.
+
+    Args:
+        work_dir (str): The run's work dir.
+
+    Returns:
+        str, optional: The warning; None where there is a checkpoint.
+    """
     if osp.isfile(osp.join(work_dir, 'last_checkpoint')):
         return None
     return (f'--resume: {work_dir} has no last_checkpoint, so there is '
@@ -82,6 +89,10 @@ def require_train_batches(runner: Runner) -> None:
     an assertion naming neither data nor batch size (with a parameter
     scheduler), train nothing (epoch-based loop without one) or restart
     the empty loader forever (iteration-based loop).
+
+    Args:
+        runner (Runner): The runner; its training loop is built here, as
+            ``Runner.train`` would build it.
 
     Raises:
         UsageError: The split, the batch size and how to fix it.
