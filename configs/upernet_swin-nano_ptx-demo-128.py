@@ -43,7 +43,8 @@ train_pipeline = [
         type='RandomResize',
         scale=image_size,
         ratio_range=(0.8, 1.25),
-        keep_ratio=True),
+        keep_ratio=True,
+        resize_type='mmseg.AlignedResize'),
     # Re-draw crops that are over 95% one class: most crops then hold some
     # pneumothorax or lung edge instead of plain background.
     dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.95),

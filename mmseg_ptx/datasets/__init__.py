@@ -10,9 +10,9 @@ from .split import (SplitResult, balance_and_split, count_split, read_split,
                     write_split)
 from .statistics import compute_dataset_statistics, format_statistics
 from .synthetic import synthesize_radiograph, write_demo_dataset
-from .transforms import (GreyscalePhotoMetricDistortion, GreyToBGR,
-                         LoadBinaryMaskFromFile, LoadDicomImageFromFile,
-                         LoadRLEAnnotations)
+from .transforms import (AlignedResize, GreyscalePhotoMetricDistortion,
+                         GreyToBGR, LoadBinaryMaskFromFile,
+                         LoadDicomImageFromFile, LoadRLEAnnotations)
 
 __all__ = [
     'EMPTY_RLE', 'rle_decode', 'rle_decode_union', 'rle_encode',
@@ -23,6 +23,6 @@ __all__ = [
     'balance_and_split', 'count_split', 'read_split', 'write_split',
     'compute_dataset_statistics', 'format_statistics',
     'synthesize_radiograph', 'write_demo_dataset',
-    'GreyscalePhotoMetricDistortion', 'GreyToBGR', 'LoadBinaryMaskFromFile',
-    'LoadDicomImageFromFile', 'LoadRLEAnnotations'
+    'AlignedResize', 'GreyscalePhotoMetricDistortion', 'GreyToBGR',
+    'LoadBinaryMaskFromFile', 'LoadDicomImageFromFile', 'LoadRLEAnnotations'
 ]

@@ -20,11 +20,14 @@ split_settings = dict(
 train_pipeline = [
     dict(type='LoadDicomImageFromFile', color_type='grayscale'),
     dict(type='LoadRLEAnnotations'),
+    # AlignedResize: mmcv's Resize puts the label half a pixel off the
+    # image (corner-sampled nearest against centre-sampled bilinear).
     dict(
         type='RandomResize',
         scale=crop_size,
         ratio_range=(0.8, 1.25),
-        keep_ratio=True),
+        keep_ratio=True,
+        resize_type='mmseg.AlignedResize'),
     dict(type='RandomCrop', crop_size=crop_size),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
     # mmseg's PhotoMetricDistortion, bit for bit, through a lookup table
