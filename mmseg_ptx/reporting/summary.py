@@ -593,14 +593,20 @@ def _findings(best: dict, val_desc: str, stats: dict, key: str,
 
 def _class_weighted_terms(cfg: Optional[Config]) -> str:
     """The decode head loss's terms its class weights weigh: DiceCELoss's
-    focal term too, where it has one."""
+    cross-entropy and focal terms, those it has."""
     if cfg is None:
         return 'cross-entropy'
     loss = _decode_head(_segmentor_cfg(cfg.model)).get('loss_decode', {})
     losses = loss if isinstance(loss, (list, tuple)) else [loss]
-    focal = any(item.get('class_weight') is not None
-                and item.get('focal_weight', 0) > 0 for item in losses)
-    return 'cross-entropy and focal' if focal else 'cross-entropy'
+    weighted = next((item for item in losses
+                     if item.get('class_weight') is not None), {})
+    from mmseg_ptx.apis.cli import config_type_name
+    if 'type' not in weighted or config_type_name(weighted) != 'DiceCELoss':
+        return 'cross-entropy'  # mmseg's CrossEntropyLoss, say
+    terms = [name for name, key, default in (
+        ('cross-entropy', 'ce_weight', 0.5), ('focal', 'focal_weight', 0.0))
+             if weighted.get(key, default) > 0]
+    return ' and '.join(terms) or 'cross-entropy'
 
 
 def _configured_class_weight(cfg: Optional[Config]) -> Any:

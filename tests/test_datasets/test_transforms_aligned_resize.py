@@ -17,8 +17,15 @@ def _offsets(resize_type: str, seed: int) -> np.ndarray:
     resize = TRANSFORMS.build(dict(
         type='RandomResize', scale=(512, 512), ratio_range=(0.8, 1.25),
         keep_ratio=True, resize_type=resize_type))
-    out = resize(dict(img=img, gt_seg_map=seg, seg_fields=['gt_seg_map'],
-                      img_shape=img.shape, ori_shape=img.shape))
+    # RandomResize draws its ratio from numpy's global generator: seeded
+    # here (and put back), so that both transforms see the same scales.
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        out = resize(dict(img=img, gt_seg_map=seg, seg_fields=['gt_seg_map'],
+                          img_shape=img.shape, ori_shape=img.shape))
+    finally:
+        np.random.set_state(state)
     assert out['gt_seg_map'].shape == out['img'].shape
     label = np.argwhere(out['gt_seg_map'] == 1).mean(0)
     image = np.argwhere(out['img'] > 127).mean(0)
@@ -46,8 +53,10 @@ def test_what_cv2_cannot_resize_exactly_goes_to_mmseg():
     take the size from: MMSeg's own resize, as before."""
     seg = np.zeros((64, 64), np.int64)
     seg[10:20, 10:20] = 1
+    seg8 = seg.astype(np.uint8)
     for results in (dict(img=np.zeros((64, 64), np.uint8), gt_seg_map=seg),
-                    dict(gt_seg_map=seg)):
+                    dict(gt_seg_map=seg8),
+                    dict(img=None, img_shape=(64, 64), gt_seg_map=seg8)):
         outs = [TRANSFORMS.build(dict(type=name, scale=(32, 32)))(
             dict(results, seg_fields=['gt_seg_map']))
                 for name in ('AlignedResize', 'Resize')]
@@ -56,5 +65,5 @@ def test_what_cv2_cannot_resize_exactly_goes_to_mmseg():
                                       outs[1]['gt_seg_map'])
     aligned = TRANSFORMS.build(dict(type='AlignedResize', scale=(32, 32)))(
         dict(img=np.zeros((64, 64), np.uint8), seg_fields=['gt_seg_map'],
-             gt_seg_map=seg.astype(np.uint8)))['gt_seg_map']
+             gt_seg_map=seg8))['gt_seg_map']
     assert aligned.dtype == np.uint8 and aligned.sum() == 25

@@ -394,6 +394,8 @@ def test_findings_name_the_loss_class_weights(tmp_path):
                               weighted_terms=terms))
     assert ("[0.5, 20.0] in the loss's cross-entropy and focal terms."
             in text)
+    cfg.model.decode_head.loss_decode.ce_weight = 0.0  # focal alone
+    assert _class_weighted_terms(cfg) == 'focal'
 
 
 def test_best_validation_is_the_one_save_best_kept():

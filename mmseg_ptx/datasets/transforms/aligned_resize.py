@@ -16,15 +16,17 @@ class AlignedResize(Resize):
     """MMSeg's :class:`~mmseg.datasets.transforms.Resize` with the label
     maps resampled at pixel centres, as the image is.
 
-    MMSeg resizes the maps in ``seg_fields`` with OpenCV's
-    ``INTER_NEAREST``, which takes each output pixel from the input pixel
-    under its corner, while the bilinear image resize samples at pixel
-    centres: at the recipe's scales (1024 px to 410-640) a label lands on
-    average half a pixel below and to the right of the image (up to one).
+    MMSeg resizes the maps in ``seg_fields`` (with its default ``cv2``
+    backend) with OpenCV's ``INTER_NEAREST``, which takes each output
+    pixel from the input pixel under its corner, while the bilinear image
+    resize samples at pixel centres: at the recipe's scales (1024 px to
+    410-640) a label lands on average half a pixel below and to the right
+    of the image (up to one).
     ``INTER_NEAREST_EXACT`` samples at the centres, so labels and image
     stay aligned; the maps take the image's new size. Everything else is
     MMSeg's ``Resize`` (whose resize it falls back on without an image, or
-    for a map of a dtype OpenCV cannot resize so).
+    for a map of a dtype OpenCV cannot resize so; with the ``pillow``
+    backend MMSeg's is already centred, and this one gives the same).
 
     Use it in place of ``Resize``, or as ``RandomResize``'s
     ``resize_type='mmseg.AlignedResize'`` (mmcv builds that one from its
@@ -37,7 +39,7 @@ class AlignedResize(Resize):
     def _resize_seg(self, results: dict) -> None:
         maps = [key for key in results.get('seg_fields', [])
                 if results.get(key) is not None]
-        if 'img' not in results or any(
+        if results.get('img') is None or any(
                 results[key].dtype.type not in _EXACT_DTYPES
                 for key in maps):
             super()._resize_seg(results)
