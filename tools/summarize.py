@@ -4,8 +4,7 @@ import os.path as osp
 import sys
 
 import mmseg_ptx  # noqa: F401  (stack fixes + registration)
-from mmseg_ptx.apis import UsageError, check_device
-from mmseg_ptx.models.utils import CheckpointError
+from mmseg_ptx.apis import check_device, reports_usage_errors
 from mmseg_ptx.reporting.summary import (InvalidMetricsHistory,
                                          NoValidationRecords,
                                          write_performance_summary)
@@ -45,13 +44,10 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+@reports_usage_errors
 def main() -> int:
     args = parse_args()
-    try:
-        check_device(args.device)
-    except UsageError as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 2
+    check_device(args.device)
     try:
         path = write_performance_summary(
             args.work_dir, config=args.config, checkpoint=args.checkpoint,
@@ -59,14 +55,11 @@ def main() -> int:
             num_pos=args.num_pos, num_neg=args.num_neg,
             max_images=args.max_images, device=args.device)
     # One line, no traceback: a run without (readable) validation
-    # records, status 1; a --checkpoint that is none, status 2 as in the
-    # other tools.
+    # records, status 1 (a bad --device or a --checkpoint that is none:
+    # status 2, from reports_usage_errors, as in the other tools).
     except (NoValidationRecords, InvalidMetricsHistory) as err:
         print(f'error: {err}', file=sys.stderr)
         return 1
-    except CheckpointError as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 2
     print(f'Report written: {path}')
     return 0
 
