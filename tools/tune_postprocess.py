@@ -174,9 +174,8 @@ def print_folds(held_out: dict, score: str = 'kaggle_dice') -> None:
 @reports_usage_errors
 def main() -> int:
     parser, args = parse_args()
-    if osp.isdir(args.out) or args.out.endswith(('/', os.sep)):
-        parser.error(f'--out {args.out} is a folder; give a file name')
-    # An earlier tuned.json is replaced; any other file is kept.
+    # An earlier tuned.json is replaced; any other file (or a folder) is
+    # refused.
     require_replaceable_json(args.out, '--out', ('best', 'results'))
     check_device(args.device)
     # Before the model's pass over the images (minutes for Swin-B), not
