@@ -591,15 +591,21 @@ def _findings(best: dict, val_desc: str, stats: dict, key: str,
     return out
 
 
+def _class_weighted_loss(cfg: Optional[Config]) -> dict:
+    """The decode head's loss (of its list, the first) that has a
+    ``class_weight``; ``{}`` where none has (or there is no config)."""
+    if cfg is None:
+        return {}
+    loss = _decode_head(_segmentor_cfg(cfg.model)).get('loss_decode', {})
+    losses = loss if isinstance(loss, (list, tuple)) else [loss]
+    return next((item for item in losses
+                 if item.get('class_weight') is not None), {})
+
+
 def _class_weighted_terms(cfg: Optional[Config]) -> str:
     """The decode head loss's terms its class weights weigh: DiceCELoss's
     cross-entropy and focal terms, those it has."""
-    if cfg is None:
-        return 'cross-entropy'
-    loss = _decode_head(_segmentor_cfg(cfg.model)).get('loss_decode', {})
-    losses = loss if isinstance(loss, (list, tuple)) else [loss]
-    weighted = next((item for item in losses
-                     if item.get('class_weight') is not None), {})
+    weighted = _class_weighted_loss(cfg)
     from mmseg_ptx.apis.cli import config_type_name
     if 'type' not in weighted or config_type_name(weighted) != 'DiceCELoss':
         return 'cross-entropy'  # mmseg's CrossEntropyLoss, say
@@ -612,12 +618,7 @@ def _class_weighted_terms(cfg: Optional[Config]) -> str:
 def _configured_class_weight(cfg: Optional[Config]) -> Any:
     """The decode head loss's ``class_weight`` setting as configured: two
     numbers, a statistics JSON path, or None."""
-    if cfg is None:
-        return None
-    loss = _decode_head(_segmentor_cfg(cfg.model)).get('loss_decode', {})
-    losses = loss if isinstance(loss, (list, tuple)) else [loss]
-    return next((item['class_weight'] for item in losses
-                 if item.get('class_weight') is not None), None)
+    return _class_weighted_loss(cfg).get('class_weight')
 
 
 def _loss_class_weight(cfg: Optional[Config]) -> Optional[List[float]]:
