@@ -9,12 +9,13 @@ from mmengine.dist import is_main_process
 from mmengine.runner import Runner
 
 import mmseg_ptx  # noqa: F401  (stack fixes + registration)
-from mmseg_ptx.apis import (UsageError, add_runner_args, format_metrics_table,
-                            has_custom_hook, leave_process_group, load_config,
+from mmseg_ptx.apis import (UsageError, add_runner_args, config_test_pipeline,
+                            format_metrics_table, has_custom_hook,
+                            leave_process_group, load_config,
                             pipeline_difference, pipeline_mismatch,
                             postprocess_mismatch, read_config,
                             reports_usage_errors, require_file,
-                            config_test_pipeline, tta_pipeline_difference)
+                            tta_pipeline_difference)
 from mmseg_ptx.engine.hooks import SWIN_BLOCKS
 from mmseg_ptx.engine.hooks.prediction_writer_hook import \
     check_prediction_folder
@@ -143,8 +144,8 @@ def main() -> None:
         tested = config_test_pipeline(cfg)
         for (path, _), extra_cfg in zip(args.extra_model, extra_cfgs):
             own = config_test_pipeline(extra_cfg)
-            # Wrapped data sets (ConcatDataset, ...) keep their pipelines
-            # inside: nothing to compare.
+            # None: no pipeline to compare (a ConcatDataset whose members
+            # disagree, say).
             difference = (pipeline_difference(tested, own)
                           if tested is not None and own is not None else
                           None)
