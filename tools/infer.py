@@ -32,7 +32,7 @@ from mmseg_ptx.apis import (IMAGE_SUFFIXES, UsageError, add_cfg_options_arg,
                             merge_cfg_options, pipeline_mismatch,
                             postprocess_mismatch, predict_probabilities,
                             read_config, reports_usage_errors,
-                            write_submission)
+                            require_folder, write_submission)
 from mmseg_ptx.datasets import read_image_ids
 from mmseg_ptx.datasets.files import list_files, remove_paths
 from mmseg_ptx.datasets.rle import EMPTY_RLE, rle_encode
@@ -401,8 +401,7 @@ def main() -> int:
     if not paths:
         raise UsageError(f'no image ({", ".join(IMAGE_SUFFIXES)}) under '
                          f'{args.input}')
-    if osp.exists(args.out) and not osp.isdir(args.out):
-        raise UsageError(f'--out {args.out} is a file; give a folder')
+    require_folder(args.out, '--out')
     earlier = earlier_outputs(args.out, args.overwrite)
     refuse_clashes(args.out, [ids[p] for p in paths], args.save_prob)
     check_device(args.device)

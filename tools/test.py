@@ -15,7 +15,7 @@ from mmseg_ptx.apis import (UsageError, add_runner_args, config_test_pipeline,
                             pipeline_difference, pipeline_mismatch,
                             postprocess_mismatch, read_config,
                             reports_usage_errors, require_file,
-                            tta_pipeline_difference)
+                            require_folder, tta_pipeline_difference)
 from mmseg_ptx.engine.hooks import SWIN_BLOCKS
 from mmseg_ptx.engine.hooks.prediction_writer_hook import \
     check_prediction_folder
@@ -104,8 +104,7 @@ def check_arguments(args: argparse.Namespace) -> None:
     for flag, folder in (('--out', args.out), ('--show-dir', args.show_dir)):
         if folder is None:
             continue
-        if osp.exists(folder) and not osp.isdir(folder):
-            raise UsageError(f'{flag} {folder} is a file; give a folder')
+        require_folder(folder, flag)
         try:
             check_prediction_folder(folder)
         except FileExistsError as err:

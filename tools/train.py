@@ -14,7 +14,7 @@ import mmseg_ptx  # noqa: F401  (stack fixes + registration)
 from mmseg.registry import RUNNERS
 from mmseg_ptx.apis import (UsageError, add_runner_args,
                             leave_process_group, load_config,
-                            reports_usage_errors)
+                            reports_usage_errors, require_folder)
 
 
 def parse_args() -> argparse.Namespace:
@@ -141,9 +141,7 @@ def main() -> None:
                              f'got {wrapper.type}')
         else:
             _set_amp_dtype(wrapper, args.amp_dtype or 'float16')
-    if osp.exists(cfg.work_dir) and not osp.isdir(cfg.work_dir):
-        raise UsageError(f'the work dir {cfg.work_dir} is a file; give a '
-                         'folder with --work-dir')
+    require_folder(cfg.work_dir, 'the work dir (--work-dir)')
     cfg.resume = args.resume
     # Once, not from every DDP process (torchrun sets RANK, Slurm
     # SLURM_PROCID).

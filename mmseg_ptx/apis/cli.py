@@ -75,6 +75,21 @@ def require_file(path: str, what: str, urls: bool = False) -> None:
         raise MissingFileError(f'{what} file not found: {path}')
 
 
+def require_folder(path: str, what: str) -> None:
+    """Refuse an output folder that is an existing file (the tool would
+    fail on its first write, after the models loaded).
+
+    Args:
+        path (str): The folder; one not there yet passes.
+        what (str): Its option or name, for the message (``'--out'``).
+
+    Raises:
+        UsageError: Naming the path.
+    """
+    if osp.exists(path) and not osp.isdir(path):
+        raise UsageError(f'{what} {path} is a file; give a folder')
+
+
 def require_replaceable_json(path: str, flag: str,
                              keys: Sequence[str]) -> None:
     """Refuse an output path where writing would destroy a file this tool

@@ -201,3 +201,13 @@ def test_require_replaceable_json(tmp_path):
     for folder in (str(tmp_path), str(tmp_path / 'new') + '/'):
         with pytest.raises(UsageError, match='is a folder'):
             require_replaceable_json(folder, '--out', ('a', ))
+
+
+def test_require_folder(tmp_path):
+    from mmseg_ptx.apis import UsageError, require_folder
+    require_folder(str(tmp_path), '--out')  # a folder
+    require_folder(str(tmp_path / 'new'), '--out')  # made later
+    afile = tmp_path / 'a_file'
+    afile.write_text('mine')
+    with pytest.raises(UsageError, match=f'^--out {afile} is a file'):
+        require_folder(str(afile), '--out')

@@ -659,13 +659,17 @@ def test_output_folders_that_are_files(tmp_path, tool_main):
     afile.write_text('mine')
     ckpt = tmp_path / 'c.pth'
     ckpt.write_bytes(b'')
+    image = tmp_path / 'a.png'
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(image)
     for tool, args, message in (
             ('train', [config, '--work-dir', afile],
-             f'the work dir {afile} is a file'),
+             f'the work dir (--work-dir) {afile} is a file'),
             ('test', [config, ckpt, '--out', afile],
              f'--out {afile} is a file'),
             ('test', [config, ckpt, '--show-dir', afile],
-             f'--show-dir {afile} is a file')):
+             f'--show-dir {afile} is a file'),
+            ('infer', [config, ckpt, image, '--out', afile],
+             f'--out {afile} is a file')):
         status, _, err = tool_main(tool, *args)
         assert (status, err.startswith(f'error: {message}')) == (2, True), err
     assert afile.read_text() == 'mine'
