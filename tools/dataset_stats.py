@@ -17,6 +17,7 @@ import sys
 import mmseg_ptx  # noqa: F401  (registers the plugin, applies stack fixes)
 from mmseg_ptx.apis import reports_usage_errors, require_replaceable_json
 from mmseg_ptx.datasets import compute_dataset_statistics, format_statistics
+from mmseg_ptx.datasets.split import STATS_FILE
 from mmseg_ptx.reporting.json_io import write_json
 
 
@@ -64,7 +65,7 @@ def parse_args():
 @reports_usage_errors
 def main() -> None:
     args = parse_args()
-    out = args.out or osp.join(args.data_root, args.split_dir, 'stats.json')
+    out = args.out or osp.join(args.data_root, args.split_dir, STATS_FILE)
     # Before the pixels are counted (minutes on the Kaggle set): an
     # earlier run's statistics are replaced, any other file is kept.
     require_replaceable_json(out, '--out', ('num_images', 'class_weights'))

@@ -24,7 +24,7 @@ from typing import Dict, List, Sequence
 __all__ = [
     'SplitResult', 'balance_and_split', 'count_split', 'write_split',
     'read_split', 'ids_sha256', 'kept_images_label', 'SPLIT_ORDERS',
-    'SPLIT_FILES'
+    'SPLIT_FILES', 'STATS_FILE'
 ]
 
 #: Accepted values of ``order`` in :func:`balance_and_split`.
@@ -32,6 +32,9 @@ SPLIT_ORDERS = ('balance_first', 'split_first')
 #: Files written by :func:`write_split`, in the order they are written; the
 #: meta file goes last so that its presence means the split is complete.
 SPLIT_FILES = ('train.txt', 'val.txt', 'split_meta.json')
+#: The statistics tools/dataset_stats.py writes beside them by default (the
+#: report looks for it there).
+STATS_FILE = 'stats.json'
 
 
 @dataclass

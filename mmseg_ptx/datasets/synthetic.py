@@ -38,7 +38,7 @@ from pydicom.uid import (ExplicitVRLittleEndian, JPEGBaseline8Bit,
 
 from .files import list_files, remove_paths
 from .rle import EMPTY_RLE, rle_decode, rle_encode
-from .split import SPLIT_FILES
+from .split import SPLIT_FILES, STATS_FILE
 
 __all__ = ['EncodedMasks', 'synthesize_radiograph', 'write_demo_dataset']
 
@@ -530,7 +530,7 @@ def _remove_split_files(split_dir: str) -> None:
     the user's: they stay, named in a warning, and so does the folder."""
     if not osp.isdir(split_dir):
         return
-    remove_paths(split_dir, SPLIT_FILES + ('stats.json', ))
+    remove_paths(split_dir, SPLIT_FILES + (STATS_FILE, ))
     kept = sorted(os.listdir(split_dir))
     if not kept:
         os.rmdir(split_dir)

@@ -305,11 +305,12 @@ def _stats(cfg: Optional[Config], stats_path: Optional[str],
     training split."""
     found = stats_path is None
     if found:
+        from mmseg_ptx.datasets.split import STATS_FILE
         ds = _dataset_cfg(cfg, 'train_dataloader')
         root = ds.get('data_root')
         candidates = [
-            osp.join(root, ds.get('split_dir', 'splits'), 'stats.json'),
-            osp.join(root, 'stats.json')
+            osp.join(root, ds.get('split_dir', 'splits'), STATS_FILE),
+            osp.join(root, STATS_FILE)
         ] if root else []
         stats_path = next((c for c in candidates if osp.isfile(c)), None)
     if not stats_path:
