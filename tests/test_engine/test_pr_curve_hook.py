@@ -1,3 +1,4 @@
+import datetime
 import json
 import os.path as osp
 from types import SimpleNamespace
@@ -5,6 +6,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from conftest import free_port
 from matplotlib.image import imread
 from mmengine.logging import MessageHub
 
@@ -162,6 +166,45 @@ def test_history_is_the_current_runs(tmp_path):
     hook.after_val_epoch(fresh, dict(metrics, dice=0.2))
     assert [(h['epoch'], h['dice']) for h in json.loads(path.read_text())
             ] == [(1, 0.2)]
+
+
+def _resume_on_rank(rank, world_size, port, work_dir):
+    # A short timeout: a rank left waiting for rank 0 fails the test
+    # instead of hanging it.
+    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}',
+                            rank=rank, world_size=world_size,
+                            timeout=datetime.timedelta(seconds=60))
+    try:
+        runner = make_runner(work_dir, evaluated_metric()[0], f'rank{rank}')
+        runner.epoch, runner.iter = 2, 4
+        try:
+            HOOKS.build(dict(type='PRCurveHook', plot=False)).before_train(
+                runner)
+            dist.barrier()
+            outcome = 'resumed'
+        except Exception as err:
+            outcome = f'{type(err).__name__}: {err}'
+        with open(osp.join(work_dir, f'rank{rank}.json'), 'w') as f:
+            json.dump(outcome, f)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.timeout(240, method='thread')
+def test_every_rank_stops_on_an_unreadable_history(tmp_path):
+    """Rank 0 alone reads the history; its error used to leave rank 1
+    waiting in the broadcast after it until the process group timed out.
+    """
+    path = tmp_path / 'metrics_history.json'
+    path.write_text('[{"iter": 2')  # cut short, as by a full disk
+    # spawn, not fork: forked children can deadlock in torch's pool.
+    mp.spawn(_resume_on_rank, args=(2, free_port(), str(tmp_path)), nprocs=2)
+    rank0, rank1 = (json.loads((tmp_path / f'rank{r}.json').read_text())
+                    for r in range(2))
+    assert rank0.startswith(f'ValueError: {path} is not valid JSON'), rank0
+    assert rank1 == (f'RuntimeError: The metrics history {path} could not '
+                     'be read on another process (its error says why); '
+                     'this one stops too')
 
 
 @pytest.mark.usefixtures('own_process_state')

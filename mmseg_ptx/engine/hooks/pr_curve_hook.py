@@ -141,23 +141,39 @@ class PRCurveHook(Hook):
         self._prev_iter = runner.iter
         self._prev_epoch = runner.epoch
         path = self._history_path(runner)
-        missing = False
+        missing, error = False, None
         if is_main_process() and osp.exists(path):
-            keep = self._keep_history_to(runner, path)
-            # An epoch loop's validation is the epoch's (a checkpoint saved
-            # by iteration may resume inside the next epoch).
-            key, step = _loop_step(runner) or ('iter', runner.iter)
-            missing = runner.iter > 0 and _validation_due(runner) and not any(
-                h.get('mode') == 'val' and h.get(key) == step for h in keep)
-            if missing and keep:
-                # The resumed message hub holds the training scalars since
-                # the last record: the validation's record gets them.
-                self._prev_iter = keep[-1]['iter']
-                self._prev_epoch = keep[-1].get('epoch') or 0
-        # Every process validates, or none.
-        flag = [missing]
+            try:
+                missing = self._resume_history(runner, path)
+            except (OSError, ValueError) as err:
+                error = err
+        # Every process validates, or none; every one stops on rank 0's
+        # error (the others would wait for it at the next collective).
+        flag = [missing, None if error is None else str(error)]
         broadcast_object_list(flag)
+        if error is not None:
+            raise error
+        if flag[1] is not None:
+            raise RuntimeError(f'The metrics history {path} could not be '
+                               'read on another process (its error says '
+                               'why); this one stops too')
         self._validate_first = flag[0]
+
+    def _resume_history(self, runner, path: str) -> bool:
+        """Keep the history up to where ``runner`` starts; whether it
+        misses the validation due there (a run stopped in it)."""
+        keep = self._keep_history_to(runner, path)
+        # An epoch loop's validation is the epoch's (a checkpoint saved by
+        # iteration may resume inside the next epoch).
+        key, step = _loop_step(runner) or ('iter', runner.iter)
+        missing = runner.iter > 0 and _validation_due(runner) and not any(
+            h.get('mode') == 'val' and h.get(key) == step for h in keep)
+        if missing and keep:
+            # The resumed message hub holds the training scalars since the
+            # last record: the validation's record gets them.
+            self._prev_iter = keep[-1]['iter']
+            self._prev_epoch = keep[-1].get('epoch') or 0
+        return missing
 
     def before_train_epoch(self, runner) -> None:
         """Validate what a resumed run's history misses (see above).
