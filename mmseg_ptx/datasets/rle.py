@@ -32,14 +32,15 @@ def _parse_numbers(rle: str) -> list[int]:
     """The integers of an RLE string, checked for (start >= 0,
     length > 0) pairs."""
     tokens = rle.split()
-    if len(tokens) % 2:
-        raise ValueError(
-            f'Malformed RLE: {len(tokens)} numbers, expected (start, length) '
-            f'pairs (an even count). RLE starts with {rle[:40]!r}')
+    # Tokens first: 'nan' is a word, not one number too few.
     if tokens and not _INTEGERS.fullmatch(' '.join(tokens)):
         bad = next(t for t in tokens if not _INTEGER.fullmatch(t))
         raise ValueError(f'Malformed RLE: non-integer token {bad[:20]!r}. '
                          f'RLE starts with {rle[:40]!r}')
+    if len(tokens) % 2:
+        raise ValueError(
+            f'Malformed RLE: {len(tokens)} numbers, expected (start, length) '
+            f'pairs (an even count). RLE starts with {rle[:40]!r}')
     numbers = list(map(int, tokens))
     # min/max first (C loops; a CSV has thousands of rows), then the
     # offending value for the message.

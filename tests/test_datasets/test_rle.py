@@ -117,6 +117,9 @@ def test_encode_rejects_non_2d():
     ('1_0 2', 'non-integer'),
     ('+3 +2', 'non-integer'),
     ('\u0661 2', 'non-integer'),
+    # A word of an odd count is named, not counted ('nan' from pandas).
+    ('nan', "non-integer token 'nan'"),
+    ('1 2 x', "non-integer token 'x'"),
     ('-1 2', 'negative start'),
     ('1 0', 'positive'),
     ('1 -3', 'positive'),
