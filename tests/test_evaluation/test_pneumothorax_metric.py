@@ -188,6 +188,11 @@ def test_per_image_competition_rule():
     assert res['dice'] == pytest.approx(4 / 11)
     assert res['iou'] == pytest.approx(2 / 9)
     assert res['num_pos_images'] == 2
+    # Unequal groups: specificity is over the negative images only (the
+    # four above give 1/2 for either group), sensitivity over the positive.
+    _, res = evaluate(samples[:2] + [samples[0]] + samples[2:3])
+    assert res['image_specificity'] == pytest.approx(2 / 3)
+    assert res['image_sensitivity'] == pytest.approx(1.0)
 
 
 def test_ignore_index_pixels_are_excluded():
@@ -209,6 +214,12 @@ def test_ignore_index_pixels_are_excluded():
     _, res_kept = evaluate(kept)
     assert res_ign == res_kept
     assert res_ign['num_pixels'] == base['num_pixels'] - 3 * 2 * 64
+    # The post-processed (_pp) numbers too.
+    postprocess = TripletThresholdPostProcessor(0.5, 1, 0.5)
+    _, res_ign = evaluate(ignored, postprocess=postprocess)
+    _, res_kept = evaluate(kept, postprocess=postprocess)
+    assert res_ign['kaggle_dice_pp'] == res_kept['kaggle_dice_pp']
+    assert res_ign == res_kept
 
 
 def test_more_channels_score_class_1_against_all_others():
