@@ -67,3 +67,16 @@ def test_what_cv2_cannot_resize_exactly_goes_to_mmseg():
         dict(img=np.zeros((64, 64), np.uint8), seg_fields=['gt_seg_map'],
              gt_seg_map=seg8))['gt_seg_map']
     assert aligned.dtype == np.uint8 and aligned.sum() == 25
+
+
+def test_non_square_images_keep_their_orientation():
+    """cv2 takes (width, height): the map must come out as the image,
+    not transposed, and cover the same rectangle."""
+    img = np.zeros((64, 96), np.uint8)
+    seg = np.zeros((64, 96), np.uint8)
+    img[8:40, 16:80], seg[8:40, 16:80] = 255, 1
+    out = TRANSFORMS.build(dict(type='AlignedResize', scale=(48, 32),
+                                keep_ratio=False))(
+        dict(img=img, gt_seg_map=seg, seg_fields=['gt_seg_map']))
+    assert out['img'].shape == out['gt_seg_map'].shape == (32, 48)
+    np.testing.assert_array_equal(out['gt_seg_map'] == 1, out['img'] > 127)
