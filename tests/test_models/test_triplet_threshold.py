@@ -60,6 +60,15 @@ def test_component_removal():
     assert keep(prob).sum() == 409
 
 
+def test_components_touching_at_a_corner_are_one():
+    """8-connectivity, as documented: two 2x2 squares meeting at a corner
+    are one 8-pixel component, kept by min_component_area=5."""
+    prob = np.zeros((8, 8), np.float32)
+    prob[1:3, 1:3] = prob[3:5, 3:5] = 0.9
+    pp = TripletThresholdPostProcessor(0.75, 1, 0.3, min_component_area=5)
+    assert pp(prob).sum() == 8
+
+
 def test_closing_fills_a_gap():
     prob = blob_map(halo=0.05)
     prob[:, 20] = 0.05  # a one-pixel cut through the blob
