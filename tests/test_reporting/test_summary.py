@@ -416,6 +416,8 @@ def test_best_validation_is_the_one_save_best_kept():
     assert _best_metric_rule(cfg) == ('loss', 'greater')  # the config's
     cfg.default_hooks.checkpoint.rule = None  # as mmengine infers it
     assert _best_metric_rule(cfg) == ('loss', 'less')
+    assert _best_validation(val, *_best_metric_rule(cfg)) == (val[1],
+                                                              'loss')
     cfg.default_hooks.checkpoint.rule = ['greater', 'greater']
     assert _best_validation(val, *_best_metric_rule(cfg)) == (val[2],
                                                               'loss')
