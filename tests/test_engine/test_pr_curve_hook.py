@@ -244,24 +244,32 @@ def test_a_runner_without_a_train_loop_is_not_training():
                                      iter=30)) == (3, 30)
 
 
-def test_validation_due_follows_the_loops_dynamic_intervals():
+@pytest.mark.parametrize('milestone,val_begin,expected', [
+    (5, 2, [2, 3, 4, 6, 8, 9]),
+    # An even milestone: after epoch 3 the loop already uses the next
+    # epoch's interval (its _decide_current_val_interval looks at
+    # epoch + 1), so epoch 3 is not validated.
+    (4, 1, [1, 2, 4, 6, 8, 9]),
+])
+def test_validation_due_follows_the_loops_dynamic_intervals(
+        milestone, val_begin, expected):
     """Where a resumed epoch loop stands after N epochs, it validated if
-    its loop would have: every epoch until epoch 5, then every other
-    (dynamic_intervals=[(5, 2)], as mmengine's loop picks it), and at the
-    last epoch."""
+    its loop would have: every epoch until the milestone, then every other
+    (dynamic_intervals=[(milestone, 2)], as mmengine's loop picks it), and
+    at the last epoch."""
     from mmengine.runner import EpochBasedTrainLoop
     from mmengine.runner.utils import calc_dynamic_intervals
 
     from mmseg_ptx.engine.hooks.pr_curve_hook import _validation_due
     loop = EpochBasedTrainLoop.__new__(EpochBasedTrainLoop)
-    loop._max_epochs, loop.val_begin = 9, 2
+    loop._max_epochs, loop.val_begin = 9, val_begin
     loop.dynamic_milestones, loop.dynamic_intervals = calc_dynamic_intervals(
-        1, [(5, 2)])
+        1, [(milestone, 2)])
     runner = SimpleNamespace(_train_loop=loop, _val_loop=object())
     due = []
     for runner.epoch in range(1, 10):
         if _validation_due(runner):
             due.append(runner.epoch)
-    assert due == [2, 3, 4, 6, 8, 9]
+    assert due == expected
     runner._val_loop = None  # no validation configured
     assert not _validation_due(runner)
