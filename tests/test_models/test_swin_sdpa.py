@@ -47,12 +47,12 @@ def randomise(model):
     return model
 
 
-def stock_and_sdpa(window_size=7, **sdpa_options):
+def stock_and_sdpa(window_size=7, qk_scale=None, **sdpa_options):
     """mmseg's Swin with random weights, and SwinTransformerSDPA (with its
     own ``sdpa_options``) holding the same weights."""
-    stock = randomise(SwinTransformer(**tiny_cfg(window_size=window_size)))
-    sdpa = SwinTransformerSDPA(
-        **tiny_cfg(window_size=window_size), **sdpa_options)
+    cfg = tiny_cfg(window_size=window_size, qk_scale=qk_scale)
+    stock = randomise(SwinTransformer(**cfg))
+    sdpa = SwinTransformerSDPA(**cfg, **sdpa_options)
     sdpa.load_state_dict(stock.state_dict(), strict=True)
     return stock, sdpa
 
@@ -169,6 +169,19 @@ def test_outputs_and_gradients_match(size, train, device):
 
     backward_and_compare_gradients(stock, sdpa, out_stock, out_sdpa)
     assert max_diff(x_stock.grad, x_sdpa.grad) < TOL
+
+
+@pytest.mark.parametrize('attn_impl', [
+    'sdpa', pytest.param('flex', marks=needs_flex_attention)])
+def test_a_configured_qk_scale_is_used(attn_impl):
+    """qk_scale other than SDPA's default head_dims ** -0.5."""
+    stock, sdpa = stock_and_sdpa(qk_scale=0.05, attn_impl=attn_impl)
+    stock.eval()
+    sdpa.eval()
+    x = torch.randn(1, 3, 56, 56)
+    with torch.no_grad():
+        for a, b in zip(stock(x), sdpa(x)):
+            assert max_diff(a, b) < TOL
 
 
 def test_window_cache_shared_by_blocks_and_bounded(monkeypatch):
