@@ -1162,6 +1162,11 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         if args.json:  # after every row: a killed run keeps what it measured
             write_json(report, args.json)
 
+    if args.json:
+        # Before the first row too: a run killed in its first (compiling)
+        # variant still leaves its settings and FLOP count.
+        write_json(report, args.json)
+
     for switches in variants(args):
         # The accuracy fix comes with `import mmseg_ptx`: undone for the
         # variants (stock included) that do not ask for it.

@@ -55,14 +55,20 @@
 # the run ends with one table of every row. On an H200 (2026-11-27) the
 # sweep (batches 4 and 16), big_batches (64 and 96), sdpa and profile parts
 # took 7.5 minutes together, the loader part 2.4 minutes with its data;
-# compilation takes minutes more. Pick PARTS to fit the slot.
+# compilation takes minutes more. Pick PARTS to fit the slot, and give
+# DEADLINE (seconds from the start) where the slot is fixed: each part is
+# then bounded by the time left (less 20 s for the closing table), one with
+# under 30 s left is skipped, and a part that did not finish says so with
+# its exit status (124: stopped by its time limit).
 #
 # Usage: bash tools/benchmark_gpu.sh OUT_DIR
 # Environment: PARTS, PYTHON (default python), DEVICE (default cuda; cpu
 # with tiny settings only checks the script), ITERS, WARMUP, IMG,
 # SWEEP_BATCHES, BIG_BATCHES, BATCH, PROFILE_ITERS, LOADER_WORKERS, VAL_ORI,
-# DEMO_NUM, DEMO_SIZE, DEMO_DATA, SWINB_CONFIG, PTX_CONFIG, SDPA_KERNELS,
-# FLEX_OPTIONS, COMPILE_TIMEOUT, COMPILE_MODE (the compile parts'
+# DEMO_NUM, DEMO_SIZE, DEMO_DATA (default: a folder in TMPDIR, so that
+# OUT_DIR holds the results alone), SWINB_CONFIG, PTX_CONFIG, SDPA_KERNELS,
+# FLEX_OPTIONS, DEADLINE, COMPILE_TIMEOUT (a compile part's whole process,
+# imports and model building included), COMPILE_MODE (the compile parts'
 # torch.compile mode, e.g. reduce-overhead: CUDA graphs, against the
 # launch overhead of small batches, with BATCH=4).
 set -euo pipefail
@@ -115,11 +121,15 @@ $PYTHON -c "import mmseg_ptx, mmseg, mmengine" || {
     exit 1
 }
 FAILED=()
-if [ -z "${SWINB_CONFIG:-}" ]; then
+SKIPPED=()
+# The parts on mmseg's own Swin-B config look it up (a second of imports).
+if [ -z "${SWINB_CONFIG:-}" ] \
+        && { want sweep || want ablate || want big_batches || want sdpa \
+             || want compile || want compile_blocks; }; then
     SWINB_CONFIG=$($PYTHON -c "import mmseg, os; print(os.path.join(os.path.dirname(mmseg.__file__), '.mim/configs/swin/swin-base-patch4-window7-in22k-pre_upernet_8xb2-160k_ade20k-512x512.py'))")
 fi
 mkdir -p "$OUT_DIR"
-DEMO_DATA=${DEMO_DATA:-$OUT_DIR/demo_data}
+DEMO_DATA=${DEMO_DATA:-${TMPDIR:-/tmp}/mmseg_ptx_benchmark_data}
 
 SWITCHES=(--backbone-type SwinTransformerSDPA --amp bf16 --bf16-weights
           --fuse-conv-bn --channels-last --fused-adamw --merge-param-groups
@@ -129,21 +139,40 @@ if [ "$DEVICE" = cuda ]; then
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv \
         | tee "$OUT_DIR/gpu.txt"
 fi
-bench() {  # bench NAME CONFIG ARGS...: one tools/benchmark.py run, logged
-    # A failed part is reported and the next one still runs.
-    local name=$1 config=$2
+# [LIMIT=SECONDS] bench NAME CONFIG ARGS...: one tools/benchmark.py run,
+# logged, bounded by LIMIT and by what DEADLINE leaves after 20 s kept for
+# the closing table. A failed part is reported and the next one still runs.
+bench() {
+    local name=$1 config=$2 limit=${LIMIT:-} rest status=0 why python
     shift 2
+    if [ -n "${DEADLINE:-}" ]; then
+        rest=$((DEADLINE - SECONDS - 20))
+        if [ "$rest" -lt 30 ]; then
+            echo "== $name skipped: ${rest}s left before DEADLINE"
+            SKIPPED+=("$name")
+            return
+        fi
+        if [ -z "$limit" ] || [ "$rest" -lt "$limit" ]; then limit=$rest; fi
+    fi
     echo "== $name"
     # An earlier run's rows must not pass for this run's if this one fails
     # before its first.
     rm -f "$OUT_DIR/$name.json"
-    # $PYTHON unquoted: it may carry words ("timeout 200 python").
-    $PYTHON tools/benchmark.py "$config" --device "$DEVICE" \
+    # PYTHON may carry words ("nice python").
+    read -ra python <<<"$PYTHON"
+    if [ -n "$limit" ]; then python=(timeout "$limit" "${python[@]}"); fi
+    "${python[@]}" tools/benchmark.py "$config" --device "$DEVICE" \
         --img-size "$IMG" "$IMG" --iters "$ITERS" --warmup "$WARMUP" \
         --flops --json "$OUT_DIR/$name.json" "$@" 2>&1 \
-        | tee "$OUT_DIR/$name.log" \
-        || { echo "== $name failed" | tee -a "$OUT_DIR/$name.log"
-             FAILED+=("$name"); }
+        | tee "$OUT_DIR/$name.log" || status=${PIPESTATUS[0]}
+    if [ "$status" != 0 ]; then
+        why="exit status $status"
+        if [ "$status" = 124 ]; then
+            why+=": stopped by its ${limit}s limit"
+        fi
+        echo "== $name failed ($why)" | tee -a "$OUT_DIR/$name.log"
+        FAILED+=("$name")
+    fi
 }
 
 if want loader; then
@@ -170,12 +199,12 @@ TWO_CLASSES=(model.decode_head.num_classes=2
              model.auxiliary_head.num_classes=2)
 for part in sweep ablate big_batches; do
     want $part || continue
+    # shellcheck disable=SC2206  # batch lists are meant to split
     case $part in
         sweep) options=(--sweep --batch-size $SWEEP_BATCHES) ;;
         ablate) options=(--ablate --batch-size $SWEEP_BATCHES) ;;
         big_batches) options=(--batch-size $BIG_BATCHES) ;;
     esac
-    # shellcheck disable=SC2086  # batch lists are meant to split
     bench $part "$SWINB_CONFIG" --mode all "${options[@]}" "${SWITCHES[@]}" \
         --cfg-options "${TWO_CLASSES[@]}"
 done
@@ -234,7 +263,7 @@ for part in compile compile_blocks; do
     want $part || continue
     scope=modules
     if [ $part = compile_blocks ]; then scope=blocks; fi
-    PYTHON="timeout $COMPILE_TIMEOUT $PYTHON" bench $part "$SWINB_CONFIG" \
+    LIMIT=$COMPILE_TIMEOUT bench $part "$SWINB_CONFIG" \
         --mode all --batch-size "$BATCH" "${SWITCHES[@]}" \
         "${COMPILE_OPTIONS[@]}" --compile-scope $scope \
         --cfg-options "${TWO_CLASSES[@]}"
@@ -252,7 +281,7 @@ for part in ptx_compile_infer ptx_compile_step ptx_flex_infer ptx_flex_step; do
         read -rd '' -a flex_options <<<"${FLEX_OPTIONS:-}" || true
         cfg_options+=(model.backbone.attn_impl=flex "${flex_options[@]}")
     fi
-    PYTHON="timeout $COMPILE_TIMEOUT $PYTHON" bench $part "$PTX_CONFIG" \
+    LIMIT=$COMPILE_TIMEOUT bench $part "$PTX_CONFIG" \
         "${options[@]}" --batch-size "$BATCH" "${SWITCHES[@]}" \
         "${COMPILE_OPTIONS[@]}" --sync end --cfg-options "${cfg_options[@]}"
 done
@@ -278,6 +307,9 @@ for path in sorted(glob.glob(os.path.join(sys.argv[1], '*.json'))):
               f"{r['batch_size']:>5} {figures}")
 PY
 
+if [ ${#SKIPPED[@]} -gt 0 ]; then
+    echo "parts skipped for want of time before DEADLINE: ${SKIPPED[*]}" >&2
+fi
 if [ ${#FAILED[@]} -gt 0 ]; then
     echo "failed parts: ${FAILED[*]}" >&2
     exit 1

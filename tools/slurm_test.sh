@@ -15,6 +15,8 @@ CPUS_PER_TASK=${CPUS_PER_TASK:-5}
 SRUN_ARGS=${SRUN_ARGS:-""}
 PYTHON=${PYTHON:-python}
 
+# SRUN_ARGS is unquoted: it may hold several options.
+# shellcheck disable=SC2086
 PYTHONPATH="$(dirname "$0")/..":${PYTHONPATH:-} \
 srun -p "$PARTITION" \
     --job-name="$JOB_NAME" \

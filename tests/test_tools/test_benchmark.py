@@ -232,9 +232,11 @@ def test_json_written_after_every_row(tmp_path, monkeypatch):
     real_time_iterations = tool.time_iterations
 
     def look_then_time(*args, **kwargs):
-        # What the file held when this row's timing started.
-        seen.append(len(json.loads(out.read_text())['results'])
-                    if out.exists() else 0)
+        # What the file held when this row's timing started: the settings
+        # before the first row (a part killed while compiling keeps them).
+        report = json.loads(out.read_text())
+        assert report['settings']['device'] == 'cpu'
+        seen.append(len(report['results']))
         return real_time_iterations(*args, **kwargs)
 
     monkeypatch.setattr(tool, 'time_iterations', look_then_time)

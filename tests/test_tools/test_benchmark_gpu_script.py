@@ -1,6 +1,7 @@
 """tools/benchmark_gpu.sh runs every part (CPU dry run, tiny settings)."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +11,9 @@ from conftest import needs_cpu_fused_adamw
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def dry_run_env(**extra) -> dict:
-    """Tiny CPU settings for every part of the script."""
+def dry_run_env(out: Path, **extra) -> dict:
+    """Tiny CPU settings for every part of the script (the loader part's
+    data in ``out``)."""
     return dict(
         os.environ,
         PYTHONPATH=os.pathsep.join(
@@ -35,6 +37,7 @@ def dry_run_env(**extra) -> dict:
         PTX_CONFIG=str(ROOT / 'configs/upernet_swin-nano_ptx-demo-128.py'),
         # Too short to compile: the part must fail without ending the run.
         COMPILE_TIMEOUT='1',
+        DEMO_DATA=str(out / 'data'),
         # One kernel set per sdpa part (the others differ by name only):
         # each is a process that imports torch and mmseg.
         SDPA_KERNELS='math',
@@ -56,7 +59,7 @@ def test_every_part_runs_and_is_summarised(tmp_path):
     out.mkdir()
     (out / 'compile.json').write_text(json.dumps(dict(results=[dict(
         variant='earlier run', mode='step', img_per_s=999.0)])))
-    proc = run_script(out, dry_run_env())
+    proc = run_script(out, dry_run_env(tmp_path))
     assert 'earlier run' not in proc.stdout
     # The compile parts fail (too short a timeout): after every other part
     # and the closing table, the exit status says so.
@@ -98,8 +101,9 @@ def test_every_part_runs_and_is_summarised(tmp_path):
     assert '(sync end)' in proc.stdout  # the closing table tells them apart
     for mode in ('step', 'infer'):
         assert '== profile: ' in (out / f'ptx_profile_{mode}.log').read_text()
-    assert '== compile failed' in proc.stdout
-    assert '== compile_blocks failed' in proc.stdout
+    for part in ('compile', 'compile_blocks'):
+        assert (f'== {part} failed (exit status 124: stopped by its 1s '
+                'limit)') in proc.stdout
     # The closing table holds every row of every part.
     table = proc.stdout[proc.stdout.rindex('part '):]
     rows = sum(
@@ -115,14 +119,15 @@ def test_parts_pick_some(tmp_path):
     out = tmp_path / 'bench'
     # Run from another folder with a relative OUT_DIR: the script finds
     # its repository and puts it on the path itself.
-    env = dry_run_env(PARTS='big_batches')
+    env = dry_run_env(tmp_path, PARTS='big_batches')
     env['PYTHONPATH'] = ''
     proc = subprocess.run(['bash', str(ROOT / 'tools/benchmark_gpu.sh'),
                            'bench'], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert [p.stem for p in out.glob('*.json')] == ['big_batches']
-    proc = run_script(out, dry_run_env(PARTS='big_batches warp_speed'))
+    proc = run_script(out, dry_run_env(tmp_path,
+                                       PARTS='big_batches warp_speed'))
     assert proc.returncode == 2
     assert "unknown part 'warp_speed'" in proc.stderr
 
@@ -130,7 +135,7 @@ def test_parts_pick_some(tmp_path):
 def test_compile_mode_reaches_the_benchmark(tmp_path):
     """COMPILE_MODE is passed to the compile parts as --compile-mode (an
     unknown mode: benchmark.py's own error, then the part fails)."""
-    env = dry_run_env(PARTS='compile', COMPILE_MODE='warp-speed')
+    env = dry_run_env(tmp_path, PARTS='compile', COMPILE_MODE='warp-speed')
     env['COMPILE_TIMEOUT'] = '60'  # time for the imports and the check
     proc = run_script(tmp_path / 'bench', env)
     assert proc.returncode == 1
@@ -150,6 +155,7 @@ def test_ptx_compile_and_flex_parts(tmp_path):
     fail after saying what they ran."""
     out = tmp_path / 'bench'
     env = dry_run_env(
+        tmp_path,
         PARTS='ptx_compile_infer ptx_compile_step ptx_flex_infer '
         'ptx_flex_step',
         TORCH_COMPILE_DISABLE='1',
@@ -182,3 +188,30 @@ def test_ptx_compile_and_flex_parts(tmp_path):
                 "'model.backbone.flex_kernel_options.BLOCK_N': 64}"
                 ) in settings
         assert "sync=['end']" in settings
+
+
+def test_deadline_bounds_and_skips_parts(tmp_path):
+    """DEADLINE: a part gets the time left (less 20 s for the closing
+    table), is stopped there and says so; one with under 30 s left is
+    skipped. A stand-in for tools/benchmark.py that never ends."""
+    python = tmp_path / 'python'
+    python.write_text(
+        '#!/bin/bash\n'
+        'case "$1" in\n'
+        '    tools/benchmark.py) exec sleep 300 ;;\n'
+        '    -c) exit 0 ;;  # the import check\n'
+        f'    *) exec {sys.executable} "$@" ;;  # the closing table\n'
+        'esac\n')
+    python.chmod(0o755)
+    env = dry_run_env(tmp_path, PARTS='ptx_compile_infer ptx_compile_step',
+                      DEADLINE='52')
+    env.update(PYTHON=str(python), COMPILE_TIMEOUT='600')
+    proc = run_script(tmp_path / 'bench', env)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert re.search(r'== ptx_compile_infer failed \(exit status 124: '
+                     r'stopped by its 3[12]s limit\)', proc.stdout)
+    assert re.search(r'== ptx_compile_step skipped: -?\d+s left before '
+                     'DEADLINE', proc.stdout), proc.stdout
+    assert ('parts skipped for want of time before DEADLINE: '
+            'ptx_compile_step') in proc.stderr
+    assert 'failed parts: ptx_compile_infer' in proc.stderr
