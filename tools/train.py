@@ -118,6 +118,58 @@ def require_train_batches(runner: Runner) -> None:
         'smaller train_dataloader.batch_size or use more training images')
 
 
+def check_amp_device(cfg) -> None:
+    """Refuse AMP where mmengine's AmpOptimWrapper cannot run (no CUDA, NPU,
+    MLU or MUSA device): it asserts so only after the model is built.
+
+    Args:
+        cfg (Config): The training config, ``--amp`` applied.
+
+    Raises:
+        UsageError: Naming the wrapper and what to do.
+    """
+    if cfg.optim_wrapper.get('type') != 'AmpOptimWrapper':
+        return
+    from mmengine.device import (is_cuda_available, is_mlu_available,
+                                 is_musa_available, is_npu_available)
+    if not (is_cuda_available() or is_npu_available() or is_mlu_available()
+            or is_musa_available()):
+        raise UsageError(
+            'AMP training (optim_wrapper.type AmpOptimWrapper, from --amp '
+            'or the config) needs a GPU, and none is available; train '
+            'without --amp, or with a config whose optim_wrapper is an '
+            'OptimWrapper')
+
+
+def check_param_schedulers(cfg) -> None:
+    """Refuse a parameter scheduler that ends where it begins or before:
+    mmengine stops on it after building the model, in iterations for a
+    scheduler converted from epochs (a run shortened with
+    ``train_cfg.max_epochs=N param_scheduler.1.end=N`` to N no longer than
+    the warm-up, say).
+
+    Args:
+        cfg (Config): The training config.
+
+    Raises:
+        UsageError: Naming the scheduler, its begin and end, and the fix.
+    """
+    schedulers = cfg.get('param_scheduler') or []
+    if isinstance(schedulers, dict):
+        schedulers = [schedulers]
+    for index, scheduler in enumerate(schedulers):
+        begin, end = scheduler.get('begin', 0), scheduler.get('end')
+        if end is None or end > begin:
+            continue
+        unit = 'epoch' if scheduler.get('by_epoch', True) else 'iteration'
+        raise UsageError(
+            f'param_scheduler.{index} ({scheduler.get("type")}) ends at '
+            f'{unit} {end}, not after its begin at {begin}; a run no longer '
+            'than the warm-up needs a shorter warm-up too: lower the end of '
+            'the scheduler before it and this one\'s begin (--cfg-options '
+            f'param_scheduler.{index}.begin=...)')
+
+
 @reports_usage_errors
 def main() -> None:
     args = parse_args()
@@ -141,6 +193,8 @@ def main() -> None:
                              f'got {wrapper.type}')
         else:
             _set_amp_dtype(wrapper, args.amp_dtype or 'float16')
+    check_amp_device(cfg)
+    check_param_schedulers(cfg)
     require_folder(cfg.work_dir, 'the work dir (--work-dir)')
     cfg.resume = args.resume
     # Once, not from every DDP process (torchrun sets RANK, Slurm

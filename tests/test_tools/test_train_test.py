@@ -651,6 +651,35 @@ def test_launch_scripts_say_their_usage(script):
         assert proc.stderr.startswith(f'usage: tools/{script} ')
 
 
+def test_a_run_no_longer_than_the_warm_up_is_refused(tmp_path, tool_main):
+    """max_epochs and the cosine's end set to the warm-up's length (as
+    training.md's recipe for another length would, with N=1): one line,
+    exit status 2, before the model is built (mmengine stopped later, in
+    iterations)."""
+    config = ROOT / 'configs/upernet_swin-nano_ptx-demo-128.py'
+    status, _, err = tool_main(
+        'train', config, '--work-dir', tmp_path / 'run', '--cfg-options',
+        'train_cfg.max_epochs=1', 'param_scheduler.1.end=1')
+    assert status == 2, err
+    assert err.startswith(
+        'error: param_scheduler.1 (CosineAnnealingLR) ends at epoch 1, not '
+        'after its begin at 1;'), err
+    assert not (tmp_path / 'run').exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='a GPU runs AMP')
+def test_amp_without_a_gpu_is_refused(tmp_path, tool_main):
+    config = ROOT / 'configs/upernet_swin-nano_ptx-demo-128.py'
+    for args in (['--amp'], ['--amp', '--amp-dtype', 'bfloat16']):
+        status, _, err = tool_main('train', config, '--work-dir',
+                                   tmp_path / 'run', *args)
+        assert status == 2, err
+        assert err.startswith('error: AMP training (optim_wrapper.type '
+                              'AmpOptimWrapper, from --amp or the config) '
+                              'needs a GPU'), err
+    assert not (tmp_path / 'run').exists()
+
+
 def test_output_folders_that_are_files(tmp_path, tool_main):
     """A work dir, --out or --show-dir naming a file: one line, exit
     status 2, before anything is built."""
