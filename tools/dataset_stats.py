@@ -32,8 +32,8 @@ def parse_args():
         help='raw DICOM + train-rle.csv, or the PNG re-release')
     parser.add_argument(
         '--split-dir', default='splits',
-        help='split directory relative to DATA_ROOT (read if present, '
-        'written otherwise)')
+        help='split directory, relative to DATA_ROOT or absolute (read if '
+        'present, written otherwise)')
     parser.add_argument(
         '--neg-keep-ratio', type=float, default=0.15,
         help='fraction of negative images kept (1.0: no undersampling)')

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os.path as osp
 from typing import Iterator, List, Tuple
 
 import numpy as np
@@ -230,6 +231,6 @@ def format_statistics(stats: dict) -> str:
         '', f'Split: order={s["split_order"]}, '
         f'neg_keep_ratio={s["neg_keep_ratio"]}, '
         f'val_ratio={s["val_ratio"]}, seed={s["seed"]} '
-        f'({s["data_root"]}/{s["split_dir"]}).'
+        f'({osp.join(s["data_root"], s["split_dir"])}).'
     ]
     return '\n'.join(lines)

@@ -153,6 +153,13 @@ def test_format_statistics(tmp_path):
     assert '41.67:1 (Background:Pneumothorax)' in text
     assert '| pneumothorax | 24 | 2.34% | 21.3333 |' in text
     assert '| **After Balancing - Positive** | 3 |' in text
+    assert text.endswith(f'seed=42 ({tmp_path}/splits).')
+    # An absolute split folder is named as it is.
+    splits = tmp_path.parent / f'{tmp_path.name}_splits'
+    stats = compute_dataset_statistics(
+        str(tmp_path), layout='png', split_dir=str(splits),
+        neg_keep_ratio=1.0, val_ratio=0.0, progress=False)
+    assert format_statistics(stats).endswith(f'seed=42 ({splits}).')
 
 
 def test_format_statistics_names_split_first_counts(tmp_path):
