@@ -151,6 +151,24 @@ def test_tta_model_keeps_mean_of_plain_and_flipped(model):
         assert sample.gt_sem_seg.data.sum() > 0
 
 
+def test_tta_of_a_one_channel_head():
+    """A sigmoid head's views hold probabilities already (mmseg applies
+    the sigmoid): averaged as they are, cut at the head's own threshold."""
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    one_channel = build_tiny_model(size=SIZE)
+    one_channel.decode_head.threshold = 0.3
+    views = []
+    for prob in (0.2, 0.6):
+        view = SegDataSample()
+        view.seg_logits = PixelData(data=torch.full((1, 2, 2), prob))
+        views.append(view)
+    [merged] = SegTTAModelWithLogits(module=one_channel).merge_preds([views])
+    torch.testing.assert_close(merged.seg_logits.data,
+                               torch.full((1, 2, 2), 0.4))
+    assert merged.pred_sem_seg.data.eq(1).all()  # 0.4 > 0.3
+
+
 def test_segmentors_of_wrappers(model):
     other = build_tiny_model(seed=1, size=SIZE)
     ensemble = EnsembleSegmentor(models=[model, other])
