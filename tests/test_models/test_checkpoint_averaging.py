@@ -31,10 +31,10 @@ def test_floating_tensors_are_averaged_and_counters_come_from_the_newest(
         tmp_path):
     nets = [_net(seed) for seed in range(3)]
     # Given out of order (a shell glob sorts epoch_30 before epoch_5): the
-    # newest is found by its iteration, not by its place.
+    # newest, neither first nor last, is found by its iteration.
     files = [_save(tmp_path / f'{i}.pth', net, iteration=it,
                    dataset_meta=dict(classes=('bg', 'ptx')), run=i)
-             for i, (net, it) in enumerate(zip(nets, (300, 100, 200)))]
+             for i, (net, it) in enumerate(zip(nets, (100, 300, 200)))]
     seen = []
     checkpoint = average_checkpoints(files, progress=seen.append)
     assert seen == files
@@ -50,7 +50,7 @@ def test_floating_tensors_are_averaged_and_counters_come_from_the_newest(
                                        rtol=0, atol=0)
     assert state_dict['1.num_batches_tracked'].item() == 300
     meta = checkpoint['meta']
-    assert meta['iter'] == 300 and meta['run'] == 0
+    assert meta['iter'] == 300 and meta['run'] == 1
     assert meta['dataset_meta'] == dict(classes=('bg', 'ptx'))
     assert meta['averaged_from'] == ['0.pth', '1.pth', '2.pth']
 
