@@ -181,6 +181,26 @@ def test_8bit_rescale_uses_stored_range(tmp_path, grey8):
     assert np.abs(img - (grey8 // 2)).max() <= 1
 
 
+def test_8bit_voi_window_applied(tmp_path):
+    """An 8-bit file with a window (a re-export, say) is windowed, not
+    taken as it is."""
+    ramp = np.tile(np.arange(256, dtype=np.uint8), (4, 1))
+    path = make_dicom(tmp_path / 'a.dcm', ramp, WindowCenter=128,
+                      WindowWidth=64)
+    img = read_dicom(path)
+    assert (img[:, :96] == 0).all() and (img[:, 161:] == 255).all()
+    assert np.all(np.diff(img[0].astype(int)) >= 0)
+
+
+def test_signed_8bit_spans_its_range(tmp_path):
+    """PixelRepresentation 1: stored -128..127 becomes 0..255, in order."""
+    stored = (np.arange(256) - 128).astype(np.int8).reshape(4, 64)
+    path = make_dicom(tmp_path / 'a.dcm', stored.view(np.uint8),
+                      PixelRepresentation=1)
+    img = read_dicom(path)
+    np.testing.assert_array_equal(img.ravel(), np.arange(256))
+
+
 def test_jpeg_baseline_close_to_original(tmp_path):
     arr = smooth8()
     path = make_dicom(tmp_path / 'a.dcm', arr, jpeg=True)
