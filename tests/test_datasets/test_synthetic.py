@@ -157,6 +157,10 @@ def test_positive_fraction(tmp_path):
                                layout='png')
     n_pos = sum(m.any() for m in masks.values())
     assert n_pos == 11  # round(50 * 0.22)
+    # Rounded, not cut: 8 * 0.22 = 1.76 gives 2.
+    masks = write_demo_dataset(str(tmp_path / 'eight'), 8, seed=6, size=32,
+                               layout='png')
+    assert sum(m.any() for m in masks.values()) == 2
     masks = write_demo_dataset(str(tmp_path / 'all'), 3, seed=6, size=64,
                                layout='png', positive_fraction=1.0)
     assert all(m.any() for m in masks.values())

@@ -60,6 +60,10 @@ def test_colour_and_float_images_fall_through():
     assert not is_grey_bgr(floats)
     assert not is_grey_bgr(grey_image(1)[..., 0])
     assert is_grey_bgr(grey_image(1))
+    # Every channel compared: blue = green with another red is colour.
+    red = grey_image(1).copy()
+    red[..., 2] //= 2
+    assert not is_grey_bgr(red)
 
 
 @pytest.mark.parametrize('settings', SETTINGS)
