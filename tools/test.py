@@ -10,7 +10,8 @@ from mmengine.runner import Runner
 
 import mmseg_ptx  # noqa: F401  (stack fixes + registration)
 from mmseg_ptx.apis import (UsageError, add_runner_args, config_test_pipeline,
-                            format_metrics_table, has_custom_hook,
+                            config_type_name, format_metrics_table,
+                            has_custom_hook,
                             leave_process_group, load_config,
                             pipeline_difference, pipeline_mismatch,
                             postprocess_mismatch, read_config,
@@ -124,7 +125,7 @@ def main() -> None:
 
     if args.show:
         dataset = cfg.test_dataloader.dataset
-        if (dataset.get('type') == 'SIIMPneumothoraxDataset'
+        if (config_type_name(dataset, '') == 'SIIMPneumothoraxDataset'
                 and dataset.get('layout', 'dicom') == 'dicom'):
             raise UsageError(
                 "--show displays through MMSeg's SegVisualizationHook, "

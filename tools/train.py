@@ -12,7 +12,7 @@ from mmengine.runner import Runner
 
 import mmseg_ptx  # noqa: F401  (stack fixes + registration)
 from mmseg.registry import RUNNERS
-from mmseg_ptx.apis import (UsageError, add_runner_args,
+from mmseg_ptx.apis import (UsageError, add_runner_args, config_type_name,
                             leave_process_group, load_config,
                             reports_usage_errors, require_folder)
 
@@ -128,7 +128,8 @@ def check_amp_device(cfg) -> None:
     Raises:
         UsageError: Naming the wrapper and what to do.
     """
-    if cfg.optim_wrapper.get('type') != 'AmpOptimWrapper':
+    wrapper = config_type_name(cfg.optim_wrapper, 'OptimWrapper')
+    if wrapper != 'AmpOptimWrapper':
         return
     from mmengine.device import (is_cuda_available, is_mlu_available,
                                  is_musa_available, is_npu_available)
@@ -177,7 +178,8 @@ def main() -> None:
 
     if args.amp:
         wrapper = cfg.optim_wrapper
-        if wrapper.type == 'AmpOptimWrapper':
+        kind = config_type_name(wrapper, 'OptimWrapper')
+        if kind == 'AmpOptimWrapper':
             current = wrapper.get('dtype') or 'float16'
             if args.amp_dtype in (None, current):
                 print_log(f'AMP training ({current}) is already enabled in '
@@ -188,9 +190,9 @@ def main() -> None:
                           f"config's AMP dtype {current}.", logger='current',
                           level=logging.WARNING)
                 _set_amp_dtype(wrapper, args.amp_dtype)
-        elif wrapper.type != 'OptimWrapper':
+        elif kind != 'OptimWrapper':
             raise UsageError('--amp needs optim_wrapper.type OptimWrapper, '
-                             f'got {wrapper.type}')
+                             f'got {kind}')
         else:
             _set_amp_dtype(wrapper, args.amp_dtype or 'float16')
     check_amp_device(cfg)

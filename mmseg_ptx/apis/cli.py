@@ -185,17 +185,22 @@ def read_config(path: str) -> Config:
     return Config.fromfile(path)
 
 
-def config_type_name(entry: Mapping) -> str:
+def config_type_name(entry: Mapping, default: Optional[str] = None) -> str:
     """The class name a config entry's ``type`` names.
 
     Args:
         entry (Mapping): A config dict with a ``type``: a registered name,
             scoped (``'mmseg.ChannelsLastHook'``) or not, or the class
             itself (new-style configs).
+        default (str, optional): The name where the entry has no ``type``
+            (the one its builder takes then, e.g. ``'OptimWrapper'``).
+            Defaults to None: a ``KeyError``.
 
     Returns:
         str: The name without its scope (``'ChannelsLastHook'``).
     """
+    if default is not None and 'type' not in entry:
+        return default
     type_ = entry['type']
     return getattr(type_, '__name__', str(type_)).rpartition('.')[2]
 

@@ -21,6 +21,7 @@ import numpy as np
 from mmengine.config import Config
 from mmengine.logging import print_log
 
+from ..apis.cli import config_type_name
 from .figures import plot_detailed_metrics, save_prediction_panel
 from .history import (PROGRESS_UNITS, curve_tag, progress_key,
                       train_head_key)
@@ -283,8 +284,7 @@ def _configured_split_settings(cfg: Optional[Config]) -> dict:
 
     from mmseg_ptx.datasets import SIIMPneumothoraxDataset
     ds = _dataset_cfg(cfg, 'train_dataloader')
-    if ds.get('type') not in ('SIIMPneumothoraxDataset',
-                              SIIMPneumothoraxDataset):
+    if config_type_name(ds, '') != 'SIIMPneumothoraxDataset':
         return {}
     params = inspect.signature(SIIMPneumothoraxDataset).parameters
 
@@ -812,7 +812,7 @@ def _metric_threshold(cfg: Optional[Config]) -> float:
     if isinstance(evaluators, dict):
         evaluators = [evaluators]
     for evaluator in evaluators:
-        if evaluator.get('type') == 'PneumothoraxMetric':
+        if config_type_name(evaluator, '') == 'PneumothoraxMetric':
             return evaluator.get('threshold', 0.5)
     return 0.5
 
@@ -837,7 +837,7 @@ def _val_resize(cfg: Config) -> Optional[Tuple[tuple, bool]]:
     ``Resize``, if it has one with a size."""
     pipeline = _dataset_cfg(cfg, 'val_dataloader').get('pipeline') or []
     for step in pipeline:
-        if isinstance(step, dict) and step.get('type') == 'Resize':
+        if isinstance(step, dict) and config_type_name(step, '') == 'Resize':
             scale = step.get('scale')
             if isinstance(scale, (list, tuple)):
                 return tuple(scale), bool(step.get('keep_ratio'))
@@ -868,7 +868,8 @@ def _backbone_desc(bb: dict) -> str:
         ('window', 'window_size'))]
     given = ', '.join(f'{name} {value}' for name, value in sizes
                       if value is not None)
-    return f'{bb.type} ({given})' if given else bb.type
+    name = config_type_name(bb)
+    return f'{name} ({given})' if given else name
 
 
 def _architecture(cfg: Optional[Config]) -> str:
@@ -876,8 +877,8 @@ def _architecture(cfg: Optional[Config]) -> str:
     the decode head's type; 'Segmentation model' without a config."""
     if cfg is None:
         return 'Segmentation model'
-    head = _decode_head(_segmentor_cfg(cfg.model)).type
-    return 'UPerNet' if head.split('.')[-1] == 'UPerHead' else head
+    head = config_type_name(_decode_head(_segmentor_cfg(cfg.model)))
+    return 'UPerNet' if head == 'UPerHead' else head
 
 
 def _decode_head(model: dict) -> dict:
@@ -921,19 +922,21 @@ def _model_rows(cfg: Optional[Config]) -> List[tuple]:
     if isinstance(aux, (list, tuple)):
         aux = aux[0] if len(aux) == 1 else None
     return [
-        ('Architecture', f'{model.type} + {head.type}'),
+        ('Architecture',
+         f'{config_type_name(model)} + {config_type_name(head)}'),
         ('Backbone', _backbone_desc(bb)),
         ('Decode head channels', head.get('channels')),
         ('Input size', _input_size(size, _val_resize(cfg))),
         ('Number of classes', f'{head.num_classes} (background, '
          'pneumothorax)'),
         ('Loss function', _loss_desc(head.get('loss_decode', {}))),
-    ] + ([(f'Auxiliary head loss ({aux.type})',
+    ] + ([(f'Auxiliary head loss ({config_type_name(aux)})',
            _loss_desc(aux.get('loss_decode', {})))] if aux else []) + [
-        ('Optimizer', f'{opt.type}, lr {opt.lr}, weight decay '
+        ('Optimizer', f'{config_type_name(opt)}, lr {opt.lr}, weight decay '
          f'{opt.get("weight_decay")}'),
         ('Mixed precision', cfg.optim_wrapper.get('dtype', 'fp16')
-         if cfg.optim_wrapper.type == 'AmpOptimWrapper' else 'off (fp32)'),
+         if config_type_name(cfg.optim_wrapper, 'OptimWrapper')
+         == 'AmpOptimWrapper' else 'off (fp32)'),
     ]
 
 
@@ -1012,7 +1015,7 @@ def _render_markdown(cfg, best, train_window, val, split,
         seed = settings.get('seed', train_ds.get('split_seed'))
         lines.append(f'- **Negative undersampling**: keep ratio {keep} '
                      f'({order or "balance_first"}; seed {seed})')
-    if sampler.get('type') == 'ClassBalancedSampler':
+    if config_type_name(sampler, '') == 'ClassBalancedSampler':
         lines.append(f'- **Positive oversampling**: ClassBalancedSampler, '
                      f'weight {sampler.get("pos_weight", 1.5)}x per positive '
                      'image, sharded over the DDP ranks')

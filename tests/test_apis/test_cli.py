@@ -147,6 +147,7 @@ def test_config_type_names_and_custom_hooks():
     for type_ in ('ChannelsLastHook', 'mmseg.ChannelsLastHook',
                   'mmseg_ptx.ChannelsLastHook', ChannelsLastHook):
         assert config_type_name(dict(type=type_)) == 'ChannelsLastHook'
+        assert config_type_name(dict(type=type_), '') == 'ChannelsLastHook'
         cfg = Config(dict(custom_hooks=[dict(type='PRCurveHook'),
                                         dict(type=type_)]))
         assert has_custom_hook(cfg, 'ChannelsLastHook')
@@ -154,6 +155,10 @@ def test_config_type_names_and_custom_hooks():
     assert not has_custom_hook(Config(dict(custom_hooks=None)),
                                'ChannelsLastHook')
     assert not has_custom_hook(Config(), 'ChannelsLastHook')
+    # Without a type: the builder's default, where given.
+    assert config_type_name({}, 'OptimWrapper') == 'OptimWrapper'
+    with pytest.raises(KeyError):
+        config_type_name({})
 
 
 def test_leave_process_group_waits_then_closes(monkeypatch):

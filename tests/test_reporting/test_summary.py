@@ -193,6 +193,11 @@ def test_dice_row_names_the_metric_threshold():
     cfg.val_evaluator.threshold = 0.4
     assert _metric_threshold(cfg) == 0.4
     assert _metric_threshold(None) == 0.5
+    # A scoped name or the class itself (new-style configs) too.
+    from mmseg_ptx.evaluation import PneumothoraxMetric
+    for type_ in ('mmseg.PneumothoraxMetric', PneumothoraxMetric):
+        cfg.val_evaluator.type = type_
+        assert _metric_threshold(cfg) == 0.4
 
 
 def test_training_run_files_after_tests_in_the_same_work_dir(tmp_path):
@@ -547,6 +552,8 @@ def test_rows_say_raw_post_processed_and_the_training_window(tmp_path):
     assert ('| Validation competition Dice, post-processed (per-image '
             'mean, empty = 1) | 0.7000 |') in report
     assert '| Validation Dice, post-processed (pooled) | 0.9100 |' in report
+    assert '| Validation IoU at that epoch (pooled, raw) | 0.8182 |' in report
+    assert '| Validation IoU, post-processed (pooled) | 0.4000 |' in report
     # The training scores recorded with the best validation (epoch 5),
     # not the last ones: compared with it, they are of the same model.
     assert ('| Training Dice at that epoch (mean over epochs 1-5, '

@@ -670,7 +670,10 @@ def test_a_run_no_longer_than_the_warm_up_is_refused(tmp_path, tool_main):
 @pytest.mark.skipif(torch.cuda.is_available(), reason='a GPU runs AMP')
 def test_amp_without_a_gpu_is_refused(tmp_path, tool_main):
     config = ROOT / 'configs/upernet_swin-nano_ptx-demo-128.py'
-    for args in (['--amp'], ['--amp', '--amp-dtype', 'bfloat16']):
+    for args in (['--amp'], ['--amp', '--amp-dtype', 'bfloat16'],
+                 # The config's own, by its scoped name.
+                 ['--cfg-options', 'optim_wrapper.type=mmengine.'
+                  'AmpOptimWrapper', 'optim_wrapper.dtype=bfloat16']):
         status, _, err = tool_main('train', config, '--work-dir',
                                    tmp_path / 'run', *args)
         assert status == 2, err
