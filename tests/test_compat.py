@@ -165,7 +165,8 @@ def test_version():
     assert mmseg_ptx.__version__
 
 
-@pytest.mark.parametrize('ignore_index', [None, 255])
+# 0: an ignore_index that is a class (mmseg allows any value).
+@pytest.mark.parametrize('ignore_index', [None, 255, 0])
 @pytest.mark.parametrize('topk', [1, (1, )])
 def test_top1_accuracy_matches_mmseg(ignore_index, topk):
     from mmseg.models.losses.accuracy import accuracy
@@ -181,6 +182,14 @@ def test_top1_accuracy_matches_mmseg(ignore_index, topk):
     assert got.shape == expected.shape == (1, )
     torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-5)
     assert 10 < got.item() < 60  # ~25 % right by chance, not 0 or 100
+
+
+def test_top1_accuracy_of_an_empty_batch_is_mmsegs():
+    from mmseg.models.losses.accuracy import accuracy
+    pred = torch.zeros(0, 2, 4, 4)
+    target = torch.zeros(0, 4, 4, dtype=torch.long)
+    assert compat.top1_accuracy(pred, target).item() == \
+        accuracy(pred, target).item() == 0
 
 
 def test_top1_accuracy_other_cases_use_mmseg():

@@ -142,6 +142,21 @@ def test_load_config_refuses_variable_overrides(tmp_path):
         load_config(args)
 
 
+def test_load_config_keeps_the_configs_work_dir(tmp_path):
+    """--work-dir wins; without it the config's own, and only without
+    either ./work_dirs/<config name>."""
+    path = tmp_path / 'mine.py'
+    path.write_text("work_dir = 'runs/mine'\nmodel = dict(type='M')\n")
+    args = argparse.Namespace(config=str(path), launcher='none',
+                              local_rank=0, work_dir=None, cfg_options=None)
+    assert load_config(args).work_dir == 'runs/mine'
+    args.work_dir = 'runs/given'
+    assert load_config(args).work_dir == 'runs/given'
+    path.write_text("model = dict(type='M')\n")
+    args.work_dir = None
+    assert load_config(args).work_dir == osp.join('./work_dirs', 'mine')
+
+
 def test_config_type_names_and_custom_hooks():
     from mmseg_ptx.engine.hooks import ChannelsLastHook
     for type_ in ('ChannelsLastHook', 'mmseg.ChannelsLastHook',

@@ -96,6 +96,8 @@ def test_build_postprocessor_defaults_and_overrides():
             pp.bottom_threshold) == (0.75, 125, 0.3)
     pp = build_postprocessor(model.cfg, {'min_area': 10})
     assert pp.min_area == 10 and pp.top_threshold == 0.75
+    # The overrides are not written into the config.
+    assert build_postprocessor(model.cfg).min_area == 125
     plain = build_postprocessor(model.cfg, enabled=False)
     assert (plain.top_threshold, plain.min_area) == (0.5, 0)
     assert build_postprocessor(None).bottom_threshold == 0.5

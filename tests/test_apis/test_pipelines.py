@@ -61,6 +61,9 @@ def test_a_child_that_sets_only_test_pipeline(tmp_path):
                              test_pipeline=cfg.test_pipeline))
     assert config_test_pipeline(model_only)[1]['scale'] == (128, 128)
     assert pipeline_mismatch(model_only) is None
+    # Data loaders without a test_pipeline variable: nothing to compare.
+    cfg.pop('test_pipeline')
+    assert pipeline_mismatch(cfg) is None
 
 
 def test_validation_and_test_pipelines_that_differ(tmp_path):

@@ -96,6 +96,20 @@ def test_compile_blocks_one_by_one():
     assert torch._dynamo.config.recompile_limit >= 4 * 8
 
 
+def test_compiled_with_static_shapes_by_default(monkeypatch):
+    """dynamic=False unless asked: a symbolic batch size would compile
+    every block anew for minutes."""
+    calls = []
+    monkeypatch.setattr(torch.nn.Module, 'compile',
+                        lambda self, **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(torch, 'compile',
+                        lambda fn, **kwargs: calls.append(kwargs) or fn)
+    compile_modules(build_tiny_model(size=64), ['backbone', 'decode_head'],
+                    blocks=['SwinBlock'], backend='eager')
+    assert len(calls) == 9  # 8 blocks and the head
+    assert all(kwargs['dynamic'] is False for kwargs in calls)
+
+
 @needs_recent_dynamo
 def test_allow_recompiles_raises_both_limits_only():
     from mmseg_ptx.engine.hooks import allow_recompiles

@@ -53,3 +53,26 @@ def test_a_failing_report_does_not_fail_the_run(tmp_path, monkeypatch):
     assert len(errors) == 1
     assert 'RuntimeError: the pictures ran out of memory' in errors[0]
     assert f'python tools/summarize.py {tmp_path}' in errors[0]
+
+
+def test_the_hook_passes_its_settings_on_rank_0_only(tmp_path, monkeypatch):
+    from mmseg_ptx.engine.hooks import performance_report_hook
+    calls = []
+    monkeypatch.setattr(performance_report_hook, 'write_performance_summary',
+                        lambda *args, **kwargs: calls.append(kwargs) or 'x')
+    runner = SimpleNamespace(work_dir=str(tmp_path), cfg=None, world_size=3,
+                             model=torch.nn.Linear(1, 1),
+                             logger=MMLogger.get_instance('report_hook_args'))
+    hook = HOOKS.build(dict(type='PerformanceReportHook', images=False,
+                            num_pos=4, num_neg=1, max_images=9))
+    hook.after_train(runner)
+    [kwargs] = calls
+    assert {k: kwargs[k] for k in ('images', 'num_pos', 'num_neg',
+                                   'max_images', 'world_size', 'device')
+            } == dict(images=False, num_pos=4, num_neg=1, max_images=9,
+                      world_size=3, device='cpu')
+    # The other ranks would write the same files at the same time.
+    monkeypatch.setattr(performance_report_hook, 'is_main_process',
+                        lambda: False)
+    hook.after_train(runner)
+    assert len(calls) == 1

@@ -31,6 +31,13 @@ def training_runner(batch_size, ids, resume=True):
                            train_dataloader=Loader(batch_size, ids))
 
 
+def test_train_shape_records_the_world_size(monkeypatch):
+    """A resume on another GPU count is warned about: the shape holds the
+    process count."""
+    monkeypatch.setattr(resume_consistency_hook, 'get_world_size', lambda: 3)
+    assert train_shape(training_runner(2, ['a']))['world_size'] == 3
+
+
 def test_train_shape_and_its_differences():
     shape = train_shape(training_runner(2, ['a', 'b', 'c']))
     assert {k: v for k, v in shape.items() if k != 'train_ids_sha256'} == \
