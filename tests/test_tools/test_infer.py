@@ -120,6 +120,17 @@ def test_infer_stops_when_nothing_predicts(tmp_path, tool_main, capsys):
     assert ('The first 8 images all failed in prediction; stopping'
             in capsys.readouterr().err)
     assert not (tmp_path / 'out' / 'submission.csv').exists()
+    # After one success the same failures are the images': listed, and
+    # the run ends with its submission.
+    cv2.imwrite(str(src / 'a_radiograph.png'), np.zeros((64, 64), np.uint8))
+    status, _, err = tool_main('infer', TINY_CONFIG, ckpt, src, '--out',
+                               tmp_path / 'out2', '--device', 'cpu',
+                               '--batch-size', '1')
+    assert status == 1, err
+    rows = (tmp_path / 'out2' / 'submission.csv').read_text().splitlines()
+    assert [row.split(',')[0] for row in rows] == ['ImageId', 'a_radiograph']
+    errors = (tmp_path / 'out2' / 'errors.txt').read_text().splitlines()
+    assert len(errors) == 10
 
 
 def test_tune_postprocess_writes_json(tmp_path, demo_root, tool_main):
