@@ -268,7 +268,8 @@ def test_tune_postprocess_on_a_natural_split_says_only_the_share(
 def test_tune_postprocess_extra_models(tmp_path, demo_root, tool_main):
     """--extra-model: the counts of the averaged probabilities. A member
     with the same weights averages to the model's own map (the same
-    rows); another one changes the map."""
+    rows); another one changes the map; each member weighs the same (the
+    other model twice is 2:1 against this one, not 1:1 as once)."""
     models = [build_tiny_model(seed) for seed in (0, 1)]
     ckpt, other = (save_tiny_checkpoint(m, tmp_path / f'tiny{i}.pth')
                    for i, m in enumerate(models))
@@ -280,7 +281,9 @@ def test_tune_postprocess_extra_models(tmp_path, demo_root, tool_main):
             '0.48,0.5']
     results = {}
     for name, extra in (('alone', []), ('twin', ['--extra-model', cfg, twin]),
-                        ('other', ['--extra-model', cfg, other])):
+                        ('other', ['--extra-model', cfg, other]),
+                        ('other_twice', ['--extra-model', cfg, other,
+                                         '--extra-model', cfg, other])):
         out = tmp_path / f'{name}.json'
         status, _, err = tool_main('tune_postprocess', *args, '--out', out,
                                    *extra)
@@ -289,6 +292,7 @@ def test_tune_postprocess_extra_models(tmp_path, demo_root, tool_main):
     assert results['twin']['extra_models'] == [[str(cfg), str(twin)]]
     assert results['twin']['results'] == results['alone']['results']
     assert results['other']['results'] != results['alone']['results']
+    assert results['other_twice']['results'] != results['other']['results']
 
 
 def _reject_constant(name):
