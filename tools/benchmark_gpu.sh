@@ -56,10 +56,11 @@
 # sweep (batches 4 and 16), big_batches (64 and 96), sdpa and profile parts
 # took 7.5 minutes together, the loader part 2.4 minutes with its data;
 # compilation takes minutes more. Pick PARTS to fit the slot, and give
-# DEADLINE (seconds from the start) where the slot is fixed: each part is
-# then bounded by the time left (less 20 s for the closing table), one with
-# under 30 s left is skipped, and a part that did not finish says so with
-# its exit status (124: stopped by its time limit).
+# DEADLINE (whole seconds from the start) where the slot is fixed: each
+# part (the loader's data too) is then bounded by the time left (less 20 s
+# for the closing table) and one with under 30 s left is skipped. A part
+# that did not finish says so with its exit status (124: stopped by its
+# time limit); the run's status is 1 where a part failed or was skipped.
 #
 # Usage: bash tools/benchmark_gpu.sh OUT_DIR
 # Environment: PARTS, PYTHON (default python), DEVICE (default cuda; cpu
@@ -106,6 +107,14 @@ LOADER_WORKERS=${LOADER_WORKERS:-12}
 DEMO_NUM=${DEMO_NUM:-240}
 DEMO_SIZE=${DEMO_SIZE:-1024}
 COMPILE_TIMEOUT=${COMPILE_TIMEOUT:-200}
+# Whole seconds: the time left is counted in them (timeout alone would
+# also take "2m").
+for setting in DEADLINE COMPILE_TIMEOUT; do
+    if [ -n "${!setting:-}" ] && ! [[ ${!setting} =~ ^[0-9]+$ ]]; then
+        echo "$setting must be whole seconds, got '${!setting}'" >&2
+        exit 2
+    fi
+done
 # The sdpa parts' kernel sets (math as the fallback where a kernel cannot
 # run, e.g. on a CPU; cuDNN's kernel may not take a bias that needs a
 # gradient in training).
@@ -139,59 +148,76 @@ if [ "$DEVICE" = cuda ]; then
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv \
         | tee "$OUT_DIR/gpu.txt"
 fi
-# [LIMIT=SECONDS] bench NAME CONFIG ARGS...: one tools/benchmark.py run,
-# logged, bounded by LIMIT and by what DEADLINE leaves after 20 s kept for
-# the closing table. A failed part is reported and the next one still runs.
-bench() {
-    local name=$1 config=$2 limit=${LIMIT:-} rest status=0 why python
-    shift 2
-    if [ -n "${DEADLINE:-}" ]; then
-        rest=$((DEADLINE - SECONDS - 20))
-        if [ "$rest" -lt 30 ]; then
-            echo "== $name skipped: ${rest}s left before DEADLINE"
-            SKIPPED+=("$name")
-            return
-        fi
-        if [ -z "$limit" ] || [ "$rest" -lt "$limit" ]; then limit=$rest; fi
+# limit_for NAME [SECONDS]: set PART_LIMIT, the seconds part NAME may run
+# (empty: unbounded): SECONDS, at most what DEADLINE leaves after 20 s
+# kept for the closing table; with under 30 s left, say that NAME is
+# skipped and return 1.
+limit_for() {
+    local name=$1 rest
+    PART_LIMIT=${2:-}
+    [ -n "${DEADLINE:-}" ] || return 0
+    rest=$((DEADLINE - SECONDS - 20))
+    if [ "$rest" -lt 30 ]; then
+        echo "== $name skipped: ${rest}s left before DEADLINE"
+        SKIPPED+=("$name")
+        return 1
     fi
+    if [ -z "$PART_LIMIT" ] || [ "$rest" -lt "$PART_LIMIT" ]; then
+        PART_LIMIT=$rest
+    fi
+}
+# Set RUN: PYTHON's words (it may carry some: "nice python"), under
+# timeout PART_LIMIT where that is set.
+set_run() {
+    read -ra RUN <<<"$PYTHON"
+    if [ -n "$PART_LIMIT" ]; then RUN=(timeout "$PART_LIMIT" "${RUN[@]}"); fi
+}
+# part_failed NAME STATUS: say why part NAME did not finish.
+part_failed() {
+    local why="exit status $2"
+    if [ "$2" = 124 ]; then why+=": stopped by its ${PART_LIMIT}s limit"; fi
+    echo "== $1 failed ($why)" | tee -a "$OUT_DIR/$1.log"
+    FAILED+=("$1")
+}
+# bench_limited SECONDS NAME CONFIG ARGS...: one tools/benchmark.py run,
+# logged, bounded by SECONDS (empty: no bound of its own) and DEADLINE. A
+# failed part is reported and the next one still runs.
+bench_limited() {
+    local name=$2 config=$3 status=0
+    limit_for "$name" "$1" || return 0
+    shift 3
     echo "== $name"
     # An earlier run's rows must not pass for this run's if this one fails
     # before its first.
     rm -f "$OUT_DIR/$name.json"
-    # PYTHON may carry words ("nice python").
-    read -ra python <<<"$PYTHON"
-    if [ -n "$limit" ]; then python=(timeout "$limit" "${python[@]}"); fi
-    "${python[@]}" tools/benchmark.py "$config" --device "$DEVICE" \
+    set_run
+    "${RUN[@]}" tools/benchmark.py "$config" --device "$DEVICE" \
         --img-size "$IMG" "$IMG" --iters "$ITERS" --warmup "$WARMUP" \
         --flops --json "$OUT_DIR/$name.json" "$@" 2>&1 \
         | tee "$OUT_DIR/$name.log" || status=${PIPESTATUS[0]}
-    if [ "$status" != 0 ]; then
-        why="exit status $status"
-        if [ "$status" = 124 ]; then
-            why+=": stopped by its ${limit}s limit"
-        fi
-        echo "== $name failed ($why)" | tee -a "$OUT_DIR/$name.log"
-        FAILED+=("$name")
-    fi
+    if [ "$status" != 0 ]; then part_failed "$name" "$status"; fi
 }
+bench() { bench_limited '' "$@"; }
 
-if want loader; then
+demo_pid=
+if want loader && limit_for demo_data; then
     # The loader part's data, drawn on the CPU while the GPU parts run.
-    $PYTHON tools/make_demo_data.py --out "$DEMO_DATA" --num "$DEMO_NUM" \
-        --seed 0 --size "$DEMO_SIZE" --positive-fraction 0.6 --overwrite \
-        >"$OUT_DIR/demo_data.log" 2>&1 &
+    set_run
+    "${RUN[@]}" tools/make_demo_data.py --out "$DEMO_DATA" \
+        --num "$DEMO_NUM" --seed 0 --size "$DEMO_SIZE" \
+        --positive-fraction 0.6 --overwrite >"$OUT_DIR/demo_data.log" 2>&1 &
     demo_pid=$!
 fi
 
-if want window_tokens; then
+if want window_tokens && limit_for window_tokens; then
     echo "== window_tokens"
-    $PYTHON tools/benchmark_window_tokens.py --device "$DEVICE" \
+    status=0
+    set_run
+    "${RUN[@]}" tools/benchmark_window_tokens.py --device "$DEVICE" \
         --batch-size "$BATCH" --img-size "$IMG" --iters "$ITERS" \
         --warmup "$WARMUP" --json "$OUT_DIR/window_tokens.json" 2>&1 \
-        | tee "$OUT_DIR/window_tokens.log" \
-        || { echo "== window_tokens failed" \
-                 | tee -a "$OUT_DIR/window_tokens.log"
-             FAILED+=(window_tokens); }
+        | tee "$OUT_DIR/window_tokens.log" || status=${PIPESTATUS[0]}
+    if [ "$status" != 0 ]; then part_failed window_tokens "$status"; fi
 fi
 # mmseg's ADE20K config with this project's 2 classes, and its optimizer
 # settings (no weight decay on norms and position tables) as they are.
@@ -224,9 +250,10 @@ if want ptx_sdpa; then
 fi
 
 demo_ok=0
-if want loader && ! wait "$demo_pid"; then
-    echo "== loader parts skipped: make_demo_data.py failed" \
-        "(see $OUT_DIR/demo_data.log)"
+# The data's run is bounded by DEADLINE too: so is this wait.
+if want loader && { [ -z "$demo_pid" ] || ! wait "$demo_pid"; }; then
+    echo "== loader parts skipped: make_demo_data.py failed or did not" \
+        "run (see $OUT_DIR/demo_data.log)"
 elif want loader; then
     demo_ok=1
     for workers in default "$LOADER_WORKERS"; do
@@ -263,7 +290,7 @@ for part in compile compile_blocks; do
     want $part || continue
     scope=modules
     if [ $part = compile_blocks ]; then scope=blocks; fi
-    LIMIT=$COMPILE_TIMEOUT bench $part "$SWINB_CONFIG" \
+    bench_limited "$COMPILE_TIMEOUT" $part "$SWINB_CONFIG" \
         --mode all --batch-size "$BATCH" "${SWITCHES[@]}" \
         "${COMPILE_OPTIONS[@]}" --compile-scope $scope \
         --cfg-options "${TWO_CLASSES[@]}"
@@ -281,7 +308,7 @@ for part in ptx_compile_infer ptx_compile_step ptx_flex_infer ptx_flex_step; do
         read -rd '' -a flex_options <<<"${FLEX_OPTIONS:-}" || true
         cfg_options+=(model.backbone.attn_impl=flex "${flex_options[@]}")
     fi
-    LIMIT=$COMPILE_TIMEOUT bench $part "$PTX_CONFIG" \
+    bench_limited "$COMPILE_TIMEOUT" $part "$PTX_CONFIG" \
         "${options[@]}" --batch-size "$BATCH" "${SWITCHES[@]}" \
         "${COMPILE_OPTIONS[@]}" --sync end --cfg-options "${cfg_options[@]}"
 done
@@ -307,10 +334,13 @@ for path in sorted(glob.glob(os.path.join(sys.argv[1], '*.json'))):
               f"{r['batch_size']:>5} {figures}")
 PY
 
+# Not all that was asked for was measured: status 1.
 if [ ${#SKIPPED[@]} -gt 0 ]; then
     echo "parts skipped for want of time before DEADLINE: ${SKIPPED[*]}" >&2
 fi
 if [ ${#FAILED[@]} -gt 0 ]; then
     echo "failed parts: ${FAILED[*]}" >&2
+fi
+if [ ${#SKIPPED[@]} -gt 0 ] || [ ${#FAILED[@]} -gt 0 ]; then
     exit 1
 fi

@@ -128,8 +128,10 @@ def check_amp_device(cfg) -> None:
     Raises:
         UsageError: Naming the wrapper and what to do.
     """
-    wrapper = config_type_name(cfg.optim_wrapper, 'OptimWrapper')
-    if wrapper != 'AmpOptimWrapper':
+    # No optim_wrapper: mmengine's Runner says what a training config needs.
+    wrapper = cfg.get('optim_wrapper')
+    if wrapper is None or config_type_name(
+            wrapper, 'OptimWrapper') != 'AmpOptimWrapper':
         return
     from mmengine.device import (is_cuda_available, is_mlu_available,
                                  is_musa_available, is_npu_available)

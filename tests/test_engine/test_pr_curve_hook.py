@@ -207,6 +207,20 @@ def test_every_rank_stops_on_an_unreadable_history(tmp_path):
                      'this one stops too')
 
 
+@pytest.mark.parametrize('content,found', [
+    ('{"iter": 2}', 'found dict'),
+    ('[1, 2]', 'found a list holding other values'),
+])
+def test_a_history_of_other_values_is_refused(tmp_path, content, found):
+    (tmp_path / 'metrics_history.json').write_text(content)
+    runner = make_runner(tmp_path, evaluated_metric()[0], f'other_{found}')
+    runner.epoch, runner.iter = 2, 4
+    hook = HOOKS.build(dict(type='PRCurveHook', plot=False))
+    with pytest.raises(ValueError, match='expected a JSON list of metric '
+                       rf'records \(objects\), {found}; move it away'):
+        hook.before_train(runner)
+
+
 @pytest.mark.usefixtures('own_process_state')
 def test_validation_without_training(tmp_path, demo_root):
     """runner.val() alone, with the demo config's hooks: CheckpointHook's

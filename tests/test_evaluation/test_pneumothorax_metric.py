@@ -214,7 +214,9 @@ def test_ignore_index_pixels_are_excluded():
     _, res_kept = evaluate(kept)
     assert res_ign == res_kept
     assert res_ign['num_pixels'] == base['num_pixels'] - 3 * 2 * 64
-    # The post-processed (_pp) numbers too.
+    # The post-processed (_pp) numbers too, where the post-processing does
+    # not empty images (it sees the whole map, ignored pixels included,
+    # as at inference).
     postprocess = TripletThresholdPostProcessor(0.5, 1, 0.5)
     _, res_ign = evaluate(ignored, postprocess=postprocess)
     _, res_kept = evaluate(kept, postprocess=postprocess)

@@ -215,3 +215,26 @@ def test_deadline_bounds_and_skips_parts(tmp_path):
     assert ('parts skipped for want of time before DEADLINE: '
             'ptx_compile_step') in proc.stderr
     assert 'failed parts: ptx_compile_infer' in proc.stderr
+
+
+def test_deadline_skips_the_window_tokens_and_loader_parts(tmp_path):
+    """Parts outside tools/benchmark.py keep to DEADLINE too: the loader's
+    data is not generated and waited for, window_tokens does not run."""
+    env = dry_run_env(tmp_path, PARTS='window_tokens loader', DEADLINE='45')
+    proc = run_script(tmp_path / 'bench', env)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stderr == ('parts skipped for want of time before '
+                           'DEADLINE: demo_data window_tokens\n')
+    assert '== loader parts skipped: make_demo_data.py failed or did not ' \
+        'run' in proc.stdout
+    assert not (tmp_path / 'data').exists()
+
+
+def test_settings_in_whole_seconds(tmp_path):
+    for setting in ('DEADLINE', 'COMPILE_TIMEOUT'):
+        env = dry_run_env(tmp_path, PARTS='sync')
+        env[setting] = '2m'
+        proc = run_script(tmp_path / 'bench', env)
+        assert proc.returncode == 2
+        assert proc.stderr == (f"{setting} must be whole seconds, got "
+                               "'2m'\n")

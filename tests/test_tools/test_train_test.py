@@ -336,6 +336,8 @@ def test_train_amp_flags(monkeypatch, tmp_path, config, argv, expected):
     monkeypatch.setattr(train.Runner, 'from_cfg',
                         lambda cfg: built.append(cfg) or SimpleNamespace(
                             train=lambda: None, train_loop=None))
+    # The wrapper the flags make, on any machine (AMP needs a GPU to run).
+    monkeypatch.setattr(train, 'check_amp_device', lambda cfg: None)
     monkeypatch.setattr(sys, 'argv', ['train.py', config, '--work-dir',
                                       str(tmp_path)] + argv)
     train.main()
@@ -665,6 +667,16 @@ def test_a_run_no_longer_than_the_warm_up_is_refused(tmp_path, tool_main):
         'error: param_scheduler.1 (CosineAnnealingLR) ends at epoch 1, not '
         'after its begin at 1;'), err
     assert not (tmp_path / 'run').exists()
+
+
+def test_a_config_without_optim_wrapper_gets_mmengines_reason(
+        tmp_path, tool_main):
+    config = tmp_path / 'no_optim.py'
+    config.write_text(f"_base_ = '{ROOT}/configs/upernet_swin-nano_ptx-"
+                      "demo-128.py'\noptim_wrapper = None\n")
+    with pytest.raises(ValueError, match='optim_wrapper should be either '
+                       'all None or not None'):
+        tool_main('train', config, '--work-dir', tmp_path / 'run')
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='a GPU runs AMP')

@@ -145,7 +145,7 @@ class PRCurveHook(Hook):
         if is_main_process() and osp.exists(path):
             try:
                 missing = self._resume_history(runner, path)
-            except (OSError, ValueError) as err:
+            except Exception as err:  # noqa: BLE001  (raised again below)
                 error = err
         # Every process validates, or none; every one stops on rank 0's
         # error (the others would wait for it at the next collective).
@@ -249,9 +249,13 @@ class PRCurveHook(Hook):
         except ValueError as err:
             raise ValueError(f'{err}; move it away to start a new '
                              'history') from None
-        if not isinstance(history, list):
+        if not isinstance(history, list) or not all(
+                isinstance(record, dict) for record in history):
+            found = type(history).__name__ if not isinstance(
+                history, list) else 'a list holding other values'
             raise ValueError(f'{path}: expected a JSON list of metric '
-                             f'records, found {type(history).__name__}')
+                             f'records (objects), found {found}; move it '
+                             'away to start a new history')
         return history
 
     @staticmethod

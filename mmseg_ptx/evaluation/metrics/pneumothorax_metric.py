@@ -319,7 +319,10 @@ class PneumothoraxMetric(BaseMetric):
             2e-9 and 1 - 2e-9; float32 probabilities already round to 1
             above a logit of 16.6. Defaults to (-20.0, 20.0).
         ignore_index (int): Ground-truth value excluded from every number.
-            Defaults to 255.
+            The post-processor still sees the whole map, as at inference,
+            where nothing is ignored: its decision to empty an image counts
+            ignored pixels too (as ``tools/tune_postprocess.py``'s search
+            does). Defaults to 255.
         single_channel (str): How to read a 1-channel ``seg_logits``:
             ``'probability'`` (MMSeg's segmentors store the sigmoid) or
             ``'logit'``. Defaults to 'probability'.
