@@ -76,3 +76,13 @@ def test_the_hook_passes_its_settings_on_rank_0_only(tmp_path, monkeypatch):
                         lambda: False)
     hook.after_train(runner)
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize('settings,message', [
+    (dict(num_pos=-1), 'num_pos and num_neg must be >= 0'),
+    (dict(num_neg=-2), 'num_pos and num_neg must be >= 0'),
+    (dict(max_images=0), 'max_images must be None or >= 1'),
+])
+def test_counts_refused_as_summarize_refuses_them(settings, message):
+    with pytest.raises(ValueError, match=message):
+        HOOKS.build(dict(type='PerformanceReportHook', **settings))

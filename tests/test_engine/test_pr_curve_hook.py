@@ -207,6 +207,16 @@ def test_every_rank_stops_on_an_unreadable_history(tmp_path):
                      'this one stops too')
 
 
+def test_settings_refused_before_training(tmp_path):
+    afile = tmp_path / 'a_file'
+    afile.write_text('mine')
+    with pytest.raises(ValueError, match=f'out_dir {afile} is a file'):
+        HOOKS.build(dict(type='PRCurveHook', out_dir=str(afile)))
+    for max_points in (0, -5, 2.5):
+        with pytest.raises(ValueError, match='max_points must be None'):
+            HOOKS.build(dict(type='PRCurveHook', max_points=max_points))
+
+
 @pytest.mark.parametrize('content,found', [
     ('{"iter": 2}', 'found dict'),
     ('[1, 2]', 'found a list holding other values'),

@@ -282,6 +282,14 @@ def test_single_channel_probability_cut_as_the_post_processor_cuts(prob):
     assert res['kaggle_dice_pp'] == 0
 
 
+def test_an_output_dir_that_is_a_file_is_refused_at_once(tmp_path):
+    afile = tmp_path / 'a_file'
+    afile.write_text('mine')
+    with pytest.raises(ValueError, match=f'output_dir {afile} is a file'):
+        PneumothoraxMetric(output_dir=str(afile))
+    PneumothoraxMetric(output_dir=str(tmp_path / 'new'))  # made later
+
+
 def test_bad_inputs_raise_with_the_image_name():
     bad_gt = make_sample(np.full((4, 4), 2), two_channel(np.zeros((4, 4))),
                          name='case_17.png')

@@ -40,6 +40,14 @@ class PerformanceReportHook(Hook):
                  num_pos: int = 5,
                  num_neg: int = 2,
                  max_images: Optional[int] = None) -> None:
+        # As tools/summarize.py's options: a negative count would slice
+        # the cases from the end.
+        if num_pos < 0 or num_neg < 0:
+            raise ValueError('PerformanceReportHook num_pos and num_neg must '
+                             f'be >= 0, got {num_pos} and {num_neg}')
+        if max_images is not None and max_images < 1:
+            raise ValueError('PerformanceReportHook max_images must be None '
+                             f'or >= 1, got {max_images}')
         self.images = images
         self.num_pos = num_pos
         self.num_neg = num_neg

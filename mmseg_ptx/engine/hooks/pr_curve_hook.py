@@ -116,6 +116,15 @@ class PRCurveHook(Hook):
                  out_dir: Optional[str] = None,
                  plot: bool = True,
                  max_points: Optional[int] = 2000) -> None:
+        # Checked now, not after the first epoch of training.
+        if out_dir is not None and osp.exists(out_dir) \
+                and not osp.isdir(out_dir):
+            raise ValueError(f'PRCurveHook out_dir {out_dir} is a file; '
+                             'give a folder')
+        if max_points is not None and (not isinstance(max_points, int)
+                                       or max_points < 1):
+            raise ValueError('PRCurveHook max_points must be None (all) or '
+                             f'a positive integer, got {max_points!r}')
         self.out_dir = out_dir
         self.plot = plot
         self.max_points = max_points

@@ -372,6 +372,11 @@ class PneumothoraxMetric(BaseMetric):
         if single_channel not in ('probability', 'logit'):
             raise ValueError("single_channel must be 'probability' or "
                              f"'logit', got {single_channel!r}")
+        # Now, not after the first validation's predictions.
+        if output_dir is not None and osp.exists(output_dir) \
+                and not osp.isdir(output_dir):
+            raise ValueError(f'output_dir {output_dir} is a file; give a '
+                             'folder')
         if isinstance(postprocess, dict):
             postprocess = MODELS.build(postprocess)
         if postprocess is not None and not callable(postprocess):
