@@ -13,7 +13,7 @@ from mmengine.runner import Runner
 import mmseg_ptx  # noqa: F401  (stack fixes + registration)
 from mmseg.registry import RUNNERS
 from mmseg_ptx.apis import (UsageError, add_runner_args, config_type_name,
-                            leave_process_group, load_config,
+                            has_custom_hook, leave_process_group, load_config,
                             reports_usage_errors, require_folder)
 
 
@@ -118,6 +118,31 @@ def require_train_batches(runner: Runner) -> None:
         'smaller train_dataloader.batch_size or use more training images')
 
 
+def no_report_warning(cfg) -> Optional[str]:
+    """What to say where PerformanceReportHook will find nothing to report
+    on when training ends: it reads the plain keys (``dice``, ``ap``, ...)
+    of a PneumothoraxMetric without a prefix.
+
+    Args:
+        cfg (Config): The training config.
+
+    Returns:
+        str, optional: The warning; None where the report can be written.
+    """
+    if not has_custom_hook(cfg, 'PerformanceReportHook'):
+        return None
+    evaluators = cfg.get('val_evaluator') or []
+    if isinstance(evaluators, dict):
+        evaluators = [evaluators]
+    if any(config_type_name(e, '') == 'PneumothoraxMetric'
+           and not e.get('prefix') for e in evaluators):
+        return None
+    return ('PerformanceReportHook will write no report when training '
+            'ends: it reads the plain keys (dice, ap, ...) of a '
+            'PneumothoraxMetric without a prefix, which val_evaluator does '
+            'not have')
+
+
 def check_amp_device(cfg) -> None:
     """Refuse AMP where mmengine's AmpOptimWrapper cannot run (no CUDA, NPU,
     MLU or MUSA device): it asserts so only after the model is built.
@@ -210,8 +235,9 @@ def main() -> None:
                    nothing_to_resume_warning(cfg.work_dir))
     else:
         warning = earlier_run_warning(cfg.work_dir)
-    if warning and rank == 0:
-        print_log(warning, logger='current', level=logging.WARNING)
+    for message in (warning, no_report_warning(cfg)):
+        if message and rank == 0:
+            print_log(message, logger='current', level=logging.WARNING)
 
     runner = (Runner.from_cfg(cfg)
               if 'runner_type' not in cfg else RUNNERS.build(cfg))

@@ -355,6 +355,23 @@ def test_train_amp_dtype_needs_amp(monkeypatch, capsys):
     assert '--amp-dtype needs --amp' in capsys.readouterr().err
 
 
+def test_train_says_at_once_when_no_report_will_be_written():
+    """A metric prefix (or another metric) leaves PerformanceReportHook
+    nothing to read: said when training starts, not when it ends."""
+    train = load_tool('train')
+    for config in sorted((ROOT / 'configs').glob('*.py')):
+        assert train.no_report_warning(Config.fromfile(config)) is None
+    cfg = Config.fromfile(ROOT / 'configs/upernet_swin-nano_ptx-demo-128.py')
+    for evaluator in (dict(cfg.val_evaluator, prefix='val'),
+                      dict(type='mmseg.IoUMetric')):
+        cfg.val_evaluator = evaluator
+        assert train.no_report_warning(cfg).startswith(
+            'PerformanceReportHook will write no report when training ends')
+    cfg.custom_hooks = [h for h in cfg.custom_hooks
+                        if h['type'] != 'PerformanceReportHook']
+    assert train.no_report_warning(cfg) is None
+
+
 def test_train_says_when_the_work_dir_holds_an_earlier_run(monkeypatch,
                                                            tmp_path):
     """mmengine writes over an earlier run's checkpoints of the same names
