@@ -328,8 +328,13 @@ class SIIMPneumothoraxDataset(BaseSegDataset):
                 f'was made for other data. Choose another split_dir or '
                 f'delete the split files.')
         if not wanted:
+            hint = ('' if which == 'train' else
+                    f' (val_ratio={self.val_ratio}: 0 puts every image in '
+                    'training); set val_ratio > 0, or train without '
+                    'validation (val_dataloader, val_cfg and val_evaluator '
+                    'None)')
             raise ValueError(f'The {which} split in {self.split_dir} is '
-                             f'empty')
+                             f'empty{hint}')
         return [by_id[i] for i in wanted]
 
     def _base_info(self, image_id: str, img_path: str,

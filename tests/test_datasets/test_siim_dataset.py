@@ -191,6 +191,14 @@ def test_split_files_written_then_reused(tmp_path):
     assert (split_dir / 'train.txt').stat().st_mtime_ns == mtime
 
 
+def test_an_empty_validation_split_names_val_ratio(tmp_path):
+    _make_balanced_root(tmp_path)
+    with pytest.raises(ValueError, match=r'The val split in .* is empty '
+                       r'\(val_ratio=0.0: 0 puts every image in training\); '
+                       'set val_ratio > 0, or train without validation'):
+        _build(tmp_path, split='val', val_ratio=0.0).full_init()
+
+
 def test_split_with_other_settings_is_refused(tmp_path):
     _make_balanced_root(tmp_path)
     _build(tmp_path, split='train', neg_keep_ratio=0.5, val_ratio=0.5)
