@@ -11,8 +11,7 @@ from mmengine.runner import Runner
 import mmseg_ptx  # noqa: F401  (stack fixes + registration)
 from mmseg_ptx.apis import (UsageError, add_runner_args, config_test_pipeline,
                             config_type_name, format_metrics_table,
-                            has_custom_hook,
-                            leave_process_group, load_config,
+                            has_custom_hook, leave_process_group, load_config,
                             pipeline_difference, pipeline_mismatch,
                             postprocess_mismatch, read_config,
                             reports_usage_errors, require_file,

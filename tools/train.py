@@ -12,8 +12,9 @@ from mmengine.runner import Runner
 
 import mmseg_ptx  # noqa: F401  (stack fixes + registration)
 from mmseg.registry import RUNNERS
-from mmseg_ptx.apis import (UsageError, add_runner_args, config_type_name,
-                            has_custom_hook, leave_process_group, load_config,
+from mmseg_ptx.apis import (UsageError, add_runner_args, config_entries,
+                            config_type_name, has_custom_hook,
+                            leave_process_group, load_config,
                             reports_usage_errors, require_folder)
 
 
@@ -131,11 +132,9 @@ def no_report_warning(cfg) -> Optional[str]:
     """
     if not has_custom_hook(cfg, 'PerformanceReportHook'):
         return None
-    evaluators = cfg.get('val_evaluator') or []
-    if isinstance(evaluators, dict):
-        evaluators = [evaluators]
     if any(config_type_name(e, '') == 'PneumothoraxMetric'
-           and not e.get('prefix') for e in evaluators):
+           and not e.get('prefix')
+           for e in config_entries(cfg, 'val_evaluator')):
         return None
     return ('PerformanceReportHook will write no report when training '
             'ends: it reads the plain keys (dice, ap, ...) of a '
@@ -182,10 +181,8 @@ def check_param_schedulers(cfg) -> None:
     Raises:
         UsageError: Naming the scheduler, its begin and end, and the fix.
     """
-    schedulers = cfg.get('param_scheduler') or []
-    if isinstance(schedulers, dict):
-        schedulers = [schedulers]
-    for index, scheduler in enumerate(schedulers):
+    for index, scheduler in enumerate(config_entries(cfg,
+                                                     'param_scheduler')):
         begin, end = scheduler.get('begin', 0), scheduler.get('end')
         if end is None or end > begin:
             continue

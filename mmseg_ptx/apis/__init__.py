@@ -1,8 +1,9 @@
 """Helpers shared by the command-line tools in ``tools/``."""
 from .cli import (MissingFileError, UsageError, add_cfg_options_arg,
-                  add_runner_args, check_device, config_type_name,
-                  format_metrics_table, has_custom_hook, leave_process_group,
-                  load_config, merge_cfg_options, read_config,
+                  add_runner_args, check_device, config_entries,
+                  config_type_name, format_metrics_table, has_custom_hook,
+                  leave_process_group, load_config, merge_cfg_options,
+                  read_config,
                   reports_usage_errors, require_file, require_folder,
                   require_replaceable_json)
 from .inference import (IMAGE_SUFFIXES, build_inference_pipeline,
@@ -16,7 +17,7 @@ from .pipelines import (config_test_pipeline, pipeline_difference,
 
 __all__ = [
     'add_cfg_options_arg', 'add_runner_args', 'check_device',
-    'config_type_name',
+    'config_entries', 'config_type_name',
     'format_metrics_table', 'has_custom_hook', 'leave_process_group',
     'load_config',
     'merge_cfg_options', 'read_config', 'reports_usage_errors', 'UsageError',

@@ -205,6 +205,21 @@ def config_type_name(entry: Mapping, default: Optional[str] = None) -> str:
     return getattr(type_, '__name__', str(type_)).rpartition('.')[2]
 
 
+def config_entries(cfg: Optional[Mapping], key: str) -> List[Mapping]:
+    """A config setting that takes one dict or a list of them
+    (``val_evaluator``, ``param_scheduler``), as a list.
+
+    Args:
+        cfg (Mapping, optional): A config; None gives ``[]``.
+        key (str): The setting.
+
+    Returns:
+        list[Mapping]: Its dicts; ``[]`` where it is not set.
+    """
+    entries = (cfg.get(key) if cfg is not None else None) or []
+    return [entries] if isinstance(entries, Mapping) else list(entries)
+
+
 def has_custom_hook(cfg: Config, name: str) -> bool:
     """Whether ``cfg.custom_hooks`` holds a hook of class ``name``.
 

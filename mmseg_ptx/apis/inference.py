@@ -37,7 +37,8 @@ from ..models.segmentors import foreground_probability
 from ..models.utils import cast_for_inference, init_model_strict
 # (the name load_models' argument takes)
 from ..models.utils import fuse_conv_bn as _fuse_conv_bn
-from .cli import config_type_name, has_custom_hook, require_file
+from .cli import (config_entries, config_type_name, has_custom_hook,
+                  require_file)
 from .pipelines import ANNOTATION_LOADERS, config_test_pipeline
 
 __all__ = [
@@ -414,10 +415,7 @@ def evaluator_postprocess(cfg: Config,
     Returns:
         dict, optional: A copy of the evaluator's ``postprocess``.
     """
-    evaluators = cfg.get(key) or {}
-    if isinstance(evaluators, dict):
-        evaluators = [evaluators]
-    for evaluator in evaluators:
+    for evaluator in config_entries(cfg, key):
         pp = evaluator.get('postprocess')
         if isinstance(pp, dict):
             return dict(pp)

@@ -21,7 +21,7 @@ import numpy as np
 from mmengine.config import Config
 from mmengine.logging import print_log
 
-from ..apis.cli import config_type_name
+from ..apis.cli import config_entries, config_type_name
 from .figures import plot_detailed_metrics, save_prediction_panel
 from .history import (PROGRESS_UNITS, curve_tag, progress_key,
                       train_head_key)
@@ -85,7 +85,6 @@ def _history_dir(cfg: Optional[Config], work_dir: str) -> str:
     working directory: where the config's ``work_dir`` is relative too,
     that directory is ``work_dir`` less the config's, so the report finds
     it from any directory."""
-    from mmseg_ptx.apis.cli import config_type_name
     for hook in (cfg.get('custom_hooks') if cfg is not None else None) or []:
         if config_type_name(hook) == 'PRCurveHook' and hook.get('out_dir'):
             out_dir = hook['out_dir']
@@ -607,7 +606,6 @@ def _class_weighted_terms(cfg: Optional[Config]) -> str:
     """The decode head loss's terms its class weights weigh: DiceCELoss's
     cross-entropy and focal terms, those it has."""
     weighted = _class_weighted_loss(cfg)
-    from mmseg_ptx.apis.cli import config_type_name
     if 'type' not in weighted or config_type_name(weighted) != 'DiceCELoss':
         return 'cross-entropy'  # mmseg's CrossEntropyLoss, say
     terms = [name for name, key, default in (
@@ -808,10 +806,7 @@ def _train_window(val: List[dict], record: dict, key: str) -> str:
 
 def _metric_threshold(cfg: Optional[Config]) -> float:
     """The probability threshold of the run's PneumothoraxMetric."""
-    evaluators = (cfg.get('val_evaluator') if cfg else None) or {}
-    if isinstance(evaluators, dict):
-        evaluators = [evaluators]
-    for evaluator in evaluators:
+    for evaluator in config_entries(cfg, 'val_evaluator'):
         if config_type_name(evaluator, '') == 'PneumothoraxMetric':
             return evaluator.get('threshold', 0.5)
     return 0.5
@@ -892,7 +887,6 @@ def _loss_desc(loss: Union[dict, Sequence[dict]]) -> str:
     of weight 0 left out), another loss's type."""
     if not isinstance(loss, dict):
         return ', '.join(_loss_desc(item) for item in loss)
-    from mmseg_ptx.apis.cli import config_type_name
     if 'type' not in loss:
         return 'n/a'
     if config_type_name(loss) != 'DiceCELoss':

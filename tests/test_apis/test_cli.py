@@ -157,6 +157,17 @@ def test_load_config_keeps_the_configs_work_dir(tmp_path):
     assert load_config(args).work_dir == osp.join('./work_dirs', 'mine')
 
 
+def test_config_entries():
+    from mmseg_ptx.apis import config_entries
+    one = dict(type='PneumothoraxMetric')
+    assert config_entries(Config(dict(val_evaluator=one)),
+                          'val_evaluator') == [one]
+    assert config_entries(Config(dict(val_evaluator=[one, one])),
+                          'val_evaluator') == [one, one]
+    assert config_entries(Config(), 'val_evaluator') == []
+    assert config_entries(None, 'val_evaluator') == []
+
+
 def test_config_type_names_and_custom_hooks():
     from mmseg_ptx.engine.hooks import ChannelsLastHook
     for type_ in ('ChannelsLastHook', 'mmseg.ChannelsLastHook',
