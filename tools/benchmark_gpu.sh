@@ -172,30 +172,36 @@ set_run() {
     read -ra RUN <<<"$PYTHON"
     if [ -n "$PART_LIMIT" ]; then RUN=(timeout "$PART_LIMIT" "${RUN[@]}"); fi
 }
-# part_failed NAME STATUS: say why part NAME did not finish.
-part_failed() {
-    local why="exit status $2"
-    if [ "$2" = 124 ]; then why+=": stopped by its ${PART_LIMIT}s limit"; fi
-    echo "== $1 failed ($why)" | tee -a "$OUT_DIR/$1.log"
-    FAILED+=("$1")
+# run_part NAME SCRIPT ARGS...: PYTHON SCRIPT ARGS... bounded by
+# PART_LIMIT, logged to NAME.log; a failure is said with its exit status.
+run_part() {
+    local name=$1 status=0 why
+    shift
+    set_run
+    "${RUN[@]}" "$@" 2>&1 | tee "$OUT_DIR/$name.log" \
+        || status=${PIPESTATUS[0]}
+    if [ "$status" = 0 ]; then return 0; fi
+    why="exit status $status"
+    if [ "$status" = 124 ]; then
+        why+=": stopped by its ${PART_LIMIT}s limit"
+    fi
+    echo "== $name failed ($why)" | tee -a "$OUT_DIR/$name.log"
+    FAILED+=("$name")
 }
 # bench_limited SECONDS NAME CONFIG ARGS...: one tools/benchmark.py run,
 # logged, bounded by SECONDS (empty: no bound of its own) and DEADLINE. A
 # failed part is reported and the next one still runs.
 bench_limited() {
-    local name=$2 config=$3 status=0
+    local name=$2 config=$3
     limit_for "$name" "$1" || return 0
     shift 3
     echo "== $name"
     # An earlier run's rows must not pass for this run's if this one fails
     # before its first.
     rm -f "$OUT_DIR/$name.json"
-    set_run
-    "${RUN[@]}" tools/benchmark.py "$config" --device "$DEVICE" \
+    run_part "$name" tools/benchmark.py "$config" --device "$DEVICE" \
         --img-size "$IMG" "$IMG" --iters "$ITERS" --warmup "$WARMUP" \
-        --flops --json "$OUT_DIR/$name.json" "$@" 2>&1 \
-        | tee "$OUT_DIR/$name.log" || status=${PIPESTATUS[0]}
-    if [ "$status" != 0 ]; then part_failed "$name" "$status"; fi
+        --flops --json "$OUT_DIR/$name.json" "$@"
 }
 bench() { bench_limited '' "$@"; }
 
@@ -211,13 +217,10 @@ fi
 
 if want window_tokens && limit_for window_tokens; then
     echo "== window_tokens"
-    status=0
-    set_run
-    "${RUN[@]}" tools/benchmark_window_tokens.py --device "$DEVICE" \
-        --batch-size "$BATCH" --img-size "$IMG" --iters "$ITERS" \
-        --warmup "$WARMUP" --json "$OUT_DIR/window_tokens.json" 2>&1 \
-        | tee "$OUT_DIR/window_tokens.log" || status=${PIPESTATUS[0]}
-    if [ "$status" != 0 ]; then part_failed window_tokens "$status"; fi
+    run_part window_tokens tools/benchmark_window_tokens.py \
+        --device "$DEVICE" --batch-size "$BATCH" --img-size "$IMG" \
+        --iters "$ITERS" --warmup "$WARMUP" \
+        --json "$OUT_DIR/window_tokens.json"
 fi
 # mmseg's ADE20K config with this project's 2 classes, and its optimizer
 # settings (no weight decay on norms and position tables) as they are.
