@@ -461,7 +461,7 @@ def test_infer_bfloat16_weights(tmp_path, demo_root, tool_main):
     (expected, ) = predict_probabilities([model], [img])
     assert expected.dtype == np.float32 and prob.shape == expected.shape
     # The softmax's slope is at most 1/4: a logit error e (about 0.1 at
-    # most in tests/test_models/test_inference_dtype.py) moves the
+    # most in tests/test_models/test_utils/test_inference_dtype.py) moves the
     # probability by at most e / 2, plus float16's 5e-4 in the saved map.
     diff = np.abs(prob - expected).max()
     assert diff <= 0.06
