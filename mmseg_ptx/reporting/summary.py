@@ -884,13 +884,16 @@ def _decode_head(model: dict) -> dict:
 
 def _loss_desc(loss: Union[dict, Sequence[dict]]) -> str:
     """A head's loss in words: DiceCELoss's terms with their weights (those
-    of weight 0 left out), another loss's type."""
+    of weight 0 left out), another loss's type; a ``loss_weight`` other
+    than 1 as a factor in front."""
     if not isinstance(loss, dict):
         return ', '.join(_loss_desc(item) for item in loss)
     if 'type' not in loss:
         return 'n/a'
+    factor = loss.get('loss_weight', 1.0)
     if config_type_name(loss) != 'DiceCELoss':
-        return config_type_name(loss)
+        return (config_type_name(loss) if factor == 1 else
+                f'{factor} x {config_type_name(loss)}')
     # The class weights weigh the CE and the focal term's pixels.
     weighted = loss.get('class_weight') is not None
     per_image = (', one per image' if loss.get('dice_mode') == 'image'
@@ -901,8 +904,10 @@ def _loss_desc(loss: Union[dict, Sequence[dict]]) -> str:
              (loss.get('dice_weight', 0.5), f'soft Dice{per_image}'),
              (loss.get('focal_weight', 0.0),
               f'focal (gamma {gamma}{", class-weighted" * weighted})')]
-    return 'DiceCELoss: ' + ' + '.join(
+    summed = ' + '.join(
         f'{weight} x {term}' for weight, term in terms if weight)
+    return 'DiceCELoss: ' + (summed if factor == 1 else
+                             f'{factor} x ({summed})')
 
 
 def _model_rows(cfg: Optional[Config]) -> List[tuple]:

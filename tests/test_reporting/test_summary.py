@@ -21,6 +21,10 @@ from mmseg_ptx.reporting.summary import _model_rows
      'DiceCELoss: 0.5 x CE (class-weighted) + 0.5 x soft Dice + 0.5 x focal '
      '(gamma 2.0, class-weighted)'),
     (dict(type='CrossEntropyLoss'), 'CrossEntropyLoss'),
+    # MMSeg's factor on a whole loss.
+    (dict(type='DiceCELoss', loss_weight=0.4),
+     'DiceCELoss: 0.4 x (0.5 x CE + 0.5 x soft Dice)'),
+    (dict(type='CrossEntropyLoss', loss_weight=0.4), '0.4 x CrossEntropyLoss'),
     ([dict(type='CrossEntropyLoss'), dict(type='DiceLoss')],
      'CrossEntropyLoss, DiceLoss'),
 ])

@@ -85,7 +85,8 @@ def load_class_weight(
 
 @MODELS.register_module()
 class DiceCELoss(nn.Module):
-    """``ce_weight * CE + dice_weight * (1 - soft Dice) + focal_weight * FL``.
+    """``loss_weight * (ce_weight * CE + dice_weight * (1 - soft Dice) +
+    focal_weight * FL)``.
 
     The reference run's loss: 0.5 * class-weighted cross-entropy + 0.5 *
     soft Dice on the foreground probability, with an optional focal term.
@@ -170,6 +171,15 @@ class DiceCELoss(nn.Module):
         loss_name (str): Name of the loss in the log; must start with
             ``'loss_'`` so that MMSeg adds it to the total loss.
             Defaults to ``'loss_dice_ce'``.
+        loss_weight (float): Factor on the whole loss (and on the per-pixel
+            terms), as in MMSeg's losses: 0.4 for UPerNet's auxiliary head,
+            say. Defaults to 1.0.
+        use_sigmoid (bool, optional): The head layout, as MMSeg's losses
+            name it, checked at each call: True for a 1-channel (sigmoid)
+            head, False for a 2-channel (softmax) head; None takes either.
+            A stock config's ``use_sigmoid`` merged into this loss thus
+            fails loudly where it does not match the head. Defaults to
+            None.
     """
 
     def __init__(self,
@@ -182,9 +192,12 @@ class DiceCELoss(nn.Module):
                  focal_gamma: float = 2.0,
                  ignore_index: int = 255,
                  avg_non_ignore: bool = True,
-                 loss_name: str = 'loss_dice_ce') -> None:
+                 loss_name: str = 'loss_dice_ce',
+                 loss_weight: float = 1.0,
+                 use_sigmoid: Optional[bool] = None) -> None:
         super().__init__()
         for name, value in (('ce_weight', ce_weight),
+                            ('loss_weight', loss_weight),
                             ('dice_weight', dice_weight),
                             ('focal_weight', focal_weight),
                             ('smooth', smooth),
@@ -193,6 +206,10 @@ class DiceCELoss(nn.Module):
                     or not math.isfinite(value) or value < 0):
                 raise ValueError(
                     f'{name} must be a finite number >= 0, got {value!r}')
+        if use_sigmoid not in (None, True, False):
+            raise ValueError(
+                f'use_sigmoid must be True, False or None, got '
+                f'{use_sigmoid!r}')
         if ce_weight == dice_weight == focal_weight == 0:
             raise ValueError('ce_weight, dice_weight and focal_weight are '
                              'all 0: the loss would be constant.')
@@ -214,6 +231,8 @@ class DiceCELoss(nn.Module):
         self.ignore_index = ignore_index
         self.avg_non_ignore = avg_non_ignore
         self._loss_name = loss_name
+        self.loss_weight = float(loss_weight)
+        self.use_sigmoid = use_sigmoid
         self._label_checks = AsyncReadback()
 
     def forward(self,
@@ -259,6 +278,13 @@ class DiceCELoss(nn.Module):
                 'DiceCELoss is for binary segmentation: seg_logits must be '
                 '(N, 2, ...) for a softmax head or (N, 1, ...) for a sigmoid '
                 f'head, got shape {tuple(seg_logits.shape)}')
+        if self.use_sigmoid is not None and (
+                num_channels == 1) != self.use_sigmoid:
+            raise ValueError(
+                f'DiceCELoss has use_sigmoid={self.use_sigmoid}, which is '
+                f'for a {"1" if self.use_sigmoid else "2"}-channel head, but '
+                f'the head gives {num_channels} channel(s): set use_sigmoid='
+                f'{num_channels == 1} or leave it out (None takes either)')
         expected = seg_logits.shape[:1] + seg_logits.shape[2:]
         if seg_label.shape != expected:
             raise ValueError(
@@ -319,8 +345,8 @@ class DiceCELoss(nn.Module):
                     self.focal_gamma)
                 focal = class_pixel_weight * modulator * nll
             if reduction_override == 'none':
-                return self.ce_weight * ce + (
-                    0 if focal is None else self.focal_weight * focal)
+                return self.loss_weight * (self.ce_weight * ce + (
+                    0 if focal is None else self.focal_weight * focal))
             if self.avg_non_ignore:
                 denominator = class_pixel_weight.sum()
             else:
@@ -335,7 +361,7 @@ class DiceCELoss(nn.Module):
         if self.dice_weight > 0:
             loss = loss + self.dice_weight * self._dice_loss(
                 fg_prob, (target == 1).float(), pixel_weight)
-        return loss
+        return self.loss_weight * loss
 
     def _check_labels(self, seg_label: Tensor, invalid: Tensor,
                       ignore_index: int) -> None:

@@ -542,10 +542,49 @@ def test_build_via_registry_and_name():
     (dict(ce_weight=0, dice_weight=0), 'all 0'),
     (dict(class_weight=[1.0]), 'class_weight'),
     (dict(class_weight=[1.0, -2.0]), 'class_weight'),
+    (dict(loss_weight=-0.4), 'loss_weight'),
+    (dict(loss_weight=float('inf')), 'loss_weight'),
+    (dict(use_sigmoid='yes'), 'use_sigmoid'),
 ])
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         DiceCELoss(**kwargs)
+
+
+@pytest.mark.parametrize('channels', [2, 1])
+def test_loss_weight_scales_the_loss_terms_and_gradient(channels):
+    logits, label = make_batch(channels=channels)
+    kwargs = dict(class_weight=CLASS_WEIGHT, focal_weight=0.3)
+    plain, weighted = DiceCELoss(**kwargs), DiceCELoss(loss_weight=0.4,
+                                                       **kwargs)
+    grads = []
+    for loss_fn in (plain, weighted):
+        x = logits.clone().requires_grad_()
+        loss_fn(x, label).backward()
+        grads.append(x.grad)
+    assert torch.allclose(weighted(logits, label),
+                          0.4 * plain(logits, label))
+    assert torch.allclose(grads[1], 0.4 * grads[0])
+    assert torch.allclose(
+        weighted(logits, label, reduction_override='none'),
+        0.4 * plain(logits, label, reduction_override='none'))
+
+
+def test_use_sigmoid_is_checked_against_the_head():
+    # A stock config's keys (its CrossEntropyLoss's use_sigmoid and
+    # loss_weight, say) merged into DiceCELoss build and are honoured.
+    merged = MODELS.build(dict(type='DiceCELoss', use_sigmoid=False,
+                               loss_weight=0.4))
+    softmax, label = make_batch(channels=2)
+    sigmoid, _ = make_batch(channels=1)
+    assert torch.allclose(merged(softmax, label),
+                          0.4 * DiceCELoss()(softmax, label))
+    with pytest.raises(ValueError, match='use_sigmoid=False.*1 channel'):
+        merged(sigmoid, label)
+    with pytest.raises(ValueError, match='use_sigmoid=True.*2 channel'):
+        DiceCELoss(use_sigmoid=True)(softmax, label)
+    assert torch.equal(DiceCELoss(use_sigmoid=True)(sigmoid, label),
+                       DiceCELoss()(sigmoid, label))
 
 
 def test_bad_shapes():
