@@ -166,6 +166,17 @@ def main() -> None:
         if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
             raise UsageError('--tta needs tta_model and tta_pipeline in '
                              f'the config {args.config}')
+        if config_type_name(cfg.tta_model, '') == 'SegTTAModel':
+            # MMSeg 1.2.2's SegTTAModel averages the views into
+            # pred_sem_seg only: the seg_logits it returns, which
+            # PneumothoraxMetric's AP, curves and thresholds and
+            # PRCurveHook read, are the last view's.
+            cfg.tta_model.type = 'SegTTAModelWithLogits'
+            notes.append(
+                "tta_model is MMSeg's SegTTAModel, whose seg_logits (the "
+                "scores PneumothoraxMetric and the PR curves read) are the "
+                "last view's alone: testing with SegTTAModelWithLogits, "
+                'which averages them (the same masks for a 2-channel head)')
         difference = tta_pipeline_difference(cfg)
         if difference:
             notes.append(

@@ -657,6 +657,29 @@ def test_test_warns_of_pipelines_that_disagree(monkeypatch, capsys,
     assert built[-1].model.type == 'SegTTAModelWithLogits'
 
 
+@pytest.mark.parametrize('tta_type, replaced', [
+    ('SegTTAModel', True), ('mmseg.SegTTAModel', True),
+    ('SegTTAModelWithLogits', False)])
+def test_test_tta_scores_the_averaged_views(monkeypatch, capsys, tmp_path,
+                                            tta_type, replaced):
+    """MMSeg's SegTTAModel (what mmseg's default_runtime.py names) leaves
+    the last view's scores in seg_logits: --tta tests with
+    SegTTAModelWithLogits instead, and says so."""
+    test_tool, built, ckpt = stopped_test_py(monkeypatch, tmp_path)
+    config = tmp_path / 'stock_tta.py'
+    config.write_text(
+        f"_base_ = ['{ROOT / 'configs/upernet_swin-nano_ptx-demo-128.py'}']\n"
+        f"tta_model = dict(_delete_=True, type='{tta_type}')\n")
+    monkeypatch.setattr(sys, 'argv', [
+        'test.py', str(config), str(ckpt), '--work-dir', str(tmp_path),
+        '--tta'])
+    assert test_tool.main() is None
+    err = capsys.readouterr().err
+    assert built[-1].model.type == ('SegTTAModelWithLogits' if replaced
+                                    else tta_type)
+    assert ("tta_model is MMSeg's SegTTAModel" in err) == replaced, err
+
+
 @pytest.mark.parametrize('script', ['dist_train.sh', 'dist_test.sh',
                                     'slurm_train.sh', 'slurm_test.sh'])
 def test_launch_scripts_say_their_usage(script):
