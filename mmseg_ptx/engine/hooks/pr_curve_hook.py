@@ -12,7 +12,9 @@ from typing import Any, Dict, List, Optional, Tuple
 from mmengine.dist import broadcast_object_list, is_main_process
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
 from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
+from mmseg.models.segmentors import SegTTAModel
 
 from mmseg.registry import HOOKS
 from mmseg_ptx.evaluation.metrics import PneumothoraxMetric, PRCurve
@@ -372,6 +374,26 @@ class PRCurveHook(Hook):
                           curve_tag(epoch, iteration), latest=training)
         if training:
             self._append_history(runner, metrics)
+
+    def before_test(self, runner) -> None:
+        """Warn where MMSeg's ``SegTTAModel`` tests (MMSeg's
+        ``tools/test.py --tta`` with its ``default_runtime.py``): the
+        scores it returns, which the curve is drawn from, are the last
+        view's alone.
+
+        Args:
+            runner (Runner): The runner.
+        """
+        model = runner.model
+        if is_model_wrapper(model):
+            model = model.module
+        if type(model) is SegTTAModel and is_main_process():
+            print_log(
+                "PRCurveHook: the model is MMSeg's SegTTAModel, whose "
+                "seg_logits are the last augmented view's: the test curve "
+                'and the PneumothoraxMetric scores are that view\'s, not the '
+                "TTA's; use tta_model=dict(type='SegTTAModelWithLogits')",
+                logger='current', level=logging.WARNING)
 
     def after_test_epoch(self,
                          runner,

@@ -119,6 +119,28 @@ def test_hook_after_test_and_nan_metrics(tmp_path):
     assert osp.exists(tmp_path / 'o' / 'pr_curves' / 'val.json')
 
 
+@pytest.mark.parametrize('tta, warned', [
+    ('SegTTAModel', True), ('SegTTAModelWithLogits', False)])
+def test_a_tta_model_scoring_one_view_is_named(monkeypatch, tta, warned):
+    from mmseg.registry import MODELS
+    from mmseg_ptx.engine.hooks import pr_curve_hook
+    logged = []
+    monkeypatch.setattr(pr_curve_hook, 'print_log',
+                        lambda msg, **kwargs: logged.append(msg))
+
+    class Segmentor(torch.nn.Module):
+
+        def test_step(self, data):
+            return data
+
+    model = MODELS.build(dict(type=tta, module=Segmentor()))
+    hook = HOOKS.build(dict(type='PRCurveHook'))
+    hook.before_test(SimpleNamespace(model=model))
+    assert bool(logged) == warned, logged
+    if warned:
+        assert "tta_model=dict(type='SegTTAModelWithLogits')" in logged[0]
+
+
 def test_history_is_the_current_runs(tmp_path):
     """A resumed run keeps the records up to where it starts and averages
     its first record over its own iterations; a new run in a used work dir
