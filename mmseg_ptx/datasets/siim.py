@@ -337,6 +337,19 @@ class SIIMPneumothoraxDataset(BaseSegDataset):
                              f'empty{hint}')
         return [by_id[i] for i in wanted]
 
+    def get_cat_ids(self, idx: int) -> List[int]:
+        """The classes image ``idx`` shows, which mmengine's
+        ``ClassBalancedDataset`` repeats rare ones by.
+
+        Args:
+            idx (int): The index in the data set.
+
+        Returns:
+            list[int]: ``[0, 1]`` with pneumothorax, ``[0]`` without
+            (every radiograph has background).
+        """
+        return [0, 1] if self.get_data_info(idx)['has_pneumothorax'] else [0]
+
     def _base_info(self, image_id: str, img_path: str,
                    has_pneumothorax: bool) -> dict:
         return dict(

@@ -276,6 +276,22 @@ def test_hand_made_split_where_the_settings_give_none(tmp_path):
     assert not (split_dir / 'split_meta.json').exists()
 
 
+def test_class_balanced_dataset_repeats_the_positives(tmp_path):
+    # mmengine's own class balancing, through get_cat_ids.
+    from mmengine.dataset import ClassBalancedDataset
+    make_dicom_root(tmp_path, ROWS + [('1.2.3.22', '-1')])
+    ds = _build(tmp_path)
+    assert [ds.get_cat_ids(i) for i in range(len(ds))] == [
+        [0, 1] if ds.get_data_info(i)['has_pneumothorax'] else [0]
+        for i in range(len(ds))]
+    # Positives in 2 of 5 images: repeated ceil(sqrt(0.8 / 0.4)) = 2 times.
+    balanced = ClassBalancedDataset(ds, oversample_thr=0.8)
+    ids = [balanced.get_data_info(i)['image_id']
+           for i in range(len(balanced))]
+    assert sorted(ids) == sorted([POS1, POS1, POS2, POS2, NEG1, NEG2,
+                                  '1.2.3.22'])
+
+
 def test_indices_and_lazy_init(tmp_path):
     make_dicom_root(tmp_path, ROWS)
     ds = _build(tmp_path, lazy_init=True)

@@ -497,7 +497,10 @@ class PneumothoraxMetric(BaseMetric):
             if seg_logits.dim() != 3 or gt.shape != seg_logits.shape[1:]:
                 raise ValueError(
                     f'{name}: seg_logits shape {tuple(seg_logits.shape)} '
-                    f'does not match gt_sem_seg {tuple(gt.shape)}')
+                    f'does not match gt_sem_seg {tuple(gt.shape)}: the '
+                    'predictions come back at the original size, so the '
+                    'val/test pipeline must load the labels after its '
+                    'Resize (as this repository\'s configs do)')
             valid, gt_pos, invalid = _label_masks(gt, self.ignore_index)
             logit, prob, outside = self._score_logit(seg_logits)
             nan = torch.isnan(logit)
