@@ -14,7 +14,8 @@ import mmseg_ptx  # noqa: F401  (stack fixes + registration)
 from mmseg.registry import RUNNERS
 from mmseg_ptx.apis import (UsageError, add_runner_args, config_entries,
                             config_type_name, has_custom_hook,
-                            leave_process_group, load_config,
+                            head_threshold_mismatch, leave_process_group,
+                            load_config,
                             reports_usage_errors, require_folder)
 
 
@@ -232,7 +233,8 @@ def main() -> None:
                    nothing_to_resume_warning(cfg.work_dir))
     else:
         warning = earlier_run_warning(cfg.work_dir)
-    for message in (warning, no_report_warning(cfg)):
+    for message in (warning, no_report_warning(cfg),
+                    head_threshold_mismatch(cfg, 'val_evaluator')):
         if message and rank == 0:
             print_log(message, logger='current', level=logging.WARNING)
 

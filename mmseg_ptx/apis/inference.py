@@ -46,7 +46,7 @@ __all__ = [
     'build_inference_pipeline', 'image_reader', 'read_image',
     'predict_packed', 'predict_probabilities', 'build_postprocessor',
     'evaluator_postprocess', 'postprocess_mismatch',
-    'draw_overlay', 'write_submission'
+    'head_threshold_mismatch', 'draw_overlay', 'write_submission'
 ]
 
 IMAGE_SUFFIXES = ('.dcm', '.dicom', '.png', '.jpg', '.jpeg')
@@ -446,6 +446,53 @@ def postprocess_mismatch(cfg: Config) -> Optional[str]:
             f'with {test}: tools/test.py scores the latter, tools/infer.py '
             'writes the former. Set test_evaluator = val_evaluator after '
             'changing val_evaluator in a config that inherits it.')
+
+
+def head_threshold_mismatch(cfg: Config,
+                            key: str = 'test_evaluator') -> Optional[str]:
+    """A warning where a 1-channel (sigmoid) decode head cuts its masks at
+    another probability than the ``PneumothoraxMetric`` under ``key``
+    scores, else None.
+
+    The head's ``threshold`` (MMSeg's default for 1 channel: 0.3) makes
+    ``pred_sem_seg``, which ``tools/test.py --out`` and MMSeg's
+    visualizer write; the metric cuts ``seg_logits`` at its own
+    ``threshold`` (0.5) unless it post-processes.
+
+    Args:
+        cfg (Config): A config.
+        key (str): ``'val_evaluator'`` or ``'test_evaluator'``. Defaults to
+            ``'test_evaluator'``.
+
+    Returns:
+        str, optional: The warning, naming both thresholds.
+    """
+    model = cfg.get('model') or {}
+    while model.get('module') is not None or model.get('models'):
+        # Inside test-time wrappers: SegTTAModel's module, an
+        # EnsembleSegmentor's first member.
+        model = model.get('module') or model['models'][0]
+    head = model.get('decode_head')
+    if isinstance(head, (list, tuple)):
+        head = head[-1]  # a cascade's last head predicts
+    if not isinstance(head, dict) or head.get('out_channels') != 1:
+        return None
+    head_threshold = head.get('threshold')
+    if head_threshold is None:
+        head_threshold = 0.3  # MMSeg's BaseDecodeHead for 1 channel
+    for evaluator in config_entries(cfg, key):
+        if (config_type_name(evaluator, '') != 'PneumothoraxMetric'
+                or evaluator.get('postprocess') is not None):
+            continue
+        threshold = evaluator.get('threshold', 0.5)
+        if threshold != head_threshold:
+            return (f'the 1-channel decode head predicts probability > '
+                    f'{head_threshold} (its threshold), {key}\'s '
+                    f'PneumothoraxMetric scores probability > {threshold}: '
+                    'the masks the model writes are not those scored; give '
+                    f'the metric threshold={head_threshold} or the head '
+                    f'threshold={threshold}')
+    return None
 
 
 def draw_overlay(img: np.ndarray,

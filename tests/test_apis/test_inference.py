@@ -7,7 +7,8 @@ from tiny_model import build_tiny_model, save_tiny_checkpoint
 
 from conftest import ROOT, TINY_CONFIG
 from mmseg_ptx.apis import (build_postprocessor, draw_overlay,
-                            evaluator_postprocess, find_images, load_models,
+                            evaluator_postprocess, find_images,
+                            head_threshold_mismatch, load_models,
                             postprocess_mismatch, predict_probabilities,
                             read_image, write_submission)
 from mmseg_ptx.datasets.rle import rle_decode
@@ -101,6 +102,35 @@ def test_build_postprocessor_defaults_and_overrides():
     plain = build_postprocessor(model.cfg, enabled=False)
     assert (plain.top_threshold, plain.min_area) == (0.5, 0)
     assert build_postprocessor(None).bottom_threshold == 0.5
+
+
+@pytest.mark.parametrize('head, metric, warned', [
+    # mmseg's BaseDecodeHead cuts a 1-channel head at 0.3 by default.
+    (dict(out_channels=1), dict(), '> 0.3 (its threshold)'),
+    (dict(out_channels=1, threshold=0.5), dict(), None),
+    (dict(out_channels=1), dict(threshold=0.3), None),
+    (dict(out_channels=1, threshold=0.4), dict(threshold=0.6),
+     'threshold=0.4 or the head threshold=0.6'),
+    # The post-processor makes the masks the metric scores.
+    (dict(out_channels=1), dict(postprocess=dict(
+        type='TripletThresholdPostProcessor')), None),
+    (dict(), dict(threshold=0.3), None),  # 2 channels: the argmax
+])
+def test_head_threshold_mismatch(head, metric, warned):
+    from mmengine.config import Config
+    cfg = Config(dict(
+        model=dict(type='EncoderDecoder', decode_head=dict(
+            type='FCNHead', num_classes=2, **head)),
+        test_evaluator=dict(type='PneumothoraxMetric', **metric)))
+    warning = head_threshold_mismatch(cfg)
+    assert (warning is None) == (warned is None), warning
+    if warned:
+        assert warned in warning
+    # Inside test-time wrappers (tools/test.py --tta, --extra-model).
+    cfg.model = dict(type='SegTTAModelWithLogits', module=dict(
+        type='EnsembleSegmentor', models=[cfg.model, cfg.model]))
+    assert head_threshold_mismatch(cfg) == warning
+    assert head_threshold_mismatch(cfg, 'val_evaluator') is None
 
 
 def test_postprocess_mismatch_of_a_child_config(tmp_path):

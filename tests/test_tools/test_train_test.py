@@ -417,6 +417,41 @@ def test_train_says_when_the_work_dir_holds_an_earlier_run(monkeypatch,
     assert logged == []
 
 
+def test_tools_say_when_a_sigmoid_head_writes_other_masks_than_scored(
+        monkeypatch, capsys, tmp_path):
+    """A 1-channel head (MMSeg's threshold 0.3) with the metric at 0.5:
+    tools/train.py and tools/test.py say so when they start."""
+    config = str(ROOT / 'configs/upernet_swin-nano_ptx-demo-128.py')
+    # The config's post-processing (which makes the masks scored) left out.
+    sigmoid = ['--cfg-options', 'model.decode_head.out_channels=1',
+               'val_evaluator.postprocess=None',
+               'test_evaluator.postprocess=None']
+    train = load_tool('train')
+    logged = []
+    monkeypatch.setattr(train, 'print_log',
+                        lambda message, **kwargs: logged.append(message))
+    monkeypatch.setattr(train.Runner, 'from_cfg',
+                        lambda cfg: SimpleNamespace(train=lambda: None,
+                                                    train_loop=None))
+    for argv in ([], sigmoid):
+        monkeypatch.setattr(sys, 'argv', ['train.py', config, '--work-dir',
+                                          str(tmp_path / 'train')] + argv)
+        train.main()
+    assert logged == [
+        "the 1-channel decode head predicts probability > 0.3 (its "
+        "threshold), val_evaluator's PneumothoraxMetric scores probability "
+        '> 0.5: the masks the model writes are not those scored; give the '
+        'metric threshold=0.3 or the head threshold=0.5']
+    test_tool, _, ckpt = stopped_test_py(monkeypatch, tmp_path)
+    for argv in ([], sigmoid):
+        monkeypatch.setattr(sys, 'argv', ['test.py', config, str(ckpt),
+                                          '--work-dir', str(tmp_path)] + argv)
+        assert test_tool.main() is None
+        err = capsys.readouterr().err
+        assert ('Warning: the 1-channel decode head predicts probability > '
+                "0.3 (its threshold), test_evaluator's" in err) == bool(argv)
+
+
 def stopped_test_py(monkeypatch, tmp_path):
     """tools/test.py as a module whose main() stops at the Runner: the
     module, the list that receives the config it would run, and a
