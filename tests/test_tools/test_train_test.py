@@ -372,11 +372,24 @@ def test_train_says_at_once_when_no_report_will_be_written():
     assert train.no_report_warning(cfg) is None
 
 
+def stopped_train_py(monkeypatch):
+    """tools/train.py as a module whose main() stops at the Runner, and
+    the list that receives what it logs."""
+    train = load_tool('train')
+    logged = []
+    monkeypatch.setattr(train, 'print_log',
+                        lambda message, **kwargs: logged.append(message))
+    monkeypatch.setattr(train.Runner, 'from_cfg',
+                        lambda cfg: SimpleNamespace(train=lambda: None,
+                                                    train_loop=None))
+    return train, logged
+
+
 def test_train_says_when_the_work_dir_holds_an_earlier_run(monkeypatch,
                                                            tmp_path):
     """mmengine writes over an earlier run's checkpoints of the same names
     without asking: the tool says so, unless the run resumes it."""
-    train = load_tool('train')
+    train, logged = stopped_train_py(monkeypatch)
     assert train.earlier_run_warning(str(tmp_path / 'new')) is None
     assert train.earlier_run_warning(str(tmp_path)) is None
     for name in ('epoch_1.pth', 'epoch_2.pth', 'best_dice_epoch_2.pth',
@@ -387,12 +400,6 @@ def test_train_says_when_the_work_dir_holds_an_earlier_run(monkeypatch,
         f'{tmp_path} holds 3 checkpoint(s) of an earlier run '
         '(best_dice_epoch_2.pth, epoch_1.pth, epoch_2.pth)')
     assert 'Pass --resume to continue that run' in warning
-    logged = []
-    monkeypatch.setattr(train, 'print_log',
-                        lambda message, **kwargs: logged.append(message))
-    monkeypatch.setattr(train.Runner, 'from_cfg',
-                        lambda cfg: SimpleNamespace(train=lambda: None,
-                                                    train_loop=None))
     for resume in (False, True):
         monkeypatch.setattr(sys, 'argv', [
             'train.py', 'configs/upernet_swin-b_ptx-512.py', '--work-dir',
@@ -426,13 +433,7 @@ def test_tools_say_when_a_sigmoid_head_writes_other_masks_than_scored(
     sigmoid = ['--cfg-options', 'model.decode_head.out_channels=1',
                'val_evaluator.postprocess=None',
                'test_evaluator.postprocess=None']
-    train = load_tool('train')
-    logged = []
-    monkeypatch.setattr(train, 'print_log',
-                        lambda message, **kwargs: logged.append(message))
-    monkeypatch.setattr(train.Runner, 'from_cfg',
-                        lambda cfg: SimpleNamespace(train=lambda: None,
-                                                    train_loop=None))
+    train, logged = stopped_train_py(monkeypatch)
     for argv in ([], sigmoid):
         monkeypatch.setattr(sys, 'argv', ['train.py', config, '--work-dir',
                                           str(tmp_path / 'train')] + argv)
