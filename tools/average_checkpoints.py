@@ -2,9 +2,10 @@
 
     python tools/average_checkpoints.py CKPT CKPT [CKPT ...] --out FILE
 
-The last few checkpoints of a run (``epoch_180.pth epoch_190.pth
-epoch_200.pth`` with this project's schedule, which keeps the last three),
-or those of runs of one config, averaged into one model for
+The last few checkpoints of a run (this project's schedule keeps the
+last three ``epoch_*.pth``: those of every 10th epoch, and of an epoch
+with a new best Dice, which mmengine's CheckpointHook saves again), or
+those of runs of one config, averaged into one model for
 ``tools/test.py`` and ``tools/infer.py``
 (mmseg_ptx.models.utils.average_checkpoints says what is averaged). The
 output keeps the newest checkpoint's ``meta``; it has no optimizer state,

@@ -40,7 +40,9 @@ default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=True),
     param_scheduler=dict(type='ParamSchedulerHook'),
-    # Keep the best checkpoint by pooled validation Dice, and the last 3.
+    # Keep the best checkpoint by pooled validation Dice, and the last 3
+    # epoch_N.pth: every 10th epoch's, and (mmengine saves it again) an
+    # epoch's with a new best.
     checkpoint=dict(
         type='CheckpointHook',
         by_epoch=True,
