@@ -165,7 +165,8 @@ def main() -> None:
         cfg.load_from = None
 
     if args.tta:
-        if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
+        # A child config may switch TTA off with tta_model = None.
+        if not cfg.get('tta_model') or not cfg.get('tta_pipeline'):
             raise UsageError('--tta needs tta_model and tta_pipeline in '
                              f'the config {args.config}')
         if config_type_name(cfg.tta_model, '') == 'SegTTAModel':

@@ -488,6 +488,33 @@ def test_test_compile_flags(monkeypatch, tmp_path, argv, expected):
     assert hooks == expected
 
 
+@pytest.mark.parametrize('argv', [[], ['--dtype', 'float16'],
+                                  ['--dtype', 'bfloat16']])
+def test_test_dtype_flag(monkeypatch, tmp_path, argv):
+    test_tool, built, ckpt = stopped_test_py(monkeypatch, tmp_path)
+    monkeypatch.setattr(sys, 'argv', [
+        'test.py', str(ROOT / 'configs/upernet_swin-b_ptx-512.py'), str(ckpt),
+        '--work-dir', str(tmp_path)] + argv)
+    assert test_tool.main() is None
+    hooks = [h for h in built[0].custom_hooks
+             if h['type'] == 'InferenceDtypeHook']
+    assert hooks == [dict(type='InferenceDtypeHook', dtype=d)
+                     for d in argv[1:]]
+
+
+def test_test_show_flags(monkeypatch, tmp_path):
+    """--show (PNG layout: mmcv reads the images) turns on MMSeg's
+    visualizer with --wait-time."""
+    test_tool, built, ckpt = stopped_test_py(monkeypatch, tmp_path)
+    monkeypatch.setattr(sys, 'argv', [
+        'test.py', str(ROOT / 'configs/upernet_swin-b_ptx-512_png.py'),
+        str(ckpt), '--work-dir', str(tmp_path), '--show', '--wait-time',
+        '0.5'])
+    assert test_tool.main() is None
+    vis = built[0].default_hooks.visualization
+    assert (vis.draw, vis.show, vis.wait_time) == (True, True, 0.5)
+
+
 def test_test_compile_scope_needs_compile(monkeypatch, capsys):
     test_tool = load_tool('test')
     monkeypatch.setattr(sys, 'argv', ['test.py', 'cfg.py', 'ckpt.pth',
@@ -518,8 +545,17 @@ def test_usage_errors_are_one_line(tmp_path, demo_root, tool_main):
              f'Checkpoint file not found: {missing.with_suffix(".pth")}'),
             ([ckpt, '--extra-model', config, missing.with_suffix('.pth')],
              f'Checkpoint file not found: {missing.with_suffix(".pth")}'),
-            ([ckpt, '--out', tmp_path / 'o', '--show-dir', tmp_path / 'o/'],
-             f'--out and --show-dir are the same folder, {tmp_path / "o"}')):
+            # One folder spelled two ways (plain strings: pathlib would
+            # drop the trailing slash).
+            ([ckpt, '--out', f'{tmp_path}/o', '--show-dir', f'{tmp_path}/o/'],
+             f'--out and --show-dir are the same folder, {tmp_path / "o"}'),
+            ([ckpt, '--out', f'{tmp_path}/o', '--show-dir',
+              f'{tmp_path}/x/../o'],
+             f'--out and --show-dir are the same folder, {tmp_path / "o"}'),
+            # TTA switched off by a child config.
+            ([ckpt, '--tta', '--cfg-options', 'tta_model=None'],
+             f'--tta needs tta_model and tta_pipeline in the config '
+             f'{config}')):
         status, _, err = tool_main('test', config, *args, '--work-dir',
                                    tmp_path / 'work')
         assert (status, err.startswith(f'error: {message}')) == (2, True), err
@@ -804,9 +840,11 @@ def test_test_refuses_an_out_folder_of_other_files(tmp_path, tool_main):
     theirs = tmp_path / 'gt'
     theirs.mkdir()
     (theirs / '1.2.3.png').write_bytes(b'mine')
-    status, _, err = tool_main('test', config, ckpt, '--out', theirs,
-                               '--work-dir', tmp_path / 'w')
-    assert status == 2
-    assert err.startswith(f'error: --out: {theirs} holds files that are not '
-                          'predictions of an earlier test run (1.2.3.png)')
+    for flag in ('--out', '--show-dir'):
+        status, _, err = tool_main('test', config, ckpt, flag, theirs,
+                                   '--work-dir', tmp_path / 'w')
+        assert status == 2
+        assert err.startswith(
+            f'error: {flag}: {theirs} holds files that are not predictions '
+            'of an earlier test run (1.2.3.png)'), err
     assert (theirs / '1.2.3.png').read_bytes() == b'mine'
