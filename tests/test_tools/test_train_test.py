@@ -346,6 +346,18 @@ def test_train_amp_flags(monkeypatch, tmp_path, config, argv, expected):
             wrapper.get('loss_scale')) == expected
 
 
+def test_train_amp_refuses_another_optim_wrapper(tmp_path, tool_main):
+    """--amp replaces an OptimWrapper only: another wrapper (Apex's, a
+    custom one) is a usage error, not silently an AmpOptimWrapper."""
+    status, _, err = tool_main(
+        'train', ROOT / 'configs/upernet_swin-b_ptx-512.py', '--work-dir',
+        tmp_path / 'w', '--amp', '--cfg-options',
+        'optim_wrapper.type=ApexOptimWrapper')
+    assert (status, err) == (2, 'error: --amp needs optim_wrapper.type '
+                                'OptimWrapper, got ApexOptimWrapper\n')
+    assert not (tmp_path / 'w').exists()
+
+
 def test_train_amp_dtype_needs_amp(monkeypatch, capsys):
     train = load_tool('train')
     monkeypatch.setattr(sys, 'argv', ['train.py', 'cfg.py', '--amp-dtype',
@@ -422,6 +434,15 @@ def test_train_says_when_the_work_dir_holds_an_earlier_run(monkeypatch,
     logged.clear()
     train.main()
     assert logged == []
+    # Said once, by the first process, not by every DDP process.
+    monkeypatch.setattr(sys, 'argv', [
+        'train.py', 'configs/upernet_swin-b_ptx-512.py', '--work-dir',
+        str(tmp_path)])
+    for rank, said in (('1', []), ('0', [warning])):
+        monkeypatch.setenv('RANK', rank)
+        train.main()
+        assert logged == said
+        logged.clear()
 
 
 def test_tools_say_when_a_sigmoid_head_writes_other_masks_than_scored(
@@ -587,6 +608,16 @@ def test_an_infinite_sampler_needs_no_full_epoch():
                 train.require_train_batches(runner)
         else:
             train.require_train_batches(runner)
+    # Under DDP the message counts each process's share.
+    from torch.utils.data import DistributedSampler
+    loader = DataLoader(range(3), batch_size=4, drop_last=True,
+                        sampler=DistributedSampler(range(3), num_replicas=2,
+                                                   rank=0))
+    runner = SimpleNamespace(world_size=2, train_loop=SimpleNamespace(
+        dataloader=loader))
+    with pytest.raises(UsageError, match=r'3 training image\(s\), 2 per '
+                       r'process with 2 process\(es\), batch_size 4'):
+        train.require_train_batches(runner)
 
 
 def test_train_refuses_a_loader_without_a_batch(tmp_path, demo_root,
