@@ -154,6 +154,11 @@ def test_format_statistics(tmp_path):
     assert '| pneumothorax | 24 | 2.34% | 21.3333 |' in text
     assert '| **After Balancing - Positive** | 3 |' in text
     assert text.endswith(f'seed=42 ({tmp_path}/splits).')
+    # The split table's columns: images, positive, negative.
+    n = stats['num_images']
+    assert (n['train'], n['train_positive'], n['train_negative']) == (
+        4, 3, 1)
+    assert '| train | 4 | 3 | 1 |' in text
     # An absolute split folder is named as it is.
     splits = tmp_path.parent / f'{tmp_path.name}_splits'
     stats = compute_dataset_statistics(

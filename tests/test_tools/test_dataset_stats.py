@@ -9,6 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import load_tool
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -54,6 +56,27 @@ def test_cli_png(tmp_path):
     assert '63.00:1 (Background:Pneumothorax)' in proc.stdout
     assert '| pneumothorax | 16 |' in proc.stdout
     assert (tmp_path / 'splits' / 'train.txt').exists()
+
+
+def test_every_option_reaches_the_statistics(tmp_path, monkeypatch):
+    tool = load_tool('dataset_stats')
+    given = {}
+
+    def compute(data_root, **kwargs):
+        given.update(kwargs, data_root=data_root)
+        raise ValueError('stopped here')
+
+    monkeypatch.setattr(tool, 'compute_dataset_statistics', compute)
+    monkeypatch.setattr(sys, 'argv', [
+        'dataset_stats.py', str(tmp_path), '--layout', 'png', '--split-dir',
+        'mine', '--neg-keep-ratio', '0.3', '--val-ratio', '0.1', '--seed',
+        '7', '--split-order', 'split_first', '--workers', '3', '--strict'])
+    with pytest.raises(SystemExit, match='error: stopped here'):
+        tool.main()
+    assert given == dict(data_root=str(tmp_path), layout='png',
+                         split_dir='mine', neg_keep_ratio=0.3, val_ratio=0.1,
+                         seed=7, split_order='split_first', workers=3,
+                         strict=True)
 
 
 def test_cli_default_output_and_error(tmp_path, tool_main):

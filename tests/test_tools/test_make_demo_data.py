@@ -25,6 +25,12 @@ def test_cli_writes_both_layouts(tmp_path):
     assert len(glob.glob(str(out / 'dicom-images-train/*/*/*.dcm'))) == 3
     assert len(os.listdir(out / 'png_images')) == 3
     assert len(os.listdir(out / 'png_masks')) == 3
+    # The foreground share printed is that of the masks written.
+    import cv2
+    fg = sum(int((cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) > 0).sum())
+             for path in (out / 'png_masks').iterdir())
+    assert fg > 0
+    assert f'foreground pixels: {fg / (3 * 64 ** 2):.3%}' in proc.stdout
     header = open(out / 'train-rle.csv').readline().rstrip('\n')
     assert header == 'ImageId, EncodedPixels'
     assert open(out / 'stage_1_train_images.csv').readline().startswith(

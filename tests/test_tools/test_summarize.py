@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from conftest import PYTHON, ROOT
+from conftest import PYTHON, ROOT, load_tool
 
 
 @pytest.mark.parametrize('history, message', [
@@ -63,6 +63,27 @@ def test_options_reach_the_report(tmp_path):
     report = (tmp_path / 'PERFORMANCE_SUMMARY.md').read_text()
     assert '107.45:1' in report
     assert 'embed_dims 128, depths [2, 2, 18, 2], window 12' in report
+
+
+def test_every_option_reaches_the_report(tmp_path, monkeypatch):
+    summarize = load_tool('summarize')
+    given = {}
+    monkeypatch.setattr(summarize, 'write_performance_summary',
+                        lambda work_dir, **kwargs: given.update(
+                            kwargs, work_dir=work_dir) or 'report.md')
+    monkeypatch.setattr('sys.argv', [
+        'summarize.py', str(tmp_path), '--num-pos', '3', '--num-neg', '1',
+        '--no-images', '--max-images', '7', '--device', 'cpu'])
+    assert summarize.main() == 0
+    assert given == dict(work_dir=str(tmp_path), config=None,
+                         checkpoint=None, stats=None, images=False,
+                         num_pos=3, num_neg=1, max_images=7, device='cpu')
+
+
+def test_an_unknown_device_is_a_usage_error(tmp_path, tool_main):
+    status, _, err = tool_main('summarize', tmp_path, '--device', 'gpu')
+    assert status == 2
+    assert err.startswith('error: --device gpu: ')
 
 
 def test_a_checkpoint_that_cannot_be_read_is_one_line(tmp_path, tool_main):

@@ -27,6 +27,17 @@ def test_eager_is_mmcv_drop_path_bit_for_bit(prob):
     assert ours(x) is x
 
 
+def test_compiled_eval_keeps_every_path(monkeypatch):
+    # The branch dynamo traces, without compiling: in eval mode nothing
+    # is dropped or scaled.
+    from mmseg_ptx.models.utils import drop_path
+    monkeypatch.setattr(drop_path, 'is_compiling', lambda: True)
+    module = TensorDropPath(0.5).eval()
+    x = torch.randn(64, 5, 3)
+    assert torch.equal(module(x), x)
+    assert not torch.equal(module.train()(x), x)
+
+
 def test_from_stock_keeps_rate_mode_and_state_dict():
     stock = DropPath(0.25)
     stock.eval()

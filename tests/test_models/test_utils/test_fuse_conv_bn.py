@@ -76,6 +76,9 @@ def test_only_a_norm_right_after_its_conv(order, folded):
 def test_conv_bias_affine_free_norm_and_no_statistics():
     with_bias = randomise_statistics(
         ConvModule(3, 4, 1, bias=True, norm_cfg=dict(type='BN'))).eval()
+    # ConvModule initialises the bias to 0, which would fold any way.
+    with torch.no_grad():
+        with_bias.conv.bias.uniform_(-1, 1)
     no_affine = ConvModule(
         3, 4, 1, norm_cfg=dict(type='BN', affine=False)).eval()
     no_affine.norm.running_var.fill_(4.0)
