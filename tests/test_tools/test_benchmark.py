@@ -67,6 +67,9 @@ def test_step_and_infer_modes(tmp_path):
         assert result['images'] == 4
         assert result['img_per_s'] > 0
         assert result['s_per_iter'] >= result['s_per_iter_min'] > 0
+        # The images of all timed iterations over their time (--iters 2).
+        assert result['img_per_s'] == pytest.approx(
+            result['images'] / (2 * result['s_per_iter']))
         # One untimed warm-up iteration (run_benchmark's --warmup 1).
         assert result['warmup_s'] > 0
         assert result['peak_mem_mib'] > 0
@@ -85,6 +88,21 @@ def test_step_and_infer_modes(tmp_path):
         text=True).stdout.strip()
     # The table is printed too.
     assert 'img/s' in stdout and 'stock' in stdout
+
+
+def test_table_cells_are_the_results_figures():
+    tool = load_tool('benchmark')
+    result = dict(variant='stock', mode='step', batch_size=4, img_per_s=12.5,
+                  s_per_iter=0.32, s_per_iter_min=0.3, peak_mem_mib=2048.4,
+                  warmup_s=7.25, warmup_peak_mem_mib=3072.6,
+                  tflop_per_s=1.234)
+    header, _, row = tool.format_table([result]).splitlines()
+    cells = dict(zip([c.strip() for c in header.split(' | ')],
+                     [c.strip() for c in row.split(' | ')]))
+    assert cells == {
+        'variant': 'stock', 'mode': 'step', 'batch': '4', 'img/s': '12.50',
+        's/iter': '0.3200', 'min s/iter': '0.3000', 'peak MiB': '2048',
+        'warm-up s': '7.2', 'warm-up peak MiB': '3073', 'TFLOP/s': '1.23'}
 
 
 def test_sweep_compares_stock_with_each_switch(run_benchmark):
