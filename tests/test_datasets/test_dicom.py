@@ -394,6 +394,33 @@ def test_no_patient_data_in_warnings_or_logs(leaky_dicom, caplog):
     assert warnings.showwarning is warnings._showwarning_orig
 
 
+def test_pydicom_debug_mode_logs_no_patient_data(tmp_path, grey8, caplog):
+    # pydicom.config.debug(True) logs every element read, its bytes in hex
+    # too ('53 65 63 72 65 74' for 'Secret').
+    caplog.set_level('DEBUG', logger='pydicom')
+    path = make_dicom(tmp_path / 'a.dcm', grey8)
+    pydicom.config.debug(True)
+    try:
+        read_dicom(path)
+    finally:
+        pydicom.config.debug(False)
+    for record in caplog.records:
+        message = record.getMessage()
+        assert_clean(message, path)
+        for value in PHI:
+            assert ' '.join(f'{b:02x}' for b in value.encode()) not in message
+
+
+def test_nested_reads_name_the_outer_file_again(tmp_path):
+    from mmseg_ptx.datasets import dicom_messages
+    outer, inner = tmp_path / 'outer.dcm', tmp_path / 'inner.dcm'
+    with dicom_messages.pydicom_values_withheld(outer):
+        with dicom_messages.pydicom_values_withheld(inner):
+            assert dicom_messages._where() == f'DICOM file {inner}'
+        assert dicom_messages._where() == f'DICOM file {outer}'
+    assert dicom_messages._where() == 'A DICOM file'
+
+
 def test_warnings_as_errors_are_read_errors(leaky_dicom):
     # A user's "error" filter must not turn a corrupt file into an
     # exception that callers catching OSError (tools/infer.py) miss.

@@ -1,7 +1,7 @@
 """Hold a segmentor's weights in bfloat16 (or float16) for inference."""
 from __future__ import annotations
 
-from typing import Any, List, Union
+from typing import List, Union
 
 import torch
 from mmseg.models.backbones.swin import WindowMSA
@@ -49,17 +49,10 @@ def resolve_inference_dtype(dtype: Union[str, torch.dtype]) -> torch.dtype:
     return resolved
 
 
-def _to_float32(out: Any) -> Any:
-    if isinstance(out, torch.Tensor):
-        return out.float() if out.is_floating_point() else out
-    if isinstance(out, (list, tuple)):
-        return type(out)(_to_float32(o) for o in out)
-    return out
-
-
-def _float32_output(module: nn.Module, args: tuple, output: Any) -> Any:
-    """A forward hook: the floating-point outputs in float32."""
-    return _to_float32(output)
+def _float32_output(module: nn.Module, args: tuple,
+                    output: torch.Tensor) -> torch.Tensor:
+    """A forward hook on a head's ``conv_seg``: its logits in float32."""
+    return output.float()
 
 
 def _inputs_like_weights(module: nn.Module, args: tuple) -> tuple:
