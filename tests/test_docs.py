@@ -72,10 +72,8 @@ def test_minimal_config_trains_with_stock_mmseg(tmp_path, demo_root):
         "'data/siim'", repr(str(demo_root)))
     config = tmp_path / 'my_config.py'
     config.write_text(code)
-    stock_train = Path(mmseg.__file__).parent / '.mim' / 'tools' / 'train.py'
-    proc = run_tool([
-        PYTHON, str(stock_train), str(config),
-        '--work-dir', str(tmp_path / 'work'), '--cfg-options',
+    stock_tools = Path(mmseg.__file__).parent / '.mim' / 'tools'
+    tiny = [
         'model.backbone.embed_dims=16', 'model.backbone.depths=[1,1,1,1]',
         'model.backbone.num_heads=[1,1,2,2]', 'model.backbone.window_size=4',
         'model.backbone.pretrain_img_size=64',
@@ -83,12 +81,22 @@ def test_minimal_config_trains_with_stock_mmseg(tmp_path, demo_root):
         'model.decode_head.channels=16', 'model.auxiliary_head.in_channels=64',
         'model.auxiliary_head.channels=16',
         'train_dataloader.batch_size=2', 'train_dataloader.num_workers=0',
-        'val_dataloader.num_workers=0', 'test_dataloader.num_workers=0',
+        'val_dataloader.num_workers=0', 'test_dataloader.num_workers=0']
+    proc = run_tool([
+        PYTHON, str(stock_tools / 'train.py'), str(config),
+        '--work-dir', str(tmp_path / 'work'), '--cfg-options', *tiny,
         'train_cfg.max_iters=2', 'train_cfg.val_interval=2',
         'default_hooks.checkpoint.interval=2'], cwd=tmp_path,
         env={'PYTHONPATH': ''})
     assert 'kaggle_dice' in proc.stdout + proc.stderr
-    assert (tmp_path / 'work' / 'iter_2.pth').is_file()
+    checkpoint = tmp_path / 'work' / 'iter_2.pth'
+    assert checkpoint.is_file()
+    # Its flip TTA, through MMSeg's own tools/test.py --tta.
+    proc = run_tool([
+        PYTHON, str(stock_tools / 'test.py'), str(config), str(checkpoint),
+        '--tta', '--work-dir', str(tmp_path / 'tta'), '--cfg-options',
+        *tiny], cwd=tmp_path, env={'PYTHONPATH': ''})
+    assert 'kaggle_dice' in proc.stdout + proc.stderr
 
 
 def test_recipe_config_merges_over_an_mmseg_config(tmp_path):

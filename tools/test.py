@@ -11,8 +11,8 @@ from mmengine.runner import Runner
 import mmseg_ptx  # noqa: F401  (stack fixes + registration)
 from mmseg_ptx.apis import (UsageError, add_runner_args, config_test_pipeline,
                             config_type_name, format_metrics_table,
-                            has_custom_hook, head_threshold_mismatch,
-                            leave_process_group, load_config,
+                            has_custom_hook, leave_process_group,
+                            load_config, mask_threshold_mismatch,
                             pipeline_difference, pipeline_mismatch,
                             postprocess_mismatch, read_config,
                             reports_usage_errors, require_file,
@@ -119,8 +119,7 @@ def main() -> None:
     cfg.load_from = args.checkpoint
     # Printed once the Runner has set up the processes: by the first only.
     notes: List[str] = []
-    for mismatch in (postprocess_mismatch(cfg), pipeline_mismatch(cfg),
-                     head_threshold_mismatch(cfg)):
+    for mismatch in (postprocess_mismatch(cfg), pipeline_mismatch(cfg)):
         if mismatch:
             notes.append(mismatch)
 
@@ -192,6 +191,10 @@ def main() -> None:
         cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
         cfg.tta_model.module = cfg.model
         cfg.model = cfg.tta_model
+    # Of the model tested: an ensemble writes other masks than its members.
+    mismatch = mask_threshold_mismatch(cfg)
+    if mismatch:
+        notes.append(mismatch)
 
     extra_hooks = []
     if args.fuse_conv_bn:

@@ -14,9 +14,9 @@ import mmseg_ptx  # noqa: F401  (stack fixes + registration)
 from mmseg.registry import RUNNERS
 from mmseg_ptx.apis import (UsageError, add_runner_args, config_entries,
                             config_type_name, has_custom_hook,
-                            head_threshold_mismatch, leave_process_group,
-                            load_config,
-                            reports_usage_errors, require_folder)
+                            leave_process_group, load_config,
+                            mask_threshold_mismatch, reports_usage_errors,
+                            require_folder)
 
 
 def parse_args() -> argparse.Namespace:
@@ -234,7 +234,7 @@ def main() -> None:
     else:
         warning = earlier_run_warning(cfg.work_dir)
     for message in (warning, no_report_warning(cfg),
-                    head_threshold_mismatch(cfg, 'val_evaluator')):
+                    mask_threshold_mismatch(cfg, 'val_evaluator')):
         if message and rank == 0:
             print_log(message, logger='current', level=logging.WARNING)
 

@@ -46,7 +46,7 @@ __all__ = [
     'build_inference_pipeline', 'image_reader', 'read_image',
     'predict_packed', 'predict_probabilities', 'build_postprocessor',
     'evaluator_postprocess', 'postprocess_mismatch',
-    'head_threshold_mismatch', 'draw_overlay', 'write_submission'
+    'mask_threshold_mismatch', 'draw_overlay', 'write_submission'
 ]
 
 IMAGE_SUFFIXES = ('.dcm', '.dicom', '.png', '.jpg', '.jpeg')
@@ -448,50 +448,61 @@ def postprocess_mismatch(cfg: Config) -> Optional[str]:
             'changing val_evaluator in a config that inherits it.')
 
 
-def head_threshold_mismatch(cfg: Config,
-                            key: str = 'test_evaluator') -> Optional[str]:
-    """A warning where a 1-channel (sigmoid) decode head cuts its masks at
-    another probability than the ``PneumothoraxMetric`` under ``key``
-    scores, else None.
+def _mask_threshold(model: dict) -> Tuple[float, str]:
+    """The foreground probability above which a model config's
+    ``pred_sem_seg`` is foreground, and why."""
+    if model.get('models'):
+        # EnsembleSegmentor: the averaged probability > 0.5, whatever its
+        # members' heads say.
+        return 0.5, 'the ensemble writes probability > 0.5'
+    if model.get('module') is not None:  # SegTTAModel and subclasses
+        return _mask_threshold(model['module'])
+    head = model.get('decode_head')
+    if isinstance(head, (list, tuple)):
+        head = head[-1]  # a cascade's last head predicts
+    head = head if isinstance(head, dict) else {}
+    # MMSeg's BaseDecodeHead: out_channels defaults to num_classes, a
+    # 1-channel head's threshold to 0.3.
+    if (head.get('out_channels') or head.get('num_classes')) == 1:
+        threshold = head.get('threshold')
+        threshold = 0.3 if threshold is None else threshold
+        return threshold, (f'the 1-channel decode head writes probability > '
+                           f'{threshold} (its threshold)')
+    return 0.5, 'the head writes its argmax, probability > 0.5'
 
-    The head's ``threshold`` (MMSeg's default for 1 channel: 0.3) makes
-    ``pred_sem_seg``, which ``tools/test.py --out`` and MMSeg's
-    visualizer write; the metric cuts ``seg_logits`` at its own
-    ``threshold`` (0.5) unless it post-processes.
+
+def mask_threshold_mismatch(cfg: Config,
+                            key: str = 'test_evaluator') -> Optional[str]:
+    """A warning where the model's masks (``pred_sem_seg``) are cut at
+    another probability than a ``PneumothoraxMetric`` under ``key`` cuts
+    them for its ``dice``, ``iou`` and ``kaggle_dice``, else None.
+
+    ``pred_sem_seg`` is what ``tools/test.py --out`` and MMSeg's
+    visualizer write: a 2-channel head's argmax (probability > 0.5), a
+    1-channel head's probability > its ``threshold`` (MMSeg's default
+    0.3), an ``EnsembleSegmentor``'s probability > 0.5. The metric cuts
+    ``seg_logits`` at its own ``threshold`` (0.5); its ``*_pp`` numbers
+    score its post-processor's masks, which no model writes.
 
     Args:
-        cfg (Config): A config.
+        cfg (Config): A config, its test-time wrappers (``tta_model``,
+            ``EnsembleSegmentor``) applied where they are used.
         key (str): ``'val_evaluator'`` or ``'test_evaluator'``. Defaults to
             ``'test_evaluator'``.
 
     Returns:
         str, optional: The warning, naming both thresholds.
     """
-    model = cfg.get('model') or {}
-    while model.get('module') is not None or model.get('models'):
-        # Inside test-time wrappers: SegTTAModel's module, an
-        # EnsembleSegmentor's first member.
-        model = model.get('module') or model['models'][0]
-    head = model.get('decode_head')
-    if isinstance(head, (list, tuple)):
-        head = head[-1]  # a cascade's last head predicts
-    if not isinstance(head, dict) or head.get('out_channels') != 1:
-        return None
-    head_threshold = head.get('threshold')
-    if head_threshold is None:
-        head_threshold = 0.3  # MMSeg's BaseDecodeHead for 1 channel
+    written, why = _mask_threshold(cfg.get('model') or {})
     for evaluator in config_entries(cfg, key):
-        if (config_type_name(evaluator, '') != 'PneumothoraxMetric'
-                or evaluator.get('postprocess') is not None):
+        if config_type_name(evaluator, '') != 'PneumothoraxMetric':
             continue
         threshold = evaluator.get('threshold', 0.5)
-        if threshold != head_threshold:
-            return (f'the 1-channel decode head predicts probability > '
-                    f'{head_threshold} (its threshold), {key}\'s '
-                    f'PneumothoraxMetric scores probability > {threshold}: '
-                    'the masks the model writes are not those scored; give '
-                    f'the metric threshold={head_threshold} or the head '
-                    f'threshold={threshold}')
+        if threshold != written:
+            return (f'{why}, {key}\'s PneumothoraxMetric scores probability '
+                    f'> {threshold}: the masks the model writes are not '
+                    'those its dice, iou and kaggle_dice score; give the '
+                    f'metric threshold={written}')
     return None
 
 

@@ -7,9 +7,9 @@ from tiny_model import build_tiny_model, save_tiny_checkpoint
 
 from conftest import ROOT, TINY_CONFIG
 from mmseg_ptx.apis import (build_postprocessor, draw_overlay,
-                            evaluator_postprocess, find_images,
-                            head_threshold_mismatch, load_models,
-                            postprocess_mismatch, predict_probabilities,
+                            evaluator_postprocess, find_images, load_models,
+                            mask_threshold_mismatch, postprocess_mismatch,
+                            predict_probabilities,
                             read_image, write_submission)
 from mmseg_ptx.datasets.rle import rle_decode
 
@@ -105,32 +105,59 @@ def test_build_postprocessor_defaults_and_overrides():
 
 
 @pytest.mark.parametrize('head, metric, warned', [
-    # mmseg's BaseDecodeHead cuts a 1-channel head at 0.3 by default.
-    (dict(out_channels=1), dict(), '> 0.3 (its threshold)'),
+    # mmseg's BaseDecodeHead cuts a 1-channel head at 0.3 by default;
+    # out_channels defaults to num_classes.
+    (dict(out_channels=1), dict(), 'the 1-channel decode head writes '
+     "probability > 0.3 (its threshold), test_evaluator's "
+     'PneumothoraxMetric scores probability > 0.5'),
+    (dict(num_classes=1), dict(), '> 0.3 (its threshold)'),
     (dict(out_channels=1, threshold=0.5), dict(), None),
     (dict(out_channels=1), dict(threshold=0.3), None),
     (dict(out_channels=1, threshold=0.4), dict(threshold=0.6),
-     'threshold=0.4 or the head threshold=0.6'),
-    # The post-processor makes the masks the metric scores.
+     'give the metric threshold=0.4'),
+    # The post-processor makes only the *_pp numbers' masks.
     (dict(out_channels=1), dict(postprocess=dict(
-        type='TripletThresholdPostProcessor')), None),
-    (dict(), dict(threshold=0.3), None),  # 2 channels: the argmax
+        type='TripletThresholdPostProcessor')), '> 0.3 (its threshold)'),
+    # 2 channels: the argmax, probability > 0.5.
+    (dict(), dict(), None),
+    (dict(), dict(threshold=0.3), 'the head writes its argmax, probability '
+     '> 0.5'),
 ])
-def test_head_threshold_mismatch(head, metric, warned):
+def test_mask_threshold_mismatch(head, metric, warned):
     from mmengine.config import Config
+    head = dict(dict(type='FCNHead', num_classes=2), **head)
     cfg = Config(dict(
-        model=dict(type='EncoderDecoder', decode_head=dict(
-            type='FCNHead', num_classes=2, **head)),
-        test_evaluator=dict(type='PneumothoraxMetric', **metric)))
-    warning = head_threshold_mismatch(cfg)
+        model=dict(type='EncoderDecoder', decode_head=head),
+        test_evaluator=[dict(type='mmseg.IoUMetric'),
+                        dict(type='PneumothoraxMetric', **metric)]))
+    warning = mask_threshold_mismatch(cfg)
     assert (warning is None) == (warned is None), warning
     if warned:
         assert warned in warning
-    # Inside test-time wrappers (tools/test.py --tta, --extra-model).
-    cfg.model = dict(type='SegTTAModelWithLogits', module=dict(
-        type='EnsembleSegmentor', models=[cfg.model, cfg.model]))
-    assert head_threshold_mismatch(cfg) == warning
-    assert head_threshold_mismatch(cfg, 'val_evaluator') is None
+    assert mask_threshold_mismatch(cfg, 'val_evaluator') is None
+    # TTA keeps the head's threshold; a cascade's last head predicts.
+    single = cfg.model
+    cfg.model = dict(type='SegTTAModelWithLogits', module=single)
+    assert mask_threshold_mismatch(cfg) == warning
+    cfg.model = dict(single, decode_head=[dict(type='FCNHead'), head])
+    assert mask_threshold_mismatch(cfg) == warning
+
+
+@pytest.mark.parametrize('metric, warned', [(0.5, False), (0.3, True)])
+def test_an_ensemble_writes_above_one_half(metric, warned):
+    """EnsembleSegmentor's masks are its averaged probability > 0.5,
+    whatever its members' heads (here MMSeg's 1-channel 0.3)."""
+    from mmengine.config import Config
+    member = dict(type='EncoderDecoder', decode_head=dict(
+        type='FCNHead', num_classes=2, out_channels=1))
+    cfg = Config(dict(
+        model=dict(type='SegTTAModelWithLogits', module=dict(
+            type='EnsembleSegmentor', models=[member, member])),
+        test_evaluator=dict(type='PneumothoraxMetric', threshold=metric)))
+    warning = mask_threshold_mismatch(cfg)
+    assert (warning is not None) == warned, warning
+    if warned:
+        assert warning.startswith('the ensemble writes probability > 0.5, ')
 
 
 def test_postprocess_mismatch_of_a_child_config(tmp_path):

@@ -448,30 +448,33 @@ def test_train_says_when_the_work_dir_holds_an_earlier_run(monkeypatch,
 def test_tools_say_when_a_sigmoid_head_writes_other_masks_than_scored(
         monkeypatch, capsys, tmp_path):
     """A 1-channel head (MMSeg's threshold 0.3) with the metric at 0.5:
-    tools/train.py and tools/test.py say so when they start."""
+    tools/train.py and tools/test.py say so when they start; an ensemble
+    of such models writes probability > 0.5, as scored."""
     config = str(ROOT / 'configs/upernet_swin-nano_ptx-demo-128.py')
-    # The config's post-processing (which makes the masks scored) left out.
-    sigmoid = ['--cfg-options', 'model.decode_head.out_channels=1',
-               'val_evaluator.postprocess=None',
-               'test_evaluator.postprocess=None']
+    sigmoid = ['--cfg-options', 'model.decode_head.out_channels=1']
     train, logged = stopped_train_py(monkeypatch)
     for argv in ([], sigmoid):
         monkeypatch.setattr(sys, 'argv', ['train.py', config, '--work-dir',
                                           str(tmp_path / 'train')] + argv)
         train.main()
     assert logged == [
-        "the 1-channel decode head predicts probability > 0.3 (its "
+        "the 1-channel decode head writes probability > 0.3 (its "
         "threshold), val_evaluator's PneumothoraxMetric scores probability "
-        '> 0.5: the masks the model writes are not those scored; give the '
-        'metric threshold=0.3 or the head threshold=0.5']
-    test_tool, _, ckpt = stopped_test_py(monkeypatch, tmp_path)
-    for argv in ([], sigmoid):
+        '> 0.5: the masks the model writes are not those its dice, iou and '
+        'kaggle_dice score; give the metric threshold=0.3']
+    test_tool, built, ckpt = stopped_test_py(monkeypatch, tmp_path)
+    for argv, warned in (([], False), (sigmoid, True),
+                         (sigmoid + ['--tta'], True),
+                         (['--extra-model', config, str(ckpt)] + sigmoid,
+                          False)):
         monkeypatch.setattr(sys, 'argv', ['test.py', config, str(ckpt),
                                           '--work-dir', str(tmp_path)] + argv)
         assert test_tool.main() is None
         err = capsys.readouterr().err
-        assert ('Warning: the 1-channel decode head predicts probability > '
-                "0.3 (its threshold), test_evaluator's" in err) == bool(argv)
+        assert ('Warning: the 1-channel decode head writes probability > '
+                "0.3 (its threshold), test_evaluator's" in err) == warned, (
+                    argv, err)
+    assert built[-1].model.type == 'EnsembleSegmentor'
 
 
 def stopped_test_py(monkeypatch, tmp_path):

@@ -30,9 +30,9 @@ bench() {  # bench NAME SECONDS ARGS...
 if true; then
   log "cuda tests start"
   timeout 90 $PY -m pytest -q -p no:warnings -p no:xdist -p no:cacheprovider \
-    tests/test_models/test_swin_sdpa.py tests/test_models/test_dice_ce_loss.py \
-    tests/test_utils tests/test_evaluation/test_pneumothorax_metric.py \
-    tests/test_engine/test_channels_last_hook.py tests/test_models/test_window_tokens.py \
+    tests/test_models/test_backbones/test_swin_sdpa.py tests/test_models/test_losses/test_dice_ce_loss.py \
+    tests/test_utils tests/test_evaluation/test_metrics/test_pneumothorax_metric.py \
+    tests/test_engine/test_hooks/test_channels_last_hook.py tests/test_models/test_utils/test_window_tokens.py \
     -k "$DEV or compiled" > $B/cuda_tests.log 2>&1
   log "cuda tests rc=$?"
 fi
