@@ -14,8 +14,8 @@ from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
-from mmseg.models.segmentors import SegTTAModel
 
+from mmseg.models.segmentors import SegTTAModel
 from mmseg.registry import HOOKS
 from mmseg_ptx.evaluation.metrics import PneumothoraxMetric, PRCurve
 from mmseg_ptx.reporting import plot_pr_curve
