@@ -252,18 +252,26 @@ def main() -> int:
                               positive_share=share)
         baseline = search_triplet(plain, [0.5], [0], [0.5],
                                   positive_share=share)[0]
-        held_out = None
-        if folds > 1:
+    except ValueError as err:
+        if share is None:
+            raise
+        # A share that needs a class the images lack.
+        raise UsageError(f'--positive-share: {err}') from None
+    held_out = None
+    if folds > 1:
+        try:
             # The same per-image counts: no second pass of the model.
             held_out = cross_validate_triplet(stats, args.top,
                                               args.min_area, args.bottom,
                                               triplet_folds(stats, folds),
                                               positive_share=share)
-    except ValueError as err:
-        if share is None:
-            raise
-        # A share that needs a class the images (or a fold's rest) lack.
-        raise UsageError(f'--positive-share: {err}') from None
+        except ValueError as err:
+            if share is None:
+                raise
+            # A share that needs a class a fold's rest lacks.
+            raise UsageError(
+                f'--positive-share: {err}; pass a smaller --folds, or 0 to '
+                'skip the held-out estimate') from None
     best = rows[0]
     score = 'kaggle_dice' if share is None else 'kaggle_dice_reweighted'
     header = (f'{"top":>6} {"min_area":>9} {"bottom":>7} {"dice":>8} '

@@ -64,8 +64,9 @@ def read_image_ids(path: str) -> Dict[str, str]:
         dict[str, str]: ``new_filename`` -> ``ImageId``.
 
     Raises:
-        ValueError: The CSV is malformed, or names a file or an ImageId
-            twice (naming the line).
+        ValueError: The CSV is malformed, or names a file under two
+            ImageIds or an ImageId for two files (naming the line); a
+            repeated row is the same pairing and counts once.
     """
     ids: Dict[str, str] = {}
     files: Dict[str, str] = {}  # ImageId -> its new_filename

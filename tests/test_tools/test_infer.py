@@ -240,6 +240,8 @@ def test_tune_postprocess_held_out_estimate(tmp_path, demo_root, tool_main):
     assert ('error: --positive-share: positive_share 0.21 weighs positive '
             'and negative images, but the images outside a fold have only'
             in err)
+    assert err.endswith('; pass a smaller --folds, or 0 to skip the '
+                        'held-out estimate\n'), err
 
 
 def test_tune_postprocess_on_a_natural_split_says_only_the_share(
