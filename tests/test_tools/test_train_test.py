@@ -500,30 +500,20 @@ def stopped_test_py(monkeypatch, tmp_path):
      [dict(type='CompileModulesHook')]),
     (['--compile', '--compile-scope', 'blocks'],
      [dict(type='CompileModulesHook', blocks=['SwinBlock'])]),
+    (['--dtype', 'float16'], [dict(type='InferenceDtypeHook',
+                                   dtype='float16')]),
+    (['--dtype', 'bfloat16'], [dict(type='InferenceDtypeHook',
+                                    dtype='bfloat16')]),
 ])
-def test_test_compile_flags(monkeypatch, tmp_path, argv, expected):
+def test_test_hook_flags(monkeypatch, tmp_path, argv, expected):
     test_tool, built, ckpt = stopped_test_py(monkeypatch, tmp_path)
     monkeypatch.setattr(sys, 'argv', [
         'test.py', str(ROOT / 'configs/upernet_swin-b_ptx-512.py'), str(ckpt),
         '--work-dir', str(tmp_path)] + argv)
     assert test_tool.main() is None
     hooks = [h for h in built[0].custom_hooks
-             if h['type'] == 'CompileModulesHook']
+             if h['type'] in ('CompileModulesHook', 'InferenceDtypeHook')]
     assert hooks == expected
-
-
-@pytest.mark.parametrize('argv', [[], ['--dtype', 'float16'],
-                                  ['--dtype', 'bfloat16']])
-def test_test_dtype_flag(monkeypatch, tmp_path, argv):
-    test_tool, built, ckpt = stopped_test_py(monkeypatch, tmp_path)
-    monkeypatch.setattr(sys, 'argv', [
-        'test.py', str(ROOT / 'configs/upernet_swin-b_ptx-512.py'), str(ckpt),
-        '--work-dir', str(tmp_path)] + argv)
-    assert test_tool.main() is None
-    hooks = [h for h in built[0].custom_hooks
-             if h['type'] == 'InferenceDtypeHook']
-    assert hooks == [dict(type='InferenceDtypeHook', dtype=d)
-                     for d in argv[1:]]
 
 
 def test_test_show_flags(monkeypatch, tmp_path):
