@@ -25,6 +25,7 @@ from mmseg_ptx.reporting.summary import _model_rows
     (dict(type='DiceCELoss', loss_weight=0.4),
      'DiceCELoss: 0.4 x (0.5 x CE + 0.5 x soft Dice)'),
     (dict(type='CrossEntropyLoss', loss_weight=0.4), '0.4 x CrossEntropyLoss'),
+    (dict(type='CrossEntropyLoss', loss_weight=0.0), '0.0 x CrossEntropyLoss'),
     ([dict(type='CrossEntropyLoss'), dict(type='DiceLoss')],
      'CrossEntropyLoss, DiceLoss'),
 ])

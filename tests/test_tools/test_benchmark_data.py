@@ -1,18 +1,43 @@
-"""tools/benchmark_data.py prints its figures (no timing asserted)."""
+"""tools/benchmark_data.py prints its figures (their ratios asserted, no
+timing)."""
 import re
+from types import SimpleNamespace
 
-from conftest import PYTHON, run_tool
+import numpy as np
+import pytest
+from conftest import PYTHON, load_tool, run_tool
 
 
 def test_benchmark_data_prints_its_tables():
     proc = run_tool([PYTHON, 'tools/benchmark_data.py', '--num', '2',
-                     '--repeats', '1', '--threads', '1', '2'])
+                     '--repeats', '1', '--threads', '1', '2', '--workers',
+                     '1', '2'])
     out = proc.stdout
-    assert re.search(r'^\s+1\s+[\d.]+\s+[\d.]+$', out, re.M), out
-    for name in ('vectorised', 'run loop (competition)', 'pixel loop'):
-        assert name in out
+    loader = re.findall(r'^\s+(\d)\s+([\d.]+)\s+([\d.]+)$',
+                        out.split('(b) RLE decode')[0], re.M)
+    assert [workers for workers, _, _ in loader] == ['1', '2'], out
+    for workers, rate, per_process in loader:
+        assert float(per_process) == pytest.approx(
+            float(rate) / int(workers), abs=0.08)
+    # "vectorised is N x" the other decoder: their masks/s in ratio.
+    vectorised = float(re.search(r'^\s+vectorised\s+([\d.]+)\s*$', out,
+                                 re.M).group(1))
+    for name in ('run loop \\(competition\\)', 'pixel loop'):
+        rate, ratio = map(float, re.search(
+            name + r'\s+([\d.]+)\s+([\d.]+)x', out).groups())
+        assert ratio == pytest.approx(vectorised / rate, rel=0.25)
     outputs = out.split('(c) tools/infer.py besides the model')[1]
     assert re.findall(r'^\s+(\d)\s+[\d.]+$', outputs, re.M) == ['1', '2']
+
+
+def test_transform_times_are_per_image_over_all_passes(monkeypatch):
+    tool = load_tool('benchmark_data')
+    clock = iter(range(1000))  # every transform call takes 1 s
+    monkeypatch.setattr(tool, 'time', SimpleNamespace(
+        perf_counter=lambda: next(clock)))
+    grey = dict(img=np.zeros((4, 4), np.uint8))
+    times = tool.time_transforms([grey] * 2, 3, [dict(type='GreyToBGR')])
+    assert times == [('GreyToBGR', 1000.0)]
 
 
 def test_config_pipeline_and_its_transforms():

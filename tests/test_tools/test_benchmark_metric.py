@@ -4,6 +4,8 @@ import re
 import subprocess
 import threading
 
+import pytest
+
 from conftest import PYTHON, ROOT, load_tool, run_tool
 
 TOOL = ROOT / 'tools' / 'benchmark_metric.py'
@@ -16,6 +18,12 @@ def test_benchmark_metric_tiny_set():
     diff, bound = re.search(r'\|ap - sklearn ap\| = (\S+) \(guaranteed '
                             r'bound (\S+)\)', proc.stdout).groups()
     assert float(diff) <= float(bound)
+    # The speed-up is scikit-learn's time over the metric's.
+    ours, ref = (float(re.search(rf'^{name}\s+([\d.]+)', proc.stdout,
+                                 re.M).group(1))
+                 for name in ('PneumothoraxMetric', 'sklearn AP'))
+    speed_up = float(re.search(r'speed-up: ([\d.]+)x', proc.stdout).group(1))
+    assert speed_up == pytest.approx(ref / ours, rel=0.1, abs=0.1)
 
 
 def test_benchmark_metric_rejects_empty_set():

@@ -569,6 +569,9 @@ def test_usage_errors_are_one_line(tmp_path, demo_root, tool_main):
             # TTA switched off by a child config.
             ([ckpt, '--tta', '--cfg-options', 'tta_model=None'],
              f'--tta needs tta_model and tta_pipeline in the config '
+             f'{config}'),
+            ([ckpt, '--tta', '--cfg-options', 'tta_pipeline=None'],
+             f'--tta needs tta_model and tta_pipeline in the config '
              f'{config}')):
         status, _, err = tool_main('test', config, *args, '--work-dir',
                                    tmp_path / 'work')

@@ -35,6 +35,27 @@ def test_records_reads_of_device_values_with_their_line():
     assert lines[0].split()[:2] == ['1', '_local_scalar_dense']
 
 
+def test_every_operator_whose_output_size_is_read_is_recorded():
+    # Each sizes its output by the values of its input, which a GPU must
+    # send to the host first.
+    x, i = torch.randn(8), torch.tensor([0, 2, 1])
+    mask = x > 0
+    calls = {
+        'masked_select': lambda: x.masked_select(mask),
+        'index_put': lambda: x.index_put((mask, ), torch.tensor(0.0)),
+        'bincount': lambda: i.bincount(),
+        'unique_consecutive': lambda: i.unique_consecutive(),
+        'repeat_interleave': lambda: torch.repeat_interleave(x[:3], i),
+        'equal': lambda: torch.equal(x, x),
+        'allclose': lambda: torch.allclose(x, x),
+        'is_nonzero': lambda: bool(x[:1]),
+    }
+    for name, call in calls.items():
+        with HostSyncRecorder() as syncs:
+            call()
+        assert syncs.total >= 1, name
+
+
 def test_device_work_without_reads_records_nothing():
     x = torch.randn(4, 8, requires_grad=True)
     with HostSyncRecorder() as syncs:

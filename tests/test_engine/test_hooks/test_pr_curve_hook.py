@@ -139,6 +139,17 @@ def test_a_tta_model_scoring_one_view_is_named(monkeypatch, tta, warned):
     assert bool(logged) == warned, logged
     if warned:
         assert "tta_model=dict(type='SegTTAModelWithLogits')" in logged[0]
+    # Inside DDP's wrapper (tools/test.py --launcher pytorch), said once.
+    from mmengine.model import MMDistributedDataParallel
+    wrapper = MMDistributedDataParallel.__new__(MMDistributedDataParallel)
+    torch.nn.Module.__init__(wrapper)
+    wrapper.module = model
+    for main_process, said in ((False, []), (True, logged[:1])):
+        logged.clear()
+        monkeypatch.setattr(pr_curve_hook, 'is_main_process',
+                            lambda: main_process)
+        hook.before_test(SimpleNamespace(model=wrapper))
+        assert logged == (said if warned else []), logged
 
 
 def test_history_is_the_current_runs(tmp_path):
