@@ -57,6 +57,21 @@ def _validation_due(runner) -> bool:
     return done >= loop.val_begin and (done % interval == 0 or done == last)
 
 
+def _restore_last_checkpoint(runner) -> None:
+    """Give a resumed run's CheckpointHooks their ``last_ckpt`` back.
+
+    mmengine 0.10 does not restore it on resume. Without it a new best
+    after the resume is not written back into a checkpoint of its step (as
+    CheckpointHook does after each validation of a run not resumed): a
+    later resume then starts before that best, from a message hub that
+    names a best checkpoint since deleted.
+    """
+    last = runner.message_hub.get_info('last_ckpt')
+    for hook in getattr(runner, 'hooks', []):
+        if isinstance(hook, CheckpointHook) and hook.last_ckpt is None:
+            hook.last_ckpt = last
+
+
 def _progress(runner) -> tuple:
     """(epoch, iter) of the training loop, or (None, None) outside
     training: a loop not built (its config, a dict; ``runner.epoch`` would
@@ -134,6 +149,8 @@ class PRCurveHook(Hook):
         self._prev_epoch = 0
         # A resumed run's missing validation, to run before training on.
         self._validate_first = False
+        # The last validation's record, not yet written (_write_history).
+        self._pending: Optional[dict] = None
 
     def _root(self, runner) -> str:
         return self.out_dir if self.out_dir is not None else runner.work_dir
@@ -151,6 +168,8 @@ class PRCurveHook(Hook):
         # iteration: average the first record over this run's only.
         self._prev_iter = runner.iter
         self._prev_epoch = runner.epoch
+        if runner.iter > 0:
+            _restore_last_checkpoint(runner)
         path = self._history_path(runner)
         missing, error = False, None
         if is_main_process() and osp.exists(path):
@@ -187,22 +206,42 @@ class PRCurveHook(Hook):
         return missing
 
     def before_train_epoch(self, runner) -> None:
-        """Validate what a resumed run's history misses (see above).
+        """Write the last validation's record, and validate what a resumed
+        run's history misses (see above).
 
         Args:
             runner (Runner): The runner.
         """
+        self._write_history(runner)
         if self._validate_first:
             self._validate_missing(runner)
+        self._write_history(runner)
+
+    def before_train_iter(self,
+                          runner,
+                          batch_idx: int,
+                          data_batch: Optional[dict] = None) -> None:
+        """Write the record of a validation by iterations.
+
+        Args:
+            runner (Runner): The runner.
+            batch_idx (int): The iteration's index in its epoch.
+            data_batch (dict, optional): The batch.
+        """
+        self._write_history(runner)
 
     def after_train(self, runner) -> None:
-        """Validate what a run resumed at its end misses (no epoch ran).
+        """Write the last validation's record, and validate what a run
+        resumed at its end misses (no epoch ran), before the report reads
+        the history.
 
         Args:
             runner (Runner): The runner.
         """
+        self._write_history(runner)
         if self._validate_first:
             self._validate_missing(runner)
+        self._write_history(runner)
 
     def _validate_missing(self, runner) -> None:
         self._validate_first = False
@@ -210,17 +249,11 @@ class PRCurveHook(Hook):
         unit = 'epoch' if key == 'epoch' else 'iteration'
         print_log(
             f'Validating {unit} {step} now: the run was stopped during its '
-            'validation (its checkpoint, which this run resumed from, is '
-            'saved first), so the metrics history has no record of it',
+            'validation, or while it saved that validation\'s checkpoints '
+            '(the checkpoint this run resumed from is saved first), so the '
+            'metrics history has no record of it',
             logger='current',
             level=logging.WARNING)
-        for hook in runner.hooks:
-            if isinstance(hook, CheckpointHook) and hook.last_ckpt is None:
-                # mmengine does not restore it on resume; without it a new
-                # best's score is not written back into this step's
-                # checkpoint (as CheckpointHook does after a validation),
-                # and a later resume from it would forget that best.
-                hook.last_ckpt = runner.message_hub.get_info('last_ckpt')
         runner.val_loop.run()
 
     def _keep_history_to(self, runner, path: str) -> List[dict]:
@@ -326,9 +359,8 @@ class PRCurveHook(Hook):
         return out
 
     def _append_history(self, runner, metrics: Dict[str, Any]) -> None:
-        os.makedirs(self._root(runner), exist_ok=True)
-        path = self._history_path(runner)
-        history = self._load_history(path) if osp.exists(path) else []
+        """Make this validation's record, written by :meth:`_write_history`
+        once the checkpoint hooks have run."""
         epoch, iteration = _progress(runner)
         entry = dict(mode='val', epoch=epoch, iter=iteration)
         entry.update(metrics or {})
@@ -339,13 +371,36 @@ class PRCurveHook(Hook):
             entry.update(train_from_epoch=self._prev_epoch + 1,
                          train_from_iter=self._prev_iter + 1)
         entry.update(scalars)
+        self._pending = entry
+        self._prev_iter = iteration or 0
+        self._prev_epoch = epoch or 0
+
+    def _write_history(self, runner) -> None:
+        """Write the record of the last validation, if not yet written.
+
+        Not in ``after_val_epoch``: mmengine's CheckpointHook (VERY_LOW,
+        after this hook) then removes the previous best checkpoint and
+        saves the new one. A run stopped in between would have the record,
+        so its resume would not validate that step again, and the best
+        checkpoint would be lost. Written at the next hook point instead
+        (the next epoch or iteration, or the end of training), a record
+        means its checkpoints were saved; without it the resumed run
+        validates the step again (:meth:`before_train`).
+        """
+        entry, self._pending = self._pending, None
+        if entry is None or not is_main_process():
+            return
+        os.makedirs(self._root(runner), exist_ok=True)
+        path = self._history_path(runner)
+        history = self._load_history(path) if osp.exists(path) else []
         # A resumed run, or a runner.val() after training, validates an
         # epoch again: keep the newest validation, and the training
         # scalars of the record it replaces when no training came between.
-        same = ('val', epoch, iteration)
+        same = ('val', entry['epoch'], entry['iter'])
         for record in history:
             if (record.get('mode'), record.get('epoch'),
-                    record.get('iter')) == same and not scalars:
+                    record.get('iter')) == same and (
+                        'train_from_iter' not in entry):
                 entry.update((k, v) for k, v in record.items()
                              if k.startswith('train'))
         history = [
@@ -354,8 +409,6 @@ class PRCurveHook(Hook):
         ]
         history.append(entry)
         write_json(history, path)
-        self._prev_iter = iteration or 0
-        self._prev_epoch = epoch or 0
 
     def after_val_epoch(self,
                         runner,

@@ -46,6 +46,55 @@ def make_runner(work_dir, metric, name):
         message_hub=MessageHub(name=name))
 
 
+def validate(hook, runner, metrics):
+    """A validation in training, then the next epoch's start, where its
+    record is written."""
+    hook.after_val_epoch(runner, metrics)
+    hook.before_train_epoch(runner)
+
+
+def test_a_record_is_written_after_the_checkpoint_hooks(tmp_path):
+    """mmengine's CheckpointHook saves the best checkpoint after this hook's
+    after_val_epoch: the record is written at the next hook point, so a
+    run stopped before it validates that epoch again when resumed (and
+    saves the best again) instead of losing it."""
+    metric, metrics = evaluated_metric()
+    runner = make_runner(tmp_path, metric, 'pr_hook_test_written_later')
+    path = tmp_path / 'metrics_history.json'
+    for write in ('before_train_epoch', 'before_train_iter', 'after_train'):
+        hook = HOOKS.build(dict(type='PRCurveHook', plot=False))
+        train(runner, [1.0])
+        hook.after_val_epoch(runner, metrics)
+        assert not path.exists() or runner.epoch not in [
+            h['epoch'] for h in json.loads(path.read_text())]
+        getattr(hook, write)(runner, *([0] if write.endswith('iter') else
+                                       []))
+        assert json.loads(path.read_text())[-1]['epoch'] == runner.epoch
+        # Once.
+        getattr(hook, write)(runner, *([0] if write.endswith('iter') else
+                                       []))
+        assert [h['epoch'] for h in json.loads(path.read_text())
+                ] == list(range(1, runner.epoch + 1))
+
+
+@pytest.mark.parametrize('resumed', [False, True])
+def test_a_resumed_run_saves_its_steps_after_a_new_best(tmp_path, resumed):
+    """mmengine does not restore CheckpointHook.last_ckpt on resume, and
+    without it a new best's step gets no checkpoint: a later resume would
+    start before that best, naming a best checkpoint since deleted."""
+    from mmengine.hooks import CheckpointHook
+    runner = make_runner(tmp_path, evaluated_metric()[0],
+                         f'pr_hook_test_last_ckpt_{resumed}')
+    runner.message_hub.update_info('last_ckpt', str(tmp_path / 'epoch_4.pth'))
+    runner.epoch, runner.iter = (4, 8) if resumed else (0, 0)
+    checkpoints = CheckpointHook(interval=4, save_best='dice',
+                                 rule='greater')
+    runner.hooks = [checkpoints]
+    HOOKS.build(dict(type='PRCurveHook')).before_train(runner)
+    assert checkpoints.last_ckpt == (str(tmp_path / 'epoch_4.pth')
+                                     if resumed else None)
+
+
 def train(runner, losses):
     for loss in losses:
         runner.iter += 1
@@ -60,11 +109,11 @@ def test_hook_writes_curves_and_history(tmp_path):
     hook = HOOKS.build(dict(type='PRCurveHook', max_points=50))
 
     train(runner, [1.0, 3.0])
-    hook.after_val_epoch(runner, metrics)
+    validate(hook, runner, metrics)
     train(runner, [0.5, 0.7, 0.9])
     metric2, metrics2 = evaluated_metric(seed=1)
     runner.val_evaluator.metrics = [metric2]
-    hook.after_val_epoch(runner, metrics2)
+    validate(hook, runner, metrics2)
 
     curve_dir = tmp_path / 'pr_curves'
     for stem in ('val_epoch_001', 'val_epoch_002', 'val_latest'):
@@ -90,7 +139,7 @@ def test_hook_writes_curves_and_history(tmp_path):
     # replaces its validation metrics; with no training in between, its
     # training scalars stay the epoch's (not the last iteration's loss,
     # over a window starting after the epoch).
-    hook.after_val_epoch(runner, metrics)
+    validate(hook, runner, metrics)
     history = json.loads((tmp_path / 'metrics_history.json').read_text())
     assert len(history) == 2
     assert history[1]['dice'] == pytest.approx(metrics['dice'])
@@ -112,7 +161,7 @@ def test_hook_after_test_and_nan_metrics(tmp_path):
     assert not osp.exists(tmp_path / 'o' / 'metrics_history.json')
 
     # NaN metrics (no positive image) are stored as JSON null.
-    hook.after_val_epoch(runner, {'dice': float('nan'), 'ap': 0.5})
+    validate(hook, runner, {'dice': float('nan'), 'ap': 0.5})
     history = json.loads(
         (tmp_path / 'o' / 'metrics_history.json').read_text())
     assert history == [dict(mode='val', epoch=0, iter=0, dice=None, ap=0.5)]
@@ -162,7 +211,7 @@ def test_history_is_the_current_runs(tmp_path):
     hook.before_train(first)
     for loss in (5.0, 4.0, 3.0):
         train(first, [loss, loss])
-        hook.after_val_epoch(first, dict(metrics, dice=loss / 10))
+        validate(hook, first, dict(metrics, dice=loss / 10))
     path = tmp_path / 'metrics_history.json'
 
     # Resumed from the epoch-2 checkpoint: the message hub comes back with
@@ -174,7 +223,7 @@ def test_history_is_the_current_runs(tmp_path):
     hook.before_train(resumed)
     assert [h['epoch'] for h in json.loads(path.read_text())] == [1, 2]
     train(resumed, [1.0, 1.0])
-    hook.after_val_epoch(resumed, dict(metrics, dice=0.9))
+    validate(hook, resumed, dict(metrics, dice=0.9))
     history = json.loads(path.read_text())
     assert [(h['epoch'], h['train/loss']) for h in history] == [
         (1, 5.0), (2, 4.0), (3, 1.0)]
@@ -196,7 +245,7 @@ def test_history_is_the_current_runs(tmp_path):
     assert sorted(json.loads(b.read_text())[-1]['dice']
                   for b in backups) == [0.3, 0.9]
     train(fresh, [2.0])
-    hook.after_val_epoch(fresh, dict(metrics, dice=0.2))
+    validate(hook, fresh, dict(metrics, dice=0.2))
     assert [(h['epoch'], h['dice']) for h in json.loads(path.read_text())
             ] == [(1, 0.2)]
 
