@@ -1,8 +1,9 @@
 """Work-arounds for OpenMMLab on today's stack, all in one place.
 
 Each fix names the upstream problem it covers and is applied only when that
-problem is present (fix 4 excepted: a speed-up of mmseg's code, always
-applied), so it can be deleted once upstream releases a fix.
+problem is present (always applied: fix 4, a speed-up of mmseg's code,
+and fix 9, whose problem no version or probe shows), so it can be deleted
+once upstream releases a fix.
 ``mmseg_ptx/__init__.py`` imports this module before anything from mmseg.
 
 Fixes:
@@ -81,6 +82,19 @@ Fixes:
    an error. :func:`voi_lut_dataset` hands pydicom a copy whose LUT
    declares 16 bits per entry: the same entries, indexed as ``uint16``.
    Inactive where pydicom's lookup does not wrap.
+9. Checkpoints written in place. mmengine 0.10.7's ``LocalBackend.put``
+   (``fileio/backends/local_backend.py``), through which
+   ``Runner.save_checkpoint`` writes, opens the file with ``'wb'`` and
+   writes into it. A job killed while saving (pre-emption, a time limit)
+   leaves a truncated checkpoint that ``last_checkpoint`` names, and
+   ``--resume`` then fails on "PytorchStreamReader failed reading zip
+   archive" on every requeue; after a new best, ``CheckpointHook`` even
+   rewrites a complete ``epoch_N.pth`` in place, so the kill destroys a
+   good checkpoint (``put_text``, which writes ``last_checkpoint``, the
+   same). We write ``<file>.tmp<pid>`` beside it and rename it
+   over the file (atomic on one file system): the file is then either
+   the old one or the whole new one (a killed write leaves the temporary
+   file). Delete when mmengine writes atomically.
 
 ``mmseg::`` config inheritance needs ``pkg_resources`` (removed in
 setuptools 82); that is handled by the ``setuptools<82`` requirement,
@@ -536,6 +550,43 @@ def voi_lut_dataset(ds: pydicom.Dataset) -> pydicom.Dataset:
     return view
 
 
+# --------------------------------------------------------------------------
+# 9. Local files (checkpoints) written in place
+# --------------------------------------------------------------------------
+def _write_local_files_atomically() -> None:
+    from mmengine.fileio.backends.local_backend import LocalBackend
+    put = LocalBackend.put
+    if hasattr(put, '__wrapped__'):
+        return  # this ran already
+
+    @functools.wraps(put)
+    def put_atomically(self, obj: bytes, filepath) -> None:
+        filepath = os.fspath(filepath)
+        folder = os.path.dirname(filepath)
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+        # open(), not mkstemp: the file gets the permissions the umask
+        # gives, as mmengine's did (mkstemp's are the owner's only).
+        temporary = f'{filepath}.tmp{os.getpid()}'
+        try:
+            with open(temporary, 'wb') as f:
+                f.write(obj)
+            os.replace(temporary, filepath)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(temporary)
+            raise
+
+    @functools.wraps(LocalBackend.put_text)
+    def put_text_atomically(self, obj: str, filepath,
+                            encoding: str = 'utf-8') -> None:
+        # last_checkpoint, which names the checkpoint to resume from.
+        put_atomically(self, obj.encode(encoding), filepath)
+
+    LocalBackend.put = put_atomically
+    LocalBackend.put_text = put_text_atomically
+
+
 def apply_all() -> None:
     """Apply every fix that the installed stack needs (idempotent)."""
     warnings.filterwarnings(
@@ -551,3 +602,4 @@ def apply_all() -> None:
     _patch_decode_head_accuracy()
     _accept_seg_data_preprocessor_non_blocking()
     _skip_best_checkpoint_outside_training()
+    _write_local_files_atomically()

@@ -281,3 +281,38 @@ def test_voi_lut_dataset_leaves_the_data_set_alone(bits):
     assert (view is ds) == (bits == 16 or
                             not compat._pydicom_wraps_8bit_voi_lut())
     assert apply_voi(np.array([1000]), view).tolist() == [250]
+
+
+def test_checkpoints_are_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    """A save killed before it finished leaves the earlier checkpoint (and
+    last_checkpoint, which names it), not a truncated file that --resume
+    cannot read (fix 9)."""
+    import os
+
+    from mmengine.fileio.backends.local_backend import LocalBackend
+    from mmengine.runner.checkpoint import save_checkpoint
+    path = tmp_path / 'work' / 'epoch_3.pth'
+    last = path.parent / 'last_checkpoint'
+    save_checkpoint(dict(meta=dict(epoch=3)), str(path))
+    LocalBackend().put_text(str(path), str(last))
+    assert torch.load(path)['meta'] == dict(epoch=3)
+    before = path.read_bytes()
+
+    class Killed(BaseException):
+        """The process stopped before the rename."""
+
+    def killed(*args):
+        raise Killed
+
+    monkeypatch.setattr(os, 'replace', killed)
+    with pytest.raises(Killed):
+        save_checkpoint(dict(meta=dict(epoch=3), best=True), str(path))
+    with pytest.raises(Killed):
+        LocalBackend().put_text('', str(last))
+    assert path.read_bytes() == before
+    assert last.read_text() == str(path)
+    assert sorted(p.name for p in path.parent.iterdir()) == [
+        'epoch_3.pth', 'last_checkpoint']
+    # Applied once, whatever the number of imports.
+    compat.apply_all()
+    assert not hasattr(LocalBackend.put.__wrapped__, '__wrapped__')
