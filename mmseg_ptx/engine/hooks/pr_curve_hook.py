@@ -206,42 +206,22 @@ class PRCurveHook(Hook):
         return missing
 
     def before_train_epoch(self, runner) -> None:
-        """Write the last validation's record, and validate what a resumed
-        run's history misses (see above).
+        """Validate what a resumed run's history misses (see above).
 
         Args:
             runner (Runner): The runner.
         """
-        self._write_history(runner)
         if self._validate_first:
             self._validate_missing(runner)
-        self._write_history(runner)
-
-    def before_train_iter(self,
-                          runner,
-                          batch_idx: int,
-                          data_batch: Optional[dict] = None) -> None:
-        """Write the record of a validation by iterations.
-
-        Args:
-            runner (Runner): The runner.
-            batch_idx (int): The iteration's index in its epoch.
-            data_batch (dict, optional): The batch.
-        """
-        self._write_history(runner)
 
     def after_train(self, runner) -> None:
-        """Write the last validation's record, and validate what a run
-        resumed at its end misses (no epoch ran), before the report reads
-        the history.
+        """Validate what a run resumed at its end misses (no epoch ran).
 
         Args:
             runner (Runner): The runner.
         """
-        self._write_history(runner)
         if self._validate_first:
             self._validate_missing(runner)
-        self._write_history(runner)
 
     def _validate_missing(self, runner) -> None:
         self._validate_first = False
@@ -382,10 +362,10 @@ class PRCurveHook(Hook):
         after this hook) then removes the previous best checkpoint and
         saves the new one. A run stopped in between would have the record,
         so its resume would not validate that step again, and the best
-        checkpoint would be lost. Written at the next hook point instead
-        (the next epoch or iteration, or the end of training), a record
-        means its checkpoints were saved; without it the resumed run
-        validates the step again (:meth:`before_train`).
+        checkpoint would be lost. Written in ``after_val``, which comes
+        after every hook's ``after_val_epoch``, a record means its
+        checkpoints were saved; without it the resumed run validates the
+        step again (:meth:`before_train`).
         """
         entry, self._pending = self._pending, None
         if entry is None or not is_main_process():
@@ -427,6 +407,15 @@ class PRCurveHook(Hook):
                           curve_tag(epoch, iteration), latest=training)
         if training:
             self._append_history(runner, metrics)
+
+    def after_val(self, runner) -> None:
+        """Write the validation's record, now that the checkpoint hooks
+        have saved its checkpoints (see :meth:`_write_history`).
+
+        Args:
+            runner (Runner): The runner.
+        """
+        self._write_history(runner)
 
     def before_test(self, runner) -> None:
         """Warn where MMSeg's ``SegTTAModel`` tests (MMSeg's

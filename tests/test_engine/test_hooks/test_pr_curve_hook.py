@@ -47,34 +47,30 @@ def make_runner(work_dir, metric, name):
 
 
 def validate(hook, runner, metrics):
-    """A validation in training, then the next epoch's start, where its
-    record is written."""
+    """A validation as mmengine's ValLoop ends it: every hook's
+    after_val_epoch, then after_val."""
     hook.after_val_epoch(runner, metrics)
-    hook.before_train_epoch(runner)
+    hook.after_val(runner)
 
 
 def test_a_record_is_written_after_the_checkpoint_hooks(tmp_path):
-    """mmengine's CheckpointHook saves the best checkpoint after this hook's
-    after_val_epoch: the record is written at the next hook point, so a
-    run stopped before it validates that epoch again when resumed (and
-    saves the best again) instead of losing it."""
+    """mmengine's CheckpointHook saves the best checkpoint in its
+    after_val_epoch, after this hook's: the record is written in
+    after_val, so a run stopped before it validates that epoch again when
+    resumed (and saves the best again) instead of losing it."""
     metric, metrics = evaluated_metric()
     runner = make_runner(tmp_path, metric, 'pr_hook_test_written_later')
     path = tmp_path / 'metrics_history.json'
-    for write in ('before_train_epoch', 'before_train_iter', 'after_train'):
-        hook = HOOKS.build(dict(type='PRCurveHook', plot=False))
+    hook = HOOKS.build(dict(type='PRCurveHook', plot=False))
+    for epoch in (1, 2):
         train(runner, [1.0])
         hook.after_val_epoch(runner, metrics)
-        assert not path.exists() or runner.epoch not in [
+        assert not path.exists() or epoch not in [
             h['epoch'] for h in json.loads(path.read_text())]
-        getattr(hook, write)(runner, *([0] if write.endswith('iter') else
-                                       []))
-        assert json.loads(path.read_text())[-1]['epoch'] == runner.epoch
-        # Once.
-        getattr(hook, write)(runner, *([0] if write.endswith('iter') else
-                                       []))
+        hook.after_val(runner)
+        hook.after_val(runner)  # once
         assert [h['epoch'] for h in json.loads(path.read_text())
-                ] == list(range(1, runner.epoch + 1))
+                ] == list(range(1, epoch + 1))
 
 
 @pytest.mark.parametrize('resumed', [False, True])
