@@ -91,7 +91,7 @@ Fixes:
    archive" on every requeue; after a new best, ``CheckpointHook`` even
    rewrites a complete ``epoch_N.pth`` in place, so the kill destroys a
    good checkpoint (``put_text``, which writes ``last_checkpoint``, the
-   same). We write ``<file>.tmp<pid>`` beside it and rename it
+   same). We write a temporary file beside it and rename it
    over the file (atomic on one file system): the file is then either
    the old one or the whole new one (a killed write leaves the temporary
    file). Delete when mmengine writes atomically.
@@ -559,23 +559,11 @@ def _write_local_files_atomically() -> None:
     if hasattr(put, '__wrapped__'):
         return  # this ran already
 
+    from mmseg_ptx.utils.atomic_write import write_atomically
+
     @functools.wraps(put)
     def put_atomically(self, obj: bytes, filepath) -> None:
-        filepath = os.fspath(filepath)
-        folder = os.path.dirname(filepath)
-        if folder:
-            os.makedirs(folder, exist_ok=True)
-        # open(), not mkstemp: the file gets the permissions the umask
-        # gives, as mmengine's did (mkstemp's are the owner's only).
-        temporary = f'{filepath}.tmp{os.getpid()}'
-        try:
-            with open(temporary, 'wb') as f:
-                f.write(obj)
-            os.replace(temporary, filepath)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.remove(temporary)
-            raise
+        write_atomically(filepath, obj)
 
     @functools.wraps(LocalBackend.put_text)
     def put_text_atomically(self, obj: str, filepath,

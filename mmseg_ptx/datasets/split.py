@@ -17,9 +17,10 @@ import hashlib
 import json
 import os
 import os.path as osp
-import uuid
 from dataclasses import dataclass, field
 from typing import Dict, List, Sequence
+
+from mmseg_ptx.utils.atomic_write import write_atomically
 
 __all__ = [
     'SplitResult', 'balance_and_split', 'count_split', 'write_split',
@@ -238,23 +239,6 @@ def _ids_text(ids: Sequence[str]) -> str:
     return ''.join(f'{i}\n' for i in ids)
 
 
-def _atomic_write(path: str, text: str) -> None:
-    # tmp file in the same directory + os.replace: readers (other DDP ranks
-    # doing the same) see either no file or a complete one. Not mkstemp,
-    # whose files only their owner may read: on a shared data folder
-    # every user's runs read the split.
-    tmp = osp.join(osp.dirname(path),
-                   f'.{osp.basename(path)}.{uuid.uuid4().hex}.tmp')
-    try:
-        with open(tmp, 'x', encoding='utf-8') as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def _read_text(path: str) -> str:
     with open(path, encoding='utf-8') as f:
         return f.read()
@@ -310,14 +294,11 @@ def write_split(split_dir: str, result: SplitResult, meta: dict) -> None:
     for name, text in texts.items():
         path = osp.join(split_dir, name)
         if not osp.isfile(path):
-            _atomic_write(path, text)
+            write_atomically(path, text.encode('utf-8'))
     if not osp.isfile(meta_path):
-        _atomic_write(
-            meta_path,
-            json.dumps(
-                dict(settings=meta, counts=result.counts),
-                indent=2,
-                sort_keys=True) + '\n')
+        text = json.dumps(dict(settings=meta, counts=result.counts),
+                          indent=2, sort_keys=True) + '\n'
+        write_atomically(meta_path, text.encode('utf-8'))
 
 
 def _read_meta(path: str) -> dict:

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from typing import Any
 
 import numpy as np
+
+from mmseg_ptx.utils.atomic_write import write_atomically
 
 __all__ = ['read_json', 'to_jsonable', 'write_json']
 
@@ -60,21 +61,13 @@ def to_jsonable(value: Any) -> Any:
 def write_json(obj: Any, path: str, indent: int = 1) -> None:
     """Write ``obj`` as strict JSON (see :func:`to_jsonable`).
 
-    Written to ``path + '.tmp'`` and then renamed, so a crash never leaves
-    half a file in place of a good one.
+    Written whole or not at all (:func:`~mmseg_ptx.utils.write_atomically`),
+    so a crash never leaves half a file in place of a good one.
 
     Args:
         obj (Any): What to write.
         path (str): The file.
         indent (int): JSON indentation. Defaults to 1.
     """
-    tmp = path + '.tmp'
-    try:
-        with open(tmp, 'w', encoding='utf-8') as f:
-            json.dump(to_jsonable(obj), f, indent=indent, allow_nan=False)
-            f.write('\n')
-        os.replace(tmp, path)  # fails where path is a folder, say
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    text = json.dumps(to_jsonable(obj), indent=indent, allow_nan=False)
+    write_atomically(path, (text + '\n').encode('utf-8'))

@@ -1,6 +1,10 @@
-"""Utilities for keeping the GPU busy: reading device values back without
-waiting for the GPU, and finding the places where the host does wait."""
+"""Utilities for keeping the GPU busy (reading device values back without
+waiting for the GPU, and finding the places where the host does wait),
+and for writing files whole."""
 from .async_readback import AsyncReadback
+from .atomic_write import write_atomically
 from .host_sync_recorder import HostSyncRecorder, mark_host_copy
 
-__all__ = ['AsyncReadback', 'HostSyncRecorder', 'mark_host_copy']
+__all__ = [
+    'AsyncReadback', 'HostSyncRecorder', 'mark_host_copy', 'write_atomically'
+]
