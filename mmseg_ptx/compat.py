@@ -95,6 +95,15 @@ Fixes:
    over the file (atomic on one file system): the file is then either
    the old one or the whole new one (a killed write leaves the temporary
    file). Delete when mmengine writes atomically.
+10. ``CheckpointHook.last_ckpt`` after a resume. mmengine 0.10.7's
+    ``CheckpointHook.before_train`` restores the best checkpoint's path
+    from the resumed message hub but not ``last_ckpt``, which
+    ``after_val_epoch`` needs to save the step of a new best again
+    (``_save_checkpoint_with_step``): after a resume a new best gets no
+    checkpoint of its step, and a later resume starts before that best,
+    from a message hub that names a best checkpoint since deleted. We set
+    it from the message hub in a resumed run (``runner.iter > 0``).
+    Inactive when mmengine's ``before_train`` reads ``last_ckpt``.
 
 ``mmseg::`` config inheritance needs ``pkg_resources`` (removed in
 setuptools 82); that is handled by the ``setuptools<82`` requirement,
@@ -575,6 +584,25 @@ def _write_local_files_atomically() -> None:
     LocalBackend.put_text = put_text_atomically
 
 
+# --------------------------------------------------------------------------
+# 10. CheckpointHook.last_ckpt after a resume
+# --------------------------------------------------------------------------
+def _restore_last_checkpoint_on_resume() -> None:
+    from mmengine.hooks import CheckpointHook
+    before_train = CheckpointHook.before_train
+    if (hasattr(before_train, '__wrapped__')
+            or 'last_ckpt' in inspect.getsource(before_train)):
+        return  # this ran already, or mmengine restores it
+
+    @functools.wraps(before_train)
+    def before_train_resumed(self, runner) -> None:
+        before_train(self, runner)
+        if runner.iter > 0 and self.last_ckpt is None:
+            self.last_ckpt = runner.message_hub.get_info('last_ckpt')
+
+    CheckpointHook.before_train = before_train_resumed
+
+
 def apply_all() -> None:
     """Apply every fix that the installed stack needs (idempotent)."""
     warnings.filterwarnings(
@@ -591,3 +619,4 @@ def apply_all() -> None:
     _accept_seg_data_preprocessor_non_blocking()
     _skip_best_checkpoint_outside_training()
     _write_local_files_atomically()
+    _restore_last_checkpoint_on_resume()

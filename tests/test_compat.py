@@ -316,3 +316,24 @@ def test_checkpoints_are_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
     # Applied once, whatever the number of imports.
     compat.apply_all()
     assert not hasattr(LocalBackend.put.__wrapped__, '__wrapped__')
+
+
+@pytest.mark.parametrize('resumed', [False, True])
+def test_a_resumed_run_saves_its_steps_after_a_new_best(tmp_path, resumed):
+    """mmengine does not restore CheckpointHook.last_ckpt on resume, and
+    without it a new best's step gets no checkpoint: a later resume would
+    start before that best, naming a best checkpoint since deleted (fix
+    10)."""
+    from types import SimpleNamespace
+
+    from mmengine.hooks import CheckpointHook
+    from mmengine.logging import MessageHub, MMLogger
+    hub = MessageHub.get_instance(f'compat_last_ckpt_{resumed}')
+    hub.update_info('last_ckpt', str(tmp_path / 'epoch_4.pth'))
+    runner = SimpleNamespace(work_dir=str(tmp_path), message_hub=hub,
+                             logger=MMLogger.get_current_instance(),
+                             iter=8 if resumed else 0)
+    hook = CheckpointHook(interval=4, save_best='dice', rule='greater')
+    hook.before_train(runner)
+    assert hook.last_ckpt == (str(tmp_path / 'epoch_4.pth')
+                              if resumed else None)

@@ -10,7 +10,7 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from mmengine.dist import broadcast_object_list, is_main_process
-from mmengine.hooks import CheckpointHook, Hook
+from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
@@ -55,21 +55,6 @@ def _validation_due(runner) -> bool:
     interval = loop.dynamic_intervals[
         bisect.bisect(loop.dynamic_milestones, done + 1) - 1]
     return done >= loop.val_begin and (done % interval == 0 or done == last)
-
-
-def _restore_last_checkpoint(runner) -> None:
-    """Give a resumed run's CheckpointHooks their ``last_ckpt`` back.
-
-    mmengine 0.10 does not restore it on resume. Without it a new best
-    after the resume is not written back into a checkpoint of its step (as
-    CheckpointHook does after each validation of a run not resumed): a
-    later resume then starts before that best, from a message hub that
-    names a best checkpoint since deleted.
-    """
-    last = runner.message_hub.get_info('last_ckpt')
-    for hook in getattr(runner, 'hooks', []):
-        if isinstance(hook, CheckpointHook) and hook.last_ckpt is None:
-            hook.last_ckpt = last
 
 
 def _progress(runner) -> tuple:
@@ -168,8 +153,6 @@ class PRCurveHook(Hook):
         # iteration: average the first record over this run's only.
         self._prev_iter = runner.iter
         self._prev_epoch = runner.epoch
-        if runner.iter > 0:
-            _restore_last_checkpoint(runner)
         path = self._history_path(runner)
         missing, error = False, None
         if is_main_process() and osp.exists(path):
@@ -368,7 +351,7 @@ class PRCurveHook(Hook):
         step again (:meth:`before_train`).
         """
         entry, self._pending = self._pending, None
-        if entry is None or not is_main_process():
+        if entry is None:  # none, or not the main process (it makes them)
             return
         os.makedirs(self._root(runner), exist_ok=True)
         path = self._history_path(runner)

@@ -73,24 +73,6 @@ def test_a_record_is_written_after_the_checkpoint_hooks(tmp_path):
                 ] == list(range(1, epoch + 1))
 
 
-@pytest.mark.parametrize('resumed', [False, True])
-def test_a_resumed_run_saves_its_steps_after_a_new_best(tmp_path, resumed):
-    """mmengine does not restore CheckpointHook.last_ckpt on resume, and
-    without it a new best's step gets no checkpoint: a later resume would
-    start before that best, naming a best checkpoint since deleted."""
-    from mmengine.hooks import CheckpointHook
-    runner = make_runner(tmp_path, evaluated_metric()[0],
-                         f'pr_hook_test_last_ckpt_{resumed}')
-    runner.message_hub.update_info('last_ckpt', str(tmp_path / 'epoch_4.pth'))
-    runner.epoch, runner.iter = (4, 8) if resumed else (0, 0)
-    checkpoints = CheckpointHook(interval=4, save_best='dice',
-                                 rule='greater')
-    runner.hooks = [checkpoints]
-    HOOKS.build(dict(type='PRCurveHook')).before_train(runner)
-    assert checkpoints.last_ckpt == (str(tmp_path / 'epoch_4.pth')
-                                     if resumed else None)
-
-
 def train(runner, losses):
     for loss in losses:
         runner.iter += 1
