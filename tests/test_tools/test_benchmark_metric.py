@@ -4,7 +4,6 @@ import re
 import subprocess
 import threading
 
-import pytest
 
 from conftest import PYTHON, ROOT, load_tool, run_tool
 
@@ -23,7 +22,12 @@ def test_benchmark_metric_tiny_set():
                                  re.M).group(1))
                  for name in ('PneumothoraxMetric', 'sklearn AP'))
     speed_up = float(re.search(r'speed-up: ([\d.]+)x', proc.stdout).group(1))
-    assert speed_up == pytest.approx(ref / ours, rel=0.1, abs=0.1)
+    # The times are printed to the millisecond (a few ms on this tiny
+    # set), the speed-up to 0.1: the ratio of the printed times bounds it
+    # only within their rounding.
+    low = (ref - 5e-4) / (ours + 5e-4)
+    high = (ref + 5e-4) / max(ours - 5e-4, 1e-9)
+    assert low - 0.05 <= speed_up <= high + 0.05, (ours, ref, speed_up)
 
 
 def test_benchmark_metric_rejects_empty_set():
