@@ -93,8 +93,10 @@ Fixes:
    good checkpoint (``put_text``, which writes ``last_checkpoint``, the
    same). We write a temporary file beside it and rename it
    over the file (atomic on one file system): the file is then either
-   the old one or the whole new one (a killed write leaves the temporary
-   file). Delete when mmengine writes atomically.
+   the old one or the whole new one. A killed write leaves the temporary
+   file, which the next write of that file by a later process (a resumed
+   run saving that epoch again) removes. Delete when mmengine writes
+   atomically.
 10. ``CheckpointHook.last_ckpt`` after a resume. mmengine 0.10.7's
     ``CheckpointHook.before_train`` restores the best checkpoint's path
     from the resumed message hub but not ``last_ckpt``, which
@@ -568,11 +570,14 @@ def _write_local_files_atomically() -> None:
     if hasattr(put, '__wrapped__'):
         return  # this ran already
 
-    from mmseg_ptx.utils.atomic_write import write_atomically
+    from mmseg_ptx.utils.atomic_write import (remove_leftover_temporaries,
+                                              write_atomically)
 
     @functools.wraps(put)
     def put_atomically(self, obj: bytes, filepath) -> None:
         write_atomically(filepath, obj)
+        # A requeued run saves the killed run's epoch again.
+        remove_leftover_temporaries(filepath)
 
     @functools.wraps(LocalBackend.put_text)
     def put_text_atomically(self, obj: str, filepath,

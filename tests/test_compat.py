@@ -318,6 +318,21 @@ def test_checkpoints_are_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
     assert not hasattr(LocalBackend.put.__wrapped__, '__wrapped__')
 
 
+def test_a_resumed_save_removes_the_killed_saves_leftover(tmp_path):
+    """The temporary file of a save killed in an earlier process goes when
+    the requeued run saves that checkpoint again (fix 9)."""
+    import os
+
+    from mmengine.runner.checkpoint import save_checkpoint
+    path = tmp_path / 'epoch_3.pth'
+    leftover = tmp_path / f'.epoch_3.pth.{"0" * 32}.tmp'
+    leftover.write_bytes(b'half a checkpoint')
+    os.utime(leftover, (1000, 1000))  # written before this process
+    save_checkpoint(dict(meta=dict(epoch=3)), str(path))
+    assert os.listdir(tmp_path) == ['epoch_3.pth']
+    assert torch.load(path)['meta'] == dict(epoch=3)
+
+
 @pytest.mark.parametrize('resumed', [False, True])
 def test_a_resumed_run_saves_its_steps_after_a_new_best(tmp_path, resumed):
     """mmengine does not restore CheckpointHook.last_ckpt on resume, and

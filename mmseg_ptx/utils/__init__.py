@@ -2,9 +2,10 @@
 waiting for the GPU, and finding the places where the host does wait),
 and for writing files whole."""
 from .async_readback import AsyncReadback
-from .atomic_write import write_atomically
+from .atomic_write import remove_leftover_temporaries, write_atomically
 from .host_sync_recorder import HostSyncRecorder, mark_host_copy
 
 __all__ = [
-    'AsyncReadback', 'HostSyncRecorder', 'mark_host_copy', 'write_atomically'
+    'AsyncReadback', 'HostSyncRecorder', 'mark_host_copy',
+    'remove_leftover_temporaries', 'write_atomically'
 ]

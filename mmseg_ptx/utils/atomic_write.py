@@ -2,8 +2,14 @@
 from __future__ import annotations
 
 import os
+import re
+import time
 import uuid
-from typing import Union
+from typing import Optional, Union
+
+#: When this process imported the module: a temporary file last written
+#: before it is no write of this process's.
+_IMPORTED_AT = time.time()
 
 
 def write_atomically(path: Union[str, os.PathLike], data: bytes) -> None:
@@ -17,7 +23,7 @@ def write_atomically(path: Union[str, os.PathLike], data: bytes) -> None:
     is opened with ``open()``, so the file gets the permissions the umask
     gives (``mkstemp``'s would be its owner's only: a shared data folder's
     users read each other's files). A killed write leaves the temporary
-    file.
+    file (see :func:`remove_leftover_temporaries`).
 
     Args:
         path (str | os.PathLike): The file; its folder is made if missing.
@@ -36,3 +42,49 @@ def write_atomically(path: Union[str, os.PathLike], data: bytes) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def remove_leftover_temporaries(path: Union[str, os.PathLike],
+                                older_than: Optional[float] = None
+                                ) -> list[str]:
+    """Remove the temporary files that killed writes of ``path`` left.
+
+    :func:`write_atomically` cannot clean up after a process killed
+    mid-write (SIGKILL, a job's time limit): its temporary file stays,
+    as large as the file (a whole checkpoint with its optimizer state).
+    A requeued run that writes the same file again calls
+    this. Only files named as :func:`write_atomically` names them and
+    last written before ``older_than`` are removed, so the write of
+    another process still running is left alone.
+
+    Args:
+        path (str | os.PathLike): The file whose temporaries to remove.
+        older_than (float, optional): A time (``time.time()``); files last
+            modified at or after it are kept. Defaults to None: when this
+            process imported the module, which a killed earlier run's
+            files predate.
+
+    Returns:
+        list[str]: The paths removed.
+    """
+    if older_than is None:
+        older_than = _IMPORTED_AT
+    folder, name = os.path.split(os.fspath(path))
+    # The names write_atomically gives (uuid4().hex: 32 hex digits).
+    pattern = re.compile(
+        re.escape(f'.{name}.') + '[0-9a-f]{32}' + re.escape('.tmp'))
+    removed = []
+    with os.scandir(folder or '.') as entries:
+        for entry in entries:
+            if not pattern.fullmatch(entry.name):
+                continue
+            try:
+                if not entry.is_file(follow_symlinks=False) or (
+                        entry.stat(follow_symlinks=False).st_mtime >=
+                        older_than):
+                    continue
+                os.remove(entry.path)
+            except FileNotFoundError:
+                continue  # its writer renamed or removed it meanwhile
+            removed.append(entry.path)
+    return removed
