@@ -32,8 +32,12 @@ def _parse_numbers(rle: str) -> list[int]:
     """The integers of an RLE string, checked for (start >= 0,
     length > 0) pairs."""
     tokens = rle.split()
+    if not tokens:
+        # A truncated row or an unfilled cell, not a negative image.
+        raise ValueError(f'Malformed RLE: an empty string (an image without '
+                         f'pneumothorax is {EMPTY_RLE})')
     # Tokens first: 'nan' is a word, not one number too few.
-    if tokens and not _INTEGERS.fullmatch(' '.join(tokens)):
+    if not _INTEGERS.fullmatch(' '.join(tokens)):
         bad = next(t for t in tokens if not _INTEGER.fullmatch(t))
         raise ValueError(f'Malformed RLE: non-integer token {bad[:20]!r}. '
                          f'RLE starts with {rle[:40]!r}')
@@ -45,10 +49,10 @@ def _parse_numbers(rle: str) -> list[int]:
     # min/max first (C loops; a CSV has thousands of rows), then the
     # offending value for the message.
     starts, lengths = numbers[0::2], numbers[1::2]
-    if starts and min(starts) < 0:
+    if min(starts) < 0:
         negative = next(n for n in starts if n < 0)
         raise ValueError(f'Malformed RLE: negative start {negative}')
-    if lengths and min(lengths) <= 0:
+    if min(lengths) <= 0:
         empty = next(n for n in lengths if n <= 0)
         raise ValueError(
             f'Malformed RLE: run length must be positive, got {empty}')
@@ -61,7 +65,7 @@ def _parse_pairs(rle: str,
     # No start or length of a valid RLE exceeds the pixel count. Checked on
     # Python ints, before int64: huge values would overflow the cumulative
     # sums below, pass the end check and index outside the mask.
-    if numbers and max(numbers) > num_pixels:
+    if max(numbers) > num_pixels:
         too_large = next(n for n in numbers if n > num_pixels)
         raise ValueError(
             f'Malformed RLE: value {too_large} exceeds the {num_pixels} '
@@ -74,8 +78,8 @@ def rle_validate(rle: str) -> None:
     """Check the syntax of one RLE string, without the image size.
 
     What :func:`rle_decode` checks except the bounds, which need the
-    image: an even count of integers, starts >= 0, lengths > 0; ``-1``
-    (an empty mask) passes. Lets a dataset report a malformed row of its
+    image: a non-empty, even count of integers, starts >= 0, lengths > 0;
+    ``-1`` (an empty mask) passes. Lets a dataset report a malformed row of its
     CSV when it loads rather than when the image is first drawn.
 
     Args:
@@ -94,7 +98,7 @@ def _absolute_runs(rle: str, height: int,
     """Absolute column-major starts and lengths of one RLE string's runs,
     checked against the image size; None for an empty mask."""
     rle = rle.strip()
-    if rle in (EMPTY_RLE, ''):
+    if rle == EMPTY_RLE:
         return None
     starts, lengths = _parse_pairs(rle, height * width)
     # Relative starts -> absolute: each start counts from the previous end.
@@ -120,9 +124,10 @@ def rle_decode(rle: str, height: int, width: int) -> np.ndarray:
         np.ndarray: ``uint8`` mask of shape (height, width), values 0/1.
 
     Raises:
-        ValueError: The string is malformed (odd number of values,
-            non-integer, negative start, non-positive length, a value over
-            the pixel count) or a run goes past the end of the image.
+        ValueError: The string is malformed (empty or blank, odd number
+            of values, non-integer, negative start, non-positive length, a
+            value over the pixel count) or a run goes past the end of the
+            image.
     """
     return rle_decode_union([rle], height, width)
 

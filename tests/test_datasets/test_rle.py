@@ -51,9 +51,17 @@ def test_non_square_is_column_major():
 
 def test_empty_masks():
     assert rle_encode(np.zeros((4, 5), np.uint8)) == EMPTY_RLE
-    for rle in ('-1', ' -1', ''):
+    for rle in ('-1', ' -1', '-1\n'):
         mask = rle_decode(rle, 4, 5)
         assert mask.shape == (4, 5) and not mask.any()
+    # A truncated row or an unfilled cell is no negative image.
+    for rle in ('', '  ', '\t'):
+        with pytest.raises(ValueError, match='empty string.*is -1'):
+            rle_decode(rle, 4, 5)
+        with pytest.raises(ValueError, match='empty string'):
+            rle_validate(rle)
+        with pytest.raises(ValueError, match='empty string'):
+            rle_decode_union(['-1', rle], 4, 5)
 
 
 def test_run_ending_on_last_pixel_is_kept():
