@@ -244,6 +244,7 @@ def compute_pr_curve(pos_hist: np.ndarray, neg_hist: np.ndarray,
         denom = precision + recall
         f1 = np.divide(2 * precision * recall, denom,
                        out=np.zeros(len(tp)), where=denom > 0)
+        # The first maximum: of thresholds with equal F1, the highest.
         best = int(np.argmax(f1))
         best_f1, best_thr = float(f1[best]), float(thresholds[best])
         best_p, best_r = float(precision[best]), float(recall[best])

@@ -137,6 +137,17 @@ def test_ap_error_bound_is_the_widest_error_within_bins():
         curve.ap_error_bound)
 
 
+def test_best_f1_tie_takes_the_highest_threshold():
+    """[0.5, 1) holds a positive, [0, 0.5) a positive and two negatives:
+    F1 is 2/3 at either threshold (precision 1 and recall 1/2, or 1/2 and
+    1); the documented choice is the higher threshold."""
+    curve = compute_pr_curve(np.array([1, 1]), np.array([2, 0]),
+                             np.array([0.0, 0.5, 1.0]))
+    assert curve.best_f1 == pytest.approx(2 / 3)
+    assert (curve.best_threshold, curve.best_precision,
+            curve.best_recall) == (0.5, 1.0, 0.5)
+
+
 def test_compute_pr_curve_without_positives_is_nan():
     edges = logit_bin_edges(8, (-1.0, 1.0))
     curve = compute_pr_curve(np.zeros(8), np.ones(8), edges)
