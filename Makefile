@@ -54,26 +54,26 @@ test: $(STAMP)
 
 # The config's data_root, replaced by DEMO_DATA.
 DEMO_DATA_OPTS = $(foreach split,train val test,\
-	$(split)_dataloader.dataset.data_root=$(DEMO_DATA))
+	"$(split)_dataloader.dataset.data_root=$(DEMO_DATA)")
 
 demo: $(STAMP)
-	if test -f $(DEMO_DATA)/train-rle.csv; then \
+	if test -f "$(DEMO_DATA)/train-rle.csv"; then \
 		echo "Using the demo data in $(DEMO_DATA) (remove it to generate it anew)"; \
 	else \
-		$(PY) tools/make_demo_data.py --out $(DEMO_DATA) --num $(DEMO_NUM) \
+		$(PY) tools/make_demo_data.py --out "$(DEMO_DATA)" --num $(DEMO_NUM) \
 			--seed 0 --size $(DEMO_SIZE); \
 	fi
-	$(PY) tools/dataset_stats.py $(DEMO_DATA) --workers 2
-	$(PY) tools/train.py $(DEMO_CONFIG) --work-dir $(DEMO_WORK_DIR) \
+	$(PY) tools/dataset_stats.py "$(DEMO_DATA)" --workers 2
+	$(PY) tools/train.py "$(DEMO_CONFIG)" --work-dir "$(DEMO_WORK_DIR)" \
 		--cfg-options randomness.seed=0 $(DEMO_DATA_OPTS)
 	# An earlier demo's pictures (perhaps of a version without the marker
 	# that lets test.py write over them).
-	rm -rf $(DEMO_WORK_DIR)/test/panels
-	$(PY) tools/test.py $(DEMO_CONFIG) \
-		$$(ls -t $(DEMO_WORK_DIR)/best_dice_*.pth | head -n 1) \
-		--work-dir $(DEMO_WORK_DIR)/test --show-dir $(DEMO_WORK_DIR)/test/panels \
+	rm -rf "$(DEMO_WORK_DIR)/test/panels"
+	$(PY) tools/test.py "$(DEMO_CONFIG)" \
+		"$$(ls -t "$(DEMO_WORK_DIR)"/best_dice_*.pth | head -n 1)" \
+		--work-dir "$(DEMO_WORK_DIR)/test" --show-dir "$(DEMO_WORK_DIR)/test/panels" \
 		--cfg-options $(DEMO_DATA_OPTS)
 	@echo "Demo outputs: $(DEMO_WORK_DIR) (report: $(DEMO_WORK_DIR)/PERFORMANCE_SUMMARY.md)"
 
 clean-demo:
-	rm -rf $(DEMO_WORK_DIR)
+	rm -rf "$(DEMO_WORK_DIR)"

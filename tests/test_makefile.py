@@ -1,5 +1,6 @@
-"""The Makefile's virtualenv: a new ``.venv`` keeps a torch that the
-interpreter making it already has."""
+"""The Makefile: a new ``.venv`` keeps a torch that the interpreter making
+it already has; ``make demo`` passes its folders to the tools whole."""
+import json
 import os
 import os.path as osp
 import shutil
@@ -77,3 +78,45 @@ def test_new_venv_is_isolated_without_a_recent_torch(tmp_path, version):
     elif _base_has_torch(user_base):
         pytest.skip(f'{BASE_PYTHON} has a torch of its own')
     assert _make_venv(tmp_path, user_base) == 'false'
+
+
+def test_demo_passes_folders_with_spaces_whole(tmp_path):
+    """``make demo`` with DEMO_DATA and DEMO_WORK_DIR holding spaces gives
+    each tool the folders whole (a stand-in interpreter records what each
+    gets), and ``make clean-demo`` removes that work dir only, not the
+    folders named by its words."""
+    venv = tmp_path / 'venv'
+    (venv / 'bin').mkdir(parents=True)
+    calls = tmp_path / 'calls.jsonl'
+    stub = venv / 'bin' / 'python'
+    stub.write_text(
+        f'#!{sys.executable}\n'
+        'import json, sys\n'
+        f'with open({str(calls)!r}, "a") as f:\n'
+        '    f.write(json.dumps(sys.argv[1:]) + "\\n")\n')
+    stub.chmod(0o755)
+    data, work = tmp_path / 'my data' / 'demo', tmp_path / 'work dirs' / 'demo'
+    work.mkdir(parents=True)
+    (work / 'best_dice_epoch_2.pth').write_bytes(b'')
+    (tmp_path / 'work').mkdir()
+    make = ['make', '-s', '-C', ROOT, f'VENV={venv}',
+            '-o', f'{venv}/.mmseg_ptx-installed', f'DEMO_DATA={data}',
+            f'DEMO_WORK_DIR={work}']
+    subprocess.run(make + ['demo'], check=True, capture_output=True)
+    tools = {}
+    for line in calls.read_text().splitlines():
+        argv = json.loads(line)
+        tools[osp.basename(argv[0])] = argv[1:]
+    assert tools['make_demo_data.py'][:2] == ['--out', str(data)]
+    assert tools['dataset_stats.py'][0] == str(data)
+    options = [f'{split}_dataloader.dataset.data_root={data}'
+               for split in ('train', 'val', 'test')]
+    assert tools['train.py'][1:3] == ['--work-dir', str(work)]
+    assert tools['train.py'][-3:] == options
+    assert tools['test.py'][1:6] == [
+        str(work / 'best_dice_epoch_2.pth'), '--work-dir',
+        str(work / 'test'), '--show-dir', str(work / 'test' / 'panels')]
+    assert tools['test.py'][-3:] == options
+    subprocess.run(make + ['clean-demo'], check=True, capture_output=True)
+    assert not work.exists() and (tmp_path / 'work').is_dir()
+    assert (tmp_path / 'work dirs').is_dir()

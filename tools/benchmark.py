@@ -69,7 +69,8 @@ import torch
 from tqdm import tqdm
 
 import mmseg_ptx  # noqa: F401  (stack fixes + plugin registration)
-from mmseg_ptx.apis import config_type_name, merge_cfg_options
+from mmseg_ptx.apis import (add_cfg_options_arg, config_type_name,
+                            merge_cfg_options)
 from mmseg_ptx.compat import math_sdpa, mmseg_accuracy
 from mmseg_ptx.engine.hooks import (SWIN_BLOCKS, allow_recompiles,
                                     compile_modules, to_channels_last)
@@ -77,7 +78,7 @@ from mmseg_ptx.models import SwinTransformerSDPA
 from mmseg_ptx.models.utils import cast_for_inference, fuse_conv_bn
 from mmseg_ptx.reporting.json_io import write_json
 from mmseg_ptx.utils import HostSyncRecorder
-from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.config import Config, ConfigDict
 from mmengine.evaluator import Evaluator
 from mmengine.logging import MMLogger
 from mmengine.model import revert_sync_batchnorm
@@ -279,11 +280,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         default=None,
         help='default: cuda when available')
     parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override config settings, as in tools/train.py')
+    add_cfg_options_arg(parser)
     parser.add_argument('--json', default=None, help='write results here')
     args = parser.parse_args(argv)
     if args.sweep and args.ablate:

@@ -12,6 +12,7 @@ import inspect
 import json
 import os
 import os.path as osp
+import re
 import sys
 from typing import Any, Callable, List, Mapping, Optional, Sequence
 
@@ -32,8 +33,43 @@ _RUNNER_KEYS = frozenset(inspect.signature(Runner.__init__).parameters) | {
 }
 
 
+class CfgOptionsAction(DictAction):
+    """mmengine's ``DictAction`` (``key=value``; ``a,b`` and ``[a,b]`` are
+    lists, ``(a,b)`` a tuple), but a value that is neither keeps its
+    spaces.
+
+    mmengine 0.10.7 removes every space of every value, so that
+    ``key="[1, 2]"`` is a list; a path such as ``data_root="/data/SIIM
+    2019"`` then named another folder (one that may exist). A list
+    element with a space inside is refused, as is an item without ``=``
+    (mmengine: a ValueError traceback).
+    """
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        options = dict(getattr(namespace, self.dest, None) or {})
+        for item in values or ():
+            key, sep, value = item.partition('=')
+            if not sep or not key:
+                parser.error(f'{option_string} expects key=value pairs, '
+                             f'got {item!r}')
+            bare = value.strip('\'"')
+            if not bare.startswith(('[', '(')) and ',' not in bare:
+                options[key] = self._parse_int_float_bool(bare)
+                continue
+            # Spaces between an element's characters: mmengine would join
+            # them, and an element cannot keep them.
+            if re.search(r'[^\s,()\[\]]\s+[^\s,()\[\]]', bare):
+                parser.error(
+                    f'{option_string} {item!r}: an element of a list or '
+                    f'tuple with a space inside (mmengine removes spaces '
+                    f'from lists); set it in a config file instead')
+            options[key] = self._parse_iterable(value)
+        setattr(namespace, self.dest, options)
+
+
 def add_cfg_options_arg(parser: argparse.ArgumentParser) -> None:
-    """Add MMSeg's ``--cfg-options`` (config overrides as key=value).
+    """Add MMSeg's ``--cfg-options`` (config overrides as key=value),
+    parsed by :class:`CfgOptionsAction`.
 
     Args:
         parser (argparse.ArgumentParser): The tool's parser.
@@ -41,9 +77,10 @@ def add_cfg_options_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         '--cfg-options',
         nargs='+',
-        action=DictAction,
+        action=CfgOptionsAction,
         help='override settings in the config, key=value pairs '
-        '(e.g. train_dataloader.batch_size=2 or key="[a,b]")')
+        '(e.g. train_dataloader.batch_size=2 or key="[a,b]"; a,b is a '
+        'list too; quote a value with spaces: key="/data/my data")')
 
 
 class UsageError(ValueError):

@@ -6,8 +6,9 @@ import os.path as osp
 import pytest
 from mmengine.config import Config
 
-from mmseg_ptx.apis import (config_type_name, has_custom_hook, load_config,
-                            merge_cfg_options, read_config)
+from mmseg_ptx.apis import (add_cfg_options_arg, config_type_name,
+                            has_custom_hook, load_config, merge_cfg_options,
+                            read_config)
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 RECIPE = osp.join(ROOT, 'configs', 'upernet_swin-b_ptx-512.py')
@@ -242,3 +243,35 @@ def test_require_folder(tmp_path):
     afile.write_text('mine')
     with pytest.raises(UsageError, match=f'^--out {afile} is a file'):
         require_folder(str(afile), '--out')
+
+
+def parse_cfg_options(*items):
+    parser = argparse.ArgumentParser()
+    add_cfg_options_arg(parser)
+    return parser.parse_args(['--cfg-options', *items]).cfg_options
+
+
+def test_cfg_options_values_keep_their_spaces():
+    """A path with spaces stays that path (mmengine's DictAction removes
+    every space: another folder, one that may exist); lists and the
+    other value types parse as in mmengine."""
+    assert parse_cfg_options(
+        'data_root=/data/SIIM 2019/ü', 'work_dir="runs/a b"', 'b=[1, 2]',
+        'c=(1,2)', 'd=1,2', 'e=True', 'f=None', 'g=3.5', 'h=4', 'i=x=y',
+        "j='[a, b]'", 'k=') == {
+            'data_root': '/data/SIIM 2019/ü', 'work_dir': 'runs/a b',
+            'b': [1, 2], 'c': (1, 2), 'd': [1, 2], 'e': True, 'f': None,
+            'g': 3.5, 'h': 4, 'i': 'x=y', 'j': ['a', 'b'], 'k': ''}
+
+
+@pytest.mark.parametrize('item,message', [
+    ('data_root', 'expects key=value pairs'),
+    ('=3', 'expects key=value pairs'),
+    ('roots=[/a b, /c]', 'with a space inside'),
+    ('roots=/a b,/c', 'with a space inside'),
+])
+def test_cfg_options_refused(item, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        parse_cfg_options(item)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
