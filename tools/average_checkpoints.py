@@ -20,7 +20,8 @@ import torch
 from tqdm import tqdm
 
 import mmseg_ptx  # noqa: F401  (stack fixes + registration)
-from mmseg_ptx.apis import UsageError, reports_usage_errors, require_file
+from mmseg_ptx.apis import (UsageError, reports_usage_errors, require_file,
+                            require_writable_file)
 from mmseg_ptx.models.utils import average_checkpoints
 
 
@@ -44,6 +45,7 @@ def main() -> int:
     # Nothing a user made is overwritten, an input least of all.
     if osp.lexists(args.out):
         raise UsageError(f'--out {args.out} exists; choose a new file name')
+    require_writable_file(args.out, '--out')
     with tqdm(total=len(args.checkpoints), desc='checkpoints',
               unit='file') as bar:
         try:

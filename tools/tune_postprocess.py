@@ -39,6 +39,7 @@ from mmseg_ptx.apis import (UsageError, add_cfg_options_arg, check_device,
                             pipeline_mismatch, predict_packed,
                             predict_probabilities, read_config,
                             reports_usage_errors, require_replaceable_json,
+                            require_writable_file,
                             val_pipeline_difference)
 from mmseg_ptx.evaluation import (cross_validate_triplet, search_triplet,
                                   triplet_folds, triplet_image_stats)
@@ -177,6 +178,7 @@ def main() -> int:
     # An earlier tuned.json is replaced; any other file (or a folder) is
     # refused.
     require_replaceable_json(args.out, '--out', ('best', 'results'))
+    require_writable_file(args.out, '--out')
     check_device(args.device)
     # Before the model's pass over the images (minutes for Swin-B), not
     # when the results are written.

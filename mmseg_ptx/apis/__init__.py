@@ -5,7 +5,7 @@ from .cli import (MissingFileError, UsageError, add_cfg_options_arg,
                   leave_process_group, load_config, merge_cfg_options,
                   read_config,
                   reports_usage_errors, require_file, require_folder,
-                  require_replaceable_json)
+                  require_replaceable_json, require_writable_file)
 from .inference import (IMAGE_SUFFIXES, build_inference_pipeline,
                         build_postprocessor, default_device, draw_overlay,
                         evaluator_postprocess, find_images, image_reader,
@@ -23,7 +23,7 @@ __all__ = [
     'load_config',
     'merge_cfg_options', 'read_config', 'reports_usage_errors', 'UsageError',
     'MissingFileError', 'require_file', 'require_folder',
-    'require_replaceable_json',
+    'require_replaceable_json', 'require_writable_file',
     'IMAGE_SUFFIXES',
     'build_inference_pipeline', 'build_postprocessor', 'default_device',
     'draw_overlay', 'evaluator_postprocess', 'find_images', 'image_reader',

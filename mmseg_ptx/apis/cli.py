@@ -14,6 +14,7 @@ import os
 import os.path as osp
 import re
 import sys
+import tempfile
 from typing import Any, Callable, List, Mapping, Optional, Sequence
 
 from mmengine.config import Config, DictAction
@@ -113,18 +114,53 @@ def require_file(path: str, what: str, urls: bool = False) -> None:
 
 
 def require_folder(path: str, what: str) -> None:
-    """Refuse an output folder that is an existing file (the tool would
-    fail on its first write, after the models loaded).
+    """Refuse an output folder the tool could not write in, before the
+    work whose results it would hold (the models loaded, the images
+    predicted): an existing file, a folder below a file, or one in which
+    this process cannot make a file (a read-only mount, another user's
+    folder), tried with a nameless temporary file in the folder or, where
+    it is not there yet, in its nearest existing parent.
 
     Args:
-        path (str): The folder; one not there yet passes.
+        path (str): The folder; one not there yet passes if it can be
+            made.
         what (str): Its option or name, for the message (``'--out'``).
 
     Raises:
-        UsageError: Naming the path.
+        UsageError: Naming the path and the problem.
     """
     if osp.exists(path) and not osp.isdir(path):
         raise UsageError(f'{what} {path} is a file; give a folder')
+    _require_writable(path, what, path)
+
+
+def require_writable_file(path: str, flag: str) -> None:
+    """Refuse an output file that could not be written in its folder (see
+    :func:`require_folder`), before the work whose result it would hold.
+
+    Args:
+        path (str): The file.
+        flag (str): Its option, for the message (``'--out'``).
+
+    Raises:
+        UsageError: Naming the path and the problem.
+    """
+    _require_writable(osp.dirname(osp.abspath(path)), flag, path)
+
+
+def _require_writable(folder: str, what: str, path: str) -> None:
+    folder = osp.abspath(folder)
+    while not osp.isdir(folder):
+        if osp.lexists(folder):  # a file, or a link to nothing
+            raise UsageError(f'{what} {path}: {folder} is a file, not a '
+                             'folder')
+        folder = osp.dirname(folder)
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise UsageError(f'{what} {path}: cannot write in {folder} '
+                         f'({err.strerror or err})') from None
 
 
 def require_replaceable_json(path: str, flag: str,

@@ -260,7 +260,10 @@ def write_split(split_dir: str, result: SplitResult, meta: dict) -> None:
         meta (dict): JSON-serialisable settings that produced the split
             (stored under ``'settings'``, beside ``result.counts``).
     """
-    os.makedirs(split_dir, exist_ok=True)
+    try:
+        os.makedirs(split_dir, exist_ok=True)
+    except OSError as err:
+        raise _unwritable(split_dir, err) from None
     meta = _normalise(meta)
     meta_path = osp.join(split_dir, 'split_meta.json')
     hint = ('Choose another split_dir or delete the existing split files '
@@ -291,14 +294,31 @@ def write_split(split_dir: str, result: SplitResult, meta: dict) -> None:
             raise FileExistsError(
                 f'{path} exists and holds a different split than the one '
                 f'requested{older}. {hint}')
+    texts['split_meta.json'] = json.dumps(
+        dict(settings=meta, counts=result.counts), indent=2,
+        sort_keys=True) + '\n'
     for name, text in texts.items():
         path = osp.join(split_dir, name)
-        if not osp.isfile(path):
+        if osp.isfile(path):
+            continue
+        try:
             write_atomically(path, text.encode('utf-8'))
-    if not osp.isfile(meta_path):
-        text = json.dumps(dict(settings=meta, counts=result.counts),
-                          indent=2, sort_keys=True) + '\n'
-        write_atomically(meta_path, text.encode('utf-8'))
+        except OSError as err:
+            raise _unwritable(split_dir, err) from None
+
+
+def _unwritable(split_dir: str, err: OSError) -> OSError:
+    """The error of split files that cannot be written (a read-only data
+    folder, say), with the way out."""
+    message = (
+        f'Cannot write the split files in {split_dir} '
+        f'({err.strerror or err}): give the data sets a split_dir you can '
+        f'write to, an absolute path (train_dataloader.dataset.split_dir '
+        f'and its val and test siblings; tools/dataset_stats.py '
+        f'--split-dir)')
+    # OSError(errno, ...) is the errno's subclass (PermissionError, ...).
+    return OSError(message) if err.errno is None else OSError(
+        err.errno, message)
 
 
 def _read_meta(path: str) -> dict:

@@ -1,6 +1,7 @@
 """The tools' shared argument handling: ``--cfg-options`` that would set a
 config variable and nothing that used it are refused."""
 import argparse
+import os
 import os.path as osp
 
 import pytest
@@ -243,6 +244,40 @@ def test_require_folder(tmp_path):
     afile.write_text('mine')
     with pytest.raises(UsageError, match=f'^--out {afile} is a file'):
         require_folder(str(afile), '--out')
+    below = afile / 'new' / 'deeper'
+    with pytest.raises(UsageError,
+                       match=f'^--out {below}: {afile} is a file, not a'):
+        require_folder(str(below), '--out')
+
+
+def test_unwritable_output_folders_refused(tmp_path, monkeypatch):
+    """A folder no file can be made in (a read-only mount; root writes
+    through permission bits, so the failure is stood in for) is refused
+    before the work, naming the option, the path and the reason; one not
+    there yet is tried in its nearest existing parent."""
+    import tempfile
+
+    from mmseg_ptx.apis import (UsageError, require_folder,
+                                require_writable_file)
+    tried = []
+
+    def read_only(dir=None, **kwargs):
+        tried.append(dir)
+        raise OSError(30, 'Read-only file system')
+
+    monkeypatch.setattr(tempfile, 'TemporaryFile', read_only)
+    with pytest.raises(UsageError, match=f'^--show-dir {tmp_path}/a/b: '
+                       f'cannot write in {tmp_path} \\(Read-only file'):
+        require_folder(str(tmp_path / 'a' / 'b'), '--show-dir')
+    with pytest.raises(UsageError, match=f'^--out {tmp_path}/x.json: '
+                       f'cannot write in {tmp_path} '):
+        require_writable_file(str(tmp_path / 'x.json'), '--out')
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError, match=f'^--out x.json: cannot write in '
+                       f'{tmp_path} '):
+        require_writable_file('x.json', '--out')
+    assert tried == [str(tmp_path)] * 3
+    assert os.listdir(tmp_path) == []
 
 
 def parse_cfg_options(*items):

@@ -186,6 +186,32 @@ def test_split_files_follow_the_umask(tmp_path):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644
 
 
+def test_unwritable_split_folder_says_the_way_out(tmp_path, monkeypatch):
+    """A read-only data folder (stood in for: root writes through
+    permission bits) or a split_dir below a file: the error names the
+    folder, the reason and split_dir, and keeps its errno's type."""
+    from mmseg_ptx.datasets import split as split_module
+    ids, pos = _index(20, 80)
+    result = balance_and_split(ids, pos)
+
+    def read_only(path, data):
+        raise OSError(30, 'Read-only file system', path)
+
+    monkeypatch.setattr(split_module, 'write_atomically', read_only)
+    with pytest.raises(OSError) as err:
+        write_split(str(tmp_path / 'splits'), result, dict(seed=42))
+    assert err.value.errno == 30
+    assert (f'Cannot write the split files in {tmp_path}/splits '
+            '(Read-only file system): give the data sets a split_dir you '
+            'can write to') in str(err.value)
+    monkeypatch.undo()
+    afile = tmp_path / 'a_file'
+    afile.write_text('')
+    with pytest.raises(NotADirectoryError, match=f'files in {afile}/splits '
+                       '\\(Not a directory\\): give the data sets'):
+        write_split(str(afile / 'splits'), result, dict(seed=42))
+
+
 def test_refuses_other_settings(tmp_path):
     ids, pos = _index(20, 80)
     result = balance_and_split(ids, pos)

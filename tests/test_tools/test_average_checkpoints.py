@@ -33,6 +33,9 @@ def test_usage_errors(tmp_path, tool_main):
     taken.write_text('a user file')
     out = str(tmp_path / 'out.pth')
     for args, message in [
+        # Before the checkpoints load, not when the average is saved.
+        ((*files, '--out', taken / 'out.pth'),
+         f'--out {taken / "out.pth"}: {taken} is a file, not a folder'),
         ((files[0], '--out', out), 'give two or more checkpoints'),
         ((files[0], tmp_path / 'none.pth', '--out', out),
          f'Checkpoint file not found: {tmp_path / "none.pth"}'),

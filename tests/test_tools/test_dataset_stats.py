@@ -141,6 +141,12 @@ def test_out_replaces_only_its_own_statistics(tmp_path, tool_main):
     assert err == (f'error: --out {labels} exists and is not an output of '
                    'this tool; choose another name or remove it\n')
     assert labels.read_text() == before
+    # A folder that cannot be: before the count too, not after it.
+    status, _, err = tool_main('dataset_stats', tmp_path, *args, '--out',
+                               labels / 'stats.json')
+    assert status == 2
+    assert err == (f'error: --out {labels}/stats.json: {labels} is a file, '
+                   'not a folder\n')
     out = tmp_path / 'stats_copy.json'
     for _ in range(2):
         status, _, err = tool_main('dataset_stats', tmp_path, *args,

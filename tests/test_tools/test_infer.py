@@ -137,6 +137,13 @@ def test_tune_postprocess_writes_json(tmp_path, demo_root, tool_main):
     ckpt = save_tiny_checkpoint(build_tiny_model(), tmp_path / 'tiny.pth')
     # The data where --cfg-options says, as with tools/test.py.
     cfg = write_tiny_run_config(tmp_path / 'cfg.py', tmp_path / 'nowhere')
+    # A folder below a file is refused before the model's pass, not when
+    # the results are written.
+    status, _, err = tool_main('tune_postprocess', cfg, ckpt, '--out',
+                               f'{ckpt}/tuned.json')
+    assert status == 2
+    assert err == (f'error: --out {ckpt}/tuned.json: {ckpt} is a file, not '
+                   'a folder\n')
     # Its folder is made (before the model's pass, not after it).
     out = tmp_path / 'new' / 'tuned.json'
     status, stdout, err = tool_main(
