@@ -281,8 +281,13 @@ class SIIMPneumothoraxDataset(BaseSegDataset):
             list[dict]: Data infos sorted by ImageId.
         """
         if not osp.isdir(self.data_root):
+            # The configs' data_root is relative: to the current folder.
+            where = '' if osp.isabs(self.data_root) else (
+                f' ({osp.abspath(self.data_root)}: a relative data_root is '
+                f'read from the current folder; run from the one the '
+                f'config was written for, or give an absolute data_root)')
             raise FileNotFoundError(
-                f'data_root {self.data_root} is not a directory')
+                f'data_root {self.data_root} is not a directory{where}')
         img_dir = self.data_prefix['img_path']
         if not osp.isdir(img_dir):
             raise FileNotFoundError(

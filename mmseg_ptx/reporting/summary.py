@@ -767,7 +767,8 @@ def write_performance_summary(work_dir: str,
         except (OSError, ValueError) as err:
             # The data moved, say: the numbers come from the history
             # alone, and are still worth writing.
-            print_log(f'Prediction pictures not drawn: {err}',
+            print_log(f'Prediction pictures not drawn: {err}. The report '
+                      'is written without them.',
                       logger='current', level=logging.WARNING)
     elif images:
         print_log('No config or checkpoint found: report without '

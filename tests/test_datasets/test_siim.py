@@ -117,9 +117,19 @@ def test_contradictory_rows_are_positive_with_warning(tmp_path,
     assert any('both -1 and mask rows' in m for m in log_messages)
 
 
-def test_clear_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match='data_root'):
+def test_clear_errors(tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError,
+                       match=f'^data_root {tmp_path}/nowhere is not a '
+                       'directory$'):
         _build(tmp_path / 'nowhere')
+    # A relative one (as the configs have) is read from the current folder:
+    # the message says which folder that made.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError,
+                       match=f'^data_root data/siim is not a directory '
+                       f'\\({tmp_path}/data/siim: a relative data_root is '
+                       'read from the current folder;'):
+        _build('data/siim')
     make_dicom_root(tmp_path, ROWS)
     with pytest.raises(FileNotFoundError, match='other-dir'):
         _build(tmp_path, image_dir='other-dir')
