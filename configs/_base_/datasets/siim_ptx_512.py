@@ -73,6 +73,9 @@ tta_pipeline = [
 train_dataloader = dict(
     batch_size=4,
     num_workers=4,
+    # Also for the augmentation: mmengine seeds each worker from the run's
+    # seed alone, so workers started anew every epoch would draw every
+    # epoch's random scales and flips from the same sequence.
     persistent_workers=True,
     pin_memory=True,
     # A last batch of one image breaks BatchNorm in the decode head's

@@ -1,4 +1,5 @@
-"""Warn when a run is resumed with another batch size, world or data."""
+"""Warn when a run is resumed with another batch size, world or data, and
+resume the training sampler's seed."""
 from __future__ import annotations
 
 import logging
@@ -16,6 +17,8 @@ if TYPE_CHECKING:
 
 #: The checkpoint ``meta`` key this hook writes.
 META_KEY = 'train_shape'
+#: The checkpoint ``meta`` key of the training sampler's seed.
+SAMPLER_SEED_KEY = 'sampler_seed'
 #: How the warning names each entry.
 _NAMES = {
     'world_size': 'processes',
@@ -66,12 +69,21 @@ class ResumeConsistencyHook(Hook):
     on ``--resume`` (not ``load_from``, where a new run may change
     anything), names what differs. A checkpoint without the record (saved
     without this hook) is not checked.
+
+    It also records the training sampler's ``seed`` (``ClassBalancedSampler``
+    and mmengine's ``DefaultSampler`` draw each epoch from it) and gives it
+    back on ``--resume``. mmengine 0.10.7 resumes the global seed from the
+    checkpoint but builds the data loader, and with it the sampler, before:
+    a config without a fixed seed (``randomness.seed`` unset, as in
+    MMSeg's and these configs) got a new random sampler seed at each
+    requeue, so the epochs after a resume drew other images than the
+    stopped run would have.
     """
 
     priority = 'NORMAL'
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        """Add the run's shape to the checkpoint's meta.
+        """Add the run's shape and sampler seed to the checkpoint's meta.
 
         Args:
             runner (Runner): The runner.
@@ -80,17 +92,27 @@ class ResumeConsistencyHook(Hook):
         if getattr(runner, '_train_loop', None) is None or isinstance(
                 runner._train_loop, dict):
             return  # not training: no shape to record
-        checkpoint.setdefault('meta', {})[META_KEY] = train_shape(runner)
+        meta = checkpoint.setdefault('meta', {})
+        meta[META_KEY] = train_shape(runner)
+        seed = getattr(getattr(runner.train_dataloader, 'sampler', None),
+                       'seed', None)
+        if isinstance(seed, int):
+            meta[SAMPLER_SEED_KEY] = seed
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        """Warn when a resumed run's shape is not the saved one's.
+        """On ``--resume``, give the training sampler the checkpoint's seed
+        and warn when the run's shape is not the saved one's.
 
         Args:
             runner (Runner): The runner.
             checkpoint (dict): The checkpoint loaded.
         """
-        saved = (checkpoint.get('meta') or {}).get(META_KEY)
-        if not getattr(runner, '_resume', False) or not saved:
+        meta = checkpoint.get('meta') or {}
+        if not getattr(runner, '_resume', False):
+            return
+        self._resume_sampler_seed(runner, meta.get(SAMPLER_SEED_KEY))
+        saved = meta.get(META_KEY)
+        if not saved:
             return
         message = shape_difference(saved, train_shape(runner))
         if message:
@@ -102,6 +124,28 @@ class ResumeConsistencyHook(Hook):
                 'or start a new run (load_from) to change them.',
                 logger='current',
                 level=logging.WARNING)
+
+    @staticmethod
+    def _resume_sampler_seed(runner, seed: Optional[int]) -> None:
+        """Give the training sampler the checkpoint's seed (see above)."""
+        sampler = getattr(runner.train_dataloader, 'sampler', None)
+        current = getattr(sampler, 'seed', None)
+        if seed is None or not isinstance(current, int) or current == seed:
+            return
+        sampler.seed = seed
+        # A seed the config set on purpose is replaced as mmengine
+        # replaces a configured randomness.seed: with a warning.
+        cfg = getattr(runner, 'cfg', None) or {}
+        configured = ((cfg.get('train_dataloader') or {}).get('sampler')
+                      or {}).get('seed')
+        print_log(
+            f'Resumed the training sampler\'s seed {seed} from the '
+            f'checkpoint (this run\'s was {current}'
+            + (', set in the config' if configured is not None else '')
+            + '), so that the epochs after the resume draw what the '
+            'stopped run would have drawn.',
+            logger='current',
+            level=logging.WARNING if configured is not None else logging.INFO)
 
 
 def shape_difference(saved: dict, current: dict) -> Optional[str]:

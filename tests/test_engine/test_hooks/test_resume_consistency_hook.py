@@ -1,5 +1,8 @@
 """ResumeConsistencyHook: a resumed run's shape against the saved one."""
+import logging
 from types import SimpleNamespace
+
+import pytest
 
 import mmseg_ptx  # noqa: F401  (registers the hook)
 from mmseg.registry import HOOKS
@@ -72,4 +75,55 @@ def test_warns_on_resume_only(monkeypatch):
                               'than the checkpoint was trained with')
     # A checkpoint saved without the hook is not checked.
     hook.after_load_checkpoint(training_runner(1, ['a']), {'meta': {}})
+    assert len(logged) == 1
+
+
+class SeededLoader(Loader):
+    """A loader whose sampler draws from a seed, as ClassBalancedSampler
+    and mmengine's DefaultSampler do."""
+
+    def __init__(self, seed):
+        super().__init__(2, ['a', 'b'])
+        self.sampler = SimpleNamespace(seed=seed)
+
+
+def resumed_runner(loader, sampler_cfg_seed=None, resume=True):
+    cfg = dict(train_dataloader=dict(
+        sampler=dict(type='ClassBalancedSampler', seed=sampler_cfg_seed)))
+    return SimpleNamespace(_resume=resume, train_dataloader=loader, cfg=cfg)
+
+
+@pytest.mark.parametrize('configured', [None, 7])
+def test_the_sampler_seed_is_resumed(monkeypatch, configured):
+    """mmengine builds the sampler before it resumes the global seed: a
+    requeued run without a fixed seed drew other images after the resume
+    (a new random seed); the checkpoint's seed comes back, with a warning
+    where the config set another."""
+    hook = HOOKS.build(dict(type='ResumeConsistencyHook'))
+    saved = SimpleNamespace(_train_loop=SimpleNamespace(),
+                            train_dataloader=SeededLoader(1234))
+    checkpoint = {}
+    hook.before_save_checkpoint(saved, checkpoint)
+    assert checkpoint['meta']['sampler_seed'] == 1234
+    logged = []
+    monkeypatch.setattr(
+        resume_consistency_hook, 'print_log',
+        lambda message, **kwargs: logged.append((message, kwargs['level'])))
+    loader = SeededLoader(configured or 98765)
+    # load_from: a new run keeps its own seed.
+    hook.after_load_checkpoint(
+        resumed_runner(loader, configured, resume=False), checkpoint)
+    assert loader.sampler.seed == (configured or 98765) and not logged
+    hook.after_load_checkpoint(resumed_runner(loader, configured), checkpoint)
+    assert loader.sampler.seed == 1234
+    (message, level), = logged
+    assert message.startswith(
+        "Resumed the training sampler's seed 1234 from the checkpoint (this "
+        f"run's was {configured or 98765}"
+        + (', set in the config)' if configured else ')'))
+    assert level == (logging.WARNING if configured else logging.INFO)
+    # The same seed, or a checkpoint without one: nothing to say.
+    hook.after_load_checkpoint(resumed_runner(loader, configured),
+                               checkpoint)
+    hook.after_load_checkpoint(resumed_runner(SeededLoader(5)), {'meta': {}})
     assert len(logged) == 1
