@@ -19,6 +19,27 @@ __all__ = ['ClassBalancedSampler']
 POSITIVE_KEY = 'has_pneumothorax'
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The generator seed of an epoch's draw: both numbers hashed together
+    (numpy's ``SeedSequence``).
+
+    ``seed + epoch`` (mmengine's ``DefaultSampler``) would give seed
+    ``s + 1`` the draws of seed ``s`` one epoch later: the runs of a seed
+    sweep would share all epochs but one.
+
+    Args:
+        seed (int): The sampler's seed; a negative one is taken modulo
+            2**64.
+        epoch (int): The epoch.
+
+    Returns:
+        int: A seed for ``torch.Generator.manual_seed``.
+    """
+    state = np.random.SeedSequence([seed % 2**64, epoch]).generate_state(
+        1, dtype=np.uint64)
+    return int(state[0])
+
+
 @DATA_SAMPLERS.register_module()
 class ClassBalancedSampler(Sampler):
     """Draw positive samples ``pos_weight`` times as often as negatives.
@@ -27,7 +48,7 @@ class ClassBalancedSampler(Sampler):
     ``WeightedRandomSampler``, but on several GPUs it was silently replaced
     by a plain ``DistributedSampler``. This sampler does the weighted draw
     itself and then shards it: each epoch, every rank draws the SAME
-    ``num_samples`` indices from a generator seeded with ``seed + epoch``,
+    ``num_samples`` indices from a generator seeded from ``(seed, epoch)``,
     pads the draw to a multiple of the world size by wrapping around (like
     ``DistributedSampler``), and keeps positions ``rank::world_size``. The
     shards are therefore disjoint in positions, equal in length, and
@@ -174,7 +195,7 @@ class ClassBalancedSampler(Sampler):
     def _epoch_draw(self) -> list:
         """The whole epoch's draw, identical on every rank."""
         generator = torch.Generator()
-        generator.manual_seed(self.seed + self.epoch)
+        generator.manual_seed(epoch_seed(self.seed, self.epoch))
         # Without replacement, multinomial draws successively in proportion
         # to the remaining weights: a weighted random permutation prefix.
         return torch.multinomial(
@@ -200,7 +221,7 @@ class ClassBalancedSampler(Sampler):
         """Set the epoch so that the next iteration draws anew.
 
         mmengine's ``DistSamplerSeedHook`` and its iteration-based loop call
-        this; the draw depends only on ``seed + epoch``.
+        this; the draw depends only on ``seed`` and ``epoch``.
 
         Args:
             epoch (int): Epoch number.

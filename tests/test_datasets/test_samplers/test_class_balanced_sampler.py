@@ -104,6 +104,27 @@ def test_deterministic_for_seed_and_epoch():
     assert list(c) != list(a)
 
 
+def test_neighbouring_seeds_share_no_epochs():
+    """Seeded from seed + epoch, seed 8 would draw at epoch 0 what seed 7
+    draws at epoch 1: a seed sweep's runs would share all epochs but one.
+    A negative seed draws too."""
+    dataset = make_dataset()
+
+    def draws(seed, epochs=4):
+        sampler = ClassBalancedSampler(dataset, seed=seed, rank=0,
+                                       world_size=1)
+        out = []
+        for epoch in range(epochs):
+            sampler.set_epoch(epoch)
+            out.append(tuple(sampler))
+        return out
+
+    seven, eight = draws(7), draws(8)
+    assert not set(seven) & set(eight)
+    assert len(set(seven)) == 4
+    assert draws(-3, epochs=1) != draws(3, epochs=1)
+
+
 def test_set_epoch_changes_draw():
     dataset = make_dataset()
     sampler = ClassBalancedSampler(dataset, seed=0, rank=0, world_size=1)
