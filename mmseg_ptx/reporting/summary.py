@@ -430,7 +430,7 @@ def render_predictions(cfg: Config,
     """
     import torch
     from mmengine.dataset import pseudo_collate
-    from mmengine.utils import ProgressBar
+    from tqdm import tqdm
     from mmseg.registry import DATASETS
 
     from ..apis import default_device
@@ -446,8 +446,10 @@ def render_predictions(cfg: Config,
     dataset = DATASETS.build(cfg.val_dataloader.dataset)
     n = len(dataset) if max_images is None else min(max_images, len(dataset))
     scored = []
-    bar = ProgressBar(n)
-    for idx in range(n):
+    # tqdm, as the tools' bars: on stderr, at most 10 updates a second, a
+    # line of its own (mmengine's ProgressBar wrote one update per image
+    # to stdout without ending its line), TQDM_DISABLE honoured.
+    for idx in tqdm(range(n), desc='report pictures', unit='img'):
         with torch.no_grad():
             sample = model.test_step(pseudo_collate([dataset[idx]]))[0]
         gt = sample.gt_sem_seg.data[0].cpu().numpy() == 1
@@ -455,7 +457,6 @@ def render_predictions(cfg: Config,
         dice = competition_dice(np.logical_and(gt, pred).sum(), pred.sum(),
                                 gt.sum())
         scored.append((idx, bool(gt.any()), float(dice)))
-        bar.update()
     positives = sorted((s for s in scored if s[1]), key=lambda s: -s[2])
     negatives = [s for s in scored if not s[1]]
     chosen = [('pos', i + 1, s) for i, s in enumerate(positives[:num_pos])]

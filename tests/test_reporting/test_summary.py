@@ -81,9 +81,12 @@ def test_model_rows_see_through_test_time_wrappers():
     assert _model_rows(cfg) == plain
 
 
-def test_pictures_load_the_checkpoint_through_wrappers(tmp_path, demo_root):
+def test_pictures_load_the_checkpoint_through_wrappers(tmp_path, demo_root,
+                                                       capfd, monkeypatch):
     """A TTA-wrapped dumped config still draws with the checkpoint's
-    weights (a wrapper's keys would not match them)."""
+    weights (a wrapper's keys would not match them). The progress bar is
+    tqdm's on stderr, not mmengine's on stdout, which left its line open
+    for the next message."""
     from tiny_model import build_tiny_model, save_tiny_checkpoint
 
     from conftest import write_tiny_run_config
@@ -101,8 +104,13 @@ def test_pictures_load_the_checkpoint_through_wrappers(tmp_path, demo_root):
     plain = render_predictions(cfg, out_dir=str(tmp_path / 'a'), **kwargs)
     assert cfg.to_dict() == before  # the caller's (the runner's) config
     cfg.model = dict(type='SegTTAModelWithLogits', module=cfg.model)
+    capfd.readouterr()
+    monkeypatch.delenv('TQDM_DISABLE', raising=False)
     wrapped = render_predictions(cfg, out_dir=str(tmp_path / 'b'), **kwargs)
     assert wrapped == plain and plain
+    out, err = capfd.readouterr()
+    assert 'report pictures' not in out and 'task/s' not in out
+    assert 'report pictures: 100%' in err and err.endswith('\n')
 
 
 def pr_curve(seed: int):
