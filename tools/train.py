@@ -13,7 +13,7 @@ from mmengine.runner import Runner
 import mmseg_ptx  # noqa: F401  (stack fixes + registration)
 from mmseg.registry import RUNNERS
 from mmseg_ptx.apis import (UsageError, add_runner_args, config_entries,
-                            config_type_name, has_custom_hook,
+                            config_type_name, has_custom_hook, launch_rank,
                             leave_process_group, load_config,
                             mask_threshold_mismatch, reports_usage_errors,
                             require_folder)
@@ -224,9 +224,8 @@ def main() -> None:
     check_param_schedulers(cfg)
     require_folder(cfg.work_dir, 'the work dir (--work-dir)')
     cfg.resume = args.resume
-    # Once, not from every DDP process (torchrun sets RANK, Slurm
-    # SLURM_PROCID).
-    rank = int(os.environ.get('RANK', os.environ.get('SLURM_PROCID', 0)))
+    # Once, not from every DDP process.
+    rank = launch_rank()
     if args.resume:
         # mmengine resumes from load_from where the config names one.
         warning = (None if cfg.get('load_from') else

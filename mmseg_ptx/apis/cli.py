@@ -234,10 +234,23 @@ def reports_usage_errors(main: Callable[..., Optional[int]]
         try:
             return main(*args, **kwargs)
         except (UsageError, CheckpointError) as err:
-            print(f'error: {err}', file=sys.stderr)
+            # Each DDP process meets the same error: said once.
+            if launch_rank() == 0:
+                print(f'error: {err}', file=sys.stderr)
             return 2
 
     return wrapped
+
+
+def launch_rank() -> int:
+    """This process's rank as its launcher set it, before any process
+    group exists: ``RANK`` (torchrun, ``tools/dist_*.sh``), else
+    ``SLURM_PROCID`` (``tools/slurm_*.sh``), else 0.
+
+    Returns:
+        int: The rank.
+    """
+    return int(os.environ.get('RANK', os.environ.get('SLURM_PROCID', 0)))
 
 
 def read_config(path: str) -> Config:

@@ -310,3 +310,23 @@ def test_cfg_options_refused(item, message, capsys):
         parse_cfg_options(item)
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('env,said', [
+    ({}, True), ({'RANK': '0'}, True), ({'RANK': '1'}, False),
+    ({'SLURM_PROCID': '2'}, False), ({'SLURM_PROCID': '0'}, True)])
+def test_usage_errors_said_once_per_launch(env, said, monkeypatch, capsys):
+    """Every DDP process meets the same usage error: the first says it,
+    all exit with status 2."""
+    from mmseg_ptx.apis import UsageError, reports_usage_errors
+    for name in ('RANK', 'SLURM_PROCID'):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+    @reports_usage_errors
+    def main():
+        raise UsageError('no batch')
+
+    assert main() == 2
+    assert capsys.readouterr().err == ('error: no batch\n' if said else '')
