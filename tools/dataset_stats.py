@@ -15,8 +15,8 @@ import os.path as osp
 import sys
 
 import mmseg_ptx  # noqa: F401  (registers the plugin, applies stack fixes)
-from mmseg_ptx.apis import (reports_usage_errors, require_replaceable_json,
-                            require_writable_file)
+from mmseg_ptx.apis import (log_to_stderr, reports_usage_errors,
+                            require_replaceable_json, require_writable_file)
 from mmseg_ptx.datasets import compute_dataset_statistics, format_statistics
 from mmseg_ptx.datasets.split import STATS_FILE
 from mmseg_ptx.reporting.json_io import write_json
@@ -71,6 +71,8 @@ def main() -> None:
     # earlier run's statistics are replaced, any other file is kept.
     require_replaceable_json(out, '--out', ('num_images', 'class_weights'))
     require_writable_file(out, '--out')
+    # The data set's warnings (unlisted images, say) beside the tables.
+    log_to_stderr()
     try:
         stats = compute_dataset_statistics(
             args.data_root,

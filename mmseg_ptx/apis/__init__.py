@@ -2,7 +2,7 @@
 from .cli import (MissingFileError, UsageError, add_cfg_options_arg,
                   add_runner_args, check_device, config_entries,
                   config_type_name, format_metrics_table, has_custom_hook,
-                  launch_rank, leave_process_group, load_config,
+                  launch_rank, leave_process_group, load_config, log_to_stderr,
                   merge_cfg_options, read_config, reports_usage_errors,
                   require_file, require_folder,
                   require_replaceable_json, require_writable_file)
@@ -20,7 +20,7 @@ __all__ = [
     'add_cfg_options_arg', 'add_runner_args', 'check_device',
     'config_entries', 'config_type_name',
     'format_metrics_table', 'has_custom_hook', 'launch_rank',
-    'leave_process_group',
+    'leave_process_group', 'log_to_stderr',
     'load_config',
     'merge_cfg_options', 'read_config', 'reports_usage_errors', 'UsageError',
     'MissingFileError', 'require_file', 'require_folder',

@@ -10,6 +10,7 @@ import argparse
 import functools
 import inspect
 import json
+import logging
 import os
 import os.path as osp
 import re
@@ -240,6 +241,18 @@ def reports_usage_errors(main: Callable[..., Optional[int]]
             return 2
 
     return wrapped
+
+
+def log_to_stderr() -> None:
+    """Send mmengine's console log lines to stderr, for a tool whose stdout
+    is its result (``tools/dataset_stats.py``'s Markdown tables): ``tool >
+    stats.md`` then holds the result alone, and the log stays on screen.
+    """
+    from mmengine.logging import MMLogger
+    for handler in MMLogger.get_current_instance().handlers:
+        # Exactly the console handler: a FileHandler is a StreamHandler too.
+        if type(handler) is logging.StreamHandler:
+            handler.setStream(sys.stderr)
 
 
 def launch_rank() -> int:

@@ -42,6 +42,10 @@ def _run(*args):
 
 def test_cli_png(tmp_path):
     _make_png_set(tmp_path)
+    # An image the CSV does not list: skipped, with a warning on stderr,
+    # not in the Markdown on stdout.
+    cv2.imwrite(str(tmp_path / 'png_images' / 'unlisted.png'),
+                np.zeros((16, 16), np.uint8))
     out = tmp_path / 'stats.json'
     proc = _run(str(tmp_path), '--layout', 'png', '--neg-keep-ratio', '1',
                 '--val-ratio', '0', '--workers', '2', '--out', str(out))
@@ -56,6 +60,8 @@ def test_cli_png(tmp_path):
     assert '63.00:1 (Background:Pneumothorax)' in proc.stdout
     assert '| pneumothorax | 16 |' in proc.stdout
     assert (tmp_path / 'splits' / 'train.txt').exists()
+    assert proc.stdout.startswith('#') and 'WARNING' not in proc.stdout
+    assert 'WARNING - 1 image(s) in ' in proc.stderr
 
 
 def test_every_option_reaches_the_statistics(tmp_path, monkeypatch):
