@@ -221,7 +221,9 @@ def reports_usage_errors(main: Callable[..., Optional[int]]
     :class:`~mmseg_ptx.models.utils.CheckpointError`: the command line
     named a file that is no checkpoint of the model) is printed as
     ``error: <message>`` on stderr and the exit status is 2, as argparse
-    reports a bad argument.
+    reports a bad argument. Standard output is line-buffered, as standard
+    error is: in a log that holds both (``tool > log 2>&1``, a Slurm
+    job's), the tool's lines keep their order.
 
     Args:
         main (callable): The tool's ``main``; returns its exit status.
@@ -232,6 +234,10 @@ def reports_usage_errors(main: Callable[..., Optional[int]]
 
     @functools.wraps(main)
     def wrapped(*args, **kwargs) -> Optional[int]:
+        # Redirected to a file, stdout is block-buffered: its lines came
+        # after stderr's that followed them.
+        if hasattr(sys.stdout, 'reconfigure'):
+            sys.stdout.reconfigure(line_buffering=True)
         try:
             return main(*args, **kwargs)
         except (UsageError, CheckpointError) as err:

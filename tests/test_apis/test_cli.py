@@ -330,3 +330,25 @@ def test_usage_errors_said_once_per_launch(env, said, monkeypatch, capsys):
 
     assert main() == 2
     assert capsys.readouterr().err == ('error: no batch\n' if said else '')
+
+
+def test_a_tools_output_keeps_its_order_in_a_merged_log():
+    """stdout redirected to a file is block-buffered: a tool's printed
+    line came after the stderr line that followed it."""
+    import subprocess
+    import sys
+    script = (
+        'import sys\n'
+        'from mmseg_ptx.apis import reports_usage_errors\n'
+        '@reports_usage_errors\n'
+        'def main():\n'
+        '    print("predicted 12 images")\n'
+        '    print("1 file failed", file=sys.stderr)\n'
+        'main()\n')
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONUNBUFFERED'}
+    root = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+    env['PYTHONPATH'] = root
+    out = subprocess.run([sys.executable, '-c', script], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True, check=True, timeout=300).stdout
+    assert out.splitlines()[-2:] == ['predicted 12 images', '1 file failed']
