@@ -17,7 +17,7 @@ from mmseg_ptx.apis import (UsageError, add_runner_args, config_test_pipeline,
                             postprocess_mismatch, read_config,
                             reports_usage_errors, require_file,
                             require_folder, tta_pipeline_difference)
-from mmseg_ptx.engine.hooks import SWIN_BLOCKS
+from mmseg_ptx.engine.hooks import SWIN_BLOCKS, PRCurveHook
 from mmseg_ptx.engine.hooks.prediction_writer_hook import \
     check_prediction_folder
 from mmseg_ptx.models import INFERENCE_DTYPES
@@ -241,7 +241,23 @@ def main() -> None:
     metrics = runner.test()
     if metrics and is_main_process():
         print(format_metrics_table(metrics))
+        print(outputs_table(runner, args))
     leave_process_group()
+
+
+def outputs_table(runner: Runner, args: argparse.Namespace) -> str:
+    """Where the run's outputs went: its log, the test PR curves (each
+    PRCurveHook's), ``--out``'s masks and ``--show-dir``'s pictures."""
+    rows = [('log', osp.join(runner.log_dir, f'{runner.timestamp}.log'))]
+    rows += [('PR curves', osp.join(hook.curve_dir(runner), 'test.*'))
+             for hook in runner.hooks if isinstance(hook, PRCurveHook)]
+    for name, folder in (('masks (--out)', args.out),
+                         ('pictures (--show-dir)', args.show_dir)):
+        if folder is not None:
+            rows.append((name, folder))
+    width = max(len(name) for name, _ in rows)
+    lines = [f'  {name:<{width}}  {path}' for name, path in rows]
+    return '\n'.join(['Outputs:'] + lines)
 
 
 if __name__ == '__main__':
