@@ -138,6 +138,11 @@ def main() -> None:
                 '--show needs default_hooks.visualization '
                 "(dict(type='SegVisualizationHook'))")
         vis_hook.update(draw=True, show=True, wait_time=args.wait_time)
+    elif not (cfg.default_hooks.get('visualization') or {}).get('draw'):
+        # MMSeg's hook that draws nothing, whose warning says the results
+        # are "NOT visualized or stored" while --out and --show-dir store
+        # them.
+        cfg.default_hooks.visualization = None
 
     if args.extra_model:
         extra_cfgs = [read_config(c) for c, _ in args.extra_model]

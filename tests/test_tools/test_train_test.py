@@ -539,6 +539,23 @@ def test_test_show_flags(monkeypatch, tmp_path):
     assert (vis.draw, vis.show, vis.wait_time) == (True, True, 0.5)
 
 
+@pytest.mark.parametrize('draw', [False, True])
+def test_a_visualizer_that_draws_nothing_is_left_out(
+        monkeypatch, tmp_path, draw):
+    """Without --show, MMSeg's SegVisualizationHook draws nothing and
+    warns that the results are 'NOT visualized or stored', which --out and
+    --show-dir do: it is left out; one a config set to draw stays."""
+    test_tool, built, ckpt = stopped_test_py(monkeypatch, tmp_path)
+    monkeypatch.setattr(sys, 'argv', [
+        'test.py', str(ROOT / 'configs/upernet_swin-b_ptx-512.py'),
+        str(ckpt), '--work-dir', str(tmp_path), '--show-dir',
+        str(tmp_path / 'panels'), '--cfg-options',
+        f'default_hooks.visualization.draw={draw}'])
+    assert test_tool.main() is None
+    vis = built[0].default_hooks.visualization
+    assert (vis is None) if not draw else vis.draw
+
+
 def test_test_compile_scope_needs_compile(monkeypatch, capsys):
     test_tool = load_tool('test')
     monkeypatch.setattr(sys, 'argv', ['test.py', 'cfg.py', 'ckpt.pth',
