@@ -525,21 +525,30 @@ def main() -> int:
     return report_errors(errors, args.out)
 
 
+#: Failed files printed on stderr where errors.txt lists them all.
+PRINTED_ERRORS = 10
+
+
 def report_errors(errors: List[Tuple[str, str]], out: Optional[str]) -> int:
-    """Print the failed files (and list them in ``out``/errors.txt);
-    the exit status."""
+    """List the failed files in ``out``/errors.txt and print the first
+    :data:`PRINTED_ERRORS` (all of them without ``out``); the exit
+    status."""
     if not errors:
         return 0
-    for path, reason in errors:
-        print(f'ERROR {path}: {" ".join(reason.split())}', file=sys.stderr)
+    lines = [(path, " ".join(reason.split())) for path, reason in errors]
+    shown = lines if out is None else lines[:PRINTED_ERRORS]
+    for path, reason in shown:
+        print(f'ERROR {path}: {reason}', file=sys.stderr)
     if out is None:
         print(f'{len(errors)} file(s) failed', file=sys.stderr)
         return 1
     errors_path = osp.join(out, 'errors.txt')
     with open(errors_path, 'w') as f:
-        for path, reason in errors:
-            f.write(f'{path}\t{" ".join(reason.split())}\n')
-    print(f'{len(errors)} file(s) failed, listed in {errors_path}',
+        for path, reason in lines:
+            f.write(f'{path}\t{reason}\n')
+    more = (f' (the first {len(shown)} above)'
+            if len(shown) < len(lines) else '')
+    print(f'{len(errors)} file(s) failed, listed in {errors_path}{more}',
           file=sys.stderr)
     return 1
 

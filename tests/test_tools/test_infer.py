@@ -131,6 +131,28 @@ def test_infer_stops_when_nothing_predicts(tmp_path, tool_main, capsys):
     assert [row.split(',')[0] for row in rows] == ['ImageId', 'a_radiograph']
     errors = (tmp_path / 'out2' / 'errors.txt').read_text().splitlines()
     assert len(errors) == 10
+    assert err.count('ERROR ') == 10
+    assert (f'10 file(s) failed, listed in {tmp_path}/out2/errors.txt\n'
+            in err)
+
+
+def test_many_failed_files_are_printed_first_ten(tmp_path, capsys):
+    """A test set the reader cannot decode (a codec missing, say): all
+    of it in errors.txt, the first ten on stderr, not thousands of
+    lines."""
+    infer = load_tool('infer')
+    errors = [(f'/data/test/{i}.dcm', 'not a DICOM\n file') for i in range(25)]
+    assert infer.report_errors(errors, str(tmp_path)) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[:10] == [f'ERROR /data/test/{i}.dcm: not a DICOM file'
+                        for i in range(10)]
+    assert err[10:] == [f'25 file(s) failed, listed in {tmp_path}/errors.txt '
+                        '(the first 10 above)']
+    assert (tmp_path / 'errors.txt').read_text().splitlines() == [
+        f'/data/test/{i}.dcm\tnot a DICOM file' for i in range(25)]
+    # Without a folder to list them in (no image left to predict): all.
+    assert infer.report_errors(errors, None) == 1
+    assert capsys.readouterr().err.count('ERROR ') == 25
 
 
 def test_tune_postprocess_writes_json(tmp_path, demo_root, tool_main):
