@@ -15,7 +15,7 @@ import os.path as osp
 import sys
 
 import mmseg_ptx  # noqa: F401  (registers the plugin, applies stack fixes)
-from mmseg_ptx.apis import (log_to_stderr, reports_usage_errors,
+from mmseg_ptx.apis import (logs_to_stderr, reports_usage_errors,
                             require_replaceable_json, require_writable_file)
 from mmseg_ptx.datasets import compute_dataset_statistics, format_statistics
 from mmseg_ptx.datasets.split import STATS_FILE
@@ -71,19 +71,19 @@ def main() -> None:
     # earlier run's statistics are replaced, any other file is kept.
     require_replaceable_json(out, '--out', ('num_images', 'class_weights'))
     require_writable_file(out, '--out')
-    # The data set's warnings (unlisted images, say) beside the tables.
-    log_to_stderr()
     try:
-        stats = compute_dataset_statistics(
-            args.data_root,
-            layout=args.layout,
-            split_dir=args.split_dir,
-            neg_keep_ratio=args.neg_keep_ratio,
-            val_ratio=args.val_ratio,
-            seed=args.seed,
-            split_order=args.split_order,
-            workers=args.workers,
-            strict=args.strict)
+        # The data set's warnings (unlisted images, say) beside the tables.
+        with logs_to_stderr():
+            stats = compute_dataset_statistics(
+                args.data_root,
+                layout=args.layout,
+                split_dir=args.split_dir,
+                neg_keep_ratio=args.neg_keep_ratio,
+                val_ratio=args.val_ratio,
+                seed=args.seed,
+                split_order=args.split_order,
+                workers=args.workers,
+                strict=args.strict)
     except (OSError, ValueError) as err:
         # A missing folder or CSV, an unreadable image, a malformed CSV row
         # or RLE, bad split settings: the message names the file and the

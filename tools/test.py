@@ -141,8 +141,8 @@ def main() -> None:
     elif not (cfg.default_hooks.get('visualization') or {}).get('draw'):
         # MMSeg's hook that draws nothing, whose warning says the results
         # are "NOT visualized or stored" while --out and --show-dir store
-        # them.
-        cfg.default_hooks.visualization = None
+        # them. Removed: mmengine takes None only for its own hooks.
+        cfg.default_hooks.pop('visualization', None)
 
     if args.extra_model:
         extra_cfgs = [read_config(c) for c, _ in args.extra_model]

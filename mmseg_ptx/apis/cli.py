@@ -7,6 +7,7 @@ both need so the scripts stay thin.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import inspect
 import json
@@ -16,7 +17,8 @@ import os.path as osp
 import re
 import sys
 import tempfile
-from typing import Any, Callable, List, Mapping, Optional, Sequence
+from typing import (Any, Callable, Iterator, List, Mapping, Optional,
+                    Sequence)
 
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
@@ -249,16 +251,30 @@ def reports_usage_errors(main: Callable[..., Optional[int]]
     return wrapped
 
 
-def log_to_stderr() -> None:
-    """Send mmengine's console log lines to stderr, for a tool whose stdout
-    is its result (``tools/dataset_stats.py``'s Markdown tables): ``tool >
-    stats.md`` then holds the result alone, and the log stays on screen.
+@contextlib.contextmanager
+def logs_to_stderr() -> Iterator[None]:
+    """Within the block, send mmengine's console log lines to stderr, for a
+    tool whose stdout is its result (``tools/dataset_stats.py``'s Markdown
+    tables): ``tool > stats.md`` then holds the result alone, and the log
+    stays on screen.
     """
     from mmengine.logging import MMLogger
-    for handler in MMLogger.get_current_instance().handlers:
-        # Exactly the console handler: a FileHandler is a StreamHandler too.
-        if type(handler) is logging.StreamHandler:
-            handler.setStream(sys.stderr)
+
+    # Exactly the console handler: a FileHandler is a StreamHandler too.
+    handlers = [
+        h for h in MMLogger.get_current_instance().handlers
+        if type(h) is logging.StreamHandler
+    ]
+    previous = [h.stream for h in handlers]
+    # Assigned, not setStream(): that flushes the stream it replaces, which
+    # may be closed (a test's captured stdout, in a later test).
+    for handler in handlers:
+        handler.stream = sys.stderr
+    try:
+        yield
+    finally:
+        for handler, stream in zip(handlers, previous):
+            handler.stream = stream
 
 
 def launch_rank() -> int:

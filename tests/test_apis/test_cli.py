@@ -352,3 +352,29 @@ def test_a_tools_output_keeps_its_order_in_a_merged_log():
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                          text=True, check=True, timeout=300).stdout
     assert out.splitlines()[-2:] == ['predicted 12 images', '1 file failed']
+
+
+def test_logs_to_stderr_within_the_block(tmp_path, capsys):
+    """The console handler writes to stderr in the block and to its own
+    stream again after it; a log file's handler is left alone."""
+    import logging
+
+    from mmengine.logging import MMLogger, print_log
+
+    from conftest import process_state_kept
+    from mmseg_ptx.apis import logs_to_stderr
+    with process_state_kept():  # the logger and its handlers go after
+        logger = MMLogger.get_instance('logs_to_stderr_test',
+                                       log_file=str(tmp_path / 'run.log'))
+        console = [h for h in logger.handlers
+                   if type(h) is logging.StreamHandler]
+        assert console
+        before = [h.stream for h in console]
+        file_stream = next(h.stream for h in logger.handlers
+                           if isinstance(h, logging.FileHandler))
+        with logs_to_stderr():
+            print_log('a warning', logger='current', level=logging.WARNING)
+        assert [h.stream for h in console] == before
+        assert 'a warning' in capsys.readouterr().err
+        assert next(h.stream for h in logger.handlers
+                    if isinstance(h, logging.FileHandler)) is file_stream

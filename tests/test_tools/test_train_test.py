@@ -552,7 +552,7 @@ def test_a_visualizer_that_draws_nothing_is_left_out(
         str(tmp_path / 'panels'), '--cfg-options',
         f'default_hooks.visualization.draw={draw}'])
     assert test_tool.main() is None
-    vis = built[0].default_hooks.visualization
+    vis = built[0].default_hooks.get('visualization')
     assert (vis is None) if not draw else vis.draw
 
 
