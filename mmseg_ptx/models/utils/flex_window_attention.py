@@ -20,8 +20,8 @@ scores, and PyTorch warns once. On the CPU PyTorch refuses its backward
 when the query, key or value need a gradient (always in training).
 Compiled with a backend other than Inductor (``aot_eager``, the usual
 debugging one), the backward of a bias computed inside the graph fails in
-PyTorch (torch 2.13: "Expected a proper Tensor but got None"); Inductor
-generates that backward itself.
+torch 2.13 ("Expected a proper Tensor but got None"; torch 2.14 runs it);
+Inductor generates that backward itself.
 """
 from __future__ import annotations
 
