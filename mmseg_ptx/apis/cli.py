@@ -40,7 +40,7 @@ _RUNNER_KEYS = frozenset(inspect.signature(Runner.__init__).parameters) | {
 class CfgOptionsAction(DictAction):
     """mmengine's ``DictAction`` (``key=value``; ``a,b`` and ``[a,b]`` are
     lists, ``(a,b)`` a tuple), but a value that is neither keeps its
-    spaces.
+    spaces (those around it aside).
 
     mmengine 0.10.7 removes every space of every value, so that
     ``key="[1, 2]"`` is a list; a path such as ``data_root="/data/SIIM
@@ -56,7 +56,7 @@ class CfgOptionsAction(DictAction):
             if not sep or not key:
                 parser.error(f'{option_string} expects key=value pairs, '
                              f'got {item!r}')
-            bare = value.strip('\'"')
+            bare = value.strip('\'"').strip()
             if not bare.startswith(('[', '(')) and ',' not in bare:
                 options[key] = self._parse_int_float_bool(bare)
                 continue

@@ -293,10 +293,11 @@ def test_cfg_options_values_keep_their_spaces():
     assert parse_cfg_options(
         'data_root=/data/SIIM 2019/ü', 'work_dir="runs/a b"', 'b=[1, 2]',
         'c=(1,2)', 'd=1,2', 'e=True', 'f=None', 'g=3.5', 'h=4', 'i=x=y',
-        "j='[a, b]'", 'k=') == {
+        "j='[a, b]'", 'k=', 'l= /data/x y ') == {
             'data_root': '/data/SIIM 2019/ü', 'work_dir': 'runs/a b',
             'b': [1, 2], 'c': (1, 2), 'd': [1, 2], 'e': True, 'f': None,
-            'g': 3.5, 'h': 4, 'i': 'x=y', 'j': ['a', 'b'], 'k': ''}
+            'g': 3.5, 'h': 4, 'i': 'x=y', 'j': ['a', 'b'], 'k': '',
+            'l': '/data/x y'}
 
 
 @pytest.mark.parametrize('item,message', [
