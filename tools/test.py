@@ -138,11 +138,16 @@ def main() -> None:
                 '--show needs default_hooks.visualization '
                 "(dict(type='SegVisualizationHook'))")
         vis_hook.update(draw=True, show=True, wait_time=args.wait_time)
-    elif not (cfg.default_hooks.get('visualization') or {}).get('draw'):
-        # MMSeg's hook that draws nothing, whose warning says the results
-        # are "NOT visualized or stored" while --out and --show-dir store
-        # them. Removed: mmengine takes None only for its own hooks.
-        cfg.default_hooks.pop('visualization', None)
+    else:
+        vis_hook = (cfg.get('default_hooks') or {}).get('visualization')
+        if (vis_hook is not None
+                and config_type_name(vis_hook, '') == 'SegVisualizationHook'
+                and not vis_hook.get('draw', False)):
+            # MMSeg's hook that draws nothing, whose warning says the
+            # results are "NOT visualized or stored" while --out and
+            # --show-dir store them. Removed: mmengine takes None only for
+            # its own hooks.
+            cfg.default_hooks.pop('visualization')
 
     if args.extra_model:
         extra_cfgs = [read_config(c) for c, _ in args.extra_model]

@@ -539,9 +539,14 @@ def test_test_show_flags(monkeypatch, tmp_path):
     assert (vis.draw, vis.show, vis.wait_time) == (True, True, 0.5)
 
 
-@pytest.mark.parametrize('draw', [False, True])
+@pytest.mark.parametrize('options,kept', [
+    (['default_hooks.visualization.draw=False'], False),
+    (['default_hooks.visualization.draw=True'], True),
+    # A user's own hook under that key is theirs.
+    (['default_hooks.visualization.type=MyVisualizationHook'], True),
+])
 def test_a_visualizer_that_draws_nothing_is_left_out(
-        monkeypatch, tmp_path, draw):
+        monkeypatch, tmp_path, options, kept):
     """Without --show, MMSeg's SegVisualizationHook draws nothing and
     warns that the results are 'NOT visualized or stored', which --out and
     --show-dir do: it is left out; one a config set to draw stays."""
@@ -549,11 +554,22 @@ def test_a_visualizer_that_draws_nothing_is_left_out(
     monkeypatch.setattr(sys, 'argv', [
         'test.py', str(ROOT / 'configs/upernet_swin-b_ptx-512.py'),
         str(ckpt), '--work-dir', str(tmp_path), '--show-dir',
-        str(tmp_path / 'panels'), '--cfg-options',
-        f'default_hooks.visualization.draw={draw}'])
+        str(tmp_path / 'panels'), '--cfg-options', *options])
     assert test_tool.main() is None
-    vis = built[0].default_hooks.get('visualization')
-    assert (vis is None) if not draw else vis.draw
+    assert ('visualization' in built[0].default_hooks) == kept
+
+
+def test_a_config_without_default_hooks_is_tested(monkeypatch, tmp_path):
+    test_tool, built, ckpt = stopped_test_py(monkeypatch, tmp_path)
+    cfg = Config.fromfile(str(ROOT / 'configs/upernet_swin-b_ptx-512.py'))
+    plain = cfg.to_dict()
+    del plain['default_hooks']
+    Config(plain).dump(str(tmp_path / 'no_default_hooks.py'))
+    monkeypatch.setattr(sys, 'argv', [
+        'test.py', str(tmp_path / 'no_default_hooks.py'), str(ckpt),
+        '--work-dir', str(tmp_path)])
+    assert test_tool.main() is None
+    assert 'default_hooks' not in built[0]
 
 
 def test_test_compile_scope_needs_compile(monkeypatch, capsys):
