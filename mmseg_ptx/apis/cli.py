@@ -223,7 +223,9 @@ def reports_usage_errors(main: Callable[..., Optional[int]]
     :class:`~mmseg_ptx.models.utils.CheckpointError`: the command line
     named a file that is no checkpoint of the model) is printed as
     ``error: <message>`` on stderr and the exit status is 2, as argparse
-    reports a bad argument. Standard output is line-buffered, as standard
+    reports a bad argument, by the first process of each node of a
+    launch (see :func:`launch_local_rank`). Standard output is
+    line-buffered, as standard
     error is: in a log that holds both (``tool > log 2>&1``, a Slurm
     job's), the tool's lines keep their order.
 
@@ -243,8 +245,10 @@ def reports_usage_errors(main: Callable[..., Optional[int]]
         try:
             return main(*args, **kwargs)
         except (UsageError, CheckpointError) as err:
-            # Each DDP process meets the same error: said once.
-            if launch_rank() == 0:
+            # The processes a launcher starts on a node meet the same error
+            # (its config, its files): said once per node. Not once per
+            # job: a file missing on one node is that node's to say.
+            if launch_local_rank() == 0:
                 print(f'error: {err}', file=sys.stderr)
             return 2
 
@@ -275,6 +279,18 @@ def logs_to_stderr() -> Iterator[None]:
     finally:
         for handler, stream in zip(handlers, previous):
             handler.stream = stream
+
+
+def launch_local_rank() -> int:
+    """This process's rank on its node as its launcher set it:
+    ``LOCAL_RANK`` (torchrun, ``tools/dist_*.sh``), else ``SLURM_LOCALID``
+    (``srun``, ``tools/slurm_*.sh``), else 0.
+
+    Returns:
+        int: The rank on the node.
+    """
+    return int(os.environ.get('LOCAL_RANK',
+                              os.environ.get('SLURM_LOCALID', 0)))
 
 
 def launch_rank() -> int:

@@ -314,13 +314,19 @@ def test_cfg_options_refused(item, message, capsys):
 
 
 @pytest.mark.parametrize('env,said', [
-    ({}, True), ({'RANK': '0'}, True), ({'RANK': '1'}, False),
-    ({'SLURM_PROCID': '2'}, False), ({'SLURM_PROCID': '0'}, True)])
-def test_usage_errors_said_once_per_launch(env, said, monkeypatch, capsys):
-    """Every DDP process meets the same usage error: the first says it,
-    all exit with status 2."""
+    ({}, True), ({'RANK': '0', 'LOCAL_RANK': '0'}, True),
+    ({'RANK': '1', 'LOCAL_RANK': '1'}, False),
+    # The first process of the second node: its files may be the ones.
+    ({'RANK': '8', 'LOCAL_RANK': '0'}, True),
+    ({'SLURM_PROCID': '2', 'SLURM_LOCALID': '2'}, False),
+    ({'SLURM_PROCID': '4', 'SLURM_LOCALID': '0'}, True),
+    # One task of a job step that is not a launch: no local rank.
+    ({'SLURM_PROCID': '1'}, True)])
+def test_usage_errors_said_once_per_node(env, said, monkeypatch, capsys):
+    """The processes a launcher starts on a node meet the same usage
+    error: the node's first says it, all exit with status 2."""
     from mmseg_ptx.apis import UsageError, reports_usage_errors
-    for name in ('RANK', 'SLURM_PROCID'):
+    for name in ('RANK', 'LOCAL_RANK', 'SLURM_PROCID', 'SLURM_LOCALID'):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
