@@ -94,9 +94,9 @@ Fixes:
    same). We write a temporary file beside it and rename it
    over the file (atomic on one file system): the file is then either
    the old one or the whole new one. A killed write leaves the temporary
-   file, which the next write of that file by a later process (a resumed
-   run saving that epoch again) removes. Delete when mmengine writes
-   atomically.
+   file, which a later process removes when it first writes into that
+   folder (a resumed run, at its first checkpoint). Delete when mmengine
+   writes atomically.
 10. ``CheckpointHook.last_ckpt`` after a resume. mmengine 0.10.7's
     ``CheckpointHook.before_train`` restores the best checkpoint's path
     from the resumed message hub but not ``last_ckpt``, which
@@ -573,11 +573,17 @@ def _write_local_files_atomically() -> None:
     from mmseg_ptx.utils.atomic_write import (remove_leftover_temporaries,
                                               write_atomically)
 
+    cleaned = set()
+
     @functools.wraps(put)
     def put_atomically(self, obj: bytes, filepath) -> None:
         write_atomically(filepath, obj)
-        # A requeued run saves the killed run's epoch again.
-        remove_leftover_temporaries(filepath)
+        # Once per folder (not a scan per file written): a requeued run's
+        # work dir at its first checkpoint.
+        folder = os.path.dirname(os.path.abspath(filepath))
+        if folder not in cleaned:
+            cleaned.add(folder)
+            remove_leftover_temporaries(folder)
 
     @functools.wraps(LocalBackend.put_text)
     def put_text_atomically(self, obj: str, filepath,

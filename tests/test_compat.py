@@ -318,19 +318,25 @@ def test_checkpoints_are_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
     assert not hasattr(LocalBackend.put.__wrapped__, '__wrapped__')
 
 
-def test_a_resumed_save_removes_the_killed_saves_leftover(tmp_path):
-    """The temporary file of a save killed in an earlier process goes when
-    the requeued run saves that checkpoint again (fix 9)."""
+def test_a_resumed_save_removes_the_killed_saves_leftovers(tmp_path):
+    """The temporary files of saves killed in an earlier process go when
+    the requeued run first saves into that folder (fix 9); the folder is
+    looked at once, not at every file written."""
     import os
 
     from mmengine.runner.checkpoint import save_checkpoint
-    path = tmp_path / 'epoch_3.pth'
-    leftover = tmp_path / f'.epoch_3.pth.{"0" * 32}.tmp'
-    leftover.write_bytes(b'half a checkpoint')
-    os.utime(leftover, (1000, 1000))  # written before this process
-    save_checkpoint(dict(meta=dict(epoch=3)), str(path))
+    leftovers = [tmp_path / f'.{name}.{"0" * 32}.tmp'
+                 for name in ('epoch_3.pth', 'best_dice_epoch_2.pth')]
+    for leftover in leftovers:
+        leftover.write_bytes(b'half a checkpoint')
+        os.utime(leftover, (1000, 1000))  # written before this process
+    save_checkpoint(dict(meta=dict(epoch=3)), str(tmp_path / 'epoch_3.pth'))
     assert os.listdir(tmp_path) == ['epoch_3.pth']
-    assert torch.load(path)['meta'] == dict(epoch=3)
+    assert torch.load(tmp_path / 'epoch_3.pth')['meta'] == dict(epoch=3)
+    leftovers[0].write_bytes(b'')
+    os.utime(leftovers[0], (1000, 1000))
+    save_checkpoint(dict(meta=dict(epoch=4)), str(tmp_path / 'epoch_4.pth'))
+    assert leftovers[0].exists()
 
 
 @pytest.mark.parametrize('resumed', [False, True])

@@ -10,6 +10,9 @@ from typing import Optional, Union
 #: When this process imported the module: a temporary file last written
 #: before it is no write of this process's.
 _IMPORTED_AT = time.time()
+#: The names write_atomically gives its temporary files (uuid4().hex: 32
+#: hex digits).
+_TEMPORARY = re.compile(r'\..+\.[0-9a-f]{32}\.tmp', re.DOTALL)
 
 
 def write_atomically(path: Union[str, os.PathLike], data: bytes) -> None:
@@ -44,21 +47,21 @@ def write_atomically(path: Union[str, os.PathLike], data: bytes) -> None:
         raise
 
 
-def remove_leftover_temporaries(path: Union[str, os.PathLike],
+def remove_leftover_temporaries(folder: Union[str, os.PathLike],
                                 older_than: Optional[float] = None
                                 ) -> list[str]:
-    """Remove the temporary files that killed writes of ``path`` left.
+    """Remove the temporary files that killed writes left in ``folder``.
 
     :func:`write_atomically` cannot clean up after a process killed
     mid-write (SIGKILL, a job's time limit): its temporary file stays,
     as large as the file (a whole checkpoint with its optimizer state).
-    A requeued run that writes the same file again calls
-    this. Only files named as :func:`write_atomically` names them and
-    last written before ``older_than`` are removed, so the write of
-    another process still running is left alone.
+    A requeued run calls this for the folder it writes to. Only files
+    named as :func:`write_atomically` names them and last written before
+    ``older_than`` are removed, so the write of another process still
+    running is left alone.
 
     Args:
-        path (str | os.PathLike): The file whose temporaries to remove.
+        folder (str | os.PathLike): The folder.
         older_than (float, optional): A time (``time.time()``); files last
             modified at or after it are kept. Defaults to None: when this
             process imported the module, which a killed earlier run's
@@ -69,14 +72,10 @@ def remove_leftover_temporaries(path: Union[str, os.PathLike],
     """
     if older_than is None:
         older_than = _IMPORTED_AT
-    folder, name = os.path.split(os.fspath(path))
-    # The names write_atomically gives (uuid4().hex: 32 hex digits).
-    pattern = re.compile(
-        re.escape(f'.{name}.') + '[0-9a-f]{32}' + re.escape('.tmp'))
     removed = []
-    with os.scandir(folder or '.') as entries:
+    with os.scandir(os.fspath(folder) or '.') as entries:
         for entry in entries:
-            if not pattern.fullmatch(entry.name):
+            if not _TEMPORARY.fullmatch(entry.name):
                 continue
             try:
                 if not entry.is_file(follow_symlinks=False) or (

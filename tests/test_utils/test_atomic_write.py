@@ -44,43 +44,37 @@ def test_a_folder_in_the_way_is_an_error_and_left_alone(tmp_path):
 
 
 def test_leftovers_of_killed_writes_are_removed(tmp_path):
-    """Temporaries of the file written before the given time go; a write
-    still running (newer), other files' and look-alikes stay."""
-    path = tmp_path / 'epoch_3.pth'
-    path.write_bytes(b'checkpoint')
+    """write_atomically's temporaries written before the given time go; a
+    write still running (newer), look-alikes and folders stay."""
     tag = '0123456789abcdef' * 2
-    old = tmp_path / f'.epoch_3.pth.{tag}.tmp'
+    old = [tmp_path / f'.epoch_3.pth.{tag}.tmp',
+           tmp_path / f'.best_dice_epoch_2.pth.{tag}.tmp']
     running = tmp_path / f'.epoch_3.pth.{"f" * 32}.tmp'
     kept = [
         running,
-        tmp_path / f'.epoch_30.pth.{tag}.tmp',  # another file's
+        tmp_path / 'epoch_3.pth',
         tmp_path / f'.epoch_3.pth.{tag[:-1]}.tmp',  # not a uuid4 hex
         tmp_path / f'.epoch_3.pth.{tag}.tmp.bak',
         tmp_path / f'epoch_3.pth.{tag}.tmp',
     ]
-    for p in [old] + kept:
+    for p in old + kept:
         p.write_bytes(b'half')
-    os.utime(old, (1000, 1000))
-    for p in kept[1:]:
         os.utime(p, (1000, 1000))
     os.utime(running, (3000, 3000))
-    assert remove_leftover_temporaries(path, older_than=2000) == [str(old)]
+    folder = tmp_path / f'.dir.{tag}.tmp'
+    folder.mkdir()
+    os.utime(folder, (1000, 1000))
+    assert sorted(remove_leftover_temporaries(tmp_path, older_than=2000)) \
+        == sorted(map(str, old))
     assert sorted(os.listdir(tmp_path)) == sorted(
-        [path.name] + [p.name for p in kept])
-    # A folder of that name is not a leftover file.
-    os.remove(running)
-    running.mkdir()
-    os.utime(running, (1000, 1000))
-    assert remove_leftover_temporaries(str(path), older_than=2000) == []
-    assert running.is_dir()
+        [p.name for p in kept] + [folder.name])
 
 
 def test_leftovers_default_to_those_before_this_process(tmp_path):
-    path = tmp_path / 'last_checkpoint'
     earlier = tmp_path / f'.last_checkpoint.{"a" * 32}.tmp'
     earlier.write_bytes(b'')
     os.utime(earlier, (1000, 1000))
     now = tmp_path / f'.last_checkpoint.{"b" * 32}.tmp'
     now.write_bytes(b'')
-    assert remove_leftover_temporaries(path) == [str(earlier)]
+    assert remove_leftover_temporaries(str(tmp_path)) == [str(earlier)]
     assert os.listdir(tmp_path) == [now.name]
