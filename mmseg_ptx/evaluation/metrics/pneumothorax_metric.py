@@ -241,10 +241,10 @@ def compute_pr_curve(pos_hist: np.ndarray, neg_hist: np.ndarray,
         full_p = np.concatenate(([1.0], precision))
         pr_auc = float(np.sum(np.diff(full_r) * (full_p[1:] + full_p[:-1]))
                        / 2)
-        denom = precision + recall
-        f1 = np.divide(2 * precision * recall, denom,
-                       out=np.zeros(len(tp)), where=denom > 0)
-        # The first maximum: of thresholds with equal F1, the highest.
+        # 2PR / (P + R) from the counts: one rounding, so equal F1s are
+        # equal floats, and the first maximum is the highest threshold of
+        # those with the best F1.
+        f1 = 2 * tp / (tp + fp + num_pos)
         best = int(np.argmax(f1))
         best_f1, best_thr = float(f1[best]), float(thresholds[best])
         best_p, best_r = float(precision[best]), float(recall[best])

@@ -146,6 +146,12 @@ def test_best_f1_tie_takes_the_highest_threshold():
     assert curve.best_f1 == pytest.approx(2 / 3)
     assert (curve.best_threshold, curve.best_precision,
             curve.best_recall) == (0.5, 1.0, 0.5)
+    # F1 = 1/3 at both (1/4 and 1/2, or 1/5 and 1): from precision and
+    # recall the two round apart, and the lower threshold won.
+    curve = compute_pr_curve(np.array([1, 1]), np.array([5, 3]),
+                             np.array([0.0, 0.5, 1.0]))
+    assert curve.best_f1 == pytest.approx(1 / 3)
+    assert curve.best_threshold == 0.5
 
 
 def test_compute_pr_curve_without_positives_is_nan():
