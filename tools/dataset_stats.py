@@ -93,7 +93,8 @@ def main() -> None:
     os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
     # Atomic: an interrupted run leaves no half file for the report.
     write_json(stats, out, indent=2)
-    print(f'\nStatistics written to {out}')
+    # stdout holds the tables alone (tool > stats.md).
+    print(f'Statistics written to {out}', file=sys.stderr)
 
 
 if __name__ == '__main__':

@@ -256,11 +256,12 @@ def main() -> None:
 
 
 def outputs_table(runner: Runner, args: argparse.Namespace) -> str:
-    """Where the run's outputs went: its log, the test PR curves (each
-    PRCurveHook's), ``--out``'s masks and ``--show-dir``'s pictures."""
+    """Where the run's outputs went: its log, the test PR curves the
+    PRCurveHooks wrote, ``--out``'s masks and ``--show-dir``'s pictures."""
     rows = [('log', osp.join(runner.log_dir, f'{runner.timestamp}.log'))]
-    rows += [('PR curves', osp.join(hook.curve_dir(runner), 'test.*'))
-             for hook in runner.hooks if isinstance(hook, PRCurveHook)]
+    rows += [('PR curve', path) for hook in runner.hooks
+             if isinstance(hook, PRCurveHook)
+             for path in hook.test_curve_paths]
     for name, folder in (('masks (--out)', args.out),
                          ('pictures (--show-dir)', args.show_dir)):
         if folder is not None:

@@ -61,6 +61,8 @@ def test_cli_png(tmp_path):
     assert '| pneumothorax | 16 |' in proc.stdout
     assert (tmp_path / 'splits' / 'train.txt').exists()
     assert proc.stdout.startswith('#') and 'WARNING' not in proc.stdout
+    assert 'written to' not in proc.stdout
+    assert f'Statistics written to {out}' in proc.stderr
     assert 'WARNING - 1 image(s) in ' in proc.stderr
 
 

@@ -86,15 +86,16 @@ def test_train_resume_and_test(tmp_path, demo_root, tool_main):
     assert 'dice' in out and 'kaggle_dice' in out
     assert '| kaggle_dice |' in stdout  # the printed metric table
     # Then where its outputs are.
-    listed = dict(re.findall(r'^  (\S.*?\S)  +(\S+)$',
-                             stdout.split('Outputs:\n')[1], re.M))
-    assert listed.keys() == {'log', 'PR curves', 'masks (--out)',
-                             'pictures (--show-dir)'}
-    assert Path(listed['log']).is_file()
-    assert listed['PR curves'] == str(work_dir / 'pr_curves' / 'test.*')
-    assert (work_dir / 'pr_curves' / 'test.json').is_file()
-    assert (listed['masks (--out)'], listed['pictures (--show-dir)']) == (
-        str(masks), str(panels))
+    listed = re.findall(r'^  (\S.*?\S)  +(\S+)$',
+                        stdout.split('Outputs:\n')[1], re.M)
+    assert [name for name, _ in listed] == [
+        'log', 'PR curve', 'PR curve', 'masks (--out)',
+        'pictures (--show-dir)']
+    assert Path(listed[0][1]).is_file()
+    assert [path for _, path in listed[1:]] == [
+        str(work_dir / 'pr_curves' / 'test.json'),
+        str(work_dir / 'pr_curves' / 'test.png'), str(masks), str(panels)]
+    assert all(Path(path).exists() for _, path in listed)
     val_ids = (demo_root / 'splits' / 'val.txt').read_text().split()
     assert sorted(p.stem for p in masks.glob('*.png')) == sorted(val_ids)
     mask = np.array(Image.open(next(masks.glob('*.png'))))

@@ -136,6 +136,8 @@ class PRCurveHook(Hook):
         self._validate_first = False
         # The last validation's record, not yet written (_write_history).
         self._pending: Optional[dict] = None
+        #: The files of the last test's curves (the main process's).
+        self.test_curve_paths: List[str] = []
 
     def _root(self, runner) -> str:
         return self.out_dir if self.out_dir is not None else runner.work_dir
@@ -297,7 +299,9 @@ class PRCurveHook(Hook):
         return paths
 
     def _save_curves(self, runner, evaluator, mode: str,
-                     tag: Optional[str], latest: bool = False) -> None:
+                     tag: Optional[str], latest: bool = False) -> List[str]:
+        """Write each PneumothoraxMetric's curve; the files written."""
+        written = []
         curve_dir = self.curve_dir(runner)
         epoch, iteration = _progress(runner)
         extra = dict(mode=mode, epoch=epoch, iter=iteration)
@@ -308,11 +312,13 @@ class PRCurveHook(Hook):
             title = f'Pixel PR curve ({mode}' + (f', {tag})' if tag else ')')
             paths = self._write_curve(metric.last_curve, curve_dir, stem,
                                       title, extra)
+            written += paths
             if latest:
                 for path in paths:
                     ext = osp.splitext(path)[1]
                     shutil.copyfile(
                         path, osp.join(curve_dir, f'{base}_latest{ext}'))
+        return written
 
     def _train_scalars(self, runner) -> Dict[str, float]:
         hub = getattr(runner, 'message_hub', None)
@@ -442,4 +448,5 @@ class PRCurveHook(Hook):
         """
         if not is_main_process():
             return
-        self._save_curves(runner, runner.test_evaluator, 'test', None)
+        self.test_curve_paths = self._save_curves(
+            runner, runner.test_evaluator, 'test', None)

@@ -131,7 +131,11 @@ def test_hook_after_test_and_nan_metrics(tmp_path):
     runner = make_runner(tmp_path, metric, 'pr_hook_test_test')
     hook = HOOKS.build(dict(type='PRCurveHook', out_dir=str(tmp_path / 'o'),
                             plot=False, max_points=None))
+    assert hook.test_curve_paths == []
     hook.after_test_epoch(runner, metrics)
+    # What tools/test.py lists among its outputs.
+    assert hook.test_curve_paths == [
+        str(tmp_path / 'o' / 'pr_curves' / 'test.json')]
     data = json.loads((tmp_path / 'o' / 'pr_curves' / 'test.json').read_text())
     assert len(data['thresholds']) == len(metric.last_curve.thresholds)
     np.testing.assert_allclose(data['recall'], metric.last_curve.recall)
