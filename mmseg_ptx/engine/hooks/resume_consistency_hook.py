@@ -133,6 +133,16 @@ class ResumeConsistencyHook(Hook):
         if seed is None or not isinstance(current, int) or current == seed:
             return
         sampler.seed = seed
+        # mmengine's InfiniteSampler made its index generator with the old
+        # seed when it was built.
+        if callable(getattr(sampler, '_indices_of_rank', None)):
+            sampler.indices = sampler._indices_of_rank()
+        # IterBasedTrainLoop made its data iterator when it was built; with
+        # worker processes it has drawn ahead already, with the old seed.
+        loop = getattr(runner, '_train_loop', None)
+        iterator = getattr(loop, 'dataloader_iterator', None)
+        if iterator is not None:
+            loop.dataloader_iterator = type(iterator)(loop.dataloader)
         # A seed the config set on purpose is replaced as mmengine
         # replaces a configured randomness.seed: with a warning.
         cfg = getattr(runner, 'cfg', None) or {}

@@ -3,6 +3,8 @@ import logging
 from types import SimpleNamespace
 
 import pytest
+import torch
+from mmengine.model import BaseModel
 
 import mmseg_ptx  # noqa: F401  (registers the hook)
 from mmseg.registry import HOOKS
@@ -127,3 +129,68 @@ def test_the_sampler_seed_is_resumed(monkeypatch, configured):
                                checkpoint)
     hook.after_load_checkpoint(resumed_runner(SeededLoader(5)), {'meta': {}})
     assert len(logged) == 1
+
+
+class IndexDataset(torch.utils.data.Dataset):
+
+    def __len__(self):
+        return 16
+
+    def __getitem__(self, index):
+        return dict(inputs=torch.tensor([float(index)]), index=index)
+
+
+class RecordingModel(BaseModel):
+    """Records the indices of each training batch."""
+
+    def __init__(self, batches):
+        super().__init__()
+        self.linear = torch.nn.Linear(1, 1)
+        self.batches = batches
+
+    def forward(self, inputs, index=None, mode='tensor'):
+        if mode == 'loss':
+            self.batches.append([int(i) for i in index])
+            return dict(loss=self.linear(inputs).mean())
+        return self.linear(inputs)
+
+
+def train_iters(work_dir, max_iters, seed, resume_from=None):
+    """The training batches of an iteration-based run (InfiniteSampler,
+    two worker processes, its seed drawn from the run's), checkpoints every
+    4 iterations."""
+    from mmengine.runner import Runner
+
+    from conftest import process_state_kept
+    batches = []
+    with process_state_kept():
+        Runner(
+            model=RecordingModel(batches),
+            work_dir=str(work_dir),
+            train_dataloader=dict(
+                dataset=IndexDataset(),
+                sampler=dict(type='InfiniteSampler', shuffle=True),
+                batch_size=4, num_workers=2,
+                collate_fn=dict(type='default_collate')),
+            optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
+            train_cfg=dict(type='IterBasedTrainLoop', max_iters=max_iters),
+            default_hooks=dict(checkpoint=dict(
+                type='CheckpointHook', interval=4, by_epoch=False)),
+            custom_hooks=[dict(type='ResumeConsistencyHook')],
+            resume=resume_from is not None, load_from=resume_from,
+            randomness=dict(seed=seed), default_scope='mmseg',
+            log_level='WARNING').train()
+    return batches
+
+
+def test_an_iteration_based_resume_draws_what_the_stopped_run_would(
+        tmp_path):
+    """IterBasedTrainLoop makes its data iterator, and its worker
+    processes draw ahead, before the checkpoint is loaded: the iterator is
+    made again with the resumed seed. (The requeued run's own seed differs,
+    as an unset one would.)"""
+    whole = train_iters(tmp_path / 'a', 12, seed=1)
+    resumed = train_iters(tmp_path / 'b', 12, seed=2,
+                          resume_from=str(tmp_path / 'a' / 'iter_4.pth'))
+    assert len(resumed) == 8
+    assert resumed == whole[4:]
