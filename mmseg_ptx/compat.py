@@ -107,6 +107,12 @@ Fixes:
     it from the message hub in a resumed run (``runner.iter > 0``).
     Inactive when mmengine's ``before_train`` reads ``last_ckpt``.
 
+One work-around lives outside this module, because it needs what only a
+hook sees (the checkpoint being saved and loaded): mmengine 0.10.7's
+``Runner.resume`` resumes the global seed but not the training sampler's,
+built before it; ``ResumeConsistencyHook`` records the sampler's seed in
+each checkpoint and gives it back on ``--resume``.
+
 ``mmseg::`` config inheritance needs ``pkg_resources`` (removed in
 setuptools 82); that is handled by the ``setuptools<82`` requirement,
 :func:`check_pkg_resources` turns the failure into an actionable message,
