@@ -132,7 +132,7 @@ def main() -> None:
                 'which reads each image with mmcv and cannot decode the '
                 "DICOMs of this test set (layout='dicom'); use --show-dir "
                 'DIR for input | ground truth | prediction pictures')
-        vis_hook = cfg.default_hooks.get('visualization')
+        vis_hook = (cfg.get('default_hooks') or {}).get('visualization')
         if vis_hook is None:
             raise UsageError(
                 '--show needs default_hooks.visualization '

@@ -560,17 +560,26 @@ def test_a_visualizer_that_draws_nothing_is_left_out(
     assert ('visualization' in built[0].default_hooks) == kept
 
 
-def test_a_config_without_default_hooks_is_tested(monkeypatch, tmp_path):
+def test_a_config_without_default_hooks_is_tested(monkeypatch, tmp_path,
+                                                  capsys):
+    """Tested as it is; with --show, the usage error that names the hook
+    it needs (not an AttributeError)."""
     test_tool, built, ckpt = stopped_test_py(monkeypatch, tmp_path)
-    cfg = Config.fromfile(str(ROOT / 'configs/upernet_swin-b_ptx-512.py'))
+    cfg = Config.fromfile(
+        str(ROOT / 'configs/upernet_swin-b_ptx-512_png.py'))
     plain = cfg.to_dict()
     del plain['default_hooks']
     Config(plain).dump(str(tmp_path / 'no_default_hooks.py'))
-    monkeypatch.setattr(sys, 'argv', [
-        'test.py', str(tmp_path / 'no_default_hooks.py'), str(ckpt),
-        '--work-dir', str(tmp_path)])
+    argv = ['test.py', str(tmp_path / 'no_default_hooks.py'), str(ckpt),
+            '--work-dir', str(tmp_path)]
+    monkeypatch.setattr(sys, 'argv', argv)
     assert test_tool.main() is None
     assert 'default_hooks' not in built[0]
+    monkeypatch.setattr(sys, 'argv', argv + ['--show'])
+    assert test_tool.main() == 2
+    assert capsys.readouterr().err.endswith(
+        "error: --show needs default_hooks.visualization "
+        "(dict(type='SegVisualizationHook'))\n")
 
 
 def test_test_compile_scope_needs_compile(monkeypatch, capsys):
