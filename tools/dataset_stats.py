@@ -10,7 +10,6 @@ prints Markdown tables and writes ``data/siim/splits/stats.json`` (keys:
 settings; it is written to ``--split-dir`` if it does not exist yet.
 """
 import argparse
-import os
 import os.path as osp
 import sys
 
@@ -90,8 +89,8 @@ def main() -> None:
         # problem, a traceback would only bury it.
         raise SystemExit(f'error: {err}') from None
     print(format_statistics(stats))
-    os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
-    # Atomic: an interrupted run leaves no half file for the report.
+    # Atomic (its folder made if missing): an interrupted run leaves no
+    # half file for the report.
     write_json(stats, out, indent=2)
     # stdout holds the tables alone (tool > stats.md).
     print(f'Statistics written to {out}', file=sys.stderr)

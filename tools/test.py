@@ -123,6 +123,7 @@ def main() -> None:
         if mismatch:
             notes.append(mismatch)
 
+    vis_hook = (cfg.get('default_hooks') or {}).get('visualization')
     if args.show:
         dataset = cfg.test_dataloader.dataset
         if (config_type_name(dataset, '') == 'SIIMPneumothoraxDataset'
@@ -132,22 +133,18 @@ def main() -> None:
                 'which reads each image with mmcv and cannot decode the '
                 "DICOMs of this test set (layout='dicom'); use --show-dir "
                 'DIR for input | ground truth | prediction pictures')
-        vis_hook = (cfg.get('default_hooks') or {}).get('visualization')
         if vis_hook is None:
             raise UsageError(
                 '--show needs default_hooks.visualization '
                 "(dict(type='SegVisualizationHook'))")
         vis_hook.update(draw=True, show=True, wait_time=args.wait_time)
-    else:
-        vis_hook = (cfg.get('default_hooks') or {}).get('visualization')
-        if (vis_hook is not None
-                and config_type_name(vis_hook, '') == 'SegVisualizationHook'
-                and not vis_hook.get('draw', False)):
-            # MMSeg's hook that draws nothing, whose warning says the
-            # results are "NOT visualized or stored" while --out and
-            # --show-dir store them. Removed: mmengine takes None only for
-            # its own hooks.
-            cfg.default_hooks.pop('visualization')
+    elif (vis_hook is not None
+          and config_type_name(vis_hook, '') == 'SegVisualizationHook'
+          and not vis_hook.get('draw', False)):
+        # MMSeg's hook that draws nothing, whose warning says the results
+        # are "NOT visualized or stored" while --out and --show-dir store
+        # them. Removed: mmengine takes None only for its own hooks.
+        cfg.default_hooks.pop('visualization')
 
     if args.extra_model:
         extra_cfgs = [read_config(c) for c, _ in args.extra_model]

@@ -225,9 +225,9 @@ def reports_usage_errors(main: Callable[..., Optional[int]]
     ``error: <message>`` on stderr and the exit status is 2, as argparse
     reports a bad argument, by the first process of each node of a
     launch (see :func:`launch_local_rank`). Standard output is
-    line-buffered, as standard
-    error is: in a log that holds both (``tool > log 2>&1``, a Slurm
-    job's), the tool's lines keep their order.
+    line-buffered, as standard error is: in a log that holds both
+    (``tool > log 2>&1``, a Slurm job's), the tool's lines keep their
+    order.
 
     Args:
         main (callable): The tool's ``main``; returns its exit status.

@@ -142,17 +142,6 @@ class PRCurveHook(Hook):
     def _root(self, runner) -> str:
         return self.out_dir if self.out_dir is not None else runner.work_dir
 
-    def curve_dir(self, runner) -> str:
-        """The folder of the curves this hook writes for ``runner``.
-
-        Args:
-            runner (Runner): The runner.
-
-        Returns:
-            str: ``<out_dir or work_dir>/pr_curves``.
-        """
-        return osp.join(self._root(runner), 'pr_curves')
-
     def _history_path(self, runner) -> str:
         return osp.join(self._root(runner), 'metrics_history.json')
 
@@ -302,7 +291,7 @@ class PRCurveHook(Hook):
                      tag: Optional[str], latest: bool = False) -> List[str]:
         """Write each PneumothoraxMetric's curve; the files written."""
         written = []
-        curve_dir = self.curve_dir(runner)
+        curve_dir = osp.join(self._root(runner), 'pr_curves')
         epoch, iteration = _progress(runner)
         extra = dict(mode=mode, epoch=epoch, iter=iteration)
         for metric in self._metrics_of(evaluator):
