@@ -106,6 +106,15 @@ Fixes:
     from a message hub that names a best checkpoint since deleted. We set
     it from the message hub in a resumed run (``runner.iter > 0``).
     Inactive when mmengine's ``before_train`` reads ``last_ckpt``.
+11. Integer metrics in the test record. mmengine 0.10.7's
+    ``LoggerHook.after_test_epoch`` writes the test metrics to
+    ``<timestamp>.json`` through ``LoggerHook._process_tags``, which keeps
+    Python and numpy-array values and drops everything else as ``null``.
+    The message hub gives scalars back as numpy scalars, and
+    ``np.float64`` is a Python float but ``np.int64`` is no int: every
+    count (``num_images``, ``num_pixels``, ...) of ``tools/test.py``'s
+    record was ``null`` while the console printed it. We convert numpy
+    scalars with ``.item()``. Inactive when mmengine keeps them.
 
 One work-around lives outside this module, because it needs what only a
 hook sees (the checkpoint being saved and loaded): mmengine 0.10.7's
@@ -620,6 +629,33 @@ def _restore_last_checkpoint_on_resume() -> None:
     CheckpointHook.before_train = before_train_resumed
 
 
+# --------------------------------------------------------------------------
+# 11. Integer metrics in the test record
+# --------------------------------------------------------------------------
+def _keep_numpy_scalars_in_test_record() -> None:
+    import numpy as np
+    from mmengine.hooks import LoggerHook
+    process_tags = LoggerHook._process_tags
+    if (hasattr(process_tags, '__wrapped__')
+            or process_tags({'n': np.int64(1)})['n'] is not None):
+        return  # this ran already, or mmengine keeps them
+
+    def item(value):
+        if isinstance(value, np.generic):
+            return value.item()
+        if isinstance(value, (list, tuple)):
+            return [item(v) for v in value]
+        if isinstance(value, dict):
+            return {k: item(v) for k, v in value.items()}
+        return value
+
+    @functools.wraps(process_tags)
+    def process_tags_with_numpy_scalars(tags: dict):
+        return process_tags(item(tags))
+
+    LoggerHook._process_tags = staticmethod(process_tags_with_numpy_scalars)
+
+
 def apply_all() -> None:
     """Apply every fix that the installed stack needs (idempotent)."""
     warnings.filterwarnings(
@@ -637,3 +673,4 @@ def apply_all() -> None:
     _skip_best_checkpoint_outside_training()
     _write_local_files_atomically()
     _restore_last_checkpoint_on_resume()
+    _keep_numpy_scalars_in_test_record()

@@ -358,3 +358,22 @@ def test_a_resumed_run_saves_its_steps_after_a_new_best(tmp_path, resumed):
     hook.before_train(runner)
     assert hook.last_ckpt == (str(tmp_path / 'epoch_4.pth')
                               if resumed else None)
+
+
+def test_the_test_record_keeps_integer_metrics(tmp_path):
+    """mmengine's LoggerHook writes tools/test.py's JSON record without
+    numpy integers: the message hub gives every count back as one, and
+    ``num_images`` was null (fix 11)."""
+    from mmengine.hooks import LoggerHook
+    from mmengine.logging import MessageHub
+    hub = MessageHub.get_instance('compat_test_record')
+    hub.update_scalar('test/num_images', 7)
+    hub.update_scalar('test/dice', 0.5)
+    tags = {key: hub.get_scalar(key).current()
+            for key in ('test/num_images', 'test/dice')}
+    tags['nested'] = {'flags': (np.bool_(True), np.int32(3))}
+    assert isinstance(tags['test/num_images'], np.integer)
+    processed = LoggerHook._process_tags(tags)
+    assert processed == {'test/num_images': 7, 'test/dice': 0.5,
+                         'nested': {'flags': [True, 3]}}
+    assert type(processed['test/num_images']) is int

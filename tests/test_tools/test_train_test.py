@@ -97,6 +97,11 @@ def test_train_resume_and_test(tmp_path, demo_root, tool_main):
         str(work_dir / 'pr_curves' / 'test.png'), str(masks), str(panels)]
     assert all(Path(path).exists() for _, path in listed)
     val_ids = (demo_root / 'splits' / 'val.txt').read_text().split()
+    # The run's JSON record beside its log, counts included (compat fix
+    # 11).
+    record = json.loads(Path(listed[0][1]).with_suffix('.json').read_text())
+    assert record['num_images'] == len(val_ids)
+    assert record['num_pixels'] == len(val_ids) * 128 * 128
     assert sorted(p.stem for p in masks.glob('*.png')) == sorted(val_ids)
     mask = np.array(Image.open(next(masks.glob('*.png'))))
     assert mask.shape == (128, 128) and set(np.unique(mask)) <= {0, 255}
