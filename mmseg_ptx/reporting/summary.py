@@ -35,6 +35,10 @@ __all__ = [
 
 #: The run this project reproduces (docs/reference_run.md).
 REFERENCE_RESULTS = dict(dice=0.6095, iou=0.4648, ap=0.7030)
+#: Its split (split_meta.json's names): 15 % of the negatives kept, then
+#: a fifth of each class to validation.
+REFERENCE_SPLIT = dict(neg_keep_ratio=0.15, val_ratio=0.2,
+                       order='balance_first')
 
 
 def _newest(paths: Sequence[str]) -> Optional[str]:
@@ -377,24 +381,45 @@ def _train_ids_sha256(cfg: Optional[Config]) -> Optional[str]:
     return ids_sha256(split.train)
 
 
-def _val_set_description(split: dict, best: dict) -> str:
+def _is_synthetic(cfg: Optional[Config]) -> bool:
+    """Whether the run validated on ``tools/make_demo_data.py``'s
+    synthetic images (its marker file in the data root)."""
+    from mmseg_ptx.datasets.synthetic import SYNTHETIC_MARKER
+    root = _dataset_cfg(cfg, 'val_dataloader').get('data_root')
+    return bool(root) and osp.isfile(osp.join(root, SYNTHETIC_MARKER))
+
+
+def _split_like_reference(split: dict) -> bool:
+    """Whether split_meta.json's settings are the reference run's split
+    (:data:`REFERENCE_SPLIT`; its seed aside, which no one knows)."""
+    settings = split.get('settings') or {}
+    return all(settings.get(name) == value
+               for name, value in REFERENCE_SPLIT.items())
+
+
+def _val_set_description(split: dict, best: dict,
+                         synthetic: bool = False) -> str:
     """The validation set: its size, how it was drawn and its share of
     positives, from the split file, else (the data gone, say) from the
     best validation record's counts."""
     counts = split.get('counts') or {}
     settings = split.get('settings') or {}
+    images = 'synthetic images' if synthetic else 'images'
     n_val, n_pos = counts.get('val'), counts.get('val_positive')
     if not n_val:
         n_val, n_pos = best.get('num_images'), best.get('num_pos_images')
         if not n_val:
-            return 'validation split'
+            return f'validation split{" (synthetic)" if synthetic else ""}'
         share = f', {100 * n_pos / n_val:.0f}% positive' if n_pos else ''
-        return f'validation split of {n_val:,} images{share}'
+        return f'validation split of {n_val:,} {images}{share}'
     order = settings.get('split_order') or settings.get('order')
+    # balance_first with every negative kept undersamples nothing.
+    undersampled = (order == 'balance_first'
+                    and settings.get('neg_keep_ratio', 0) < 1)
     kind = ('negatives undersampled before the split, as in the reference'
-            if order == 'balance_first' else 'natural class distribution')
+            if undersampled else 'natural class distribution')
     share = f', {100 * n_pos / n_val:.0f}% positive' if n_pos else ''
-    return f'validation split of {n_val:,} images ({kind}{share})'
+    return f'validation split of {n_val:,} {images} ({kind}{share})'
 
 
 def render_predictions(cfg: Config,
@@ -530,23 +555,60 @@ def _progression(val: List[dict], key: str) -> List[tuple]:
 def _findings(best: dict, val_desc: str, stats: dict, key: str,
               class_weight: Optional[List[float]], threshold: float = 0.5,
               train_window: str = '',
-              weighted_terms: str = 'cross-entropy') -> List[str]:
+              weighted_terms: str = 'cross-entropy',
+              reference: str = 'same_split',
+              best_metric: str = 'dice') -> List[str]:
+    """The report's findings.
+
+    Args:
+        reference (str): How the run's data compare with the reference
+            run's: ``'same_split'`` (the SIIM data split as the reference
+            split it: the difference is given), ``'other_split'`` (the
+            data or split differ) or ``'synthetic'`` (demo images).
+        best_metric (str): The validation metric that chose the best
+            record.
+    """
     out = []
     dice, iou = best.get('dice'), best.get('iou')
     ref = REFERENCE_RESULTS
+    unit = PROGRESS_UNITS[key]
     if dice is not None:
-        delta = dice - ref['dice']
+        if reference == 'synthetic':
+            against = (f'the reference reported {ref["dice"]:.4f} on the '
+                       'SIIM radiographs, which these synthetic images are '
+                       'not: the two are not comparable.')
+        else:
+            if reference == 'same_split':
+                delta = dice - ref['dice']
+                against = (f'the reference reported {ref["dice"]:.4f} '
+                           f'({"+" if delta >= 0 else ""}{delta:.4f}). The '
+                           'two are comparable only on the same data and '
+                           'split, and not one to one even there')
+            else:
+                against = (f'the reference reported {ref["dice"]:.4f} on a '
+                           'split of its own (15 % of the negatives kept, '
+                           'then a fifth of each class to validation), '
+                           'which this run\'s is not, so no difference is '
+                           'given; the two would be comparable only on the '
+                           'same data and split, and not one to one even '
+                           'there')
+            against += (
+                ': the reference pooled each batch and averaged over '
+                f'batches (its IoU {ref["iou"]:.4f} is not D/(2-D) = '
+                f'{ref["dice"] / (2 - ref["dice"]):.4f}, as it would be '
+                'pooled over the set).')
+        out.append(f'**Pooled validation Dice {dice:.4f}** at {unit} '
+                   f'{best[key]} on the {val_desc}; {against}')
+        name = _METRIC_NAMES.get(best_metric, best_metric)
         out.append(
-            f'**Pooled validation Dice {dice:.4f}** at '
-            f'{PROGRESS_UNITS[key]} {best[key]} on the {val_desc}; the '
-            'reference reported '
-            f'{ref["dice"]:.4f} ({"+" if delta >= 0 else ""}{delta:.4f}). '
-            'The two are comparable only on the same data and split, and '
-            'not one to one even there: the reference pooled each batch '
-            'and averaged over batches (its IoU '
-            f'{ref["iou"]:.4f} is not D/(2-D) = '
-            f'{ref["dice"] / (2 - ref["dice"]):.4f}, as it would be '
-            'pooled over the set).')
+            f'**Selection**: the best {unit} was chosen by validation '
+            f'{name} on these same images, so its validation figures '
+            'are optimistic for images the run has not seen; so are '
+            '`tools/test.py`\'s on this split, and post-processed '
+            'figures whose setting was tuned on it (`tools/'
+            'tune_postprocess.py` gives a cross-validated estimate). Only '
+            'images outside training and validation give a held-out '
+            'score.')
     if best.get('kaggle_dice') is not None:
         out.append(
             f'**Per-image (competition) Dice {best["kaggle_dice"]:.4f}**: '
@@ -724,7 +786,8 @@ def write_performance_summary(work_dir: str,
     checkpoint = checkpoint or _find_best_checkpoint(work_dir, best, key)
     split = _split_meta(cfg)
     stats_data = _stats(cfg, stats, split)
-    val_desc = _val_set_description(split, best)
+    synthetic = _is_synthetic(cfg)
+    val_desc = _val_set_description(split, best, synthetic)
     world_size = world_size or _world_size(log)
 
     # PRCurveHook's name for the best validation's curve; the latest
@@ -781,7 +844,7 @@ def write_performance_summary(work_dir: str,
     text = _render_markdown(cfg, best, train_window, val,
                             split, stats_data, val_desc, world_size,
                             drawn_from, pr_png, has_curves, metrics_png,
-                            pictures, key, best_metric)
+                            pictures, key, best_metric, synthetic)
     out = osp.join(work_dir, 'PERFORMANCE_SUMMARY.md')
     with open(out, 'w') as f:
         f.write(text)
@@ -812,6 +875,22 @@ def _metric_threshold(cfg: Optional[Config]) -> float:
         if config_type_name(evaluator, '') == 'PneumothoraxMetric':
             return evaluator.get('threshold', 0.5)
     return 0.5
+
+
+def _postprocessing(cfg: Optional[Config]) -> Optional[str]:
+    """The post-processing of the run's validation metric, with every
+    argument (``TripletThresholdPostProcessor(top_threshold=0.75, ...)``);
+    None without a config or one."""
+    from mmseg_ptx.apis.inference import evaluator_postprocess
+    postprocess = evaluator_postprocess(cfg) if cfg is not None else None
+    if postprocess is None:
+        return None
+    from mmseg.registry import MODELS
+    try:
+        return repr(MODELS.build(postprocess))
+    except (KeyError, TypeError, ValueError):
+        # A type this process has not registered: as configured.
+        return ', '.join(f'{k}={v}' for k, v in postprocess.items())
 
 
 def _segmentor_cfg(model: dict) -> dict:
@@ -962,6 +1041,8 @@ def _segmentation_rows(cfg: Optional[Config], best: dict, best_metric: str,
     ]
     if best.get('dice_pp') is not None:
         rows += [
+            ('Post-processing of the rows below (the validation metric\'s)',
+             _postprocessing(cfg)),
             ('Validation Dice, post-processed (pooled)', best['dice_pp']),
             ('Validation IoU, post-processed (pooled)', best.get('iou_pp')),
             ('Validation competition Dice, post-processed (per-image mean, '
@@ -979,13 +1060,18 @@ def _segmentation_rows(cfg: Optional[Config], best: dict, best_metric: str,
 def _render_markdown(cfg, best, train_window, val, split,
                      stats, val_desc, world_size, drawn_from, pr_png,
                      has_curves, metrics_png, pictures, key,
-                     best_metric) -> str:
+                     best_metric, synthetic=False) -> str:
     unit = PROGRESS_UNITS[key]
     class_weight = _loss_class_weight(cfg)
     lines = [f'# {_architecture(cfg)} Pneumothorax Segmentation - '
              'Performance Summary', '',
              '*Generated by `tools/summarize.py` (mmseg_ptx) from the work '
              'dir of the run; every number below comes from that run.*', '']
+    if synthetic:
+        lines += ['**Synthetic demo data** (`tools/make_demo_data.py`): '
+                  'these figures check the pipeline end to end; they say '
+                  'nothing of pneumothorax segmentation on real '
+                  'radiographs.', '']
     lines += ['## Model Configuration', '', _table(_model_rows(cfg)), '']
 
     batch = cfg.train_dataloader.batch_size if cfg else None
@@ -1112,6 +1198,9 @@ def _render_markdown(cfg, best, train_window, val, split,
     lines += [f'{i}. {t}' for i, t in enumerate(
         _findings(best, val_desc, stats, key, class_weight,
                   _metric_threshold(cfg), train_window,
-                  _class_weighted_terms(cfg)), 1)]
+                  _class_weighted_terms(cfg),
+                  'synthetic' if synthetic else
+                  'same_split' if _split_like_reference(split) else
+                  'other_split', best_metric), 1)]
     lines.append('')
     return '\n'.join(lines)
