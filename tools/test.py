@@ -123,6 +123,7 @@ def main() -> None:
         if mismatch:
             notes.append(mismatch)
 
+    validation_images = tests_the_validation_images(cfg)
     vis_hook = (cfg.get('default_hooks') or {}).get('visualization')
     if args.show:
         dataset = cfg.test_dataloader.dataset
@@ -248,8 +249,28 @@ def main() -> None:
     metrics = runner.test()
     if metrics and is_main_process():
         print(format_metrics_table(metrics))
+        if validation_images:
+            print('These are the validation images (the config\'s '
+                  'test_dataloader reads val_dataloader\'s): a best_*.pth '
+                  'was chosen on them, and a post-processing tuned on them '
+                  'scores in-sample, so these figures are not held out. A '
+                  'held-out score needs images outside training and '
+                  'validation.')
         print(outputs_table(runner, args))
     leave_process_group()
+
+
+def tests_the_validation_images(cfg: Config) -> bool:
+    """Whether the config tests the images it validates on (``test_
+    dataloader = val_dataloader``, as this project's configs and MMSeg's
+    do): the same dataset, pipeline aside."""
+    def dataset(key: str) -> dict:
+        loader = cfg.get(key) or {}
+        return {k: v for k, v in dict(loader.get('dataset') or {}).items()
+                if k != 'pipeline'}
+
+    return bool(dataset('val_dataloader')) and (
+        dataset('val_dataloader') == dataset('test_dataloader'))
 
 
 def outputs_table(runner: Runner, args: argparse.Namespace) -> str:

@@ -85,6 +85,8 @@ def test_train_resume_and_test(tmp_path, demo_root, tool_main):
     assert 'Load checkpoint from' in out
     assert 'dice' in out and 'kaggle_dice' in out
     assert '| kaggle_dice |' in stdout  # the printed metric table
+    # test_dataloader = val_dataloader: not held out, and it says so.
+    assert 'These are the validation images' in stdout
     # Then where its outputs are.
     listed = re.findall(r'^  (\S.*?\S)  +(\S+)$',
                         stdout.split('Outputs:\n')[1], re.M)
@@ -585,6 +587,23 @@ def test_a_config_without_default_hooks_is_tested(monkeypatch, tmp_path,
     assert capsys.readouterr().err.endswith(
         "error: --show needs default_hooks.visualization "
         "(dict(type='SegVisualizationHook'))\n")
+
+
+def test_test_says_when_it_scores_the_validation_images():
+    """A config whose test_dataloader is its val_dataloader (this
+    project's and MMSeg's) tests the images that chose its best checkpoint;
+    another split or another data set is held out."""
+    from mmengine.config import Config
+    test = load_tool('test')
+    cfg = Config.fromfile('configs/upernet_swin-nano_ptx-demo-128.py')
+    assert test.tests_the_validation_images(cfg)
+    # The test pipeline (--tta's, say) does not make other images.
+    cfg.test_dataloader.dataset.pipeline = []
+    assert test.tests_the_validation_images(cfg)
+    cfg.test_dataloader.dataset.split = 'test'
+    assert not test.tests_the_validation_images(cfg)
+    cfg.val_dataloader = None
+    assert not test.tests_the_validation_images(cfg)
 
 
 def test_test_compile_scope_needs_compile(monkeypatch, capsys):
