@@ -330,8 +330,13 @@ def test_a_resumed_save_removes_the_killed_saves_leftovers(tmp_path):
     for leftover in leftovers:
         leftover.write_bytes(b'half a checkpoint')
         os.utime(leftover, (1000, 1000))  # written before this process
+    # Another process's save still running (tools/test.py's work dir that
+    # a training run writes into): written since this process started.
+    running = tmp_path / f'.epoch_9.pth.{"c" * 32}.tmp'
+    running.write_bytes(b'being written')
     save_checkpoint(dict(meta=dict(epoch=3)), str(tmp_path / 'epoch_3.pth'))
-    assert os.listdir(tmp_path) == ['epoch_3.pth']
+    assert sorted(os.listdir(tmp_path)) == [running.name, 'epoch_3.pth']
+    running.unlink()
     assert torch.load(tmp_path / 'epoch_3.pth')['meta'] == dict(epoch=3)
     leftovers[0].write_bytes(b'')
     os.utime(leftovers[0], (1000, 1000))

@@ -154,7 +154,10 @@ def require_writable_file(path: str, flag: str) -> None:
 def _require_writable(folder: str, what: str, path: str) -> None:
     folder = osp.abspath(folder)
     while not osp.isdir(folder):
-        if osp.lexists(folder):  # a file, or a link to nothing
+        if osp.islink(folder):
+            raise UsageError(f'{what} {path}: {folder} is a link to '
+                             f'nothing ({os.readlink(folder)})')
+        if osp.lexists(folder):
             raise UsageError(f'{what} {path}: {folder} is a file, not a '
                              'folder')
         folder = osp.dirname(folder)

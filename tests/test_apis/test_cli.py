@@ -248,6 +248,26 @@ def test_require_folder(tmp_path):
     with pytest.raises(UsageError,
                        match=f'^--out {below}: {afile} is a file, not a'):
         require_folder(str(below), '--out')
+    # A link to nothing (a scratch mount gone, say) is no folder to make.
+    gone = tmp_path / 'gone'
+    gone.symlink_to(tmp_path / 'nowhere')
+    for path in (gone, gone / 'sub'):
+        with pytest.raises(UsageError, match=f'^--out {path}: {gone} is a '
+                           f'link to nothing \\({tmp_path}/nowhere\\)'):
+            require_folder(str(path), '--out')
+
+
+def test_require_writable_file(tmp_path):
+    from mmseg_ptx.apis import UsageError, require_writable_file
+    earlier = tmp_path / 'tuned.json'
+    earlier.write_text('{}')
+    require_writable_file(str(earlier), '--out')  # replaced later
+    require_writable_file(str(tmp_path / 'new' / 'x.json'), '--out')
+    assert os.listdir(tmp_path) == ['tuned.json']
+    gone = tmp_path / 'gone'
+    gone.symlink_to(tmp_path / 'nowhere')
+    with pytest.raises(UsageError, match='is a link to nothing'):
+        require_writable_file(str(gone / 'x.json'), '--out')
 
 
 def test_unwritable_output_folders_refused(tmp_path, monkeypatch):
@@ -286,6 +306,16 @@ def parse_cfg_options(*items):
     return parser.parse_args(['--cfg-options', *items]).cfg_options
 
 
+def test_cfg_options_given_twice_merge():
+    """As mmengine's DictAction: a second --cfg-options adds to the
+    first."""
+    parser = argparse.ArgumentParser()
+    add_cfg_options_arg(parser)
+    assert parser.parse_args(
+        ['--cfg-options', 'a=1', 'c=x', '--cfg-options', 'b=2', 'c=y']
+    ).cfg_options == {'a': 1, 'b': 2, 'c': 'y'}
+
+
 def test_cfg_options_values_keep_their_spaces():
     """A path with spaces stays that path (mmengine's DictAction removes
     every space: another folder, one that may exist); lists and the
@@ -321,7 +351,13 @@ def test_cfg_options_refused(item, message, capsys):
     ({'SLURM_PROCID': '2', 'SLURM_LOCALID': '2'}, False),
     ({'SLURM_PROCID': '4', 'SLURM_LOCALID': '0'}, True),
     # One task of a job step that is not a launch: no local rank.
-    ({'SLURM_PROCID': '1'}, True)])
+    ({'SLURM_PROCID': '1'}, True),
+    # torchrun inside srun (one task per node): torchrun's variables name
+    # the process, Slurm's the task.
+    ({'SLURM_PROCID': '0', 'SLURM_LOCALID': '0', 'RANK': '3',
+      'LOCAL_RANK': '3'}, False),
+    ({'SLURM_PROCID': '1', 'SLURM_LOCALID': '0', 'RANK': '8',
+      'LOCAL_RANK': '0'}, True)])
 def test_usage_errors_said_once_per_node(env, said, monkeypatch, capsys):
     """The processes a launcher starts on a node meet the same usage
     error: the node's first says it, all exit with status 2."""
@@ -337,6 +373,21 @@ def test_usage_errors_said_once_per_node(env, said, monkeypatch, capsys):
 
     assert main() == 2
     assert capsys.readouterr().err == ('error: no batch\n' if said else '')
+
+
+@pytest.mark.parametrize('env,local_rank,rank', [
+    ({}, 0, 0), ({'RANK': '5', 'LOCAL_RANK': '1'}, 1, 5),
+    ({'SLURM_PROCID': '5', 'SLURM_LOCALID': '1'}, 1, 5),
+    # torchrun inside srun: torchrun's variables name the process.
+    ({'SLURM_PROCID': '1', 'SLURM_LOCALID': '0', 'RANK': '11',
+      'LOCAL_RANK': '3'}, 3, 11)])
+def test_launch_ranks(env, local_rank, rank, monkeypatch):
+    from mmseg_ptx.apis.cli import launch_local_rank, launch_rank
+    for name in ('RANK', 'LOCAL_RANK', 'SLURM_PROCID', 'SLURM_LOCALID'):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert (launch_local_rank(), launch_rank()) == (local_rank, rank)
 
 
 def test_a_tools_output_keeps_its_order_in_a_merged_log():
@@ -385,3 +436,6 @@ def test_logs_to_stderr_within_the_block(tmp_path, capsys):
         assert 'a warning' in capsys.readouterr().err
         assert next(h.stream for h in logger.handlers
                     if isinstance(h, logging.FileHandler)) is file_stream
+        for handler in logger.handlers:
+            handler.flush()
+        assert 'a warning' in (tmp_path / 'run.log').read_text()

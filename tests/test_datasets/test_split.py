@@ -204,6 +204,12 @@ def test_unwritable_split_folder_says_the_way_out(tmp_path, monkeypatch):
     assert (f'Cannot write the split files in {tmp_path}/splits '
             '(Read-only file system): give the data sets a split_dir you '
             'can write to') in str(err.value)
+    # A split already there (a read-only data folder that holds its split)
+    # is read, not written again.
+    monkeypatch.undo()
+    write_split(str(tmp_path / 'splits'), result, dict(seed=42))
+    monkeypatch.setattr(split_module, 'write_atomically', read_only)
+    write_split(str(tmp_path / 'splits'), result, dict(seed=42))
     monkeypatch.undo()
     afile = tmp_path / 'a_file'
     afile.write_text('')

@@ -548,6 +548,8 @@ def test_test_show_flags(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize('options,kept', [
+    # As shipped: no draw key, MMSeg's default draw=False.
+    ([], False),
     (['default_hooks.visualization.draw=False'], False),
     (['default_hooks.visualization.draw=True'], True),
     # A user's own hook under that key is theirs.
@@ -562,7 +564,8 @@ def test_a_visualizer_that_draws_nothing_is_left_out(
     monkeypatch.setattr(sys, 'argv', [
         'test.py', str(ROOT / 'configs/upernet_swin-b_ptx-512.py'),
         str(ckpt), '--work-dir', str(tmp_path), '--show-dir',
-        str(tmp_path / 'panels'), '--cfg-options', *options])
+        str(tmp_path / 'panels'), *(['--cfg-options', *options]
+                                    if options else [])])
     assert test_tool.main() is None
     assert ('visualization' in built[0].default_hooks) == kept
 

@@ -141,6 +141,14 @@ def test_hook_after_test_and_nan_metrics(tmp_path):
     np.testing.assert_allclose(data['recall'], metric.last_curve.recall)
     assert not osp.exists(tmp_path / 'o' / 'pr_curves' / 'test.png')
     assert not osp.exists(tmp_path / 'o' / 'metrics_history.json')
+    # A second PneumothoraxMetric (a prefix of its own): both curves.
+    extra, _ = evaluated_metric(seed=1)
+    extra.prefix = 'extra'
+    runner.test_evaluator.metrics.append(extra)
+    hook.after_test_epoch(runner, metrics)
+    assert hook.test_curve_paths == [
+        str(tmp_path / 'o' / 'pr_curves' / name)
+        for name in ('test.json', 'test_extra.json')]
 
     # NaN metrics (no positive image) are stored as JSON null.
     validate(hook, runner, {'dice': float('nan'), 'ap': 0.5})

@@ -129,6 +129,13 @@ def test_the_sampler_seed_is_resumed(monkeypatch, configured):
                                checkpoint)
     hook.after_load_checkpoint(resumed_runner(SeededLoader(5)), {'meta': {}})
     assert len(logged) == 1
+    # A loader whose sampler has no seed (the sampler type changed since the
+    # checkpoint, say): nothing to give back.
+    seedless = SeededLoader(None)
+    hook.after_load_checkpoint(resumed_runner(seedless), checkpoint)
+    seedless.sampler = None
+    hook.after_load_checkpoint(resumed_runner(seedless), checkpoint)
+    assert len(logged) == 1
 
 
 class IndexDataset(torch.utils.data.Dataset):
