@@ -5,6 +5,7 @@ import sys
 from typing import List
 
 from mmengine.config import Config
+from torch.distributed.elastic.multiprocessing.errors import record
 from mmengine.dist import is_main_process
 from mmengine.runner import Runner
 
@@ -290,4 +291,7 @@ def outputs_table(runner: Runner, args: argparse.Namespace) -> str:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    # Under torchrun, the exception goes into the error file torchrun names
+    # (TORCHELASTIC_ERROR_FILE): its failure summary then shows it, not
+    # 'error_file: <N/A>' beside a peer's 'Connection closed by peer'.
+    sys.exit(record(main)())

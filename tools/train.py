@@ -9,6 +9,7 @@ from typing import Optional
 from mmengine.dataset import InfiniteSampler
 from mmengine.logging import print_log
 from mmengine.runner import Runner
+from torch.distributed.elastic.multiprocessing.errors import record
 
 import mmseg_ptx  # noqa: F401  (stack fixes + registration)
 from mmseg.registry import RUNNERS
@@ -245,4 +246,7 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    # Under torchrun, the exception goes into the error file torchrun names
+    # (TORCHELASTIC_ERROR_FILE): its failure summary then shows it, not
+    # 'error_file: <N/A>' beside a peer's 'Connection closed by peer'.
+    sys.exit(record(main)())

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -607,6 +608,31 @@ def test_test_says_when_it_scores_the_validation_images():
     assert not test.tests_the_validation_images(cfg)
     cfg.val_dataloader = None
     assert not test.tests_the_validation_images(cfg)
+
+
+@pytest.mark.parametrize('tool', ['train', 'test'])
+def test_a_failure_reaches_torchruns_error_file(tmp_path, tool):
+    """Under torchrun (TORCHELASTIC_ERROR_FILE), a process's exception goes
+    into the error file, which torchrun's failure summary shows (without
+    it: 'error_file: <N/A>', and a peer's 'Connection closed by peer'
+    reads as the cause)."""
+    import subprocess
+    checkpoint = tmp_path / 'c.pth'
+    checkpoint.write_bytes(b'')
+    error_file = tmp_path / 'error.json'
+    env = dict(os.environ, PYTHONPATH=str(ROOT),
+               TORCHELASTIC_ERROR_FILE=str(error_file))
+    proc = subprocess.run(
+        [PYTHON, f'tools/{tool}.py',
+         'configs/upernet_swin-nano_ptx-demo-128.py',
+         *([checkpoint] if tool == 'test' else []),
+         '--work-dir', tmp_path / 'work', '--cfg-options',
+         f'{tool}_dataloader.dataset.data_root={tmp_path}/gone'],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    message = json.loads(error_file.read_text())['message']['message']
+    assert message == (f'FileNotFoundError: data_root {tmp_path}/gone is not '
+                       'a directory')
 
 
 def test_test_compile_scope_needs_compile(monkeypatch, capsys):
