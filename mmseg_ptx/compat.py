@@ -115,6 +115,17 @@ Fixes:
     count (``num_images``, ``num_pixels``, ...) of ``tools/test.py``'s
     record was ``null`` while the console printed it. We convert numpy
     scalars with ``.item()``. Inactive when mmengine keeps them.
+12. A linear warm-up of one step. mmengine 0.10.7's
+    ``LinearParamScheduler`` (``LinearLR``, ``LinearMomentum``) multiplies
+    by ``start_factor`` at its first step and reaches ``end_factor`` at
+    its last, ``end - begin - 1`` steps later: a warm-up spanning one step
+    (``end=1`` epoch converted to iterations where an epoch has one
+    batch, or an epoch-based ``begin=0, end=1``) never gets past
+    ``start_factor``, and the chained scheduler after it works from that
+    value, so the whole run trained at ``start_factor`` times the learning
+    rate. Its one step is its last: we give it ``end_factor``, as
+    mmengine's does to the last step of a longer warm-up. Inactive when
+    mmengine's gets there.
 
 One work-around lives outside this module, because it needs what only a
 hook sees (the checkpoint being saved and loaded): mmengine 0.10.7's
@@ -656,6 +667,35 @@ def _keep_numpy_scalars_in_test_record() -> None:
     LoggerHook._process_tags = staticmethod(process_tags_with_numpy_scalars)
 
 
+# --------------------------------------------------------------------------
+# 12. A linear warm-up of one step
+# --------------------------------------------------------------------------
+def _one_step_linear_warm_up_ends() -> bool:
+    """Whether mmengine's one-step ``LinearLR`` ends at ``end_factor``."""
+    from mmengine.optim import LinearLR
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    LinearLR(optimizer, start_factor=0.5, begin=0, end=1, by_epoch=False)
+    return optimizer.param_groups[0]['lr'] == 1.0
+
+
+def _end_one_step_linear_warm_ups() -> None:
+    from mmengine.optim.scheduler.param_scheduler import \
+        LinearParamScheduler
+    get_value = LinearParamScheduler._get_value
+    if (hasattr(get_value, '__wrapped__')
+            or _one_step_linear_warm_up_ends()):
+        return  # this ran already, or mmengine's warm-up ends
+
+    @functools.wraps(get_value)
+    def get_value_ending_one_step(self) -> list:
+        if self.total_iters == 0:  # one step, the first and the last
+            return [group[self.param_name] * self.end_factor
+                    for group in self.optimizer.param_groups]
+        return get_value(self)
+
+    LinearParamScheduler._get_value = get_value_ending_one_step
+
+
 def apply_all() -> None:
     """Apply every fix that the installed stack needs (idempotent)."""
     warnings.filterwarnings(
@@ -674,3 +714,4 @@ def apply_all() -> None:
     _write_local_files_atomically()
     _restore_last_checkpoint_on_resume()
     _keep_numpy_scalars_in_test_record()
+    _end_one_step_linear_warm_ups()

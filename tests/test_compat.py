@@ -382,3 +382,30 @@ def test_the_test_record_keeps_integer_metrics(tmp_path):
     assert processed == {'test/num_images': 7, 'test/dice': 0.5,
                          'nested': {'flags': [True, 3]}}
     assert type(processed['test/num_images']) is int
+
+
+@pytest.mark.parametrize('warm_up_steps', [1, 3])
+def test_a_one_step_warm_up_ends(warm_up_steps):
+    """mmengine's LinearLR spanning one step (a warm-up of one epoch of one
+    batch) stayed at start_factor, and so did the cosine schedule chained
+    after it: the whole run trained at a hundredth of its learning rate
+    (fix 12). Longer warm-ups are mmengine's."""
+    from mmengine.optim import CosineAnnealingLR, LinearLR
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))],
+                                lr=1e-3)
+    schedulers = [
+        LinearLR(optimizer, start_factor=1e-2, begin=0, end=warm_up_steps,
+                 by_epoch=False),
+        CosineAnnealingLR(optimizer, eta_min=1e-5, begin=warm_up_steps,
+                          end=10 * warm_up_steps, by_epoch=False)]
+    lrs = []
+    for _ in range(10 * warm_up_steps):
+        lrs.append(optimizer.param_groups[0]['lr'])
+        optimizer.step()
+        for scheduler in schedulers:
+            scheduler.step()
+    ramp = [1e-5 + (1e-3 - 1e-5) * k / (warm_up_steps - 1)
+            for k in range(warm_up_steps - 1)]
+    assert lrs[:warm_up_steps] == pytest.approx(ramp + [1e-3])
+    assert lrs[warm_up_steps + 1] < lrs[warm_up_steps]  # the cosine
+    assert lrs[-1] == pytest.approx(1e-5, abs=1e-4)
