@@ -327,7 +327,8 @@ def main() -> int:
     print('Use it in val_evaluator, which tools/infer.py reads, and in '
           'test_evaluator, which tools/test.py scores: a config that '
           'inherits test_evaluator = val_evaluator and changes '
-          'val_evaluator must say test_evaluator = val_evaluator again.')
+          'val_evaluator must say test_evaluator = val_evaluator again. '
+          'tools/test.py on these images then scores it in-sample too.')
     in_sample = (f'The best {score} {best[score]:.4f} is '
                  f'in-sample (the setting was chosen and scored on the same '
                  f'{num} images)')

@@ -192,6 +192,7 @@ def test_tune_postprocess_writes_json(tmp_path, demo_root, tool_main):
         "postprocess=dict(type='TripletThresholdPostProcessor'")
     assert 'plain 0.5 threshold' in stdout
     assert 'must say test_evaluator = val_evaluator again' in stdout
+    assert 'tools/test.py on these images then scores it in-sample' in stdout
     # --folds 0: no held-out estimate, but the score is said in-sample.
     assert 'held_out' not in result
     assert (f'The best kaggle_dice {rows[0]["kaggle_dice"]:.4f} is '

@@ -97,6 +97,34 @@ def test_pr_numbers_match_sklearn():
     assert metric.last_curve.ap == res['ap']
 
 
+def test_float32_probabilities_tie_a_confident_models_pixels():
+    """docs/evaluation.md: scikit-learn on float32 probabilities (a
+    softmax's) scores a confident model's AP lower than here, because
+    float32 rounds every probability above a logit of about 16.6 to
+    exactly 1, one tied threshold for positives and negatives; the metric
+    bins logits up to 20 and agrees with scikit-learn on float64."""
+    g = torch.Generator().manual_seed(0)
+    size = 64
+    gt = torch.zeros(4, size, size, dtype=torch.long)
+    gt[:, 16:40, 16:40] = 1  # 576 positive pixels per image
+    uniform = torch.rand(4, size, size, generator=g)
+    # Positives at logits 17.5-19.9; a sixth of the negatives are
+    # confident false alarms at 16.7-18, the rest far below.
+    logit = torch.where(gt.bool(), 17.5 + 2.4 * uniform,
+                        torch.where(uniform < 1 / 6, 16.7 + 7.8 * uniform,
+                                    -8 + 4 * uniform))
+    samples = [make_sample(gt[i], two_channel(logit[i]), f'img_{i}.png')
+               for i in range(4)]
+    _, res = evaluate(samples)
+    y = gt.flatten().numpy()
+    float64 = average_precision_score(
+        y, 1 / (1 + np.exp(-logit.double().flatten().numpy())))
+    float32 = average_precision_score(
+        y, torch.softmax(two_channel(logit.flatten()), 0)[1].numpy())
+    assert abs(res['ap'] - float64) <= res['ap_error_bound'] + 1e-12
+    assert float32 < float64 - 0.2
+
+
 def test_compute_pr_curve_exact_on_bin_centres():
     # Scores at distinct bin centres: binning loses nothing, so AP, the
     # curve and the error bound must be exact.
