@@ -66,6 +66,17 @@ def test_a_child_that_sets_only_test_pipeline(tmp_path):
     assert pipeline_mismatch(cfg) is None
 
 
+def test_inference_needs_a_plain_test_pipeline():
+    cfg = Config.fromfile(TINY_CONFIG)
+    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+    with pytest.raises(ValueError, match='Use the plain test pipeline for '
+                       'inference; predict_probabilities\\(tta=True\\)'):
+        build_inference_pipeline(cfg)
+    model_only = Config(dict(model=cfg.model))
+    with pytest.raises(ValueError, match='the config has no test pipeline'):
+        build_inference_pipeline(model_only)
+
+
 def test_validation_and_test_pipelines_that_differ(tmp_path):
     cfg = child_config(tmp_path, '''
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))

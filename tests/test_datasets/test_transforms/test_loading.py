@@ -113,6 +113,11 @@ def test_rle_empty_and_existing_keys():
     assert results['reduce_zero_label'] is True
     results = LoadRLEAnnotations()(dict(ori_shape=(4, 5), rle=['-1']))
     assert not results['gt_seg_map'].any()
+    # One RLE string (a data list written by hand) is a list of one.
+    one = LoadRLEAnnotations()(dict(ori_shape=(4, 5), rle='3 2 5 1'))
+    listed = LoadRLEAnnotations()(dict(ori_shape=(4, 5), rle=['3 2 5 1']))
+    assert one['gt_seg_map'].sum() == 3
+    np.testing.assert_array_equal(one['gt_seg_map'], listed['gt_seg_map'])
 
 
 def test_no_rle_names_image_and_the_png_transform():

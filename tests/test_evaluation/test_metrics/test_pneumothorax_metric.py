@@ -363,6 +363,42 @@ def test_bad_inputs_raise_with_the_image_name():
         evaluate([good, nan])
     with pytest.raises(ValueError, match='case_17.png.*0, 1 or'):
         evaluate([good, bad_gt, nan])
+    no_logits = dict(img_path='case_8.png',
+                     gt_sem_seg=dict(data=torch.zeros(1, 4, 4)))
+    with pytest.raises(KeyError, match='case_8.png: data sample has no '
+                       'seg_logits'):
+        evaluate([no_logits])
+    with pytest.raises(ValueError, match='case_9.png: postprocess returned '
+                       'shape \\(3, 3\\), expected \\(4, 4\\)'):
+        evaluate([make_sample(np.zeros((4, 4)), two_channel(np.zeros((4, 4))),
+                              name='case_9.png')],
+                 postprocess=lambda prob: np.zeros((3, 3), np.uint8))
+    with pytest.raises(TypeError, match='postprocess must be a config dict '
+                       'or a callable, got int'):
+        PneumothoraxMetric(postprocess=3)
+    with pytest.raises(ValueError, match="single_channel must be "
+                       "'probability' or 'logit', got 'sigmoid'"):
+        PneumothoraxMetric(single_channel='sigmoid')
+
+
+def test_an_empty_batch_adds_nothing():
+    metric = PneumothoraxMetric()
+    metric.process({}, [])
+    assert metric.results == []
+
+
+def test_output_dir_keeps_the_pixel_histograms(tmp_path):
+    """pr_hist.npz: the summed histograms the curve was computed from,
+    which give back its AP and count every pixel."""
+    samples, _, _ = realistic_samples()
+    metric, res = evaluate(samples, output_dir=str(tmp_path / 'out'))
+    saved = np.load(tmp_path / 'out' / 'pr_hist.npz')
+    np.testing.assert_array_equal(saved['bin_edges'], metric.bin_edges)
+    assert int(saved['pos_hist'].sum() + saved['neg_hist'].sum()) == \
+        res['num_pixels']
+    assert int(saved['pos_hist'].sum()) == res['num_pos_pixels']
+    assert compute_pr_curve(saved['pos_hist'], saved['neg_hist'],
+                            saved['bin_edges']).ap == res['ap']
 
 
 @pytest.mark.parametrize('single_channel', [None, 'probability', 'logit'])
