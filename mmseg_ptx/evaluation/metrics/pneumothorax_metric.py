@@ -21,6 +21,7 @@ from mmengine.evaluator import BaseMetric
 from mmengine.logging import print_log
 
 from mmseg.registry import METRICS, MODELS
+from mmseg_ptx.evaluation.bootstrap import bootstrap_dice_intervals
 from mmseg_ptx.utils import AsyncReadback
 
 __all__ = ['PneumothoraxMetric', 'PRCurve', 'binary_label_masks',
@@ -296,9 +297,16 @@ class PneumothoraxMetric(BaseMetric):
       error of ``ap``.
     - ``num_pixels``, ``num_pos_pixels``, ``num_neg_pixels``, ``num_images``,
       ``num_pos_images``.
+    - ``dice_ci_low``, ``dice_ci_high``, ``kaggle_dice_ci_low``,
+      ``kaggle_dice_ci_high``: ``confidence`` intervals of ``dice`` and
+      ``kaggle_dice``, percentile bootstrap over the images
+      (:func:`~mmseg_ptx.evaluation.bootstrap.bootstrap_dice_intervals`,
+      ``bootstrap_samples`` resamples, seeded: the same predictions give
+      the same intervals).
     - With ``postprocess``: ``dice_pp``, ``iou_pp``, ``kaggle_dice_pp``,
-      ``kaggle_dice_pos_pp``, ``kaggle_dice_neg_pp`` and the ``image_*_pp``
-      numbers, computed on the post-processed masks.
+      ``kaggle_dice_pos_pp``, ``kaggle_dice_neg_pp``, the ``image_*_pp``
+      numbers and the intervals (``dice_ci_low_pp``, ...), computed on the
+      post-processed masks.
 
     The last curve is kept in :attr:`last_curve` (on the main process) for
     :class:`~mmseg_ptx.engine.hooks.PRCurveHook`.
@@ -344,6 +352,9 @@ class PneumothoraxMetric(BaseMetric):
             :func:`compute_pr_curve`). Plots and per-epoch curves are
             :class:`~mmseg_ptx.engine.hooks.PRCurveHook`'s job.
             Defaults to None.
+        bootstrap_samples (int): Resamples of the images for the Dice
+            intervals; 0 leaves the intervals out. Defaults to 1000.
+        confidence (float): The intervals' coverage. Defaults to 0.95.
     """
 
     def __init__(self,
@@ -355,8 +366,17 @@ class PneumothoraxMetric(BaseMetric):
                  postprocess: Optional[Union[dict, PostProcessor]] = None,
                  collect_device: str = 'cpu',
                  prefix: Optional[str] = None,
-                 output_dir: Optional[str] = None) -> None:
+                 output_dir: Optional[str] = None,
+                 bootstrap_samples: int = 1000,
+                 confidence: float = 0.95) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix)
+        if bootstrap_samples != int(bootstrap_samples) or \
+                bootstrap_samples < 0:
+            raise ValueError('bootstrap_samples must be an integer >= 0, got '
+                             f'{bootstrap_samples}')
+        if not 0.0 < confidence < 1.0:
+            raise ValueError(
+                f'confidence must be in (0, 1), got {confidence}')
         if not 0.0 < threshold < 1.0:
             raise ValueError(f'threshold must be in (0, 1), got {threshold}')
         # process() builds bin codes up to 2 * num_bins in float32, exact
@@ -390,6 +410,8 @@ class PneumothoraxMetric(BaseMetric):
         self.single_channel = single_channel
         self.postprocess = postprocess
         self.output_dir = output_dir
+        self.bootstrap_samples = int(bootstrap_samples)
+        self.confidence = float(confidence)
         self.bin_edges = logit_bin_edges(self.num_bins, self.logit_range)
         self.last_curve: Optional[PRCurve] = None
 
@@ -604,9 +626,10 @@ class PneumothoraxMetric(BaseMetric):
                 last['hist'] = None
             results.append(result)
 
-    @staticmethod
-    def _mask_metrics(stats: np.ndarray, suffix: str = '') -> Dict[str, float]:
-        """Pooled, per-image and image-level numbers from (N, 3) counts."""
+    def _mask_metrics(self, stats: np.ndarray,
+                      suffix: str = '') -> Dict[str, float]:
+        """Pooled, per-image and image-level numbers from (N, 3) counts,
+        with the intervals of the Dice scores."""
         inter, pred, gt = stats[:, 0], stats[:, 1], stats[:, 2]
         nan = float('nan')
         s_inter, s_pred, s_gt = int(inter.sum()), int(pred.sum()), int(
@@ -627,6 +650,12 @@ class PneumothoraxMetric(BaseMetric):
             image_sensitivity=mean(pred_img[pos_img].astype(np.float64)),
             image_specificity=mean(~pred_img[~pos_img]),
             image_accuracy=mean(pred_img == pos_img))
+        if self.bootstrap_samples:
+            intervals = bootstrap_dice_intervals(
+                inter, pred, gt, per_image, self.bootstrap_samples,
+                self.confidence)
+            for name, (low, high) in intervals.items():
+                out.update({f'{name}_ci_low': low, f'{name}_ci_high': high})
         return {k + suffix: float(v) for k, v in out.items()}
 
     def compute_metrics(self, results: List[dict]) -> Dict[str, float]:

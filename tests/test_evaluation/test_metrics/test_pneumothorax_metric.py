@@ -381,6 +381,37 @@ def test_bad_inputs_raise_with_the_image_name():
         PneumothoraxMetric(single_channel='sigmoid')
 
 
+def test_dice_intervals_over_the_images():
+    """dice_ci_* and kaggle_dice_ci_* (and with post-processing, *_pp)
+    from bootstrap_dice_intervals on the images' counts; none with
+    bootstrap_samples=0."""
+    from mmseg_ptx.evaluation import bootstrap_dice_intervals
+    from mmseg_ptx.evaluation.metrics import competition_dice
+    samples, _, _ = realistic_samples(num=9)
+    postprocess = TripletThresholdPostProcessor(0.6, 5, 0.3)
+    metric = PneumothoraxMetric(postprocess=postprocess,
+                                bootstrap_samples=500, confidence=0.8)
+    metric.process({}, samples)
+    results = list(metric.results)
+    res = metric.evaluate(len(samples))
+    for suffix, key in (('', 'stats'), ('_pp', 'stats_pp')):
+        inter, pred, gt = np.array([r[key] for r in results]).T
+        expected = bootstrap_dice_intervals(
+            inter, pred, gt, competition_dice(inter, pred, gt), 500, 0.8)
+        for name in ('dice', 'kaggle_dice'):
+            assert (res[f'{name}_ci_low{suffix}'],
+                    res[f'{name}_ci_high{suffix}']) == expected[name]
+            assert res[f'{name}_ci_low{suffix}'] <= res[name + suffix] <= \
+                res[f'{name}_ci_high{suffix}']
+    _, plain = evaluate(samples, bootstrap_samples=0)
+    assert not [key for key in plain if '_ci_' in key]
+    for kwargs, message in ((dict(bootstrap_samples=-1), 'bootstrap_samples'),
+                            (dict(bootstrap_samples=2.5), 'bootstrap_samples'),
+                            (dict(confidence=1.0), 'confidence')):
+        with pytest.raises(ValueError, match=message):
+            PneumothoraxMetric(**kwargs)
+
+
 def test_an_empty_batch_adds_nothing():
     metric = PneumothoraxMetric()
     metric.process({}, [])
