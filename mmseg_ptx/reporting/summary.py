@@ -557,7 +557,8 @@ def _findings(best: dict, val_desc: str, stats: dict, key: str,
               train_window: str = '',
               weighted_terms: str = 'cross-entropy',
               reference: str = 'same_split',
-              best_metric: str = 'dice') -> List[str]:
+              best_metric: str = 'dice',
+              confidence: float = 0.95) -> List[str]:
     """The report's findings.
 
     Args:
@@ -567,6 +568,7 @@ def _findings(best: dict, val_desc: str, stats: dict, key: str,
             data or split differ) or ``'synthetic'`` (demo images).
         best_metric (str): The validation metric that chose the best
             record.
+        confidence (float): The coverage of the record's intervals.
     """
     out = []
     dice, iou = best.get('dice'), best.get('iou')
@@ -597,8 +599,15 @@ def _findings(best: dict, val_desc: str, stats: dict, key: str,
                 f'batches (its IoU {ref["iou"]:.4f} is not D/(2-D) = '
                 f'{ref["dice"] / (2 - ref["dice"]):.4f}, as it would be '
                 'pooled over the set).')
-        out.append(f'**Pooled validation Dice {dice:.4f}** at {unit} '
-                   f'{best[key]} on the {val_desc}; {against}')
+        interval = ''
+        if best.get('dice_ci_low') is not None:
+            interval = (f' ({100 * confidence:g}% CI '
+                        f'{best["dice_ci_low"]:.4f}-'
+                        f'{best["dice_ci_high"]:.4f}: a percentile bootstrap '
+                        'over the validation images, how far it could move '
+                        'on another draw of as many images)')
+        out.append(f'**Pooled validation Dice {dice:.4f}**{interval} at '
+                   f'{unit} {best[key]} on the {val_desc}; {against}')
         name = _METRIC_NAMES.get(best_metric, best_metric)
         out.append(
             f'**Selection**: the best {unit} was chosen by validation '
@@ -871,10 +880,28 @@ def _train_window(val: List[dict], record: dict, key: str) -> str:
 
 def _metric_threshold(cfg: Optional[Config]) -> float:
     """The probability threshold of the run's PneumothoraxMetric."""
+    return _metric_setting(cfg, 'threshold', 0.5)
+
+
+def _metric_setting(cfg: Optional[Config], name: str, default: Any) -> Any:
+    """An argument of the run's PneumothoraxMetric, as configured."""
     for evaluator in config_entries(cfg, 'val_evaluator'):
         if config_type_name(evaluator, '') == 'PneumothoraxMetric':
-            return evaluator.get('threshold', 0.5)
-    return 0.5
+            return evaluator.get(name, default)
+    return default
+
+
+def _with_interval(record: dict, key: str, confidence: float) -> Any:
+    """``record[key]``, with its bootstrap interval where the record has
+    one (``'0.8540 (95% CI 0.8312-0.8751)'``)."""
+    value = record.get(key)
+    name, suffix = (key[:-3], '_pp') if key.endswith('_pp') else (key, '')
+    low = record.get(f'{name}_ci_low{suffix}')
+    high = record.get(f'{name}_ci_high{suffix}')
+    if value is None or low is None or high is None:
+        return value
+    return (f'{value:.4f} ({100 * confidence:g}% CI {low:.4f}-'
+            f'{high:.4f})')
 
 
 def _postprocessing(cfg: Optional[Config]) -> Optional[str]:
@@ -1026,6 +1053,7 @@ def _segmentation_rows(cfg: Optional[Config], best: dict, best_metric: str,
     post-processed) post-processed, then the training scores recorded
     with it."""
     rows = []
+    confidence = _metric_setting(cfg, 'confidence', 0.95)
     if best_metric != 'dice':
         name = _METRIC_NAMES.get(best_metric, best_metric)
         rows.append((f'Validation {name} (selects the best {unit})',
@@ -1034,19 +1062,22 @@ def _segmentation_rows(cfg: Optional[Config], best: dict, best_metric: str,
                  f'Validation Dice at the best {unit}')
     rows += [
         (f'{dice_name} (pooled over all pixels, raw: probability > '
-         f'{_metric_threshold(cfg)})', best.get('dice')),
+         f'{_metric_threshold(cfg)})',
+         _with_interval(best, 'dice', confidence)),
         (f'Validation IoU at that {unit} (pooled, raw)', best.get('iou')),
         ('Validation competition Dice (per-image mean, empty = 1, raw)',
-         best.get('kaggle_dice')),
+         _with_interval(best, 'kaggle_dice', confidence)),
     ]
     if best.get('dice_pp') is not None:
         rows += [
             ('Post-processing of the rows below (the validation metric\'s)',
              _postprocessing(cfg)),
-            ('Validation Dice, post-processed (pooled)', best['dice_pp']),
+            ('Validation Dice, post-processed (pooled)',
+             _with_interval(best, 'dice_pp', confidence)),
             ('Validation IoU, post-processed (pooled)', best.get('iou_pp')),
             ('Validation competition Dice, post-processed (per-image mean, '
-             'empty = 1)', best.get('kaggle_dice_pp')),
+             'empty = 1)', _with_interval(best, 'kaggle_dice_pp',
+                                          confidence)),
         ]
     rows += [
         (f'Training Dice at that {unit} ({train_window}batch-pooled on '
@@ -1201,6 +1232,7 @@ def _render_markdown(cfg, best, train_window, val, split,
                   _class_weighted_terms(cfg),
                   'synthetic' if synthetic else
                   'same_split' if _split_like_reference(split) else
-                  'other_split', best_metric), 1)]
+                  'other_split', best_metric,
+                  _metric_setting(cfg, 'confidence', 0.95)), 1)]
     lines.append('')
     return '\n'.join(lines)

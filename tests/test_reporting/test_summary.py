@@ -638,6 +638,29 @@ def test_rows_say_raw_post_processed_and_the_training_window(tmp_path):
     assert '| Epochs run (to the last validation) | 10 |' in report
 
 
+def test_rows_and_findings_give_the_dice_intervals(tmp_path):
+    """PneumothoraxMetric's bootstrap intervals beside the scores they
+    are of; records without them (older runs, bootstrap_samples=0) as
+    before."""
+    from mmseg_ptx.reporting.summary import write_performance_summary
+    _epoch_history(tmp_path, dice_ci_low=0.7, dice_ci_high=0.95,
+                   kaggle_dice_ci_low=0.4, kaggle_dice_ci_high=0.61,
+                   dice_ci_low_pp=0.71, dice_ci_high_pp=0.96,
+                   kaggle_dice_ci_low_pp=0.6, kaggle_dice_ci_high_pp=0.8)
+    report = open(write_performance_summary(
+        str(tmp_path), images=False, world_size=1)).read()
+    assert ('| Best validation Dice (pooled over all pixels, raw: '
+            'probability > 0.5) | 0.9000 (95% CI 0.7000-0.9500) |') in report
+    assert ('| Validation competition Dice (per-image mean, empty = 1, raw) '
+            '| 0.5000 (95% CI 0.4000-0.6100) |') in report
+    assert ('| Validation Dice, post-processed (pooled) | 0.9100 (95% CI '
+            '0.7100-0.9600) |') in report
+    assert ('| Validation competition Dice, post-processed (per-image '
+            'mean, empty = 1) | 0.7000 (95% CI 0.6000-0.8000) |') in report
+    assert ('**Pooled validation Dice 0.9000** (95% CI 0.7000-0.9500: a '
+            'percentile bootstrap over the validation images') in report
+
+
 def test_training_window_after_a_resume(tmp_path):
     """Resumed at epoch 8: the record's training scores are the mean over
     epochs 8-10 (PRCurveHook's train_from_epoch), not since the previous
