@@ -138,11 +138,13 @@ def compute_dataset_statistics(data_root: str,
 
     fg_total, px_total = 0, 0
     mismatched = []
+    # disable= only to switch the bar off: given, it overrides tqdm's
+    # TQDM_DISABLE, which the other tools' bars obey.
     for image_id, positive, fg, total in tqdm(
             _iter_counts(train_infos, workers),
             total=len(train_infos),
             desc='Counting training pixels',
-            disable=not progress):
+            **({} if progress else dict(disable=True))):
         fg_total += fg
         px_total += total
         if positive != (fg > 0):

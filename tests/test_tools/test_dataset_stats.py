@@ -33,8 +33,10 @@ def _make_png_set(root):
         writer.writerows(rows)
 
 
-def _run(*args):
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+def _run(*args, **env_vars):
+    """The tool on ``args``; ``env_vars`` set (None: removed)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), **env_vars)
+    env = {k: v for k, v in env.items() if v is not None}
     return subprocess.run(
         [sys.executable, str(REPO / 'tools' / 'dataset_stats.py'), *args],
         capture_output=True, text=True, env=env, cwd=str(REPO), timeout=300)
@@ -107,6 +109,18 @@ def test_cli_default_output_and_error(tmp_path, tool_main):
     assert status == 1
     assert err.startswith(f'error: {tmp_path}/stage_1_train_images.csv, '
                           'line 6: ')
+
+
+@pytest.mark.parametrize('disable', [None, '1'])
+def test_tqdm_disable_drops_the_progress_bar(tmp_path, disable):
+    """TQDM_DISABLE=1 (a Slurm log, say) silences the bar as in the other
+    tools: a disable= argument given always overrode it."""
+    _make_png_set(tmp_path)
+    proc = _run(str(tmp_path), '--layout', 'png', '--neg-keep-ratio', '1',
+                '--val-ratio', '0', '--out', str(tmp_path / 'stats.json'),
+                TQDM_DISABLE=disable)
+    assert proc.returncode == 0, proc.stderr
+    assert ('Counting training pixels' in proc.stderr) == (disable is None)
 
 
 def test_cli_on_generated_demo_set(tmp_path):
