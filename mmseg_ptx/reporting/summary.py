@@ -389,10 +389,12 @@ def _is_synthetic(cfg: Optional[Config]) -> bool:
     return bool(root) and osp.isfile(osp.join(root, SYNTHETIC_MARKER))
 
 
-def _split_like_reference(split: dict) -> bool:
-    """Whether split_meta.json's settings are the reference run's split
-    (:data:`REFERENCE_SPLIT`; its seed aside, which no one knows)."""
-    settings = split.get('settings') or {}
+def _split_like_reference(split: dict, cfg: Optional[Config]) -> bool:
+    """Whether the run's split is made as the reference run's
+    (:data:`REFERENCE_SPLIT`; its seed aside, which no one knows): by
+    split_meta.json's settings, else (the split file not found: the data
+    moved, say) by the config's."""
+    settings = split.get('settings') or _configured_split_settings(cfg)
     return all(settings.get(name) == value
                for name, value in REFERENCE_SPLIT.items())
 
@@ -898,6 +900,7 @@ def _with_interval(record: dict, key: str, confidence: float) -> Any:
     name, suffix = (key[:-3], '_pp') if key.endswith('_pp') else (key, '')
     low = record.get(f'{name}_ci_low{suffix}')
     high = record.get(f'{name}_ci_high{suffix}')
+    # None also where PRCurveHook wrote a NaN interval as null.
     if value is None or low is None or high is None:
         return value
     return (f'{value:.4f} ({100 * confidence:g}% CI {low:.4f}-'
@@ -1231,7 +1234,7 @@ def _render_markdown(cfg, best, train_window, val, split,
                   _metric_threshold(cfg), train_window,
                   _class_weighted_terms(cfg),
                   'synthetic' if synthetic else
-                  'same_split' if _split_like_reference(split) else
+                  'same_split' if _split_like_reference(split, cfg) else
                   'other_split', best_metric,
                   _metric_setting(cfg, 'confidence', 0.95)), 1)]
     lines.append('')

@@ -560,6 +560,26 @@ def test_the_reference_is_compared_only_on_its_split(
             'min_area=125, bottom_threshold=0.3, ') in report
 
 
+@pytest.mark.parametrize('order, against', [
+    ('balance_first', 'the reference reported 0.6095 (-0.1095)'),
+    ('split_first', 'the reference reported 0.6095 on a split of its own')])
+def test_without_the_split_file_the_configs_split_is_compared(
+        tmp_path, order, against):
+    """The data moved (or the report runs elsewhere): the config's split
+    settings say whether the split is the reference's."""
+    from mmseg_ptx.reporting.json_io import write_json
+    from mmseg_ptx.reporting.summary import write_performance_summary
+    cfg = Config.fromfile('configs/upernet_swin-nano_ptx-demo-128.py')
+    for loader in ('train_dataloader', 'val_dataloader'):
+        cfg[loader].dataset.data_root = str(tmp_path / 'gone')
+        cfg[loader].dataset.split_order = order
+    write_json([dict(mode='val', epoch=1, iter=10, dice=0.5, iou=0.33)],
+               str(tmp_path / 'metrics_history.json'))
+    report = open(write_performance_summary(
+        str(tmp_path), config=cfg, images=False, world_size=1)).read()
+    assert f'on the validation split; {against}' in report
+
+
 def test_pictures_count_pixels_at_the_original_resolution(
         tmp_path, demo_root):
     """Drawn at the network's input size (here half the original), the
