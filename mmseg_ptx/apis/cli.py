@@ -154,7 +154,7 @@ def require_writable_file(path: str, flag: str) -> None:
 def _require_writable(folder: str, what: str, path: str) -> None:
     folder = osp.abspath(folder)
     while not osp.isdir(folder):
-        if osp.islink(folder):
+        if osp.islink(folder) and not osp.exists(folder):
             raise UsageError(f'{what} {path}: {folder} is a link to '
                              f'nothing ({os.readlink(folder)})')
         if osp.lexists(folder):
@@ -227,7 +227,8 @@ def reports_usage_errors(main: Callable[..., Optional[int]]
     named a file that is no checkpoint of the model) is printed as
     ``error: <message>`` on stderr and the exit status is 2, as argparse
     reports a bad argument, by the first process of each node of a
-    launch (see :func:`launch_local_rank`). Standard output is
+    launch (see :func:`launch_local_rank`), and under torchrun into its
+    error file, whose message its failure summary shows. Standard output is
     line-buffered, as standard error is: in a log that holds both
     (``tool > log 2>&1``, a Slurm job's), the tool's lines keep their
     order.
@@ -253,6 +254,11 @@ def reports_usage_errors(main: Callable[..., Optional[int]]
             # job: a file missing on one node is that node's to say.
             if launch_local_rank() == 0:
                 print(f'error: {err}', file=sys.stderr)
+            # Under torchrun, into the error file it names
+            # (TORCHELASTIC_ERROR_FILE), which its failure summary shows.
+            from torch.distributed.elastic.multiprocessing.errors import \
+                get_error_handler
+            get_error_handler().record_exception(err)
             return 2
 
     return wrapped

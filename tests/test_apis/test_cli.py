@@ -255,6 +255,12 @@ def test_require_folder(tmp_path):
         with pytest.raises(UsageError, match=f'^--out {path}: {gone} is a '
                            f'link to nothing \\({tmp_path}/nowhere\\)'):
             require_folder(str(path), '--out')
+    # A link to a file is a file.
+    to_file = tmp_path / 'to_file'
+    to_file.symlink_to(afile)
+    with pytest.raises(UsageError, match=f'^--out {to_file}/sub: {to_file} '
+                       'is a file, not a folder'):
+        require_folder(str(to_file / 'sub'), '--out')
 
 
 def test_require_writable_file(tmp_path):
@@ -373,6 +379,28 @@ def test_usage_errors_said_once_per_node(env, said, monkeypatch, capsys):
 
     assert main() == 2
     assert capsys.readouterr().err == ('error: no batch\n' if said else '')
+
+
+def test_usage_errors_reach_torchruns_error_file(
+        tmp_path, monkeypatch, capsys):
+    """Every process writes its usage error into the error file torchrun
+    names, whose message its failure summary shows (not 'error_file:
+    <N/A>'), said on stderr by the node's first only."""
+    import json
+
+    from mmseg_ptx.apis import UsageError, reports_usage_errors
+    error_file = tmp_path / 'error.json'
+    monkeypatch.setenv('TORCHELASTIC_ERROR_FILE', str(error_file))
+    monkeypatch.setenv('LOCAL_RANK', '1')
+
+    @reports_usage_errors
+    def main():
+        raise UsageError('--out x is a file; give a folder')
+
+    assert main() == 2
+    assert capsys.readouterr().err == ''
+    assert json.loads(error_file.read_text())['message']['message'] == (
+        'UsageError: --out x is a file; give a folder')
 
 
 @pytest.mark.parametrize('env,local_rank,rank', [
