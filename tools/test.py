@@ -2,7 +2,7 @@
 import argparse
 import os.path as osp
 import sys
-from typing import List
+from typing import List, Optional
 
 from mmengine.config import Config
 from torch.distributed.elastic.multiprocessing.errors import record
@@ -124,7 +124,7 @@ def main() -> None:
         if mismatch:
             notes.append(mismatch)
 
-    validation_images = tests_the_validation_images(cfg)
+    held_in = held_in_note(cfg)
     vis_hook = (cfg.get('default_hooks') or {}).get('visualization')
     if args.show:
         dataset = cfg.test_dataloader.dataset
@@ -250,28 +250,40 @@ def main() -> None:
     metrics = runner.test()
     if metrics and is_main_process():
         print(format_metrics_table(metrics))
-        if validation_images:
-            print('These are the validation images (the config\'s '
-                  'test_dataloader reads val_dataloader\'s): a best_*.pth '
-                  'was chosen on them, and a post-processing tuned on them '
-                  'scores in-sample, so these figures are not held out. A '
-                  'held-out score needs images outside training and '
-                  'validation.')
+        if held_in:
+            print(held_in)
         print(outputs_table(runner, args))
     leave_process_group()
 
 
-def tests_the_validation_images(cfg: Config) -> bool:
-    """Whether the config tests the images it validates on (``test_
-    dataloader = val_dataloader``, as this project's configs and MMSeg's
-    do): the same dataset, pipeline aside."""
+def held_in_note(cfg: Config) -> Optional[str]:
+    """What to say where the config tests images it trained or validated
+    on: ``test_dataloader = val_dataloader`` (this project's configs and
+    MMSeg's: the same dataset, pipeline aside), or a SIIM dataset on the
+    training data root with ``split='train'`` or None (every labelled
+    image)."""
     def dataset(key: str) -> dict:
         loader = cfg.get(key) or {}
         return {k: v for k, v in dict(loader.get('dataset') or {}).items()
                 if k != 'pipeline'}
 
-    return bool(dataset('val_dataloader')) and (
-        dataset('val_dataloader') == dataset('test_dataloader'))
+    test = dataset('test_dataloader')
+    if test and test == dataset('val_dataloader'):
+        return ('These are the validation images (the config\'s '
+                'test_dataloader reads val_dataloader\'s): a best_*.pth was '
+                'chosen on them, and a post-processing tuned on them scores '
+                'in-sample, so these figures are not held out. A held-out '
+                'score needs images outside training and validation.')
+    if (config_type_name(test, '') == 'SIIMPneumothoraxDataset'
+            and test.get('split') in ('train', None)
+            and test.get('data_root') ==
+            dataset('train_dataloader').get('data_root')):
+        which = ('the training split' if test.get('split') == 'train' else
+                 'all the labelled images, the training split included')
+        return (f'These are {which} of the training data '
+                f"(test_dataloader's split={test.get('split')!r}): the "
+                'model learnt on them, so these figures are not held out.')
+    return None
 
 
 def outputs_table(runner: Runner, args: argparse.Namespace) -> str:

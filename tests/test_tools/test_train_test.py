@@ -593,21 +593,31 @@ def test_a_config_without_default_hooks_is_tested(monkeypatch, tmp_path,
         "(dict(type='SegVisualizationHook'))\n")
 
 
-def test_test_says_when_it_scores_the_validation_images():
+def test_test_says_when_it_scores_images_it_chose_or_learnt_on():
     """A config whose test_dataloader is its val_dataloader (this
-    project's and MMSeg's) tests the images that chose its best checkpoint;
-    another split or another data set is held out."""
+    project's and MMSeg's) tests the images that chose its best checkpoint,
+    the training split or all labelled images those it learnt on; another
+    data set is held out."""
     from mmengine.config import Config
     test = load_tool('test')
     cfg = Config.fromfile('configs/upernet_swin-nano_ptx-demo-128.py')
-    assert test.tests_the_validation_images(cfg)
+    assert test.held_in_note(cfg).startswith(
+        'These are the validation images')
     # The test pipeline (--tta's, say) does not make other images.
     cfg.test_dataloader.dataset.pipeline = []
-    assert test.tests_the_validation_images(cfg)
-    cfg.test_dataloader.dataset.split = 'test'
-    assert not test.tests_the_validation_images(cfg)
-    cfg.val_dataloader = None
-    assert not test.tests_the_validation_images(cfg)
+    assert test.held_in_note(cfg).startswith(
+        'These are the validation images')
+    cfg.test_dataloader.dataset.split = 'train'
+    assert test.held_in_note(cfg).startswith(
+        "These are the training split of the training data "
+        "(test_dataloader's split='train')")
+    cfg.test_dataloader.dataset.split = None
+    assert test.held_in_note(cfg).startswith(
+        'These are all the labelled images, the training split included')
+    cfg.test_dataloader.dataset.data_root = 'data/held_out'
+    assert test.held_in_note(cfg) is None
+    cfg.test_dataloader = None
+    assert test.held_in_note(cfg) is None
 
 
 @pytest.mark.parametrize('tool', ['train', 'test'])
