@@ -42,8 +42,9 @@ def bootstrap_dice_intervals(inter: np.ndarray,
     Returns:
         dict[str, tuple[float, float]]: ``'dice'`` (pooled over the pixels
         of the resampled images) and ``'kaggle_dice'`` (their mean
-        competition Dice): (low, high). NaN where the set has no image or
-        no resample has a pooled Dice (no true and no predicted pixel).
+        competition Dice): (low, high). A resample without a pooled Dice
+        (no true and no predicted pixel in its images) is left out of the
+        first; NaN where the set has no image or no resample has one.
     """
     num = len(per_image)
     nan = (float('nan'), float('nan'))

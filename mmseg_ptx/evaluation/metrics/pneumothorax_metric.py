@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import os
 import os.path as osp
 from dataclasses import dataclass
@@ -370,10 +371,11 @@ class PneumothoraxMetric(BaseMetric):
                  bootstrap_samples: int = 1000,
                  confidence: float = 0.95) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix)
-        if bootstrap_samples != int(bootstrap_samples) or \
-                bootstrap_samples < 0:
+        if (isinstance(bootstrap_samples, bool)
+                or not isinstance(bootstrap_samples, numbers.Integral)
+                or bootstrap_samples < 0):
             raise ValueError('bootstrap_samples must be an integer >= 0, got '
-                             f'{bootstrap_samples}')
+                             f'{bootstrap_samples!r}')
         if not 0.0 < confidence < 1.0:
             raise ValueError(
                 f'confidence must be in (0, 1), got {confidence}')

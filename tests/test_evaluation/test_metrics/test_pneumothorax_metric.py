@@ -405,11 +405,12 @@ def test_dice_intervals_over_the_images():
                 res[f'{name}_ci_high{suffix}']
     _, plain = evaluate(samples, bootstrap_samples=0)
     assert not [key for key in plain if '_ci_' in key]
-    for kwargs, message in ((dict(bootstrap_samples=-1), 'bootstrap_samples'),
-                            (dict(bootstrap_samples=2.5), 'bootstrap_samples'),
-                            (dict(confidence=1.0), 'confidence')):
-        with pytest.raises(ValueError, match=message):
-            PneumothoraxMetric(**kwargs)
+    for samples_arg in (-1, 2.5, None, True):
+        with pytest.raises(ValueError, match='bootstrap_samples must be an '
+                           'integer >= 0'):
+            PneumothoraxMetric(bootstrap_samples=samples_arg)
+    with pytest.raises(ValueError, match='confidence must be in'):
+        PneumothoraxMetric(confidence=1.0)
 
 
 def test_an_empty_batch_adds_nothing():
