@@ -396,13 +396,17 @@ def main() -> int:
             raise UsageError(f'--image-ids: {err}') from None
     ids = image_ids(paths, listed, errors)
     paths = drop_duplicate_ids(ids, errors)
-    if not paths and errors:
-        return report_errors(errors, None)
-    if not paths:
+    if not paths and not errors:
         raise UsageError(f'no image ({", ".join(IMAGE_SUFFIXES)}) under '
                          f'{args.input}')
     require_folder(args.out, '--out')
     earlier = earlier_outputs(args.out, args.overwrite)
+    if not paths:
+        # Every file failed before prediction: errors.txt still lists them,
+        # where a job looks for them.
+        remove_earlier_outputs(args.out, earlier)
+        os.makedirs(args.out, exist_ok=True)
+        return report_errors(errors, args.out)
     refuse_clashes(args.out, [ids[p] for p in paths], args.save_prob)
     check_device(args.device)
     device = args.device or default_device()
@@ -529,19 +533,15 @@ def main() -> int:
 PRINTED_ERRORS = 10
 
 
-def report_errors(errors: List[Tuple[str, str]], out: Optional[str]) -> int:
+def report_errors(errors: List[Tuple[str, str]], out: str) -> int:
     """List the failed files in ``out``/errors.txt and print the first
-    :data:`PRINTED_ERRORS` (all of them without ``out``); the exit
-    status."""
+    :data:`PRINTED_ERRORS`; the exit status."""
     if not errors:
         return 0
     lines = [(path, " ".join(reason.split())) for path, reason in errors]
-    shown = lines if out is None else lines[:PRINTED_ERRORS]
+    shown = lines[:PRINTED_ERRORS]
     for path, reason in shown:
         print(f'ERROR {path}: {reason}', file=sys.stderr)
-    if out is None:
-        print(f'{len(errors)} file(s) failed', file=sys.stderr)
-        return 1
     errors_path = osp.join(out, 'errors.txt')
     with open(errors_path, 'w') as f:
         for path, reason in lines:

@@ -150,9 +150,6 @@ def test_many_failed_files_are_printed_first_ten(tmp_path, capsys):
                         '(the first 10 above)']
     assert (tmp_path / 'errors.txt').read_text().splitlines() == [
         f'/data/test/{i}.dcm\tnot a DICOM file' for i in range(25)]
-    # Without a folder to list them in (no image left to predict): all.
-    assert infer.report_errors(errors, None) == 1
-    assert capsys.readouterr().err.count('ERROR ') == 25
 
 
 def test_tune_postprocess_writes_json(tmp_path, demo_root, tool_main):
@@ -436,6 +433,16 @@ def test_infer_image_ids_from_a_csv(tmp_path, demo_root, tool_main):
         submitted)
     # The demo's images are smaller than Kaggle's: said, not refused.
     assert 'warning: 2 of the 2 images are not 1024 x 1024 (first: ' in err
+    # No file left to predict (the CSV lists none): errors.txt lists them
+    # all the same, an earlier run's outputs replaced with --overwrite.
+    empty = tmp_path / 'ids.csv'
+    empty.write_text('ImageId,new_filename\n1.2.3,other.png\n')
+    status, _, err = tool_main('infer', TINY_CONFIG, ckpt, src, '--out',
+                               out, '--image-ids', empty, '--overwrite')
+    assert status == 1
+    assert sorted(p.name for p in out.iterdir()) == ['errors.txt']
+    assert len((out / 'errors.txt').read_text().splitlines()) == 3
+    assert err.endswith(f'3 file(s) failed, listed in {out}/errors.txt\n')
     # A CSV that names one file for two ImageIds: a usage error.
     bad = tmp_path / 'bad.csv'
     bad.write_text('ImageId,new_filename\n1.2.3,a.png\n1.2.4,a.png\n')
