@@ -56,9 +56,9 @@ def check_prediction_folder(folder: str,
         more = ', ...' if len(entries) > 3 else ''
         raise FileExistsError(
             f'{folder} holds files that are not predictions of an earlier '
-            f'test run ({", ".join(entries[:3])}{more}), which files of the '
-            'same names would replace; write the predictions to a new or '
-            'empty folder')
+            f'test run ({", ".join(entries[:3])}{more}); the predictions, '
+            'named <ImageId>.png, would mix with them and replace any of '
+            'the same name: write them to a new or empty folder')
 
 
 def _test_set_files(dataset) -> Tuple[Dict[str, str], Set[str]]:

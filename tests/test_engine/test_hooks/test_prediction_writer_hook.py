@@ -191,7 +191,8 @@ def test_a_folder_of_someone_elses_files_is_refused(tmp_path):
     (theirs / '1.2.3.png').write_bytes(b'ground truth')
     with pytest.raises(FileExistsError, match='gt_masks holds files that '
                        r'are not predictions of an earlier test run '
-                       r'\(1\.2\.3\.png\)'):
+                       r'\(1\.2\.3\.png\); the predictions, named '
+                       r'<ImageId>\.png, would mix with them'):
         PredictionWriterHook(mask_dir=str(theirs)).before_test(_runner())
     assert [p.name for p in theirs.iterdir()] == ['1.2.3.png']
     ours = tmp_path / 'out'
