@@ -473,29 +473,45 @@ def test_report_of_a_run_without_positive_pixels(tmp_path):
     assert (tmp_path / 'precision_recall_curve.png').is_file()
 
 
-def test_split_settings_are_read_from_split_meta(tmp_path):
-    """split_meta.json names them 'seed' and 'order'; a config that leaves
-    them at the dataset's defaults must still report the split's."""
+def report_on_split(tmp_path, split_meta=None, synthetic=False,
+                    drop=(), **dataset):
+    """The report of a one-validation run of the demo config on a data
+    root holding ``split_meta`` (None: none) and, if ``synthetic``,
+    make_demo_data's marker; its datasets without the settings ``drop``
+    and with ``dataset``'s."""
+    from mmseg_ptx.datasets.synthetic import SYNTHETIC_MARKER
     from mmseg_ptx.reporting.json_io import write_json
     from mmseg_ptx.reporting.summary import write_performance_summary
     root = tmp_path / 'data'
     (root / 'splits').mkdir(parents=True)
-    write_json(dict(settings=dict(neg_keep_ratio=0.15, val_ratio=0.2, seed=7,
-                                  order='split_first'),
-                    counts=dict(train=80, val=20, val_positive=5,
-                                balanced_positive=30, balanced_negative=70)),
-               str(root / 'splits' / 'split_meta.json'))
+    if synthetic:
+        (root / SYNTHETIC_MARKER).write_text('synthetic')
+    if split_meta is not None:
+        write_json(split_meta, str(root / 'splits' / 'split_meta.json'))
     cfg = Config.fromfile('configs/upernet_swin-nano_ptx-demo-128.py')
     for loader in ('train_dataloader', 'val_dataloader'):
-        cfg[loader].dataset.data_root = str(root)
-        cfg[loader].dataset.pop('split_seed')
-        cfg[loader].dataset.pop('split_order')
+        cfg[loader].dataset.update(data_root=str(root), **dataset)
+        for name in drop:
+            cfg[loader].dataset.pop(name)
     work_dir = tmp_path / 'work'
     work_dir.mkdir()
-    write_json([dict(mode='val', epoch=1, iter=10, dice=0.5, iou=0.33)],
+    write_json([dict(mode='val', epoch=1, iter=10, dice=0.5, iou=0.33,
+                     dice_pp=0.6)],
                str(work_dir / 'metrics_history.json'))
-    report = open(write_performance_summary(
+    return open(write_performance_summary(
         str(work_dir), config=cfg, images=False, world_size=1)).read()
+
+
+def test_split_settings_are_read_from_split_meta(tmp_path):
+    """split_meta.json names them 'seed' and 'order'; a config that leaves
+    them at the dataset's defaults must still report the split's."""
+    report = report_on_split(
+        tmp_path,
+        dict(settings=dict(neg_keep_ratio=0.15, val_ratio=0.2, seed=7,
+                           order='split_first'),
+             counts=dict(train=80, val=20, val_positive=5,
+                         balanced_positive=30, balanced_negative=70)),
+        drop=('split_seed', 'split_order'))
     assert ('**Negative undersampling**: keep ratio 0.15 (split_first; '
             'seed 7)') in report
     # The kept negatives include the natural validation set's.
@@ -527,26 +543,10 @@ def test_split_settings_are_read_from_split_meta(tmp_path):
 ])
 def test_the_reference_is_compared_only_on_its_split(
         tmp_path, settings, synthetic, description, against):
-    from mmseg_ptx.datasets.synthetic import SYNTHETIC_MARKER
-    from mmseg_ptx.reporting.json_io import write_json
-    from mmseg_ptx.reporting.summary import write_performance_summary
-    root = tmp_path / 'data'
-    (root / 'splits').mkdir(parents=True)
-    if synthetic:
-        (root / SYNTHETIC_MARKER).write_text('synthetic')
-    write_json(dict(settings=dict(seed=0, **settings),
-                    counts=dict(train=80, val=20, val_positive=5)),
-               str(root / 'splits' / 'split_meta.json'))
-    cfg = Config.fromfile('configs/upernet_swin-nano_ptx-demo-128.py')
-    for loader in ('train_dataloader', 'val_dataloader'):
-        cfg[loader].dataset.data_root = str(root)
-    work_dir = tmp_path / 'work'
-    work_dir.mkdir()
-    write_json([dict(mode='val', epoch=1, iter=10, dice=0.5, iou=0.33,
-                     dice_pp=0.6)],
-               str(work_dir / 'metrics_history.json'))
-    report = open(write_performance_summary(
-        str(work_dir), config=cfg, images=False, world_size=1)).read()
+    report = report_on_split(
+        tmp_path, dict(settings=dict(seed=0, **settings),
+                       counts=dict(train=80, val=20, val_positive=5)),
+        synthetic)
     assert f'### Segmentation Metrics ({description})' in report
     assert f'**Pooled validation Dice 0.5000** at epoch 1 on the ' \
         f'{description}; {against}' in report
@@ -567,16 +567,7 @@ def test_without_the_split_file_the_configs_split_is_compared(
         tmp_path, order, against):
     """The data moved (or the report runs elsewhere): the config's split
     settings say whether the split is the reference's."""
-    from mmseg_ptx.reporting.json_io import write_json
-    from mmseg_ptx.reporting.summary import write_performance_summary
-    cfg = Config.fromfile('configs/upernet_swin-nano_ptx-demo-128.py')
-    for loader in ('train_dataloader', 'val_dataloader'):
-        cfg[loader].dataset.data_root = str(tmp_path / 'gone')
-        cfg[loader].dataset.split_order = order
-    write_json([dict(mode='val', epoch=1, iter=10, dice=0.5, iou=0.33)],
-               str(tmp_path / 'metrics_history.json'))
-    report = open(write_performance_summary(
-        str(tmp_path), config=cfg, images=False, world_size=1)).read()
+    report = report_on_split(tmp_path, split_order=order)
     assert f'on the validation split; {against}' in report
 
 
