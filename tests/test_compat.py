@@ -384,7 +384,7 @@ def test_the_test_record_keeps_integer_metrics(tmp_path):
     assert type(processed['test/num_images']) is int
 
 
-@pytest.mark.parametrize('warm_up_steps', [1, 3])
+@pytest.mark.parametrize('warm_up_steps', [1, 2, 3])
 def test_a_one_step_warm_up_ends(warm_up_steps):
     """mmengine's LinearLR spanning one step (a warm-up of one epoch of one
     batch) stayed at start_factor, and so did the cosine schedule chained
@@ -409,3 +409,12 @@ def test_a_one_step_warm_up_ends(warm_up_steps):
     assert lrs[:warm_up_steps] == pytest.approx(ramp + [1e-3])
     assert lrs[warm_up_steps + 1] < lrs[warm_up_steps]  # the cosine
     assert lrs[-1] == pytest.approx(1e-5, abs=1e-4)
+
+
+def test_a_one_step_warm_up_ends_at_its_end_factor():
+    from mmengine.optim import LinearLR
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))],
+                                lr=1e-3)
+    LinearLR(optimizer, start_factor=1e-2, end_factor=0.5, begin=0, end=1,
+             by_epoch=False)
+    assert optimizer.param_groups[0]['lr'] == pytest.approx(5e-4)

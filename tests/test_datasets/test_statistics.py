@@ -85,7 +85,7 @@ def test_unknown_id_in_hand_made_val_split(tmp_path):
             str(tmp_path), layout='png', progress=False)
 
 
-def test_dicom_exact_counts(tmp_path):
+def test_dicom_exact_counts(tmp_path, capfd):
     pytest.importorskip('mmseg_ptx.datasets.dicom')
     rows = [
         ('1.2.9.1', '10 5'),
@@ -95,8 +95,10 @@ def test_dicom_exact_counts(tmp_path):
         ('1.2.9.4', '0 20 44 20'),  # 32 x 64 image, 40 pixels
     ]
     make_dicom_root(tmp_path, rows, shapes={'1.2.9.4': (32, 64)})
+    capfd.readouterr()
     stats = compute_dataset_statistics(
         str(tmp_path), neg_keep_ratio=1.0, val_ratio=0.0, progress=False)
+    assert 'Counting training pixels' not in capfd.readouterr().err
     total = 3 * 64 * 64 + 32 * 64
     fg = 5 + 15 + 40
     assert stats['pixel_counts'] == [total - fg, fg]

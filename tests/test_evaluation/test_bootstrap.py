@@ -69,3 +69,19 @@ def test_sets_without_a_score():
     empty = intervals(np.zeros(5), np.zeros(5), np.zeros(5))
     assert all(math.isnan(v) for v in empty['dice'])
     assert empty['kaggle_dice'] == (1.0, 1.0)
+
+
+def test_resamples_without_a_pooled_dice_are_left_out():
+    """Four images, the last alone positive (and found): a resample
+    without it has no pooled Dice and is left out, not a NaN interval;
+    every image is drawn."""
+    result = intervals([0, 0, 0, 5], [0, 0, 0, 5], [0, 0, 0, 5])
+    assert result['dice'] == (1.0, 1.0)
+
+
+def test_the_number_of_resamples():
+    inter, pred, gt = [3, 0, 5, 1], [4, 2, 6, 1], [5, 0, 7, 3]
+    one = intervals(inter, pred, gt, num_samples=1)  # one draw: a point
+    assert all(low == high for low, high in one.values())
+    none = intervals(inter, pred, gt, num_samples=0)
+    assert all(math.isnan(v) for pair in none.values() for v in pair)

@@ -571,6 +571,32 @@ def test_without_the_split_file_the_configs_split_is_compared(
     assert f'on the validation split; {against}' in report
 
 
+def test_synthetic_data_is_found_by_the_validation_root(tmp_path):
+    """The marker in the validation data root says synthetic, also where
+    the split file is missing (the description then from the record)."""
+    from mmseg_ptx.datasets.synthetic import SYNTHETIC_MARKER
+    from mmseg_ptx.reporting.json_io import write_json
+    from mmseg_ptx.reporting.summary import write_performance_summary
+    root = tmp_path / 'demo'
+    root.mkdir()
+    (root / SYNTHETIC_MARKER).write_text('synthetic')
+    cfg = Config.fromfile('configs/upernet_swin-nano_ptx-demo-128.py')
+    cfg.train_dataloader.dataset.data_root = str(tmp_path / 'other')
+    cfg.val_dataloader.dataset.data_root = str(root)
+    # A post-processor this process cannot build: named as configured.
+    cfg.val_evaluator.postprocess = dict(type='NotRegisteredPP', k=3)
+    write_json([dict(mode='val', epoch=1, iter=10, dice=0.5, iou=0.33,
+                     dice_pp=0.6, num_images=20, num_pos_images=5)],
+               str(tmp_path / 'metrics_history.json'))
+    report = open(write_performance_summary(
+        str(tmp_path), config=cfg, images=False, world_size=1)).read()
+    assert '**Synthetic demo data**' in report
+    assert ('### Segmentation Metrics (validation split of 20 synthetic '
+            'images, 25% positive)') in report
+    assert ('| Post-processing of the rows below (the validation metric\'s) '
+            '| type=NotRegisteredPP, k=3 |') in report
+
+
 def test_pictures_count_pixels_at_the_original_resolution(
         tmp_path, demo_root):
     """Drawn at the network's input size (here half the original), the
@@ -662,6 +688,12 @@ def test_rows_and_findings_give_the_dice_intervals(tmp_path):
         str(tmp_path), images=False, world_size=1)).read()
     assert ('| Best validation Dice (pooled over all pixels, raw: '
             'probability > 0.5) | 0.9000 (95% CI 0.7000-0.9500) |') in report
+    # The coverage the run's metric was configured with.
+    cfg = Config.fromfile('configs/upernet_swin-nano_ptx-demo-128.py')
+    cfg.val_evaluator.confidence = 0.9
+    ninety = open(write_performance_summary(
+        str(tmp_path), config=cfg, images=False, world_size=1)).read()
+    assert ninety.count('90% CI') == 5 and '95% CI' not in ninety
     assert ('| Validation competition Dice (per-image mean, empty = 1, raw) '
             '| 0.5000 (95% CI 0.4000-0.6100) |') in report
     assert ('| Validation Dice, post-processed (pooled) | 0.9100 (95% CI '
@@ -707,6 +739,8 @@ def test_best_by_another_metric_is_named_with_its_value(tmp_path):
     assert 'Best validation Dice' not in report
     assert ('| Training Dice at that epoch (mean over epochs 6-10, '
             'batch-pooled on rank 0, augmented) | 0.7000 |') in report
+    assert ('**Selection**: the best epoch was chosen by validation '
+            'post-processed competition Dice on these same images') in report
 
 
 def test_a_history_that_is_not_a_list_is_named(tmp_path):

@@ -195,6 +195,14 @@ def test_a_folder_of_someone_elses_files_is_refused(tmp_path):
                        r'<ImageId>\.png, would mix with them'):
         PredictionWriterHook(mask_dir=str(theirs)).before_test(_runner())
     assert [p.name for p in theirs.iterdir()] == ['1.2.3.png']
+    for name in ('a.png', 'b.png', 'c.png'):
+        (theirs / name).write_bytes(b'x')
+    with pytest.raises(FileExistsError) as err:
+        PredictionWriterHook(mask_dir=str(theirs)).before_test(_runner())
+    assert ' (1.2.3.png, a.png, b.png, ...); ' in str(err.value)
+    assert str(err.value).endswith('write them to a new or empty folder')
+    for name in ('a.png', 'b.png', 'c.png'):
+        (theirs / name).unlink()
     ours = tmp_path / 'out'
     pred = np.zeros((8, 8), np.int64)
     for _ in range(2):  # the second run writes over the first's

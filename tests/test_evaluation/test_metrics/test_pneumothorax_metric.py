@@ -409,8 +409,9 @@ def test_dice_intervals_over_the_images():
         with pytest.raises(ValueError, match='bootstrap_samples must be an '
                            'integer >= 0'):
             PneumothoraxMetric(bootstrap_samples=samples_arg)
-    with pytest.raises(ValueError, match='confidence must be in'):
-        PneumothoraxMetric(confidence=1.0)
+    for confidence in (0.0, 1.0):
+        with pytest.raises(ValueError, match='confidence must be in'):
+            PneumothoraxMetric(confidence=confidence)
 
 
 def test_an_empty_batch_adds_nothing():
