@@ -5,9 +5,9 @@ import sys
 from typing import List, Optional
 
 from mmengine.config import Config
-from torch.distributed.elastic.multiprocessing.errors import record
 from mmengine.dist import is_main_process
 from mmengine.runner import Runner
+from torch.distributed.elastic.multiprocessing.errors import record
 
 import mmseg_ptx  # noqa: F401  (stack fixes + registration)
 from mmseg_ptx.apis import (UsageError, add_runner_args, config_test_pipeline,
