@@ -81,9 +81,9 @@ def test_logits_float32_and_close_to_fp32(logits):
     # is the yardstick: on the CPU it runs LayerNorm and the elementwise
     # ops in bf16 as well (on CUDA LayerNorm stays fp32), so the two differ
     # here mainly in the resize to ORI_SHAPE, bf16 under autocast and fp32
-    # with cast_for_inference (measured: 0.073 against autocast's 0.079 at
-    # most, logits up to 4.5). Allow 1.5x autocast's error, and at most 3 %
-    # of the largest logit (about 15 roundoffs).
+    # with cast_for_inference (measured: 0.0943 against autocast's 0.0942
+    # at most, logits up to 4.5; torch 2.13). Allow 1.5x autocast's error,
+    # and at most 3 % of the largest logit (about 15 roundoffs).
     assert err.max() <= 1.5 * autocast_err.max()
     assert err.mean() <= 1.5 * autocast_err.mean()
     assert err.max() <= 0.03 * fp32.abs().max()
