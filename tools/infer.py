@@ -401,12 +401,6 @@ def main() -> int:
                          f'{args.input}')
     require_folder(args.out, '--out')
     earlier = earlier_outputs(args.out, args.overwrite)
-    if not paths:
-        # Every file failed before prediction: errors.txt still lists them,
-        # where a job looks for them.
-        remove_earlier_outputs(args.out, earlier)
-        os.makedirs(args.out, exist_ok=True)
-        return report_errors(errors, args.out)
     refuse_clashes(args.out, [ids[p] for p in paths], args.save_prob)
     check_device(args.device)
     device = args.device or default_device()
@@ -438,6 +432,11 @@ def main() -> int:
           f'tta={args.tta}, {postprocess}')
     # Only once the models load: a mistyped checkpoint keeps them.
     remove_earlier_outputs(args.out, earlier)
+    if not paths:
+        # Every file failed before prediction: errors.txt still lists them,
+        # where a job looks for them.
+        os.makedirs(args.out, exist_ok=True)
+        return report_errors(errors, args.out)
 
     dirs = {k: osp.join(args.out, k) for k in ('masks', 'overlays', 'probs')}
     for key, folder in dirs.items():

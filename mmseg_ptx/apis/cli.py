@@ -258,7 +258,10 @@ def reports_usage_errors(main: Callable[..., Optional[int]]
             # (TORCHELASTIC_ERROR_FILE), which its failure summary shows.
             from torch.distributed.elastic.multiprocessing.errors import \
                 get_error_handler
-            get_error_handler().record_exception(err)
+            try:
+                get_error_handler().record_exception(err)
+            except OSError:
+                pass  # a stale variable of a finished launch: said above
             return 2
 
     return wrapped

@@ -401,6 +401,10 @@ def test_usage_errors_reach_torchruns_error_file(
     assert capsys.readouterr().err == ''
     assert json.loads(error_file.read_text())['message']['message'] == (
         'UsageError: --out x is a file; give a folder')
+    # A stale variable (a finished launch's folder gone): still exit 2.
+    monkeypatch.setenv('TORCHELASTIC_ERROR_FILE',
+                       str(tmp_path / 'gone' / 'error.json'))
+    assert main() == 2
 
 
 @pytest.mark.parametrize('env,local_rank,rank', [

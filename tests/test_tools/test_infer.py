@@ -437,6 +437,12 @@ def test_infer_image_ids_from_a_csv(tmp_path, demo_root, tool_main):
     # all the same, an earlier run's outputs replaced with --overwrite.
     empty = tmp_path / 'ids.csv'
     empty.write_text('ImageId,new_filename\n1.2.3,other.png\n')
+    # ... once the models load: a mistyped checkpoint keeps them.
+    status, _, err = tool_main('infer', TINY_CONFIG, tmp_path / 'typo.pth',
+                               src, '--out', out, '--image-ids', empty,
+                               '--overwrite')
+    assert status == 2 and 'typo.pth' in err
+    assert (out / 'submission.csv').is_file()
     status, _, err = tool_main('infer', TINY_CONFIG, ckpt, src, '--out',
                                out, '--image-ids', empty, '--overwrite')
     assert status == 1
