@@ -392,9 +392,17 @@ def _is_synthetic(cfg: Optional[Config]) -> bool:
 def _split_like_reference(split: dict, cfg: Optional[Config]) -> bool:
     """Whether the run's split is made as the reference run's
     (:data:`REFERENCE_SPLIT`; its seed aside, which no one knows): by
-    split_meta.json's settings, else (the split file not found: the data
-    moved, say) by the config's."""
-    settings = split.get('settings') or _configured_split_settings(cfg)
+    split_meta.json's settings, else (no split file found: the data moved,
+    say) by the config's. Hand-made lists without split_meta.json are no
+    split the settings made."""
+    settings = split.get('settings')
+    if not settings:
+        ds = _dataset_cfg(cfg, 'val_dataloader')
+        lists = osp.join(ds.get('data_root') or '',
+                         ds.get('split_dir', 'splits'), 'val.txt')
+        if ds.get('data_root') and osp.isfile(lists):
+            return False
+        settings = _configured_split_settings(cfg)
     return all(settings.get(name) == value
                for name, value in REFERENCE_SPLIT.items())
 

@@ -474,16 +474,17 @@ def test_report_of_a_run_without_positive_pixels(tmp_path):
 
 
 def report_on_split(tmp_path, split_meta=None, synthetic=False,
-                    drop=(), **dataset):
+                    drop=(), exist_ok=False, **dataset):
     """The report of a one-validation run of the demo config on a data
     root holding ``split_meta`` (None: none) and, if ``synthetic``,
     make_demo_data's marker; its datasets without the settings ``drop``
-    and with ``dataset``'s."""
+    and with ``dataset``'s; ``exist_ok``: the data root may hold files
+    already."""
     from mmseg_ptx.datasets.synthetic import SYNTHETIC_MARKER
     from mmseg_ptx.reporting.json_io import write_json
     from mmseg_ptx.reporting.summary import write_performance_summary
     root = tmp_path / 'data'
-    (root / 'splits').mkdir(parents=True)
+    (root / 'splits').mkdir(parents=True, exist_ok=exist_ok)
     if synthetic:
         (root / SYNTHETIC_MARKER).write_text('synthetic')
     if split_meta is not None:
@@ -569,6 +570,16 @@ def test_without_the_split_file_the_configs_split_is_compared(
     settings say whether the split is the reference's."""
     report = report_on_split(tmp_path, split_order=order)
     assert f'on the validation split; {against}' in report
+
+
+def test_hand_made_lists_are_no_reference_split(tmp_path):
+    """train.txt/val.txt without split_meta.json are the user's lists,
+    which the config's split settings did not make."""
+    (tmp_path / 'data' / 'splits').mkdir(parents=True)
+    for name in ('train.txt', 'val.txt'):
+        (tmp_path / 'data' / 'splits' / name).write_text('1.2.3\n')
+    report = report_on_split(tmp_path, exist_ok=True)
+    assert 'the reference reported 0.6095 on a split of its own' in report
 
 
 def test_synthetic_data_is_found_by_the_validation_root(tmp_path):
