@@ -260,29 +260,36 @@ def held_in_note(cfg: Config) -> Optional[str]:
     """What to say where the config tests images it trained or validated
     on: ``test_dataloader = val_dataloader`` (this project's configs and
     MMSeg's: the same dataset, pipeline aside), or a SIIM dataset on the
-    training data root with ``split='train'`` or None (every labelled
-    image)."""
+    training data root (dataset wrappers looked through) with
+    ``split='val'``, ``'train'`` or None (every labelled image)."""
     def dataset(key: str) -> dict:
-        loader = cfg.get(key) or {}
-        return {k: v for k, v in dict(loader.get('dataset') or {}).items()
-                if k != 'pipeline'}
+        found = dict((cfg.get(key) or {}).get('dataset') or {})
+        while 'dataset' in found:  # RepeatDataset and the like
+            found = dict(found['dataset'])
+        return {k: v for k, v in found.items() if k != 'pipeline'}
+
+    def root(ds: dict) -> Optional[str]:
+        return osp.realpath(ds['data_root']) if ds.get('data_root') else None
 
     test = dataset('test_dataloader')
-    if test and test == dataset('val_dataloader'):
+    split = test.get('split')
+    on_training_root = (
+        config_type_name(test, '') == 'SIIMPneumothoraxDataset'
+        and root(test) is not None
+        and root(test) == root(dataset('train_dataloader')))
+    if test and (test == dataset('val_dataloader')
+                 or on_training_root and split == 'val'):
         return ('These are the validation images (the config\'s '
                 'test_dataloader reads val_dataloader\'s): a best_*.pth was '
                 'chosen on them, and a post-processing tuned on them scores '
                 'in-sample, so these figures are not held out. A held-out '
                 'score needs images outside training and validation.')
-    if (config_type_name(test, '') == 'SIIMPneumothoraxDataset'
-            and test.get('split') in ('train', None)
-            and test.get('data_root') ==
-            dataset('train_dataloader').get('data_root')):
-        which = ('the training split' if test.get('split') == 'train' else
+    if on_training_root and split in ('train', None):
+        which = ('the training split' if split == 'train' else
                  'all the labelled images, the training split included')
         return (f'These are {which} of the training data '
-                f"(test_dataloader's split={test.get('split')!r}): the "
-                'model learnt on them, so these figures are not held out.')
+                f"(test_dataloader's split={split!r}): the model learnt on "
+                'them, so these figures are not held out.')
     return None
 
 

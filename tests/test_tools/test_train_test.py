@@ -614,6 +614,14 @@ def test_test_says_when_it_scores_images_it_chose_or_learnt_on():
     cfg.test_dataloader.dataset.split = None
     assert test.held_in_note(cfg).startswith(
         'These are all the labelled images, the training split included')
+    # Another spelling of the root, a wrapped training set, another key.
+    cfg.test_dataloader.dataset.data_root += '/'
+    cfg.test_dataloader.dataset.split = 'val'
+    cfg.test_dataloader.dataset.test_mode = True
+    cfg.train_dataloader.dataset = dict(type='RepeatDataset', times=2,
+                                        dataset=cfg.train_dataloader.dataset)
+    assert test.held_in_note(cfg).startswith(
+        'These are the validation images')
     cfg.test_dataloader.dataset.data_root = 'data/held_out'
     assert test.held_in_note(cfg) is None
     cfg.test_dataloader = None
