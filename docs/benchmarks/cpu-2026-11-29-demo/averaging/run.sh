@@ -2,7 +2,7 @@
 # Run from the root of a clone after `make demo` (its work_dirs/demo).
 set -euxo pipefail
 W=work_dirs/demo
-O=${OUT:-/tmp/avgout}
+O=${AVG_OUT:-/tmp/avgout}  # replaced whole: a folder of its own
 rm -rf "$O"
 mkdir -p "$O"
 export TQDM_DISABLE=1
