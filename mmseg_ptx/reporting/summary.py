@@ -264,12 +264,20 @@ def _dataset_cfg(cfg: Optional[Config], key: str) -> dict:
     return dataset
 
 
+def _split_dir(cfg: Optional[Config], key: str) -> Optional[str]:
+    """``<data_root>/<split_dir>`` of the dataset of the loader ``key``;
+    None where it names no data root."""
+    ds = _dataset_cfg(cfg, key)
+    if not ds.get('data_root'):
+        return None
+    return osp.join(ds['data_root'], ds.get('split_dir', 'splits'))
+
+
 def _split_meta(cfg: Optional[Config]) -> dict:
-    ds = _dataset_cfg(cfg, 'val_dataloader')
-    root = ds.get('data_root')
-    if not root:
+    split_dir = _split_dir(cfg, 'val_dataloader')
+    if split_dir is None:
         return {}
-    path = osp.join(root, ds.get('split_dir', 'splits'), 'split_meta.json')
+    path = osp.join(split_dir, 'split_meta.json')
     return read_json(path) if osp.isfile(path) else {}
 
 
@@ -309,10 +317,9 @@ def _stats(cfg: Optional[Config], stats_path: Optional[str],
     found = stats_path is None
     if found:
         from mmseg_ptx.datasets.split import STATS_FILE
-        ds = _dataset_cfg(cfg, 'train_dataloader')
-        root = ds.get('data_root')
+        root = _dataset_cfg(cfg, 'train_dataloader').get('data_root')
         candidates = [
-            osp.join(root, ds.get('split_dir', 'splits'), STATS_FILE),
+            osp.join(_split_dir(cfg, 'train_dataloader'), STATS_FILE),
             osp.join(root, STATS_FILE)
         ] if root else []
         stats_path = next((c for c in candidates if osp.isfile(c)), None)
@@ -370,12 +377,11 @@ def _train_ids_sha256(cfg: Optional[Config]) -> Optional[str]:
     """The fingerprint (:func:`~mmseg_ptx.datasets.split.ids_sha256`)
     of the run's training split file, where it can be read."""
     from mmseg_ptx.datasets.split import ids_sha256, read_split
-    ds = _dataset_cfg(cfg, 'train_dataloader')
-    if not ds.get('data_root'):
+    split_dir = _split_dir(cfg, 'train_dataloader')
+    if split_dir is None:
         return None
     try:
-        split = read_split(osp.join(ds['data_root'],
-                                    ds.get('split_dir', 'splits')))
+        split = read_split(split_dir)
     except (OSError, ValueError):
         return None
     return ids_sha256(split.train)
@@ -397,10 +403,8 @@ def _split_like_reference(split: dict, cfg: Optional[Config]) -> bool:
     split the settings made."""
     settings = split.get('settings')
     if not settings:
-        ds = _dataset_cfg(cfg, 'val_dataloader')
-        lists = osp.join(ds.get('data_root') or '',
-                         ds.get('split_dir', 'splits'), 'val.txt')
-        if ds.get('data_root') and osp.isfile(lists):
+        split_dir = _split_dir(cfg, 'val_dataloader')
+        if split_dir and osp.isfile(osp.join(split_dir, 'val.txt')):
             return False
         settings = _configured_split_settings(cfg)
     return all(settings.get(name) == value
