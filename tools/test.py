@@ -13,7 +13,8 @@ import mmseg_ptx  # noqa: F401  (stack fixes + registration)
 from mmseg_ptx.apis import (UsageError, add_runner_args, config_test_pipeline,
                             config_type_name, format_metrics_table,
                             has_custom_hook, leave_process_group,
-                            load_config, mask_threshold_mismatch,
+                            load_config, loader_dataset,
+                            mask_threshold_mismatch,
                             pipeline_difference, pipeline_mismatch,
                             postprocess_mismatch, read_config,
                             reports_usage_errors, require_file,
@@ -263,10 +264,8 @@ def held_in_note(cfg: Config) -> Optional[str]:
     training data root (dataset wrappers looked through) with
     ``split='val'``, ``'train'`` or None (every labelled image)."""
     def dataset(key: str) -> dict:
-        found = dict((cfg.get(key) or {}).get('dataset') or {})
-        while 'dataset' in found:  # RepeatDataset and the like
-            found = dict(found['dataset'])
-        return {k: v for k, v in found.items() if k != 'pipeline'}
+        return {k: v for k, v in loader_dataset(cfg, key).items()
+                if k != 'pipeline'}
 
     def root(ds: dict) -> Optional[str]:
         return osp.realpath(ds['data_root']) if ds.get('data_root') else None

@@ -369,6 +369,25 @@ def config_entries(cfg: Optional[Mapping], key: str) -> List[Mapping]:
     return [entries] if isinstance(entries, Mapping) else list(entries)
 
 
+def loader_dataset(cfg: Optional[Mapping], key: str) -> Mapping:
+    """The dataset config of the data loader ``key``
+    (``'train_dataloader'``, ...), inside the wrappers that hold one
+    (``RepeatDataset``, ``ClassBalancedDataset``).
+
+    Args:
+        cfg (Mapping, optional): A config; None gives ``{}``.
+        key (str): The data loader.
+
+    Returns:
+        Mapping: The dataset's config; ``{}`` where the loader is not set.
+    """
+    loader = (cfg.get(key) if cfg is not None else None) or {}
+    dataset = loader.get('dataset') or {}
+    while 'dataset' in dataset:
+        dataset = dataset['dataset']
+    return dataset
+
+
 def has_custom_hook(cfg: Config, name: str) -> bool:
     """Whether ``cfg.custom_hooks`` holds a hook of class ``name``.
 

@@ -21,7 +21,7 @@ import numpy as np
 from mmengine.config import Config
 from mmengine.logging import print_log
 
-from ..apis.cli import config_entries, config_type_name
+from ..apis.cli import config_entries, config_type_name, loader_dataset
 from .figures import plot_detailed_metrics, save_prediction_panel
 from .history import (PROGRESS_UNITS, curve_tag, progress_key,
                       train_head_key)
@@ -254,20 +254,10 @@ def _table(rows: List[tuple], header=('Parameter', 'Value')) -> str:
     return '\n'.join(lines)
 
 
-def _dataset_cfg(cfg: Optional[Config], key: str) -> dict:
-    if cfg is None or key not in cfg:
-        return {}
-    dataset = cfg[key].get('dataset', {})
-    # ConcatDataset/RepeatDataset wrappers keep the real one inside.
-    while 'dataset' in dataset:
-        dataset = dataset['dataset']
-    return dataset
-
-
 def _split_dir(cfg: Optional[Config], key: str) -> Optional[str]:
     """``<data_root>/<split_dir>`` of the dataset of the loader ``key``;
     None where it names no data root."""
-    ds = _dataset_cfg(cfg, key)
+    ds = loader_dataset(cfg, key)
     if not ds.get('data_root'):
         return None
     return osp.join(ds['data_root'], ds.get('split_dir', 'splits'))
@@ -294,7 +284,7 @@ def _configured_split_settings(cfg: Optional[Config]) -> dict:
     import inspect
 
     from mmseg_ptx.datasets import SIIMPneumothoraxDataset
-    ds = _dataset_cfg(cfg, 'train_dataloader')
+    ds = loader_dataset(cfg, 'train_dataloader')
     if config_type_name(ds, '') != 'SIIMPneumothoraxDataset':
         return {}
     params = inspect.signature(SIIMPneumothoraxDataset).parameters
@@ -317,7 +307,7 @@ def _stats(cfg: Optional[Config], stats_path: Optional[str],
     found = stats_path is None
     if found:
         from mmseg_ptx.datasets.split import STATS_FILE
-        root = _dataset_cfg(cfg, 'train_dataloader').get('data_root')
+        root = loader_dataset(cfg, 'train_dataloader').get('data_root')
         candidates = [
             osp.join(_split_dir(cfg, 'train_dataloader'), STATS_FILE),
             osp.join(root, STATS_FILE)
@@ -391,7 +381,7 @@ def _is_synthetic(cfg: Optional[Config]) -> bool:
     """Whether the run validated on ``tools/make_demo_data.py``'s
     synthetic images (its marker file in the data root)."""
     from mmseg_ptx.datasets.synthetic import SYNTHETIC_MARKER
-    root = _dataset_cfg(cfg, 'val_dataloader').get('data_root')
+    root = loader_dataset(cfg, 'val_dataloader').get('data_root')
     return bool(root) and osp.isfile(osp.join(root, SYNTHETIC_MARKER))
 
 
@@ -953,7 +943,7 @@ def _segmentor_cfg(model: dict) -> dict:
 def _val_resize(cfg: Config) -> Optional[Tuple[tuple, bool]]:
     """The ``scale`` and ``keep_ratio`` of the validation pipeline's
     ``Resize``, if it has one with a size."""
-    pipeline = _dataset_cfg(cfg, 'val_dataloader').get('pipeline') or []
+    pipeline = loader_dataset(cfg, 'val_dataloader').get('pipeline') or []
     for step in pipeline:
         if isinstance(step, dict) and config_type_name(step, '') == 'Resize':
             scale = step.get('scale')
@@ -1138,7 +1128,7 @@ def _render_markdown(cfg, best, train_window, val, split,
     lines += ['## Training Configuration', '', _table(train_rows), '']
 
     settings = split.get('settings') or {}
-    train_ds = _dataset_cfg(cfg, 'train_dataloader')
+    train_ds = loader_dataset(cfg, 'train_dataloader')
     sampler = cfg.train_dataloader.get('sampler', {}) if cfg else {}
     lines += ['### Class Balancing Strategy', '']
     keep = settings.get('neg_keep_ratio', train_ds.get('neg_keep_ratio'))

@@ -471,3 +471,17 @@ def test_logs_to_stderr_within_the_block(tmp_path, capsys):
         for handler in logger.handlers:
             handler.flush()
         assert 'a warning' in (tmp_path / 'run.log').read_text()
+
+
+def test_loader_dataset_looks_through_wrappers():
+    from mmseg_ptx.apis import loader_dataset
+    inner = dict(type='SIIMPneumothoraxDataset', data_root='data/siim')
+    cfg = Config(dict(
+        train_dataloader=dict(dataset=dict(type='RepeatDataset', times=2,
+                                           dataset=inner)),
+        val_dataloader=dict(dataset=inner), test_dataloader=None))
+    assert loader_dataset(cfg, 'train_dataloader') == inner
+    assert loader_dataset(cfg, 'val_dataloader') == inner
+    assert loader_dataset(cfg, 'test_dataloader') == {}
+    assert loader_dataset(cfg, 'other') == {}
+    assert loader_dataset(None, 'train_dataloader') == {}
