@@ -184,7 +184,8 @@ class SIIMPneumothoraxDataset(BaseSegDataset):
         mask_dir (str): Mask directory of the png layout.
             Defaults to ``'png_masks'``.
         split_dir (str): Directory of the split files, relative to
-            ``data_root``. Defaults to ``'splits'``.
+            ``data_root``, or absolute (for a read-only data folder).
+            Defaults to ``'splits'``.
         neg_keep_ratio (float): Fraction of negative images kept; 1.0
             keeps all. Defaults to 0.15.
         val_ratio (float): Fraction of each class sent to validation.

@@ -91,8 +91,8 @@ def compute_dataset_statistics(data_root: str,
     Args:
         data_root (str): Root of the data set.
         layout (str): ``'dicom'`` or ``'png'``. Defaults to ``'dicom'``.
-        split_dir (str): Split directory relative to ``data_root``.
-            Defaults to ``'splits'``.
+        split_dir (str): Split directory relative to ``data_root``, or
+            absolute. Defaults to ``'splits'``.
         neg_keep_ratio (float): See :class:`SIIMPneumothoraxDataset`.
             Defaults to 0.15.
         val_ratio (float): Defaults to 0.2.

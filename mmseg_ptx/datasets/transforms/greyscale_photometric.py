@@ -49,8 +49,9 @@ class GreyscalePhotoMetricDistortion(PhotoMetricDistortion):
     Single-channel 8-bit images (``LoadDicomImageFromFile(color_type=
     'grayscale')``, before :class:`GreyToBGR`) are looked up the same way:
     the result is one channel of what mmseg gives for the image repeated to
-    BGR (mmseg's own transform needs three channels). Other images that are
-    not grey 8-bit BGR go through mmseg's transform unchanged.
+    BGR (mmseg's own transform needs three channels). Other 3-channel
+    images (colour, or not 8-bit) go through mmseg's transform unchanged;
+    a single-channel image must be 8-bit.
 
     Args:
         brightness_delta (int): Delta of brightness. Default: 32.
@@ -69,6 +70,9 @@ class GreyscalePhotoMetricDistortion(PhotoMetricDistortion):
 
         Returns:
             dict: Result dict with the image distorted.
+
+        Raises:
+            ValueError: For a single-channel image that is not uint8.
         """
         img = results['img']
         if img.ndim == 2:

@@ -27,8 +27,11 @@ class PerformanceReportHook(Hook):
     Args:
         images (bool): Render prediction pictures with the best
             checkpoint. Defaults to True.
-        num_pos (int): Positive validation cases drawn. Defaults to 5.
-        num_neg (int): Negative validation cases drawn. Defaults to 2.
+        num_pos (int): Pictures of the positive validation images with the
+            best per-image Dice (the report's best cases, not a sample).
+            Defaults to 5.
+        num_neg (int): Pictures of the first negative validation images,
+            in split order. Defaults to 2.
         max_images (int, optional): Validation images scanned to pick the
             cases. Defaults to None (all).
     """

@@ -26,6 +26,7 @@ def batch_dice_iou(seg_logits: Tensor,
         seg_label (Tensor): (N, H, W) labels, 1 = foreground.
         ignore_index (int): Label value excluded. Defaults to 255.
         threshold (float): Sigmoid threshold of a one-channel head.
+            Defaults to 0.5.
 
     Returns:
         tuple[Tensor, Tensor]: Dice and IoU; 1.0 when the batch has no
