@@ -12,6 +12,7 @@ from typing import Iterator, List, Tuple
 
 import numpy as np
 from mmengine.logging import print_log
+from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from .rle import rle_decode_union
@@ -29,13 +30,20 @@ def count_foreground_pixels(data_info: dict) -> Tuple[int, int]:
     """Count the pneumothorax pixels and all pixels of one image.
 
     DICOM-layout infos (with ``'rle'``) are sized from the DICOM header
-    only; PNG-layout infos (with ``'seg_map_path'``) read the mask.
+    only; PNG-layout infos (with ``'seg_map_path'``) read the mask, and
+    the image's header for its size: a mask of another size than its
+    image is refused, as training refuses it.
 
     Args:
         data_info (dict): A :class:`SIIMPneumothoraxDataset` data info.
 
     Returns:
         tuple[int, int]: (pneumothorax pixels, total pixels).
+
+    Raises:
+        ValueError: A malformed RLE, or a mask whose size is not its
+            image's.
+        OSError: An image or mask that cannot be read.
     """
     if 'rle' in data_info:
         # Imported here: only the DICOM layout needs pydicom.
@@ -48,7 +56,26 @@ def count_foreground_pixels(data_info: dict) -> Tuple[int, int]:
                              f'({rows}x{cols} image): {err}') from None
     else:
         mask = read_binary_mask(data_info['seg_map_path'])
+        image_shape = _image_shape(data_info['img_path'])
+        if mask.shape != image_shape:
+            raise ValueError(
+                f'Mask {data_info["seg_map_path"]} has size {mask.shape}, '
+                f'but the image {data_info["img_path"]} has size '
+                f'{image_shape}')
     return int(np.count_nonzero(mask)), int(mask.size)
+
+
+def _image_shape(path: str) -> Tuple[int, int]:
+    """(height, width) of an image from its header, without decoding."""
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+    except FileNotFoundError:
+        raise FileNotFoundError(f'Image file not found: {path}') from None
+    except (UnidentifiedImageError, OSError) as err:
+        raise OSError(f'Cannot read the size of image file {path} '
+                      f'(corrupt, empty or not an image): {err}') from None
+    return height, width
 
 
 def _count(data_info: dict) -> Tuple[str, bool, int, int]:

@@ -111,7 +111,9 @@ def test_count_foreground_pixels_png(tmp_path):
     mask = np.zeros((4, 6), np.uint8)
     mask[1, 2:5] = 255
     cv2.imwrite(str(tmp_path / 'm.png'), mask)
-    info = dict(image_id='x', seg_map_path=str(tmp_path / 'm.png'))
+    cv2.imwrite(str(tmp_path / 'i.png'), np.zeros((4, 6), np.uint8))
+    info = dict(image_id='x', seg_map_path=str(tmp_path / 'm.png'),
+                img_path=str(tmp_path / 'i.png'))
     assert count_foreground_pixels(info) == (3, 24)
     # Counted as training reads them (LoadBinaryMaskFromFile): any
     # non-zero value, 16-bit masks included.
@@ -122,6 +124,25 @@ def test_count_foreground_pixels_png(tmp_path):
     assert count_foreground_pixels(info) == (4, 24)
     open(tmp_path / 'm.png', 'wb').close()
     with pytest.raises(OSError, match=r'm\.png \(corrupt, empty'):
+        count_foreground_pixels(info)
+
+
+def test_count_foreground_pixels_refuses_a_mask_of_another_size(tmp_path):
+    # Training refuses such a mask (LoadBinaryMaskFromFile); counted, it
+    # would skew the class weights written for the loss.
+    cv2.imwrite(str(tmp_path / 'i.png'), np.zeros((4, 6), np.uint8))
+    cv2.imwrite(str(tmp_path / 'm.png'), np.full((6, 4), 255, np.uint8))
+    info = dict(image_id='x', seg_map_path=str(tmp_path / 'm.png'),
+                img_path=str(tmp_path / 'i.png'))
+    with pytest.raises(ValueError, match=r'm\.png has size \(6, 4\), but '
+                       r'the image .*i\.png has size \(4, 6\)'):
+        count_foreground_pixels(info)
+    (tmp_path / 'i.png').write_bytes(b'not a png')
+    cv2.imwrite(str(tmp_path / 'm.png'), np.zeros((4, 6), np.uint8))
+    with pytest.raises(OSError, match=r'size of image file .*i\.png'):
+        count_foreground_pixels(info)
+    (tmp_path / 'i.png').unlink()
+    with pytest.raises(FileNotFoundError, match=r'i\.png'):
         count_foreground_pixels(info)
 
 
