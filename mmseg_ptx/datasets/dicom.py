@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Iterator, Union
+from typing import Iterator, Optional, Union
 
 import numpy as np
 import pydicom
@@ -27,8 +27,8 @@ from mmseg_ptx.compat import voi_lut_dataset
 from .dicom_messages import pydicom_values_withheld, redact, redact_lines
 
 __all__ = [
-    'DicomReadError', 'read_dicom', 'read_dicom_shape', 'is_dicom',
-    'scale_to_uint8'
+    'DicomReadError', 'DicomReadCause', 'read_dicom', 'read_dicom_shape',
+    'is_dicom', 'scale_to_uint8'
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -49,8 +49,29 @@ class DicomReadError(OSError):
 
     A subclass of :class:`OSError` (like ``FileNotFoundError``), so code that
     handles unreadable files catches it too. The message names the file path
-    and the problem, never header values.
+    and the problem, never header values. Where another error (pydicom's,
+    numpy's) was behind it, its traceback is kept as the ``__cause__``,
+    under that error's message with quoted values withheld.
     """
+
+
+class DicomReadCause(Exception):
+    """The error behind a :class:`DicomReadError`: its traceback (where
+    in pydicom or numpy reading failed) and its type and message, quoted
+    values withheld."""
+
+
+#: Errors that say the process or its environment failed, not the file: they
+#: pass unchanged, not as a DicomReadError that would blame the image.
+_NOT_THE_FILE = (MemoryError, RecursionError, ImportError)
+
+
+def _cause(err: Exception, reason: Optional[str] = None) -> DicomReadCause:
+    """``err``'s traceback under ``'Type: reason'`` (by default its message
+    cut at its first quote)."""
+    message = (f'{type(err).__name__}: {reason}'
+               if reason is not None else _describe(err))
+    return DicomReadCause(message).with_traceback(err.__traceback__)
 
 
 def is_dicom(path: PathLike) -> bool:
@@ -103,14 +124,17 @@ def _reading(path: PathLike) -> Iterator[None]:
             # with the rest of the sentence.
             if "'DICM'" not in str(err):
                 raise DicomReadError(f'Cannot read DICOM file {path}: '
-                                     f'{_describe(err)}') from None
+                                     f'{_describe(err)}') from _cause(err)
             raise DicomReadError(
                 f'Cannot read DICOM file {path}: not a DICOM Part-10 file '
                 '(no DICM marker after its 128-byte preamble): an empty, '
                 'cut-short or other kind of file') from None
+        except _NOT_THE_FILE:
+            raise
         except Exception as err:  # pydicom raises many types
             raise DicomReadError(
-                f'Cannot read DICOM file {path}: {_describe(err)}') from None
+                f'Cannot read DICOM file {path}: {_describe(err)}'
+            ) from _cause(err)
 
 
 def read_dicom_shape(path: PathLike) -> tuple[int, int]:
@@ -231,6 +255,8 @@ def _read_dicom(path: PathLike) -> np.ndarray:
             f'{ds.get("SamplesPerPixel")}); only MONOCHROME1/2 is supported')
     try:
         arr = ds.pixel_array
+    except _NOT_THE_FILE:
+        raise
     except Exception as err:
         # A known transfer syntax is named from pydicom's registry, and
         # pydicom's later lines say why (each plugin's error, the packages a
@@ -244,7 +270,7 @@ def _read_dicom(path: PathLike) -> np.ndarray:
         raise DicomReadError(
             f'Cannot decode the pixel data of DICOM file {path}'
             f'{f" ({syntax.name})" if known else ""}: '
-            f'{type(err).__name__}: {reason}') from None
+            f'{type(err).__name__}: {reason}') from _cause(err, reason)
     if arr.ndim != 2:
         raise DicomReadError(
             f'DICOM file {path} decodes to shape {arr.shape}, expected a '
@@ -252,10 +278,12 @@ def _read_dicom(path: PathLike) -> np.ndarray:
 
     try:
         img = _to_uint8(arr, ds)
+    except _NOT_THE_FILE:
+        raise
     except Exception as err:
         raise DicomReadError(
             f'Cannot apply the LUT/window of DICOM file {path}: '
-            f'{_describe(err)}') from None
+            f'{_describe(err)}') from _cause(err)
     if _shown_inverted(photometric, ds):
         img = 255 - img
     return img

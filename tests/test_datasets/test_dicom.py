@@ -1,4 +1,5 @@
 import io
+import traceback
 import warnings
 
 import numpy as np
@@ -11,8 +12,8 @@ from pydicom.uid import (ExplicitVRLittleEndian, JPEGBaseline8Bit,
                          SecondaryCaptureImageStorage, generate_uid)
 
 from mmseg_ptx.datasets import DicomReadWarning
-from mmseg_ptx.datasets.dicom import (DicomReadError, is_dicom, read_dicom,
-                                      read_dicom_shape)
+from mmseg_ptx.datasets.dicom import (DicomReadCause, DicomReadError,
+                                      is_dicom, read_dicom, read_dicom_shape)
 from mmseg_ptx.datasets.dicom_messages import redact_lines
 
 PHI = ('Secret^Person', 'PIDSECRET42', '19010203', '20190405')
@@ -237,13 +238,22 @@ def test_non_standard_photometric_value_is_not_quoted(tmp_path, grey8):
     with pytest.raises(DicomReadError,
                        match='not greyscale.*not a standard value') as err:
         read_dicom(path)
-    assert_clean(str(err.value), path)
+    assert_clean_error(err.value, path)
 
 
 def assert_clean(message, path):
     assert str(path) in message
     for value in PHI:
         assert value not in message
+
+
+def assert_clean_error(err, path):
+    """The error's message, and its whole traceback as a log shows it
+    (the error behind it included), name the file and no patient data."""
+    assert_clean(str(err), path)
+    shown = ''.join(traceback.format_exception(err))
+    for value in PHI:
+        assert value not in shown
 
 
 def test_missing_file(tmp_path):
@@ -262,7 +272,7 @@ def test_not_dicom(tmp_path, content):
     for reader in (read_dicom, read_dicom_shape):
         with pytest.raises(DicomReadError) as err:
             reader(path)
-        assert_clean(str(err.value), path)
+        assert_clean_error(err.value, path)
         # The problem said in full, not cut at pydicom's quoted 'DICM'.
         assert 'not a DICOM Part-10 file (no DICM marker' in str(err.value)
         assert 'withheld' not in str(err.value)
@@ -277,7 +287,7 @@ def test_truncated_pixel_data_names_file_not_patient(tmp_path, grey8):
     assert read_dicom_shape(path) == (48, 64)
     with pytest.raises(DicomReadError) as err:
         read_dicom(path)
-    assert_clean(str(err.value), path)
+    assert_clean_error(err.value, path)
 
 
 def test_truncated_encapsulated_file_says_it_may_end_early(tmp_path):
@@ -289,7 +299,7 @@ def test_truncated_encapsulated_file_says_it_may_end_early(tmp_path):
         f.write(data[:len(data) * 3 // 4])
     with pytest.raises(DicomReadError, match='ends early') as err:
         read_dicom(path)
-    assert_clean(str(err.value), path)
+    assert_clean_error(err.value, path)
 
 
 def test_corrupt_jpeg_names_file_not_patient(tmp_path, caplog):
@@ -348,7 +358,7 @@ def test_unknown_transfer_syntax_spanning_lines_is_withheld(
     open(path, 'wb').write(raw)
     with pytest.raises(DicomReadError, match='Cannot decode') as err:
         read_dicom(path)
-    assert_clean(str(err.value), path)
+    assert_clean_error(err.value, path)
 
 
 def corrupt_length(path, value):
@@ -429,7 +439,7 @@ def test_warnings_as_errors_are_read_errors(leaky_dicom):
         for reader in (read_dicom, read_dicom_shape):
             with pytest.raises(DicomReadError) as err:
                 reader(leaky_dicom)
-            assert_clean(str(err.value), leaky_dicom)
+            assert_clean_error(err.value, leaky_dicom)
 
 
 def test_concurrent_reads_restore_the_hooks(leaky_dicom):
@@ -496,3 +506,37 @@ def test_is_dicom_by_preamble(tmp_path, grey8):
     Image.fromarray(grey8).save(png)
     assert not is_dicom(png)
     assert is_dicom(tmp_path / 'missing.DCM')  # by name
+
+
+def test_the_error_behind_a_read_error_is_kept_without_patient_data(
+        tmp_path, grey8, monkeypatch):
+    # Where pydicom or numpy failed shows in the traceback (a broken
+    # install reads as a bad image otherwise), its message cut at the
+    # first quote, as the read error's own.
+    path = make_dicom(tmp_path / 'a.dcm', grey8)
+
+    def broken(self):
+        raise AttributeError(f"module 'numpy' has no attribute {PHI[0]!r}")
+
+    monkeypatch.setattr(pydicom.Dataset, 'pixel_array', property(broken))
+    with pytest.raises(DicomReadError, match='Cannot decode') as err:
+        read_dicom(path)
+    assert_clean_error(err.value, path)
+    cause = err.value.__cause__
+    assert isinstance(cause, DicomReadCause)
+    assert str(cause) == 'AttributeError: module <value withheld>'
+    frames = traceback.extract_tb(cause.__traceback__)
+    assert frames[-1].name == 'broken'
+
+
+@pytest.mark.parametrize('error', [MemoryError, RecursionError, ImportError])
+def test_errors_of_the_process_are_not_blamed_on_the_file(
+        tmp_path, grey8, monkeypatch, error):
+    path = make_dicom(tmp_path / 'a.dcm', grey8)
+
+    def failing(self):
+        raise error('out of it')
+
+    monkeypatch.setattr(pydicom.Dataset, 'pixel_array', property(failing))
+    with pytest.raises(error, match='out of it'):
+        read_dicom(path)
