@@ -251,8 +251,10 @@ def write_split(split_dir: str, result: SplitResult, meta: dict) -> None:
     ``split_meta.json`` exists with other settings, or ``train.txt`` /
     ``val.txt`` exist with other ids (e.g. a hand-made split), a
     ``FileExistsError`` asks to choose another ``split_dir`` or delete
-    them. Writing the identical split again (several DDP ranks, a rerun)
-    is a no-op. Each file is written atomically.
+    them; one list alone with other ids, without ``split_meta.json``, is
+    half a hand-made split: a ``FileNotFoundError`` names the other.
+    Writing the identical split again (several DDP ranks, a rerun) is a
+    no-op. Each file is written atomically.
 
     Args:
         split_dir (str): Directory of the split files; created if needed.
@@ -285,6 +287,16 @@ def write_split(split_dir: str, result: SplitResult, meta: dict) -> None:
     for name, text in texts.items():
         path = osp.join(split_dir, name)
         if osp.isfile(path) and _read_text(path) != text:
+            other = 'val.txt' if name == 'train.txt' else 'train.txt'
+            if not (osp.isfile(meta_path)
+                    or osp.isfile(osp.join(split_dir, other))):
+                # Not a split of ours (no split_meta.json): one half of a
+                # hand-made one.
+                raise FileNotFoundError(
+                    f'{path} exists without {other} (and without '
+                    f'split_meta.json): a hand-made split needs both lists, '
+                    f'train.txt and val.txt, in {split_dir}. Add {other}, '
+                    f'or move {name} away to have a split made.')
             # The same settings, other ids: edited lists, or a split_first
             # split of a version that drew it apart from balance_first's.
             older = (' (split_first splits written before 2026-11-28 drew '
@@ -332,11 +344,17 @@ def _read_meta(path: str) -> dict:
 
 
 def _read_ids(path: str) -> List[str]:
-    ids = [line.strip() for line in _read_text(path).splitlines()]
-    ids = [i for i in ids if i]
-    if len(set(ids)) != len(ids):
-        raise ValueError(f'{path} lists an ImageId more than once')
-    return ids
+    lines: Dict[str, List[int]] = {}
+    for number, line in enumerate(_read_text(path).splitlines(), 1):
+        if line.strip():
+            lines.setdefault(line.strip(), []).append(number)
+    repeated = [(i, n) for i, n in lines.items() if len(n) > 1]
+    if repeated:
+        shown = '; '.join(
+            f'{i} on lines {", ".join(map(str, n))}' for i, n in repeated[:5])
+        raise ValueError(f'{path} lists {len(repeated)} ImageId(s) more than '
+                         f'once: {shown}')
+    return list(lines)
 
 
 def read_split(split_dir: str) -> SplitResult:

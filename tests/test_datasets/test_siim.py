@@ -270,6 +270,17 @@ def test_hand_made_split(tmp_path, log_messages):
         _build(tmp_path, split='val')
 
 
+def test_half_a_hand_made_split_is_named(tmp_path):
+    _make_balanced_root(tmp_path)
+    split_dir = tmp_path / 'splits'
+    split_dir.mkdir()
+    (split_dir / 'train.txt').write_text('1.2.5.0\n1.2.5.10\n')
+    with pytest.raises(FileNotFoundError, match=r'train\.txt exists without '
+                       r'val\.txt'):
+        _build(tmp_path, split='train')
+    assert sorted(p.name for p in split_dir.iterdir()) == ['train.txt']
+
+
 def test_hand_made_split_where_the_settings_give_none(tmp_path):
     # Four images are too few for the default val_ratio: the computed split
     # fails, which must not stop a hand-made split from being used.

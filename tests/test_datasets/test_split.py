@@ -247,6 +247,26 @@ def test_refuses_to_overwrite_hand_made_lists(tmp_path):
         write_split(str(tmp_path), result, dict(order='split_first'))
 
 
+def test_one_hand_made_list_alone_names_the_other(tmp_path):
+    result = SplitResult(train=['a'], val=['b'])
+    for name, other in (('train.txt', 'val.txt'), ('val.txt', 'train.txt')):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / name).write_text('x\n')
+        with pytest.raises(FileNotFoundError,
+                           match=rf'{name} exists without {other} .*a '
+                           r'hand-made split needs both lists'):
+            write_split(str(folder), result, dict(seed=1))
+        assert (folder / name).read_text() == 'x\n'
+        assert sorted(p.name for p in folder.iterdir()) == [name]
+    # The same list alone is another DDP rank's half-written split.
+    folder = tmp_path / 'half'
+    folder.mkdir()
+    (folder / 'train.txt').write_text('a\n')
+    write_split(str(folder), result, dict(seed=1))
+    assert read_split(str(folder)).val == ['b']
+
+
 def test_read_split_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match='train.txt'):
         read_split(str(tmp_path))
@@ -255,8 +275,9 @@ def test_read_split_errors(tmp_path):
     with pytest.raises(ValueError, match='both'):
         read_split(str(tmp_path))
     # An image listed twice would be trained on twice.
-    (tmp_path / 'train.txt').write_text('a\nc\na\n')
-    with pytest.raises(ValueError, match='lists an ImageId more than once'):
+    (tmp_path / 'train.txt').write_text('a\nc\n\n a\nc\n')
+    with pytest.raises(ValueError, match=r'lists 2 ImageId\(s\) more than '
+                       r'once: a on lines 1, 4; c on lines 2, 5$'):
         read_split(str(tmp_path))
 
 
