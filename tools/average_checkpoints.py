@@ -12,7 +12,7 @@ output keeps the newest checkpoint's ``meta``; it has no optimizer state,
 so no run resumes from it.
 """
 import argparse
-import os
+import io
 import os.path as osp
 import sys
 
@@ -23,6 +23,7 @@ import mmseg_ptx  # noqa: F401  (stack fixes + registration)
 from mmseg_ptx.apis import (UsageError, reports_usage_errors, require_file,
                             require_writable_file)
 from mmseg_ptx.models.utils import average_checkpoints
+from mmseg_ptx.utils import write_atomically
 
 
 def parse_args() -> argparse.Namespace:
@@ -53,17 +54,11 @@ def main() -> int:
                 args.checkpoints, progress=lambda _: bar.update())
         except ValueError as err:
             raise UsageError(str(err)) from None
-    os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-    # Written under a temporary name and renamed: an interrupted save
-    # leaves no truncated checkpoint under the name asked for.
-    partial = f'{args.out}.partial'
-    try:
-        torch.save(checkpoint, partial)
-        os.replace(partial, args.out)
-    except BaseException:
-        if osp.exists(partial):
-            os.remove(partial)
-        raise
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    # Under a temporary name of its own, renamed: an interrupted save
+    # leaves no truncated checkpoint, and no file of the user's is taken.
+    write_atomically(args.out, buffer.getvalue())
     meta = checkpoint['meta']
     newest = (f' (meta of epoch {meta["epoch"]}, iteration {meta["iter"]})'
               if 'epoch' in meta and 'iter' in meta else '')

@@ -11,10 +11,15 @@ def test_the_average_loads_into_the_model(tmp_path):
     files = [save_tiny_checkpoint(model, tmp_path / f'epoch_{i}.pth')
              for i, model in enumerate(models)]
     out = tmp_path / 'averaged' / 'mean.pth'
+    # A user's file by the name a fixed temporary name would have taken.
+    out.parent.mkdir()
+    (out.parent / 'mean.pth.partial').write_text('my notes')
     proc = run_tool([PYTHON, 'tools/average_checkpoints.py', *map(str, files),
                      '--out', str(out)])
     assert f'Averaged 2 checkpoints into {out}' in proc.stdout
-    assert sorted(p.name for p in out.parent.iterdir()) == ['mean.pth']
+    assert sorted(p.name for p in out.parent.iterdir()) == [
+        'mean.pth', 'mean.pth.partial']
+    assert (out.parent / 'mean.pth.partial').read_text() == 'my notes'
     model = build_tiny_model(seed=5)
     meta = load_checkpoint_strict(model, str(out))['meta']
     assert meta['averaged_from'] == ['epoch_0.pth', 'epoch_1.pth']
