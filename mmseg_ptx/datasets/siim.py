@@ -149,8 +149,10 @@ class SIIMPneumothoraxDataset(BaseSegDataset):
     by class-balanced samplers), ``seg_fields``, ``label_map``,
     ``reduce_zero_label`` and either ``rle`` (DICOM layout: the image's
     RLE strings, one per region; ``[]`` for an image without
-    pneumothorax, ``-1`` rows are dropped) or ``seg_map_path`` (PNG
-    layout, with ``label_map={255: 1}`` for mmseg's ``LoadAnnotations``).
+    pneumothorax, ``-1`` rows are dropped; and ``rle_source``, the CSV and
+    the lines of those strings, for error messages) or ``seg_map_path``
+    (PNG layout, with ``label_map={255: 1}`` for mmseg's
+    ``LoadAnnotations``).
     Label values are 0 (background) and 1 (pneumothorax).
 
     With ``split='train'`` or ``'val'`` the images listed in
@@ -390,6 +392,7 @@ class SIIMPneumothoraxDataset(BaseSegDataset):
             paths[image_id] = path
 
         rles: Dict[str, List[str]] = {}
+        lines: Dict[str, List[str]] = {}  # of the mask rows
         for row in _read_csv(self.ann_file, ('ImageId', 'EncodedPixels')):
             where = (f'{self.ann_file}, line {row["_line"]}: ImageId '
                      f'{row["ImageId"]}')
@@ -405,6 +408,8 @@ class SIIMPneumothoraxDataset(BaseSegDataset):
             except ValueError as err:
                 raise ValueError(f'{where}: {err}') from None
             rles.setdefault(row['ImageId'], []).append(row['EncodedPixels'])
+            if row['EncodedPixels'] != EMPTY_RLE:
+                lines.setdefault(row['ImageId'], []).append(row['_line'])
 
         self._report(
             set(rles) - set(paths),
@@ -423,6 +428,11 @@ class SIIMPneumothoraxDataset(BaseSegDataset):
                 contradictory.append(image_id)
             info = self._base_info(image_id, paths[image_id], bool(positive))
             info['rle'] = positive
+            if positive:
+                numbers = lines[image_id]
+                info['rle_source'] = (
+                    f'{self.ann_file}, line{"s" * (len(numbers) > 1)} '
+                    f'{", ".join(numbers)}')
             data_list.append(info)
         if contradictory:
             print_log(

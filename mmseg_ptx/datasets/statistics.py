@@ -18,7 +18,7 @@ from tqdm import tqdm
 from .rle import rle_decode_union
 from .siim import SIIMPneumothoraxDataset
 from .split import ids_sha256, kept_images_label
-from .transforms.loading import read_binary_mask
+from .transforms.loading import rle_location, read_binary_mask
 
 __all__ = [
     'count_foreground_pixels', 'compute_dataset_statistics',
@@ -52,8 +52,10 @@ def count_foreground_pixels(data_info: dict) -> Tuple[int, int]:
         try:
             mask = rle_decode_union(data_info['rle'], rows, cols)
         except ValueError as err:
-            raise ValueError(f'RLE of {data_info["image_id"]} '
-                             f'({rows}x{cols} image): {err}') from None
+            raise ValueError(
+                f'Bad RLE for image {data_info["image_id"]} '
+                f'({rle_location(data_info)}{rows}x{cols} image): {err}'
+            ) from None
     else:
         mask = read_binary_mask(data_info['seg_map_path'])
         image_shape = _image_shape(data_info['img_path'])

@@ -46,6 +46,10 @@ def test_dicom_layout(tmp_path, stage1):
     assert infos[POS2]['rle'] == ['0 10', '40 3']
     assert infos[POS1]['rle'] == ['10 5']
     assert infos[NEG1]['rle'] == []
+    # Where the strings came from, for the bounds errors of loading.
+    assert infos[POS2]['rle_source'] == f'{ds.ann_file}, lines 4, 5'
+    assert infos[POS1]['rle_source'] == f'{ds.ann_file}, line 2'
+    assert 'rle_source' not in infos[NEG1]
     assert [infos[i]['has_pneumothorax'] for i in (POS1, POS2, NEG1, NEG2)
             ] == [True, True, False, False]
     info = infos[POS2]

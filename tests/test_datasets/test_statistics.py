@@ -107,6 +107,18 @@ def test_dicom_exact_counts(tmp_path, capfd):
     assert stats['num_images']['original_positive'] == 3
 
 
+def test_rle_past_the_image_names_file_and_line(tmp_path):
+    # The bounds need the image's size: found here, not when the CSV is
+    # read; the error names the file and the CSV's line.
+    pytest.importorskip('mmseg_ptx.datasets.dicom')
+    make_dicom_root(tmp_path, [('1.2.9.1', '-1'), ('1.2.9.2', '4090 10')])
+    with pytest.raises(ValueError, match=r'Bad RLE for image 1\.2\.9\.2 '
+                       r'\(.*1\.2\.9\.2\.dcm; .*train-rle\.csv, line 3; '
+                       r'64x64 image\): .*past the end'):
+        compute_dataset_statistics(str(tmp_path), neg_keep_ratio=1.0,
+                                   val_ratio=0.0, progress=False)
+
+
 def test_count_foreground_pixels_png(tmp_path):
     mask = np.zeros((4, 6), np.uint8)
     mask[1, 2:5] = 255

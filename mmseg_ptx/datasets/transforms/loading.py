@@ -92,6 +92,13 @@ def read_binary_mask(path: str) -> np.ndarray:
     return (mask != 0).astype(np.uint8)
 
 
+def rle_location(info: dict) -> str:
+    """``'<image file>; <CSV>, line(s) N; '`` of a data info, as far as it
+    has them (the SIIM dataset's ``img_path`` and ``rle_source``)."""
+    parts = [info.get('img_path'), info.get('rle_source')]
+    return ''.join(f'{part}; ' for part in parts if part)
+
+
 def _add_seg_field(results: dict, mask: np.ndarray) -> None:
     results['gt_seg_map'] = mask
     seg_fields = results.setdefault('seg_fields', [])
@@ -227,7 +234,9 @@ class LoadRLEAnnotations(BaseTransform):
         try:
             mask = rle_decode_union(rles, height, width)
         except ValueError as err:
-            raise ValueError(f'Bad RLE for image {name}: {err}') from None
+            raise ValueError(
+                f'Bad RLE for image {name} ({rle_location(results)}'
+                f'{height}x{width} image): {err}') from None
         _add_seg_field(results, mask)
         return results
 

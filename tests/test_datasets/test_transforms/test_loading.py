@@ -138,6 +138,14 @@ def test_malformed_rle_names_image():
     with pytest.raises(ValueError, match=r'/x/y\.dcm.*past the end'):
         LoadRLEAnnotations()(dict(ori_shape=(2, 2), img_path='/x/y.dcm',
                                   rle=['1 2 0 2']))
+    # The bounds are checked only here: the image file and the CSV lines
+    # are named, as the dataset's syntax errors name them.
+    with pytest.raises(ValueError, match=r'^Bad RLE for image IMG-9 \(/x/9'
+                       r'\.dcm; a\.csv, lines 3, 8; 2x2 image\): .*past the '
+                       r'end'):
+        LoadRLEAnnotations()(dict(ori_shape=(2, 2), img_path='/x/9.dcm',
+                                  image_id='IMG-9', rle=['0 1', '1 2 0 2'],
+                                  rle_source='a.csv, lines 3, 8'))
     # Values that overflow int64 sums are refused before decoding.
     with pytest.raises(ValueError, match=r'IMG-43.*exceeds the 4 pixels'):
         LoadRLEAnnotations()(dict(ori_shape=(2, 2), image_id='IMG-43',
