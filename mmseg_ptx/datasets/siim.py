@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import csv
+import difflib
 import hashlib
+import inspect
 import logging
 import os.path as osp
 from typing import Callable, Dict, List, Optional, Sequence, Union
@@ -122,6 +124,24 @@ def _examples(ids) -> str:
     return ', '.join(ids[:5]) + more
 
 
+def _check_arguments(kwargs: dict) -> None:
+    """Refuse an argument neither this class nor mmseg's BaseSegDataset
+    takes, naming this class and the nearest name: Python's own error names
+    BaseSegDataset.__init__, where a config never mentions it."""
+    own = inspect.signature(SIIMPneumothoraxDataset.__init__).parameters
+    base = inspect.signature(BaseSegDataset.__init__).parameters
+    if any(p.kind == p.VAR_KEYWORD for p in base.values()):
+        return  # a base class that takes any name decides itself
+    known = [name for name in [*own, *base]
+             if name not in ('self', 'kwargs')]
+    for name in kwargs:
+        if name not in known:
+            near = difflib.get_close_matches(name, known, n=1)
+            hint = f'; did you mean {near[0]!r}?' if near else ''
+            raise TypeError(f'SIIMPneumothoraxDataset got an unexpected '
+                            f'argument {name!r}{hint}')
+
+
 @DATASETS.register_module()
 class SIIMPneumothoraxDataset(BaseSegDataset):
     """SIIM-ACR Pneumothorax dataset, from the raw DICOM release or the PNG
@@ -233,6 +253,7 @@ class SIIMPneumothoraxDataset(BaseSegDataset):
         if split_order not in SPLIT_ORDERS:
             raise ValueError(f'split_order must be one of {SPLIT_ORDERS}, '
                              f'got {split_order!r}')
+        _check_arguments(kwargs)
         if kwargs.pop('reduce_zero_label', False):
             raise ValueError('SIIMPneumothoraxDataset labels background as '
                              '0, reduce_zero_label must be False')

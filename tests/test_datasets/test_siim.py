@@ -149,6 +149,15 @@ def test_clear_errors(tmp_path, monkeypatch):
         _build(tmp_path, layout='nifti')
     with pytest.raises(ValueError, match='reduce_zero_label'):
         _build(tmp_path, reduce_zero_label=True)
+    # A mistyped argument: named with this class (Python's own error names
+    # BaseSegDataset.__init__) and the nearest name.
+    with pytest.raises(TypeError, match=r"^SIIMPneumothoraxDataset got an "
+                       r"unexpected argument 'neg_keep_ration'; did you mean "
+                       r"'neg_keep_ratio'\?$"):
+        _build(tmp_path, neg_keep_ration=0.2)
+    with pytest.raises(TypeError, match=r"argument 'ignore_idx'; did you "
+                       r"mean 'ignore_index'\?$"):
+        _build(tmp_path, ignore_idx=255)
     # MMSeg's usual way to name folders: said, not a TypeError.
     with pytest.raises(ValueError, match='image_dir.*not as data_prefix'):
         _build(tmp_path, data_prefix=dict(img_path='dicom-images-train'))
