@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import csv
-import os
+import io
 import os.path as osp
 from typing import (Callable, Dict, Iterable, List, Mapping, Optional,
                     Sequence, Tuple, Union)
@@ -30,11 +30,12 @@ from mmseg.registry import MODELS, TRANSFORMS
 from torch import nn
 
 from ..datasets.files import list_files
-from ..datasets.rle import rle_encode
+from ..datasets.rle import rle_encode, rle_validate
 from ..engine.hooks.channels_last_hook import to_channels_last
 from ..models.postprocessors import TripletThresholdPostProcessor
 from ..models.segmentors import foreground_probability
 from ..models.utils import cast_for_inference, init_model_strict
+from ..utils import write_atomically
 # (the name load_models' argument takes)
 from ..models.utils import fuse_conv_bn as _fuse_conv_bn
 from .cli import (config_entries, config_type_name, has_custom_hook,
@@ -535,6 +536,31 @@ def draw_overlay(img: np.ndarray,
     return out
 
 
+def _submission_rle(image_id: str, value: Union[str, np.ndarray]) -> str:
+    """One row's RLE: a string checked and stripped, or a binary mask
+    encoded."""
+    if isinstance(value, str):
+        try:
+            rle_validate(value)
+        except ValueError as err:
+            raise ValueError(f'ImageId {image_id!r}: {err}') from None
+        return value.strip()
+    mask = np.asarray(value)
+    if mask.dtype != np.bool_:
+        # A probability map would otherwise be encoded as "any non-zero
+        # pixel": a whole-image mask.
+        foreground = mask[mask != 0] if np.issubdtype(
+            mask.dtype, np.integer) else None
+        if foreground is None or (foreground.size and (
+                foreground.min() != foreground.max()
+                or foreground[0] not in (1, 255))):
+            raise ValueError(
+                f'ImageId {image_id!r}: the mask must be binary (bool, or '
+                f'integers 0 and 1 or 0 and 255), got {mask.dtype} values: '
+                f'threshold or post-process probabilities first')
+    return rle_encode(mask)
+
+
 def write_submission(path: str,
                      entries: Union[Mapping[str, Union[str, np.ndarray]],
                                     Iterable[Tuple[str, Union[str,
@@ -542,28 +568,35 @@ def write_submission(path: str,
                      ) -> int:
     """Write a Kaggle submission ``ImageId,EncodedPixels``.
 
+    Written whole or not at all: a bad entry leaves no file, nor a half
+    one (:func:`~mmseg_ptx.utils.write_atomically`).
+
     Args:
         path (str): Output CSV path.
-        entries: ImageId to a mask (encoded with the competition's
-            column-major RLE, ``-1`` when empty) or an already encoded RLE
-            string; a mapping or (ImageId, value) pairs.
+        entries: ImageId to a binary mask (bool, or integers 0 and 1 or 0
+            and 255; encoded with the competition's column-major RLE, ``-1``
+            when empty) or an already encoded RLE string (checked, written
+            without surrounding blanks); a mapping or (ImageId, value)
+            pairs.
 
     Returns:
         int: Number of rows written.
+
+    Raises:
+        ValueError: A repeated ImageId, a malformed RLE string or a mask
+            that is not binary (probabilities, say); the message names the
+            ImageId.
     """
     items = entries.items() if isinstance(entries, Mapping) else entries
     seen: Dict[str, bool] = {}
-    rows = 0
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    with open(path, 'w', newline='') as f:
-        writer = csv.writer(f, lineterminator='\n')
-        writer.writerow(['ImageId', 'EncodedPixels'])
-        for image_id, value in items:
-            if image_id in seen:
-                raise ValueError(f'Duplicate ImageId {image_id!r} in the '
-                                 'submission')
-            seen[image_id] = True
-            rle = value if isinstance(value, str) else rle_encode(value)
-            writer.writerow([image_id, rle])
-            rows += 1
-    return rows
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator='\n')
+    writer.writerow(['ImageId', 'EncodedPixels'])
+    for image_id, value in items:
+        if image_id in seen:
+            raise ValueError(f'Duplicate ImageId {image_id!r} in the '
+                             'submission')
+        seen[image_id] = True
+        writer.writerow([image_id, _submission_rle(image_id, value)])
+    write_atomically(path, text.getvalue().encode('utf-8'))
+    return len(seen)

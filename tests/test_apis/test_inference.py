@@ -11,7 +11,7 @@ from mmseg_ptx.apis import (build_postprocessor, draw_overlay,
                             mask_threshold_mismatch, postprocess_mismatch,
                             predict_probabilities,
                             read_image, write_submission)
-from mmseg_ptx.datasets.rle import rle_decode
+from mmseg_ptx.datasets.rle import rle_decode, rle_encode
 
 
 def test_tta_is_mean_of_plain_and_flipped():
@@ -200,6 +200,26 @@ def test_write_submission_and_find_images(tmp_path):
     np.testing.assert_array_equal(rle_decode(rows[1][1], 6, 5), mask)
     with pytest.raises(ValueError, match='Duplicate'):
         write_submission(str(path), [('a', mask), ('a', mask)])
+    # 0/255 masks and bool masks; RLE strings stripped (the stage-1 ' -1').
+    assert write_submission(str(path), [('a', mask * 255), ('b', mask > 0),
+                                        ('c', ' -1'), ('d', ' 1 2 ')]) == 4
+    rows = list(csv.reader(path.open()))
+    assert rows[1][1] == rows[2][1] == rle_encode(mask)
+    assert rows[3:] == [['c', '-1'], ['d', '1 2']]
+    before = path.read_bytes()
+    prob = np.full((6, 5), 0.01, np.float32)
+    prob[0, 0] = 0.9
+    for value, message in [
+            # Encoded as "any non-zero pixel", these would be whole-image
+            # masks.
+            (prob, r"'x': the mask must be binary .*got float32"),
+            (mask * 2 + (mask > 0), r"'x': the mask must be binary"),
+            (mask * 7, r"'x': the mask must be binary .*got uint8"),
+            ('', r"'x': .*"), ('nan', r"'x': .*"), ('1 2 3', r"'x': .*")]:
+        with pytest.raises(ValueError, match=message):
+            write_submission(str(path), [('a', mask), ('x', value)])
+        # No half file in place of the earlier one.
+        assert path.read_bytes() == before
 
     (tmp_path / 'd' / 'e').mkdir(parents=True)
     for name in ('d/x.DCM', 'd/e/y.png', 'd/e/z.txt', 'd/w.jpg'):
