@@ -13,12 +13,14 @@ the models and, with TTA, over the plain and horizontally flipped views.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import io
+import logging
 import os.path as osp
-from typing import (Callable, Dict, Iterable, List, Mapping, Optional,
-                    Sequence, Tuple, Union)
+from typing import (Callable, Dict, Iterable, Iterator, List, Mapping,
+                    Optional, Sequence, Tuple, Union)
 
 import cv2
 import numpy as np
@@ -26,6 +28,7 @@ import torch
 from mmcv.transforms import Compose
 from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
+from mmengine.logging import MMLogger
 from mmseg.registry import MODELS, TRANSFORMS
 from torch import nn
 
@@ -284,6 +287,29 @@ def _flipped(packed: dict) -> dict:
     return dict(inputs=packed['inputs'].flip(-1), data_samples=sample)
 
 
+class _MixedOriginalSizesFilter(logging.Filter):
+    """Drops mmseg's warning that a batch's original sizes differ."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != (
+            'Image shapes are different in the batch.')
+
+
+@contextlib.contextmanager
+def _mixed_original_sizes_allowed() -> Iterator[None]:
+    """Without mmseg's warning about a batch of images of different
+    original sizes: a batch here is of one network input size, and each
+    sample's logits go back to its own original size, so the warning
+    (EncoderDecoder.inference, mmseg 1.2.2) reports nothing wrong."""
+    logger = MMLogger.get_current_instance()
+    quiet = _MixedOriginalSizesFilter()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
+
+
 @torch.no_grad()
 def predict_packed(model: nn.Module,
                    packed: Sequence[dict],
@@ -324,7 +350,8 @@ def predict_packed(model: nn.Module,
                  data_samples=copy.deepcopy(p['data_samples']))
             for p in view
         ])
-        samples = model.test_step(batch)
+        with _mixed_original_sizes_allowed():
+            samples = model.test_step(batch)
         probs = [
             foreground_probability(s.seg_logits.data).cpu() for s in samples
         ]

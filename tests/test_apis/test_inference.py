@@ -1,8 +1,10 @@
 """mmseg_ptx.apis.inference on the tiny model."""
 import csv
+import logging
 
 import numpy as np
 import pytest
+from mmengine.logging import MMLogger
 from tiny_model import build_tiny_model, save_tiny_checkpoint
 
 from conftest import ROOT, TINY_CONFIG
@@ -45,6 +47,32 @@ def test_images_of_different_sizes_in_one_call():
     assert [p.shape for p in probs] == [(128, 128), (96, 160), (128, 128)]
     for img, prob in zip(images, probs):
         (alone, ) = predict_probabilities([model], [img], tta=True)
+        np.testing.assert_allclose(prob, alone, atol=1e-5)
+
+
+def test_one_input_size_of_several_original_sizes_without_warning():
+    """128 and 256 px images are both resized to the tiny config's 256 px:
+    one batch, each map at its own size, and no mmseg warning that the
+    batch's original sizes differ (nothing is wrong)."""
+    model = build_tiny_model()
+    rng = np.random.default_rng(2)
+    images = [rng.integers(0, 255, (size, size), dtype=np.uint8)
+              for size in (128, 256)]
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = MMLogger.get_current_instance()
+    logger.addHandler(handler)
+    try:
+        probs = predict_probabilities([model], images)
+    finally:
+        logger.removeHandler(handler)
+    assert [p.shape for p in probs] == [(128, 128), (256, 256)]
+    assert not [r.getMessage() for r in records
+                if 'shapes are different' in r.getMessage()]
+    assert not logger.filters
+    for img, prob in zip(images, probs):
+        (alone, ) = predict_probabilities([model], [img])
         np.testing.assert_allclose(prob, alone, atol=1e-5)
 
 
