@@ -8,6 +8,9 @@ exact at the original resolution, no probability map is stored), then
 scores every (top, min_area, bottom) point by the mean per-image
 competition Dice. min_area is in pixels at the original resolution.
 
+Ties go to the earlier grid point, in the order the values are given
+(values given twice count once). The images must hold both classes.
+
 The best setting's score is in-sample: chosen and scored on the same
 images, so optimistic. With --folds K (default 5, fewer for fewer
 images) the search is also
@@ -54,18 +57,37 @@ POSITIVE_SHARE_WARNING = 0.35
 
 
 def float_list(text):
-    return [float(v) for v in text.split(',') if v.strip()]
+    # A value given twice would be two identical grid rows.
+    return list(dict.fromkeys(float(v) for v in text.split(',') if v.strip()))
 
 
 def int_list(text):
-    return [int(v) for v in text.split(',') if v.strip()]
+    return list(dict.fromkeys(int(v) for v in text.split(',') if v.strip()))
+
+
+def refuse_one_class(num: int, num_positive: int,
+                     max_images: Optional[int]) -> None:
+    """Refuse images of one class: on negatives alone every setting that
+    empties each image scores 1, on positives alone every one that never
+    empties does best, so the setting chosen would be the grid's first of
+    a tie, not one for images of both kinds."""
+    if 0 < num_positive < num:
+        return
+    kind = 'negative' if num_positive == 0 else 'positive'
+    subset = (f' (the first {num}: --max-images {max_images})'
+              if max_images == num else '')
+    raise UsageError(
+        f'the {num} validation image(s) tuned on{subset} are all {kind}: no '
+        'post-processing setting can be chosen on images of one class. Tune '
+        'on a validation set with positive and negative images')
 
 
 def parse_args() -> Tuple[argparse.ArgumentParser, argparse.Namespace]:
     """The arguments, and the parser for the check that needs the data."""
     parser = argparse.ArgumentParser(
         description='Grid-search TripletThresholdPostProcessor on the '
-        'validation set')
+        'validation set (ties go to the earlier grid point, in the order '
+        'the values are given)')
     parser.add_argument('config', help='model config file')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--out', default='tuned.json',
@@ -207,6 +229,10 @@ def main() -> int:
         return 1
     # Before the model runs over the images, not after.
     folds = check_folds(parser, args.folds, num)
+    flags = [dataset.get_data_info(i).get('has_pneumothorax')
+             for i in range(num)]
+    if None not in flags:
+        refuse_one_class(num, sum(map(bool, flags)), args.max_images)
     loader = DataLoader(Subset(dataset, range(num)),
                         batch_size=args.batch_size,
                         num_workers=args.num_workers,
@@ -235,6 +261,9 @@ def main() -> int:
     num_positive = sum(s.gt > 0 for s in stats)
     print(f'{num} validation images, {num_positive} of them positive '
           f'({num_positive / num:.1%})')
+    # By the masks: a dataset without has_pneumothorax, or whose labels
+    # disagree with its masks.
+    refuse_one_class(num, num_positive, args.max_images)
     if share is None and num_positive > POSITIVE_SHARE_WARNING * num:
         # A split_first validation set has the data's own share already
         # (a hand-made split, without split_meta.json, ignores the order).

@@ -328,6 +328,11 @@ def predict_packed(model: nn.Module,
     Returns:
         list[torch.Tensor]: (H, W) float32 CPU probabilities at each
         sample's ``ori_shape``, in the order of ``packed``.
+
+    Raises:
+        ValueError: A probability map holds NaN (a diverged checkpoint, an
+            fp16 overflow), naming its image: thresholded, it would read as
+            no pneumothorax anywhere.
     """
     by_shape: Dict[tuple, List[int]] = {}
     for i, p in enumerate(packed):
@@ -358,6 +363,12 @@ def predict_packed(model: nn.Module,
         total = probs if total is None else [
             a + b for a, b in zip(total, probs)
         ]
+    for p, prob in zip(packed, total):
+        if torch.isnan(prob).any():
+            raise ValueError(
+                f'{p["data_samples"].metainfo.get("img_path", "an image")}: '
+                'the probability map contains NaN (a diverged checkpoint, or '
+                'an overflow in reduced precision)')
     return [p / len(views) for p in total]
 
 

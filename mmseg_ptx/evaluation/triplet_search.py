@@ -73,9 +73,16 @@ def triplet_image_stats(prob: Union[np.ndarray, torch.Tensor],
 
     Returns:
         TripletImageStats: The counts.
+
+    Raises:
+        ValueError: Shapes that differ, labels other than 0, 1 and
+            ``ignore_index``, or NaN probabilities (below every threshold,
+            they would read as no pneumothorax).
     """
     where = f'{name}: ' if name else ''
     prob = torch.as_tensor(prob).float()
+    if torch.isnan(prob).any():
+        raise ValueError(f'{where}the probability map contains NaN')
     gt = torch.as_tensor(gt).to(prob.device)
     if prob.shape != gt.shape or prob.dim() != 2:
         raise ValueError(f'{where}probability map {tuple(prob.shape)} and '

@@ -4,6 +4,7 @@ import logging
 
 import numpy as np
 import pytest
+import torch
 from mmengine.logging import MMLogger
 from tiny_model import build_tiny_model, save_tiny_checkpoint
 
@@ -74,6 +75,17 @@ def test_one_input_size_of_several_original_sizes_without_warning():
     for img, prob in zip(images, probs):
         (alone, ) = predict_probabilities([model], [img])
         np.testing.assert_allclose(prob, alone, atol=1e-5)
+
+
+def test_nan_probabilities_are_an_error_naming_the_image():
+    # A diverged checkpoint: thresholded, NaN reads as no pneumothorax.
+    model = build_tiny_model()
+    with torch.no_grad():
+        model.decode_head.conv_seg.bias[1] = float('nan')
+    img = np.zeros((128, 128), np.uint8)
+    with pytest.raises(ValueError, match=r'^b\.png: the probability map '
+                       r'contains NaN'):
+        predict_probabilities([model], [img, img], names=['b.png', 'a.png'])
 
 
 def test_grey_and_colour_loading_configs_ensemble(tmp_path, demo_root):

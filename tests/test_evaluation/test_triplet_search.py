@@ -101,6 +101,12 @@ def test_stats_errors_name_the_image():
     gt[0, 0] = 2
     with pytest.raises(ValueError, match=r'b.dcm: ground truth .*\[0, 2\]'):
         triplet_image_stats(prob, gt, TOPS, BOTTOMS, name='b.dcm')
+    # Below every threshold, NaN would score as no pneumothorax.
+    prob[1, 1] = np.nan
+    with pytest.raises(ValueError, match='c.dcm: the probability map '
+                       'contains NaN'):
+        triplet_image_stats(prob, np.zeros((4, 4)), TOPS, BOTTOMS,
+                            name='c.dcm')
 
 
 def image_counts(count_top, pred, inter, gt):

@@ -3,18 +3,20 @@ import csv
 import glob
 import json
 import os
+import re
 import shutil
 import subprocess
 
 import cv2
 import numpy as np
 import pytest
+import torch
 from tiny_model import build_tiny_model, save_tiny_checkpoint
 
 from conftest import (PYTHON, ROOT, TINY_CONFIG, load_tool,
                       write_test_pipeline_child, write_tiny_run_config)
-from mmseg_ptx.apis import (build_postprocessor, predict_probabilities,
-                            read_image)
+from mmseg_ptx.apis import (UsageError, build_postprocessor,
+                            predict_probabilities, read_image)
 from mmseg_ptx.datasets.rle import rle_decode
 
 
@@ -136,6 +138,27 @@ def test_infer_stops_when_nothing_predicts(tmp_path, tool_main, capsys):
             in err)
 
 
+def test_infer_a_nan_model_writes_no_empty_rows(tmp_path, tool_main):
+    # NaN is below every threshold: each image would be written as -1.
+    model = build_tiny_model()
+    with torch.no_grad():
+        model.decode_head.conv_seg.bias[1] = float('nan')
+    ckpt = save_tiny_checkpoint(model, tmp_path / 'nan.pth')
+    src = tmp_path / 'in'
+    src.mkdir()
+    for name in ('a.png', 'b.png'):
+        cv2.imwrite(str(src / name), np.zeros((64, 64), np.uint8))
+    status, _, err = tool_main('infer', TINY_CONFIG, ckpt, src, '--out',
+                               tmp_path / 'out', '--device', 'cpu')
+    assert status == 1, err
+    rows = (tmp_path / 'out' / 'submission.csv').read_text().splitlines()
+    assert rows == ['ImageId,EncodedPixels']
+    errors = (tmp_path / 'out' / 'errors.txt').read_text().splitlines()
+    assert [e.split('\t')[0] for e in errors] == [
+        str(src / 'a.png'), str(src / 'b.png')]
+    assert all('the probability map contains NaN' in e for e in errors)
+
+
 def test_many_failed_files_are_printed_first_ten(tmp_path, capsys):
     """A test set the reader cannot decode (a codec missing, say): all
     of it in errors.txt, the first ten on stderr, not thousands of
@@ -165,20 +188,27 @@ def test_tune_postprocess_writes_json(tmp_path, demo_root, tool_main):
                    'a folder\n')
     # Its folder is made (before the model's pass, not after it).
     out = tmp_path / 'new' / 'tuned.json'
-    status, stdout, err = tool_main(
-        'tune_postprocess', cfg, ckpt, '--out', out, '--device', 'cpu',
-        '--num-workers', '0', '--max-images', '1', '--top', '0.5,0.7',
-        '--min-area', '0,100', '--bottom', '0.3,0.6', '--folds', '0',
-        '--cfg-options', f'val_dataloader.dataset.data_root={demo_root}')
+    args = [cfg, ckpt, '--out', out, '--device', 'cpu', '--num-workers',
+            '0', '--top', '0.5,0.7,0.5', '--min-area', '0,100', '--bottom',
+            '0.3,0.6', '--folds', '0', '--cfg-options',
+            f'val_dataloader.dataset.data_root={demo_root}']
+    # One image is of one class: every setting that empties (or keeps) it
+    # ties, so none can be chosen.
+    status, _, err = tool_main('tune_postprocess', *args, '--max-images',
+                               '1')
+    assert status == 2
+    assert re.fullmatch(
+        r'error: the 1 validation image\(s\) tuned on \(the first 1: '
+        r'--max-images 1\) are all (positive|negative): no post-processing '
+        r'setting can be chosen on images of one class\. .*\n', err)
+    status, stdout, err = tool_main('tune_postprocess', *args)
     assert status == 0, err
-    # Strict JSON: one image leaves the Dice of positives or of negatives
-    # undefined, written as null, not NaN.
     result = json.loads(out.read_text(), parse_constant=_reject_constant)
-    assert result['num_images'] == 1
+    assert result['num_images'] == 2 and result['num_positive'] == 1
     assert result['cfg_options'] == {
         'val_dataloader.dataset.data_root': str(demo_root)}
-    assert None in (result['best']['kaggle_dice_pos'],
-                    result['best']['kaggle_dice_neg'])
+    # A value given twice (0.5) is one grid value.
+    assert result['grid']['top'] == [0.5, 0.7]
     rows = result['results']
     # bottom 0.6 > top 0.5 is skipped for both areas
     assert len(rows) == 2 * 2 * 2 - 2
@@ -322,6 +352,21 @@ def test_tune_postprocess_extra_models(tmp_path, demo_root, tool_main):
     assert results['twin']['results'] == results['alone']['results']
     assert results['other']['results'] != results['alone']['results']
     assert results['other_twice']['results'] != results['other']['results']
+
+
+def test_tune_postprocess_refuses_one_class():
+    refuse_one_class = load_tool('tune_postprocess').refuse_one_class
+    refuse_one_class(3, 1, None)
+    refuse_one_class(3, 2, 10)
+    with pytest.raises(UsageError, match=r'^the 3 validation image\(s\) '
+                       r'tuned on are all negative'):
+        refuse_one_class(3, 0, None)
+    with pytest.raises(UsageError, match=r'\(the first 3: --max-images 3\) '
+                       r'are all positive'):
+        refuse_one_class(3, 3, 3)
+    # --max-images above the images there are: all of them.
+    with pytest.raises(UsageError, match=r'tuned on are all positive'):
+        refuse_one_class(3, 3, 5)
 
 
 def _reject_constant(name):
