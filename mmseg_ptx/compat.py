@@ -23,9 +23,11 @@ Fixes:
    numpy objects in ``message_hub``): "Weights only load failed". Reported as
    open-mmlab/mmengine#1655; fixed only on mmengine's unreleased main. We keep
    ``weights_only=True``: the plain-data types mmengine writes are
-   allow-listed, and ``getattr`` (HistoryBuffer pickles its statistics
-   methods by name) only inside mmengine's local-file checkpoint loader, so
-   downloaded pretrained weights are loaded as strictly as before.
+   allow-listed (numpy's helpers under their numpy 1.x and 2.x names, so
+   checkpoints load across the two), and ``getattr`` (HistoryBuffer pickles
+   its statistics methods by name) only inside mmengine's local-file
+   checkpoint loader, so downloaded pretrained weights are loaded as
+   strictly as before.
 3. CPU-only distributed runs: mmengine's pytorch launcher calls
    ``torch.cuda.set_device`` and the runner wraps DDP with ``device_ids``;
    both fail without CUDA (mmengine 0.10.7, dist/utils.py and
@@ -270,9 +272,19 @@ def _mmengine_checkpoint_globals() -> list:
     except ImportError:  # numpy 1.x
         from numpy.core.multiarray import _reconstruct, scalar
     dtype_classes = {type(np.dtype(t)) for t in np.sctypeDict.values()}
+    # A checkpoint names numpy's pickling helpers as the numpy that wrote
+    # it does: numpy.core.multiarray (1.x) or numpy._core.multiarray (2.x).
+    # Both names are allowed, so checkpoints move between the two (a GPU
+    # node with numpy 2, a workstation with 1.26); torch 2.5, which loads
+    # without weights_only by default, takes no (global, name) pairs.
+    helpers: list = [_reconstruct, scalar]
+    # Pre-releases of 2.6 (NGC's 2.6.0a0+...) count as 2.6.
+    if torch.torch_version.TorchVersion(torch.__version__) >= '2.6.0.dev0':
+        helpers = [(f, f'numpy.{core}.multiarray.{f.__name__}')
+                   for f in helpers for core in ('core', '_core')]
     # `bytes`: protocol 2 pickles an empty numpy buffer as bytes().
-    return [HistoryBuffer, ConfigDict, _reconstruct, scalar, np.ndarray,
-            np.dtype, bytes, *dtype_classes]
+    return [HistoryBuffer, ConfigDict, *helpers, np.ndarray, np.dtype, bytes,
+            *dtype_classes]
 
 
 def _allow_mmengine_checkpoints() -> None:

@@ -86,6 +86,29 @@ def test_mmengine_checkpoint_loads_with_weights_only(tmp_path):
         loaded['message_hub']['runtime_info']['arr'], np.arange(3))
 
 
+@needs_safe_globals
+def test_checkpoints_load_across_numpy_1_and_2(tmp_path):
+    """numpy 1.x pickles its arrays and scalars through
+    numpy.core.multiarray, numpy 2 through numpy._core.multiarray: a
+    checkpoint written under either loads under the other."""
+    from mmengine.runner.checkpoint import _load_checkpoint
+    here = np.ndarray.__reduce__(np.arange(1))[0].__module__
+    other = ('numpy.core.multiarray' if here == 'numpy._core.multiarray'
+             else 'numpy._core.multiarray')
+    path = tmp_path / 'ckpt.pth'
+    # The legacy format: its pickle is a plain byte stream, so a module's
+    # name can change length.
+    torch.save(dict(meta=dict(arr=np.arange(3), f=np.float32(1.5))), path,
+               _use_new_zipfile_serialization=False)
+    data = path.read_bytes()
+    assert data.count(f'{here}\n'.encode()) == 2
+    path.write_bytes(data.replace(f'{here}\n'.encode(),
+                                  f'{other}\n'.encode()))
+    loaded = _load_checkpoint(str(path), map_location='cpu')['meta']
+    np.testing.assert_array_equal(loaded['arr'], np.arange(3))
+    assert loaded['f'] == np.float32(1.5)
+
+
 class _Untrusted:
     pass
 
