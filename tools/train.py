@@ -159,15 +159,73 @@ def check_amp_device(cfg) -> None:
     if wrapper is None or config_type_name(
             wrapper, 'OptimWrapper') != 'AmpOptimWrapper':
         return
-    from mmengine.device import (is_cuda_available, is_mlu_available,
-                                 is_musa_available, is_npu_available)
-    if not (is_cuda_available() or is_npu_available() or is_mlu_available()
-            or is_musa_available()):
+    if not has_accelerator():
         raise UsageError(
             'AMP training (optim_wrapper.type AmpOptimWrapper, from --amp '
             'or the config) needs a GPU, and none is available; train '
             'without --amp, or with a config whose optim_wrapper is an '
             'OptimWrapper')
+
+
+def has_accelerator() -> bool:
+    """Whether mmengine trains on a device (CUDA, Ascend NPU, Cambricon
+    MLU, Moore Threads MUSA) rather than the CPU."""
+    from mmengine.device import (is_cuda_available, is_mlu_available,
+                                 is_musa_available, is_npu_available)
+    return (is_cuda_available() or is_npu_available() or is_mlu_available()
+            or is_musa_available())
+
+
+def cpu_training_warning() -> Optional[str]:
+    """A warning where training will run on the CPU: mmengine says so only
+    as ``CUDA available: False`` in its environment dump."""
+    if has_accelerator():
+        return None
+    return ('No GPU is available (torch.cuda.is_available() is False): '
+            'training runs on the CPU: fine for the tiny demo config, far '
+            'too slow for Swin-B. On a GPU machine install a CUDA build of '
+            'torch (docs/installation.md).')
+
+
+def schedule_end_warning(cfg) -> Optional[str]:
+    """A warning where the parameter schedule does not end with training:
+    a run shortened with ``train_cfg.max_epochs=N`` alone stops part way
+    down the cosine (its learning rate never decays), and one lengthened
+    so trains its last epochs at the final rate.
+
+    Only schedulers counted in the train loop's unit are compared (epochs
+    for ``max_epochs``, iterations for ``max_iters``); a scheduler without
+    an ``end`` runs to the end of training anyway.
+
+    Args:
+        cfg (Config): The training config.
+
+    Returns:
+        str | None: The warning, naming the scheduler and the fix.
+    """
+    train_cfg = cfg.get('train_cfg') or {}
+    by_epoch = 'max_epochs' in train_cfg
+    length = train_cfg.get('max_epochs' if by_epoch else 'max_iters')
+    if not isinstance(length, int):
+        return None
+    ends = [(scheduler.get('end'), index) for index, scheduler in
+            enumerate(config_entries(cfg, 'param_scheduler'))
+            if scheduler.get('by_epoch', True) == by_epoch
+            and isinstance(scheduler.get('end'), int)]
+    if not ends:
+        return None
+    end, index = max(ends)
+    if end == length:
+        return None
+    unit = 'epoch' if by_epoch else 'iteration'
+    loop_key = 'max_epochs' if by_epoch else 'max_iters'
+    effect = ('stops part way through it' if end > length else
+              f'keeps the final learning rate for the last {length - end} '
+              f'{unit}s')
+    return (f'param_scheduler.{index} ends at {unit} {end} but training '
+            f'ends at {unit} {length} (train_cfg.{loop_key}): the run '
+            f'{effect}. To change the run\'s length, set '
+            f'param_scheduler.{index}.end={length} with it.')
 
 
 def check_param_schedulers(cfg) -> None:
@@ -234,7 +292,8 @@ def main() -> None:
     else:
         warning = earlier_run_warning(cfg.work_dir)
     for message in (warning, no_report_warning(cfg),
-                    mask_threshold_mismatch(cfg, 'val_evaluator')):
+                    mask_threshold_mismatch(cfg, 'val_evaluator'),
+                    schedule_end_warning(cfg), cpu_training_warning()):
         if message and rank == 0:
             print_log(message, logger='current', level=logging.WARNING)
 

@@ -403,6 +403,44 @@ def test_train_says_at_once_when_no_report_will_be_written():
     assert train.no_report_warning(cfg) is None
 
 
+def test_train_says_when_the_schedule_does_not_end_with_training():
+    """train_cfg.max_epochs=N alone stops part way down the cosine: said
+    when training starts (training.md's table says to set both)."""
+    train = load_tool('train')
+    for config in sorted((ROOT / 'configs').glob('*.py')):
+        assert train.schedule_end_warning(Config.fromfile(config)) is None
+    cfg = Config.fromfile(ROOT / 'configs/upernet_swin-nano_ptx-demo-128.py')
+    cfg.train_cfg.max_epochs = 10
+    assert train.schedule_end_warning(cfg) == (
+        'param_scheduler.1 ends at epoch 40 but training ends at epoch 10 '
+        '(train_cfg.max_epochs): the run stops part way through it. To '
+        "change the run's length, set param_scheduler.1.end=10 with it.")
+    cfg.train_cfg.max_epochs = 50
+    assert 'keeps the final learning rate for the last 10 epochs' in (
+        train.schedule_end_warning(cfg))
+    # An iteration-based loop is compared with iteration-based schedulers.
+    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=1000)
+    assert train.schedule_end_warning(cfg) is None
+    cfg.param_scheduler = [dict(type='PolyLR', by_epoch=False, begin=0,
+                                end=800)]
+    assert train.schedule_end_warning(cfg).startswith(
+        'param_scheduler.0 ends at iteration 800 but training ends at '
+        'iteration 1000 (train_cfg.max_iters)')
+    # No end: it runs to the end of training.
+    cfg.param_scheduler = dict(type='PolyLR', by_epoch=False)
+    assert train.schedule_end_warning(cfg) is None
+
+
+def test_train_says_when_it_trains_on_the_cpu(monkeypatch):
+    train = load_tool('train')
+    monkeypatch.setattr(train, 'has_accelerator', lambda: False)
+    assert train.cpu_training_warning().startswith(
+        'No GPU is available (torch.cuda.is_available() is False): training '
+        'runs on the CPU')
+    monkeypatch.setattr(train, 'has_accelerator', lambda: True)
+    assert train.cpu_training_warning() is None
+
+
 def stopped_train_py(monkeypatch):
     """tools/train.py as a module whose main() stops at the Runner, and
     the list that receives what it logs."""
@@ -413,6 +451,8 @@ def stopped_train_py(monkeypatch):
     monkeypatch.setattr(train.Runner, 'from_cfg',
                         lambda cfg: SimpleNamespace(train=lambda: None,
                                                     train_loop=None))
+    # As on a GPU machine: no warning that training runs on the CPU.
+    monkeypatch.setattr(train, 'has_accelerator', lambda: True)
     return train, logged
 
 
