@@ -12,7 +12,6 @@ output keeps the newest checkpoint's ``meta``; it has no optimizer state,
 so no run resumes from it.
 """
 import argparse
-import io
 import os.path as osp
 import sys
 
@@ -23,7 +22,7 @@ import mmseg_ptx  # noqa: F401  (stack fixes + registration)
 from mmseg_ptx.apis import (UsageError, reports_usage_errors, require_file,
                             require_writable_file)
 from mmseg_ptx.models.utils import average_checkpoints
-from mmseg_ptx.utils import write_atomically
+from mmseg_ptx.utils import atomic_path
 
 
 def parse_args() -> argparse.Namespace:
@@ -54,11 +53,10 @@ def main() -> int:
                 args.checkpoints, progress=lambda _: bar.update())
         except ValueError as err:
             raise UsageError(str(err)) from None
-    buffer = io.BytesIO()
-    torch.save(checkpoint, buffer)
     # Under a temporary name of its own, renamed: an interrupted save
     # leaves no truncated checkpoint, and no file of the user's is taken.
-    write_atomically(args.out, buffer.getvalue())
+    with atomic_path(args.out) as tmp:
+        torch.save(checkpoint, tmp)
     meta = checkpoint['meta']
     newest = (f' (meta of epoch {meta["epoch"]}, iteration {meta["iter"]})'
               if 'epoch' in meta and 'iter' in meta else '')

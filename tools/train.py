@@ -7,6 +7,7 @@ import sys
 from typing import Optional
 
 from mmengine.dataset import InfiniteSampler
+from mmengine.device import get_device
 from mmengine.logging import print_log
 from mmengine.runner import Runner
 from torch.distributed.elastic.multiprocessing.errors import record
@@ -179,7 +180,8 @@ def has_accelerator() -> bool:
 def cpu_training_warning() -> Optional[str]:
     """A warning where training will run on the CPU: mmengine says so only
     as ``CUDA available: False`` in its environment dump."""
-    if has_accelerator():
+    # mmengine's device: CUDA, NPU, MLU, MUSA or Apple's MPS.
+    if get_device() != 'cpu':
         return None
     return ('No GPU is available (torch.cuda.is_available() is False): '
             'training runs on the CPU: fine for the tiny demo config, far '
@@ -193,9 +195,10 @@ def schedule_end_warning(cfg) -> Optional[str]:
     down the cosine (its learning rate never decays), and one lengthened
     so trains its last epochs at the final rate.
 
-    Only schedulers counted in the train loop's unit are compared (epochs
-    for ``max_epochs``, iterations for ``max_iters``); a scheduler without
-    an ``end`` runs to the end of training anyway.
+    The latest end of the schedulers counted in the train loop's unit
+    (epochs for ``max_epochs``, iterations for ``max_iters``) is compared;
+    where one of them has no ``end``, mmengine ends it with training and
+    nothing is said.
 
     Args:
         cfg (Config): The training config.
@@ -210,9 +213,9 @@ def schedule_end_warning(cfg) -> Optional[str]:
         return None
     ends = [(scheduler.get('end'), index) for index, scheduler in
             enumerate(config_entries(cfg, 'param_scheduler'))
-            if scheduler.get('by_epoch', True) == by_epoch
-            and isinstance(scheduler.get('end'), int)]
-    if not ends:
+            if scheduler.get('by_epoch', True) == by_epoch]
+    # mmengine ends a scheduler without an end with training.
+    if not ends or any(not isinstance(end, int) for end, _ in ends):
         return None
     end, index = max(ends)
     if end == length:

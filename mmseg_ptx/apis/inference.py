@@ -587,14 +587,13 @@ def _submission_rle(image_id: str, value: Union[str, np.ndarray]) -> str:
     if mask.dtype != np.bool_:
         # A probability map would otherwise be encoded as "any non-zero
         # pixel": a whole-image mask.
-        foreground = mask[mask != 0] if np.issubdtype(
-            mask.dtype, np.integer) else None
-        if foreground is None or (foreground.size and (
-                foreground.min() != foreground.max()
-                or foreground[0] not in (1, 255))):
+        foreground = mask[mask != 0]
+        allowed = (1, 255) if np.issubdtype(mask.dtype, np.integer) else (1,)
+        if foreground.size and (foreground.min() != foreground.max()
+                                or foreground[0] not in allowed):
             raise ValueError(
-                f'ImageId {image_id!r}: the mask must be binary (bool, or '
-                f'integers 0 and 1 or 0 and 255), got {mask.dtype} values: '
+                f'ImageId {image_id!r}: the mask must be binary (bool, 0 and '
+                f'1, or integers 0 and 255), got other {mask.dtype} values: '
                 f'threshold or post-process probabilities first')
     return rle_encode(mask)
 
@@ -611,7 +610,7 @@ def write_submission(path: str,
 
     Args:
         path (str): Output CSV path.
-        entries: ImageId to a binary mask (bool, or integers 0 and 1 or 0
+        entries: ImageId to a binary mask (bool, 0 and 1, or integers 0
             and 255; encoded with the competition's column-major RLE, ``-1``
             when empty) or an already encoded RLE string (checked, written
             without surrounding blanks); a mapping or (ImageId, value)

@@ -124,22 +124,22 @@ def _examples(ids) -> str:
     return ', '.join(ids[:5]) + more
 
 
-def _check_arguments(kwargs: dict) -> None:
-    """Refuse an argument neither this class nor mmseg's BaseSegDataset
-    takes, naming this class and the nearest name: Python's own error names
+def _check_arguments(kwargs: dict, name: str) -> None:
+    """Refuse an argument neither SIIMPneumothoraxDataset nor mmseg's
+    BaseSegDataset takes, naming the class ``name`` (the one the config
+    gives) and the nearest argument: Python's own error names
     BaseSegDataset.__init__, where a config never mentions it."""
     own = inspect.signature(SIIMPneumothoraxDataset.__init__).parameters
     base = inspect.signature(BaseSegDataset.__init__).parameters
     if any(p.kind == p.VAR_KEYWORD for p in base.values()):
         return  # a base class that takes any name decides itself
-    known = [name for name in [*own, *base]
-             if name not in ('self', 'kwargs')]
-    for name in kwargs:
-        if name not in known:
-            near = difflib.get_close_matches(name, known, n=1)
+    known = [arg for arg in [*own, *base] if arg not in ('self', 'kwargs')]
+    for key in kwargs:
+        if key not in known:
+            near = difflib.get_close_matches(key, known, n=1)
             hint = f'; did you mean {near[0]!r}?' if near else ''
-            raise TypeError(f'SIIMPneumothoraxDataset got an unexpected '
-                            f'argument {name!r}{hint}')
+            raise TypeError(f'{name} got an unexpected argument '
+                            f'{key!r}{hint}')
 
 
 @DATASETS.register_module()
@@ -253,7 +253,7 @@ class SIIMPneumothoraxDataset(BaseSegDataset):
         if split_order not in SPLIT_ORDERS:
             raise ValueError(f'split_order must be one of {SPLIT_ORDERS}, '
                              f'got {split_order!r}')
-        _check_arguments(kwargs)
+        _check_arguments(kwargs, type(self).__name__)
         if kwargs.pop('reduce_zero_label', False):
             raise ValueError('SIIMPneumothoraxDataset labels background as '
                              '0, reduce_zero_label must be False')

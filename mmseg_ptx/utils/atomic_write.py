@@ -1,11 +1,12 @@
 """Files written whole or not at all."""
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
 import uuid
-from typing import Optional, Union
+from typing import Iterator, Optional, Union
 
 #: When this process imported the module: a temporary file last written
 #: before it is no write of this process's.
@@ -32,14 +33,33 @@ def write_atomically(path: Union[str, os.PathLike], data: bytes) -> None:
         path (str | os.PathLike): The file; its folder is made if missing.
         data (bytes): The content.
     """
+    with atomic_path(path) as tmp:
+        with open(tmp, 'xb') as f:
+            f.write(data)
+
+
+@contextlib.contextmanager
+def atomic_path(path: Union[str, os.PathLike]) -> Iterator[str]:
+    """A temporary path to write ``path``'s new content to, renamed over
+    ``path`` when the block ends, removed where it raises.
+
+    For writers that take a path and would otherwise need the whole file in
+    memory first (``torch.save`` of a checkpoint); the temporary file is
+    named and placed as :func:`write_atomically`'s.
+
+    Args:
+        path (str | os.PathLike): The file; its folder is made if missing.
+
+    Yields:
+        str: The temporary path (not yet a file).
+    """
     path = os.fspath(path)
     folder, name = os.path.split(path)
     if folder:
         os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f'.{name}.{uuid.uuid4().hex}.tmp')
     try:
-        with open(tmp, 'xb') as f:
-            f.write(data)
+        yield tmp
         os.replace(tmp, path)  # fails where path is a folder, say
     except BaseException:
         if os.path.exists(tmp):

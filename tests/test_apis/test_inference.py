@@ -241,20 +241,24 @@ def test_write_submission_and_find_images(tmp_path):
     with pytest.raises(ValueError, match='Duplicate'):
         write_submission(str(path), [('a', mask), ('a', mask)])
     # 0/255 masks and bool masks; RLE strings stripped (the stage-1 ' -1').
-    assert write_submission(str(path), [('a', mask * 255), ('b', mask > 0),
-                                        ('c', ' -1'), ('d', ' 1 2 ')]) == 4
+    assert write_submission(str(path), [
+        ('a', mask * 255), ('b', mask > 0), ('c', ' -1'), ('d', ' 1 2 '),
+        ('e', mask.astype(np.float32)), ('f', np.zeros((6, 5)))]) == 6
     rows = list(csv.reader(path.open()))
-    assert rows[1][1] == rows[2][1] == rle_encode(mask)
-    assert rows[3:] == [['c', '-1'], ['d', '1 2']]
+    assert rows[1][1] == rows[2][1] == rows[5][1] == rle_encode(mask)
+    assert rows[3:5] == [['c', '-1'], ['d', '1 2']]
+    assert rows[6] == ['f', '-1']
     before = path.read_bytes()
     prob = np.full((6, 5), 0.01, np.float32)
     prob[0, 0] = 0.9
     for value, message in [
             # Encoded as "any non-zero pixel", these would be whole-image
             # masks.
-            (prob, r"'x': the mask must be binary .*got float32"),
+            (prob, r"'x': the mask must be binary .*got other float32"),
+            (mask * 255.0, r"'x': the mask must be binary"),
+            (np.where(mask, np.nan, 0), r"'x': the mask must be binary"),
             (mask * 2 + (mask > 0), r"'x': the mask must be binary"),
-            (mask * 7, r"'x': the mask must be binary .*got uint8"),
+            (mask * 7, r"'x': the mask must be binary .*got other uint8"),
             ('', r"'x': .*"), ('nan', r"'x': .*"), ('1 2 3', r"'x': .*")]:
         with pytest.raises(ValueError, match=message):
             write_submission(str(path), [('a', mask), ('x', value)])

@@ -158,6 +158,13 @@ def test_clear_errors(tmp_path, monkeypatch):
     with pytest.raises(TypeError, match=r"argument 'ignore_idx'; did you "
                        r"mean 'ignore_index'\?$"):
         _build(tmp_path, ignore_idx=255)
+
+    class MyDataset(SIIMPneumothoraxDataset):
+        """A user's subclass, named in the error its config caused."""
+
+    with pytest.raises(TypeError, match=r"^MyDataset got an unexpected "
+                       r"argument 'spilt'; did you mean 'split'\?$"):
+        MyDataset(data_root=str(tmp_path), spilt='val')
     # MMSeg's usual way to name folders: said, not a TypeError.
     with pytest.raises(ValueError, match='image_dir.*not as data_prefix'):
         _build(tmp_path, data_prefix=dict(img_path='dicom-images-train'))

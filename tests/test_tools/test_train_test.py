@@ -429,16 +429,23 @@ def test_train_says_when_the_schedule_does_not_end_with_training():
     # No end: it runs to the end of training.
     cfg.param_scheduler = dict(type='PolyLR', by_epoch=False)
     assert train.schedule_end_warning(cfg) is None
+    # Nor with a warm-up before it that has one.
+    cfg.param_scheduler = [
+        dict(type='LinearLR', by_epoch=False, begin=0, end=100),
+        dict(type='PolyLR', by_epoch=False, begin=100)]
+    assert train.schedule_end_warning(cfg) is None
 
 
 def test_train_says_when_it_trains_on_the_cpu(monkeypatch):
     train = load_tool('train')
-    monkeypatch.setattr(train, 'has_accelerator', lambda: False)
+    monkeypatch.setattr(train, 'get_device', lambda: 'cpu')
     assert train.cpu_training_warning().startswith(
         'No GPU is available (torch.cuda.is_available() is False): training '
         'runs on the CPU')
-    monkeypatch.setattr(train, 'has_accelerator', lambda: True)
-    assert train.cpu_training_warning() is None
+    # mmengine trains on Apple's MPS too.
+    for device in ('cuda', 'mps'):
+        monkeypatch.setattr(train, 'get_device', lambda: device)
+        assert train.cpu_training_warning() is None
 
 
 def stopped_train_py(monkeypatch):
@@ -452,7 +459,7 @@ def stopped_train_py(monkeypatch):
                         lambda cfg: SimpleNamespace(train=lambda: None,
                                                     train_loop=None))
     # As on a GPU machine: no warning that training runs on the CPU.
-    monkeypatch.setattr(train, 'has_accelerator', lambda: True)
+    monkeypatch.setattr(train, 'get_device', lambda: 'cuda')
     return train, logged
 
 

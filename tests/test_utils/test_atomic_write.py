@@ -1,10 +1,12 @@
-"""write_atomically: the old file or the whole new one, never half."""
+"""write_atomically and atomic_path: the old file or the whole new one,
+never half."""
 import os
 import stat
 
 import pytest
 
-from mmseg_ptx.utils import remove_leftover_temporaries, write_atomically
+from mmseg_ptx.utils import (atomic_path, remove_leftover_temporaries,
+                             write_atomically)
 
 
 def test_writes_replaces_and_makes_the_folder(tmp_path):
@@ -34,6 +36,30 @@ def test_a_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
         write_atomically(path, b'new')
     assert path.read_bytes() == b'old'
     assert os.listdir(tmp_path) == ['stats.json']
+
+
+def test_atomic_path_for_writers_that_take_a_path(tmp_path):
+    path = tmp_path / 'out' / 'averaged.pth'
+    with atomic_path(path) as tmp:
+        assert os.path.dirname(tmp) == str(path.parent)
+        assert not os.path.exists(tmp) and not path.exists()
+        with open(tmp, 'wb') as f:
+            f.write(b'weights')
+        assert not path.exists()  # renamed only when the block ends
+    assert path.read_bytes() == b'weights'
+    # A writer that fails leaves the old file and no temporary one.
+    with pytest.raises(RuntimeError):
+        with atomic_path(path) as tmp:
+            with open(tmp, 'wb') as f:
+                f.write(b'half')
+            raise RuntimeError('disk full')
+    assert path.read_bytes() == b'weights'
+    assert os.listdir(path.parent) == ['averaged.pth']
+    # One that fails before writing anything too.
+    with pytest.raises(RuntimeError):
+        with atomic_path(path):
+            raise RuntimeError('cannot serialise')
+    assert os.listdir(path.parent) == ['averaged.pth']
 
 
 def test_a_folder_in_the_way_is_an_error_and_left_alone(tmp_path):
