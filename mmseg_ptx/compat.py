@@ -262,6 +262,13 @@ def _install_mmcv_ops_stand_in() -> None:
 # --------------------------------------------------------------------------
 # 2. mmengine checkpoints under torch.load(weights_only=True)
 # --------------------------------------------------------------------------
+def _torch_2_6_or_later(version: str) -> bool:
+    """Whether torch ``version`` is 2.6 or later, its pre-releases (NGC's
+    ``2.6.0a0+...``, release candidates, nightlies) included: compared
+    with '2.6.0' they would sort below it."""
+    return torch.torch_version.TorchVersion(version) >= '2.6.0.dev0'
+
+
 def _mmengine_checkpoint_globals() -> list:
     """The plain-data types mmengine 0.10.x pickles into its checkpoints."""
     import numpy as np
@@ -278,8 +285,7 @@ def _mmengine_checkpoint_globals() -> list:
     # node with numpy 2, a workstation with 1.26); torch 2.5, which loads
     # without weights_only by default, takes no (global, name) pairs.
     helpers: list = [_reconstruct, scalar]
-    # Pre-releases of 2.6 (NGC's 2.6.0a0+...) count as 2.6.
-    if torch.torch_version.TorchVersion(torch.__version__) >= '2.6.0.dev0':
+    if _torch_2_6_or_later(torch.__version__):
         helpers = [(f, f'numpy.{core}.multiarray.{f.__name__}')
                    for f in helpers for core in ('core', '_core')]
     # `bytes`: protocol 2 pickles an empty numpy buffer as bytes().
@@ -470,7 +476,7 @@ def flex_attention_learns_bias(version: str) -> bool:
     Returns:
         bool: Whether it is 2.6 or later, pre-releases included.
     """
-    return torch.torch_version.TorchVersion(version) >= '2.6.0.dev0'
+    return _torch_2_6_or_later(version)
 
 
 flex_attention = None

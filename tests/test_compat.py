@@ -109,6 +109,24 @@ def test_checkpoints_load_across_numpy_1_and_2(tmp_path):
     assert loaded['f'] == np.float32(1.5)
 
 
+@pytest.mark.parametrize('version,pairs', [('2.6.0a0+ecf3bae', True),
+                                           ('2.13.0+cpu', True),
+                                           ('2.5.1', False)])
+def test_numpy_names_as_pairs_from_torch_2_6(monkeypatch, version, pairs):
+    # torch 2.6 (NGC's pre-releases too) takes (global, name) pairs;
+    # 2.5, which loads without weights_only by default, only globals.
+    monkeypatch.setattr(torch, '__version__', version)
+    named = [g for g in compat._mmengine_checkpoint_globals()
+             if isinstance(g, tuple)]
+    if not pairs:
+        assert named == []
+        return
+    assert sorted(name for _, name in named) == [
+        'numpy._core.multiarray._reconstruct',
+        'numpy._core.multiarray.scalar',
+        'numpy.core.multiarray._reconstruct', 'numpy.core.multiarray.scalar']
+
+
 class _Untrusted:
     pass
 

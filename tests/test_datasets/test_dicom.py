@@ -515,8 +515,13 @@ def test_the_error_behind_a_read_error_is_kept_without_patient_data(
     # first quote, as the read error's own.
     path = make_dicom(tmp_path / 'a.dcm', grey8)
 
+    # A decoder's message: its later lines say why (kept for a known
+    # transfer syntax, as in the read error's own message).
+    message = (f"module 'numpy' has no attribute {PHI[0]!r}\n"
+               'pillow: no JPEG support')
+
     def broken(self):
-        raise AttributeError(f"module 'numpy' has no attribute {PHI[0]!r}")
+        raise AttributeError(message)
 
     monkeypatch.setattr(pydicom.Dataset, 'pixel_array', property(broken))
     with pytest.raises(DicomReadError, match='Cannot decode') as err:
@@ -524,9 +529,49 @@ def test_the_error_behind_a_read_error_is_kept_without_patient_data(
     assert_clean_error(err.value, path)
     cause = err.value.__cause__
     assert isinstance(cause, DicomReadCause)
-    assert str(cause) == 'AttributeError: module <value withheld>'
+    assert str(cause) == ('AttributeError: module <value withheld>; '
+                          'pillow: no JPEG support')
     frames = traceback.extract_tb(cause.__traceback__)
     assert frames[-1].name == 'broken'
+
+
+def test_the_error_behind_a_header_or_window_failure_is_kept(
+        tmp_path, grey8, monkeypatch):
+    import mmseg_ptx.datasets.dicom as dicom
+    path = make_dicom(tmp_path / 'a.dcm', grey8)
+
+    def bad_header(*args, **kwargs):
+        raise ValueError(f'bad value {PHI[1]!r}')
+
+    monkeypatch.setattr(pydicom, 'dcmread', bad_header)
+    for reader in (read_dicom, read_dicom_shape):
+        with pytest.raises(DicomReadError, match='Cannot read DICOM') as err:
+            reader(path)
+        assert_clean_error(err.value, path)
+        assert isinstance(err.value.__cause__, DicomReadCause)
+        assert str(err.value.__cause__) == 'ValueError: bad value <value ' \
+            'withheld>'
+        assert traceback.extract_tb(
+            err.value.__cause__.__traceback__)[-1].name == 'bad_header'
+    monkeypatch.undo()
+
+    def bad_window(*args):
+        raise ValueError(f'window {PHI[2]!r}')
+
+    monkeypatch.setattr(dicom, '_to_uint8', bad_window)
+    with pytest.raises(DicomReadError, match='LUT/window') as err:
+        read_dicom(path)
+    assert_clean_error(err.value, path)
+    assert str(err.value.__cause__) == 'ValueError: window <value withheld>'
+
+    def out_of_memory(*args):
+        raise MemoryError('windowing a large image')
+
+    # Where a large image is most likely to run out of memory: not the
+    # file's fault.
+    monkeypatch.setattr(dicom, '_to_uint8', out_of_memory)
+    with pytest.raises(MemoryError, match='windowing'):
+        read_dicom(path)
 
 
 @pytest.mark.parametrize('error', [MemoryError, RecursionError, ImportError])
