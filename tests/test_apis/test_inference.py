@@ -14,6 +14,7 @@ from mmseg_ptx.apis import (build_postprocessor, draw_overlay,
                             mask_threshold_mismatch, postprocess_mismatch,
                             predict_probabilities,
                             read_image, write_submission)
+from mmseg_ptx.apis import inference
 from mmseg_ptx.datasets.rle import rle_decode, rle_encode
 
 
@@ -72,6 +73,15 @@ def test_one_input_size_of_several_original_sizes_without_warning():
     assert not [r.getMessage() for r in records
                 if 'shapes are different' in r.getMessage()]
     assert not logger.filters
+    # Only that warning is dropped.
+    records.clear()
+    logger.addHandler(handler)
+    try:
+        with inference._mixed_original_sizes_allowed():
+            logger.warning('another warning')
+    finally:
+        logger.removeHandler(handler)
+    assert [r.getMessage() for r in records] == ['another warning']
     for img, prob in zip(images, probs):
         (alone, ) = predict_probabilities([model], [img])
         np.testing.assert_allclose(prob, alone, atol=1e-5)
@@ -86,6 +96,26 @@ def test_nan_probabilities_are_an_error_naming_the_image():
     with pytest.raises(ValueError, match=r'^b\.png: the probability map '
                        r'contains NaN'):
         predict_probabilities([model], [img, img], names=['b.png', 'a.png'])
+
+
+def test_nan_in_one_image_of_a_batch_names_that_image(monkeypatch):
+    # An overflow in reduced precision on one input, say.
+    model = build_tiny_model()
+    calls = []
+    real = inference.foreground_probability
+
+    def nan_for_the_second(logits):
+        calls.append(None)
+        prob = real(logits)
+        return prob.fill_(float('nan')) if len(calls) == 2 else prob
+
+    monkeypatch.setattr(inference, 'foreground_probability',
+                        nan_for_the_second)
+    img = np.zeros((128, 128), np.uint8)
+    with pytest.raises(ValueError, match=r'^b\.png: the probability map '
+                       r'contains NaN'):
+        predict_probabilities([model], [img, img, img],
+                              names=['a.png', 'b.png', 'c.png'])
 
 
 def test_grey_and_colour_loading_configs_ensemble(tmp_path, demo_root):
@@ -227,7 +257,7 @@ def test_postprocess_mismatch_of_a_child_config(tmp_path):
     assert postprocess_mismatch(Config.fromfile(str(ROOT / base))) is None
 
 
-def test_write_submission_and_find_images(tmp_path):
+def test_write_submission_and_find_images(tmp_path, monkeypatch):
     mask = np.zeros((6, 5), np.uint8)
     mask[1:3, 2] = 1
     mask[5, 4] = 1  # the very last pixel
@@ -258,12 +288,26 @@ def test_write_submission_and_find_images(tmp_path):
             (mask * 255.0, r"'x': the mask must be binary"),
             (np.where(mask, np.nan, 0), r"'x': the mask must be binary"),
             (mask * 2 + (mask > 0), r"'x': the mask must be binary"),
+            # One foreground value only: a map whose first non-zero pixel
+            # is 1 is still a map.
+            (mask + (np.arange(30).reshape(6, 5) == 29),
+             r"'x': the mask must be binary"),
+            (np.where(mask > 0, 1.0, 0.0) + 0.5 * (np.arange(30).reshape(
+                6, 5) == 29), r"'x': the mask must be binary"),
             (mask * 7, r"'x': the mask must be binary .*got other uint8"),
             ('', r"'x': .*"), ('nan', r"'x': .*"), ('1 2 3', r"'x': .*")]:
         with pytest.raises(ValueError, match=message):
             write_submission(str(path), [('a', mask), ('x', value)])
         # No half file in place of the earlier one.
         assert path.read_bytes() == before
+    # Written whole or not at all: through write_atomically.
+    written = []
+    monkeypatch.setattr(inference, 'write_atomically',
+                        lambda *args: written.append(args))
+    write_submission(str(path), {'a': mask})
+    assert written == [(str(path),
+                        f'ImageId,EncodedPixels\na,{rle_encode(mask)}\n'
+                        .encode())]
 
     (tmp_path / 'd' / 'e').mkdir(parents=True)
     for name in ('d/x.DCM', 'd/e/y.png', 'd/e/z.txt', 'd/w.jpg'):
