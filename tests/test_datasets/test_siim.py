@@ -118,6 +118,8 @@ def test_contradictory_rows_are_positive_with_warning(tmp_path,
     info = next(ds.get_data_info(i) for i in range(len(ds))
                 if ds.get_data_info(i)['image_id'] == NEG1)
     assert info['has_pneumothorax'] and info['rle'] == ['5 5']
+    # Only the mask row's line: the -1 row holds no RLE to blame.
+    assert info['rle_source'] == f'{ds.ann_file}, line 7'
     assert any('both -1 and mask rows' in m for m in log_messages)
 
 
@@ -158,6 +160,17 @@ def test_clear_errors(tmp_path, monkeypatch):
     with pytest.raises(TypeError, match=r"argument 'ignore_idx'; did you "
                        r"mean 'ignore_index'\?$"):
         _build(tmp_path, ignore_idx=255)
+
+    # A base class that takes any argument decides itself.
+    import mmseg_ptx.datasets.siim as siim
+
+    class AnyArgument:
+        def __init__(self, **kwargs):
+            pass
+
+    with monkeypatch.context() as patch:
+        patch.setattr(siim, 'BaseSegDataset', AnyArgument)
+        siim._check_arguments(dict(neg_keep_ration=0.2), 'X')
 
     class MyDataset(SIIMPneumothoraxDataset):
         """A user's subclass, named in the error its config caused."""

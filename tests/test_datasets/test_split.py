@@ -259,6 +259,15 @@ def test_one_hand_made_list_alone_names_the_other(tmp_path):
             write_split(str(folder), result, dict(seed=1))
         assert (folder / name).read_text() == 'x\n'
         assert sorted(p.name for p in folder.iterdir()) == [name]
+    # With split_meta.json the lists are one of ours: a stale split to
+    # delete, not half a hand-made one.
+    folder = tmp_path / 'ours'
+    folder.mkdir()
+    (folder / 'train.txt').write_text('x\n')
+    (folder / 'split_meta.json').write_text(
+        json.dumps(dict(settings=dict(seed=1), counts={})))
+    with pytest.raises(FileExistsError, match='holds a different split'):
+        write_split(str(folder), result, dict(seed=1))
     # The same list alone is another DDP rank's half-written split.
     folder = tmp_path / 'half'
     folder.mkdir()

@@ -1,4 +1,7 @@
 """tools/average_checkpoints.py."""
+import os
+
+import pytest
 import torch
 from conftest import PYTHON, run_tool
 from tiny_model import build_tiny_model, save_tiny_checkpoint
@@ -59,3 +62,28 @@ def test_usage_errors(tmp_path, tool_main):
     assert taken.read_text() == 'a user file'
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         '1.pt', '2.pt', 'taken.pth']
+
+
+def test_an_interrupted_save_leaves_no_checkpoint(tmp_path, tool_main,
+                                                  monkeypatch):
+    """Written under a temporary name and renamed: a save stopped half way
+    leaves no truncated checkpoint under the name asked for, nor the
+    temporary file; the folder of --out is made."""
+    files = [save_tiny_checkpoint(torch.nn.Linear(2, 1), tmp_path / f'{n}.pt')
+             for n in (1, 2)]
+    real_save = torch.save
+
+    def killed_save(obj, path, *args, **kwargs):
+        with open(path, 'wb') as f:
+            f.write(b'half a checkpoint')
+        raise KeyError('stopped')  # not OSError: past the tool's handlers
+
+    monkeypatch.setattr(torch, 'save', killed_save)
+    out = tmp_path / 'new' / 'avg.pth'
+    with pytest.raises(KeyError, match='stopped'):
+        tool_main('average_checkpoints', *files, '--out', out)
+    assert os.listdir(out.parent) == []
+    monkeypatch.setattr(torch, 'save', real_save)
+    status, _, err = tool_main('average_checkpoints', *files, '--out', out)
+    assert status == 0, err
+    assert os.listdir(out.parent) == ['avg.pth']

@@ -17,6 +17,7 @@ from conftest import (PYTHON, ROOT, TINY_CONFIG, load_tool,
                       write_test_pipeline_child, write_tiny_run_config)
 from mmseg_ptx.apis import (UsageError, build_postprocessor,
                             predict_probabilities, read_image)
+from mmseg_ptx.datasets import SIIMPneumothoraxDataset
 from mmseg_ptx.datasets.rle import rle_decode
 
 
@@ -175,7 +176,8 @@ def test_many_failed_files_are_printed_first_ten(tmp_path, capsys):
         f'/data/test/{i}.dcm\tnot a DICOM file' for i in range(25)]
 
 
-def test_tune_postprocess_writes_json(tmp_path, demo_root, tool_main):
+def test_tune_postprocess_writes_json(tmp_path, demo_root, tool_main,
+                                      monkeypatch):
     ckpt = save_tiny_checkpoint(build_tiny_model(), tmp_path / 'tiny.pth')
     # The data where --cfg-options says, as with tools/test.py.
     cfg = write_tiny_run_config(tmp_path / 'cfg.py', tmp_path / 'nowhere')
@@ -189,7 +191,7 @@ def test_tune_postprocess_writes_json(tmp_path, demo_root, tool_main):
     # Its folder is made (before the model's pass, not after it).
     out = tmp_path / 'new' / 'tuned.json'
     args = [cfg, ckpt, '--out', out, '--device', 'cpu', '--num-workers',
-            '0', '--top', '0.5,0.7,0.5', '--min-area', '0,100', '--bottom',
+            '0', '--top', '0.5,0.7,0.5', '--min-area', '0,100,0', '--bottom',
             '0.3,0.6', '--folds', '0', '--cfg-options',
             f'val_dataloader.dataset.data_root={demo_root}']
     # One image is of one class: every setting that empties (or keeps) it
@@ -201,14 +203,31 @@ def test_tune_postprocess_writes_json(tmp_path, demo_root, tool_main):
         r'error: the 1 validation image\(s\) tuned on \(the first 1: '
         r'--max-images 1\) are all (positive|negative): no post-processing '
         r'setting can be chosen on images of one class\. .*\n', err)
+    # Where the dataset's labels are unknown, the masks tell after the
+    # model has run.
+    with monkeypatch.context() as patch:
+        real = SIIMPneumothoraxDataset.get_data_info
+
+        def unlabelled(self, idx):
+            info = dict(real(self, idx))
+            del info['has_pneumothorax']
+            return info
+
+        patch.setattr(SIIMPneumothoraxDataset, 'get_data_info', unlabelled)
+        status, _, err = tool_main('tune_postprocess', *args,
+                                   '--max-images', '1')
+    assert status == 2
+    assert 'no post-processing setting can be chosen on images of one ' \
+        'class' in err
     status, stdout, err = tool_main('tune_postprocess', *args)
     assert status == 0, err
     result = json.loads(out.read_text(), parse_constant=_reject_constant)
     assert result['num_images'] == 2 and result['num_positive'] == 1
     assert result['cfg_options'] == {
         'val_dataloader.dataset.data_root': str(demo_root)}
-    # A value given twice (0.5) is one grid value.
+    # A value given twice is one grid value.
     assert result['grid']['top'] == [0.5, 0.7]
+    assert result['grid']['min_area'] == [0, 100]
     rows = result['results']
     # bottom 0.6 > top 0.5 is skipped for both areas
     assert len(rows) == 2 * 2 * 2 - 2

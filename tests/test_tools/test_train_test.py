@@ -418,6 +418,9 @@ def test_train_says_when_the_schedule_does_not_end_with_training():
     cfg.train_cfg.max_epochs = 50
     assert 'keeps the final learning rate for the last 10 epochs' in (
         train.schedule_end_warning(cfg))
+    # by_epoch defaults to True, as in mmengine.
+    del cfg.param_scheduler[1]['by_epoch']
+    assert 'keeps the final learning rate' in train.schedule_end_warning(cfg)
     # An iteration-based loop is compared with iteration-based schedulers.
     cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=1000)
     assert train.schedule_end_warning(cfg) is None
@@ -509,6 +512,24 @@ def test_train_says_when_the_work_dir_holds_an_earlier_run(monkeypatch,
         train.main()
         assert logged == said
         logged.clear()
+
+
+def test_train_logs_the_schedule_and_cpu_warnings(monkeypatch, tmp_path):
+    config = str(ROOT / 'configs/upernet_swin-nano_ptx-demo-128.py')
+    train, logged = stopped_train_py(monkeypatch)
+    monkeypatch.setattr(sys, 'argv', [
+        'train.py', config, '--work-dir', str(tmp_path), '--cfg-options',
+        'train_cfg.max_epochs=10'])
+    train.main()
+    assert logged == [train.schedule_end_warning(train.load_config(
+        train.parse_args()))]
+    assert logged[0].startswith('param_scheduler.1 ends at epoch 40')
+    logged.clear()
+    monkeypatch.setattr(train, 'get_device', lambda: 'cpu')
+    monkeypatch.setattr(sys, 'argv', ['train.py', config, '--work-dir',
+                                      str(tmp_path)])
+    train.main()
+    assert logged == [train.cpu_training_warning()]
 
 
 def test_tools_say_when_a_sigmoid_head_writes_other_masks_than_scored(

@@ -139,7 +139,11 @@ def test_malformed_rle_names_image():
         LoadRLEAnnotations()(dict(ori_shape=(2, 2), img_path='/x/y.dcm',
                                   rle=['1 2 0 2']))
     # The bounds are checked only here: the image file and the CSV lines
-    # are named, as the dataset's syntax errors name them.
+    # are named, as the dataset's syntax errors name them, where known.
+    with pytest.raises(ValueError, match=r'^Bad RLE for image IMG-8 \(/x/8'
+                       r'\.dcm; 2x2 image\)'):
+        LoadRLEAnnotations()(dict(ori_shape=(2, 2), img_path='/x/8.dcm',
+                                  image_id='IMG-8', rle=['1 2 0 2']))
     with pytest.raises(ValueError, match=r'^Bad RLE for image IMG-9 \(/x/9'
                        r'\.dcm; a\.csv, lines 3, 8; 2x2 image\): .*past the '
                        r'end'):
