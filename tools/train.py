@@ -4,9 +4,11 @@ import logging
 import os
 import os.path as osp
 import sys
+from numbers import Real
 from typing import Optional
 
 from mmengine.dataset import InfiniteSampler
+from mmengine.optim.scheduler.param_scheduler import INF
 from mmengine.device import get_device
 from mmengine.logging import print_log
 from mmengine.runner import Runner
@@ -211,15 +213,18 @@ def schedule_end_warning(cfg) -> Optional[str]:
     length = train_cfg.get('max_epochs' if by_epoch else 'max_iters')
     if not isinstance(length, int):
         return None
-    ends = [(scheduler.get('end'), index) for index, scheduler in
+    ends = [(scheduler.get('end', INF), index) for index, scheduler in
             enumerate(config_entries(cfg, 'param_scheduler'))
             if scheduler.get('by_epoch', True) == by_epoch]
-    # mmengine ends a scheduler without an end with training.
-    if not ends or any(not isinstance(end, int) for end, _ in ends):
+    # mmengine ends a scheduler without an end (INF, its default) with
+    # training; a number it runs to (floats included).
+    if not ends or any(isinstance(end, bool) or not isinstance(end, Real)
+                       or end >= INF for end, _ in ends):
         return None
     end, index = max(ends)
     if end == length:
         return None
+    end = int(end) if float(end).is_integer() else end
     unit = 'epoch' if by_epoch else 'iteration'
     loop_key = 'max_epochs' if by_epoch else 'max_iters'
     effect = ('stops part way through it' if end > length else

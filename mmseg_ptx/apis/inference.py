@@ -584,6 +584,9 @@ def _submission_rle(image_id: str, value: Union[str, np.ndarray]) -> str:
             raise ValueError(f'ImageId {image_id!r}: {err}') from None
         return value.strip()
     mask = np.asarray(value)
+    if mask.ndim != 2:
+        raise ValueError(f'ImageId {image_id!r}: the mask must be 2-D '
+                         f'(H, W), got shape {mask.shape}')
     if mask.dtype != np.bool_:
         # A probability map would otherwise be encoded as "any non-zero
         # pixel": a whole-image mask.

@@ -126,8 +126,8 @@ def _examples(ids) -> str:
 
 def _check_arguments(kwargs: dict, name: str) -> None:
     """Refuse an argument neither SIIMPneumothoraxDataset nor mmseg's
-    BaseSegDataset takes, naming the class ``name`` (the one the config
-    gives) and the nearest argument: Python's own error names
+    BaseSegDataset takes, naming the class ``name`` (the class's own name)
+    and the nearest argument: Python's own error names
     BaseSegDataset.__init__, where a config never mentions it."""
     own = inspect.signature(SIIMPneumothoraxDataset.__init__).parameters
     base = inspect.signature(BaseSegDataset.__init__).parameters

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import time
 import uuid
 from typing import Iterator, Optional, Union
@@ -45,13 +46,20 @@ def atomic_path(path: Union[str, os.PathLike]) -> Iterator[str]:
 
     For writers that take a path and would otherwise need the whole file in
     memory first (``torch.save`` of a checkpoint); the temporary file is
-    named and placed as :func:`write_atomically`'s.
+    named and placed as :func:`write_atomically`'s. The writer must create
+    a file at exactly the path it is given, in a format that does not
+    depend on the name: ``np.save`` (which adds ``.npy``) or ``cv2.imwrite``
+    (which picks the format from the suffix) do not fit.
 
     Args:
         path (str | os.PathLike): The file; its folder is made if missing.
 
     Yields:
         str: The temporary path (not yet a file).
+
+    Raises:
+        OSError: The writer left no file at the temporary path (nothing,
+            or a folder), or the rename failed.
     """
     path = os.fspath(path)
     folder, name = os.path.split(path)
@@ -60,10 +68,17 @@ def atomic_path(path: Union[str, os.PathLike]) -> Iterator[str]:
     tmp = os.path.join(folder, f'.{name}.{uuid.uuid4().hex}.tmp')
     try:
         yield tmp
+        if os.path.islink(tmp) or not os.path.isfile(tmp):
+            raise OSError(f'Writing {path}: the writer made no file at its '
+                          f'temporary path {tmp}')
         os.replace(tmp, path)  # fails where path is a folder, say
     except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        # Whatever the writer left; the error raised stays the first one.
+        with contextlib.suppress(OSError):
+            if os.path.isdir(tmp) and not os.path.islink(tmp):
+                shutil.rmtree(tmp)
+            elif os.path.lexists(tmp):
+                os.remove(tmp)
         raise
 
 

@@ -295,6 +295,8 @@ def test_write_submission_and_find_images(tmp_path, monkeypatch):
             (np.where(mask > 0, 1.0, 0.0) + 0.5 * (np.arange(30).reshape(
                 6, 5) == 29), r"'x': the mask must be binary"),
             (mask * 7, r"'x': the mask must be binary .*got other uint8"),
+            (mask[None], r"'x': the mask must be 2-D \(H, W\), got shape "
+             r"\(1, 6, 5\)"),
             ('', r"'x': .*"), ('nan', r"'x': .*"), ('1 2 3', r"'x': .*")]:
         with pytest.raises(ValueError, match=message):
             write_submission(str(path), [('a', mask), ('x', value)])

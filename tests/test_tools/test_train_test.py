@@ -418,6 +418,10 @@ def test_train_says_when_the_schedule_does_not_end_with_training():
     cfg.train_cfg.max_epochs = 50
     assert 'keeps the final learning rate for the last 10 epochs' in (
         train.schedule_end_warning(cfg))
+    # A float end is one mmengine runs to.
+    cfg.param_scheduler[1]['end'] = 40.0
+    assert train.schedule_end_warning(cfg).startswith(
+        'param_scheduler.1 ends at epoch 40 but training ends at epoch 50')
     # by_epoch defaults to True, as in mmengine.
     del cfg.param_scheduler[1]['by_epoch']
     assert 'keeps the final learning rate' in train.schedule_end_warning(cfg)
@@ -432,10 +436,13 @@ def test_train_says_when_the_schedule_does_not_end_with_training():
     # No end: it runs to the end of training.
     cfg.param_scheduler = dict(type='PolyLR', by_epoch=False)
     assert train.schedule_end_warning(cfg) is None
-    # Nor with a warm-up before it that has one.
+    # Nor with a warm-up before it that has one, or with mmengine's own
+    # default end.
     cfg.param_scheduler = [
         dict(type='LinearLR', by_epoch=False, begin=0, end=100),
         dict(type='PolyLR', by_epoch=False, begin=100)]
+    assert train.schedule_end_warning(cfg) is None
+    cfg.param_scheduler[1]['end'] = train.INF
     assert train.schedule_end_warning(cfg) is None
 
 

@@ -60,6 +60,18 @@ def test_atomic_path_for_writers_that_take_a_path(tmp_path):
         with atomic_path(path):
             raise RuntimeError('cannot serialise')
     assert os.listdir(path.parent) == ['averaged.pth']
+    # A writer that makes no file, or a folder: said, the old file kept,
+    # nothing left behind.
+    with pytest.raises(OSError, match='the writer made no file'):
+        with atomic_path(path):
+            pass
+    for target in (path, path.parent / 'new.pth'):
+        with pytest.raises(OSError, match='the writer made no file'):
+            with atomic_path(target) as tmp:
+                os.mkdir(tmp)
+                open(os.path.join(tmp, 'part'), 'w').close()
+    assert path.read_bytes() == b'weights'
+    assert os.listdir(path.parent) == ['averaged.pth']
 
 
 def test_a_folder_in_the_way_is_an_error_and_left_alone(tmp_path):
