@@ -8,9 +8,9 @@ from numbers import Real
 from typing import Optional
 
 from mmengine.dataset import InfiniteSampler
-from mmengine.optim.scheduler.param_scheduler import INF
 from mmengine.device import get_device
 from mmengine.logging import print_log
+from mmengine.optim.scheduler.param_scheduler import INF
 from mmengine.runner import Runner
 from torch.distributed.elastic.multiprocessing.errors import record
 
@@ -171,8 +171,9 @@ def check_amp_device(cfg) -> None:
 
 
 def has_accelerator() -> bool:
-    """Whether mmengine trains on a device (CUDA, Ascend NPU, Cambricon
-    MLU, Moore Threads MUSA) rather than the CPU."""
+    """Whether a device mmengine's AmpOptimWrapper accepts is available
+    (CUDA, Ascend NPU, Cambricon MLU, Moore Threads MUSA; not Apple's
+    MPS, on which mmengine trains without AMP)."""
     from mmengine.device import (is_cuda_available, is_mlu_available,
                                  is_musa_available, is_npu_available)
     return (is_cuda_available() or is_npu_available() or is_mlu_available()
