@@ -297,6 +297,8 @@ def test_write_submission_and_find_images(tmp_path, monkeypatch):
             (mask * 7, r"'x': the mask must be binary .*got other uint8"),
             (mask[None], r"'x': the mask must be 2-D \(H, W\), got shape "
              r"\(1, 6, 5\)"),
+            (mask.ravel(), r"'x': the mask must be 2-D"),
+            (np.array(1, np.uint8), r"'x': the mask must be 2-D"),
             ('', r"'x': .*"), ('nan', r"'x': .*"), ('1 2 3', r"'x': .*")]:
         with pytest.raises(ValueError, match=message):
             write_submission(str(path), [('a', mask), ('x', value)])

@@ -422,6 +422,13 @@ def test_train_says_when_the_schedule_does_not_end_with_training():
     cfg.param_scheduler[1]['end'] = 40.0
     assert train.schedule_end_warning(cfg).startswith(
         'param_scheduler.1 ends at epoch 40 but training ends at epoch 50')
+    cfg.param_scheduler[1]['end'] = 40.5
+    assert train.schedule_end_warning(cfg).startswith(
+        'param_scheduler.1 ends at epoch 40.5 but')
+    # Not a number of epochs (check_param_schedulers refuses most such).
+    cfg.param_scheduler[1]['end'] = True
+    assert train.schedule_end_warning(cfg) is None
+    cfg.param_scheduler[1]['end'] = 40
     # by_epoch defaults to True, as in mmengine.
     del cfg.param_scheduler[1]['by_epoch']
     assert 'keeps the final learning rate' in train.schedule_end_warning(cfg)

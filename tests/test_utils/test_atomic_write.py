@@ -1,6 +1,7 @@
 """write_atomically and atomic_path: the old file or the whole new one,
 never half."""
 import os
+import shutil
 import stat
 
 import pytest
@@ -72,6 +73,38 @@ def test_atomic_path_for_writers_that_take_a_path(tmp_path):
                 open(os.path.join(tmp, 'part'), 'w').close()
     assert path.read_bytes() == b'weights'
     assert os.listdir(path.parent) == ['averaged.pth']
+
+
+def test_atomic_path_refuses_links_and_removes_them(tmp_path):
+    out = tmp_path / 'out'
+    out.mkdir()
+    a_file, a_dir = tmp_path / 'file', tmp_path / 'dir'
+    a_file.write_bytes(b'f')
+    a_dir.mkdir()
+    (a_dir / 'keep').write_bytes(b'k')
+    for target in (a_file, a_dir, tmp_path / 'nowhere'):
+        with pytest.raises(OSError, match='the writer made no file'):
+            with atomic_path(out / 'a.pth') as tmp:
+                os.symlink(target, tmp)
+        assert os.listdir(out) == []
+    # The links went, not what they pointed at.
+    assert a_file.read_bytes() == b'f'
+    assert (a_dir / 'keep').read_bytes() == b'k'
+
+
+def test_a_failing_cleanup_keeps_the_first_error(tmp_path, monkeypatch):
+    def cannot(*args, **kwargs):
+        raise PermissionError('cannot remove')
+
+    monkeypatch.setattr(shutil, 'rmtree', cannot)
+    monkeypatch.setattr(os, 'remove', cannot)
+    with pytest.raises(OSError, match='the writer made no file'):
+        with atomic_path(tmp_path / 'a.pth') as tmp:
+            os.mkdir(tmp)
+    with pytest.raises(RuntimeError, match='disk full'):
+        with atomic_path(tmp_path / 'b.pth') as tmp:
+            open(tmp, 'wb').close()
+            raise RuntimeError('disk full')
 
 
 def test_a_folder_in_the_way_is_an_error_and_left_alone(tmp_path):
