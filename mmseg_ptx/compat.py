@@ -325,14 +325,11 @@ def _allow_mmengine_checkpoints() -> None:
 # 3. CPU-only distributed runs
 # --------------------------------------------------------------------------
 def _patch_cpu_distributed() -> None:
-    # Not where mmengine's launcher has a device backend: CUDA, and on
-    # Ascend, Cambricon or Moore Threads hosts (no CUDA either) it sets
-    # the device and picks hccl/cncl/mccl. Apple's MPS has none there
+    # Not where mmengine's launcher has a device backend (it sets the
+    # device and picks nccl/hccl/cncl/mccl). Apple's MPS has none there
     # (mmengine would call torch.cuda.set_device): gloo, as on a CPU.
-    from mmengine.device import (is_cuda_available, is_mlu_available,
-                                 is_musa_available, is_npu_available)
-    if (is_cuda_available() or is_npu_available() or is_mlu_available()
-            or is_musa_available()):
+    from mmseg_ptx.utils.device import has_device_backend
+    if has_device_backend():
         return
     import mmengine.dist.utils as dist_utils
     from mmengine.model import MMDistributedDataParallel

@@ -21,6 +21,7 @@ from mmseg_ptx.apis import (UsageError, add_runner_args, config_entries,
                             leave_process_group, load_config,
                             mask_threshold_mismatch, reports_usage_errors,
                             require_folder)
+from mmseg_ptx.utils import has_device_backend
 
 
 def parse_args() -> argparse.Namespace:
@@ -162,22 +163,12 @@ def check_amp_device(cfg) -> None:
     if wrapper is None or config_type_name(
             wrapper, 'OptimWrapper') != 'AmpOptimWrapper':
         return
-    if not has_accelerator():
+    if not has_device_backend():
         raise UsageError(
             'AMP training (optim_wrapper.type AmpOptimWrapper, from --amp '
             'or the config) needs a GPU, and none is available; train '
             'without --amp, or with a config whose optim_wrapper is an '
             'OptimWrapper')
-
-
-def has_accelerator() -> bool:
-    """Whether a device mmengine's AmpOptimWrapper accepts is available
-    (CUDA, Ascend NPU, Cambricon MLU, Moore Threads MUSA; not Apple's
-    MPS, on which mmengine trains without AMP)."""
-    from mmengine.device import (is_cuda_available, is_mlu_available,
-                                 is_musa_available, is_npu_available)
-    return (is_cuda_available() or is_npu_available() or is_mlu_available()
-            or is_musa_available())
 
 
 def cpu_training_warning() -> Optional[str]:

@@ -4,9 +4,10 @@ and for writing files whole."""
 from .async_readback import AsyncReadback
 from .atomic_write import (atomic_path, remove_leftover_temporaries,
                            write_atomically)
+from .device import has_device_backend
 from .host_sync_recorder import HostSyncRecorder, mark_host_copy
 
 __all__ = [
     'AsyncReadback', 'HostSyncRecorder', 'mark_host_copy', 'atomic_path',
-    'remove_leftover_temporaries', 'write_atomically'
+    'remove_leftover_temporaries', 'write_atomically', 'has_device_backend'
 ]
